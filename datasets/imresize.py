@@ -1,0 +1,146 @@
+"""MATLAB's ``imresize`` (bicubic) in torch: the resizer every SR benchmark number assumes.
+
+The method, from MATLAB's definition:
+
+* cubic convolution kernel with a = -0.5 (Keys), support [-2, 2];
+* when shrinking by ``scale < 1`` the kernel is stretched to ``k(scale * x) * scale`` (support
+  4 / scale): this is MATLAB's antialiasing, without it the x4 bicubic baseline loses ~1 dB;
+* output pixel ``i`` (1-based) samples the input at ``u = i / scale + (1 - 1 / scale) / 2``;
+* weights are normalised to sum to one per output pixel; taps outside the image are folded
+  back symmetrically (edge pixel repeated: ..., 2, 1 | 1, 2, ..., n | n, n-1, ...);
+* the output size for a scale is ``ceil(in * scale)``; the dimension with the smaller scale is
+  resized first (height first when equal).
+
+Each 1-D resize is a dense (out x in) matrix built once per size and cached, so a batch
+(N, C, H, W) is resized by two matmuls on any device. Computation stays in floating point
+across both passes, as in BasicSR's port; MATLAB itself rounds uint8 inputs to uint8 between
+the two passes, which moves a few pixels by one level. Neither PIL's nor torch's bicubic is
+this resizer.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["cubic", "resize_matrix", "imresize", "to_uint8", "bicubic_degrade", "modcrop"]
+
+
+def cubic(x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """Keys' cubic convolution kernel with a = -0.5 (MATLAB's ``bicubic``)."""
+    ax = abs(x)
+    ax2, ax3 = ax * ax, ax * ax * ax
+    inner = 1.5 * ax3 - 2.5 * ax2 + 1
+    outer = -0.5 * ax3 + 2.5 * ax2 - 4 * ax + 2
+    return inner * (ax <= 1) + outer * ((ax > 1) & (ax <= 2))
+
+
+@functools.lru_cache(maxsize=128)
+def _matrix_float64(in_len: int, out_len: int, scale: float, antialias: bool) -> np.ndarray:
+    width = 4.0
+    kernel = cubic
+    if scale < 1 and antialias:
+        width = 4.0 / scale
+        kernel = lambda t: scale * cubic(scale * t)  # noqa: E731 - stretched (antialiasing) kernel
+    centre = np.arange(1, out_len + 1, dtype=np.float64) / scale + 0.5 * (1 - 1 / scale)
+    left = np.floor(centre - width / 2)
+    taps = int(math.ceil(width)) + 2  # MATLAB's count: covers the support for any centre
+    index = left[:, None] + np.arange(taps)[None, :]  # 1-based input positions
+    weights = kernel(centre[:, None] - index)
+    weights = weights / weights.sum(axis=1, keepdims=True)
+    # Symmetric padding: fold 1-based index into 0..in_len-1 with the edge pixel repeated.
+    folded = np.mod(index.astype(np.int64) - 1, 2 * in_len)
+    folded = np.where(folded < in_len, folded, 2 * in_len - 1 - folded)
+    matrix = np.zeros((out_len, in_len), dtype=np.float64)
+    np.add.at(matrix, (np.repeat(np.arange(out_len), taps), folded.ravel()), weights.ravel())
+    matrix.setflags(write=False)
+    return matrix
+
+
+@functools.lru_cache(maxsize=128)
+def _matrix_on(in_len, out_len, scale, antialias, device: torch.device, dtype: torch.dtype):
+    matrix = _matrix_float64(in_len, out_len, scale, antialias)
+    return torch.from_numpy(matrix.copy()).to(device=device, dtype=dtype)
+
+
+def resize_matrix(in_len: int, out_len: int, scale: float, antialias: bool = True,
+                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64
+                  ) -> torch.Tensor:
+    """The (out_len, in_len) matrix of MATLAB bicubic weights along one dimension (cached)."""
+    return _matrix_on(int(in_len), int(out_len), float(scale), bool(antialias),
+                      torch.device(device), dtype)
+
+
+def _output_sizes(height: int, width: int, scale, size) -> tuple[tuple[int, int], tuple[float, float]]:
+    if (scale is None) == (size is None):
+        raise ValueError("imresize: give exactly one of scale= or size=")
+    if size is not None:
+        out_h, out_w = (int(v) for v in size)
+        if out_h <= 0 or out_w <= 0:
+            raise ValueError(f"imresize: output size must be positive, got size={tuple(size)}")
+        return (out_h, out_w), (out_h / height, out_w / width)
+    scales = (float(scale), float(scale)) if not isinstance(scale, Sequence) else tuple(map(float, scale))
+    if len(scales) != 2 or min(scales) <= 0 or not all(map(math.isfinite, scales)):
+        raise ValueError(f"imresize: scale must be a positive number (or two), got scale={scale!r}")
+    # round() guards against 1/3 * 3 = 0.99999...; MATLAB: ceil(scale * size)
+    out = tuple(int(math.ceil(round(n * s, 9))) for n, s in zip((height, width), scales))
+    return out, scales
+
+
+def imresize(x: torch.Tensor, scale: float | Sequence[float] | None = None,
+             size: Sequence[int] | None = None, antialias: bool = True) -> torch.Tensor:
+    """MATLAB ``imresize(x, scale, 'bicubic')`` over the last two dimensions of ``x``.
+
+    ``x``: (..., H, W), e.g. (N, C, H, W), on any device. Floating inputs are resized in their
+    own dtype (half precision in float32); integer inputs (uint8 images) in float64. The result
+    is not rounded: use :func:`to_uint8` for 8-bit images. Give ``scale`` (a number or (sh, sw);
+    output ``ceil(in * scale)``) or an output ``size`` (h, w).
+    """
+    if not isinstance(x, torch.Tensor) or x.ndim < 2:
+        raise ValueError("imresize: expected a tensor of shape (..., H, W)")
+    height, width = x.shape[-2:]
+    (out_h, out_w), (scale_h, scale_w) = _output_sizes(height, width, scale, size)
+    compute = x.dtype if x.dtype in (torch.float32, torch.float64) else (
+        torch.float32 if x.is_floating_point() else torch.float64)
+    out = x.to(compute)
+    passes = [(-2, height, out_h, scale_h), (-1, width, out_w, scale_w)]
+    if scale_w < scale_h:
+        passes.reverse()  # MATLAB resizes the dimension with the smaller scale first
+    for dim, n_in, n_out, s in passes:
+        if n_in == n_out and s == 1:
+            continue
+        matrix = resize_matrix(n_in, n_out, s, antialias, out.device, compute)
+        out = matrix @ out if dim == -2 else out @ matrix.T
+    return out.to(x.dtype) if x.is_floating_point() else out
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Round like MATLAB's uint8 cast (half away from zero) and clamp to 0..255."""
+    if x.dtype == torch.uint8:
+        return x
+    return torch.floor(x.to(torch.float64) + 0.5).clamp_(0, 255).to(torch.uint8)
+
+
+def modcrop(image: torch.Tensor | np.ndarray, scale: int):
+    """Crop the last two (tensor) or first two (numpy HxW[xC]) dimensions to multiples of scale."""
+    if isinstance(image, torch.Tensor):
+        h, w = image.shape[-2:]
+        return image[..., : h - h % scale, : w - w % scale]
+    h, w = image.shape[:2]
+    return image[: h - h % scale, : w - w % scale]
+
+
+def bicubic_degrade(hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """The standard SR degradation: MATLAB bicubic by 1/scale, rounded to uint8.
+
+    ``hr``: uint8 (or 0..255 float) tensor (..., H, W) with H and W multiples of ``scale``.
+    Returns uint8 (..., H / scale, W / scale), like an LR file on disk.
+    """
+    h, w = hr.shape[-2:]
+    if h % scale or w % scale:
+        raise ValueError(f"HR size {h}x{w} is not a multiple of scale={scale} (use modcrop)")
+    return to_uint8(imresize(hr.to(torch.float64), 1.0 / scale))

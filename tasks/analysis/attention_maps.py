@@ -1,0 +1,223 @@
+"""Pictures of what BAM does (paper Figs. 5 and 6), one PNG panel per image.
+
+Row 1: the input and, per stage, BAM's 3-D attention map averaged over channels, resized to the
+image and overlaid. Row 2 (with a baseline checkpoint): the baseline network's feature map at the
+same position (mean absolute activation over channels), beside row 3: the BAM network's refined
+feature map there. Last row: each stage's channel attention, sigmoid(Mc), sorted, so its spread
+(how strongly BAM picks channels) reads at a glance.
+
+    python -m tasks.analysis.attention_maps --checkpoint runs/bam --baseline runs/base \\
+        --images photos/ --output runs/bam/attention
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bam import capture_attention, find_bottlenecks
+
+# Normalisation of the data sets the classification task trains on.
+_NORMALISATION = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 224),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 32),
+}
+
+
+@contextmanager
+def record_features(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Keep the (last) output of each named module; hooks added here see post-attention output."""
+    modules = dict(model.named_modules())
+    store: dict[str, torch.Tensor] = {}
+    handles = [modules[name].register_forward_hook(
+        lambda _m, _i, out, name=name: store.__setitem__(name, out.detach().float().cpu()))
+        for name in layers]
+    try:
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _heat(values: torch.Tensor, size: tuple[int, int], normalise: bool) -> np.ndarray:
+    """A 2-D map resized (bilinear) to the image; min-max scaled when it is not already in [0, 1]."""
+    heat = F.interpolate(values[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
+    if normalise:
+        heat = (heat - heat.min()) / (heat.max() - heat.min()).clamp_min(1e-12)
+    return heat.numpy()
+
+
+def render_panel(image: np.ndarray, attention: dict[str, dict[str, torch.Tensor]],
+                 bam_features: dict[str, torch.Tensor] | None, baseline_features: dict[str, torch.Tensor] | None,
+                 path: Path, title: str = "") -> Path:
+    """Draw one image's panel (see the module docstring) and save it as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = list(attention)
+    rows = ["attention"] + (["baseline", "bam"] if baseline_features is not None else []) + ["channel"]
+    columns = 1 + len(stages)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(2.6 * columns, 2.5 * len(rows)), dpi=110,
+                             squeeze=False)
+    size = image.shape[:2]
+    for r, row in enumerate(rows):
+        first = axes[r][0]
+        first.axis("off")
+        if row == "attention":
+            first.imshow(image)
+            first.set_title("input", fontsize=9)
+        else:
+            first.text(0.5, 0.5, {"baseline": "baseline\nfeatures", "bam": "+BAM\nfeatures",
+                                  "channel": "channel\nattention"}[row], ha="center", va="center", fontsize=11)
+        for c, stage in enumerate(stages, start=1):
+            ax = axes[r][c]
+            maps = attention[stage]
+            if row == "channel":
+                if "channel" in maps:
+                    values = torch.sigmoid(maps["channel"].flatten()).sort(descending=True).values
+                    ax.plot(values.numpy(), color="#d62728")
+                    ax.set_ylim(0, 1)
+                    ax.set_xlabel("channel (sorted)", fontsize=8)
+                    ax.set_ylabel("sigmoid(Mc)", fontsize=8)
+                    ax.tick_params(labelsize=7)
+                else:
+                    ax.axis("off")
+                continue
+            ax.axis("off")
+            ax.imshow(image)
+            if row == "attention":
+                heat = _heat(maps["combined"].mean(0), size, normalise=False)
+                ax.set_title(f"{stage}\nM mean {heat.mean():.2f}", fontsize=9)
+                shown = ax.imshow(heat, cmap="jet", alpha=0.5, vmin=0, vmax=float(max(1.0, heat.max())))
+            else:
+                features = (baseline_features if row == "baseline" else bam_features)
+                key = _match_stage(stage, list(features), c - 1)
+                heat = _heat(features[key].abs().mean(0), size, normalise=True)
+                shown = ax.imshow(heat, cmap="jet", alpha=0.5)
+                ax.set_title(key, fontsize=9)
+        if row == "attention" and stages:
+            # An inset colour bar: one taken from the last axes would shrink that stage's image.
+            fig.colorbar(shown, cax=axes[r][-1].inset_axes([1.04, 0.0, 0.05, 1.0]))
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _match_stage(stage: str, names: list[str], position: int) -> str:
+    """The feature map at the same stage: same module name if present, else same position."""
+    target = stage.replace("_", ".")
+    return target if target in names else names[min(position, len(names) - 1)]
+
+
+def load_image(path: Path, size: int) -> np.ndarray:
+    """An RGB image resized so that its short side is ``size`` and center-cropped to a square."""
+    from PIL import Image
+
+    from datasets.images import read_rgb
+
+    picture = Image.fromarray(read_rgb(path))
+    scale = size / min(picture.size)
+    picture = picture.resize((max(size, round(picture.width * scale)), max(size, round(picture.height * scale))),
+                             Image.BICUBIC)
+    left, top = (picture.width - size) // 2, (picture.height - size) // 2
+    return np.asarray(picture.crop((left, top, left + size, top + size)))
+
+
+def _to_tensor(image: np.ndarray, mean, std) -> torch.Tensor:
+    tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255
+    return ((tensor - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None])[None]
+
+
+def _preprocessing(record: dict) -> tuple[tuple, tuple, int]:
+    extra = record.get("extra") or {}
+    if {"mean", "std", "image_size"} <= set(extra):
+        return tuple(extra["mean"]), tuple(extra["std"]), int(extra["image_size"])
+    dataset = (record.get("kwargs") or {}).get("dataset", "imagenet")
+    if dataset not in _NORMALISATION:
+        raise ValueError(f"do not know how images of data set {dataset!r} were normalised; "
+                         "the checkpoint's extra must hold mean, std and image_size")
+    return _NORMALISATION[dataset]
+
+
+@torch.no_grad()
+def attention_panels(bam_model: nn.Module, images: Sequence[Path], out_dir: Path, mean, std, size: int,
+                     baseline: nn.Module | None = None) -> list[Path]:
+    """One PNG per image; returns the files written."""
+    bam_model.eval()
+    stages = [key.replace("_", ".") for key in getattr(bam_model, "attention", {})]
+    if not stages:
+        raise ValueError("the checkpoint's network has no attention modules (was it trained with --attention none?)")
+    base_layers = find_bottlenecks(baseline, (3, size, size)) if baseline is not None else []
+    if baseline is not None:
+        baseline.eval()
+    written = []
+    for path in images:
+        image = load_image(path, size)
+        batch = _to_tensor(image, mean, std)
+        with capture_attention(bam_model) as maps, record_features(bam_model, stages) as refined:
+            bam_model(batch)
+        attention = {stage: {k: v[0] for k, v in values.items()} for stage, values in maps.items()}
+        bam_features = {k: v[0] for k, v in refined.items()}
+        base_features = None
+        if baseline is not None:
+            with record_features(baseline, base_layers) as base:
+                baseline(batch)
+            base_features = {k: v[0] for k, v in base.items()}
+        written.append(render_panel(image, attention, bam_features if baseline is not None else None,
+                                    base_features, out_dir / f"attention_{path.stem}.png", title=path.name))
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    from datasets.images import list_images
+    from tasks.common.model_io import load_model
+
+    parser = argparse.ArgumentParser(prog="python -m tasks.analysis.attention_maps", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="run folder or model.pt of a network with BAM")
+    parser.add_argument("--baseline", help="run folder or model.pt of the same network without BAM")
+    parser.add_argument("--images", nargs="+", required=True, help="image files or folders")
+    parser.add_argument("--output", type=Path, help="folder for the PNGs (default: <checkpoint>/attention)")
+    parser.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], default="disabled",
+                        help="also log the panels to W&B (job type 'analysis')")
+    parser.add_argument("--wandb-project", default="bam")
+    args = parser.parse_args(argv)
+    try:
+        model, record = load_model(args.checkpoint)
+        baseline = load_model(args.baseline)[0] if args.baseline else None
+        files = [f for item in args.images for f in (list_images(item) if Path(item).is_dir() else [Path(item)])]
+        mean, std, size = _preprocessing(record)
+        output = args.output or (Path(args.checkpoint) if Path(args.checkpoint).is_dir()
+                                 else Path(args.checkpoint).parent) / "attention"
+        written = attention_panels(model, files, output, mean, std, size, baseline)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    if args.wandb != "disabled":
+        from tasks.common.tracking import Tracker
+
+        tracker = Tracker(output, {"checkpoint": str(args.checkpoint), "baseline": args.baseline},
+                          project=args.wandb_project, mode=args.wandb, task="analysis")
+        tracker.log_images({f"attention/{p.stem}": p for p in written}, step=0)
+        tracker.finish()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Class-selectivity index per stage (paper Sec. 6.1, Fig. 4; Morcos et al. 2018).
+
+For a unit (a channel), let ``mu_max`` be its largest class-conditional mean activity and
+``mu_rest`` the mean of its class-conditional means over all other classes; the index is
+``(mu_max - mu_rest) / (mu_max + mu_rest)``: 0 for a unit that fires the same for every class,
+1 for one that fires for a single class. A unit's activity on an image is the spatial mean of its
+(non-negative) feature map. Units that never fire have no index and are left out (NaN).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterable, Iterator
+
+import torch
+from torch import nn
+
+
+def class_selectivity(activity: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Index of each unit from an (images x units) activity table; NaN for silent units."""
+    if activity.ndim != 2 or labels.shape != activity.shape[:1]:
+        raise ValueError(f"expected activity (N, units) and labels (N,), got {tuple(activity.shape)} "
+                         f"and {tuple(labels.shape)}")
+    if (activity < 0).any():
+        raise ValueError("class selectivity is defined for non-negative (post-ReLU) activity")
+    activity = activity.double()
+    counts = torch.bincount(labels, minlength=num_classes).double()
+    present = counts > 0
+    if present.sum() < 2:
+        raise ValueError("class selectivity needs images of at least two classes")
+    sums = torch.zeros(num_classes, activity.shape[1], dtype=torch.float64).index_add_(0, labels, activity)
+    class_means = sums[present] / counts[present, None]  # (classes present, units)
+    top, top_index = class_means.max(0)
+    rest = (class_means.sum(0) - top) / (class_means.shape[0] - 1)
+    index = (top - rest) / (top + rest)
+    return torch.where(top > 0, index, torch.full_like(index, float("nan")))
+
+
+@contextmanager
+def record_activity(model: nn.Module, layers: Iterable[str]) -> Iterator[dict[str, list[torch.Tensor]]]:
+    """Record the per-channel spatial mean of each named module's output during the forwards."""
+    modules = dict(model.named_modules())
+    store: dict[str, list[torch.Tensor]] = {}
+    handles = []
+    for name in layers:
+        if name not in modules:
+            raise ValueError(f"model has no module named {name!r}")
+        store[name] = []
+
+        def hook(_module, _inputs, output, name=name):
+            store[name].append(output.detach().float().mean(dim=(2, 3)).cpu())
+
+        handles.append(modules[name].register_forward_hook(hook))
+    try:
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@torch.no_grad()
+def stage_selectivity(model: nn.Module, loader, layers: list[str], num_classes: int,
+                      device: str | torch.device = "cpu", max_batches: int | None = None) -> dict[str, torch.Tensor]:
+    """Selectivity index of every channel at each named stage, over a labelled loader.
+
+    Hooks registered here run after any attention hook already on the same module, so for a
+    network with BAM they see the refined (post-BAM) features.
+    """
+    model.eval().to(device)
+    labels = []
+    with record_activity(model, layers) as store:
+        for i, (images, targets) in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            model(images.to(device))
+            labels.append(targets.cpu())
+    labels = torch.cat(labels)
+    return {name: class_selectivity(torch.cat(store[name]).clamp_min(0), labels, num_classes) for name in layers}
+
+
+def plot_selectivity(results: dict[str, dict[str, torch.Tensor]], out_dir, title: str = "") -> list:
+    """One PNG per stage with the histogram of every model (e.g. baseline, BAM) overlaid.
+
+    ``results`` maps a model label to {stage name: indices}; stages are matched by position, since
+    the same stage may carry different module names in the two networks.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from pathlib import Path
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage_names = {label: list(stages) for label, stages in results.items()}
+    count = min(len(names) for names in stage_names.values())
+    bins = torch.linspace(0, 1, 26).tolist()
+    written = []
+    for i in range(count):
+        fig, ax = plt.subplots(figsize=(5.2, 3.6), dpi=120)
+        for label, names in stage_names.items():
+            values = results[label][names[i]]
+            values = values[~torch.isnan(values)]
+            legend = f"{label}: mean {values.mean():.3f}, {len(values)} units" if len(values) else label
+            ax.hist(values.tolist(), bins=bins, alpha=0.55, density=True, label=legend)
+        first = next(iter(stage_names.values()))[i]
+        ax.set_title(f"{title + ' — ' if title else ''}stage {i + 1} ({first})", fontsize=10)
+        ax.set_xlabel("class-selectivity index")
+        ax.set_ylabel("density of units")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / f"selectivity_stage{i + 1}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written

@@ -1,0 +1,167 @@
+"""Training recipes for classification, named per network family (reference facts section 6).
+
+The recipes are epoch-based, as the papers state them; the shared Trainer counts optimizer steps,
+so :func:`schedule_steps` turns epochs into steps from the loader length and the world size.
+
+Momentum: plain (not Nesterov) SGD with momentum 0.9 for every family. The BAM paper reproduces
+its baselines in PyTorch with these exact CIFAR schedules (those of the widely used PyTorch CIFAR
+training code) and trains ImageNet with the PyTorch ImageNet example; both use plain momentum.
+The original Torch code of WRN, ResNeXt and DenseNet used Nesterov momentum: pass ``--nesterov``
+to follow it instead. Weight decay applies to every parameter, as in those recipes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+import torch
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One training recipe. ``batch_size`` is the global batch over all processes."""
+
+    name: str
+    epochs: int
+    batch_size: int
+    lr: float
+    milestones: tuple[int, ...]  # epochs at which the learning rate is multiplied by ``gamma``
+    gamma: float
+    weight_decay: float
+    momentum: float = 0.9
+    nesterov: bool = False
+    dropout: float = 0.0  # only wide ResNets use it (inside each block)
+    description: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        Recipe("cifar-resnet", 164, 128, 0.1, (81, 122), 0.1, 1e-4,
+               description="CIFAR ResNet / PreResNet: 164 epochs, lr 0.1 x0.1 at 81 and 122"),
+        Recipe("cifar-wrn", 200, 128, 0.1, (60, 120, 160), 0.2, 5e-4, dropout=0.3,
+               description="CIFAR WideResNet: 200 epochs, lr 0.1 x0.2 at 60/120/160, dropout 0.3"),
+        Recipe("cifar-resnext", 300, 128, 0.1, (150, 225), 0.1, 5e-4,
+               description="CIFAR ResNeXt29: 300 epochs, lr 0.1 x0.1 at 150 and 225"),
+        Recipe("cifar-densenet", 300, 64, 0.1, (150, 225), 0.1, 1e-4,
+               description="CIFAR DenseNet-BC: 300 epochs, batch 64, lr 0.1 x0.1 at 150 and 225"),
+        Recipe("imagenet", 90, 256, 0.1, (30, 60), 0.1, 1e-4,
+               description="ImageNet (released BAM code): 90 epochs, lr 0.1 /10 every 30 epochs"),
+        Recipe("digits-quick", 4, 32, 0.05, (3,), 0.1, 5e-4,
+               description="embedded digits smoke run: 4 short epochs, a few minutes on a CPU"),
+    )
+}
+
+# Architecture name prefix -> CIFAR recipe family.
+_CIFAR_FAMILY = (
+    ("preresnet", "cifar-resnet"),
+    ("resnet", "cifar-resnet"),
+    ("wrn", "cifar-wrn"),
+    ("resnext", "cifar-resnext"),
+    ("densenet", "cifar-densenet"),
+)
+
+
+def list_recipes() -> list[str]:
+    return sorted(RECIPES)
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; valid recipes: {', '.join(list_recipes())}")
+    return RECIPES[name]
+
+
+def recipe_for(arch: str, dataset: str) -> Recipe:
+    """The default recipe of ``arch`` on ``dataset`` (the one the paper's baseline followed)."""
+    if dataset == "imagenet":
+        return RECIPES["imagenet"]
+    if dataset == "digits":
+        return RECIPES["digits-quick"]
+    if dataset != "cifar100":
+        raise ValueError(f"unknown dataset {dataset!r}; valid: cifar100, imagenet, digits")
+    for prefix, family in _CIFAR_FAMILY:
+        if arch.startswith(prefix):
+            return RECIPES[family]
+    raise ValueError(
+        f"no CIFAR-100 recipe for architecture {arch!r} (known families: "
+        f"{', '.join(p for p, _ in _CIFAR_FAMILY)}); pick one with --recipe {{{', '.join(list_recipes())}}}"
+    )
+
+
+def with_overrides(recipe: Recipe, **values) -> Recipe:
+    """A copy with the non-``None`` values replaced (command-line overrides)."""
+    values = {k: (tuple(v) if k == "milestones" else v) for k, v in values.items() if v is not None}
+    return replace(recipe, **values)
+
+
+def steps_per_epoch(num_samples: int, global_batch: int) -> int:
+    """Optimizer steps in one epoch when the last partial batch is dropped (as our loaders do)."""
+    if num_samples < global_batch:
+        raise ValueError(
+            f"the training set has {num_samples} images, fewer than one batch of {global_batch}; "
+            "lower --batch-size"
+        )
+    return num_samples // global_batch
+
+
+def per_process_batch(global_batch: int, world_size: int) -> int:
+    """Split the recipe's global batch over processes so the recipe holds on any number of GPUs."""
+    if global_batch % world_size:
+        raise ValueError(
+            f"batch size {global_batch} does not split evenly over {world_size} processes; "
+            "pick a --batch-size divisible by the number of processes"
+        )
+    return global_batch // world_size
+
+
+@dataclass(frozen=True)
+class StepSchedule:
+    """An epoch-based recipe expressed in optimizer steps."""
+
+    total_steps: int
+    milestone_steps: tuple[int, ...]
+    steps_per_epoch: int
+
+
+def schedule_steps(recipe: Recipe, steps_in_epoch: int, epochs: int | None = None) -> StepSchedule:
+    epochs = recipe.epochs if epochs is None else epochs
+    return StepSchedule(
+        total_steps=epochs * steps_in_epoch,
+        milestone_steps=tuple(m * steps_in_epoch for m in recipe.milestones),
+        steps_per_epoch=steps_in_epoch,
+    )
+
+
+def build_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.SGD:
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        weight_decay=recipe.weight_decay,
+        nesterov=recipe.nesterov,
+    )
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, recipe: Recipe, schedule: StepSchedule
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Step decay stepped once per optimizer step: lr = base * gamma^(milestones passed).
+
+    Step ``s`` belongs to epoch ``s // steps_per_epoch``, so the rate changes exactly at the
+    first step of each milestone epoch, like an epoch-stepped ``MultiStepLR``.
+    """
+    milestones = schedule.milestone_steps
+
+    def factor(step: int) -> float:
+        return recipe.gamma ** sum(step >= m for m in milestones)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def epochs_for_steps(steps: int, steps_in_epoch: int) -> float:
+    return steps / steps_in_epoch if steps_in_epoch else math.nan

@@ -1,0 +1,378 @@
+"""``python -m tasks.classify``: train a classifier with or without attention; top-1/top-5 error.
+
+With no arguments it trains a small CIFAR network with BAM on the embedded digits data set (no
+download, a few minutes on a CPU). The paper's runs::
+
+    python -m tasks.classify --dataset cifar100 --arch resnet50 --attention bam
+    accelerate launch launch/classify.py --dataset imagenet --arch resnet50 --attention bam
+
+The recipe (epochs, batch, learning-rate schedule, weight decay) defaults to the network family's
+(see ``tasks.classify.recipes``); every field can be overridden on the command line. The loop,
+checkpoints, resume, W&B and summary files are the shared ``tasks.common`` machinery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from tasks.classify import recipes
+from tasks.common.cli import add_run_args, run_cli, run_dir_for
+from tasks.common.sampling import EpochSeededSampler, split_key
+from tasks.common.tracking import Tracker
+from tasks.common.trainer import Trainer, make_accelerator, prepare_eval_loader
+
+TASK = "classify"
+DATASETS = ("digits", "cifar100", "imagenet")
+ATTENTIONS = ("none", "bam", "bam-c", "se", "cbam", "bam-released", "extra-block")
+BAM_LIKE = ("bam", "bam-c", "bam-released")
+# SE and CBAM are block modules in their papers (Table 10 counts SE in every block).
+DEFAULT_PLACEMENT = {"se": "block", "cbam": "block"}
+# The cheapest registered CIFAR network per image: the no-argument default on digits.
+DEFAULT_DIGITS_ARCH = "preresnet110"
+PRIMARY_METRIC = "top1_err"
+
+
+# ------------------------------------------------------------------------------------------- data
+class SeededSamples(Dataset):
+    """Apply a data set's random augmentation under the sampler's per-sample seed.
+
+    ``EpochSeededSampler`` yields ``(index, sample_seed)``; torchvision's transforms draw from
+    torch's global RNG, so the transform runs inside a forked RNG seeded with ``sample_seed``:
+    the same sample of the same epoch is augmented identically after a resume, in any worker.
+    """
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, seed = split_key(key)
+        if seed is None:
+            return self.dataset[index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+
+def build_datasets(args) -> tuple[Dataset, Dataset, int]:
+    """(train set, evaluation set, number of classes) of ``args.dataset``."""
+    if args.dataset == "digits":
+        from datasets.digits import NUM_CLASSES, build_digits
+
+        return build_digits(train=True), build_digits(train=False), NUM_CLASSES
+    if args.dataset == "cifar100":
+        from datasets.cifar import NUM_CLASSES, build_cifar100
+
+        train = build_cifar100(args.data_root, train=True, download=args.download)
+        return train, build_cifar100(args.data_root, train=False), NUM_CLASSES
+    from datasets.imagenet import build_imagenet
+
+    if args.download:
+        raise ValueError("ImageNet cannot be downloaded automatically (it needs a licence from "
+                         "image-net.org); put it at <data_root>/imagenet/{train,val}/CLASS/*.JPEG")
+    train = build_imagenet(args.data_root, train=True)
+    return train, build_imagenet(args.data_root, train=False), len(train.classes)
+
+
+# ---------------------------------------------------------------------------------------- network
+def network_dataset(dataset: str) -> str:
+    """The registry's data set whose networks run on ``dataset`` (digits is CIFAR-sized)."""
+    return "cifar100" if dataset == "digits" else dataset
+
+
+def attention_options(args) -> dict:
+    """Keyword arguments of the attention module, checked against what it has."""
+    given = {
+        "reduction": args.reduction, "dilation": args.dilation, "branches": args.branches,
+        "combine": args.combine, "identity": False if args.no_identity else None,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    allowed = {"bam": set(given), "bam-c": set(given), "bam-released": set(given) - {"combine"},
+               "se": {"reduction"}, "cbam": {"reduction"}}.get(args.attention, set())
+    unsupported = sorted(set(given) - allowed)
+    if unsupported:
+        flags = ", ".join("--no-identity" if k == "identity" else f"--{k}" for k in unsupported)
+        raise ValueError(f"{flags} do(es) not apply to --attention {args.attention}")
+    return given
+
+
+def add_extra_blocks(model: nn.Module, arch: str, dataset: str, num_classes: int, model_kwargs: dict) -> list[str]:
+    """Table 1(c)'s baseline: one more block of the stage's own type where BAM would go.
+
+    At each bottleneck (the end of a stage, right before downsampling) the stage gets a copy of
+    its last block, i.e. the same topology with the same input and output width, freshly
+    initialised the way the network initialises it (taken from an independently built instance).
+    Returns the stages that grew.
+    """
+    from bam.architectures import build_network, input_size_for
+    from bam.placement import find_bottlenecks
+
+    fresh = build_network(arch, dataset, num_classes=num_classes, model_kwargs=model_kwargs)
+    grown = []
+    for target in find_bottlenecks(model, input_size_for(dataset)):
+        stage_name, module = target, model.get_submodule(target)
+        if not isinstance(module, nn.Sequential):  # the target is a stage's last block
+            stage_name, _, last = target.rpartition(".")
+            parent = model.get_submodule(stage_name) if stage_name else model
+            if not (isinstance(parent, nn.Sequential) and last == str(len(parent) - 1)):
+                raise ValueError(f"--attention extra-block needs stages built as nn.Sequential; {arch} has "
+                                 f"{type(module).__name__} at {target}")
+            module = parent
+        block = copy.deepcopy(fresh.get_submodule(stage_name)[-1])
+        module.append(block)
+        grown.append(stage_name)
+    return grown
+
+
+def build_model(args, num_classes: int) -> nn.Module:
+    """The network of ``--arch`` with ``--attention`` placed by ``bam``'s one generic call."""
+    from bam.architectures import build_network
+
+    dataset = network_dataset(args.dataset)
+    model_kwargs = {"dropout": args.recipe.dropout} if args.recipe.dropout > 0 else {}
+    if args.attention == "extra-block":
+        model = build_network(args.arch, dataset, num_classes=num_classes, model_kwargs=model_kwargs)
+        add_extra_blocks(model, args.arch, dataset, num_classes, model_kwargs)
+        return model
+    return build_network(args.arch, dataset, args.attention, args.placement, num_classes=num_classes,
+                         model_kwargs=model_kwargs, **attention_options(args))
+
+
+def count_macs_of(model: nn.Module, args) -> dict:
+    """MACs of one image at the data set's input size (conv + linear, ``bam.count_macs``).
+
+    ``count_macs`` runs one image in eval mode and restores the modes, so BN statistics are not
+    touched. ResNet bottleneck networks also get ``macs_v1``: the same network with the stride in
+    the first 1x1 conv of each bottleneck, the layout of the paper's GFLOPs (counted on a copy).
+    """
+    from bam.architectures import get_network_entry, input_size_for
+    from bam.counting import count_macs, to_resnet_v1
+
+    dataset = network_dataset(args.dataset)
+    size = input_size_for(dataset)
+    result = {"macs": count_macs(model, size)}
+    if get_network_entry(args.arch, dataset).resnet_blocks == "bottleneck":
+        result["macs_v1"] = count_macs(to_resnet_v1(copy.deepcopy(model)), size)
+    return result
+
+
+# ------------------------------------------------------------------------------- loss and metrics
+def classification_loss(model: nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
+    images, labels = batch
+    logits = model(images)
+    loss = F.cross_entropy(logits, labels)
+    with torch.no_grad():
+        error = 100.0 * (logits.argmax(dim=1) != labels).float().mean()
+    return loss, {"top1_err": error.item()}
+
+
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> dict[int, torch.Tensor]:
+    """Per-sample 0/1 'label among the k highest logits' for each k (k capped at the class count)."""
+    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
+    hits = top == labels[:, None]
+    return {k: hits[:, :k].any(dim=1) for k in ks}
+
+
+def make_evaluate_fn(eval_set: Dataset, batch_size: int, num_workers: int):
+    loader = DataLoader(eval_set, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=torch.cuda.is_available())
+
+    def evaluate(model: nn.Module, accelerator) -> dict[str, float]:
+        sharded = prepare_eval_loader(accelerator, loader)
+        hits1, hits5, losses = [], [], []
+        for images, labels in tqdm(sharded, desc="eval", leave=False, dynamic_ncols=True,
+                                   disable=not accelerator.is_main_process):
+            with accelerator.autocast():
+                logits = model(images).float()
+            correct = topk_correct(logits, labels)
+            loss = F.cross_entropy(logits, labels, reduction="none")
+            # gather_for_metrics drops the samples padded in to even out the last batch.
+            c1, c5, loss = accelerator.gather_for_metrics((correct[1], correct[5], loss))
+            hits1.append(c1.cpu())
+            hits5.append(c5.cpu())
+            losses.append(loss.cpu())
+        hits1, hits5 = torch.cat(hits1).float(), torch.cat(hits5).float()
+        return {
+            "top1_err": 100.0 * (1.0 - hits1.mean().item()),
+            "top5_err": 100.0 * (1.0 - hits5.mean().item()),
+            "loss": torch.cat(losses).mean().item(),
+            "num_images": float(len(hits1)),
+        }
+
+    return evaluate
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tasks.classify",
+        description="Train an image classifier with or without BAM (top-1/top-5 error, params, MACs). "
+        "Without arguments: a quick CPU run on the embedded digits data set.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--dataset", choices=DATASETS, default="digits",
+                        help="digits: scikit-learn's handwritten digits at 32x32, no download")
+    parser.add_argument("--arch", default=None,
+                        help=f"network (see `python -m bam.profile --list`); default {DEFAULT_DIGITS_ARCH} on digits")
+    parser.add_argument("--attention", default="bam",
+                        help=f"one of {', '.join(ATTENTIONS)}; bam-c = BAM in every block; extra-block = "
+                        "one more conv block at BAM's places (Table 1c)")
+    parser.add_argument("--placement", choices=("bottleneck", "block"), default=None,
+                        help="where attention goes (default: bottleneck; block for se and cbam)")
+    bam = parser.add_argument_group("BAM settings (Table 1 ablations)")
+    bam.add_argument("--reduction", type=int, default=None, help="channel reduction r (default 16)")
+    bam.add_argument("--dilation", type=int, default=None, help="dilation d of the spatial branch (default 4)")
+    bam.add_argument("--branches", choices=("both", "channel", "spatial"), default=None)
+    bam.add_argument("--combine", choices=("sum", "max", "product", "sigmoid_sum"), default=None)
+    bam.add_argument("--no-identity", action="store_true", help="F * M instead of F + F * M")
+    recipe = parser.add_argument_group("recipe (defaults from --recipe, else the network family's)")
+    recipe.add_argument("--recipe", default=None, help=f"one of {', '.join(recipes.list_recipes())}")
+    recipe.add_argument("--epochs", type=int, default=None)
+    recipe.add_argument("--lr", type=float, default=None)
+    recipe.add_argument("--milestones", type=int, nargs="*", default=None, help="epochs of the lr steps")
+    recipe.add_argument("--gamma", type=float, default=None, help="lr factor at each milestone")
+    recipe.add_argument("--weight-decay", type=float, default=None)
+    recipe.add_argument("--momentum", type=float, default=None)
+    recipe.add_argument("--nesterov", action="store_true", default=None)
+    recipe.add_argument("--dropout", type=float, default=None, help="dropout inside WideResNet blocks")
+    parser.add_argument("--eval-batch-size", type=int, default=None, help="default: twice the training batch")
+    parser.add_argument("--eval-images", type=int, default=None, metavar="N",
+                        help="evaluate on the first N evaluation images only (quick checks; not a benchmark number)")
+    parser.add_argument("--download", action="store_true", help="download CIFAR-100 if it is missing")
+    parser.add_argument("--experiment", default=None, metavar="TABLE:ROW",
+                        help="record the paper table row this run reproduces (set by tasks.classify.experiments)")
+    add_run_args(parser, defaults={"output_dir": "runs/classify", "eval_every": None})
+    return parser
+
+
+def resolve_args(args) -> argparse.Namespace:
+    """Fill dataset-dependent defaults and check names; ValueError lists the valid choices."""
+    from bam.architectures import list_networks
+
+    dataset = network_dataset(args.dataset)
+    if args.arch is None:
+        args.arch = DEFAULT_DIGITS_ARCH if args.dataset == "digits" else None
+        if args.arch is None:
+            raise ValueError(f"--arch is required for {args.dataset}; valid: {', '.join(list_networks(dataset))}")
+    if args.arch not in list_networks(dataset):
+        raise ValueError(f"unknown architecture {args.arch!r} for --dataset {args.dataset}; valid names: "
+                         f"{', '.join(list_networks(dataset))}")
+    if args.attention not in ATTENTIONS:
+        raise ValueError(f"unknown attention {args.attention!r}; valid names: {', '.join(ATTENTIONS)}")
+    if args.placement is None:
+        args.placement = DEFAULT_PLACEMENT.get(args.attention, "bottleneck")
+    base = recipes.get_recipe(args.recipe) if args.recipe else recipes.recipe_for(args.arch, args.dataset)
+    args.recipe = recipes.with_overrides(
+        base, epochs=args.epochs, lr=args.lr, milestones=args.milestones, gamma=args.gamma,
+        weight_decay=args.weight_decay, momentum=args.momentum, nesterov=args.nesterov, dropout=args.dropout,
+    )
+    if args.recipe.epochs <= 0:
+        raise ValueError(f"--epochs must be positive, got {args.recipe.epochs}")
+    args.experiment_info = _experiment_info(args.experiment)
+    return args
+
+
+def _experiment_info(spec: str | None) -> dict | None:
+    if not spec:
+        return None
+    from tasks.classify.experiments import lookup_row
+
+    experiment, run = lookup_row(spec)
+    return {"table": experiment.name, "title": experiment.title, "row": run.row, "label": run.label,
+            "paper": run.paper}
+
+
+def default_run_name(args) -> str:
+    return f"{args.dataset}-{args.arch}-{args.attention}-s{args.seed}"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
+    args = resolve_args(parser.parse_args(argv))
+    recipe = args.recipe
+    accelerator = make_accelerator(args.mixed_precision)
+    world = accelerator.num_processes
+
+    train_set, eval_set, num_classes = build_datasets(args)
+    if args.eval_images is not None:
+        if not 0 < args.eval_images <= len(eval_set):
+            raise ValueError(f"--eval-images must be in 1..{len(eval_set)}, got {args.eval_images}")
+        eval_set = Subset(eval_set, range(args.eval_images))
+    batch = args.batch_size or recipes.per_process_batch(recipe.batch_size, world)
+    epoch_steps = recipes.steps_per_epoch(len(train_set), batch * world)
+    schedule = recipes.schedule_steps(recipe, epoch_steps)
+    max_steps = args.max_steps or schedule.total_steps
+    eval_every = epoch_steps if args.eval_every is None else args.eval_every
+
+    train_loader = DataLoader(
+        SeededSamples(train_set), batch_size=batch, sampler=EpochSeededSampler(len(train_set), seed=args.seed),
+        drop_last=True, num_workers=args.num_workers, pin_memory=torch.cuda.is_available(),
+        persistent_workers=args.num_workers > 0,
+    )
+    model = build_model(args, num_classes)
+    optimizer = recipes.build_optimizer(model, recipe)
+    scheduler = recipes.build_scheduler(optimizer, recipe, schedule)
+
+    run_dir = run_dir_for(args, default_run_name(args))
+    group = args.group or default_group(args)
+    counts = count_macs_of(model, args)
+    config = {
+        "task": TASK, "dataset": args.dataset, "arch": args.arch, "attention": args.attention,
+        "placement": "block" if args.attention == "bam-c" else args.placement,
+        "attention_options": attention_options(args), "num_classes": num_classes,
+        "recipe": recipe.to_dict(), "batch_size_per_process": batch, "global_batch_size": batch * world,
+        "steps_per_epoch": epoch_steps, "epochs": max_steps / epoch_steps, "max_steps": max_steps,
+        "milestone_steps": list(schedule.milestone_steps), "train_images": len(train_set),
+        "eval_images": len(eval_set), "data_root": str(args.data_root) if args.data_root else None,
+        "group": group, "experiment": args.experiment_info, **counts,
+    }
+    tags = [*(args.tags or []), *([args.experiment_info["table"]] if args.experiment_info else [])]
+    tracker = Tracker(run_dir, config, project=args.wandb_project, group=group,
+                      tags=tags, mode=args.wandb, task=TASK, name=run_dir.name)
+    trainer = Trainer(
+        model=model, optimizer=optimizer, train_loader=train_loader, loss_fn=classification_loss,
+        evaluate_fn=make_evaluate_fn(eval_set, args.eval_batch_size or 2 * batch, args.num_workers),
+        run_dir=run_dir, config=config, max_steps=max_steps, scheduler=scheduler, eval_every=eval_every,
+        best_metric=PRIMARY_METRIC, best_mode="min", seed=args.seed, resume=args.resume, tracker=tracker,
+        task=TASK, log_every=args.log_every, accelerator=accelerator,
+        summary_extra={**counts, "placement": config["placement"], "variant": variant_label(args),
+                       "experiment": args.experiment_info},
+    )
+    summary = trainer.fit()
+    if accelerator.is_main_process:
+        final = summary.get("final", {})
+        print(f"{run_dir}: top-1 error {final.get('top1_err', float('nan')):.2f}%, "
+              f"top-5 error {final.get('top5_err', float('nan')):.2f}% "
+              f"(best top-1 {summary['best'].get('top1_err', float('nan')):.2f}% at step {summary['best_step']}); "
+              f"{summary['params'] / 1e6:.3f}M params, {counts['macs'] / 1e9:.3f} GMACs")
+    return summary
+
+
+def variant_label(args) -> str:
+    """The attention with its non-default settings, e.g. ``bam(dilation=1)``: what a table row differs by."""
+    options = attention_options(args)
+    if not options:
+        return args.attention
+    return f"{args.attention}({', '.join(f'{k}={v}' for k, v in sorted(options.items()))})"
+
+
+def default_group(args) -> str:
+    """Runs to compare share a W&B group: the same network, data set and recipe."""
+    return f"{args.dataset}-{args.arch}"
+
+
+def cli(argv: list[str] | None = None) -> None:
+    run_cli(main, argv)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,178 @@
+"""Checkpoints that are never half written.
+
+A checkpoint is a directory written by ``accelerator.save_state`` plus ``trainer_state.json``
+(step, best value, tracker run id, ...). It is first written to ``<name>.tmp``; the state file is
+written last and marks the directory as complete. It then replaces the previous checkpoint by
+two renames (``os.replace``)::
+
+    <name>      -> <name>.old      (the previous, complete checkpoint)
+    <name>.tmp  -> <name>
+    rm -r <name>.old
+
+Every step is atomic, so a run killed at any moment leaves at least one complete checkpoint among
+``<name>``, ``<name>.tmp`` and ``<name>.old``; :func:`resolve_checkpoint` finds it (and finishes an
+interrupted swap), and a directory without the state file is never loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = [
+    "STATE_FILE",
+    "write_json_atomic",
+    "is_complete",
+    "resolve_checkpoint",
+    "find_resume_checkpoint",
+    "read_trainer_state",
+    "save_checkpoint",
+    "link_checkpoint",
+]
+
+STATE_FILE = "trainer_state.json"
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON to ``path`` through a temporary file and ``os.replace`` (readers never see half)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as handle:
+        json.dump(obj, handle, indent=2, default=_json_default)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _json_default(obj: Any) -> Any:
+    # Numbers from numpy/torch and paths end up in configs and metrics; store them as plain JSON.
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    return str(obj)
+
+
+def is_complete(directory: str | os.PathLike) -> bool:
+    return (Path(directory) / STATE_FILE).is_file()
+
+
+def _sibling(directory: Path, suffix: str) -> Path:
+    return directory.with_name(directory.name + suffix)
+
+
+def resolve_checkpoint(directory: str | os.PathLike) -> Path | None:
+    """The complete checkpoint stored under ``directory``'s name, or None.
+
+    Recovers from a kill during a swap: ``<name>.tmp`` complete means the kill happened after the
+    new checkpoint was finished, so it wins over ``<name>.old``. Only the caller's (main) process
+    should call this when it may rename things; it is also safe read-only.
+    """
+    directory = Path(directory)
+    if is_complete(directory):
+        return directory
+    for suffix in (".tmp", ".old"):
+        candidate = _sibling(directory, suffix)
+        if is_complete(candidate):
+            if directory.exists():  # an incomplete leftover with the final name
+                shutil.rmtree(directory, ignore_errors=True)
+            os.replace(candidate, directory)
+            return directory
+    return None
+
+
+def find_resume_checkpoint(run_dir: str | os.PathLike, resume: bool | str | os.PathLike) -> Path | None:
+    """Which checkpoint ``--resume`` means.
+
+    ``True``: ``run_dir/checkpoints/last`` if present (else None: start fresh). A path: that
+    checkpoint directory, or a run directory holding ``checkpoints/last``; missing -> FileNotFoundError.
+    """
+    if resume is False or resume is None:
+        return None
+    if resume is True:
+        return resolve_checkpoint(Path(run_dir) / "checkpoints" / "last")
+    path = Path(resume)
+    if not path.exists() and not _sibling(path, ".tmp").exists() and not _sibling(path, ".old").exists():
+        raise FileNotFoundError(f"--resume: checkpoint not found: {path}")
+    for candidate in (path, path / "checkpoints" / "last"):
+        found = resolve_checkpoint(candidate)
+        if found is not None:
+            return found
+    raise FileNotFoundError(
+        f"--resume: {path} is not a complete checkpoint (no {STATE_FILE}) and holds no checkpoints/last"
+    )
+
+
+def read_trainer_state(directory: str | os.PathLike) -> dict:
+    path = Path(directory) / STATE_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint state file missing: {path}") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"checkpoint state file is not valid JSON: {path} ({error})") from None
+
+
+def _swap_in(tmp: Path, final: Path) -> None:
+    old = _sibling(final, ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_checkpoint(accelerator, directory: str | os.PathLike, state: dict,
+                    extra: Callable[[Path], None] | None = None) -> Path:
+    """Save the accelerator's state and ``state`` (JSON) to ``directory`` atomically.
+
+    Every process must call it (Accelerate writes one RNG file per process); only the main process
+    touches the file system otherwise. ``extra(folder)`` may add files (main process, before the
+    checkpoint is marked complete, so they are part of the atomic swap).
+    """
+    directory = Path(directory)
+    tmp = _sibling(directory, ".tmp")
+    if accelerator.is_main_process:
+        if tmp.exists():  # a leftover of a save killed midway: incomplete by construction
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if extra is not None:
+            extra(tmp)
+        write_json_atomic(tmp / STATE_FILE, state)  # last file written: marks it complete
+        _swap_in(tmp, directory)
+    accelerator.wait_for_everyone()
+    return directory
+
+
+def link_checkpoint(source: str | os.PathLike, directory: str | os.PathLike) -> Path:
+    """Atomically make ``directory`` a copy of the complete checkpoint ``source`` (main process only).
+
+    Files are hard-linked when the file system allows it (checkpoint files are never modified in
+    place, only replaced), so keeping ``best`` next to ``last`` costs no extra disk space.
+    """
+    source, directory = Path(source), Path(directory)
+    tmp = _sibling(directory, ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    # The state file is linked last so that an interrupted copy is never taken for a checkpoint.
+    shutil.copytree(source, tmp, copy_function=link_or_copy, ignore=shutil.ignore_patterns(STATE_FILE))
+    link_or_copy(str(source / STATE_FILE), str(tmp / STATE_FILE))
+    _swap_in(tmp, directory)
+    return directory

@@ -1,0 +1,140 @@
+"""Command-line options shared by every training command, and clean error exits."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = ["add_run_args", "add_data_args", "run_dir_for", "run_cli", "MIXED_PRECISION_CHOICES"]
+
+MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16")
+WANDB_CHOICES = ("auto", "online", "offline", "disabled")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
+    return value
+
+
+def _has_option(parser: argparse.ArgumentParser, option: str) -> bool:
+    return option in parser._option_string_actions
+
+
+def add_data_args(parser: argparse.ArgumentParser, defaults: dict | None = None) -> argparse.ArgumentParser:
+    """``--data-root`` (else ``$BAM_DATA_ROOT``, else ``./data``; resolve with datasets.root.data_root)."""
+    if not _has_option(parser, "--data-root"):
+        parser.add_argument("--data-root", default=(defaults or {}).get("data_root"),
+                            help="data root (default: $BAM_DATA_ROOT, else ./data)")
+    return parser
+
+
+def add_run_args(parser: argparse.ArgumentParser, defaults: dict | None = None) -> argparse.ArgumentParser:
+    """Add the run options every task shares; ``defaults`` (keyed by dest) sets task defaults."""
+    d = {
+        "output_dir": "runs", "run_name": None, "seed": 0, "mixed_precision": "no", "wandb": "auto",
+        "wandb_project": "bam", "group": None, "tags": [], "eval_every": 1000, "max_steps": None,
+        "log_every": 50, "num_workers": min(4, os.cpu_count() or 1), "batch_size": None,
+    }
+    d.update(defaults or {})
+    add_data_args(parser, defaults)
+    group = parser.add_argument_group("run")
+    group.add_argument("--output-dir", default=d["output_dir"], help="parent folder of run folders (default: %(default)s)")
+    group.add_argument("--run-name", default=d["run_name"], help="run folder name (default: derived from the config)")
+    group.add_argument("--seed", type=_non_negative_int, default=d["seed"], help="random seed (default: %(default)s)")
+    group.add_argument("--resume", nargs="?", const=True, default=False, metavar="PATH",
+                       help="resume from RUN_DIR/checkpoints/last if present, or from the given checkpoint/run folder")
+    group.add_argument("--mixed-precision", choices=MIXED_PRECISION_CHOICES, default=d["mixed_precision"],
+                       help="mixed precision through Accelerate (default: %(default)s)")
+    group.add_argument("--wandb", choices=WANDB_CHOICES, default=d["wandb"],
+                       help="W&B mode; auto = online with an API key and a reachable host, else offline to disk")
+    group.add_argument("--wandb-project", default=d["wandb_project"], help="W&B project (default: %(default)s)")
+    group.add_argument("--group", default=d["group"],
+                       help="experiment group shared by the runs to compare (e.g. baseline and BAM)")
+    group.add_argument("--tags", nargs="*", default=list(d["tags"]), help="extra W&B tags")
+    group.add_argument("--eval-every", type=_non_negative_int, default=d["eval_every"],
+                       help="evaluate and checkpoint every N optimizer steps, 0 = only at the end (default: %(default)s)")
+    group.add_argument("--max-steps", type=_positive_int, default=d["max_steps"],
+                       help="number of optimizer steps (default: %(default)s)")
+    group.add_argument("--log-every", type=_positive_int, default=d["log_every"],
+                       help="log training metrics every N steps (default: %(default)s)")
+    group.add_argument("--num-workers", type=_non_negative_int, default=d["num_workers"],
+                       help="data loading worker processes per training process (default: %(default)s)")
+    group.add_argument("--batch-size", type=_positive_int, default=d["batch_size"],
+                       help="batch size per process (default: %(default)s)")
+    return parser
+
+
+def _used(path: Path) -> bool:
+    return path.exists() and any(path.iterdir())
+
+
+def _choose_run_dir(args: argparse.Namespace, default_name: str) -> Path:
+    resume = getattr(args, "resume", False)
+    if resume not in (False, True, None) and not getattr(args, "run_name", None):
+        # `--resume runs/x` or `--resume runs/x/checkpoints/last`: continue writing into that run.
+        path = Path(resume)
+        if path.parent.name == "checkpoints":
+            return path.parent.parent
+        if (path / "checkpoints").is_dir():
+            return path
+    base = Path(args.output_dir) / (getattr(args, "run_name", None) or default_name)
+    if resume or not _used(base):
+        return base
+    # A finished or crashed run of the same name: never overwrite it silently.
+    counter = 2
+    while _used(base.with_name(f"{base.name}-{counter}")):
+        counter += 1
+    chosen = base.with_name(f"{base.name}-{counter}")
+    print(f"note: {base} already holds a run (use --resume to continue it); writing to {chosen}", flush=True)
+    return chosen
+
+
+def run_dir_for(args: argparse.Namespace, default_name: str) -> Path:
+    """The run folder: ``output_dir/(run_name or default_name)``.
+
+    Without ``--resume``, an existing non-empty folder is kept and ``-2``, ``-3``... is appended.
+    With ``--resume PATH`` and no ``--run-name``, the run that PATH belongs to. In a multi-process
+    run the main process decides and the others receive its answer.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return _choose_run_dir(args, default_name)
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    from .trainer import cpu_processes_wanted
+
+    state = PartialState(cpu=cpu_processes_wanted())
+    chosen = [str(_choose_run_dir(args, default_name)) if state.is_main_process else None]
+    broadcast_object_list(chosen, from_process=0)
+    return Path(chosen[0])
+
+
+def run_cli(main_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``main_fn``; turn expected failures into ``error: ...`` on stderr and exit code 2.
+
+    Expected failures are bad input (ValueError, FileNotFoundError, NotADirectoryError) and a
+    non-finite loss; anything else is a bug and keeps its traceback.
+    """
+    from .trainer import NonFiniteLossError
+
+    try:
+        return main_fn(*args, **kwargs)
+    except (ValueError, FileNotFoundError, NotADirectoryError, NonFiniteLossError) as error:
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("interrupted (resume with --resume)", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None

@@ -1,0 +1,90 @@
+"""Self-describing model files: weights plus the recipe to rebuild the network.
+
+Accelerate's checkpoint folders hold optimizer and RNG state for resuming, but evaluation,
+upscaling and analysis tools need only the network. ``model.pt`` stores the weights together with
+an importable builder and its keyword arguments, so any tool can rebuild the exact network
+(with or without BAM) without knowing which task trained it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+FORMAT = "bam-model/1"
+MODEL_FILE = "model.pt"
+
+
+def save_model(
+    path: str | os.PathLike,
+    model: nn.Module,
+    builder: str,
+    kwargs: dict[str, Any],
+    task: str,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` and how to rebuild it to ``path`` atomically (temporary file + rename)."""
+    _resolve_builder(builder)  # fail now, not when someone tries to load the file months later
+    path = Path(path)
+    if path.is_dir() or path.suffix == "":
+        path = path / MODEL_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    record = {"format": FORMAT, "task": task, "builder": builder, "kwargs": dict(kwargs),
+              "state_dict": state, "extra": dict(extra or {})}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(record, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def find_model_file(path: str | os.PathLike) -> Path:
+    """Accept a ``model.pt``, a checkpoint folder, or a run folder (its best checkpoint first)."""
+    path = Path(path)
+    candidates = [path] if path.is_file() else [
+        path / MODEL_FILE,
+        path / "checkpoints" / "best" / MODEL_FILE,
+        path / "checkpoints" / "last" / MODEL_FILE,
+    ]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"no model file at {path}: expected a {MODEL_FILE}, a checkpoint folder holding one, or a run "
+        f"folder with checkpoints/best/{MODEL_FILE}"
+    )
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the network saved by :func:`save_model` and load its weights (strictly)."""
+    file = find_model_file(path)
+    try:
+        record = torch.load(file, map_location=map_location, weights_only=False)
+    except Exception as error:  # a truncated or foreign file: say which one
+        raise ValueError(f"{file} is not a readable model file ({error})") from error
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise ValueError(f"{file} is not a {FORMAT} model file (was it written by save_model?)")
+    model = _resolve_builder(record["builder"])(**record["kwargs"])
+    model.load_state_dict(record["state_dict"])
+    return model, record
+
+
+def _resolve_builder(builder: str):
+    module_name, _, function_name = builder.partition(":")
+    if not module_name or not function_name:
+        raise ValueError(f"builder {builder!r} must look like 'package.module:function'")
+    try:
+        return getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"cannot import model builder {builder!r}: {error}") from error

@@ -1,0 +1,190 @@
+"""Run summaries: ``summary.json`` (read by reports) and ``summary.md`` (read by people).
+
+Schema, common to every task::
+
+    {"task", "name", "group", "arch", "attention", "dataset", "seed", "config": {...},
+     "git_commit", "git_dirty", "hardware": {...}, "params", "macs", "final": {metric: value},
+     "best": {metric: value}, "best_step", "steps", "wall_time_s", "history_file": "metrics.jsonl",
+     "primary_metric", "primary_mode", "status"}
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+import os
+import platform
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any, Mapping
+
+from .checkpoint import write_json_atomic
+
+__all__ = ["environment_info", "git_info", "write_summary", "load_summary", "render_markdown", "SUMMARY_FILE"]
+
+SUMMARY_FILE = "summary.json"
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def git_info(repo: str | os.PathLike = _REPO) -> dict[str, Any]:
+    """``{"commit": sha | None, "dirty": bool | None}`` of the repository holding this code."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _num_processes() -> int:
+    try:
+        from accelerate import PartialState
+
+        if PartialState._shared_state:
+            return PartialState().num_processes
+    except ImportError:
+        pass
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def environment_info() -> dict[str, Any]:
+    """Where and with what a run ran: git, host, CPU, GPUs, library versions, processes."""
+    import torch
+
+    info: dict[str, Any] = {}
+    git = git_info()
+    info["git_commit"], info["git_dirty"] = git["commit"], git["dirty"]
+    info["hostname"] = socket.gethostname()
+    info["platform"] = platform.platform()
+    info["python"] = platform.python_version()
+    info["cpu"] = _cpu_model()
+    info["cpu_count"] = os.cpu_count()
+    gpus = []
+    if torch.cuda.is_available():
+        gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    info["gpu_count"] = len(gpus)
+    info["gpus"] = gpus
+    info["torch"] = torch.__version__
+    info["cuda"] = torch.version.cuda
+    info["cudnn"] = torch.backends.cudnn.version() if gpus and torch.backends.cudnn.is_available() else None
+    for package in ("torchvision", "accelerate", "wandb"):
+        try:  # from the installed metadata: importing wandb just to ask takes seconds
+            info[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            info[package] = None
+    info["num_processes"] = _num_processes()
+    return info
+
+
+# -- Markdown -------------------------------------------------------------------------------------
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return str(value)
+        return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value)
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d} ({seconds} s)"
+
+
+def _count(value: int | None, unit: str, scale: float) -> str:
+    return "–" if value is None else f"{value / scale:.3f}{unit} ({value:,})"
+
+
+def render_markdown(summary: Mapping[str, Any]) -> str:
+    """A readable page: run facts, final/best metrics side by side, key config, hardware."""
+    name = summary.get("name") or "run"
+    lines = [f"# {summary.get('task') or 'run'}: {name}", ""]
+    commit = summary.get("git_commit")
+    facts = [
+        ("status", summary.get("status")),
+        ("group", summary.get("group")),
+        ("arch", summary.get("arch")),
+        ("attention", summary.get("attention")),
+        ("dataset", summary.get("dataset")),
+        ("seed", summary.get("seed")),
+        ("params", _count(summary.get("params"), "M", 1e6)),
+        ("MACs", _count(summary.get("macs"), "G", 1e9)),
+        ("steps", summary.get("steps")),
+        ("best step", summary.get("best_step")),
+        ("wall time", _duration(summary.get("wall_time_s"))),
+        ("git commit", None if commit is None else commit[:12] + (" (dirty)" if summary.get("git_dirty") else "")),
+    ]
+    lines += ["| | |", "|---|---|"]
+    lines += [f"| {key} | {_fmt(value)} |" for key, value in facts if value is not None]
+
+    final, best = summary.get("final") or {}, summary.get("best") or {}
+    metrics = list(dict.fromkeys([*final, *best]))
+    if metrics:
+        primary = summary.get("primary_metric")
+        mode = summary.get("primary_mode")
+        lines += ["", "## Metrics", "",
+                  f"Best = the evaluation with the {'highest' if mode != 'min' else 'lowest'} "
+                  f"`{primary}` (step {summary.get('best_step')})." if primary else "Best = final (no primary metric).",
+                  "", "| metric | final | best |", "|---|---:|---:|"]
+        for metric in metrics:
+            label = f"**{metric}**" if metric == primary else metric
+            lines.append(f"| {label} | {_fmt(final.get(metric))} | {_fmt(best.get(metric))} |")
+
+    config = summary.get("config") or {}
+    if config:
+        lines += ["", "## Config", "", "| key | value |", "|---|---|"]
+        lines += [f"| {key} | {_fmt(value)} |" for key, value in config.items() if not isinstance(value, Mapping)]
+    hardware = summary.get("hardware") or {}
+    if hardware:
+        gpus = hardware.get("gpus") or []
+        lines += ["", "## Hardware", "",
+                  f"{hardware.get('num_processes', 1)} process(es) on {hardware.get('hostname')}: "
+                  f"{hardware.get('cpu')} ({hardware.get('cpu_count')} CPUs)"
+                  + (f", GPUs: {', '.join(gpus)}" if gpus else ", no GPU")
+                  + f"; torch {hardware.get('torch')}, CUDA {hardware.get('cuda')}, "
+                  f"accelerate {hardware.get('accelerate')}."]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(run_dir: str | os.PathLike, summary: Mapping[str, Any]) -> None:
+    """Write ``summary.json`` and ``summary.md`` into ``run_dir`` (atomically)."""
+    run_dir = Path(run_dir)
+    write_json_atomic(run_dir / SUMMARY_FILE, dict(summary))
+    tmp = run_dir / "summary.md.tmp"
+    tmp.write_text(render_markdown(summary))
+    os.replace(tmp, run_dir / "summary.md")
+
+
+def load_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Read ``run_dir/summary.json`` (``run_dir`` may also be the file itself)."""
+    path = Path(run_dir)
+    if path.is_dir() or path.suffix != ".json":
+        path = path / SUMMARY_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no run summary at {path} (did the run finish?)") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"run summary is not valid JSON: {path} ({error})") from None

@@ -1,0 +1,273 @@
+"""Experiment tracking: W&B when possible, always a local ``metrics.jsonl``.
+
+W&B is imported lazily and only by the main process. It never prompts and never stops a run: any
+W&B failure prints one warning and the run goes on with local files only. Mode ``auto`` goes online
+only when an API key is configured *and* the W&B host answers within two seconds; otherwise the run
+is recorded offline under ``run_dir/wandb/offline-run-*`` (upload later with ``wandb sync``).
+"""
+
+from __future__ import annotations
+
+import json
+import netrc
+import os
+import socket
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+from urllib.parse import urlparse
+
+__all__ = ["Tracker", "resolve_wandb_mode", "wandb_api_key_configured", "default_tags", "WANDB_MODES"]
+
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+METRICS_FILE = "metrics.jsonl"
+
+
+def _wandb_host() -> tuple[str, int]:
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    return url.hostname or "api.wandb.ai", url.port or (80 if url.scheme == "http" else 443)
+
+
+def wandb_api_key_configured() -> bool:
+    """True when W&B has a key: ``WANDB_API_KEY`` or a ``~/.netrc`` entry for the W&B host."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators(_wandb_host()[0]) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def _host_reachable(timeout: float = 2.0) -> bool:
+    try:
+        with socket.create_connection(_wandb_host(), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_wandb_mode(mode: str = "auto") -> str:
+    """Turn ``auto|online|offline|disabled`` into the mode W&B will really run in.
+
+    ``auto`` honours an explicit ``WANDB_MODE``/``WANDB_DISABLED`` environment setting, then goes
+    online only with a key and a reachable host. ``online`` without a key falls back to offline
+    (W&B would otherwise prompt for a login).
+    """
+    if mode not in WANDB_MODES:
+        raise ValueError(f"--wandb must be one of {', '.join(WANDB_MODES)}, got {mode!r}")
+    if mode == "auto":
+        if os.environ.get("WANDB_DISABLED", "").lower() in ("1", "true", "yes"):
+            return "disabled"
+        env_mode = os.environ.get("WANDB_MODE", "").lower()
+        if env_mode in ("online", "offline", "disabled", "dryrun"):
+            mode = "offline" if env_mode == "dryrun" else env_mode
+        else:
+            return "online" if wandb_api_key_configured() and _host_reachable() else "offline"
+    if mode == "online" and not wandb_api_key_configured():
+        warnings.warn("--wandb online: no W&B API key configured (WANDB_API_KEY or `wandb login`); "
+                      "recording offline instead", stacklevel=2)
+        return "offline"
+    return mode
+
+
+def default_tags(config: Mapping[str, Any], task: str = "", extra: Iterable[str] = ()) -> list[str]:
+    """Tags that let W&B group runs without manual work: task, arch, bam/baseline, dataset."""
+    attention = config.get("attention")
+    if attention is None:
+        kind = None
+    elif str(attention) in ("none", "", "baseline"):
+        kind = "baseline"
+    elif str(attention).startswith("bam"):
+        kind = "bam"
+    else:
+        kind = str(attention)  # se, cbam: named so that comparisons stay unambiguous
+    tags: list[str] = []
+    for tag in (task, config.get("arch"), kind, config.get("dataset"), *extra):
+        if tag and str(tag) not in tags:
+            tags.append(str(tag)[:64])  # W&B rejects tags longer than 64 characters
+    return tags
+
+
+def _is_main_process() -> bool:
+    # Read the launcher's environment instead of creating a process group just to ask.
+    try:
+        from accelerate import PartialState
+
+        if PartialState._shared_state:  # already initialised by the Accelerator
+            return PartialState().is_main_process
+    except ImportError:
+        pass
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+
+
+def _flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, name + "/"))
+        else:
+            flat[name] = value.item() if hasattr(value, "item") else value
+    return flat
+
+
+class Tracker:
+    """Logs metrics to ``run_dir/metrics.jsonl`` and, when enabled, to W&B.
+
+    W&B starts lazily (first ``log``), or explicitly with :meth:`start` — the trainer calls it with
+    the run id stored in a checkpoint so that a resumed run continues the same W&B run.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, config: Mapping[str, Any], project: str = "bam",
+                 group: str | None = None, tags: Iterable[str] = (), mode: str = "auto", task: str = "",
+                 name: str | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.config = dict(config)
+        self.project = project
+        self.group = group
+        self.task = task
+        self.name = name or self.run_dir.name
+        self.tags = default_tags(self.config, task, tags)
+        self.requested_mode = mode
+        self.is_main = _is_main_process()
+        self.mode = resolve_wandb_mode(mode) if self.is_main else "disabled"
+        self.run_id: str | None = None
+        self.summary: dict[str, Any] = {}
+        self._run = None
+        self._started = False
+        self._warned = False
+        self._sync_hint_shown = False
+
+    @classmethod
+    def from_args(cls, args, run_dir, config: Mapping[str, Any], task: str = "") -> "Tracker":
+        """Build from the options of :func:`tasks.common.cli.add_run_args`."""
+        return cls(run_dir, config, project=args.wandb_project, group=args.group, tags=args.tags or (),
+                   mode=args.wandb, task=task, name=getattr(args, "run_name", None))
+
+    # -- life cycle -----------------------------------------------------------------------------
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / METRICS_FILE
+
+    @property
+    def wandb_run(self):
+        return self._run
+
+    def start(self, run_id: str | None = None) -> None:
+        """Open the W&B run (``run_id`` resumes that run). Safe to call twice; no-op off main."""
+        if self._started:
+            return
+        self._started = True
+        self.run_id = run_id or self.run_id or uuid.uuid4().hex[:8]
+        if not self.is_main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.mode == "disabled":
+            return
+        os.environ.setdefault("WANDB_SILENT", "true")
+        try:
+            import wandb
+        except ImportError:
+            self._warn("wandb is not installed; metrics go to metrics.jsonl only")
+            return
+        try:
+            self._run = wandb.init(
+                project=self.project, group=self.group, job_type=self.task or None, tags=self.tags,
+                config=self.config, name=self.name, dir=str(self.run_dir), id=self.run_id,
+                resume="allow", mode=self.mode,
+                settings=wandb.Settings(silent=True, init_timeout=60, x_disable_viewer=True),
+            )
+        except Exception as error:  # W&B must never stop training
+            self._warn(f"W&B could not start ({type(error).__name__}: {error})")
+            self._run = None
+
+    def _warn(self, message: str) -> None:
+        if not self._warned:
+            self._warned = True
+            print(f"warning: {message}; continuing with local files in {self.run_dir}", flush=True)
+        self._run = None
+
+    def _wandb_call(self, what: str, function, *args, **kwargs) -> None:
+        if self._run is None:
+            return
+        try:
+            function(*args, **kwargs)
+        except Exception as error:
+            self._warn(f"W&B {what} failed ({type(error).__name__}: {error})")
+
+    # -- logging --------------------------------------------------------------------------------
+    def log(self, metrics: Mapping[str, Any], step: int, split: str = "train") -> None:
+        """Append ``{"step", "split", **metrics}`` to metrics.jsonl and log ``split/name`` to W&B."""
+        if not self.is_main:
+            return
+        self.start()
+        flat = _flatten(metrics)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.metrics_path, "a") as handle:
+            handle.write(json.dumps({"step": int(step), "split": split, **flat}, default=str) + "\n")
+        self._wandb_call("log", self._run.log if self._run else None,
+                         {f"{split}/{k}": v for k, v in flat.items()}, step=int(step))
+
+    def log_images(self, images: Mapping[str, Any], step: int, caption: str | Mapping[str, str] | None = None) -> None:
+        """Log PIL images, HxWx3 arrays or image paths to W&B (callers save their own PNGs)."""
+        if not self.is_main:
+            return
+        self.start()
+        if self._run is None:
+            return
+        try:
+            import wandb
+
+            logged = {}
+            for key, image in images.items():
+                text = caption.get(key) if isinstance(caption, Mapping) else caption
+                if isinstance(image, (str, os.PathLike)):
+                    image = str(image)
+                logged[key] = wandb.Image(image, caption=text)
+        except Exception as error:
+            self._warn(f"W&B image conversion failed ({type(error).__name__}: {error})")
+            return
+        self._wandb_call("log_images", self._run.log, logged, step=int(step))
+
+    def update_summary(self, values: Mapping[str, Any]) -> None:
+        """Put values in the W&B run summary (nested dicts flattened to ``a/b`` keys)."""
+        flat = _flatten(values)
+        self.summary.update(flat)
+        if self.is_main and self._run is not None:
+            self._wandb_call("summary", self._run.summary.update, flat)
+
+    def truncate_history(self, after_step: int) -> None:
+        """Drop metrics.jsonl lines logged after ``after_step`` (a resumed run redoes those steps)."""
+        if not self.is_main or not self.metrics_path.is_file():
+            return
+        kept = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= after_step:
+                    kept.append(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill
+        tmp = self.metrics_path.with_name(METRICS_FILE + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, self.metrics_path)
+
+    def offline_dir(self) -> Path | None:
+        """The ``wandb/offline-run-*`` folder of this run, when recording offline."""
+        if self._run is None or self.mode != "offline":
+            return None
+        try:
+            return Path(self._run.dir).parent
+        except Exception:
+            return None
+
+    def finish(self, exit_code: int = 0) -> None:
+        """Close the W&B run (prints the ``wandb sync`` command for offline runs, once)."""
+        if self._run is None:
+            return
+        offline = self.offline_dir()
+        self._wandb_call("finish", self._run.finish, exit_code=exit_code)
+        self._run = None
+        if offline is not None and not self._sync_hint_shown:
+            self._sync_hint_shown = True
+            print(f"W&B run recorded offline; upload it with: wandb sync {offline}", flush=True)

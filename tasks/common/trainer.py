@@ -1,0 +1,490 @@
+"""The training loop every task shares, on top of Hugging Face Accelerate.
+
+The loop counts optimizer steps (``max_steps``); epochs follow from the length of the prepared
+loader. It evaluates and checkpoints every ``eval_every`` steps and at the end, keeps ``last`` and
+``best`` checkpoints (written atomically, see :mod:`tasks.common.checkpoint`), and resumes to the
+exact step. On the CPU a resumed run reaches bit-identical weights to an uninterrupted one because
+
+* the RNG states are part of the checkpoint (``accelerator.save_state``);
+* data loading and evaluation run under a forked CPU RNG, so they never consume the training RNG;
+* the data order is a pure function of ``(seed, epoch)`` (``EpochSeededSampler``, or the seedable
+  sampler Accelerate substitutes for a shuffling loader) and a resumed epoch skips the batches
+  already seen; per-sample augmentation should use the sampler's ``sample_seed``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration
+from tqdm.auto import tqdm
+
+from .checkpoint import (
+    find_resume_checkpoint,
+    link_checkpoint,
+    read_trainer_state,
+    save_checkpoint,
+    write_json_atomic,
+)
+from .seeding import seed_everything
+from .summary import environment_info, write_summary
+from .tracking import Tracker
+
+__all__ = ["Trainer", "NonFiniteLossError", "prepare_eval_loader", "make_accelerator", "cpu_processes_wanted"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def make_accelerator(mixed_precision: str = "no", cpu: bool = False) -> Accelerator:
+    """The Accelerator the trainer uses (schedulers step once per optimizer step, data order seeded).
+
+    Launched as several processes on a machine without a GPU (``accelerate launch --multi_gpu
+    --num_processes 2``), it runs them as gloo CPU processes instead of as independent copies.
+    """
+    cpu = cpu or cpu_processes_wanted()
+    if mixed_precision not in ("no", "fp16", "bf16"):
+        raise ValueError(f"--mixed-precision must be no, fp16 or bf16, got {mixed_precision!r}")
+    if mixed_precision == "fp16" and not torch.cuda.is_available() and not cpu:
+        raise ValueError("--mixed-precision fp16 needs a GPU; use bf16 or no on the CPU")
+    return Accelerator(
+        mixed_precision=mixed_precision,
+        cpu=cpu,
+        # Schedulers are defined in optimizer steps of this loop; Accelerate would otherwise step
+        # them once per process.
+        step_scheduler_with_optimizer=False,
+        # A plain shuffling DataLoader gets a sampler whose order depends on (seed, epoch) only.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+
+
+def cpu_processes_wanted() -> bool:
+    """True when launched as several processes but no GPU is there: they must be CPU processes."""
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def prepare_eval_loader(accelerator: Accelerator, loader: torch.utils.data.DataLoader):
+    """Shard an evaluation loader over the processes (use with ``accelerator.gather_for_metrics``).
+
+    Unlike ``accelerator.prepare`` it does not register the loader for checkpointing, so it may be
+    called at every evaluation.
+    """
+    from accelerate.data_loader import prepare_data_loader
+
+    return prepare_data_loader(
+        loader, device=accelerator.device, num_processes=accelerator.num_processes,
+        process_index=accelerator.process_index, put_on_device=True, even_batches=True,
+    )
+
+
+@contextlib.contextmanager
+def _rng_fork():
+    """Run a block without consuming the (CPU and current CUDA device) training RNG."""
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+def _batch_size(batch: Any) -> int:
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0] if batch.dim() else 1
+    if isinstance(batch, Mapping):
+        for value in batch.values():
+            return _batch_size(value)
+    if isinstance(batch, (list, tuple)) and batch:
+        first = batch[0]
+        # A list of per-image tensors/dicts (detection) counts its items; a tuple (x, y) its x.
+        if isinstance(first, torch.Tensor) and isinstance(batch, tuple):
+            return _batch_size(first)
+        if isinstance(first, (torch.Tensor, Mapping)) and isinstance(batch, list):
+            return len(batch)
+        return _batch_size(first)
+    return 0
+
+
+def _set_epoch(loader: Any, epoch: int) -> None:
+    """Tell the loader and every sampler it wraps which epoch is next."""
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(epoch)
+    seen, stack = set(), [getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None)]
+    while stack:
+        obj = stack.pop()
+        if obj is None or id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if hasattr(obj, "set_epoch"):
+            obj.set_epoch(epoch)
+        stack += [getattr(obj, "batch_sampler", None), getattr(obj, "sampler", None)]
+
+
+class Trainer:
+    """Train ``model`` for ``max_steps`` optimizer steps; see the module docstring.
+
+    ``loss_fn(model, batch)`` returns a loss tensor or ``(loss, {name: float})``.
+    ``evaluate_fn(model, accelerator)`` returns ``{metric: float}`` already reduced over processes
+    (shard its loader with :func:`prepare_eval_loader` and use ``accelerator.gather_for_metrics``);
+    it gets the unwrapped model in eval mode under ``torch.no_grad``.
+    ``on_save(model, folder)`` (optional, main process) adds files such as a self-describing
+    ``model.pt`` to each checkpoint before it is marked complete; ``summary_extra`` overrides or
+    adds summary fields (``macs``...). ``accelerator`` defaults to :func:`make_accelerator`.
+    """
+
+    def __init__(self, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, train_loader,
+                 loss_fn: Callable, evaluate_fn: Callable | None, run_dir, config: Mapping[str, Any],
+                 max_steps: int, scheduler=None, eval_every: int = 1000, best_metric: str | None = None,
+                 best_mode: str = "max", mixed_precision: str = "no", seed: int = 0, resume=False,
+                 tracker: Tracker | None = None, grad_clip: float | None = None, task: str = "",
+                 log_every: int = 50, accelerator: Accelerator | None = None,
+                 checkpoint_every: int | None = None, summary_extra: Mapping[str, Any] | None = None,
+                 on_save: Callable[[torch.nn.Module, Path], None] | None = None, grad_accum_steps: int = 1,
+                 progress: bool = True) -> None:
+        if not isinstance(max_steps, int) or max_steps <= 0:
+            raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+        if eval_every < 0:
+            raise ValueError(f"eval_every must be >= 0 (0: only at the end), got {eval_every}")
+        if log_every <= 0:
+            raise ValueError(f"log_every must be positive, got {log_every}")
+        if best_mode not in ("max", "min"):
+            raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
+        if not isinstance(grad_accum_steps, int) or grad_accum_steps < 1:
+            raise ValueError(f"grad_accum_steps must be a positive integer, got {grad_accum_steps!r}")
+        if not hasattr(train_loader, "__len__"):
+            raise ValueError("train_loader must have a length (a map-style data set): epochs and exact "
+                             "resume are derived from it")
+        if grad_clip is not None and not grad_clip > 0:
+            raise ValueError(f"grad_clip must be positive or None, got {grad_clip}")
+        self.accelerator = accelerator or make_accelerator(mixed_precision)
+        self.model, self.optimizer, self.train_loader, self.scheduler = model, optimizer, train_loader, scheduler
+        self.loss_fn, self.evaluate_fn = loss_fn, evaluate_fn
+        self.run_dir = Path(run_dir)
+        self.max_steps, self.eval_every, self.log_every = max_steps, eval_every, log_every
+        self.checkpoint_every = eval_every if checkpoint_every is None else checkpoint_every
+        self.best_metric, self.best_mode = best_metric, best_mode
+        self.seed, self.resume, self.grad_clip, self.task = seed, resume, grad_clip, task
+        self.progress, self.on_save, self.grad_accum_steps = progress, on_save, grad_accum_steps
+        self.summary_extra = dict(summary_extra or {})
+        self.config = dict(config)
+        for key, value in (("task", task), ("seed", seed), ("max_steps", max_steps), ("eval_every", eval_every),
+                           ("grad_accum_steps", grad_accum_steps),
+                           ("mixed_precision", self.accelerator.mixed_precision), ("grad_clip", grad_clip),
+                           ("num_processes", self.accelerator.num_processes)):
+            self.config.setdefault(key, value)
+        self.tracker = tracker or Tracker(self.run_dir, self.config, mode="disabled", task=task)
+        for key, value in self.config.items():  # the trainer's settings reach W&B's config too
+            self.tracker.config.setdefault(key, value)
+        # Training state (restored on resume).
+        self.step = 0
+        self.best_value: float | None = None
+        self.best_step: int | None = None
+        self.best: dict[str, float] = {}
+        self.final: dict[str, float] = {}
+        self.last_eval_step: int | None = None
+        self.previous_wall_time = 0.0
+        self._prepared = False
+        self._improved = False
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.accelerator.is_main_process
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        acc = self.accelerator
+        self._segment_start = time.perf_counter()
+        if acc.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        # The same seed on every process while preparing: Accelerate's seedable sampler takes its
+        # seed from torch here, and all processes must shuffle alike to split one permutation.
+        seed_everything(self.seed)
+        prepared = acc.prepare(self.model, self.optimizer, self.train_loader,
+                               *([self.scheduler] if self.scheduler is not None else []))
+        self.model, self.optimizer, self.train_loader = prepared[:3]
+        if self.scheduler is not None:
+            self.scheduler = prepared[3]
+        seed_everything(self.seed, acc.process_index)  # then different dropout masks per process
+        # An optimizer step never spans two epochs: leftover micro-batches (< grad_accum_steps) are skipped.
+        self.steps_per_epoch = len(self.train_loader) // self.grad_accum_steps
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"the training loader yields {len(self.train_loader)} batch(es) per epoch and process "
+                             f"({acc.num_processes} process(es)), fewer than one optimizer step of "
+                             f"{self.grad_accum_steps} batch(es): lower --batch-size or the accumulation")
+        self._prepared = True
+
+        checkpoint = self._find_checkpoint()
+        state: dict[str, Any] = {}
+        if checkpoint is not None:
+            acc.load_state(str(checkpoint))
+            state = read_trainer_state(checkpoint)
+            self._restore(state, checkpoint)
+        self.environment = environment_info()
+        if acc.is_main_process:
+            write_json_atomic(self.run_dir / "config.json", self.config)
+            self.tracker.start(run_id=state.get("tracker_run_id"))
+            self.tracker.truncate_history(self.step if checkpoint is not None else -1)
+            self.tracker.update_summary({"params": self._count_params()})
+
+    def _find_checkpoint(self) -> Path | None:
+        acc = self.accelerator
+        found = [None]
+        if acc.is_main_process:  # may finish an interrupted checkpoint swap: one process only
+            path = find_resume_checkpoint(self.run_dir, self.resume)
+            found = [None if path is None else str(path)]
+            if self.resume and path is None:
+                print(f"note: no checkpoint in {self.run_dir / 'checkpoints'}; starting from step 0", flush=True)
+        if acc.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(found, from_process=0)
+        return None if found[0] is None else Path(found[0])
+
+    def _restore(self, state: Mapping[str, Any], checkpoint: Path) -> None:
+        self.step = int(state["step"])
+        self.best_value, self.best_step = state.get("best_value"), state.get("best_step")
+        self.best, self.final = dict(state.get("best") or {}), dict(state.get("final") or {})
+        self.last_eval_step = state.get("last_eval_step")
+        self.previous_wall_time = float(state.get("wall_time_s") or 0.0)
+        saved_epoch_length = state.get("steps_per_epoch")
+        if self.is_main_process:
+            print(f"resumed from {checkpoint} at step {self.step}", flush=True)
+            if saved_epoch_length not in (None, self.steps_per_epoch):
+                print(f"warning: the checkpoint had {saved_epoch_length} batches per epoch, now "
+                      f"{self.steps_per_epoch} (batch size or process count changed): the data order "
+                      "will differ from the original run", flush=True)
+
+    def _count_params(self) -> int:
+        return sum(p.numel() for p in self.accelerator.unwrap_model(self.model).parameters())
+
+    # -- main loop ------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        """Train to ``max_steps`` (evaluating and checkpointing on the way); return the summary."""
+        if self._prepared:
+            raise RuntimeError("Trainer.fit() can only be called once")
+        self._setup()
+        try:
+            self._train()
+        except NonFiniteLossError:
+            self._finish("failed: non-finite loss", exit_code=1)
+            raise
+        except KeyboardInterrupt:
+            self._finish("interrupted", exit_code=1)
+            raise
+        except Exception as error:
+            self._finish(f"failed: {type(error).__name__}", exit_code=1)
+            raise
+        return self._finish("completed")
+
+    def _train(self) -> None:
+        acc = self.accelerator
+        self.model.train()
+        bar = tqdm(total=self.max_steps, initial=self.step, desc=self.task or "train", unit="step",
+                   dynamic_ncols=True, disable=not (acc.is_main_process and self.progress))
+        window = _Window()
+        try:
+            while self.step < self.max_steps:
+                epoch, done = divmod(self.step, self.steps_per_epoch)
+                seen = done * self.grad_accum_steps
+                loader = acc.skip_first_batches(self.train_loader, seen) if seen else self.train_loader
+                _set_epoch(loader, epoch)
+                batches = iter(loader)
+                for _ in range(self.steps_per_epoch - done):
+                    loss, extras, samples = self._train_step(batches)
+                    self.step += 1
+                    window.add(loss, extras, samples)
+                    bar.update(1)
+                    if self.step % self.log_every == 0 or self.step == self.max_steps:
+                        self._log_train(window, bar)
+                        window = _Window()
+                    if self._due(self.eval_every) or self.step == self.max_steps:
+                        self._evaluate_and_record(bar)
+                    if self._due(self.checkpoint_every) or self.step == self.max_steps:
+                        self.save()
+                    if self.step >= self.max_steps:
+                        break
+                else:
+                    # Run the loader to its end (leftover micro-batches, if any) so Accelerate
+                    # closes the epoch cleanly instead of keeping an abandoned iterator active.
+                    with _rng_fork():
+                        for _ in batches:
+                            pass
+        finally:
+            bar.close()
+        if self.last_eval_step != self.step:  # resumed a finished run with a new evaluation set-up
+            self._evaluate_and_record(None)
+            self.save()
+
+    def _due(self, every: int) -> bool:
+        return every > 0 and self.step % every == 0
+
+    def _train_step(self, batches) -> tuple[float, dict[str, float], int]:
+        """One optimizer step over ``grad_accum_steps`` micro-batches; returns (loss, extras, samples)."""
+        acc, accumulate = self.accelerator, self.grad_accum_steps
+        loss_sum, extras_sum, samples = 0.0, {}, 0
+        for micro in range(accumulate):
+            with _rng_fork():  # data loading never consumes the training RNG
+                batch = next(batches, None)
+            if batch is None:
+                raise RuntimeError("the training loader yielded fewer batches than its length")
+            samples += _batch_size(batch) * acc.num_processes
+            last = micro == accumulate - 1
+            # Gradients are all-reduced once per optimizer step, on the last micro-batch.
+            with contextlib.nullcontext() if last else acc.no_sync(self.model):
+                with acc.autocast():
+                    output = self.loss_fn(self.model, batch)
+                loss, extras = output if isinstance(output, tuple) else (output, {})
+                losses = acc.gather(loss.detach().float().reshape(1))
+                if not bool(torch.isfinite(losses).all()):
+                    self._raise_non_finite(losses)
+                acc.backward(loss / accumulate if accumulate > 1 else loss)
+            loss_sum += float(losses.mean())
+            for key, value in extras.items():
+                extras_sum[key] = extras_sum.get(key, 0.0) + float(value)
+        extras = {k: v / accumulate for k, v in extras_sum.items()}
+        if self.grad_clip is not None:
+            extras["grad_norm"] = float(acc.clip_grad_norm_(self.model.parameters(), self.grad_clip))
+        self._lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_sum / accumulate, extras, samples
+
+    def _raise_non_finite(self, losses: torch.Tensor) -> None:
+        values = ", ".join(f"{v:g}" for v in losses.tolist())
+        hint = "lower the learning rate" + (", or disable fp16 (--mixed-precision no/bf16)"
+                                            if self.accelerator.mixed_precision == "fp16" else
+                                            " or add gradient clipping")
+        kept = f"; the last good checkpoint is kept in {self.run_dir / 'checkpoints' / 'last'}" \
+            if (self.run_dir / "checkpoints" / "last").is_dir() else "; no checkpoint was written yet"
+        raise NonFiniteLossError(f"non-finite training loss ({values}) at step {self.step + 1}: {hint}{kept}")
+
+    def _log_train(self, window: "_Window", bar) -> None:
+        acc = self.accelerator
+        metrics = window.means()
+        if acc.num_processes > 1 and window.extras:  # the loss is already gathered; extras are local
+            names = sorted(window.extras)
+            values = acc.reduce(torch.tensor([metrics[n] for n in names], device=acc.device), "mean")
+            metrics.update(dict(zip(names, values.tolist())))
+        metrics["lr"] = self._lr
+        metrics.update(window.rates())
+        if acc.is_main_process:
+            self.tracker.log(metrics, self.step, split="train")
+            bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{metrics['lr']:.3g}", refresh=False)
+
+    # -- evaluation, checkpoints ------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        """Run ``evaluate_fn`` (eval mode, no grad, training RNG untouched) and return plain floats."""
+        if self.evaluate_fn is None:
+            return {}
+        self.model.eval()
+        try:
+            with _rng_fork(), torch.no_grad():
+                metrics = self.evaluate_fn(self.accelerator.unwrap_model(self.model), self.accelerator)
+        finally:
+            self.model.train()
+        if not isinstance(metrics, Mapping):
+            raise TypeError(f"evaluate_fn must return a dict of floats, got {type(metrics).__name__}")
+        return {str(k): float(v) for k, v in metrics.items()}
+
+    def _evaluate_and_record(self, bar) -> None:
+        metrics = self.evaluate()
+        self.final, self.last_eval_step = metrics, self.step
+        self._improved = False
+        if self.best_metric is not None and metrics:
+            if self.best_metric not in metrics:
+                raise ValueError(f"best_metric {self.best_metric!r} is not among the evaluation metrics "
+                                 f"({', '.join(metrics) or 'none'})")
+            value = metrics[self.best_metric]
+            if math.isfinite(value) and (self.best_value is None or self._better(value, self.best_value)):
+                self.best_value, self.best_step, self.best, self._improved = value, self.step, metrics, True
+        if self.is_main_process and metrics:
+            self.tracker.log(metrics, self.step, split="eval")
+            text = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+            (bar.write if bar is not None else print)(f"step {self.step}: {text}")
+
+    def _better(self, value: float, reference: float) -> bool:
+        return value > reference if self.best_mode == "max" else value < reference
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "step": self.step, "epoch": self.step // self.steps_per_epoch, "steps_per_epoch": self.steps_per_epoch,
+            "max_steps": self.max_steps, "seed": self.seed, "num_processes": self.accelerator.num_processes,
+            "best_metric": self.best_metric, "best_mode": self.best_mode, "best_value": self.best_value,
+            "best_step": self.best_step, "best": self.best, "final": self.final,
+            "last_eval_step": self.last_eval_step, "wall_time_s": self.wall_time(),
+            "tracker_run_id": self.tracker.run_id,
+        }
+
+    def save(self) -> Path:
+        """Write ``checkpoints/last`` (and ``best`` after an improving evaluation) atomically."""
+        checkpoints = self.run_dir / "checkpoints"
+        extra = None
+        if self.on_save is not None:
+            model = self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
+            extra = lambda folder: self.on_save(model, folder)  # noqa: E731
+        last = save_checkpoint(self.accelerator, checkpoints / "last", self._state(), extra=extra)
+        if self._improved and self.is_main_process:
+            link_checkpoint(last, checkpoints / "best")
+        self._improved = False
+        return last
+
+    def wall_time(self) -> float:
+        return self.previous_wall_time + (time.perf_counter() - self._segment_start)
+
+    # -- summary --------------------------------------------------------------------------------
+    def summary(self, status: str) -> dict[str, Any]:
+        env = getattr(self, "environment", None) or environment_info()
+        best, best_step = (self.best, self.best_step) if self.best_metric else (self.final, self.last_eval_step)
+        summary = {
+            "task": self.task, "name": self.tracker.name or self.run_dir.name,
+            "group": self.config.get("group") or self.tracker.group, "arch": self.config.get("arch"),
+            "attention": self.config.get("attention"), "dataset": self.config.get("dataset"),
+            "seed": self.seed, "config": self.config, "git_commit": env.get("git_commit"),
+            "git_dirty": env.get("git_dirty"), "hardware": env, "params": self._count_params(),
+            "macs": self.config.get("macs"), "final": self.final, "best": best, "best_step": best_step,
+            "steps": self.step, "wall_time_s": round(self.wall_time(), 3), "history_file": "metrics.jsonl",
+            "primary_metric": self.best_metric, "primary_mode": self.best_mode, "status": status,
+        }
+        summary.update(self.summary_extra)
+        return summary
+
+    def _finish(self, status: str, exit_code: int = 0) -> dict:
+        summary = self.summary(status)
+        if self.is_main_process:
+            write_summary(self.run_dir, summary)
+            keys = ("final", "best", "best_step", "steps", "params", "macs", "wall_time_s", "status",
+                    "primary_metric")
+            self.tracker.update_summary({k: summary[k] for k in keys})
+            self.tracker.finish(exit_code=exit_code)
+        return summary
+
+
+class _Window:
+    """Running means of the loss and extra metrics between two log lines, plus throughput."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.steps, self.samples, self.loss = 0, 0, 0.0
+        self.extras: dict[str, float] = {}
+
+    def add(self, loss: float, extras: Mapping[str, float], samples: int) -> None:
+        self.steps += 1
+        self.samples += samples
+        self.loss += loss
+        for key, value in extras.items():
+            self.extras[key] = self.extras.get(key, 0.0) + value
+
+    def means(self) -> dict[str, float]:
+        steps = max(self.steps, 1)
+        return {"loss": self.loss / steps, **{k: v / steps for k, v in self.extras.items()}}
+
+    def rates(self) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        return {"steps_per_s": self.steps / elapsed, "samples_per_s": self.samples / elapsed}

@@ -1,0 +1,138 @@
+"""COCO box evaluation with pycocotools' COCOeval, with the breakdown of the paper's Table 5.
+
+Metrics are fractions in [0, 1] (COCO's own convention; the paper prints percentages):
+``mAP`` (AP@[.5:.95]), ``AP50`` ... ``AP95`` (every IoU threshold of the [.5:.95] range),
+``AP_small``, ``AP_medium``, ``AP_large`` (area < 32^2, 32^2..96^2, > 96^2). As in COCOeval, -1 means
+the data set has no ground truth for that entry (e.g. no large object).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
+AP_KEYS = tuple(f"AP{int(round(t * 100))}" for t in IOU_THRESHOLDS)
+METRIC_KEYS = ("mAP",) + AP_KEYS + ("AP_small", "AP_medium", "AP_large")
+
+
+def detections_to_coco(outputs: Sequence[dict[str, torch.Tensor]], image_ids: Sequence[int]) -> list[dict]:
+    """torchvision detections (xyxy boxes, labels = category ids, scores) -> COCO results list."""
+    results = []
+    for output, image_id in zip(outputs, image_ids, strict=True):
+        boxes = output["boxes"].detach().float().cpu()
+        if boxes.numel() == 0:
+            continue
+        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
+        labels = output["labels"].detach().cpu().tolist()
+        scores = output["scores"].detach().float().cpu().tolist()
+        for box, label, score in zip(xywh, labels, scores):
+            results.append({"image_id": int(image_id), "category_id": int(label),
+                            "bbox": [round(v, 3) for v in box], "score": float(score)})
+    return results
+
+
+def empty_metrics() -> dict[str, float]:
+    return {key: 0.0 for key in METRIC_KEYS}
+
+
+def _mean_valid(values: np.ndarray) -> float:
+    valid = values[values > -1]
+    return float(valid.mean()) if valid.size else -1.0
+
+
+def evaluate_coco(coco_gt, results: list[dict], image_ids: Iterable[int] | None = None,
+                  verbose: bool = False) -> dict[str, float]:
+    """Run COCOeval (bbox) on ``results`` against ``coco_gt`` (a pycocotools ``COCO``).
+
+    ``image_ids`` restricts the evaluation to the images that were actually run (all images of
+    ``coco_gt`` otherwise). No detections at all scores 0 everywhere (``loadRes`` rejects an
+    empty list)."""
+    from pycocotools.cocoeval import COCOeval
+
+    if not results:
+        return empty_metrics()
+    known = set(coco_gt.getImgIds())
+    stray = {r["image_id"] for r in results} - known
+    if stray:
+        raise ValueError(f"detections for image ids not in the ground truth: {sorted(stray)[:5]}")
+    quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+    with quiet:
+        coco_dt = coco_gt.loadRes(results)
+        evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        if image_ids is not None:
+            evaluator.params.imgIds = sorted(set(int(i) for i in image_ids))
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    stats = evaluator.stats
+    # precision: [iou threshold, recall, category, area range, max detections]; area 0 = all,
+    # max detections index 2 = 100, as COCOeval's own summary.
+    precision = evaluator.eval["precision"]
+    metrics = {"mAP": float(stats[0])}
+    for index, key in enumerate(AP_KEYS):
+        metrics[key] = _mean_valid(precision[index, :, :, 0, 2])
+    metrics.update(AP_small=float(stats[3]), AP_medium=float(stats[4]), AP_large=float(stats[5]))
+    return metrics
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, loader: Iterable, device: torch.device | None = None,
+            progress: bool = False) -> list[dict[str, Any]]:
+    """Run ``model`` on ``loader``; one record ``{"image_id", "detections"}`` per image, on CPU."""
+    was_training = model.training
+    model.eval()
+    records = []
+    iterator = loader
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(loader, desc="detect", leave=False)
+    for images, targets in iterator:
+        if device is not None:
+            images = [image.to(device, non_blocking=True) for image in images]
+        outputs = model(images)
+        for output, target in zip(outputs, targets):
+            image_id = int(target["image_id"])
+            records.append({"image_id": image_id, "detections": detections_to_coco([output], [image_id])})
+    model.train(was_training)
+    return records
+
+
+def merge_records(records: Iterable[dict[str, Any]]) -> tuple[list[dict], list[int]]:
+    """Per-image records from all processes -> (results, image ids), each image once.
+
+    Distributed samplers pad the last batch by repeating images; the first copy is kept."""
+    seen: dict[int, list[dict]] = {}
+    for record in records:
+        seen.setdefault(int(record["image_id"]), record["detections"])
+    results = [d for detections in seen.values() for d in detections]
+    return results, sorted(seen)
+
+
+def evaluate_distributed(model, loader, coco_gt, accelerator=None, progress: bool = True) -> dict[str, float]:
+    """Predict on every process's shard, gather on the main process, run COCOeval there once,
+    and give every process the same metrics."""
+    device = accelerator.device if accelerator is not None else next(model.parameters()).device
+    main = accelerator is None or accelerator.is_main_process
+    records = predict(model, loader, device=device, progress=progress and main)
+    if accelerator is not None and accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list, gather_object
+
+        records = gather_object(records)
+        metrics = [None]
+        if main:
+            results, image_ids = merge_records(records)
+            metrics = [evaluate_coco(coco_gt, results, image_ids)]
+        broadcast_object_list(metrics)
+        return metrics[0]
+    results, image_ids = merge_records(records)
+    return evaluate_coco(coco_gt, results, image_ids)
+
+
+__all__ = ["evaluate_coco", "detections_to_coco", "predict", "merge_records", "evaluate_distributed",
+           "empty_metrics", "METRIC_KEYS", "AP_KEYS", "IOU_THRESHOLDS"]

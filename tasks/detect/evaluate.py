@@ -1,0 +1,101 @@
+"""Evaluate a trained detector on COCO val2017 with COCOeval (box APs of the paper's Table 5).
+
+    python -m tasks.detect.evaluate --checkpoint runs/fasterrcnn-resnet101-c4-bam-s0 --data-root /data
+    python -m tasks.detect.evaluate --checkpoint runs/x/checkpoints/best/model.pt --max-images 500 --json
+
+``--checkpoint`` takes a ``model.pt``, a checkpoint folder or a run folder (its best checkpoint).
+Prints a Markdown table in % (or the metrics as JSON, fractions in [0, 1], with ``--json``);
+``--vis N --out DIR`` also saves N detection | ground-truth panels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tasks.common.cli import add_data_args, run_cli
+
+__all__ = ["build_parser", "evaluate_checkpoint", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tasks.detect.evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="model.pt, checkpoint folder or run folder")
+    parser.add_argument("--split", default="val", choices=("train", "val"), help="COCO 2017 split (default: val)")
+    parser.add_argument("--max-images", type=int, default=None, help="first N images only (default: all)")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--vis", type=int, default=0, help="detection panels to save (needs --out)")
+    parser.add_argument("--vis-score", type=float, default=0.5)
+    parser.add_argument("--out", default=None, help="folder for the panels and metrics.json")
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    add_data_args(parser)
+    return parser
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None, split: str = "val",
+                        max_images: int | None = None, batch_size: int = 2, num_workers: int = 0,
+                        device: str | None = None, vis: int = 0, vis_score: float = 0.5,
+                        out: str | Path | None = None) -> dict[str, Any]:
+    """Rebuild the detector from ``checkpoint`` and score it; returns ``{"metrics", "images", ...}``."""
+    from datasets.coco import CocoDetection
+    from datasets.root import data_root as resolve_root
+
+    from tasks.common.model_io import load_model
+    from tasks.detect.coco_eval import evaluate_distributed
+    from tasks.detect.train import DetectionEvaluator
+    from tasks.detect.visualize import save_detection_panels
+
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"--max-images must be positive, got {max_images}")
+    if vis and out is None:
+        raise ValueError("--vis needs --out (the folder for the panels)")
+    model, record = load_model(checkpoint)
+    if record.get("task") != "detect":
+        raise ValueError(f"{checkpoint} holds a {record.get('task')!r} model, not a detector")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(device).eval()
+    dataset = CocoDetection(resolve_root(data_root), split=split, train=False, remove_empty=False)
+    evaluator = DetectionEvaluator(dataset, Path(out or "."), tracker=None, batch_size=batch_size,
+                                   num_workers=num_workers, max_images=max_images, num_vis=0)
+    metrics = evaluate_distributed(model, evaluator.loader(), dataset.coco, accelerator=None,
+                                   progress=sys.stderr.isatty())
+    result = {"checkpoint": str(checkpoint), "split": split, "images": len(evaluator.indices),
+              "model": record.get("kwargs"), "metrics": metrics}
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        if vis:
+            save_detection_panels(model, dataset, range(min(vis, len(dataset))), out / "detections",
+                                  score_threshold=vis_score, device=device)
+        (out / "metrics.json").write_text(json.dumps(result, indent=2, default=str))
+    return result
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
+    from tasks.detect.train import ap_table
+
+    result = evaluate_checkpoint(args.checkpoint, args.data_root, args.split, args.max_images, args.batch_size,
+                                 args.num_workers, args.device, args.vis, args.vis_score, args.out)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        percent = {k: 100 * v if v >= 0 else v for k, v in result["metrics"].items()}
+        print(f"COCO {args.split}2017, {result['images']} images, box AP (%):\n")
+        print(ap_table({Path(args.checkpoint).name or str(args.checkpoint): percent}))
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    return run_cli(_run, build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

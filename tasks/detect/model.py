@@ -1,0 +1,263 @@
+"""Faster R-CNN with a ResNet101 (+ BAM) backbone, assembled from torchvision's detection parts.
+
+Two layouts are available:
+
+* ``fpn=False`` (default, the paper's detector): the original Faster R-CNN design for ResNets
+  (Ren et al. 2015; He et al. 2016, "C4"). ``conv1 .. layer3`` produce one stride-16 feature map
+  shared by the RPN and the RoI pooling; ``layer4`` runs on every 14x14 RoI as the box head. The
+  BAM paper reports numbers in the range of this design (29.1 / 30.4 mAP) and names no FPN.
+* ``fpn=True``: torchvision's ``fasterrcnn_resnet50_fpn`` recipe with a ResNet101 trunk, a much
+  stronger (and faster) modern baseline.
+
+In both, BAM sits after ``layer1``, ``layer2`` and ``layer3`` (``bam.attach_attention`` on the
+ResNet101, as for ImageNet, so a classification checkpoint's BAM weights load as they are); its
+modules are registered as ``detector.attention`` so that they are trained, saved and moved
+between devices with the rest. Backbone BatchNorms are frozen as torchvision does when
+the backbone starts from ImageNet weights; BAM's own BatchNorms stay ordinary (trainable) layers,
+so training needs at least 2 images per process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bam.architectures import register_dataset, register_network
+from torchvision.models import resnet101
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+log = logging.getLogger(__name__)
+
+ATTENTIONS = ("none", "bam")
+# Torchvision's freezing order: the first `5 - trainable_layers` of these stay fixed.
+_STAGES = ("layer4", "layer3", "layer2", "layer1", "conv1")
+BAM_TARGETS = ["layer1", "layer2", "layer3"]
+
+
+# --------------------------------------------------------------------------- backbone weights
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from a torchvision ``.pth``, a ``.safetensors`` file, a checkpoint dict
+    (``{"model": ...}`` / ``{"state_dict": ...}``) or an Accelerate checkpoint folder."""
+    if path.is_dir():
+        # a checkpoint folder, or a run folder of this repository (its best checkpoint first)
+        for name in ("model.pt", "model.safetensors", "pytorch_model.bin", "model.pth",
+                     "checkpoints/best/model.pt", "checkpoints/last/model.pt"):
+            if (path / name).is_file():
+                return _read_state_dict(path / name)
+        raise FileNotFoundError(f"backbone weights: no model.pt / model.safetensors / pytorch_model.bin "
+                                f"in {path} (nor in its checkpoints/best or checkpoints/last)")
+    if not path.is_file():
+        raise FileNotFoundError(f"backbone weights: file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # corrupt or foreign file: name it instead of a pickle trace
+        raise ValueError(f"backbone weights: cannot read {path}: {error}") from error
+    for key in ("model", "state_dict", "model_state"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"backbone weights: {path} does not hold a state dict of tensors")
+    return state
+
+
+def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # DDP ("module."), torch.compile ("_orig_mod.") and wrapper ("model.") prefixes.
+    out = {}
+    for key, value in state.items():
+        for prefix in ("module.", "_orig_mod.", "model."):
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        out[key] = value
+    return out
+
+
+def load_backbone_weights(resnet: nn.Module, path: str | os.PathLike) -> dict[str, list[str]]:
+    """Load ImageNet weights into ``resnet`` (a torchvision ResNet, BAM attached or not).
+
+    Accepts torchvision's ResNet101 state dict or this repository's classification checkpoint
+    (BAM weights included). The classifier (``fc``) is ignored. Missing or unexpected trunk keys
+    mean the file is for another network: ``ValueError`` naming the file and the keys. BAM keys
+    absent from the file (plain ImageNet ResNet) leave BAM randomly initialised (logged).
+    Returns ``{"missing": [...], "unexpected": [...]}`` (attention keys only, after the checks).
+    """
+    path = Path(path).expanduser()
+    state = _strip_prefixes(_read_state_dict(path))
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    own = resnet.state_dict()
+    own = {k for k in own if not k.startswith("fc.")}
+    missing = sorted(k for k in own if k not in state and not k.endswith("num_batches_tracked"))
+    unexpected = sorted(k for k in state if k not in own and not k.endswith("num_batches_tracked"))
+
+    def is_attention(key: str) -> bool:
+        return key.startswith("attention.")
+
+    bad_missing = [k for k in missing if not is_attention(k)]
+    bad_unexpected = [k for k in unexpected if not is_attention(k)]
+    if bad_missing or bad_unexpected:
+        raise ValueError(
+            f"backbone weights {path} do not fit a torchvision ResNet101: "
+            f"{len(bad_missing)} missing keys (e.g. {bad_missing[:3]}), "
+            f"{len(bad_unexpected)} unexpected keys (e.g. {bad_unexpected[:3]})"
+        )
+    for key in unexpected:  # BAM weights in the file but the detector has no BAM
+        state.pop(key)
+    try:
+        resnet.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shape mismatch
+        raise ValueError(f"backbone weights {path} do not fit the backbone: {error}") from error
+    if missing:
+        log.warning("backbone weights %s hold no BAM weights: %d BAM tensors start from random "
+                    "initialisation", path, len(missing))
+    if unexpected:
+        log.warning("backbone weights %s hold %d BAM tensors that the detector (attention='none') "
+                    "ignores", path, len(unexpected))
+    return {"missing": missing, "unexpected": unexpected}
+
+
+# --------------------------------------------------------------------------- backbones
+class ResNetC4Backbone(nn.Module):
+    """``conv1 .. layer3`` of a ResNet as one stride-16 feature map (key ``"0"``)."""
+
+    def __init__(self, resnet: nn.Module):
+        super().__init__()
+        self.body = IntermediateLayerGetter(resnet, return_layers={"layer3": "0"})
+        self.out_channels = resnet.layer3[-1].conv3.out_channels  # 1024 for ResNet50/101
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.body(x)
+
+
+class ResNetC5Head(nn.Module):
+    """``layer4`` + global average pooling run on every pooled RoI (the C4 box head)."""
+
+    def __init__(self, layer4: nn.Module):
+        super().__init__()
+        self.layer4 = layer4
+        self.out_channels = layer4[-1].conv3.out_channels  # 2048
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(self.layer4(x), 1), 1)
+
+
+def _freeze(resnet: nn.Module, trainable_layers: int) -> None:
+    """Freeze the trunk stages torchvision freezes; attention modules always train."""
+    if not 0 <= trainable_layers <= 5:
+        raise ValueError(f"trainable_layers must be in 0..5, got {trainable_layers}")
+    train = list(_STAGES[:trainable_layers]) + (["bn1"] if trainable_layers == 5 else [])
+    for name, parameter in resnet.named_parameters():
+        keep = name.startswith("attention.") or any(name.startswith(stage) for stage in train)
+        parameter.requires_grad_(keep)
+
+
+def build_resnet101_trunk(attention: str = "none", backbone_weights: str | os.PathLike | None = None,
+                          frozen_bn: bool | None = None) -> nn.Module:
+    """A torchvision ResNet101 (never downloaded), BAM attached after layer1..3, weights loaded."""
+    if attention not in ATTENTIONS:
+        raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
+    if frozen_bn is None:  # torchvision: frozen statistics only when they come from pre-training
+        frozen_bn = backbone_weights is not None
+    norm_layer = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
+    resnet = resnet101(weights=None, norm_layer=norm_layer)
+    if attention != "none":
+        from bam import attach_attention
+
+        # Placement is traced at 128 px: the same stage ends as at 224, at a third of the cost.
+        targets = attach_attention(resnet, attention, input_size=(3, 128, 128))
+        if sorted(targets) != BAM_TARGETS:  # the detector relies on exactly this placement
+            raise RuntimeError(f"BAM was placed after {targets}, expected {BAM_TARGETS}")
+    if backbone_weights is not None:
+        load_backbone_weights(resnet, backbone_weights)
+    return resnet
+
+
+def fasterrcnn_resnet101(
+    num_classes: int = 91,
+    attention: str = "none",
+    backbone_weights: str | os.PathLike | None = None,
+    fpn: bool = False,
+    trainable_layers: int = 3,
+    min_size: int = 800,
+    max_size: int = 1333,
+    frozen_bn: bool | None = None,
+    **kwargs,
+) -> FasterRCNN:
+    """Faster R-CNN, ResNet101 backbone, optional BAM after layer1..3.
+
+    Args:
+        num_classes: including background; COCO category ids go up to 90, hence 91.
+        attention: ``"none"`` or ``"bam"``.
+        backbone_weights: local ImageNet checkpoint of the ResNet101 (torchvision state dict or
+            this repository's classification checkpoint, BAM weights included); ``None`` trains
+            from scratch (then, as in torchvision, ordinary BatchNorm and all layers trainable).
+        fpn: ``False`` = the paper's C4 Faster R-CNN, ``True`` = torchvision's FPN variant.
+        trainable_layers: trunk stages trained, counted from ``layer4`` (torchvision semantics).
+        min_size, max_size: resize range of torchvision's detection transform.
+        frozen_bn: freeze the trunk's BatchNorm statistics and affine parameters
+            (``FrozenBatchNorm2d``); defaults to ``backbone_weights is not None`` as in torchvision.
+        kwargs: passed on to ``torchvision.models.detection.FasterRCNN``.
+    """
+    frozen_bn = backbone_weights is not None if frozen_bn is None else frozen_bn
+    if not frozen_bn and trainable_layers != 5:  # torchvision: from scratch, everything trains
+        log.info("backbone trained from scratch: all backbone layers trainable (trainable_layers=5)")
+        trainable_layers = 5
+    resnet = build_resnet101_trunk(attention, backbone_weights, frozen_bn)
+    _freeze(resnet, trainable_layers)
+    if fpn:
+        backbone = BackboneWithFPN(resnet, {f"layer{i}": str(i - 1) for i in range(1, 5)},
+                                   [256, 512, 1024, 2048], 256)
+        detector = FasterRCNN(backbone, num_classes, min_size=min_size, max_size=max_size, **kwargs)
+    else:
+        backbone = ResNetC4Backbone(resnet)
+        head = ResNetC5Head(resnet.layer4)
+        # Detectron's C4 settings: 15 anchors per position on one stride-16 map, 14x14 RoIAlign
+        # followed by the stride-2 layer4, and the larger pre-NMS proposal counts of one level.
+        kwargs.setdefault("rpn_pre_nms_top_n_train", 12000)
+        kwargs.setdefault("rpn_pre_nms_top_n_test", 6000)
+        anchors = AnchorGenerator(sizes=((32, 64, 128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),))
+        detector = FasterRCNN(
+            backbone,
+            min_size=min_size,
+            max_size=max_size,
+            rpn_anchor_generator=anchors,
+            box_roi_pool=MultiScaleRoIAlign(featmap_names=["0"], output_size=14, sampling_ratio=0),
+            box_head=head,
+            box_predictor=FastRCNNPredictor(head.out_channels, num_classes),
+            **kwargs,
+        )
+    # IntermediateLayerGetter keeps only the trunk's children, not the ModuleDict that BAM lives
+    # in (its hooks on layer1..3 still fire). Registering it on the detector, where
+    # bam.attach_attention would put it (``model.attention``), trains, saves and moves it with the
+    # rest, and lets bam.capture_attention find it. The baseline gets an empty one.
+    detector.attention = getattr(resnet, "attention", nn.ModuleDict())
+    return detector
+
+
+# The registry (bam.architectures) lists the detector next to the classification networks, so
+# `python -m bam.profile fasterrcnn-resnet101 --dataset coco` and the tasks find it by name. COCO
+# inputs are resized to a short side of 800 (long side at most 1333).
+register_dataset("coco", (3, 800, 1333), num_classes=91)
+register_network("fasterrcnn-resnet101", datasets=("coco",))(fasterrcnn_resnet101)
+
+
+def attention_modules(detector: nn.Module) -> nn.ModuleDict:
+    """The BAM modules of a detector built here (empty for ``attention="none"``)."""
+    return detector.attention
+
+
+__all__ = ["fasterrcnn_resnet101", "build_resnet101_trunk", "load_backbone_weights",
+           "attention_modules", "ResNetC4Backbone", "ResNetC5Head"]

@@ -1,0 +1,284 @@
+"""Train Faster R-CNN with a ResNet101 (+ BAM) backbone on COCO (paper Sec. 5.5, Tables 5-6).
+
+    accelerate launch launch/detect.py --data-root /data --backbone-weights resnet101.pth
+    accelerate launch launch/detect.py --data-root /data --backbone-weights runs/r101-bam --attention bam
+
+Data: COCO 2017 (train2017 for training, val2017 = the 5k held-out "minival" for evaluation).
+Recipe (Detectron's "1x" schedule, which torchvision's detection reference follows too): SGD,
+momentum 0.9, weight decay 1e-4, lr 0.02 for 16 images per step scaled linearly with the total
+batch, linear warm-up over 1000 steps from lr/1000, 90k steps at 16 images (scaled inversely
+with the batch), lr x0.1 at 2/3 and 8/9 of the schedule; horizontal flips; short side 800, long
+side at most 1333. The run folder gets ``checkpoints/{last,best}`` (each with a self-describing
+``model.pt`` for ``python -m tasks.detect.evaluate``), ``metrics.jsonl``, ``detections/*.png``
+(detections | ground truth), ``summary.json`` and ``summary.md`` (box APs next to the paper's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from tasks.common.cli import add_run_args, run_cli, run_dir_for
+
+__all__ = ["build_parser", "main", "DetectionEvaluator", "detection_loss", "warmup_multistep",
+           "MODEL_BUILDER", "PAPER_TABLE5"]
+
+MODEL_BUILDER = "tasks.detect.model:fasterrcnn_resnet101"
+TASK = "detect"
+ARCH = "fasterrcnn-resnet101"
+PRIMARY_METRIC = "mAP"
+REFERENCE_BATCH, REFERENCE_LR, REFERENCE_STEPS = 16, 0.02, 90_000
+# Paper Table 5 (and Table 6 for mAP), in %.
+PAPER_TABLE5 = {
+    "none": {"mAP": 29.1, "AP50": 48.4, "AP55": 45.9, "AP60": 43.4, "AP65": 40.0, "AP70": 35.7, "AP75": 30.7,
+             "AP80": 24.1, "AP85": 15.6, "AP90": 6.5, "AP95": 0.59, "AP_small": 11.5, "AP_medium": 33.2,
+             "AP_large": 44.3},
+    "bam": {"mAP": 30.4, "AP50": 50.2, "AP55": 47.5, "AP60": 44.7, "AP65": 41.7, "AP70": 37.4, "AP75": 32.5,
+            "AP80": 25.5, "AP85": 17.0, "AP90": 7.3, "AP95": 0.76, "AP_small": 12.6, "AP_medium": 34.6,
+            "AP_large": 46.4},
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="accelerate launch launch/detect.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    model = parser.add_argument_group("model")
+    model.add_argument("--attention", default="none", choices=("none", "bam"),
+                       help="BAM after layer1..3 of the ResNet101 (default: %(default)s)")
+    model.add_argument("--backbone-weights", default=None, metavar="PATH",
+                       help="local ImageNet ResNet101 weights: torchvision state dict, or this repository's "
+                            "classification checkpoint/run folder (BAM weights included). Default: from scratch")
+    model.add_argument("--fpn", action="store_true",
+                       help="torchvision's FPN detector instead of the paper's C4 Faster R-CNN")
+    model.add_argument("--trainable-layers", type=int, default=3,
+                       help="ResNet stages trained, counted from layer4 (default: %(default)s, as torchvision)")
+    model.add_argument("--min-size", type=int, default=800, help="short side after resizing (default: %(default)s)")
+    model.add_argument("--max-size", type=int, default=1333, help="long side at most (default: %(default)s)")
+    model.add_argument("--rois-per-image", type=int, default=512,
+                       help="RoIs sampled per image for the box head loss (default: %(default)s)")
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--lr", type=float, default=None,
+                       help=f"learning rate (default: {REFERENCE_LR} x total batch / {REFERENCE_BATCH})")
+    optim.add_argument("--momentum", type=float, default=0.9)
+    optim.add_argument("--weight-decay", type=float, default=1e-4)
+    optim.add_argument("--warmup-steps", type=int, default=1000, help="linear warm-up steps (default: %(default)s)")
+    optim.add_argument("--lr-milestones", type=float, nargs="*", default=[2 / 3, 8 / 9],
+                       help="fractions of --max-steps where the lr drops x0.1 (default: 2/3 8/9)")
+    optim.add_argument("--grad-clip", type=float, default=None)
+    evaluation = parser.add_argument_group("evaluation")
+    evaluation.add_argument("--eval-images", type=int, default=None,
+                            help="evaluate on the first N validation images only (default: all)")
+    evaluation.add_argument("--eval-batch-size", type=int, default=None, help="default: --batch-size")
+    evaluation.add_argument("--num-vis", type=int, default=4, help="images drawn at each evaluation")
+    evaluation.add_argument("--vis-score", type=float, default=0.5, help="score threshold of drawn boxes")
+    add_run_args(parser, {"batch_size": 2, "eval_every": 10_000, "log_every": 20})
+    return parser
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.batch_size < 2 and args.attention != "none":
+        raise ValueError("--batch-size must be at least 2 per process with --attention bam: BAM's BatchNorm "
+                         "needs batch statistics in training")
+    for name in ("min_size", "max_size", "rois_per_image", "num_vis"):
+        if getattr(args, name) < (0 if name == "num_vis" else 1):
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.min_size > args.max_size:
+        raise ValueError(f"--min-size {args.min_size} is larger than --max-size {args.max_size}")
+    if not 0 <= args.trainable_layers <= 5:
+        raise ValueError(f"--trainable-layers must be in 0..5, got {args.trainable_layers}")
+    if any(not 0 < m < 1 for m in args.lr_milestones):
+        raise ValueError(f"--lr-milestones are fractions of --max-steps in (0, 1), got {args.lr_milestones}")
+    if args.lr is not None and not args.lr > 0:
+        raise ValueError(f"--lr must be positive, got {args.lr}")
+    if args.eval_images is not None and args.eval_images < 1:
+        raise ValueError(f"--eval-images must be positive, got {args.eval_images}")
+    if args.backbone_weights is not None and not Path(args.backbone_weights).exists():
+        raise FileNotFoundError(f"--backbone-weights: {args.backbone_weights} does not exist")
+
+
+def warmup_multistep(optimizer: torch.optim.Optimizer, warmup_steps: int, milestones: list[int],
+                     warmup_factor: float = 1e-3, gamma: float = 0.1):
+    """Linear warm-up from ``lr * warmup_factor`` to ``lr``, then x``gamma`` at each milestone."""
+    def factor(step: int) -> float:
+        scale = gamma ** sum(step >= m for m in milestones)
+        if step < warmup_steps:
+            alpha = step / warmup_steps
+            scale *= warmup_factor * (1 - alpha) + alpha
+        return scale
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def detection_loss(model: torch.nn.Module, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Sum of torchvision's RPN and box-head losses; the parts are logged."""
+    images, targets = batch
+    losses = model(images, targets)
+    return sum(losses.values()), {name: value.detach() for name, value in losses.items()}
+
+
+class DetectionEvaluator:
+    """``evaluate_fn`` for the Trainer: COCOeval box APs over all processes, detection panels
+    (main process). ``step_of()`` gives the trainer's step for file names and W&B."""
+
+    def __init__(self, dataset, run_dir: Path, tracker, batch_size: int = 2, num_workers: int = 0,
+                 max_images: int | None = None, num_vis: int = 4, vis_score: float = 0.5) -> None:
+        self.dataset, self.run_dir, self.tracker = dataset, Path(run_dir), tracker
+        self.batch_size, self.num_workers = batch_size, num_workers
+        count = len(dataset) if max_images is None else min(max_images, len(dataset))
+        self.indices = list(range(count))
+        self.num_vis, self.vis_score = min(num_vis, count), vis_score
+        self.step_of = lambda: 0
+
+    def loader(self, accelerator=None):
+        from datasets.coco import collate_detection
+
+        from tasks.common.trainer import prepare_eval_loader
+
+        subset = torch.utils.data.Subset(self.dataset, self.indices)
+        loader = torch.utils.data.DataLoader(subset, batch_size=self.batch_size, shuffle=False,
+                                             num_workers=self.num_workers, collate_fn=collate_detection)
+        return loader if accelerator is None else prepare_eval_loader(accelerator, loader)
+
+    def __call__(self, model: torch.nn.Module, accelerator) -> dict[str, float]:
+        from tasks.detect.coco_eval import evaluate_distributed
+        from tasks.detect.visualize import save_detection_panels
+
+        metrics = evaluate_distributed(model, self.loader(accelerator), self.dataset.coco, accelerator)
+        if accelerator.is_main_process and self.num_vis:
+            step = self.step_of()
+            panels = save_detection_panels(model, self.dataset, range(self.num_vis), self.run_dir / "detections",
+                                           prefix=f"step{step:07d}_", score_threshold=self.vis_score,
+                                           device=accelerator.device)
+            self.tracker.log_images(panels, step, caption=f"detections (score >= {self.vis_score}) | ground truth")
+        return metrics
+
+
+def model_kwargs(args: argparse.Namespace, num_classes: int) -> dict[str, Any]:
+    """Builder arguments; ``backbone_weights`` is only read at the start of training."""
+    return {"num_classes": num_classes, "attention": args.attention, "fpn": args.fpn,
+            "trainable_layers": args.trainable_layers, "min_size": args.min_size, "max_size": args.max_size,
+            "frozen_bn": args.backbone_weights is not None, "box_batch_size_per_image": args.rois_per_image}
+
+
+def _export_hook(accelerator, kwargs: dict[str, Any], extra: dict[str, Any]):
+    """Write ``model.pt`` (weights + builder) into every checkpoint folder Accelerate saves."""
+    from tasks.common.model_io import save_model
+
+    def hook(models, weights, output_dir):
+        if accelerator.is_main_process and models:
+            save_model(output_dir, accelerator.unwrap_model(models[0]), MODEL_BUILDER, kwargs, TASK, extra)
+
+    return hook
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
+    from bam import count_params
+    from datasets.coco import CocoDetection, collate_detection
+    from datasets.root import data_root
+
+    from tasks.common.sampling import EpochSeededSampler
+    from tasks.common.tracking import Tracker
+    from tasks.common.trainer import Trainer, make_accelerator
+    from tasks.detect.model import fasterrcnn_resnet101
+
+    _check_args(args)
+    root = data_root(args.data_root)
+    accelerator = make_accelerator(args.mixed_precision)
+    train_set = CocoDetection(root, split="train")
+    val_set = CocoDetection(root, split="val")
+    total_batch = args.batch_size * accelerator.num_processes
+    lr = args.lr if args.lr is not None else REFERENCE_LR * total_batch / REFERENCE_BATCH
+    max_steps = args.max_steps or round(REFERENCE_STEPS * REFERENCE_BATCH / total_batch)
+    milestones = [round(m * max_steps) for m in args.lr_milestones]
+
+    sampler = EpochSeededSampler(len(train_set), seed=args.seed, shuffle=True)
+    loader = torch.utils.data.DataLoader(
+        train_set, batch_size=args.batch_size, sampler=sampler, num_workers=args.num_workers,
+        collate_fn=collate_detection, drop_last=True, pin_memory=torch.cuda.is_available(),
+        persistent_workers=args.num_workers > 0)
+
+    kwargs = model_kwargs(args, train_set.num_classes)
+    model = fasterrcnn_resnet101(backbone_weights=args.backbone_weights, **kwargs)
+    params = count_params(model)
+    layout = "fpn" if args.fpn else "c4"
+    group = args.group or f"detect-coco-{layout}"
+    run_dir = run_dir_for(args, f"{ARCH}-{layout}-{args.attention}-s{args.seed}")
+    config = {
+        "task": TASK, "arch": ARCH, "attention": args.attention, "dataset": "coco", "group": group,
+        "layout": layout, "model": kwargs, "backbone_weights": args.backbone_weights,
+        "batch_size": args.batch_size, "total_batch": total_batch, "lr": lr, "momentum": args.momentum,
+        "weight_decay": args.weight_decay, "warmup_steps": args.warmup_steps, "lr_milestones": milestones,
+        "max_steps": max_steps, "train_images": len(train_set), "val_images": len(val_set),
+        "eval_images": args.eval_images or len(val_set), "params": params,
+        "train_data_stats": train_set.stats,
+    }
+    tracker = Tracker(run_dir, config, project=args.wandb_project, group=group,
+                      tags=[layout, *(args.tags or [])], mode=args.wandb, task=TASK, name=run_dir.name)
+    evaluator = DetectionEvaluator(val_set, run_dir, tracker, args.eval_batch_size or args.batch_size,
+                                   args.num_workers, args.eval_images, args.num_vis, args.vis_score)
+    accelerator.register_save_state_pre_hook(
+        _export_hook(accelerator, kwargs, {"dataset": "coco", "categories": val_set.categories}))
+    # Torchvision's reference: no weight decay exemption, frozen parameters left out.
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
+                                momentum=args.momentum, weight_decay=args.weight_decay)
+    scheduler = warmup_multistep(optimizer, args.warmup_steps, milestones)
+    trainer = Trainer(
+        model=model, optimizer=optimizer, train_loader=loader, loss_fn=detection_loss, evaluate_fn=evaluator,
+        run_dir=run_dir, config=config, max_steps=max_steps, scheduler=scheduler, eval_every=args.eval_every,
+        best_metric=PRIMARY_METRIC, best_mode="max", seed=args.seed, resume=args.resume, tracker=tracker,
+        grad_clip=args.grad_clip, task=TASK, log_every=args.log_every, accelerator=accelerator,
+        summary_extra={"paper": PAPER_TABLE5[args.attention], "metric_units": "fraction (paper: %)"})
+    evaluator.step_of = lambda: trainer.step
+    summary = trainer.fit()
+    if accelerator.is_main_process:
+        _write_detection_report(run_dir, summary, args.attention)
+    return summary
+
+
+def ap_table(results: Mapping[str, Mapping[str, float]]) -> str:
+    """Markdown table of box APs in %, one row per entry (``{row name: metrics}``)."""
+    from tasks.detect.coco_eval import METRIC_KEYS
+
+    header = "| | " + " | ".join(METRIC_KEYS) + " |"
+    lines = [header, "|---|" + "---:|" * len(METRIC_KEYS)]
+    for name, metrics in results.items():
+        cells = []
+        for key in METRIC_KEYS:
+            value = metrics.get(key)
+            cells.append("-" if value is None or value < 0 else f"{value:.1f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _write_detection_report(run_dir: Path, summary: Mapping[str, Any], attention: str) -> None:
+    """Append the box-AP table (this run vs the paper's Table 5) to summary.md and print it."""
+    from tasks.common.summary import render_markdown
+
+    rows = {}
+    for which in ("best", "final"):
+        metrics = summary.get(which) or {}
+        if metrics:
+            rows[f"this run, {which}"] = {k: 100 * v if v >= 0 else v for k, v in metrics.items()}
+    label = "ResNet101" + (" + BAM" if attention == "bam" else "")
+    rows[f"paper Table 5, {label}"] = PAPER_TABLE5[attention]
+    config = summary.get("config") or {}
+    section = (f"## COCO box AP (%), {config.get('eval_images')} val2017 images\n\n{ap_table(rows)}\n\n"
+               f"Layout: {config.get('layout')}; AP_small/medium/large: COCO area ranges; '-' = no such objects.\n")
+    tmp = run_dir / "summary.md.tmp"
+    tmp.write_text(render_markdown(summary) + "\n" + section)
+    os.replace(tmp, run_dir / "summary.md")
+    print("\n" + section.replace("## ", ""), flush=True)
+    print(f"run folder: {run_dir}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    return run_cli(_run, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""Scene-parsing evaluation: single scale (the image at its own size) or multi-scale + flip.
+
+Single scale runs each validation image at its original size, padded to a multiple of 32 for the
+network and cropped back before scoring. Multi-scale follows CSAILVision's test recipe: the image
+is rescaled to each short side of ``scales`` (long side capped at 1000), the softmax
+probabilities are brought back to the original size and averaged, optionally together with those
+of the mirrored image. Metrics pool the confusion matrix over the data set (see ``metrics``).
+
+    python -m tasks.parse.evaluate --checkpoint runs/NAME [--multi-scale] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Subset
+
+from datasets.ade20k import (
+    IGNORE_INDEX, MAX_LONG_SIDE, SIZE_DIVISOR, TRAIN_SHORT_SIDES, collate_segmentation, denormalize, round_up,
+    scaled_size,
+)
+from tasks.parse.metrics import ConfusionMeter, shard_indices
+from tasks.parse.visualize import prediction_panel
+
+MULTI_SCALES = TRAIN_SHORT_SIDES
+
+
+def _forward_padded(model: torch.nn.Module, image: torch.Tensor, size_divisor: int = SIZE_DIVISOR) -> torch.Tensor:
+    """Logits for a 1x3xHxW image: zero-pad to a multiple of ``size_divisor``, run, crop back."""
+    height, width = image.shape[-2:]
+    padded = F.pad(image, (0, round_up(width, size_divisor) - width, 0, round_up(height, size_divisor) - height))
+    return model(padded)[..., :height, :width]
+
+
+@torch.no_grad()
+def predict_probabilities(model: torch.nn.Module, image: torch.Tensor, scales: Sequence[int] | None = None,
+                          flip: bool = False, max_long_side: int = MAX_LONG_SIDE) -> torch.Tensor:
+    """Class probabilities (1xCxHxW, at the image's size) for one unpadded, normalised 1x3xHxW image.
+
+    ``scales=None`` keeps the image size; otherwise the probabilities of every short side in
+    ``scales`` (and of the mirrored image when ``flip``) are averaged.
+    """
+    if image.dim() != 4 or image.shape[0] != 1:
+        raise ValueError(f"expected one image of shape 1x3xHxW, got {tuple(image.shape)}")
+    height, width = image.shape[-2:]
+    sizes = [(height, width)] if not scales else [scaled_size(height, width, s, max_long_side) for s in scales]
+    total = None
+    for size in sizes:
+        resized = image if size == (height, width) else F.interpolate(
+            image, size=size, mode="bilinear", align_corners=False, antialias=True)
+        for mirrored in ((False, True) if flip else (False,)):
+            inputs = resized.flip(-1) if mirrored else resized
+            logits = _forward_padded(model, inputs).float()
+            if mirrored:
+                logits = logits.flip(-1)
+            if logits.shape[-2:] != (height, width):
+                logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+            probabilities = logits.softmax(dim=1)
+            total = probabilities if total is None else total + probabilities
+    return total / (len(sizes) * (2 if flip else 1))
+
+
+def eval_loader(dataset, accelerator=None, num_workers: int = 2) -> DataLoader:
+    """One image per batch; each process gets a disjoint, non-padded share (exact summed metrics)."""
+    rank = accelerator.process_index if accelerator is not None else 0
+    world = accelerator.num_processes if accelerator is not None else 1
+    return DataLoader(Subset(dataset, shard_indices(len(dataset), rank, world)), batch_size=1, shuffle=False,
+                      num_workers=num_workers, collate_fn=collate_segmentation, pin_memory=torch.cuda.is_available())
+
+
+@torch.no_grad()
+def evaluate_segmentation(model: torch.nn.Module, dataset, accelerator=None, scales: Sequence[int] | None = None,
+                          flip: bool = False, num_workers: int = 2, num_visuals: int = 0,
+                          max_images: int | None = None, progress: bool = True) -> dict:
+    """Pixel accuracy, mIoU, mean accuracy and per-class IoU of ``model`` on ``dataset``.
+
+    Returns the :func:`~tasks.parse.metrics.scores_from_confusion` dict plus ``"visuals"``: up to
+    ``num_visuals`` ``(name, panel)`` pictures of this process's first images.
+    """
+    device = accelerator.device if accelerator is not None else next(model.parameters()).device
+    if accelerator is not None:
+        model = accelerator.unwrap_model(model)  # no DDP collectives while shards differ in length
+    if max_images is not None:
+        dataset = Subset(dataset, range(min(max_images, len(dataset))))
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    num_classes, ignore_index = base.num_classes, getattr(base, "ignore_index", IGNORE_INDEX)
+    was_training = model.training
+    model.eval()
+    meter = ConfusionMeter(num_classes, ignore_index, device=device)
+    visuals = []
+    loader = eval_loader(dataset, accelerator, num_workers)
+    show = progress and (accelerator is None or accelerator.is_main_process)
+    if show:
+        from tqdm.auto import tqdm
+
+        loader = tqdm(loader, desc="evaluate", leave=False, dynamic_ncols=True)
+    for batch in loader:
+        height, width = batch["size"][0].tolist()
+        image = batch["image"][:, :, :height, :width].to(device, non_blocking=True)
+        label = batch["label"][:, :height, :width].to(device, non_blocking=True)
+        if accelerator is not None:
+            with accelerator.autocast():
+                probabilities = predict_probabilities(model, image, scales, flip)
+        else:
+            probabilities = predict_probabilities(model, image, scales, flip)
+        prediction = probabilities.argmax(dim=1)
+        meter.update(prediction, label)
+        if len(visuals) < num_visuals:
+            panel = prediction_panel(denormalize(image[0]), prediction[0].cpu().numpy(), label[0].cpu().numpy(),
+                                     ignore_index=ignore_index)
+            visuals.append((batch["name"][0], panel))
+    meter.reduce(accelerator)
+    model.train(was_training)
+    scores = meter.compute(getattr(base, "class_names", None))
+    scores["visuals"] = visuals
+    return scores
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tasks.parse.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True,
+                        help="a run folder of tasks.parse.train (its best checkpoint), a checkpoint folder "
+                             "(run/checkpoints/last), or a model.pt file")
+    parser.add_argument("--data-root", default=None, help="data root (default: $BAM_DATA_ROOT, else ./data)")
+    parser.add_argument("--split", default="validation", choices=("training", "validation"))
+    parser.add_argument("--multi-scale", action="store_true",
+                        help=f"average over short sides {MULTI_SCALES} and the mirrored image")
+    parser.add_argument("--scales", type=int, nargs="+", default=None, help="short sides for --multi-scale")
+    parser.add_argument("--flip", action="store_true", help="also average with the mirrored image")
+    parser.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images")
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--save-predictions", type=int, default=0, metavar="N",
+                        help="write the first N prediction pictures next to the checkpoint's run (predictions/eval)")
+    parser.add_argument("--json", action="store_true", help="print the scores as JSON")
+    parser.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
+    return parser
+
+
+def load_trained_model(path: str | Path) -> tuple[torch.nn.Module, Path, dict]:
+    """Rebuild a model trained by ``tasks.parse.train`` from its run folder or a checkpoint folder
+    (``run/checkpoints/best``) using the run's ``config.json``; or load a ``model.pt`` file of
+    ``tasks.common.model_io``. Returns ``(model, weights file, config)``."""
+    from tasks.parse.model import UperNet
+
+    path = Path(path)
+    if path.is_file() and path.suffix == ".pt":
+        from tasks.common.model_io import load_model
+
+        model, record = load_model(path)
+        return model, path, dict(record.get("kwargs", {}))
+    folders = [path, path / "checkpoints" / "best", path / "checkpoints" / "last"]
+    weights = next((f / "model.safetensors" for f in folders if (f / "model.safetensors").is_file()), None)
+    if weights is None:
+        raise FileNotFoundError(f"no model at {path}: expected a run folder (with checkpoints/best), a checkpoint "
+                                "folder holding model.safetensors, or a model.pt file")
+    run_dir = weights.parent.parent.parent if weights.parent.parent.name == "checkpoints" else weights.parent
+    config_file = run_dir / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file} not found: it tells which network {weights} holds")
+    config = json.loads(config_file.read_text())
+    if config.get("task") != "parse":
+        raise ValueError(f"{config_file} is a {config.get('task')!r} run, not a scene-parsing run")
+    model = UperNet(num_classes=config["num_classes"], backbone=config["backbone"], attention=config["attention"],
+                    placement=config.get("placement") or "bottleneck", channels=config.get("decoder_channels", 512))
+    from safetensors.torch import load_file
+
+    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{weights} does not match the network of {config_file}: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    return model, weights, config
+
+
+def format_scores(scores: dict, title: str = "") -> str:
+    lines = [title] if title else []
+    lines.append(f"mIoU {100 * scores['miou']:.2f}  pixel acc {100 * scores['pixel_acc']:.2f}%  "
+                 f"mean acc {100 * scores['mean_acc']:.2f}%  ({scores['classes_present']} classes present)")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    from accelerate import Accelerator
+
+    from datasets.ade20k import ADE20K, SegmentationFolder
+    from datasets.root import data_root
+    from tasks.parse.visualize import save_panels
+
+    args = build_parser().parse_args(argv)
+    if args.scales and not args.multi_scale:
+        raise ValueError("--scales needs --multi-scale")
+    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    model, model_file, config = load_trained_model(args.checkpoint)
+    model.to(accelerator.device)
+    root = data_root(args.data_root)
+    if config.get("dataset") == "folder":  # a run of `--dataset folder`: the same layout and labels
+        dataset = SegmentationFolder(root / "images" / args.split, root / "annotations" / args.split,
+                                     num_classes=config["num_classes"], label_offset=config.get("label_offset", 1))
+    else:
+        dataset = ADE20K(root, args.split, train_transform=False)
+    scales = (args.scales or MULTI_SCALES) if args.multi_scale else None
+    flip = args.flip or args.multi_scale
+    scores = evaluate_segmentation(model, dataset, accelerator, scales=scales, flip=flip,
+                                   num_workers=args.num_workers, num_visuals=args.save_predictions,
+                                   max_images=args.max_images)
+    visuals = scores.pop("visuals")
+    scores.update(checkpoint=str(model_file), split=args.split, scales=list(scales) if scales else "original",
+                  flip=flip, images=min(len(dataset), args.max_images or len(dataset)))
+    if accelerator.is_main_process:
+        if visuals:
+            folder = model_file.parent
+            if folder.parent.name == "checkpoints":
+                folder = folder.parent.parent
+            save_panels(visuals, folder / "predictions" / ("eval-multiscale" if scales else "eval"))
+        if args.json:
+            print(json.dumps(scores, indent=2))
+        else:
+            print(format_scores(scores, f"{model_file} on {config.get('dataset', 'ade20k')} {args.split} "
+                                        f"({'multi-scale + flip' if scales else 'single scale'})"))
+    return scores
+
+
+def cli(argv: Sequence[str] | None = None) -> None:
+    from tasks.common.cli import run_cli
+
+    run_cli(main, argv)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,296 @@
+"""UperNet with a torchvision ResNet encoder (optionally with BAM), as in CSAILVision's
+semantic-segmentation-pytorch (reference facts, section 5).
+
+Encoder: ``torchvision.models.resnet50`` (no download); attention modules are added by one call
+to :func:`bam.attach_attention`, which keeps the base parameter names, so ImageNet checkpoints of
+torchvision or of this repository's classifiers load with :meth:`UperNet.load_encoder_weights`.
+
+Decoder: PPM on the last stage (pool scales 1, 2, 3, 6; each branch 1x1 conv 512 + BN + ReLU,
+concatenated with the stage, 3x3 conv 512), FPN laterals (1x1 conv 512 + BN + ReLU) on stages 1-3
+with a top-down path and a 3x3 conv per level, all four levels upsampled to 1/4 and concatenated,
+3x3 conv 512, 1x1 classifier. The logits are upsampled (bilinear) to the input size, so the loss
+and the metric use full-resolution labels.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+STAGES = ("layer1", "layer2", "layer3", "layer4")
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class PyramidPooling(nn.Module):
+    """PPM head of PSPNet/UperNet on the last encoder stage."""
+
+    def __init__(self, in_channels: int, channels: int = 512, pool_scales: Sequence[int] = (1, 2, 3, 6)):
+        super().__init__()
+        self.pool_scales = tuple(pool_scales)
+        self.branches = nn.ModuleList(conv_bn_relu(in_channels, channels, 1) for _ in self.pool_scales)
+        self.bottleneck = conv_bn_relu(in_channels + len(self.pool_scales) * channels, channels, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        outputs = [x]
+        for scale, branch in zip(self.pool_scales, self.branches):
+            pooled = F.adaptive_avg_pool2d(x, scale)
+            # Upsample before the conv + BN, as CSAIL does: BN then sees HxW values per image, so a
+            # 1x1 pooled map with a batch of one does not break BN's training statistics.
+            outputs.append(branch(F.interpolate(pooled, size=size, mode="bilinear", align_corners=False)))
+        return self.bottleneck(torch.cat(outputs, dim=1))
+
+
+class UperNetHead(nn.Module):
+    """PPM + FPN + fusion at the finest level + classifier (CSAIL's ``UPerNet`` decoder)."""
+
+    def __init__(self, in_channels: Sequence[int] = (256, 512, 1024, 2048), num_classes: int = 150,
+                 channels: int = 512, pool_scales: Sequence[int] = (1, 2, 3, 6)):
+        super().__init__()
+        self.ppm = PyramidPooling(in_channels[-1], channels, pool_scales)
+        self.lateral = nn.ModuleList(conv_bn_relu(c, channels, 1) for c in in_channels[:-1])
+        self.fpn_out = nn.ModuleList(conv_bn_relu(channels, channels, 3) for _ in in_channels[:-1])
+        self.fuse = conv_bn_relu(len(in_channels) * channels, channels, 3)
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d) and module is not self.classifier:
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        top = self.ppm(features[-1])
+        levels = [top]
+        for i in reversed(range(len(features) - 1)):
+            lateral = self.lateral[i](features[i])
+            top = lateral + F.interpolate(top, size=lateral.shape[-2:], mode="bilinear", align_corners=False)
+            levels.insert(0, self.fpn_out[i](top))
+        size = levels[0].shape[-2:]
+        fused = [levels[0]] + [F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in levels[1:]]
+        return self.classifier(self.fuse(torch.cat(fused, dim=1)))
+
+
+def resnet_stages(resnet: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """The four stage outputs (strides 4, 8, 16, 32) of a torchvision ResNet. Calling the stage
+    modules runs the forward hooks that ``bam.attach_attention`` put on them."""
+    x = resnet.maxpool(resnet.relu(resnet.bn1(resnet.conv1(x))))
+    features = []
+    for name in STAGES:
+        x = getattr(resnet, name)(x)
+        features.append(x)
+    return features
+
+
+class EncoderView(nn.Module):
+    """The encoder alone as a module (input image -> list of stage features), e.g. to count its MACs."""
+
+    def __init__(self, upernet: "UperNet"):
+        super().__init__()
+        self.encoder = upernet.encoder
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return resnet_stages(self.encoder, x)
+
+
+class UperNet(nn.Module):
+    """UperNet scene parser. ``forward(images)`` returns logits at the input resolution."""
+
+    def __init__(self, num_classes: int = 150, backbone: str = "resnet50", attention: str = "none",
+                 placement: str = "bottleneck", channels: int = 512, pool_scales: Sequence[int] = (1, 2, 3, 6),
+                 input_size: tuple[int, int, int] = (3, 224, 224), **attention_kwargs):
+        super().__init__()
+        if backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
+        self.backbone, self.attention_name = backbone, attention
+        encoder = getattr(torchvision.models, backbone)(weights=None)
+        self.attention_targets: list[str] = []
+        if attention != "none":
+            from bam import attach_attention
+
+            self.attention_targets = attach_attention(encoder, attention, placement=placement,
+                                                      input_size=input_size, **attention_kwargs)
+        # The classifier head of the ImageNet net is unused; dropping it avoids unused parameters
+        # (which DDP rejects) while keeping every other parameter name torchvision's.
+        encoder.avgpool, encoder.fc = nn.Identity(), nn.Identity()
+        self.encoder = encoder
+        self.decoder = UperNetHead(self.stage_channels(), num_classes, channels, pool_scales)
+
+    def stage_channels(self) -> list[int]:
+        expansion = 4 if self.backbone in ("resnet50", "resnet101", "resnet152") else 1
+        return [64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.decoder(resnet_stages(self.encoder, images))
+        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+    def load_encoder_weights(self, path: str | Path, strict: bool = False) -> dict[str, list[str]]:
+        """Load ImageNet weights into the encoder from a local file; see :func:`load_encoder_weights`."""
+        return load_encoder_weights(self, path, strict=strict)
+
+
+# --------------------------------------------------------------------------------------------
+# Encoder checkpoints
+# --------------------------------------------------------------------------------------------
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.is_dir():  # an accelerate save_state folder (run_dir/checkpoints/best) or a run folder
+        candidates = [folder / name for folder in (path, path / "checkpoints" / "best", path / "checkpoints" / "last")
+                      for name in ("model.safetensors", "pytorch_model.bin")]
+        found = [p for p in candidates if p.is_file()]
+        if not found:
+            raise FileNotFoundError(f"{path} is a folder without model.safetensors or pytorch_model.bin "
+                                    "(nor a run folder with checkpoints/best or checkpoints/last)")
+        path = found[0]
+    if not path.is_file():
+        raise FileNotFoundError(f"encoder checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle/zip errors come in many types
+        raise ValueError(f"{path}: cannot read as a PyTorch checkpoint ({error})") from error
+    for key in ("state_dict", "model", "model_state_dict", "module"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
+        raise ValueError(f"{path}: expected a state dict (or {{'state_dict'|'model': state dict}}), "
+                         f"got {type(obj).__name__}")
+    return obj
+
+
+def _strip_prefixes(state: dict[str, torch.Tensor], anchor: str = "conv1.weight") -> dict[str, torch.Tensor]:
+    """Drop DDP's ``module.`` and any wrapper prefix in front of the ResNet's own names."""
+    while state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    if anchor not in state:
+        prefixes = [k[: -len(anchor)] for k in state if k.endswith("." + anchor)]
+        if len(prefixes) == 1:
+            prefix = prefixes[0]
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return state
+
+
+def load_encoder_weights(model: UperNet, path: str | Path, strict: bool = False) -> dict[str, list[str]]:
+    """Load a torchvision ResNet state dict or a classification checkpoint of this repository into
+    ``model.encoder``. Accepts a plain state dict, ``{"state_dict"|"model": ...}``, ``module.``
+    prefixes, ``.safetensors`` files and accelerate checkpoint folders; the classifier (``fc.*``)
+    is ignored. Returns ``{"missing": [...], "unexpected": [...]}``; raises ``ValueError`` naming
+    the file when nothing matches, a shape differs, or ``strict`` and keys are missing/unexpected.
+    """
+    path = Path(path)
+    state = _strip_prefixes(_read_state_dict(path))
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    own = model.encoder.state_dict()
+    matched = [k for k in state if k in own]
+    if not matched:
+        raise ValueError(f"{path}: no key matches the {model.backbone} encoder (first keys: {list(state)[:3]})")
+    mismatched = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in matched if state[k].shape != own[k].shape]
+    if mismatched:
+        raise ValueError(f"{path}: shape mismatch with the {model.backbone} encoder: {mismatched[:5]}")
+    result = model.encoder.load_state_dict(state, strict=False)
+    report = {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys)}
+    if strict and (report["missing"] or report["unexpected"]):
+        raise ValueError(f"{path}: missing keys {report['missing'][:10]}, unexpected keys {report['unexpected'][:10]}")
+    return report
+
+
+def describe_load_report(path: str | Path, report: dict[str, list[str]]) -> str:
+    """One readable paragraph about a :func:`load_encoder_weights` result."""
+    lines = [f"encoder weights from {path}: {len(report['missing'])} missing, {len(report['unexpected'])} unexpected keys"]
+    attention_missing = [k for k in report["missing"] if k.startswith("attention.")]
+    other_missing = [k for k in report["missing"] if not k.startswith("attention.")]
+    if attention_missing:
+        lines.append(f"  {len(attention_missing)} attention keys start from scratch (checkpoint without attention)")
+    if other_missing:
+        lines.append(f"  missing base keys (left at random init!): {other_missing[:8]}")
+    if report["unexpected"]:
+        lines.append(f"  unexpected keys (ignored): {report['unexpected'][:8]}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Builders and counting
+# --------------------------------------------------------------------------------------------
+def upernet_resnet50(num_classes: int = 150, attention: str = "none", **kwargs) -> UperNet:
+    return UperNet(num_classes=num_classes, backbone="resnet50", attention=attention, **kwargs)
+
+
+def build_upernet(arch: str = "upernet-resnet50", dataset: str = "ade20k", attention: str = "none",
+                  placement: str = "bottleneck", num_classes: int | None = None, **attention_kwargs) -> UperNet:
+    """Builder with the ``bam.architectures`` signature; ``arch`` is ``upernet-<torchvision resnet>``."""
+    backbone = arch.removeprefix("upernet-")
+    if not arch.startswith("upernet-") or backbone not in BACKBONES:
+        raise ValueError(f"unknown scene-parsing network {arch!r}; valid: {[f'upernet-{b}' for b in BACKBONES]}")
+    if num_classes is None:
+        if dataset != "ade20k":
+            raise ValueError(f"num_classes is required for dataset {dataset!r} (ADE20K has 150)")
+        num_classes = 150
+    return UperNet(num_classes=num_classes, backbone=backbone, attention=attention, placement=placement,
+                   **attention_kwargs)
+
+
+def parameter_breakdown(model: UperNet) -> dict[str, int]:
+    """Parameters of the whole model, the encoder (its attention modules included), those
+    attention modules alone, and the decoder.
+
+    Attention lives in ``model.encoder.attention`` when built by :class:`UperNet`, or in
+    ``model.attention`` when ``bam.attach_attention`` was applied to the whole model (as
+    ``bam.architectures.build_network`` does); both count as encoder.
+    """
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    attention = sum(count(m) for m in (getattr(model.encoder, "attention", None), getattr(model, "attention", None))
+                    if isinstance(m, nn.Module))
+    outer = getattr(model, "attention", None)
+    encoder = count(model.encoder) + (count(outer) if isinstance(outer, nn.Module) else 0)
+    return OrderedDict(total=count(model), encoder=encoder, attention=attention, decoder=count(model.decoder))
+
+
+def mac_breakdown(model: UperNet, input_size: tuple[int, int, int] = (3, 512, 512)) -> dict[str, int]:
+    """Conv/linear multiply-accumulates of the whole model and the encoder (``bam.count_macs``);
+    decoder = total - encoder (the final upsampling has no MACs)."""
+    from bam import count_macs
+
+    total = count_macs(model, input_size)
+    encoder = count_macs(EncoderView(model), input_size)  # hooks on the stages run the attention too
+    return OrderedDict(total=total, encoder=encoder, decoder=total - encoder)
+
+
+def breakdown(model: UperNet, input_size: tuple[int, int, int] = (3, 512, 512)) -> dict[str, dict[str, int]]:
+    """``{"encoder"|"decoder"|"total": {"params", "macs"}}``: the split ``bam.profile`` can report."""
+    params, macs = parameter_breakdown(model), mac_breakdown(model, input_size)
+    return {part: {"params": params[part], "macs": macs[part]} for part in ("encoder", "decoder", "total")}
+
+
+# --------------------------------------------------------------------------------------------
+# Registry: ``python -m bam.profile upernet-resnet50 --dataset ade20k --attention bam``
+# --------------------------------------------------------------------------------------------
+ADE20K_PROFILE_SIZE = (3, 512, 512)  # the usual ADE20K crop; training sizes vary (short side 300-600)
+
+
+def _register() -> None:
+    from functools import partial
+
+    from bam.architectures import register_dataset, register_network
+
+    register_dataset("ade20k", ADE20K_PROFILE_SIZE, 150)
+    for backbone in BACKBONES:
+        # resnet_blocks=None: the encoder is torchvision's network as defined (v1.5), which is what
+        # is trained here; the paper gives no UperNet counts to compare a v1 layout with.
+        register_network(f"upernet-{backbone}", datasets=("ade20k",))(partial(UperNet, backbone=backbone))
+
+
+_register()

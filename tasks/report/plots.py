@@ -1,0 +1,72 @@
+"""Validation curves of baseline and attention runs on one axis (PNG)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from tasks.report.runs import BASELINE, Run
+
+# Baseline in grey, BAM in the colour people associate with "ours"; other variants after.
+_COLOURS = {BASELINE: "#555555", "bam": "#d62728", "bam-c": "#ff7f0e", "bam-released": "#9467bd",
+            "se": "#1f77b4", "cbam": "#2ca02c"}
+
+
+def _mean_curve(runs: Sequence[Run], metric: str):
+    """Mean over seeds at the steps every run evaluated, with the min-max band."""
+    curves = [run.curve(metric) for run in runs]
+    curves = [c for c in curves if c[0]]
+    if not curves:
+        return None
+    common = sorted(set.intersection(*(set(steps) for steps, _ in curves)))
+    if not common:  # seeds evaluated at different steps: draw the first run alone
+        common = curves[0][0]
+        curves = curves[:1]
+    table = np.array([[dict(zip(steps, values))[s] for s in common] for steps, values in curves])
+    return np.array(common), table.mean(0), table.min(0), table.max(0), len(curves)
+
+
+def plot_curves(runs: Sequence[Run], out_dir: Path, metric: str | None = None) -> list[Path]:
+    """One PNG per network; returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_network: dict[tuple, dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        by_network[run.network][run.attention].append(run)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for (task, dataset, arch), variants in sorted(by_network.items()):
+        name = metric or next(iter(variants.values()))[0].primary_metric
+        fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+        drawn = False
+        for variant in sorted(variants, key=lambda v: (v != BASELINE, v)):
+            curve = _mean_curve(variants[variant], name)
+            if curve is None:
+                continue
+            steps, mean, low, high, n = curve
+            colour = _COLOURS.get(variant, None)
+            label = ("baseline" if variant == BASELINE else f"+{variant.upper()}") + (f" (n={n})" if n > 1 else "")
+            ax.plot(steps, mean, marker="o" if len(steps) < 30 else None, ms=3, color=colour, label=label)
+            if n > 1:
+                ax.fill_between(steps, low, high, color=colour, alpha=0.2, linewidth=0)
+            drawn = True
+        if not drawn:
+            plt.close(fig)
+            continue
+        ax.set_title(f"{arch} on {dataset} ({task})")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = out_dir / f"curves_{task}_{dataset}_{arch}.png".replace("/", "-")
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written

@@ -1,0 +1,171 @@
+"""Load finished runs from local run folders, W&B offline folders or the W&B API.
+
+Every source is turned into the same :class:`Run`, so the table and the plots never care where a
+run came from. The fields follow the run summary every task writes (``summary.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from tasks.report.wandb_offline import find_offline_runs, read_offline_run
+
+BASELINE = "none"
+
+
+@dataclass
+class Run:
+    name: str
+    task: str
+    dataset: str
+    arch: str
+    attention: str
+    seed: int | None
+    primary_metric: str
+    primary_mode: str  # "max" or "min"
+    final: dict[str, float]
+    best: dict[str, float] = field(default_factory=dict)
+    params: int | None = None
+    macs: int | None = None
+    group: str = ""
+    wall_time_s: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)  # eval rows: {"step", metric: value}
+    protocol: str = ""
+    source: str = ""
+
+    @property
+    def network(self) -> tuple[str, str, str]:
+        return (self.task, self.dataset, self.arch)
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.attention in ("", BASELINE, None)
+
+    def metric(self, name: str, which: str = "final") -> float | None:
+        values = self.final if which == "final" else (self.best or self.final)
+        value = _lookup(values, name)
+        return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+    def curve(self, name: str) -> tuple[list[int], list[float]]:
+        steps, values = [], []
+        for row in self.history:
+            value = _lookup(row, name)
+            if value is not None and "step" in row:
+                steps.append(int(row["step"]))
+                values.append(float(value))
+        return steps, values
+
+
+def _lookup(values: dict[str, Any], name: str) -> Any:
+    """Find a metric whether or not a logger prefixed it with ``eval/`` or ``val/``."""
+    for key in (name, f"eval/{name}", f"val/{name}"):
+        if key in values and isinstance(values[key], (int, float)):
+            return values[key]
+    return None
+
+
+def _attention_label(info: dict[str, Any]) -> str:
+    attention = str(info.get("attention") or BASELINE)
+    placement = info.get("placement") or (info.get("config") or {}).get("placement")
+    if attention == "bam" and placement == "block":
+        return "bam-c"
+    return attention
+
+
+def run_from_summary(summary: dict[str, Any], history: list[dict[str, Any]], source: str) -> Run:
+    """Build a :class:`Run` from a ``summary.json`` dict and its eval history rows."""
+    config = summary.get("config") or {}
+    get = lambda key, default=None: summary.get(key, config.get(key, default))  # noqa: E731
+    missing = [k for k in ("primary_metric",) if not get(k)]
+    if missing or not isinstance(summary.get("final"), dict):
+        raise ValueError(f"{source}: run summary lacks {missing or ['final']} (was the run finished?)")
+    return Run(
+        name=str(get("name") or Path(source).name),
+        task=str(get("task") or "?"),
+        dataset=str(get("dataset") or "?"),
+        arch=str(get("arch") or "?"),
+        attention=_attention_label({**config, **summary}),
+        seed=get("seed"),
+        primary_metric=str(get("primary_metric")),
+        primary_mode=str(get("primary_mode") or "max"),
+        final=dict(summary.get("final") or {}),
+        best=dict(summary.get("best") or {}),
+        params=get("params"),
+        macs=get("macs"),
+        group=str(get("group") or ""),
+        wall_time_s=get("wall_time_s"),
+        history=history,
+        protocol=str(get("protocol") or config.get("protocol") or ""),
+        source=source,
+    )
+
+
+def load_local_run(run_dir: Path) -> Run:
+    summary_file = run_dir / "summary.json"
+    summary = json.loads(summary_file.read_text())
+    history_file = run_dir / str(summary.get("history_file") or "metrics.jsonl")
+    history = []
+    if history_file.is_file():
+        for line in history_file.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                if row.get("split", "eval") == "eval":
+                    history.append(row)
+    return run_from_summary(summary, history, str(run_dir))
+
+
+def load_offline_wandb_run(folder: Path) -> Run:
+    data = read_offline_run(folder)
+    summary = {**data["config"], **{k: v for k, v in data["summary"].items() if not k.startswith("_")}}
+    summary.setdefault("group", data["group"])
+    summary.setdefault("name", data["name"] or data["id"])
+    # The trainer logs final/best metrics in the W&B summary as "final/<metric>", "best/<metric>".
+    for part in ("final", "best"):
+        if not isinstance(summary.get(part), dict):
+            summary[part] = {k[len(part) + 1:]: v for k, v in data["summary"].items() if k.startswith(f"{part}/")}
+    history = [{"step": row.get("_step", row.get("step")), **row} for row in data["history"]]
+    return run_from_summary(summary, history, str(folder))
+
+
+def load_api_runs(path: str, group: str | None = None) -> list[Run]:  # pragma: no cover - needs a network
+    """Fetch runs of ``entity/project`` (optionally one experiment group) through the W&B API."""
+    import wandb
+
+    api = wandb.Api()
+    filters = {"group": group} if group else {}
+    runs = []
+    for remote in api.runs(path, filters=filters):
+        summary = {**remote.config, **{k: v for k, v in remote.summary.items() if not k.startswith("_")}}
+        summary.setdefault("group", remote.group)
+        summary.setdefault("name", remote.name)
+        for part in ("final", "best"):
+            if not isinstance(summary.get(part), dict):
+                summary[part] = {k[len(part) + 1:]: v for k, v in summary.items() if k.startswith(f"{part}/")}
+        history = [{"step": row.get("_step"), **row} for row in remote.scan_history()]
+        runs.append(run_from_summary(summary, history, remote.url))
+    return runs
+
+
+def discover_runs(paths: Iterable[str | Path], group: str | None = None) -> list[Run]:
+    """Load every run found under ``paths``; local summaries win over their own W&B folders."""
+    runs: list[Run] = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist (expected a run folder or a folder of runs)")
+        local_dirs = sorted({p.parent for p in ([path / "summary.json"] if (path / "summary.json").is_file()
+                                                 else path.rglob("summary.json"))})
+        runs += [load_local_run(d) for d in local_dirs]
+        for folder in find_offline_runs(path):
+            if not any(Path(d) in folder.parents for d in local_dirs):  # already read from summary.json
+                runs.append(load_offline_wandb_run(folder))
+    if group:
+        runs = [r for r in runs if r.group == group]
+    if not runs:
+        where = ", ".join(map(str, paths))
+        raise FileNotFoundError(f"no finished runs (summary.json or W&B offline run) found under {where}"
+                                + (f" in group {group!r}" if group else ""))
+    return runs

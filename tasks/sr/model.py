@@ -1,0 +1,103 @@
+"""SRResNet (Ledig et al., SRGAN paper) with optional attention after every k-th residual block.
+
+Layout (scale 4, defaults): 9x9 conv 3->64 + PReLU; 16 residual blocks
+(conv3x3-BN-PReLU-conv3x3-BN, plus the identity); conv3x3 + BN and a long skip from the head;
+log2(scale) upsamplers (conv3x3 64->256, PixelShuffle(2), PReLU); 9x9 conv 64->3.
+About 1.55M parameters. The BAM paper (Sec. 5.7) puts one BAM after every 4th residual block,
+i.e. after blocks 4, 8, 12 and 16.
+
+Input: LR RGB in [0, 1]. Output: SR RGB on the same scale, not clamped (the loss sees raw values;
+evaluation clamps and rounds to 8 bits).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["SRResNet", "ResidualBlock", "srresnet", "SUPPORTED_SCALES"]
+
+SUPPORTED_SCALES = (2, 4)
+
+
+class ResidualBlock(nn.Module):
+    """conv3x3 - BN - PReLU - conv3x3 - BN, plus the identity (no activation after the sum)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.act = nn.PReLU()
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.bn2(self.conv2(self.act(self.bn1(self.conv1(x)))))
+
+
+class Upsample2x(nn.Sequential):
+    """conv3x3 C -> 4C, PixelShuffle(2), PReLU: doubles the spatial size."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(
+            nn.Conv2d(channels, 4 * channels, 3, padding=1),
+            nn.PixelShuffle(2),
+            nn.PReLU(),
+        )
+
+
+class SRResNet(nn.Module):
+    """SRResNet; ``attention`` modules (if any) run after the residual blocks named in
+    ``attention_positions`` (1-based block numbers).
+
+    Attention modules live in ``self.attention`` (a ModuleDict keyed ``"block<i>"``) so the base
+    network's parameter names are the same with and without attention: baseline weights load
+    into the attention model with ``strict=False``.
+    """
+
+    def __init__(self, scale: int = 4, num_blocks: int = 16, channels: int = 64,
+                 attention: str = "none", attention_interval: int = 4, **attention_kwargs) -> None:
+        super().__init__()
+        if scale not in SUPPORTED_SCALES:
+            raise ValueError(f"scale={scale} is not supported by SRResNet: use one of {SUPPORTED_SCALES}")
+        if num_blocks < 1 or channels < 1:
+            raise ValueError(f"num_blocks and channels must be positive, got {num_blocks} and {channels}")
+        if attention_interval < 1:
+            raise ValueError(f"attention_interval must be >= 1, got {attention_interval}")
+        self.scale = scale
+        self.head = nn.Sequential(nn.Conv2d(3, channels, 9, padding=4), nn.PReLU())
+        self.blocks = nn.ModuleList(ResidualBlock(channels) for _ in range(num_blocks))
+        self.body_tail = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels))
+        self.upsample = nn.Sequential(*(Upsample2x(channels) for _ in range(int(math.log2(scale)))))
+        self.tail = nn.Conv2d(channels, 3, 9, padding=4)
+
+        self.attention_name = attention
+        self.attention_positions: list[int] = []
+        self.attention = nn.ModuleDict()
+        if attention not in (None, "none", ""):
+            from bam import create_attention  # registry of the core package; raises on unknown names
+
+            self.attention_positions = list(range(attention_interval, num_blocks + 1, attention_interval))
+            for position in self.attention_positions:
+                self.attention[f"block{position}"] = create_attention(attention, channels, **attention_kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        head = self.head(x)
+        features = head
+        for index, block in enumerate(self.blocks, start=1):
+            features = block(features)
+            key = f"block{index}"
+            if key in self.attention:
+                features = self.attention[key](features)
+        features = self.body_tail(features) + head
+        return self.tail(self.upsample(features))
+
+
+def srresnet(scale: int = 4, num_blocks: int = 16, channels: int = 64, attention: str = "none",
+             attention_interval: int = 4, **attention_kwargs) -> SRResNet:
+    """Build SRResNet x``scale`` (2 or 4); ``attention="bam"`` adds a BAM after every
+    ``attention_interval``-th residual block (blocks 4, 8, 12, 16 by default)."""
+    return SRResNet(scale=scale, num_blocks=num_blocks, channels=channels, attention=attention,
+                    attention_interval=attention_interval, **attention_kwargs)

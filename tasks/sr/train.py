@@ -1,0 +1,303 @@
+"""Train SRResNet (with or without BAM) on a folder of HR images, scored on Set5/Set14.
+
+    accelerate launch launch/sr.py --preset quick              # minutes on a CPU, nothing to download
+    accelerate launch launch/sr.py --preset t91 --attention bam
+    accelerate launch launch/sr.py --train-dir /data/DIV2K_train_HR --attention bam   # SRGAN recipe
+
+Presets (``tasks.sr.presets``) set every default; each command-line option overrides them. The
+run folder gets ``checkpoints/{last,best}`` (each with a self-describing ``model.pt`` for
+``tasks.sr.evaluate`` / ``tasks.sr.upscale``), ``metrics.jsonl``, ``samples/*.png``
+(SR | bicubic | HR), ``summary.json`` and ``summary.md`` (model vs bicubic per set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from tasks.common.cli import add_run_args, run_cli, run_dir_for
+from tasks.sr.evaluate import BICUBIC, format_table, load_sets, score_set
+from tasks.sr.metrics import PROTOCOLS
+from tasks.sr.presets import get_preset, list_presets
+
+__all__ = ["build_parser", "parse_args", "main", "SREvaluator", "MODEL_BUILDER"]
+
+MODEL_BUILDER = "tasks.sr.model:srresnet"
+TASK = "sr"
+EMBEDDED = "embedded"
+
+
+def _presets_help() -> str:
+    lines = ["presets (defaults of the options above; any option overrides them):"]
+    for name in list_presets():
+        p = get_preset(name)
+        data = "embedded photos" if p["embedded"] else f"<data root>/{p['train_subdir']}"
+        lines.append(f"  {name:6s} train on {data}; x{p['scale']}, {p['patch_size']}px HR crops, batch "
+                     f"{p['batch_size']}, Adam lr {p['lr']:g}, {p['max_steps']:,} steps, eval every "
+                     f"{p['eval_every']:,} on {'/'.join(p['sets'])}, attention {p['attention']}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="accelerate launch launch/sr.py", description=__doc__,
+                                     epilog=_presets_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="srgan", choices=list_presets(),
+                        help="recipe that sets the defaults below (default: %(default)s)")
+    data = parser.add_argument_group("data")
+    data.add_argument("--train-dir", nargs="+", default=None,
+                      help="folder(s) of HR training images, searched recursively "
+                           "(default: the preset's folder under the data root)")
+    data.add_argument("--scale", type=int, help="SR factor, 2 or 4")
+    data.add_argument("--patch-size", type=int, help="HR crop side (a multiple of --scale)")
+    data.add_argument("--sets", nargs="+", help="evaluation sets: names under <data root>/sr, folders, or 'embedded'")
+    data.add_argument("--protocol", choices=sorted(PROTOCOLS), help="evaluation protocol")
+    data.add_argument("--repeat", type=int, help="visits of each training image per epoch")
+    data.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
+                      help="keep decoded training images in memory (small sets)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--attention", help="none, or an attention module of bam's registry (bam, bam-released, se, cbam)")
+    model.add_argument("--attention-interval", type=int, help="attention after every N-th residual block")
+    model.add_argument("--num-blocks", type=int, help="residual blocks")
+    model.add_argument("--channels", type=int, help="feature channels")
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--lr", type=float, help="Adam learning rate")
+    optim.add_argument("--betas", type=float, nargs=2, help="Adam betas")
+    optim.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (default: off)")
+    parser.add_argument("--num-samples", type=int, default=2,
+                        help="SR | bicubic | HR panels saved at each evaluation (default: %(default)s)")
+    add_run_args(parser)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse with the preset's values as defaults, so every explicit option wins."""
+    parser = build_parser()
+    known, _ = parser.parse_known_args(argv)
+    preset = get_preset(known.preset)
+    parser.set_defaults(**{k: v for k, v in preset.items() if k not in ("train_dir", "betas")})
+    args = parser.parse_args(argv)
+    args.betas = tuple(args.betas) if args.betas else tuple(preset["betas"])
+    args.preset_values = preset
+    return args
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    from bam import list_attentions
+
+    from tasks.sr.model import SUPPORTED_SCALES
+
+    if args.scale not in SUPPORTED_SCALES:
+        raise ValueError(f"--scale {args.scale} is not supported: use one of {SUPPORTED_SCALES}")
+    if args.patch_size <= 0 or args.patch_size % args.scale:
+        raise ValueError(f"--patch-size {args.patch_size} must be a positive multiple of --scale {args.scale} "
+                         f"(the LR patch is patch-size / scale pixels)")
+    valid = ["none", *list_attentions()]
+    if args.attention not in valid:
+        raise ValueError(f"--attention {args.attention!r} is unknown; choose one of {', '.join(valid)}")
+    for name in ("num_blocks", "channels", "attention_interval", "repeat", "batch_size", "num_samples"):
+        value = getattr(args, name)
+        if value is None or value < (0 if name == "num_samples" else 1):
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if not args.lr > 0:
+        raise ValueError(f"--lr must be positive, got {args.lr}")
+
+
+def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"scale": args.scale, "num_blocks": args.num_blocks, "channels": args.channels,
+            "attention": args.attention, "attention_interval": args.attention_interval}
+
+
+def _train_sources(args: argparse.Namespace, root: Path) -> tuple[Any, str]:
+    """(folders or files, data set label) for the training set."""
+    if args.train_dir:
+        return [Path(p) for p in args.train_dir], ",".join(Path(p).name for p in args.train_dir)
+    preset = args.preset_values
+    if preset.get("embedded"):
+        from datasets.embedded import embedded_sr_files
+
+        return embedded_sr_files("train"), EMBEDDED
+    folder = root / preset["train_subdir"]
+    if not folder.is_dir():
+        raise FileNotFoundError(f"training folder {folder} not found (preset {args.preset!r}): pass --train-dir, "
+                                f"or point --data-root / $BAM_DATA_ROOT at the folder holding {preset['train_subdir']}")
+    return [folder], preset["train_subdir"]
+
+
+def _eval_set_names(args: argparse.Namespace, root: Path) -> list[str]:
+    """The requested sets; the quick preset falls back to held-out embedded photos when the
+    benchmark folders are absent (it must run without any download)."""
+    if args.preset_values.get("embedded") and args.sets == args.preset_values["sets"]:
+        if not all((root / "sr" / name).is_dir() for name in args.sets):
+            print(f"note: {', '.join(args.sets)} not found under {root / 'sr'}: evaluating on the held-out "
+                  "scikit-image photographs instead", flush=True)
+            return [EMBEDDED]
+    return list(args.sets)
+
+
+def _loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    return F.mse_loss(model(batch["lr"]).float(), batch["hr"].float())
+
+
+class SREvaluator:
+    """``evaluate_fn`` for the Trainer: PSNR/SSIM per set (gathered over processes) and sample
+    panels (main process). ``step_of()`` gives the trainer's step for file names and W&B."""
+
+    def __init__(self, sets: Mapping[str, Any], protocol: str, run_dir: Path, tracker, num_samples: int = 2) -> None:
+        self.sets, self.protocol, self.run_dir = dict(sets), protocol, Path(run_dir)
+        self.tracker, self.num_samples = tracker, num_samples
+        self.step_of = lambda: 0
+        self.last_results: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, model: torch.nn.Module, accelerator) -> dict[str, float]:
+        metrics = {}
+        for name, dataset in self.sets.items():
+            result = score_set(dataset, model, self.protocol, accelerator)
+            self.last_results[name] = result
+            metrics[f"psnr/{name}"], metrics[f"ssim/{name}"] = result["psnr"], result["ssim"]
+        if accelerator.is_main_process and self.num_samples:
+            self.save_samples(model, accelerator.device)
+        return metrics
+
+    @torch.no_grad()
+    def save_samples(self, model: torch.nn.Module, device) -> list[Path]:
+        from datasets.imresize import imresize, to_uint8
+
+        from tasks.sr.samples import make_panel, save_panel
+
+        step = self.step_of()
+        name, dataset = next(iter(self.sets.items()))
+        images, paths = {}, []
+        for index in range(min(self.num_samples, len(dataset))):
+            item = dataset[index]
+            lr = item["lr"][None].to(device)
+            sr = model(lr).float()
+            bicubic = to_uint8(imresize(to_uint8(lr * 255).double(), float(dataset.scale))).float() / 255
+            panel = make_panel(sr[0], bicubic[0], item["hr"])
+            path = save_panel(panel, self.run_dir / "samples" / f"step{step:07d}_{name}_{item['name']}.png")
+            images[f"samples/{name}/{item['name']}"] = panel
+            paths.append(path)
+        self.tracker.log_images(images, step, caption="SR | bicubic | HR")
+        return paths
+
+
+def _export_hook(accelerator, kwargs: dict[str, Any], extra: dict[str, Any]):
+    """Write ``model.pt`` (weights + builder) into every checkpoint folder Accelerate saves, so
+    ``last`` and ``best`` can be evaluated without knowing the training options."""
+    from tasks.common.model_io import save_model
+
+    def hook(models, weights, output_dir):
+        if accelerator.is_main_process and models:
+            save_model(output_dir, accelerator.unwrap_model(models[0]), MODEL_BUILDER, kwargs, TASK, extra)
+
+    return hook
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
+    from bam import count_macs, count_params
+    from datasets.root import data_root
+    from datasets.sr import SRTrainFolder
+
+    from tasks.common.sampling import EpochSeededSampler
+    from tasks.common.seeding import seed_everything
+    from tasks.common.tracking import Tracker
+    from tasks.common.trainer import Trainer, make_accelerator
+    from tasks.sr.model import srresnet
+
+    _check_args(args)
+    root = data_root(args.data_root)
+    accelerator = make_accelerator(args.mixed_precision)
+    sources, train_label = _train_sources(args, root)
+    train_set = SRTrainFolder(sources, scale=args.scale, patch_size=args.patch_size,
+                              cache=bool(args.cache), repeat=args.repeat)
+    sampler = EpochSeededSampler(len(train_set), seed=args.seed, shuffle=True)
+    loader = torch.utils.data.DataLoader(
+        train_set, batch_size=args.batch_size, sampler=sampler, num_workers=args.num_workers,
+        drop_last=True, pin_memory=torch.cuda.is_available(), persistent_workers=args.num_workers > 0)
+    sets = load_sets(_eval_set_names(args, root), args.scale, args.data_root, args.protocol)
+
+    kwargs = model_kwargs(args)
+    seed_everything(args.seed)  # the initial weights depend on the seed only (same on every process)
+    model = srresnet(**kwargs)
+    lr_side = args.patch_size // args.scale
+    params, macs = count_params(model), count_macs(model, (3, lr_side, lr_side))
+
+    group = args.group or f"sr-{args.preset}-x{args.scale}"
+    default_name = f"srresnet-{args.attention}-x{args.scale}-{args.preset}-s{args.seed}"
+    run_dir = run_dir_for(args, default_name)
+    config = {
+        "task": TASK, "arch": "srresnet", "attention": args.attention, "dataset": train_label,
+        "group": group, "preset": args.preset, "model": kwargs, "scale": args.scale,
+        "patch_size": args.patch_size, "batch_size": args.batch_size, "lr": args.lr, "betas": list(args.betas),
+        "loss": "mse", "sets": list(sets), "protocol": args.protocol, "train_images": len(train_set.files),
+        "repeat": args.repeat, "params": params, "macs": macs,
+        "macs_input": f"3x{lr_side}x{lr_side} LR ({args.patch_size}x{args.patch_size} HR patch)",
+    }
+    tracker = Tracker(run_dir, config, project=args.wandb_project, group=group,
+                      tags=[args.preset, *(args.tags or [])], mode=args.wandb, task=TASK, name=run_dir.name)
+
+    baseline = {}
+    if accelerator.is_main_process:  # deterministic and cheap: once, on one process
+        baseline = {name: score_set(ds, BICUBIC, args.protocol) for name, ds in sets.items()}
+        baseline = {name: {"psnr": r["psnr"], "ssim": r["ssim"]} for name, r in baseline.items()}
+
+    evaluator = SREvaluator(sets, args.protocol, run_dir, tracker, args.num_samples)
+    accelerator.register_save_state_pre_hook(
+        _export_hook(accelerator, kwargs, {"protocol": args.protocol, "train": train_label}))
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=args.betas)
+    trainer = Trainer(
+        model=model, optimizer=optimizer, train_loader=loader, loss_fn=_loss, evaluate_fn=evaluator,
+        run_dir=run_dir, config=config, max_steps=args.max_steps, eval_every=args.eval_every,
+        best_metric=f"psnr/{next(iter(sets))}", best_mode="max", seed=args.seed, resume=args.resume,
+        tracker=tracker, grad_clip=args.grad_clip, task=TASK, log_every=args.log_every,
+        accelerator=accelerator,
+        summary_extra={"macs": macs, "macs_input": config["macs_input"], "protocol": args.protocol,
+                       "bicubic": baseline, "preset": args.preset})
+    evaluator.step_of = lambda: trainer.step
+    summary = trainer.fit()
+    if accelerator.is_main_process:
+        _write_sr_report(run_dir, summary, baseline, args)
+    return summary
+
+
+def _results_from(metrics: Mapping[str, float], sets) -> dict[str, dict[str, float]]:
+    return {name: {"psnr": metrics[f"psnr/{name}"], "ssim": metrics[f"ssim/{name}"]}
+            for name in sets if f"psnr/{name}" in metrics}
+
+
+def _write_sr_report(run_dir: Path, summary: Mapping[str, Any], baseline, args) -> None:
+    """Add the model-vs-bicubic table to summary.md and print it."""
+    from tasks.common.summary import render_markdown
+
+    sets = summary["config"]["sets"]
+    label = f"SRResNet{'+' + args.attention.upper() if args.attention != 'none' else ''}"
+    tables = []
+    checkpoints = [("best", summary.get("best_step"))]
+    if summary.get("best_step") != summary.get("steps"):
+        checkpoints.append(("final", summary.get("steps")))
+    for which, step in checkpoints:
+        results = _results_from(summary.get(which) or {}, sets)
+        if results:
+            table = format_table(results, args.protocol, args.scale, baseline, model=label)
+            tables.append((f"{which} checkpoint (step {step})", table))
+    note = f"MACs: {summary.get('macs'):,} counted on a {summary.get('macs_input')} input."
+    section = "## Super-resolution: model vs bicubic\n\n" + "".join(
+        f"### {title}\n\n{table}\n\n" for title, table in tables) + note + "\n"
+    tmp = run_dir / "summary.md.tmp"
+    tmp.write_text(render_markdown(summary) + "\n" + section)
+    os.replace(tmp, run_dir / "summary.md")
+    text = "".join(f"\n{label} vs bicubic, {title}:\n{table}\n" for title, table in tables)
+    print(f"{text}\n{note}\nrun folder: {run_dir}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    return run_cli(_run, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Attention-map panels from a saved checkpoint, through the command a user runs."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import bam
+from bam.architectures import build_network
+from tasks.analysis.attention_maps import main, record_features
+from tasks.common.model_io import save_model
+
+
+@pytest.fixture
+def checkpoints(tmp_path):
+    extra = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "image_size": 64}
+    paths = {}
+    for attention in ("bam", "none"):
+        torch.manual_seed(0)
+        kwargs = {"arch": "resnet18", "dataset": "imagenet", "attention": attention}
+        model = build_network(**kwargs)
+        paths[attention] = save_model(tmp_path / attention / "model.pt", model, "bam.architectures:build_network",
+                                      kwargs, task="classify", extra=extra)
+    return paths
+
+
+def test_panels_for_a_checkpoint_and_its_baseline(tmp_path, checkpoints, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(images / "a.png")
+    Image.fromarray(rng.integers(0, 255, (40, 40), dtype=np.uint8)).save(images / "gray.jpg")
+    out = tmp_path / "maps"
+    assert main(["--checkpoint", str(checkpoints["bam"]), "--baseline", str(checkpoints["none"]),
+                 "--images", str(images), "--output", str(out)]) == 0
+    written = sorted(p.name for p in out.glob("*.png"))
+    assert written == ["attention_a.png", "attention_gray.png"]
+    with Image.open(out / "attention_a.png") as panel:
+        assert panel.width > 500 and panel.height > 500  # 4 rows x 4 columns of readable plots
+
+
+def test_refuses_a_network_without_attention(tmp_path, checkpoints, capsys):
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(image)
+    assert main(["--checkpoint", str(checkpoints["none"]), "--images", str(image)]) == 2
+    assert "no attention modules" in capsys.readouterr().err
+
+
+def test_recorded_features_are_the_refined_ones():
+    torch.manual_seed(0)
+    model = build_network("resnet18", attention="bam").eval()
+    x = torch.randn(1, 3, 64, 64)
+    with record_features(model, ["layer1"]) as features:
+        model(x)
+    with torch.no_grad():
+        stem = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+        body = model.layer1.forward(stem)  # forward() skips the hooks: the features before BAM
+        refined = model.attention["layer1"](body)
+    torch.testing.assert_close(features["layer1"][0], refined[0])
+    assert not torch.allclose(features["layer1"][0], body[0])

@@ -1,0 +1,160 @@
+"""Atomic checkpoints: a kill at any point leaves a complete checkpoint to resume from."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from tasks.common.checkpoint import (
+    STATE_FILE,
+    find_resume_checkpoint,
+    link_checkpoint,
+    read_trainer_state,
+    resolve_checkpoint,
+    save_checkpoint,
+    write_json_atomic,
+)
+
+
+@pytest.fixture()
+def accelerator():
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    accelerator = Accelerator(cpu=True)
+    yield accelerator
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+def prepared_model(accelerator, value: float):
+    model = nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    set_weights(model, value)
+    return model
+
+
+def set_weights(model, value: float) -> None:
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.fill_(value)
+
+
+def stored_weight(folder) -> float:
+    return float(load_file(str(folder / "model.safetensors"))["weight"][0, 0])
+
+
+def fake_checkpoint(folder, step: int, complete: bool = True) -> None:
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"weights of step %d" % step)
+    if complete:
+        (folder / STATE_FILE).write_text(json.dumps({"step": step}))
+
+
+def test_crash_during_save_keeps_previous_checkpoint(tmp_path, accelerator, monkeypatch):
+    model = prepared_model(accelerator, 1.0)
+    last = tmp_path / "checkpoints" / "last"
+    save_checkpoint(accelerator, last, {"step": 1})
+    assert stored_weight(last) == 1.0 and read_trainer_state(last) == {"step": 1}
+
+    set_weights(model, 2.0)
+    real_save_state = accelerator.save_state
+
+    def crash_midway(output_dir, **kwargs):
+        real_save_state(output_dir, **kwargs)  # files written, then the process dies
+        (tmp_path / "checkpoints" / "last.tmp" / "optimizer.bin").write_bytes(b"half")
+        raise KeyboardInterrupt("killed during save")
+
+    monkeypatch.setattr(accelerator, "save_state", crash_midway)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(accelerator, last, {"step": 2})
+    monkeypatch.undo()
+
+    assert (last.parent / "last.tmp").exists()  # the half-written one is there but incomplete
+    assert resolve_checkpoint(last) == last
+    assert stored_weight(last) == 1.0 and read_trainer_state(last) == {"step": 1}
+
+    # The next save replaces the leftover and the previous checkpoint in one swap.
+    save_checkpoint(accelerator, last, {"step": 3})
+    assert stored_weight(last) == 2.0 and read_trainer_state(last) == {"step": 3}
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last"]
+
+
+def test_extra_files_are_part_of_the_checkpoint(tmp_path, accelerator):
+    prepared_model(accelerator, 0.5)
+    last = tmp_path / "last"
+
+    def broken_extra(folder):
+        (folder / "model.pt").write_bytes(b"partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        save_checkpoint(accelerator, last, {"step": 1}, extra=broken_extra)
+    assert resolve_checkpoint(last) is None  # never marked complete
+    save_checkpoint(accelerator, last, {"step": 1}, extra=lambda folder: (folder / "model.pt").write_text("ok"))
+    assert (last / "model.pt").read_text() == "ok"
+
+
+@pytest.mark.parametrize("present, expected_step", [
+    (("last.old", "last.tmp"), 2),          # killed between the two renames: the new one wins
+    (("last.old",), 1),                     # killed after moving the old one away, new one lost
+    (("last", "last.tmp-incomplete"), 1),   # killed while writing: ignore the incomplete one
+])
+def test_resolve_recovers_from_a_kill_at_any_point(tmp_path, present, expected_step):
+    steps = {"last.old": 1, "last": 1, "last.tmp": 2}
+    for name in present:
+        complete = not name.endswith("-incomplete")
+        name = name.removesuffix("-incomplete")
+        fake_checkpoint(tmp_path / name, steps[name], complete)
+    found = resolve_checkpoint(tmp_path / "last")
+    assert found == tmp_path / "last"
+    assert read_trainer_state(found)["step"] == expected_step
+
+
+def test_find_resume_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    assert find_resume_checkpoint(run, False) is None
+    assert find_resume_checkpoint(run, True) is None  # nothing yet: start fresh
+    fake_checkpoint(run / "checkpoints" / "last", 7)
+    assert find_resume_checkpoint(run, True) == run / "checkpoints" / "last"
+    assert find_resume_checkpoint(run, str(run)) == run / "checkpoints" / "last"
+    fake_checkpoint(run / "checkpoints" / "best", 5)
+    assert find_resume_checkpoint(run, run / "checkpoints" / "best") == run / "checkpoints" / "best"
+    with pytest.raises(FileNotFoundError, match="checkpoint not found: .*nowhere"):
+        find_resume_checkpoint(run, tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+        find_resume_checkpoint(run, tmp_path / "empty")
+
+
+def test_link_checkpoint_survives_replacement_of_its_source(tmp_path):
+    fake_checkpoint(tmp_path / "last", 4)
+    link_checkpoint(tmp_path / "last", tmp_path / "best")
+    assert read_trainer_state(tmp_path / "best")["step"] == 4
+    same_file = os.stat(tmp_path / "last" / "model.safetensors").st_ino == os.stat(tmp_path / "best" / "model.safetensors").st_ino
+    assert same_file  # hard links: no second copy of the weights on disk
+    # `last` is later replaced (renamed away and deleted): `best` keeps its files.
+    fake_checkpoint(tmp_path / "last.tmp", 6)
+    os.replace(tmp_path / "last", tmp_path / "gone")
+    os.replace(tmp_path / "last.tmp", tmp_path / "last")
+    import shutil
+
+    shutil.rmtree(tmp_path / "gone")
+    assert (tmp_path / "best" / "model.safetensors").read_bytes() == b"weights of step 4"
+
+
+def test_write_json_atomic_and_bad_state_file(tmp_path):
+    write_json_atomic(tmp_path / "a" / "state.json", {"value": torch.tensor(1.5), "path": tmp_path})
+    assert json.loads((tmp_path / "a" / "state.json").read_text()) == {"value": 1.5, "path": str(tmp_path)}
+    assert not (tmp_path / "a" / "state.json.tmp").exists()
+    (tmp_path / STATE_FILE).write_text("{broken")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        read_trainer_state(tmp_path)
+    with pytest.raises(FileNotFoundError, match="state file missing"):
+        read_trainer_state(tmp_path / "none")

@@ -1,0 +1,161 @@
+"""Classification training: recipes in steps, top-k error, a real 3-step run, CLI errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tasks.classify import recipes, train
+
+
+# ------------------------------------------------------------------------------------------ recipes
+@pytest.mark.parametrize(
+    "arch, dataset, name, epochs, batch, milestones, gamma, wd, dropout",
+    [
+        ("resnet50", "cifar100", "cifar-resnet", 164, 128, (81, 122), 0.1, 1e-4, 0.0),
+        ("preresnet110", "cifar100", "cifar-resnet", 164, 128, (81, 122), 0.1, 1e-4, 0.0),
+        ("wrn28_8", "cifar100", "cifar-wrn", 200, 128, (60, 120, 160), 0.2, 5e-4, 0.3),
+        ("resnext29_16x64d", "cifar100", "cifar-resnext", 300, 128, (150, 225), 0.1, 5e-4, 0.0),
+        ("densenet100_bc", "cifar100", "cifar-densenet", 300, 64, (150, 225), 0.1, 1e-4, 0.0),
+        ("resnet50", "imagenet", "imagenet", 90, 256, (30, 60), 0.1, 1e-4, 0.0),
+    ],
+)
+def test_recipe_for_matches_reference_facts(arch, dataset, name, epochs, batch, milestones, gamma, wd, dropout):
+    recipe = recipes.recipe_for(arch, dataset)
+    assert (recipe.name, recipe.epochs, recipe.batch_size, recipe.milestones, recipe.gamma) == (
+        name, epochs, batch, milestones, gamma)
+    assert (recipe.lr, recipe.momentum, recipe.weight_decay, recipe.dropout) == (0.1, 0.9, wd, dropout)
+
+
+def test_unknown_recipe_lists_valid_ones():
+    with pytest.raises(ValueError, match="cifar-resnet.*imagenet"):
+        recipes.get_recipe("cifar-vgg")
+
+
+@pytest.mark.parametrize("world", [1, 4])
+def test_epoch_schedule_in_steps_equals_epoch_stepped_multisteplr(world):
+    """Stepping our scheduler every optimizer step gives the lr an epoch-stepped MultiStepLR gives."""
+    recipe = recipes.get_recipe("cifar-resnet")
+    per_process = recipes.per_process_batch(recipe.batch_size, world)
+    assert per_process * world == 128
+    epoch_steps = recipes.steps_per_epoch(50_000, per_process * world)
+    assert epoch_steps == 390  # 50,000 // 128, last partial batch dropped
+    schedule = recipes.schedule_steps(recipe, epoch_steps)
+    assert schedule.total_steps == 164 * 390 and schedule.milestone_steps == (81 * 390, 122 * 390)
+
+    ours = recipes.build_scheduler(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), recipe, schedule)
+    reference_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    reference = torch.optim.lr_scheduler.MultiStepLR(reference_opt, milestones=[81, 122], gamma=0.1)
+    factor = ours.lr_lambdas[0]
+    for epoch in range(164):
+        expected = reference_opt.param_groups[0]["lr"]
+        for step in (epoch * 390, epoch * 390 + 389):
+            assert 0.1 * factor(step) == pytest.approx(expected, rel=1e-12), (epoch, step)
+        reference_opt.step()
+        reference.step()
+
+
+def test_batch_must_split_over_processes():
+    with pytest.raises(ValueError, match="divisible"):
+        recipes.per_process_batch(128, 3)
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        recipes.steps_per_epoch(100, 128)
+
+
+# ----------------------------------------------------------------------------------------- metrics
+def test_topk_correct_against_sorting():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 10, generator=generator)
+    labels = torch.randint(0, 10, (64,), generator=generator)
+    hits = train.topk_correct(logits, labels)
+    ranks = np.argsort(-logits.numpy(), axis=1)
+    position = np.array([np.flatnonzero(ranks[i] == labels[i].item())[0] for i in range(64)])
+    np.testing.assert_array_equal(hits[1].numpy(), position < 1)
+    np.testing.assert_array_equal(hits[5].numpy(), position < 5)
+    # Fewer than 5 classes: top-5 is every class, so always right.
+    assert bool(train.topk_correct(logits[:, :3], labels.clamp(max=2))[5].all())
+
+
+# --------------------------------------------------------------------------------------- 3 steps
+def test_three_step_digits_run_writes_summary(tmp_path):
+    summary = train.main([
+        "--dataset", "digits", "--arch", "preresnet110", "--attention", "bam", "--max-steps", "3",
+        "--batch-size", "4", "--eval-batch-size", "16", "--eval-images", "40", "--num-workers", "0", "--wandb", "disabled",
+        "--output-dir", str(tmp_path), "--run-name", "smoke", "--log-every", "1",
+    ])
+    run_dir = tmp_path / "smoke"
+    written = json.loads((run_dir / "summary.json").read_text())
+    assert written["steps"] == 3 and written["status"] == "completed"
+    assert (written["task"], written["dataset"], written["arch"], written["attention"]) == (
+        "classify", "digits", "preresnet110", "bam")
+    assert written["primary_metric"] == "top1_err" and written["primary_mode"] == "min"
+    final = written["final"]
+    assert 0.0 <= final["top5_err"] <= final["top1_err"] <= 100.0
+    assert final["num_images"] == 40  # each requested image once (3 batches, the last one partial)
+    assert written["best"]["top1_err"] == final["top1_err"]  # one evaluation: best = final
+    # PreResNet110 + BAM: 1.73M parameters in the paper (100 classes); 10 classes here drop
+    # 90 x 257 weights of the classifier.
+    assert written["params"] == summary["params"]
+    assert abs(written["params"] + 90 * 257 - 1_732_000) < 1_000
+    # Paper: 0.246 GMACs for PreResNet110 + BAM on 32x32 inputs.
+    assert written["macs"] == pytest.approx(0.246e9, abs=0.005e9)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2, 3]
+    assert any(r["split"] == "eval" and "top5_err" in r for r in rows)
+    lrs = [r["lr"] for r in rows if r["split"] == "train"]
+    assert lrs == [recipes.get_recipe("digits-quick").lr] * 3  # no milestone within 3 steps
+    assert (run_dir / "summary.md").is_file() and (run_dir / "checkpoints" / "last").is_dir()
+
+
+# ------------------------------------------------------------------------------------- bad input
+def test_unknown_arch_lists_valid_names(capsys):
+    with pytest.raises(SystemExit) as info:
+        train.cli(["--dataset", "cifar100", "--arch", "resnet9000"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown architecture 'resnet9000'" in err and "preresnet110" in err and "wrn28_8" in err
+    assert "Traceback" not in err
+
+
+def test_unknown_attention_lists_valid_names(capsys):
+    with pytest.raises(SystemExit):
+        train.cli(["--attention", "transformer"])
+    err = capsys.readouterr().err
+    assert "unknown attention 'transformer'" in err and "bam-c" in err and "se" in err
+
+
+def test_bam_options_rejected_for_other_attentions(capsys):
+    args = train.resolve_args(train.build_parser().parse_args(["--attention", "se", "--dilation", "2"]))
+    with pytest.raises(ValueError, match="--dilation.*se"):
+        train.attention_options(args)
+
+
+def test_missing_cifar_is_a_clean_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train.cli(["--dataset", "cifar100", "--arch", "resnet50", "--data-root", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert str(tmp_path / "cifar100") in err and "--download" in err
+
+
+# ------------------------------------------------------------------------------ extra-block model
+def test_extra_block_copies_the_stage_block_with_fresh_weights():
+    args = train.resolve_args(train.build_parser().parse_args(["--arch", "preresnet110", "--attention", "extra-block"]))
+    model = train.build_model(args, 10)
+    base = train.build_model(train.resolve_args(train.build_parser().parse_args(
+        ["--arch", "preresnet110", "--attention", "none"])), 10)
+    for stage in ("layer1", "layer2"):
+        grown, original = model.get_submodule(stage), base.get_submodule(stage)
+        assert len(grown) == len(original) + 1
+        new, last = grown[-1], grown[-2]
+        assert type(new) is type(last)
+        for (name, p_new), (_, p_last) in zip(new.named_parameters(), last.named_parameters()):
+            assert p_new.shape == p_last.shape, name
+        conv_new = next(p for n, p in new.named_parameters() if p.dim() == 4)
+        conv_last = next(p for n, p in last.named_parameters() if p.dim() == 4)
+        assert not torch.equal(conv_new, conv_last)  # its own initialisation, not a weight copy
+    assert len(model.get_submodule("layer3")) == len(base.get_submodule("layer3"))  # no block after the last stage
+    out = model(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 10)

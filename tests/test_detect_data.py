@@ -1,0 +1,153 @@
+"""COCO loading: the released on-disk layout, box conversion, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("pycocotools")
+
+from datasets.coco import CocoDetection, coco_paths, collate_detection, hflip  # noqa: E402
+
+# Category ids with gaps, as in COCO (1..90 with holes): labels must stay the ids.
+CATEGORIES = [{"id": 1, "name": "cat", "supercategory": "animal"},
+              {"id": 3, "name": "dog", "supercategory": "animal"},
+              {"id": 7, "name": "car", "supercategory": "vehicle"}]
+# (file, width, height, [(category, x, y, w, h, iscrowd)]); sizes cover COCO's small (< 32^2),
+# medium and large (> 96^2) area ranges.
+CLEAN_IMAGES = [
+    ("000000000001.jpg", 160, 120, [(1, 10, 10, 20, 20, 0), (3, 50, 30, 60, 50, 0)]),
+    ("000000000002.jpg", 128, 128, [(7, 5, 5, 110, 100, 0), (1, 90, 100, 25, 20, 0)]),
+    ("000000000003.jpg", 200, 150, [(3, 20, 20, 40, 40, 0), (7, 100, 40, 90, 100, 0),
+                                    (1, 150, 10, 30, 25, 0)]),
+]
+BAD_IMAGES = [
+    # one box reaching outside the image (clipped), one entirely outside (dropped), one crowd region
+    ("000000000004.jpg", 96, 128, [(3, 60, 80, 50, 60, 0), (1, 120, 10, 20, 20, 0),
+                                   (7, 0, 0, 40, 40, 1)]),
+    ("000000000005.jpg", 64, 64, []),  # empty annotation list
+]
+
+
+def write_tiny_coco(root: Path, split: str = "val", images=None, seed: int = 0) -> Path:
+    """Write a COCO-format data set in the released layout under ``root/coco``; returns root."""
+    images = CLEAN_IMAGES if images is None else images
+    rng = np.random.default_rng(seed)
+    image_dir = root / "coco" / f"{split}2017"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    (root / "coco" / "annotations").mkdir(parents=True, exist_ok=True)
+    records, annotations = [], []
+    for image_id, (name, width, height, boxes) in enumerate(images, start=1):
+        pixels = rng.integers(0, 60, size=(height, width, 3), dtype=np.uint8)
+        for _, x, y, w, h, _ in boxes:  # bright rectangles where the objects are
+            pixels[max(y, 0):y + h, max(x, 0):x + w] = rng.integers(150, 255, size=3, dtype=np.uint8)
+        Image.fromarray(pixels).save(image_dir / name, quality=95)
+        records.append({"id": image_id, "file_name": name, "width": width, "height": height})
+        for category, x, y, w, h, crowd in boxes:
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category,
+                                "bbox": [x, y, w, h], "area": float(w * h), "iscrowd": crowd})
+    content = {"images": records, "annotations": annotations, "categories": CATEGORIES}
+    (root / "coco" / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(content))
+    return root
+
+
+def test_released_layout_parsed_into_torchvision_targets(tmp_path):
+    root = write_tiny_coco(tmp_path, "val")
+    data = CocoDetection(root, split="val")
+    assert len(data) == 3 and data.num_classes == 8 and data.categories[7] == "car"
+    image, target = data[2]  # image id 3, 200x150
+    assert image.shape == (3, 150, 200) and image.dtype == torch.float32
+    assert 0.0 <= image.min() and image.max() <= 1.0
+    assert target["image_id"] == 3
+    # xywh -> xyxy
+    expected = torch.tensor([[20, 20, 60, 60], [100, 40, 190, 140], [150, 10, 180, 35]], dtype=torch.float32)
+    torch.testing.assert_close(target["boxes"], expected)
+    assert target["labels"].tolist() == [3, 7, 1] and target["labels"].dtype == torch.int64
+    # The pixels inside the first box are the bright rectangle written there.
+    assert image[:, 25:55, 25:55].mean() > 0.55 and image[:, 0:15, 0:15].mean() < 0.3
+
+    images, targets = collate_detection([data[0], data[1]])
+    assert [i.shape[-2:] for i in images] == [(120, 160), (128, 128)]
+    assert [t["image_id"] for t in targets] == [1, 2]
+
+
+def test_horizontal_flip_moves_boxes_with_pixels():
+    image = torch.zeros(3, 10, 20)
+    image[:, 2:5, 1:4] = 1.0  # object at x 1..4
+    target = {"boxes": torch.tensor([[1.0, 2.0, 4.0, 5.0]]), "labels": torch.tensor([1])}
+    flipped, flipped_target = hflip(image, target)
+    x1, y1, x2, y2 = flipped_target["boxes"][0].int().tolist()
+    assert (x1, y1, x2, y2) == (16, 2, 19, 5)
+    assert flipped[:, y1:y2, x1:x2].min() == 1.0 and flipped.sum() == image.sum()
+    assert target["boxes"][0, 0] == 1.0  # input untouched
+
+
+def test_training_flip_is_random_consistent_and_seeded(tmp_path):
+    root = write_tiny_coco(tmp_path, "train")
+    data = CocoDetection(root, split="train")
+    lefts = {}
+    for seed in range(30):
+        image, target = data[(0, seed)]  # the sampler's (index, sample_seed) key
+        box = target["boxes"][0].int().tolist()
+        lefts[seed] = box[0]
+        # the bright object is always under its (possibly mirrored) box
+        assert image[:, box[1]:box[3], box[0]:box[2]].mean() > 0.55
+        assert data[(0, seed)][1]["boxes"][0, 0] == box[0]  # same key, same flip
+    assert set(lefts.values()) == {10, 130}  # 160 - (10 + 20) when mirrored
+    assert CocoDetection(root, split="train", train=False)[0][1]["boxes"][0, 0] == 10  # no flip
+
+
+def test_bad_boxes_clipped_dropped_and_counted(tmp_path, caplog):
+    root = write_tiny_coco(tmp_path, "val", CLEAN_IMAGES + BAD_IMAGES)
+    with caplog.at_level(logging.WARNING):
+        data = CocoDetection(root, split="val")  # evaluation keeps images without boxes
+    assert data.stats["clipped_boxes"] == 1 and data.stats["dropped_boxes"] == 1
+    assert "clipped" in caplog.text and "instances_val2017.json" in caplog.text
+    assert len(data) == 5
+    image, target = data[3]
+    # (60, 80, 110, 140) clipped to the 96x128 image; the crowd region is not a training target
+    torch.testing.assert_close(target["boxes"], torch.tensor([[60.0, 80.0, 96.0, 128.0]]))
+    assert target["labels"].tolist() == [3]
+    image, target = data[4]  # empty annotation list: a valid negative image
+    assert image.shape == (3, 64, 64) and target["boxes"].shape == (0, 4) and target["labels"].numel() == 0
+
+
+def test_training_skips_images_without_boxes(tmp_path):
+    root = write_tiny_coco(tmp_path, "train", CLEAN_IMAGES + BAD_IMAGES)
+    data = CocoDetection(root, split="train")
+    assert len(data) == 4 and 5 not in data.ids
+    assert data.stats["removed_images"] == 1
+
+
+def test_missing_image_file_is_named(tmp_path):
+    root = write_tiny_coco(tmp_path, "val")
+    (root / "coco" / "val2017" / "000000000002.jpg").unlink()
+    data = CocoDetection(root, split="val")
+    with pytest.raises(FileNotFoundError, match="000000000002.jpg"):
+        data[1]
+
+
+def test_wrong_image_size_is_named(tmp_path):
+    root = write_tiny_coco(tmp_path, "val")
+    Image.new("RGB", (10, 10)).save(root / "coco" / "val2017" / "000000000001.jpg")
+    with pytest.raises(ValueError, match="000000000001.jpg.*10x10"):
+        CocoDetection(root, split="val")[0]
+
+
+def test_missing_coco_explains_the_layout(tmp_path):
+    with pytest.raises(FileNotFoundError, match="instances_val2017.json.*cocodataset.org"):
+        coco_paths(tmp_path, "val")
+    with pytest.raises(ValueError, match="split"):
+        coco_paths(tmp_path, "test")
+    bad = tmp_path / "coco" / "annotations"
+    bad.mkdir(parents=True)
+    (tmp_path / "coco" / "val2017").mkdir()
+    (bad / "instances_val2017.json").write_text(json.dumps({"images": "nope"}))
+    with pytest.raises(ValueError, match="instances_val2017.json"):
+        CocoDetection(tmp_path, split="val")

@@ -1,0 +1,160 @@
+"""ADE20K-layout loading: label shift, ignore padding, augmentation alignment, clear errors."""
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datasets.ade20k import (
+    ADE20K, ADE20K_CLASSES, IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, SegmentationFolder, TrainTransform,
+    collate_segmentation, colorize, scaled_size, to_tensor,
+)
+
+# Raw ADE values (0 = unlabeled) and the colours the image shows there.
+COLOURS = {0: (0, 0, 0), 1: (230, 30, 30), 5: (30, 230, 30), 150: (30, 30, 230)}
+
+
+def tiny_label(height: int, width: int, seed: int) -> np.ndarray:
+    """Blocks of raw values 1, 5, 150 and an unlabeled strip, placed asymmetrically."""
+    label = np.full((height, width), 1, np.uint8)
+    cut = width // 3 + seed % 5
+    label[:, cut:] = 5
+    label[height // 2:, : width // 4] = 150
+    label[: height // 8] = 0
+    return label
+
+
+def write_tiny_ade20k(root: Path, sizes=((64, 80), (80, 64), (64, 80)), splits=("training", "validation")) -> Path:
+    """A few JPEG images + mode-L label PNGs in the released ADEChallengeData2016 layout."""
+    for split in splits:
+        images = root / "ADEChallengeData2016" / "images" / split
+        labels = root / "ADEChallengeData2016" / "annotations" / split
+        images.mkdir(parents=True, exist_ok=True)
+        labels.mkdir(parents=True, exist_ok=True)
+        for i, (h, w) in enumerate(sizes):
+            label = tiny_label(h, w, i)
+            rgb = np.zeros((h, w, 3), np.uint8)
+            for value, colour in COLOURS.items():
+                rgb[label == value] = colour
+            name = f"ADE_{split[:5]}_{i:08d}"
+            Image.fromarray(rgb).save(images / f"{name}.jpg", quality=95)
+            Image.fromarray(label).save(labels / f"{name}.png")
+    return root
+
+
+@pytest.fixture()
+def ade_root(tmp_path):
+    return write_tiny_ade20k(tmp_path)
+
+
+def test_label_shift_and_class_names(ade_root):
+    data = ADE20K(ade_root, "validation")
+    assert len(data) == 3 and len(ADE20K_CLASSES) == 150 == len(set(ADE20K_CLASSES))
+    raw = np.array(Image.open(data.samples[0][1]))
+    label = data[0]["label"].numpy()
+    assert label.shape == raw.shape == (64, 80)
+    expected = raw.astype(np.int64) - 1
+    expected[raw == 0] = IGNORE_INDEX
+    assert np.array_equal(label, expected)
+    assert set(np.unique(label)) == {0, 4, 149, IGNORE_INDEX}
+
+
+def test_image_normalised_and_aligned(ade_root):
+    item = ADE20K(ade_root, "validation")[1]
+    image = item["image"] * torch.tensor(IMAGENET_STD).view(3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    red_where_class0 = image[0][item["label"] == 0].mean() - image[2][item["label"] == 0].mean()
+    assert red_where_class0 > 0.6  # pixels of raw class 1 are red in the image
+
+
+def test_collate_pads_labels_with_ignore_never_a_class(ade_root):
+    data = ADE20K(ade_root, "validation")
+    batch = collate_segmentation([data[0], data[1]])  # 64x80 and 80x64 -> 96x96
+    assert batch["image"].shape == (2, 3, 96, 96) and batch["label"].shape == (2, 96, 96)
+    assert batch["size"].tolist() == [[64, 80], [80, 64]]
+    padded = torch.ones(2, 96, 96, dtype=torch.bool)
+    padded[0, :64, :80] = False
+    padded[1, :80, :64] = False
+    assert (batch["label"][padded] == IGNORE_INDEX).all()
+    assert (batch["image"][padded.unsqueeze(1).expand(-1, 3, -1, -1)] == 0).all()
+    assert torch.equal(batch["label"][0, :64, :80], data[0]["label"])
+    assert torch.equal(batch["image"][1, :, :80, :64], data[1]["image"])
+
+
+def test_train_transform_scale_cap_and_flip_alignment(ade_root):
+    assert scaled_size(64, 400, 300, 1000) == (160, 1000)  # long side capped
+    assert scaled_size(400, 300, 450, 1000) == (600, 450)
+    data = ADE20K(ade_root, "training")
+    image, label, _ = data.load(0)
+    flipped_image, flipped_label = TrainTransform(short_sides=(64,), flip=True)(image, label, _FlipAlways())
+    assert np.array_equal(np.array(flipped_label), np.array(label)[:, ::-1])
+    assert np.array_equal(np.array(flipped_image), np.array(image)[:, ::-1])
+    # Random rescale: short side from the list, nearest-neighbour labels stay aligned with the image.
+    for seed in range(4):
+        item = data[(0, seed)]
+        assert min(item["label"].shape) in (300, 375, 450, 525, 600)
+        assert set(item["label"].unique().tolist()) <= {0, 4, 149, IGNORE_INDEX}
+        image = item["image"] * torch.tensor(IMAGENET_STD).view(3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        mask = item["label"] == 4  # raw class 5 is green
+        agree = (image[1][mask] > image[0][mask]).float().mean()
+        assert agree > 0.97
+        assert torch.equal(data[(0, seed)]["label"], item["label"])  # same key, same augmentation
+
+
+class _FlipAlways(random.Random):
+    def random(self):
+        return 0.0
+
+
+def test_segmentation_folder_offset_zero_and_255_ignored(tmp_path):
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img" / "a.png")
+    label = np.zeros((8, 8), np.uint8)
+    label[0, 0], label[1, 1] = 2, 255
+    Image.fromarray(label).save(tmp_path / "lab" / "a.png")
+    data = SegmentationFolder(tmp_path / "img", tmp_path / "lab", num_classes=3, label_offset=0)
+    out = data[0]["label"]
+    assert out[0, 0] == 2 and out[1, 1] == IGNORE_INDEX and out[2, 2] == 0
+    label[2, 2] = 3
+    Image.fromarray(label).save(tmp_path / "lab" / "a.png")
+    with pytest.raises(ValueError, match=r"a\.png.*\[3\].*num_classes=3"):
+        data[0]
+
+
+def test_label_value_above_class_count_names_file(ade_root):
+    path = ade_root / "ADEChallengeData2016/annotations/validation/ADE_valid_00000001.png"
+    label = np.array(Image.open(path))
+    label[3, 3] = 151
+    Image.fromarray(label).save(path)
+    data = ADE20K(ade_root, "validation")
+    with pytest.raises(ValueError, match=r"ADE_valid_00000001\.png.*151"):
+        data[1]
+
+
+def test_missing_label_names_image(ade_root):
+    (ade_root / "ADEChallengeData2016/annotations/training/ADE_train_00000002.png").unlink()
+    with pytest.raises(FileNotFoundError, match="ADE_train_00000002.jpg"):
+        ADE20K(ade_root, "training")
+
+
+def test_size_mismatch_names_both_files(ade_root):
+    path = ade_root / "ADEChallengeData2016/annotations/validation/ADE_valid_00000000.png"
+    Image.fromarray(np.ones((10, 10), np.uint8)).save(path)
+    with pytest.raises(ValueError, match=r"ADE_valid_00000000\.jpg.*ADE_valid_00000000\.png"):
+        ADE20K(ade_root, "validation")[0]
+
+
+def test_missing_folder_says_layout(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"ADEChallengeData2016/images/\{training,validation\}"):
+        ADE20K(tmp_path, "training")
+    with pytest.raises(ValueError, match="split"):
+        ADE20K(tmp_path, "test")
+
+
+def test_colorize_ignore_black_and_classes_distinct():
+    colours = colorize(np.array([[0, 1, 149, IGNORE_INDEX]]))
+    assert colours[0, 3].tolist() == [0, 0, 0]
+    assert len({tuple(c) for c in colours[0, :3].tolist()}) == 3 and colours[0, 0].any()

@@ -1,0 +1,145 @@
+"""Scene-parsing training and evaluation end to end on a tiny ADE20K-layout folder."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tasks.parse import evaluate as parse_evaluate
+from tasks.parse import train as parse_train
+from tasks.parse.evaluate import predict_probabilities
+from test_parse_data import write_tiny_ade20k
+
+TINY = ["--backbone", "resnet18", "--decoder-channels", "16", "--short-sides", "64", "--max-long-side", "96",
+        "--num-workers", "0", "--wandb", "disabled", "--macs-size", "64", "--log-every", "1", "--num-visuals", "2"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    root = write_tiny_ade20k(tmp_path_factory.mktemp("data"))
+    out = tmp_path_factory.mktemp("runs")
+    summary = parse_train.main(["--data-root", str(root), "--output-dir", str(out), "--attention", "bam",
+                                "--max-steps", "2", "--eval-every", "2", "--run-name", "tiny", *TINY])
+    return root, out / "tiny", summary
+
+
+def test_training_run_writes_everything(trained_run):
+    _, run_dir, summary = trained_run
+    assert summary["status"] == "completed" and summary["steps"] == 2
+    assert summary["primary_metric"] == "miou" and 0.0 <= summary["final"]["miou"] <= 100.0
+    assert summary["effective_batch_size"] == 2 and summary["config"]["effective_batch_size"] == 2
+    assert summary["config"]["sync_bn"] is False and summary["config"]["attention_sites"] == ["layer1", "layer2",
+                                                                                              "layer3"]
+    assert len(summary["per_class_iou"]) == 150 and summary["per_class_iou"]["sky"] is None  # absent class
+    parts = summary["params_breakdown"]
+    assert parts["encoder"] + parts["decoder"] == parts["total"] == summary["params"] and parts["attention"] > 0
+    assert summary["macs"] == summary["macs_encoder"] + summary["macs_decoder"] > 0
+    assert sorted(p.name for p in (run_dir / "predictions").glob("*.png")) == [
+        "step_0000002_ADE_valid_00000000.png", "step_0000002_ADE_valid_00000001.png"]
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [line["split"] for line in lines] == ["train", "train", "eval"]
+    assert lines[1]["lr"] == pytest.approx(0.02 * (1 - 1 / 2) ** 0.9)  # poly schedule after one step
+    assert "| 4 | tree |" in (run_dir / "per_class_iou.md").read_text()
+    assert (run_dir / "summary.md").is_file() and (run_dir / "checkpoints" / "best" / "model.safetensors").is_file()
+
+
+def test_evaluate_cli_matches_training_and_numpy(trained_run, capsys):
+    root, run_dir, summary = trained_run
+    scores = parse_evaluate.main(["--checkpoint", str(run_dir), "--data-root", str(root), "--num-workers", "0"])
+    assert scores["miou"] * 100 == pytest.approx(summary["final"]["miou"], abs=1e-9)
+    # Independent recomputation: plain forward at each image's size, IoU from NumPy masks.
+    from datasets.ade20k import ADE20K
+
+    model, _, _ = parse_evaluate.load_trained_model(run_dir)
+    model.eval()
+    inter, union = np.zeros(150), np.zeros(150)
+    for item in ADE20K(root, "validation", train_transform=False):
+        h, w = item["label"].shape
+        padded = nn.functional.pad(item["image"][None], (0, 96 - w, 0, 96 - h))
+        with torch.no_grad():
+            pred = model(padded)[0, :, :h, :w].argmax(0).numpy()
+        label = item["label"].numpy()
+        valid = label != 255
+        for c in range(150):
+            inter[c] += np.sum((pred == c) & (label == c) & valid)
+            union[c] += np.sum(((pred == c) | (label == c)) & valid)
+    assert scores["miou"] == pytest.approx(np.mean(inter[union > 0] / union[union > 0]), abs=1e-9)
+    capsys.readouterr()
+    parse_evaluate.main(["--checkpoint", str(run_dir / "checkpoints" / "last"), "--data-root",
+                                       str(root), "--num-workers", "0", "--multi-scale", "--scales", "64",
+                                       "--json", "--max-images", "1"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["flip"] is True and printed["images"] == 1 and printed["scales"] == [64]
+    assert 0.0 <= printed["miou"] <= 1.0 and len(printed["per_class_iou"]) == 150
+
+
+def test_resume_continues_the_run(trained_run):
+    root, run_dir, _ = trained_run
+    summary = parse_train.main(["--data-root", str(root), "--output-dir", str(run_dir.parent), "--attention", "bam",
+                                "--max-steps", "3", "--eval-every", "3", "--run-name", "tiny", "--resume", *TINY])
+    assert summary["steps"] == 3
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 2, 3, 3]
+
+
+def test_predict_probabilities_multiscale_and_flip():
+    # A per-pixel model commutes with flips and padding: every variant must agree with the plain one.
+    model = nn.Conv2d(3, 4, 1)
+    image = torch.randn(1, 3, 20, 30)
+    plain = predict_probabilities(model, image)
+    assert plain.shape == (1, 4, 20, 30) and torch.allclose(plain.sum(1), torch.ones(1, 20, 30))
+    assert torch.allclose(predict_probabilities(model, image, flip=True), plain, atol=1e-6)
+    assert torch.allclose(predict_probabilities(model, image, scales=(20,), flip=True), plain, atol=1e-6)
+    assert predict_probabilities(model, image, scales=(10, 40), flip=True).shape == (1, 4, 20, 30)
+
+
+def test_syncbn_only_with_several_processes_and_loss_guards():
+    from tasks.parse.model import UperNet
+
+    model = UperNet(num_classes=3, backbone="resnet18", channels=8)
+    assert not any(isinstance(m, nn.SyncBatchNorm) for m in parse_train.prepare_model(model, 1).modules())
+    assert not any(isinstance(m, nn.SyncBatchNorm) for m in parse_train.prepare_model(model, 2, "cpu").modules())
+    assert any(isinstance(m, nn.SyncBatchNorm) for m in parse_train.prepare_model(model, 2, "cuda").modules())
+    groups = parse_train.parameter_groups(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)), 1e-4)
+    assert [len(g["params"]) for g in groups] == [1, 3] and groups[1]["weight_decay"] == 0.0
+    logits_model = nn.Conv2d(3, 3, 1)
+    batch = {"image": torch.randn(2, 3, 4, 4), "label": torch.full((2, 4, 4), 255)}
+    loss, extras = parse_train.segmentation_loss(logits_model, batch)
+    assert loss.item() == 0.0 and np.isfinite(extras["pixel_acc"])  # nothing labelled: 0, not NaN
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_train.cli(["--data-root", str(tmp_path), "--output-dir", str(tmp_path / "runs"), *TINY])
+    assert exit_info.value.code == 2
+    assert "ADEChallengeData2016/images/{training,validation}" in capsys.readouterr().err
+    root = write_tiny_ade20k(tmp_path / "data")
+    with pytest.raises(SystemExit):
+        parse_train.cli(["--data-root", str(root), "--output-dir", str(tmp_path / "runs"), "--attention", "bam",
+                         "--batch-size", "1", *TINY])
+    assert "--batch-size 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_evaluate.cli(["--checkpoint", str(tmp_path / "missing")])
+    assert "no model at" in capsys.readouterr().err
+
+
+def test_folder_dataset_option(tmp_path):
+    from PIL import Image
+
+    from datasets.ade20k import SegmentationFolder
+
+    for split in ("training", "validation"):
+        (tmp_path / "images" / split).mkdir(parents=True)
+        (tmp_path / "annotations" / split).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / split / "a.png")
+        Image.fromarray(np.full((8, 8), 3, np.uint8)).save(tmp_path / "annotations" / split / "a.png")
+    args = parse_train.build_parser().parse_args(["--dataset", "folder", "--data-root", str(tmp_path),
+                                                  "--num-classes", "3", "--label-offset", "1"])
+    train, val = parse_train.build_datasets(args)
+    assert isinstance(train, SegmentationFolder) and train.transform is not None and val.transform is None
+    assert val[0]["label"].unique().tolist() == [2]  # raw 3 - offset 1
+    args.num_classes = None
+    with pytest.raises(ValueError, match="--num-classes"):
+        parse_train.build_datasets(args)

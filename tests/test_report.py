@@ -1,0 +1,102 @@
+"""The comparison report: loading runs from every source, the table's numbers, the files it writes."""
+
+import csv
+import io
+import json
+import statistics
+
+import pytest
+
+from tasks.report.__main__ import main as report_main
+from tasks.report.runs import discover_runs
+from tasks.report.table import build_rows, csv_table, markdown_table
+from tasks.report.wandb_offline import find_offline_runs, read_offline_run
+
+
+def write_run(folder, *, attention, seed, top1, curve, params, macs, arch="wrn28_8", group="exp"):
+    folder.mkdir(parents=True)
+    summary = {
+        "task": "classify", "name": folder.name, "group": group, "arch": arch, "attention": attention,
+        "dataset": "cifar100", "seed": seed, "config": {"placement": "bottleneck"}, "params": params,
+        "macs": macs, "final": {"top1_err": top1, "top5_err": top1 / 4}, "best": {"top1_err": top1 - 0.1},
+        "primary_metric": "top1_err", "primary_mode": "min", "history_file": "metrics.jsonl",
+    }
+    (folder / "summary.json").write_text(json.dumps(summary))
+    lines = [json.dumps({"step": step, "split": "eval", "top1_err": value}) for step, value in curve]
+    lines.append(json.dumps({"step": 5, "split": "train", "loss": 1.0}))
+    (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    root = tmp_path / "runs"
+    for seed, (base, bam) in enumerate([(21.0, 20.0), (22.0, 19.5)]):
+        write_run(root / f"base-{seed}", attention="none", seed=seed, top1=base,
+                  curve=[(10, 40.0), (20, base)], params=23_400_000, macs=3_000_000_000)
+        write_run(root / f"bam-{seed}", attention="bam", seed=seed, top1=bam,
+                  curve=[(10, 38.0), (20, bam)], params=23_420_000, macs=3_030_000_000)
+    write_run(root / "other-group", attention="bam", seed=0, top1=99.0, curve=[(10, 99.0)],
+              params=1, macs=1, group="elsewhere")
+    return root
+
+
+def test_table_means_spread_and_overheads(runs_dir):
+    runs = discover_runs([runs_dir], group="exp")
+    assert len(runs) == 4
+    (row,) = build_rows(runs)
+    assert row.variant == "bam" and row.metric == "top1_err" and row.mode == "min"
+    assert row.baseline.mean == pytest.approx(21.5) and row.baseline.n == 2
+    assert row.baseline.std == pytest.approx(statistics.stdev([21.0, 22.0]))
+    assert row.value.mean == pytest.approx(19.75)
+    assert row.delta == pytest.approx(-1.75) and row.improved  # lower error is better
+    text = markdown_table([row])
+    assert "21.50 ± 0.71 (n=2)" in text and "-1.75 ✓" in text
+    assert "23.40M → 23.42M (+0.09%)" in text and "3.00G → 3.03G (+1.00%)" in text
+    record = next(csv.DictReader(io.StringIO(csv_table([row]))))
+    assert float(record["delta"]) == pytest.approx(-1.75) and record["variant_n"] == "2"
+
+
+def test_best_metrics_and_group_filter(runs_dir):
+    (row,) = build_rows(discover_runs([runs_dir], group="exp"), which="best")
+    assert row.baseline.mean == pytest.approx(21.4)
+    with pytest.raises(FileNotFoundError, match="group 'missing'"):
+        discover_runs([runs_dir], group="missing")
+
+
+def test_cli_writes_markdown_csv_and_curves(runs_dir, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert report_main([str(runs_dir), "--group", "exp", "--output", str(out)]) == 0
+    assert "| classify | cifar100 | wrn28_8 |" in capsys.readouterr().out
+    assert (out / "report.csv").is_file()
+    markdown = (out / "report.md").read_text()
+    png = out / "curves_classify_cifar100_wrn28_8.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.name in markdown
+
+
+def test_cli_reports_missing_folder(tmp_path, capsys):
+    assert report_main([str(tmp_path / "nope")]) == 2
+    assert "nope does not exist" in capsys.readouterr().err
+
+
+def test_reads_wandb_offline_runs(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for attention, value in [("none", 30.0), ("bam", 30.5)]:
+        run = wandb.init(project="bam", dir=str(tmp_path), group="sr-test", job_type="sr",
+                         config={"task": "sr", "arch": "srresnet", "dataset": "t91",
+                                 "attention": attention, "seed": 0,
+                                 "primary_metric": "Set5/psnr", "primary_mode": "max"})
+        for step, psnr in [(1, value - 1), (2, value)]:
+            run.log({"eval/Set5/psnr": psnr}, step=step)
+        run.summary["final/Set5/psnr"] = value
+        run.summary["params"] = 1_500_000
+        run.finish()
+    folders = find_offline_runs(tmp_path)
+    assert len(folders) == 2
+    raw = read_offline_run(folders[0])
+    assert raw["group"] == "sr-test" and raw["config"]["arch"] == "srresnet"
+    runs = discover_runs([tmp_path])
+    (row,) = build_rows(runs)
+    assert row.baseline.mean == pytest.approx(30.0) and row.value.mean == pytest.approx(30.5)
+    assert sorted(r.curve("Set5/psnr")[1][-1] for r in runs) == [30.0, 30.5]

@@ -1,0 +1,212 @@
+"""datasets.sr / datasets.embedded: training crops, pairs, benchmark layouts, preparation."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from datasets.embedded import EMBEDDED_SPLITS, embedded_sr_files, embedded_sr_images, write_embedded_images
+from datasets.imresize import bicubic_degrade
+from datasets.sr import (EpochSeededSampler, SRBenchmark, SRPairedFolder, SRTrainFolder, find_benchmark,
+                         list_benchmarks, main, prepare_subimages)
+
+RNG = np.random.default_rng(0)
+
+
+def _save(path, shape, mode=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = RNG.integers(0, 256, shape, dtype=np.uint8)
+    Image.fromarray(pixels, mode=mode).save(path)
+    return pixels
+
+
+@pytest.fixture()
+def train_dir(tmp_path):
+    _save(tmp_path / "train" / "a.png", (40, 50, 3))
+    _save(tmp_path / "train" / "sub" / "b.png", (36, 33), mode="L")
+    _save(tmp_path / "train" / "sub" / "c.jpg", (45, 38, 3))
+    return tmp_path / "train"
+
+
+# -- training folder -------------------------------------------------------------------------------
+
+def test_train_items_shapes_ranges_and_lr_from_hr(train_dir):
+    data = SRTrainFolder(train_dir, scale=4, patch_size=32)
+    assert len(data) == 3 and [f.name for f in data.files] == ["a.png", "b.png", "c.jpg"]
+    for index in range(3):
+        item = data[(index, 123)]
+        assert item["hr"].shape == (3, 32, 32) and item["lr"].shape == (3, 8, 8)
+        assert item["hr"].dtype == torch.float32 and 0 <= item["hr"].min() and item["hr"].max() <= 1
+        hr_uint8 = (item["hr"] * 255).round().to(torch.uint8)
+        torch.testing.assert_close(item["lr"], bicubic_degrade(hr_uint8, 4).float() / 255)
+    assert data[0]["hr"].shape == (3, 32, 32)  # plain int keys work too (global generator)
+
+
+def test_keys_make_sampling_reproducible(train_dir):
+    data = SRTrainFolder(train_dir, scale=2, patch_size=16)
+    cached = SRTrainFolder(train_dir, scale=2, patch_size=16, cache=True)
+    sampler = EpochSeededSampler(len(data), seed=7)
+    sampler.set_epoch(3)
+    keys = list(sampler)
+    first = [data[k]["hr"] for k in keys]
+    for key, hr in zip(keys, first):
+        assert torch.equal(data[key]["hr"], hr) and torch.equal(cached[key]["hr"], hr)
+    other = [data[(k[0], k[1] + 1)]["hr"] for k in keys]
+    assert not all(torch.equal(a, b) for a, b in zip(first, other))
+    # the same batches whatever the number of workers (resume/worker independence)
+    batches = [torch.cat([b["hr"] for b in DataLoader(data, batch_size=2, sampler=sampler, num_workers=w)])
+               for w in (0, 2)]
+    assert torch.equal(batches[0], batches[1])
+
+
+def test_augmentations_are_the_eight_symmetries(tmp_path):
+    pixels = _save(tmp_path / "one.png", (16, 16, 3))
+    data = SRTrainFolder(tmp_path, scale=2, patch_size=16, augment=True)  # crop = whole image
+    variants = []
+    for k in range(4):
+        rotated = np.rot90(pixels, k)
+        variants += [rotated, rotated[:, ::-1]]
+    seen = set()
+    for seed in range(64):
+        hr = (data[(0, seed)]["hr"] * 255).round().byte().permute(1, 2, 0).numpy()
+        matches = [i for i, v in enumerate(variants) if np.array_equal(hr, v)]
+        assert len(matches) == 1
+        seen.add(matches[0])
+    assert seen == set(range(8))
+    plain = SRTrainFolder(tmp_path, scale=2, patch_size=16, augment=False)
+    assert np.array_equal((plain[(0, 5)]["hr"] * 255).round().byte().permute(1, 2, 0).numpy(), pixels)
+
+
+def test_train_folder_errors_name_file_or_setting(tmp_path, train_dir):
+    with pytest.raises(ValueError, match="patch_size=30.*scale=4"):
+        SRTrainFolder(train_dir, scale=4, patch_size=30)
+    with pytest.raises(FileNotFoundError, match="missing"):
+        SRTrainFolder(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty"):
+        SRTrainFolder(tmp_path / "empty")
+    with pytest.raises(ValueError, match="b.png is 33x36"):  # strict: the first small file
+        SRTrainFolder(train_dir, scale=4, patch_size=36, skip_small=False)
+    with pytest.warns(UserWarning, match="skipping 1 of 3.*b.png"):
+        data = SRTrainFolder(train_dir, scale=4, patch_size=36)
+    assert [f.name for f in data.files] == ["a.png", "c.jpg"]
+    with pytest.raises(ValueError, match="smaller than the 64x64"):  # nothing large enough
+        SRTrainFolder(train_dir, scale=4, patch_size=64)
+
+
+# -- paired folders --------------------------------------------------------------------------------
+
+def test_paired_folder_matches_stems_and_crops_aligned(tmp_path):
+    (tmp_path / "hr").mkdir()
+    for name in ["0001", "0002"]:
+        lr = _save(tmp_path / "lr" / f"{name}x2.png", (10, 12, 3))
+        Image.fromarray(np.kron(lr, np.ones((2, 2, 1), np.uint8))).save(tmp_path / "hr" / f"{name}.png")
+    data = SRPairedFolder(tmp_path / "lr", tmp_path / "hr", scale=2)
+    assert len(data) == 2 and data[1]["name"] == "0002"
+    assert data[0]["lr"].shape == (3, 10, 12) and data[0]["hr"].shape == (3, 20, 24)
+    crops = SRPairedFolder(tmp_path / "lr", tmp_path / "hr", scale=2, patch_size=8)
+    for seed in range(5):
+        item = crops[(0, seed)]
+        assert item["lr"].shape == (3, 4, 4)
+        torch.testing.assert_close(item["hr"], item["lr"].repeat_interleave(2, 1).repeat_interleave(2, 2))
+
+
+def test_paired_folder_errors(tmp_path):
+    _save(tmp_path / "lr" / "a.png", (10, 10, 3))
+    _save(tmp_path / "hr" / "a.png", (20, 21, 3))
+    with pytest.raises(ValueError, match=r"size mismatch.*a\.png"):
+        SRPairedFolder(tmp_path / "lr", tmp_path / "hr", scale=2)
+    _save(tmp_path / "lr" / "lonely.png", (10, 10, 3))
+    with pytest.raises(ValueError, match="LR without HR.*lonely.png"):
+        SRPairedFolder(tmp_path / "lr", tmp_path / "hr", scale=2)
+
+
+# -- benchmarks ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("layout", ["flat", "HR", "GTmod12", "original", "huang"])
+def test_benchmark_layouts(tmp_path, layout):
+    folder = tmp_path / "sr" / "MySet"
+    for name, shape in [("img_001", (26, 31, 3)), ("img_002", (24, 24))]:
+        if layout == "huang":
+            _save(folder / "image_SRF_4" / f"{name}_SRF_4_HR.png", shape)
+            _save(folder / "image_SRF_4" / f"{name}_SRF_4_LR.png", (6, 6, 3))
+        else:
+            _save(folder / ("" if layout == "flat" else layout) / f"{name}.png", shape)
+    if layout == "HR":
+        _save(folder / "LR_bicubic" / "x4" / "img_001.png", (6, 7, 3))  # shipped LR files are ignored
+    data = SRBenchmark("myset", 4, data_root=tmp_path)  # by name, case-insensitive
+    assert data.name == "MySet" and len(data) == 2
+    first, second = data[0], data[1]
+    assert first["name"] == "img_001" and first["hr"].shape == (3, 24, 28) and first["lr"].shape == (3, 6, 7)
+    assert not first["gray"] and second["gray"] and second["protocol"] == "basicsr"
+    hr_uint8 = (first["hr"] * 255).round().to(torch.uint8)
+    torch.testing.assert_close(first["lr"], bicubic_degrade(hr_uint8, 4).float() / 255)
+    assert list_benchmarks(tmp_path) == ["MySet"]
+    assert SRBenchmark(folder, 4).name == "MySet"  # by path
+
+
+def test_benchmark_errors(tmp_path):
+    (tmp_path / "sr" / "Set5").mkdir(parents=True)
+    (tmp_path / "sr" / "Set5" / "notes.txt").write_text("")
+    with pytest.raises(FileNotFoundError, match="Urban100"):
+        SRBenchmark("Urban100", 4, data_root=tmp_path)
+    with pytest.raises(ValueError, match="Set5"):
+        SRBenchmark("Set5", 4, data_root=tmp_path)
+    with pytest.raises(ValueError, match="y-only"):
+        SRBenchmark("Set5", 4, data_root=tmp_path, protocol="ycbcr")
+
+
+def test_real_benchmarks(sr_data_root):
+    assert list_benchmarks(sr_data_root)[:2] == ["Set5", "Set14"]
+    name, files = find_benchmark("set14", 4, sr_data_root)
+    assert name == "Set14" and len(files) == 14
+    set5 = SRBenchmark("Set5", 4, data_root=sr_data_root, protocol="y-only")
+    sizes = {item["name"]: tuple(item["hr"].shape[1:]) for item in set5}
+    assert sizes["woman"] == (344, 228) and sizes["bird"] == (288, 288)
+    assert set5[0]["lr"].shape[1:] == (128, 128)  # baby: 512 / 4
+
+
+# -- preparation -----------------------------------------------------------------------------------
+
+def test_prepare_subimages_and_cli(tmp_path, capsys):
+    pixels = _save(tmp_path / "src" / "deep" / "big.png", (70, 100, 3))
+    _save(tmp_path / "src" / "small.png", (30, 20, 3))
+    count = prepare_subimages(tmp_path / "src", tmp_path / "dst", size=48, step=24)
+    # rows: 0, 22 (last one flush with the border); columns: 0, 24, 48, 52 -> 8 tiles; small kept whole
+    assert count == 9
+    tiles = sorted((tmp_path / "dst" / "deep").glob("*.png"))
+    assert [t.name for t in tiles][:2] == ["big_s001.png", "big_s002.png"] and len(tiles) == 8
+    np.testing.assert_array_equal(np.asarray(Image.open(tiles[5])), pixels[22:70, 24:72])
+    assert np.asarray(Image.open(tmp_path / "dst" / "small_s001.png")).shape == (30, 20, 3)
+    assert prepare_subimages(tmp_path / "src", tmp_path / "dst", size=48, step=24) == 0  # resumable
+    main(["prepare", str(tmp_path / "src"), str(tmp_path / "dst2"), "--size", "64", "--step", "64"])
+    assert "wrote 5 sub-images" in capsys.readouterr().out  # 2x2 tiles + the small image
+    with pytest.raises(SystemExit):
+        main(["prepare", str(tmp_path / "nothing"), str(tmp_path / "dst3")])
+    assert "nothing" in capsys.readouterr().err
+
+
+# -- embedded photographs --------------------------------------------------------------------------
+
+def test_embedded_images_are_bundled_and_split():
+    train, test = embedded_sr_files("train"), embedded_sr_files("test")
+    assert len(train) == len(EMBEDDED_SPLITS["train"]) and not set(train) & set(test)
+    assert all(f.is_file() and "skimage" in str(f) for f in train + test)
+    images = embedded_sr_images("test")
+    assert [im.shape for im in images] == [(300, 451, 3), (400, 600, 3), (512, 512, 3)]
+    assert embedded_sr_images("test", keep_gray=True)[2].ndim == 2  # camera.png is gray
+    with pytest.raises(ValueError, match="valid"):
+        embedded_sr_images("valid")
+
+
+def test_embedded_sets_train_and_benchmark(tmp_path):
+    data = SRTrainFolder(embedded_sr_files("train"), scale=4, patch_size=48)
+    assert data[(0, 1)]["lr"].shape == (3, 12, 12)
+    bench = SRBenchmark("embedded", 4)
+    assert [item["name"] for item in bench] == ["chelsea", "coffee", "camera"]
+    assert bench[0]["hr"].shape == (3, 300, 448)
+    written = write_embedded_images(tmp_path / "emb", "test")
+    gray = {item["name"]: item["gray"] for item in SRBenchmark(tmp_path / "emb", 4)}
+    assert gray == {"camera": True, "chelsea": False, "coffee": False}
+    assert len(written) == 3

@@ -1,0 +1,170 @@
+"""End to end through the SR command line: train, checkpoints, summary, resume, upscale, errors.
+
+The runs are tiny (SRResNet with 2 blocks of 8 channels, 24x24 HR patches, a few steps) on
+crops of real photographs (scikit-image's bundled samples) written as PNG files.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from datasets.embedded import embedded_sr_images
+from tasks.sr import evaluate as sr_evaluate
+from tasks.sr import train as sr_train
+from tasks.sr import upscale as sr_upscale
+
+TINY = ["--preset", "quick", "--num-blocks", "2", "--channels", "8", "--patch-size", "24",
+        "--batch-size", "2", "--repeat", "1", "--num-workers", "0", "--seed", "3", "--log-every", "1"]
+
+
+def _write_crops(folder: Path, images, size: int, count: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        image = images[i % len(images)]
+        top, left = (37 * i) % (image.shape[0] - size), (53 * i) % (image.shape[1] - size)
+        Image.fromarray(image[top:top + size, left:left + size]).save(folder / f"crop{i}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict:
+    base = tmp_path_factory.mktemp("srdata")
+    train = _write_crops(base / "train", embedded_sr_images("train"), 40, 6)
+    bench = _write_crops(base / "bench", embedded_sr_images("test"), 36, 3)  # odd count, 36 = 9 * 4
+    return {"train": train, "bench": bench, "base": base}
+
+
+def _train(data, out: Path, *extra: str) -> dict:
+    argv = [*TINY, "--train-dir", str(data["train"]), "--sets", str(data["bench"]),
+            "--output-dir", str(out), "--run-name", "run", *extra]
+    return sr_train.main(argv)
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    _train(data, out, "--max-steps", "4", "--eval-every", "2", "--wandb", "offline")
+    return out / "run"
+
+
+def test_run_folder_contents(trained, data):
+    summary = json.loads((trained / "summary.json").read_text())
+    assert summary["task"] == "sr" and summary["attention"] == "bam" and summary["arch"] == "srresnet"
+    assert summary["steps"] == 4 and summary["group"] == "sr-quick-x4"
+    from tasks.sr.model import srresnet
+
+    expected = srresnet(num_blocks=2, channels=8, attention="bam")
+    assert summary["params"] == sum(p.numel() for p in expected.parameters())
+    assert summary["macs"] > 0 and "3x6x6" in summary["macs_input"]
+    assert summary["primary_metric"] == "psnr/bench"
+    assert set(summary["final"]) == {"psnr/bench", "ssim/bench"}
+    # The bicubic column is the same number `evaluate --model bicubic` gives on that folder.
+    bicubic = sr_evaluate.score_set(sr_evaluate.load_sets([data["bench"]], 4)["bench"], "bicubic", "basicsr")
+    assert summary["bicubic"]["bench"]["psnr"] == pytest.approx(bicubic["psnr"], abs=1e-9)
+    markdown = (trained / "summary.md").read_text()
+    assert "model vs bicubic" in markdown and "| bench |" in markdown and "basicsr" in markdown
+
+    evals = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals if e["split"] == "eval"] == [2, 4]
+    for name in ("last", "best"):
+        assert (trained / "checkpoints" / name / "model.pt").is_file()
+    panels = sorted((trained / "samples").glob("*.png"))
+    assert len(panels) == 4  # 2 evaluations x 2 images
+    width, height = Image.open(panels[0]).size
+    assert width == 3 * 36 + 2 * 4 and height > 36  # SR | bicubic | HR side by side, labelled
+    assert list((trained / "wandb").glob("offline-run-*"))
+
+
+def test_checkpoint_reevaluates_to_the_logged_numbers(trained, data, capsys):
+    """evaluate --checkpoint on the run's last model reproduces the PSNR logged at the last step."""
+    summary = json.loads((trained / "summary.json").read_text())
+    sr_evaluate.main(["--checkpoint", str(trained / "checkpoints" / "last"), "--sets", str(data["bench"]),
+                      "--json", "--device", "cpu"])
+    scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert scores["bench"]["psnr"] == pytest.approx(summary["final"]["psnr/bench"], abs=1e-9)
+    assert scores["bench"]["ssim"] == pytest.approx(summary["final"]["ssim/bench"], abs=1e-9)
+
+
+def test_resume_reaches_the_uninterrupted_weights(data, tmp_path):
+    _train(data, tmp_path / "a", "--max-steps", "6", "--eval-every", "3", "--wandb", "disabled", "--num-samples", "0")
+    _train(data, tmp_path / "b", "--max-steps", "3", "--eval-every", "3", "--wandb", "disabled", "--num-samples", "0")
+    _train(data, tmp_path / "b", "--max-steps", "6", "--eval-every", "3", "--wandb", "disabled", "--num-samples", "0",
+           "--resume")
+    a = load_file(str(tmp_path / "a" / "run" / "checkpoints" / "last" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "run" / "checkpoints" / "last" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # ... and the weights did move during the resumed half.
+    first = json.loads((tmp_path / "b" / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["step"] == 1
+
+
+def test_upscale_folder(trained, data, tmp_path, capsys):
+    out = tmp_path / "sr"
+    sr_upscale.main(["--checkpoint", str(trained), "--input", str(data["bench"]), "--output", str(out),
+                     "--device", "cpu"])
+    files = sorted(out.glob("*.png"))
+    assert [f.name for f in files] == sorted(f.name for f in data["bench"].glob("*.png"))
+    assert np.asarray(Image.open(files[0])).shape == (36 * 4, 36 * 4, 3)
+
+
+def test_tiled_upscale_matches_whole_image(trained):
+    from tasks.common.model_io import load_model
+
+    model, _ = load_model(trained)
+    model.eval()
+    lr = torch.rand(1, 3, 29, 23, generator=torch.Generator().manual_seed(0))
+    whole = sr_upscale.upscale_image(model, lr, 4)
+    tiled = sr_upscale.upscale_image(model, lr, 4, tile=10)
+    torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=0)
+
+
+def _error(capsys, argv) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        sr_train.main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_bad_inputs(data, tmp_path, capsys):
+    common = [*TINY, "--sets", str(data["bench"]), "--output-dir", str(tmp_path), "--max-steps", "1"]
+    missing = tmp_path / "nowhere"
+    assert str(missing) in _error(capsys, [*common, "--train-dir", str(missing)])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "no images" in _error(capsys, [*common, "--train-dir", str(empty)])
+    message = _error(capsys, [*common, "--train-dir", str(data["train"]), "--patch-size", "26"])
+    assert "--patch-size 26" in message and "multiple" in message
+    assert "attention" in _error(capsys, [*common, "--train-dir", str(data["train"]), "--attention", "nope"])
+    small = _write_crops(tmp_path / "small", embedded_sr_images("test"), 16, 1)
+    assert "crop0.png" in _error(capsys, [*common, "--train-dir", str(small)])
+    broken = tmp_path / "broken"
+    shutil.copytree(data["train"], broken)
+    (broken / "crop1.png").write_bytes((broken / "crop1.png").read_bytes()[:60])  # truncated PNG
+    assert "crop1.png" in _error(capsys, [*common, "--train-dir", str(broken)])
+    message = _error(capsys, [*common, "--train-dir", str(data["train"]), "--sets", "NoSuchSet"])
+    assert "NoSuchSet" in message
+
+
+def test_presets_set_defaults_and_options_override():
+    srgan = sr_train.parse_args([])  # the default preset is SRGAN's recipe (reference facts section 4)
+    assert (srgan.preset, srgan.patch_size, srgan.batch_size, srgan.lr, srgan.betas, srgan.max_steps) == \
+        ("srgan", 96, 16, 1e-4, (0.9, 0.999), 1_000_000)
+    assert (srgan.scale, srgan.num_blocks, srgan.channels, srgan.attention) == (4, 16, 64, "none")
+    t91 = sr_train.parse_args(["--preset", "t91", "--max-steps", "7", "--attention", "bam", "--betas", "0.5", "0.9"])
+    assert (t91.max_steps, t91.attention, t91.betas, t91.patch_size, t91.eval_every) == (7, "bam", (0.5, 0.9), 96, 2000)
+    quick = sr_train.parse_args(["--preset", "quick"])
+    assert quick.attention == "bam" and quick.max_steps <= 1000 and quick.preset_values["embedded"]
+
+
+def test_missing_default_training_folder_names_it(tmp_path, capsys):
+    message = _error(capsys, ["--preset", "t91", "--data-root", str(tmp_path), "--max-steps", "1",
+                              "--output-dir", str(tmp_path / "runs")])
+    assert str(tmp_path / "sr" / "train" / "T91") in message and "--train-dir" in message

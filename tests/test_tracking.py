@@ -1,0 +1,233 @@
+"""Tracking (W&B offline + local metrics.jsonl) and run summaries."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tasks.common.summary import environment_info, load_summary, render_markdown, write_summary
+from tasks.common.tracking import Tracker, default_tags, resolve_wandb_mode
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def no_wandb_env(monkeypatch, tmp_path):
+    """No key, no netrc, no WANDB_MODE: what a fresh machine looks like."""
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DISABLED", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("NETRC", str(tmp_path / "home" / ".netrc"))
+
+
+def read_wandb_records(path: Path) -> list:
+    """Parse a ``.wandb`` transaction log (W&B's LevelDB-style record format) into protobuf records.
+
+    W&B's Python package no longer ships a reader, so this follows the format: a 7-byte header,
+    then 32 KiB blocks of records, each with a 7-byte header (CRC, length, type FULL/FIRST/MIDDLE/LAST).
+    """
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, block, position = path.read_bytes(), 32768, 7
+    assert data[:4] == b":W&B"
+    records, pending = [], b""
+    while position + 7 <= len(data):
+        left = block - position % block
+        if left < 7:  # block trailer padding
+            position += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[position:position + 7])
+        if length == 0 and kind == 0:
+            break
+        pending += data[position + 7:position + 7 + length]
+        position += 7 + length
+        if kind in (1, 4):  # FULL or LAST
+            record = pb.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def wait_for_records(path: Path, timeout: float = 20.0) -> list:
+    """W&B's writer process may still be flushing right after ``finish``: wait for the exit record."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_wandb_records(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
+def _key(item) -> str:
+    return item.key or "/".join(item.nested_key)
+
+
+def _value(item):
+    return json.loads(item.value_json) if item.value_json else item.number
+
+
+def test_offline_run_records_config_history_and_summary(tmp_path, no_wandb_env, capsys):
+    config = {"arch": "resnet18", "attention": "bam", "dataset": "cifar100", "lr": 0.1}
+    tracker = Tracker(tmp_path / "run", config, project="bam-test", group="exp1", tags=["ablation"],
+                      mode="auto", task="classify")
+    assert tracker.mode == "offline"  # no key: never online, never a prompt
+    tracker.start(run_id="abc123")
+    for step in (1, 2, 3):
+        tracker.log({"loss": 1.0 / step}, step)
+    tracker.log({"top1_err": 30.5}, 3, split="eval")
+    tracker.log_images({"panel": Image.new("RGB", (8, 8)), "array": np.zeros((4, 4, 3), np.uint8)}, 3,
+                       caption="sample")
+    tracker.update_summary({"best": {"top1_err": 30.5}})
+    offline = tracker.offline_dir()
+    tracker.finish()
+    assert f"wandb sync {offline}" in capsys.readouterr().out
+
+    assert offline.parent == tmp_path / "run" / "wandb" and offline.name.startswith("offline-run-")
+    records = wait_for_records(next(offline.glob("run-abc123.wandb")))
+    kinds = [r.WhichOneof("record_type") for r in records]
+    run = records[kinds.index("run")].run
+    assert (run.run_id, run.project, run.run_group, run.job_type) == ("abc123", "bam-test", "exp1", "classify")
+    assert list(run.tags) == ["classify", "resnet18", "bam", "cifar100", "ablation"]
+    run_config = {item.key: json.loads(item.value_json) for item in run.config.update}
+    assert {k: run_config[k] for k in config} == config
+    history = [{_key(item): _value(item) for item in r.history.item}
+               for r in records if r.WhichOneof("record_type") == "history"]
+    losses = [(h["_step"], h["train/loss"]) for h in history if "train/loss" in h]
+    assert losses == [(1, 1.0), (2, 0.5), (3, pytest.approx(1 / 3))]
+    assert any(h.get("eval/top1_err") == 30.5 for h in history)
+    assert any(h.get("panel/_type") == "image-file" and h.get("panel/caption") == "sample" for h in history)
+    summary = {}
+    for r in records:
+        if r.WhichOneof("record_type") == "summary":
+            summary.update({_key(item): _value(item) for item in r.summary.update})
+    assert summary["best/top1_err"] == 30.5
+    # The local history is written whatever W&B does.
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[0] == {"step": 1, "split": "train", "loss": 1.0}
+    assert lines[-1] == {"step": 3, "split": "eval", "top1_err": 30.5}
+
+
+def test_disabled_mode_and_truncation_write_only_local_files(tmp_path):
+    tracker = Tracker(tmp_path, {"arch": "x"}, mode="disabled")
+    for step in range(1, 6):
+        tracker.log({"loss": float(step)}, step)
+    tracker.log({"psnr/Set5": 30.0}, 5, split="eval")
+    tracker.finish()
+    assert not (tmp_path / "wandb").exists()
+    with open(tmp_path / "metrics.jsonl", "a") as handle:
+        handle.write('{"step": 6, "spl')  # a line cut by a kill
+    tracker.truncate_history(3)  # a run resumed from step 3 redoes steps 4..
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+
+
+def test_wandb_failure_never_stops_the_run(tmp_path, no_wandb_env, monkeypatch, capsys):
+    import wandb
+
+    def broken_init(**kwargs):
+        raise RuntimeError("service crashed")
+
+    monkeypatch.setattr(wandb, "init", broken_init)
+    tracker = Tracker(tmp_path, {}, mode="offline")
+    tracker.log({"loss": 1.0}, 1)
+    tracker.log({"loss": 0.5}, 2)
+    tracker.log_images({"x": np.zeros((2, 2, 3), np.uint8)}, 2)
+    tracker.finish()
+    output = capsys.readouterr().out
+    assert output.count("warning: W&B could not start (RuntimeError: service crashed)") == 1
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_only_the_main_process_writes(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    tracker = Tracker(tmp_path / "run", {}, mode="offline")
+    assert tracker.mode == "disabled"
+    tracker.log({"loss": 1.0}, 1)
+    tracker.finish()
+    assert not (tmp_path / "run").exists()
+
+
+def test_mode_resolution(no_wandb_env, monkeypatch, tmp_path):
+    assert resolve_wandb_mode("auto") == "offline"
+    assert resolve_wandb_mode("disabled") == "disabled"
+    with pytest.warns(UserWarning, match="no W&B API key"):
+        assert resolve_wandb_mode("online") == "offline"  # would prompt for a login otherwise
+    with pytest.raises(ValueError, match="--wandb must be one of auto, online, offline, disabled"):
+        resolve_wandb_mode("cloud")
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert resolve_wandb_mode("auto") == "disabled"
+    monkeypatch.delenv("WANDB_MODE")
+    # A key in ~/.netrc but the host does not answer (closed local port): offline, and quickly.
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    (home / ".netrc").write_text("machine 127.0.0.1\n  login user\n  password secret\n")
+    (home / ".netrc").chmod(0o600)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    start = time.perf_counter()
+    assert resolve_wandb_mode("auto") == "offline"
+    assert time.perf_counter() - start < 2.5
+    assert resolve_wandb_mode("online") == "online"  # a key is there: the user's explicit choice
+
+
+def test_default_tags():
+    assert default_tags({"arch": "resnet50", "attention": "none", "dataset": "imagenet"}, "classify") == \
+        ["classify", "resnet50", "baseline", "imagenet"]
+    assert default_tags({"arch": "srresnet", "attention": "bam-released"}, "sr", ["x", "sr"]) == \
+        ["sr", "srresnet", "bam", "x"]
+    assert default_tags({"attention": "se"}) == ["se"]
+
+
+# -- summary --------------------------------------------------------------------------------------
+def test_environment_info_names_the_commit_and_the_machine():
+    info = environment_info()
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert info["git_commit"] == (commit.stdout.strip() or None)
+    assert isinstance(info["git_dirty"], bool) or info["git_commit"] is None
+    import accelerate
+    import torch
+
+    assert info["torch"] == torch.__version__ and info["accelerate"] == accelerate.__version__
+    assert info["wandb"] and info["torchvision"]
+    assert info["cpu_count"] >= 1 and info["gpu_count"] == len(info["gpus"]) and info["num_processes"] == 1
+    assert info["hostname"] and info["cpu"]
+
+
+def test_summary_files_round_trip_and_read_well(tmp_path):
+    summary = {
+        "task": "sr", "name": "srresnet-bam", "group": "sr-x4", "arch": "srresnet", "attention": "bam",
+        "dataset": "t91", "seed": 0, "config": {"lr": 1e-4, "scale": 4, "nested": {"skip": 1}},
+        "git_commit": "0123456789abcdef", "git_dirty": True, "hardware": {"hostname": "box", "gpus": ["H100"],
+                                                                         "num_processes": 1},
+        "params": 1_547_267, "macs": 2_345_000_000, "final": {"psnr/Set5": 31.2, "ssim/Set5": 0.88},
+        "best": {"psnr/Set5": 31.5, "ssim/Set5": 0.881}, "best_step": 9000, "steps": 10000,
+        "wall_time_s": 3725.4, "history_file": "metrics.jsonl", "primary_metric": "psnr/Set5",
+        "primary_mode": "max", "status": "completed",
+    }
+    write_summary(tmp_path, summary)
+    assert load_summary(tmp_path) == summary
+    assert load_summary(tmp_path / "summary.json") == summary
+    markdown = (tmp_path / "summary.md").read_text()
+    assert markdown.startswith("# sr: srresnet-bam\n")
+    assert "| **psnr/Set5** | 31.2000 | 31.5000 |" in markdown
+    assert "| ssim/Set5 | 0.8800 | 0.8810 |" in markdown
+    assert "| params | 1.547M (1,547,267) |" in markdown and "| MACs | 2.345G (2,345,000,000) |" in markdown
+    assert "| wall time | 1:02:05 (3725 s) |" in markdown and "0123456789ab (dirty)" in markdown
+    assert "highest `psnr/Set5` (step 9000)" in markdown and "| scale | 4 |" in markdown
+    assert "GPUs: H100" in markdown
+    assert render_markdown({"final": {}, "best": {}}).startswith("# run: run")
+
+
+def test_load_summary_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "summary.json")):
+        load_summary(tmp_path)
+    (tmp_path / "summary.json").write_text("{")
+    with pytest.raises(ValueError, match="not valid JSON: .*summary.json"):
+        load_summary(tmp_path)

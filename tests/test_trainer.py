@@ -1,0 +1,421 @@
+"""The shared trainer: exact resume, NaN stop, best checkpoint, run files, CLI, multi-process eval."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from tasks.common.checkpoint import read_trainer_state
+from tasks.common.sampling import EpochSeededSampler, key_generator, sample_seed, split_key
+from tasks.common.seeding import seed_everything
+from tasks.common.summary import load_summary
+from tasks.common.trainer import NonFiniteLossError, Trainer, prepare_eval_loader
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Each trainer gets its own Accelerator; clear Accelerate's process-wide singletons after."""
+    yield
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+class NoisyLinearData(Dataset):
+    """y = sum(x); the input gets augmentation noise drawn from the key's own seed."""
+
+    def __init__(self, n: int = 37) -> None:
+        generator = torch.Generator().manual_seed(1234)
+        self.x = torch.randn(n, 4, generator=generator)
+        self.y = self.x.sum(1, keepdim=True)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, key):
+        index, generator = key_generator(key)
+        noise = torch.randn(4, generator=generator) if generator is not None else torch.zeros(4)
+        return self.x[index] + 0.05 * noise, self.y[index]
+
+
+def mae_evaluate(data: Dataset):
+    def evaluate(model, accelerator):
+        errors = []
+        for x, y in prepare_eval_loader(accelerator, DataLoader(data, batch_size=4)):
+            errors.append(accelerator.gather_for_metrics((model(x) - y).abs()))
+        errors = torch.cat(errors)
+        return {"mae": errors.mean().item(), "count": len(errors)}
+    return evaluate
+
+
+def make_trainer(run_dir, *, max_steps=20, seed=0, resume=False, loss_hook=None, evaluate_fn=None,
+                 eval_every=5, best_metric="mae", best_mode="min", dropout=0.3, batch_size=5, **kwargs) -> Trainer:
+    seed_everything(seed)
+    # Dropout makes the result depend on the training RNG, so an unrestored RNG would show.
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, 1))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=7, gamma=0.5)
+    data = NoisyLinearData()
+    loader = DataLoader(data, batch_size=batch_size, sampler=EpochSeededSampler(len(data), seed))
+    calls = {"n": 0}
+
+    def loss_fn(model, batch):
+        calls["n"] += 1
+        if loss_hook is not None:
+            loss_hook(calls["n"])
+        x, y = batch
+        loss = nn.functional.mse_loss(model(x), y)
+        return loss, {"abs_mean": model(x).abs().mean().item()}
+
+    return Trainer(model=model, optimizer=optimizer, train_loader=loader, loss_fn=loss_fn,
+                   evaluate_fn=evaluate_fn or mae_evaluate(data), run_dir=run_dir,
+                   config={"arch": "mlp", "attention": "none", "dataset": "toy", "lr": 1e-2},
+                   max_steps=max_steps, scheduler=scheduler, eval_every=eval_every, best_metric=best_metric,
+                   best_mode=best_mode, seed=seed, resume=resume, log_every=3, task="toy", progress=False,
+                   **kwargs)
+
+
+def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in trainer.accelerator.unwrap_model(trainer.model).state_dict().items()}
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+# -- sampler ----------------------------------------------------------------------------------------
+def test_epoch_seeded_sampler_is_a_pure_function_of_seed_and_epoch():
+    sampler = EpochSeededSampler(11, seed=3)
+    first = list(sampler)
+    assert sorted(i for i, _ in first) == list(range(11))  # a permutation: every index once
+    again = EpochSeededSampler(11, seed=3)
+    assert list(again) == first
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert [i for i, _ in second] != [i for i, _ in first]  # reshuffled per epoch
+    assert [s for _, s in EpochSeededSampler(11, seed=4)] != [s for _, s in first]
+    # The sample seed depends on (seed, epoch, index) only, not on the position in the order.
+    assert dict(second)[5] == sample_seed(3, 1, 5) != dict(first)[5] == sample_seed(3, 0, 5)
+    assert [i for i, _ in EpochSeededSampler(5, seed=0, shuffle=False)] == [0, 1, 2, 3, 4]
+    assert split_key((7, 99)) == (7, 99) and split_key(7) == (7, None)
+    with pytest.raises(ValueError, match="non-empty"):
+        EpochSeededSampler(0)
+
+
+# -- resume -----------------------------------------------------------------------------------------
+def test_resumed_run_reaches_bit_identical_weights(tmp_path):
+    straight = make_trainer(tmp_path / "straight")
+    straight.fit()
+    expected = weights(straight)
+
+    def kill(call):  # the process dies during step 13; the last checkpoint is step 10 (mid-epoch)
+        if call == 13:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        make_trainer(tmp_path / "resumed", loss_hook=kill).fit()
+    assert read_trainer_state(tmp_path / "resumed" / "checkpoints" / "last")["step"] == 10
+    resumed = make_trainer(tmp_path / "resumed", resume=True)
+    summary = resumed.fit()
+    got = weights(resumed)
+
+    assert resumed.steps_per_epoch == 8 and summary["steps"] == 20
+    assert resumed.tracker.run_id == read_trainer_state(tmp_path / "resumed" / "checkpoints" / "last")["tracker_run_id"]
+    initial = weights(make_trainer(tmp_path / "unused", max_steps=1))
+    assert any(not torch.equal(expected[k], initial[k]) for k in expected)  # training moved the weights
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+    # Evaluations after the resume point are identical too, and the history has no duplicates.
+    evals = lambda run: [(m["step"], m["mae"]) for m in read_metrics(tmp_path / run) if m["split"] == "eval"]
+    assert evals("straight") == evals("resumed") and [s for s, _ in evals("resumed")] == [5, 10, 15, 20]
+    train_steps = [m["step"] for m in read_metrics(tmp_path / "resumed") if m["split"] == "train"]
+    assert train_steps == sorted(set(train_steps))
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+    big = make_trainer(tmp_path / "big", max_steps=3, eval_every=0, dropout=0.0, batch_size=10)
+    big.fit()
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    # 37 samples in micro-batches of 5: 8 per epoch, so 4 steps of 2; the first 3 equal batches of 10.
+    accumulated = make_trainer(tmp_path / "acc", max_steps=3, eval_every=0, dropout=0.0, batch_size=5,
+                               grad_accum_steps=2)
+    summary = accumulated.fit()
+    assert accumulated.steps_per_epoch == 4 and summary["config"]["grad_accum_steps"] == 2
+    a, b = weights(big), weights(accumulated)
+    initial = weights(make_trainer(tmp_path / "unused", max_steps=1, dropout=0.0))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+        assert not torch.equal(a[key], initial[key])
+    samples = [m for m in read_metrics(tmp_path / "acc") if m["split"] == "train"][-1]
+    assert samples["samples_per_s"] / samples["steps_per_s"] == pytest.approx(10)
+
+
+def test_different_seed_gives_different_weights(tmp_path):
+    # Guards the test above: the data order and dropout really depend on the seed.
+    first = make_trainer(tmp_path / "a", max_steps=6, seed=0)
+    first.fit()
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    second = make_trainer(tmp_path / "b", max_steps=6, seed=1)
+    second.fit()
+    a, b = weights(first), weights(second)
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+# -- non-finite loss ------------------------------------------------------------------------------
+def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    saved = {}
+
+    def evaluate(model, accelerator):
+        saved["weights"] = {k: v.clone() for k, v in model.state_dict().items()}
+        return {"mae": 1.0}
+
+    trainer = make_trainer(run_dir, evaluate_fn=evaluate)
+    original_loss, calls = trainer.loss_fn, [0]
+
+    def diverging_loss(model, batch):  # the 7th step's loss is NaN
+        calls[0] += 1
+        loss, extras = original_loss(model, batch)
+        return (loss * float("nan") if calls[0] == 7 else loss), extras
+
+    trainer.loss_fn = diverging_loss
+
+    with pytest.raises(NonFiniteLossError) as error:
+        trainer.fit()
+    message = str(error.value)
+    assert "step 7" in message and "nan" in message and "learning rate" in message
+    assert str(run_dir / "checkpoints" / "last") in message
+
+    last = run_dir / "checkpoints" / "last"
+    assert read_trainer_state(last)["step"] == 5
+    stored = load_file(str(last / "model.safetensors"))
+    for key, value in saved["weights"].items():
+        assert torch.equal(stored[key], value)
+        assert torch.isfinite(stored[key]).all()
+    summary = load_summary(run_dir)
+    assert summary["status"] == "failed: non-finite loss" and summary["steps"] == 6
+
+
+# -- best checkpoint --------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode, best_step", [("max", 4), ("min", 2)])
+def test_best_checkpoint_follows_the_metric_and_mode(tmp_path, mode, best_step):
+    scores = iter([1.0, 3.0, 2.0])
+    snapshots = {}
+
+    def evaluate(model, accelerator):
+        score = next(scores)
+        snapshots[score] = {k: v.clone() for k, v in model.state_dict().items()}
+        return {"score": score, "other": -score}
+
+    trainer = make_trainer(tmp_path / "run", max_steps=6, eval_every=2, evaluate_fn=evaluate,
+                           best_metric="score", best_mode=mode)
+    summary = trainer.fit()
+    best_score = {2: 1.0, 4: 3.0}[best_step]
+    assert summary["best_step"] == best_step
+    assert summary["best"] == {"score": best_score, "other": -best_score}
+    assert summary["final"] == {"score": 2.0, "other": -2.0}
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert read_trainer_state(checkpoints / "best")["step"] == best_step
+    assert read_trainer_state(checkpoints / "last")["step"] == 6
+    stored = load_file(str(checkpoints / "best" / "model.safetensors"))
+    assert all(torch.equal(stored[k], v) for k, v in snapshots[best_score].items())
+    assert not (checkpoints / "best.tmp").exists() and not (checkpoints / "last.old").exists()
+
+
+def test_unknown_best_metric_is_a_clear_error(tmp_path):
+    trainer = make_trainer(tmp_path / "run", max_steps=2, eval_every=2, best_metric="psnr")
+    with pytest.raises(ValueError, match="best_metric 'psnr' is not among the evaluation metrics \\(mae, count\\)"):
+        trainer.fit()
+
+
+@pytest.mark.parametrize("kwargs, match", [({"max_steps": 0}, "max_steps"), ({"best_mode": "up"}, "best_mode"),
+                                           ({"eval_every": -1}, "eval_every"), ({"grad_clip": 0.0}, "grad_clip")])
+def test_bad_trainer_settings_are_named(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_trainer(tmp_path / "run", **kwargs)
+
+
+# -- run files --------------------------------------------------------------------------------------
+def test_run_writes_config_metrics_and_summary(tmp_path):
+    run_dir = tmp_path / "run"
+    extra_files = []
+    summary = make_trainer(run_dir, max_steps=6, eval_every=3, grad_clip=1.0,
+                           on_save=lambda model, folder: extra_files.append(folder.name)).fit()
+
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["arch"] == "mlp" and config["max_steps"] == 6 and config["seed"] == 0
+    records = read_metrics(run_dir)
+    train = [r for r in records if r["split"] == "train"]
+    assert [r["step"] for r in train] == [3, 6]
+    assert {"loss", "lr", "abs_mean", "grad_norm", "samples_per_s", "steps_per_s"} <= set(train[0])
+    assert train[0]["lr"] == pytest.approx(1e-2) and train[1]["lr"] == pytest.approx(1e-2)
+    evals = [r for r in records if r["split"] == "eval"]
+    assert [r["step"] for r in evals] == [3, 6] and all(r["count"] == 37 for r in evals)
+
+    expected_keys = {"task", "name", "group", "arch", "attention", "dataset", "seed", "config", "git_commit",
+                     "hardware", "params", "macs", "final", "best", "best_step", "steps", "wall_time_s",
+                     "history_file", "primary_metric", "primary_mode", "status"}
+    assert expected_keys <= set(summary)
+    assert load_summary(run_dir) == json.loads(json.dumps(summary))
+    assert summary["params"] == 4 * 16 + 16 + 16 + 1
+    assert summary["final"]["mae"] == evals[-1]["mae"] and summary["status"] == "completed"
+    assert summary["primary_metric"] == "mae" and summary["primary_mode"] == "min"
+    assert 0 < summary["wall_time_s"] < 60
+    markdown = (run_dir / "summary.md").read_text()
+    assert "| **mae** |" in markdown and "| status | completed |" in markdown and "## Config" in markdown
+    assert extra_files == ["last.tmp", "last.tmp"]  # the hook writes into the checkpoint before it is complete
+
+
+def test_wall_time_accumulates_across_resumes(tmp_path):
+    first = make_trainer(tmp_path / "run", max_steps=4, eval_every=4)
+    first.fit()
+    state = read_trainer_state(tmp_path / "run" / "checkpoints" / "last")
+    state["wall_time_s"] = 1000.0  # pretend the first segment took long
+    (tmp_path / "run" / "checkpoints" / "last" / "trainer_state.json").write_text(json.dumps(state))
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    summary = make_trainer(tmp_path / "run", max_steps=6, eval_every=4, resume=True).fit()
+    assert summary["steps"] == 6 and 1000.0 < summary["wall_time_s"] < 1060.0
+
+
+# -- CLI --------------------------------------------------------------------------------------------
+def test_run_args_and_run_dir(tmp_path):
+    import argparse
+
+    from tasks.common.cli import add_run_args, run_dir_for
+
+    parser = add_run_args(argparse.ArgumentParser(), defaults={"max_steps": 100, "eval_every": 10})
+    args = parser.parse_args(["--output-dir", str(tmp_path)])
+    assert (args.max_steps, args.eval_every, args.resume, args.wandb, args.mixed_precision) == (100, 10, False, "auto", "no")
+    assert args.wandb_project == "bam" and args.seed == 0 and args.data_root is None
+    assert parser.parse_args(["--resume"]).resume is True
+    assert parser.parse_args(["--resume", "runs/x"]).resume == "runs/x"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--mixed-precision", "fp8"])
+
+    assert run_dir_for(args, "srresnet") == tmp_path / "srresnet"
+    (tmp_path / "srresnet").mkdir()
+    (tmp_path / "srresnet" / "summary.json").write_text("{}")
+    assert run_dir_for(args, "srresnet") == tmp_path / "srresnet-2"  # never overwrite a run silently
+    args.resume = True
+    assert run_dir_for(args, "srresnet") == tmp_path / "srresnet"
+    args.resume = str(tmp_path / "other" / "checkpoints" / "last")
+    assert run_dir_for(args, "srresnet") == tmp_path / "other"
+
+
+def test_run_cli_turns_expected_errors_into_one_line(capsys):
+    from tasks.common.cli import run_cli
+
+    def bad_input():
+        raise FileNotFoundError("missing folder: /data/sr/Set5")
+
+    def diverged():
+        raise NonFiniteLossError("non-finite training loss (nan) at step 3:\nlower the learning rate")
+
+    for function, text in ((bad_input, "error: missing folder: /data/sr/Set5"),
+                           (diverged, "error: non-finite training loss (nan) at step 3: lower the learning rate")):
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(function)
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.strip() == text
+    assert run_cli(lambda x: x + 1, 1) == 2
+    with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
+        run_cli(lambda: 1 / 0)
+
+
+# -- two processes ------------------------------------------------------------------------------------
+TWO_PROCESS_SCRIPT = """
+import json
+import sys
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tasks.common.trainer import Trainer, prepare_eval_loader
+
+class Numbers(Dataset):  # 37 items: an odd length, so the processes get uneven shares
+    def __len__(self):
+        return 37
+    def __getitem__(self, index):
+        return torch.tensor([float(index)]), torch.tensor(index)
+
+def evaluate(model, accelerator):
+    outputs, indices = [], []
+    for x, index in prepare_eval_loader(accelerator, DataLoader(Numbers(), batch_size=4)):
+        out, index = accelerator.gather_for_metrics((model(x), index))
+        outputs.append(out), indices.append(index)
+    outputs, indices = torch.cat(outputs), torch.cat(indices)
+    return {"count": len(indices), "index_sum": int(indices.sum()), "unique": len(set(indices.tolist())),
+            "output_sum": float(outputs.double().sum())}
+
+model = torch.nn.Linear(1, 1)
+with torch.no_grad():
+    model.weight.fill_(0.5), model.bias.fill_(0.25)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # weights stay put: eval must match exactly
+loader = DataLoader(Numbers(), batch_size=2, shuffle=True)
+seen = []
+
+def loss_fn(model, batch):
+    seen.extend(batch[1].tolist())
+    return model(batch[0]).mean()
+
+# One epoch: 37 items in batches of 2 per process = 10 steps (the last ones padded from the start).
+trainer = Trainer(model=model, optimizer=optimizer, train_loader=loader, loss_fn=loss_fn,
+                  evaluate_fn=evaluate, run_dir=sys.argv[1], config={}, max_steps=10, eval_every=10,
+                  progress=False)
+trainer.fit()
+from accelerate.utils import gather_object
+everything = gather_object([seen])
+if trainer.accelerator.is_main_process:
+    json.dump(everything, open(sys.argv[1] + "/seen.json", "w"))
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_same_evaluation_as_one(tmp_path):
+    script = tmp_path / "two_process.py"
+    script.write_text(textwrap.dedent(TWO_PROCESS_SCRIPT))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(free_port()), str(script), str(tmp_path / "run")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = load_summary(tmp_path / "run")
+    assert summary["hardware"]["num_processes"] == 2 and summary["config"]["num_processes"] == 2
+    # One process would see every sample once: 37 items, indices 0..36, outputs 0.5 * i + 0.25.
+    assert summary["final"] == {"count": 37, "index_sum": 666, "unique": 37,
+                                "output_sum": pytest.approx(0.5 * 666 + 0.25 * 37, abs=1e-9)}
+    # Training: both processes shuffle alike and take disjoint shares of one permutation.
+    first, second = json.loads((tmp_path / "run" / "seen.json").read_text())
+    assert len(first) == len(second) == 20
+    assert sorted(set(first + second)) == list(range(37)) and len(set(first) & set(second)) <= 3
+    last = tmp_path / "run" / "checkpoints" / "last"
+    assert (last / "random_states_0.pkl").is_file() and (last / "random_states_1.pkl").is_file()
