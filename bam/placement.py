@@ -18,9 +18,12 @@ Placement is then derived from that trace alone, never from a table of model nam
     - the final global pooling: a pooling down to 1x1 is the classifier's, not a bottleneck (a
       strided conv down to 1x1, as in ResNet's layer4 on tiny inputs, still is one).
 * **Blocks** (BAM-C, Table 2): every convolution block. A block is a module call holding two or
-  more convolutions; where a module has several such children (a stage of blocks), or wraps one
-  child that is itself such a stage, the children are the blocks instead. For ResNet this gives
-  every BasicBlock / Bottleneck.
+  more convolutions (a Linear applied to a 4D map counts, as a pointwise conv); where a module
+  has several such children (a stage of blocks), or wraps one child that is itself such a stage,
+  the children are the blocks instead. For ResNet this gives every BasicBlock / Bottleneck.
+
+Modules called more than once per forward pass are never targets (a hook would fire on every
+call); such a candidate is skipped with a warning.
 
 Attention modules live in ``model.attention`` (an ``nn.ModuleDict`` keyed by the target's path
 with '.' replaced by '_') and are applied by forward hooks on the targets, so the base network's
@@ -43,6 +46,18 @@ PLACEMENTS = ("bottleneck", "block")
 _MIN_CONVS_PER_LEVEL = 2
 
 
+# Leaf modules whose 4D inputs and outputs are always N x C x H x W. Other leaves (Linear,
+# LayerNorm, activations, permutations) may work on channels-last 4D tensors, as in ConvNeXt
+# blocks, whose last two dims are (W, C), not (H, W): their shapes are not read as resolutions.
+# Containers are read as N x C x H x W at their boundaries.
+_SPATIAL_LEAVES = (
+    nn.modules.conv._ConvNd, nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
+    nn.modules.pooling._LPPoolNd, nn.FractionalMaxPool2d, nn.modules.batchnorm._BatchNorm,
+    nn.PixelShuffle, nn.PixelUnshuffle, nn.Upsample,
+)
+
+
 @dataclass(eq=False)
 class _Call:
     path: str
@@ -52,6 +67,7 @@ class _Call:
     end: int = -1
     input: torch.Tensor | None = None
     output: torch.Tensor | None = None
+    returns_tensor: bool = False  # a hook can only refine a module that returns a bare tensor
     children: list["_Call"] = field(default_factory=list)
 
     @property
@@ -67,9 +83,15 @@ class _Call:
         return isinstance(self.module, nn.modules.conv._ConvNd) and not self.children
 
     @property
+    def is_spatial(self) -> bool:
+        """Whether this call's 4D shapes can be read as N x C x H x W (see _SPATIAL_LEAVES)."""
+        return bool(self.children) or isinstance(self.module, _SPATIAL_LEAVES)
+
+    @property
     def downsamples(self) -> bool:
         a, b = self.in_size, self.out_size
-        return a is not None and b is not None and (b[0] < a[0] or b[1] < a[1])
+        return (self.is_spatial and a is not None and b is not None
+                and (b[0] < a[0] or b[1] < a[1]))
 
     def descendants(self):
         for child in self.children:
@@ -149,6 +171,7 @@ class _Trace:
         call = self._stack.pop()
         call.end = self._tick()
         call.output = _first_feature_map(output)
+        call.returns_tensor = isinstance(output, torch.Tensor)
 
     def _tick(self) -> int:
         self._clock += 1
@@ -167,10 +190,13 @@ def _attention_module_ids(model: nn.Module) -> set[int]:
 
 # ----------------------------------------------------------------------------------- bottlenecks
 def _count_levels(call: _Call) -> int:
+    """Resolutions a call goes through, not counting maps smaller than its output (such as the
+    1x1 of a squeeze-excitation inside a downsampling block)."""
     sizes = {call.in_size, call.out_size}
-    sizes.update(d.out_size for d in call.descendants())
+    sizes.update(d.out_size for d in call.descendants() if d.is_spatial)
     sizes.discard(None)
-    return len(sizes)
+    smallest = call.out_size[0] * call.out_size[1]
+    return sum(1 for h, w in sizes if h * w >= smallest)
 
 
 def _convs_before_first_downsampling(call: _Call) -> int:
@@ -201,7 +227,7 @@ def _level_is_stage(trace: _Trace, producer: _Call) -> bool:
     level = producer.out_size
     area = level[0] * level[1]
     convs = 0
-    leaves = [c for c in trace.calls if not c.children and c.end <= producer.end]
+    leaves = [c for c in trace.calls if not c.children and c.is_spatial and c.end <= producer.end]
     for leaf in reversed(leaves):
         size = leaf.out_size
         if size is None or size == level:
@@ -246,8 +272,13 @@ def _bottleneck_producers(trace: _Trace) -> list[_Call]:
 
 
 # ---------------------------------------------------------------------------------------- blocks
+def _is_weight_layer(call: _Call) -> bool:
+    # A Linear applied to a 4D map is a pointwise conv on channels-last data (ConvNeXt blocks).
+    return call.is_conv or (isinstance(call.module, nn.Linear) and call.input is not None)
+
+
 def _num_convs(call: _Call) -> int:
-    return sum(1 for d in call.descendants() if d.is_conv) + (1 if call.is_conv else 0)
+    return sum(1 for d in [call, *call.descendants()] if _is_weight_layer(d))
 
 
 def _block_calls(node: _Call) -> list[_Call]:
@@ -271,14 +302,11 @@ class InsertionPoint:
     size: tuple[int, int]
 
 
-def _outermost_single_call(trace: _Trace, call: _Call) -> _Call | None:
-    """A module called once whose output is ``call``'s output (hooks on shared modules, such as
-    a ReLU reused inside a block, would fire more than once)."""
-    if call.path and trace.called_once(call):
-        return call
-    same = [c for c in trace.calls
-            if c.output is call.output and c.path and trace.called_once(c) and c.end <= call.end]
-    return max(same, key=lambda c: c.end) if same else None
+def _usable_target(trace: _Trace, call: _Call) -> bool:
+    """A hook can refine ``call``'s output only if its module runs once per forward pass (a
+    shared module, such as a ReLU reused inside a block, would fire on every call) and returns
+    a bare tensor."""
+    return bool(call.path) and trace.called_once(call) and call.returns_tensor
 
 
 def _points(trace: _Trace, calls: list[_Call], what: str) -> list[InsertionPoint]:
@@ -286,13 +314,12 @@ def _points(trace: _Trace, calls: list[_Call], what: str) -> list[InsertionPoint
     for call in calls:
         if call is trace.root or call.out_size is None:
             continue
-        target = _outermost_single_call(trace, call)
-        if target is None:
-            warnings.warn(f"{what}: skipping '{call.path}', a module called several times per "
-                          "forward pass (a hook on it would fire on every call)", stacklevel=3)
+        if not _usable_target(trace, call):
+            warnings.warn(f"{what}: skipping '{call.path}': it is called several times per "
+                          "forward pass or does not return a plain tensor", stacklevel=3)
             continue
-        if all(p.path != target.path for p in points):
-            points.append(InsertionPoint(target.path, int(target.output.shape[1]), target.out_size))
+        if all(p.path != call.path for p in points):
+            points.append(InsertionPoint(call.path, int(call.output.shape[1]), call.out_size))
     return points
 
 
@@ -322,6 +349,8 @@ class AttentionHook:
     """Forward hook that replaces a module's output by ``attention(output)``.
 
     A small class rather than a closure so that ``copy.deepcopy`` and ``torch.save(model)`` work.
+    It holds the attention module itself: ``nn.DataParallel`` replicas would share the original
+    (use DistributedDataParallel, as Accelerate does).
     """
 
     def __init__(self, attention: nn.Module):

@@ -135,8 +135,8 @@ def default_placement(attention: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _counts(arch: str, dataset: str, layout: str, attention: str, placement: str,
-            input_size: tuple[int, int, int]) -> tuple[int, int, tuple[str, ...]]:
-    """(params, MACs, attention sites) of one configuration; cached, counts never change."""
+            input_size: tuple[int, int, int]) -> tuple[int, int, tuple[str, ...], tuple[int | None, ...]]:
+    """(params, MACs, attention sites, their widths) of one configuration; cached."""
     # Meta tensors carry shapes only: parameter counts, shape tracing and FlopCounterMode all work
     # on them, so even the 68M-parameter ResNeXt is counted without allocating its weights. Only
     # the construction runs under the device context: tracing and counting run faster outside it,
@@ -146,7 +146,9 @@ def _counts(arch: str, dataset: str, layout: str, attention: str, placement: str
     attention, placement = ATTENTION_ALIASES.get(attention, (attention, placement))
     sites = [] if attention == "none" else attach_attention(model, attention, placement,
                                                             input_size=input_size_for(dataset))
-    return count_params(model), count_macs(model, input_size), tuple(sites)
+    modules = model.attention.values() if sites else ()
+    widths = tuple(getattr(module, "channels", None) for module in modules)
+    return count_params(model), count_macs(model, input_size), tuple(sites), widths
 
 
 def profile_network(arch: str, dataset: str | None = None, attention: str = "bam", layout: str | None = None,
@@ -159,8 +161,8 @@ def profile_network(arch: str, dataset: str | None = None, attention: str = "bam
         raise ValueError(f"unknown attention {attention!r}; valid names: {', '.join(_CLI_ATTENTIONS)}")
     input_size = tuple(int(v) for v in (input_size or input_size_for(dataset)))
 
-    base_params, base_macs, _ = _counts(arch, dataset, layout, "none", "bottleneck", input_size)
-    params, macs, sites = _counts(arch, dataset, layout, attention, placement, input_size)
+    base_params, base_macs, _, _ = _counts(arch, dataset, layout, "none", "bottleneck", input_size)
+    params, macs, sites, widths = _counts(arch, dataset, layout, attention, placement, input_size)
     figures = PAPER.get((dataset, arch), {})
     paper = {key: {"params": fig.params, "macs": fig.macs, "table": fig.table}
              for key, fig in figures.items() if key in ("none", attention)}
@@ -172,7 +174,7 @@ def profile_network(arch: str, dataset: str | None = None, attention: str = "bam
         "overhead_params": params - base_params, "overhead_macs": macs - base_macs,
         "overhead_params_percent": 100.0 * (params - base_params) / base_params,
         "overhead_macs_percent": 100.0 * (macs - base_macs) / base_macs if base_macs else 0.0,
-        "attention_sites": list(sites),
+        "attention_sites": list(sites), "attention_channels": list(widths),
         "paper": paper or None,
     }
 
@@ -255,7 +257,7 @@ def paper_rows() -> list[dict]:
                              "layout": result["layout"], "params": result["params"], "macs": result["macs"],
                              "paper_params": figure.params, "paper_macs": figure.macs, "table": figure.table,
                              "params_match": params_ok, "macs_match": macs_ok,
-                             "sites": result["attention_sites"],
+                             "sites": result["attention_sites"], "channels": result["attention_channels"],
                              "note": _note(dataset, arch, attention, result)})
     return rows
 

@@ -1,16 +1,23 @@
-"""BAM's cost in wall time, base and +BAM measured in the same run (issue: performance).
+"""BAM's cost in wall time, base and +BAM measured in the same run (issue 7: performance).
 
-Measures, with and without BAM:
-  * training-step throughput of ResNet50 (ImageNet-sized) and SRResNet x4 (batch 16 and 64),
-    eager and compiled, with the repository's default settings (bf16 autocast + channels_last on
-    a GPU; fp32 on a CPU), as the median of several repeats;
-  * end-to-end SR training throughput (data loading, MATLAB-bicubic LR generation, the step)
-    against the step alone;
-  * PSNR/SSIM of a whole benchmark set (Set14) on the device.
+Measures, in one run:
 
-    python benchmarks/bench.py                 # full sizes on a GPU
-    python benchmarks/bench.py --quick         # small sizes, minutes on a CPU
-    python benchmarks/bench.py --markdown benchmarks/RESULTS.md   # append the table there
+* ``module``: one BAM's forward+backward on a feature map (8 x 256 x 56 x 56, ResNet50's first
+  BAM at batch 8): time, aten ops and full-size passes, for the final refinement written as plain
+  ops and as ``bam.functional.bam_refine`` (recomputing or keeping the gate);
+* ``steps``: training-step throughput (forward, backward, Adam) of ResNet50 (batch 256, 224^2)
+  and SRResNet x4 (96^2 HR, batch 16 and 64), base and +BAM variants, eager and compiled, with the
+  repository's default settings (bf16 autocast + channels_last on a GPU; fp32 on a CPU), as the
+  median of several repeats measured in the same process;
+* ``pipeline``: SR training end to end (T91 crops, MATLAB-bicubic LR made in the workers, the
+  step) against the step alone on the same batches' shapes, and the loader alone;
+* ``metrics``: PSNR+SSIM (Y, BasicSR protocol) of all of Set14 on the device, and with the bicubic
+  down/up-scaling included.
+
+    python benchmarks/bench.py                                  # everything, full sizes (GPU)
+    python benchmarks/bench.py --markdown benchmarks/RESULTS.md # ...and append the table there
+    python benchmarks/bench.py --quick --no-compile             # small sizes, minutes on a CPU
+    python benchmarks/bench.py --only steps --variants none,bam,bam-fused --modes eager,compile
 
 Figures are only comparable within one run on one card: the table names the device.
 """
@@ -19,8 +26,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import platform
 import statistics
+import sys
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,20 +40,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+SECTIONS = ("module", "steps", "pipeline", "metrics")
+VARIANTS = ("none", "bam", "bam-plain", "bam-fused", "bam-fused-keep")
+MODES = ("eager", "compile", "compile-cudagraphs")
+PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
-@dataclass
-class Case:
-    name: str
-    batch: int
-    unit: str  # what one sample is ("img", "patch")
 
+# --- helpers ------------------------------------------------------------------------------------
 
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    import platform
-
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"CPU {cpu}, {os.cpu_count()} cores, torch using {torch.get_num_threads()} threads"
 
 
 def synchronize(device: torch.device) -> None:
@@ -50,42 +65,190 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def build_resnet50(attention: str) -> tuple[nn.Module, tuple[int, ...], tuple[int, ...]]:
+def rate_text(value: float, unit: str) -> str:
+    return f"{value:,.0f} {unit}/s" if value >= 100 else f"{value:.3g} {unit}/s"
+
+
+def extra_text(base: float, other: float) -> str:
+    """Extra step time of ``other`` relative to ``base`` (rates: samples/s)."""
+    return f"{100 * (base / other - 1):+.1f}%"
+
+
+def median_spread(values: list[float]) -> tuple[float, float]:
+    """Median and (max - min) / median, the run-to-run spread."""
+    middle = statistics.median(values)
+    return middle, (max(values) - min(values)) / middle if middle else 0.0
+
+
+def autocast_for(device: torch.device, precision: str):
+    dtype = PRECISIONS[precision]
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+# --- BAM refinement variants (forward of bam.BAM swapped for the duration of a measurement) -----
+
+def _plain_forward(self, x):
+    channel = self.channel(x) if self.channel is not None else None
+    spatial = self.spatial(x) if self.spatial is not None else None
+    refined = x * self.combine(channel, spatial)
+    return x + refined if self.identity else refined
+
+
+def _fused_forward(recompute: bool):
+    from bam.functional import bam_refine
+
+    def forward(self, x):
+        channel = self.channel(x) if self.channel is not None else None
+        spatial = self.spatial(x) if self.spatial is not None else None
+        return bam_refine(x, channel, spatial, self.combine_mode, self.identity, recompute=recompute)
+
+    return forward
+
+
+@contextlib.contextmanager
+def bam_variant(variant: str):
+    """``bam``: the module as shipped; ``bam-plain``: refinement as plain ops; ``bam-fused``:
+    ``bam_refine`` (recompute); ``bam-fused-keep``: ``bam_refine(recompute=False)``."""
+    from bam import BAM
+
+    forwards = {"bam-plain": _plain_forward, "bam-fused": _fused_forward(True),
+                "bam-fused-keep": _fused_forward(False)}
+    if variant not in forwards:
+        yield
+        return
+    original = BAM.forward
+    BAM.forward = forwards[variant]
+    try:
+        yield
+    finally:
+        BAM.forward = original
+
+
+# --- section: one BAM module ------------------------------------------------------------------
+
+_NO_PASS = ("detach", "view", "t.", "expand", "unsqueeze", "squeeze", "permute", "_unsafe_view",
+            "as_strided", "alias", "slice", "select", "transpose", "empty")
+
+
+def count_ops(fn, numel: int) -> tuple[int, int]:
+    """(aten ops, ops writing a tensor of ``numel`` elements) run by ``fn()``: views and
+    allocations are not counted; on a GPU each counted op is (at least) one kernel launch."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Counter(TorchDispatchMode):
+        ops = full = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if not func.__name__.startswith(_NO_PASS):
+                Counter.ops += 1
+                Counter.full += isinstance(out, torch.Tensor) and out.numel() == numel
+            return out
+
+    with Counter():
+        fn()
+    return Counter.ops, Counter.full
+
+
+def module_benchmark(shape, device, precision, channels_last, repeats, steps) -> list[tuple]:
+    from bam import BAM
+
+    rows = []
+    torch.manual_seed(0)
+    module = BAM(shape[1]).to(device).train()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    module = module.to(memory_format=memory_format)
+    x = torch.randn(shape, device=device).to(memory_format=memory_format).requires_grad_()
+
+    def step():
+        with autocast_for(device, precision):
+            out = module(x)
+        out.float().sum().backward()
+
+    for variant in ("bam-plain", "bam-fused", "bam-fused-keep"):
+        with bam_variant(variant):
+            step()
+            ops, full = count_ops(step, x.numel())
+            times = []
+            for _ in range(repeats):
+                synchronize(device)
+                start = time.perf_counter()
+                for _ in range(steps):
+                    step()
+                synchronize(device)
+                times.append((time.perf_counter() - start) / steps)
+            peak = None
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+                before = torch.cuda.memory_allocated(device)
+                step()
+                peak = (torch.cuda.max_memory_allocated(device) - before) / 2**20
+        middle, spread = median_spread(times)
+        rows.append((variant, f"{middle * 1e3:.2f} ms (±{50 * spread:.0f}%)", ops, full,
+                     "-" if peak is None else f"{peak:.0f} MiB"))
+        print("module", rows[-1], flush=True)
+    return rows
+
+
+# --- section: training steps ------------------------------------------------------------------
+
+@dataclass
+class Network:
+    name: str
+    build: object  # attention -> nn.Module
+    input_shape: tuple
+    target_shape: tuple  # () for classification
+    batch: int
+    unit: str
+
+
+def resnet50(attention: str) -> nn.Module:
     import torchvision
 
     import bam
 
     model = torchvision.models.resnet50()
     bam.attach_attention(model, attention, input_size=(3, 224, 224))
-    return model, (3, 224, 224), ()
+    return model
 
 
-def build_srresnet(attention: str) -> tuple[nn.Module, tuple[int, ...], tuple[int, ...]]:
+def srresnet_x4(attention: str) -> nn.Module:
     from tasks.sr.model import srresnet
 
-    return srresnet(scale=4, attention=attention), (3, 24, 24), (3, 96, 96)
+    return srresnet(scale=4, attention=attention)
 
 
-def step_throughput(model: nn.Module, input_shape, target_shape, batch: int, device: torch.device,
-                    amp: bool, channels_last: bool, compiled: bool, steps: int, warmup: int,
-                    repeats: int) -> float:
-    """Median samples/s of full training steps (forward, backward, Adam update)."""
-    model = model.to(device).train()
+def networks(quick: bool) -> list[Network]:
+    if quick:  # tiny sizes: a smoke run of every code path on a CPU
+        return [Network("ResNet50 (64^2)", resnet50, (3, 64, 64), (), 4, "img"),
+                Network("SRResNet x4 (48^2 HR)", srresnet_x4, (3, 12, 12), (3, 48, 48), 4, "patch")]
+    return [Network("ResNet50 (224^2)", resnet50, (3, 224, 224), (), 256, "img"),
+            Network("SRResNet x4 (96^2 HR)", srresnet_x4, (3, 24, 24), (3, 96, 96), 16, "patch"),
+            Network("SRResNet x4 (96^2 HR)", srresnet_x4, (3, 24, 24), (3, 96, 96), 64, "patch")]
+
+
+def step_throughput(net: Network, attention: str, device, precision: str, channels_last: bool,
+                    mode: str, steps: int, warmup: int, repeats: int) -> list[float]:
+    """Samples/s of each repeat of ``steps`` full training steps (forward, backward, Adam)."""
+    torch.manual_seed(0)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
+    model = net.build(attention).to(device).to(memory_format=memory_format).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    x = torch.randn(batch, *input_shape, device=device).to(memory_format=memory_format)
-    if target_shape:
-        target = torch.randn(batch, *target_shape, device=device)
+    x = torch.randn(net.batch, *net.input_shape, device=device).to(memory_format=memory_format)
+    if net.target_shape:
+        target = torch.rand(net.batch, *net.target_shape, device=device)
         loss_of = lambda out: F.mse_loss(out.float(), target)  # noqa: E731
     else:
-        target = torch.randint(0, 1000, (batch,), device=device)
+        target = torch.randint(0, 1000, (net.batch,), device=device)
         loss_of = lambda out: F.cross_entropy(out.float(), target)  # noqa: E731
-    forward = torch.compile(model) if compiled else model
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext())
+    if mode == "eager":
+        forward = model
+    else:
+        torch._dynamo.reset()
+        forward = torch.compile(model, mode="reduce-overhead" if mode == "compile-cudagraphs" else None)
 
     def step():
-        with autocast:
+        with autocast_for(device, precision):
             loss = loss_of(forward(x))
         loss.backward()
         optimizer.step()
@@ -100,23 +263,59 @@ def step_throughput(model: nn.Module, input_shape, target_shape, batch: int, dev
         for _ in range(steps):
             step()
         synchronize(device)
-        rates.append(batch * steps / (time.perf_counter() - start))
-    return statistics.median(rates)
+        rates.append(net.batch * steps / (time.perf_counter() - start))
+    del model, optimizer, forward
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return rates
 
 
-def sr_pipeline_throughput(data_dir: Path, batch: int, workers: int, steps: int, device: torch.device,
-                           amp: bool, channels_last: bool, attention: str) -> tuple[float, float]:
-    """(end-to-end patches/s, loader-only patches/s) of SR training on a real image folder."""
+def steps_benchmark(args, device, precision, channels_last) -> list[tuple]:
+    rows = []
+    for net in networks(args.quick):
+        for mode in args.modes:
+            rates = {}
+            for variant in args.variants:
+                attention = "none" if variant == "none" else "bam"
+                with bam_variant(variant):
+                    rates[variant] = median_spread(step_throughput(
+                        net, attention, device, precision, channels_last, mode,
+                        args.steps, args.warmup, args.repeats))
+            base = rates.get("none", (None,))[0]
+            for variant, (rate, spread) in rates.items():
+                extra = extra_text(base, rate) if base and variant != "none" else ""
+                rows.append((net.name, net.batch, mode, variant, rate_text(rate, net.unit),
+                             f"±{50 * spread:.0f}%", extra))
+                print("steps", rows[-1], flush=True)
+    return rows
+
+
+# --- section: SR data pipeline ----------------------------------------------------------------
+
+def sr_pipeline(t91: Path, batch: int, workers: int, steps: int, device, precision: str,
+                channels_last: bool, attention: str, patch: int = 96) -> dict[str, float]:
+    """Patches/s of: the dataset in this process (one worker's rate), the DataLoader alone,
+    the training step alone (same shapes), and loader + step (end to end)."""
     from torch.utils.data import DataLoader
 
     from datasets.sr import SRTrainFolder
     from tasks.common.sampling import EpochSeededSampler
     from tasks.sr.model import srresnet
 
-    dataset = SRTrainFolder([data_dir], scale=4, patch_size=96, cache=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # T91's 78x78 image is skipped with a warning
+        dataset = SRTrainFolder([t91], scale=4, patch_size=patch, cache=True)
+    result = {}
+    count = max(4 * batch, 64)
+    start = time.perf_counter()
+    for i in range(count):
+        dataset[(i % len(dataset), i)]
+    result["one process (dataset only)"] = count / (time.perf_counter() - start)
+
     sampler = EpochSeededSampler(len(dataset), seed=0)
     loader = DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers,
-                        pin_memory=device.type == "cuda", drop_last=True, persistent_workers=workers > 0)
+                        pin_memory=device.type == "cuda", drop_last=True, persistent_workers=workers > 0,
+                        prefetch_factor=4 if workers else None)
 
     def batches():
         epoch = 0
@@ -126,117 +325,183 @@ def sr_pipeline_throughput(data_dir: Path, batch: int, workers: int, steps: int,
             epoch += 1
 
     stream = batches()
-    for _ in range(3):
+    for _ in range(max(3, workers)):  # every worker has started
         next(stream)
     start = time.perf_counter()
     for _ in range(steps):
         next(stream)
-    loader_rate = batch * steps / (time.perf_counter() - start)
+    result[f"DataLoader alone ({workers} workers)"] = batch * steps / (time.perf_counter() - start)
 
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    torch.manual_seed(0)
     model = srresnet(scale=4, attention=attention).to(device).to(memory_format=memory_format).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext())
 
     def step(sample):
         lr = sample["lr"].to(device, non_blocking=True).to(memory_format=memory_format)
         hr = sample["hr"].to(device, non_blocking=True)
-        with autocast:
+        with autocast_for(device, precision):
             loss = F.mse_loss(model(lr).float(), hr)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    for _ in range(3):
-        step(next(stream))
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step(next(stream))
-    synchronize(device)
-    return batch * steps / (time.perf_counter() - start), loader_rate
-
-
-def metrics_time(set_dir: Path, device: torch.device, repeats: int = 3) -> tuple[float, int]:
-    """Median seconds to score bicubic x4 on every image of a benchmark set (PSNR + SSIM, Y)."""
-    from datasets.sr import SRBenchmark
-    from tasks.sr.metrics import bicubic_baseline
-
-    images = [item["hr"] for item in SRBenchmark(set_dir, scale=4)]
-    images = [(image * 255).round().to(device) if image.is_floating_point() else image.to(device)
-              for image in images]
-    times = []
-    for _ in range(repeats):
+    fixed = {k: v.to(device) for k, v in next(stream).items()}
+    for label, source in (("step only (one batch reused)", lambda: fixed),
+                          ("end to end (loader + step)", lambda: next(stream))):
+        for _ in range(3):
+            step(source())
         synchronize(device)
         start = time.perf_counter()
-        for hr in images:
-            bicubic_baseline(hr[None] if hr.dim() == 3 else hr, 4)
+        for _ in range(steps):
+            step(source())
         synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), len(images)
+        result[label] = batch * steps / (time.perf_counter() - start)
+    del loader, stream
+    return result
+
+
+# --- section: metrics -------------------------------------------------------------------------
+
+def metrics_time(set_dir: Path, device, repeats: int = 3) -> dict[str, float]:
+    """Median seconds to score a whole set: PSNR+SSIM (Y, BasicSR protocol) of bicubic x4
+    outputs prepared beforehand, and the whole bicubic baseline (down, up, score)."""
+    from datasets.imresize import imresize
+    from datasets.sr import SRBenchmark
+    from tasks.sr.metrics import bicubic_baseline, score_sr
+
+    items = list(SRBenchmark(set_dir, scale=4))
+    hrs = [(item["hr"] * 255).round().to(device)[None] for item in items]
+    srs = [imresize(item["lr"][None].to(device), 4.0).clamp(0, 1) * 255 for item in items]
+    jobs = {"PSNR+SSIM": lambda: [score_sr(sr, hr, 4) for sr, hr in zip(srs, hrs)],
+            "bicubic down/up + PSNR+SSIM": lambda: [bicubic_baseline(hr, 4) for hr in hrs]}
+    result = {"images": len(items)}
+    for label, job in jobs.items():
+        job()  # warm-up (resize matrices cached, kernels loaded)
+        times = []
+        for _ in range(repeats):
+            synchronize(device)
+            start = time.perf_counter()
+            job()
+            synchronize(device)
+            times.append(time.perf_counter() - start)
+        result[label] = statistics.median(times)
+    return result
+
+
+# --- main -------------------------------------------------------------------------------------
+
+def _list_arg(choices):
+    def parse(text: str) -> list[str]:
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        bad = [v for v in values if v not in choices]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(f"unknown value(s) {bad or text!r}; choose from {list(choices)}")
+        return values
+    return parse
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and few steps (CPU smoke run)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--data-root", help="holds sr/Set14 and sr/train/T91 (default: $BAM_DATA_ROOT or ./data)")
+    parser.add_argument("--only", type=_list_arg(SECTIONS), default=list(SECTIONS),
+                        help=f"comma-separated sections to run, of {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument("--variants", type=_list_arg(VARIANTS), default=None,
+                        help="comma-separated step variants: none (base), bam (as shipped), bam-plain, "
+                             "bam-fused, bam-fused-keep (default: none,bam,bam-fused)")
+    parser.add_argument("--modes", type=_list_arg(MODES), default=None,
+                        help="comma-separated: eager, compile, compile-cudagraphs (default: eager,compile)")
+    parser.add_argument("--no-compile", action="store_true", help="eager only (same as --modes eager)")
+    parser.add_argument("--precision", choices=sorted(PRECISIONS), default=None,
+                        help="autocast dtype (default: bf16 on a GPU, fp32 on a CPU)")
+    parser.add_argument("--memory-format", choices=("channels_last", "contiguous"), default=None,
+                        help="default: channels_last on a GPU, contiguous on a CPU")
+    parser.add_argument("--steps", type=int, default=None, help="steps per repeat (default 20; quick 2)")
+    parser.add_argument("--repeats", type=int, default=None, help="repeats, median quoted (default 5; quick 3)")
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 5; quick 1)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="DataLoader workers for the pipeline section (default: min(16, CPU cores))")
+    parser.add_argument("--markdown", type=Path, help="append the result tables to this Markdown file")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.steps = args.steps or (2 if quick else 20)
+    args.repeats = args.repeats or (3 if quick else 5)
+    args.warmup = args.warmup if args.warmup is not None else (1 if quick else 5)
+    args.variants = args.variants or ["none", "bam", "bam-fused"]
+    args.modes = ["eager"] if args.no_compile else (args.modes or ["eager", "compile"])
+    args.workers = args.workers if args.workers is not None else min(16, os.cpu_count() or 1)
+    if min(args.steps, args.repeats) < 1 or args.warmup < 0 or args.workers < 0:
+        parser.error("--steps and --repeats must be >= 1, --warmup and --workers >= 0")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available on this machine")
+    return args
+
+
+def markdown_table(header: tuple, rows: list[tuple]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
 def main(argv: list[str] | None = None) -> None:
     from datasets.root import data_root
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small batches and few steps (CPU smoke run)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--data-root", help="holds sr/Set14 and sr/train/T91 (default: $BAM_DATA_ROOT or ./data)")
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurements")
-    parser.add_argument("--workers", type=int, default=8, help="data loader workers for the pipeline test")
-    parser.add_argument("--markdown", type=Path, help="append the result table to this Markdown file")
-    args = parser.parse_args(argv)
-
+    args = parse_args(argv)
     device = torch.device(args.device)
     gpu = device.type == "cuda"
-    amp, channels_last = gpu, gpu  # the repository's default training settings on each device
-    steps, warmup, repeats = (3, 1, 3) if args.quick else (20, 5, 5)
-    cases = ([("resnet50", build_resnet50, Case("ResNet50", 256 if not args.quick else 4, "img"))]
-             + [("srresnet", build_srresnet, Case(f"SRResNet x4 (batch {b})", b if not args.quick else 4, "patch"))
-                for b in ((16, 64) if not args.quick else (16,))])
-    rows = []
-    modes = [False] + ([] if args.no_compile else [True])
-    for _, builder, case in cases:
-        for compiled in modes:
-            rates = {}
-            for attention in ("none", "bam"):
-                torch.manual_seed(0)
-                model, input_shape, target_shape = builder(attention)
-                rates[attention] = step_throughput(model, input_shape, target_shape, case.batch, device, amp,
-                                                   channels_last, compiled, steps, warmup, repeats)
-                del model
-                if gpu:
-                    torch.cuda.empty_cache()
-            overhead = 100 * (rates["none"] / rates["bam"] - 1)  # extra step time with BAM
-            rows.append((case.name, case.batch, "compiled" if compiled else "eager",
-                         f"{rates['none']:,.0f} {case.unit}/s", f"{rates['bam']:,.0f} {case.unit}/s",
-                         f"+{overhead:.1f}%"))
-            print(rows[-1], flush=True)
-
-    root = data_root(args.data_root)
-    extra = []
-    t91 = root / "sr" / "train" / "T91"
-    if t91.is_dir():
-        batch = 4 if args.quick else 16
-        end_to_end, loader_only = sr_pipeline_throughput(t91, batch, args.workers if not args.quick else 2,
-                                                         steps * (1 if args.quick else 5), device, amp,
-                                                         channels_last, "bam")
-        extra.append(f"SR training end to end (T91, batch {batch}, {args.workers} workers, +BAM): "
-                     f"{end_to_end:,.0f} patch/s; loader alone {loader_only:,.0f} patch/s")
-    set14 = root / "sr" / "Set14"
-    if set14.is_dir():
-        seconds, count = metrics_time(set14, device)
-        extra.append(f"Set14 bicubic x4 scored (MATLAB bicubic down+up, PSNR+SSIM on Y, {count} images): "
-                     f"{seconds:.3f} s")
+    precision = args.precision or ("bf16" if gpu else "fp32")
+    channels_last = (args.memory_format or ("channels_last" if gpu else "contiguous")) == "channels_last"
+    if gpu:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    settings = f"{precision} autocast" if precision != "fp32" else "fp32"
+    settings += " + channels_last" if channels_last else ""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"### {device_name(device)} — {stamp}{' (--quick)' if args.quick else ''}",
-             f"torch {torch.__version__}; {'bf16 autocast + channels_last' if amp else 'fp32'}; "
-             f"median of {repeats} x {steps} steps after {warmup} warm-up steps; Adam; batch as listed.", "",
-             "| network | batch | mode | base | +BAM | BAM extra step time |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    lines += [""] + [f"- {line}" for line in extra]
+             f"torch {torch.__version__}; {settings}; command: `python benchmarks/bench.py "
+             f"{' '.join(argv if argv is not None else sys.argv[1:])}`", ""]
+
+    if "module" in args.only:
+        shape = (2, 64, 28, 28) if args.quick else (8, 256, 56, 56)
+        rows = module_benchmark(shape, device, precision, channels_last, args.repeats, args.steps * 2)
+        lines += [f"One BAM forward+backward on {'x'.join(map(str, shape))} (median of {args.repeats}; "
+                  "aten ops = kernel launches at least; full-size = ops writing a map of that size):", ""]
+        lines += markdown_table(("refinement", "fwd+bwd", "aten ops", "full-size ops", "peak extra memory"), rows)
+        lines.append("")
+    if "steps" in args.only:
+        rows = steps_benchmark(args, device, precision, channels_last)
+        lines += [f"Training steps (forward, backward, Adam): median of {args.repeats} x {args.steps} steps "
+                  f"after {args.warmup} warm-up steps; ± is half the min-max spread; extra = step time "
+                  "over the base network's in the same mode:", ""]
+        lines += markdown_table(("network", "batch", "mode", "variant", "throughput", "spread", "extra step time"),
+                                rows)
+        lines.append("")
+    root = data_root(args.data_root)
+    notes = []
+    t91, set14 = root / "sr" / "train" / "T91", root / "sr" / "Set14"
+    if "pipeline" in args.only:
+        if t91.is_dir():
+            batch, patch = (4, 48) if args.quick else (16, 96)
+            result = sr_pipeline(t91, batch, args.workers, args.steps * (2 if args.quick else 5), device,
+                                 precision, channels_last, "bam", patch)
+            cores = os.cpu_count() or 1
+            per_process = result["one process (dataset only)"]
+            notes.append(f"SR pipeline, SRResNet x4 + BAM, T91 (cache), {patch}^2 HR, batch {batch}: "
+                         + "; ".join(f"{k} {v:,.0f} patch/s" for k, v in result.items())
+                         + f"; end to end / step only = {result['end to end (loader + step)'] / result['step only (one batch reused)']:.0%}"
+                         + f"; {cores} cores x one process = {cores * per_process:,.0f} patch/s")
+        else:
+            notes.append(f"SR pipeline skipped: {t91} not found")
+    if "metrics" in args.only:
+        if set14.is_dir():
+            result = metrics_time(set14, device)
+            notes.append(f"Set14 ({result['images']} images) on {device.type}: PSNR+SSIM (Y) "
+                         f"{result['PSNR+SSIM']:.3f} s; bicubic down/up + PSNR+SSIM "
+                         f"{result['bicubic down/up + PSNR+SSIM']:.3f} s")
+        else:
+            notes.append(f"Set14 metrics skipped: {set14} not found")
+    lines += [f"- {note}" for note in notes]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.markdown:

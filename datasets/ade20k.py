@@ -145,9 +145,10 @@ class SegmentationFolder(Dataset):
     def __init__(self, images_dir: str | Path, labels_dir: str | Path, num_classes: int,
                  ignore_index: int = IGNORE_INDEX, label_offset: int = 0, transform=None,
                  class_names: Sequence[str] | None = None, layout_hint: str | None = None):
-        if not 0 < num_classes <= 255 or (0 <= ignore_index < num_classes):
-            raise ValueError(f"num_classes={num_classes} must be in 1..255 and ignore_index={ignore_index} "
-                             "must not be a class id")
+        if not 0 < num_classes <= 255 or not num_classes <= ignore_index <= 255:
+            # Labels travel as 8-bit images (nearest-neighbour resizing keeps class ids exact).
+            raise ValueError(f"num_classes={num_classes} must be in 1..255 and ignore_index={ignore_index} in "
+                             f"{num_classes}..255 (not a class id, and 8-bit)")
         self.images_dir, self.labels_dir = Path(images_dir), Path(labels_dir)
         self.num_classes, self.ignore_index, self.label_offset = num_classes, ignore_index, label_offset
         self.transform = transform

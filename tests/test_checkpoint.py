@@ -131,6 +131,12 @@ def test_find_resume_checkpoint(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
         find_resume_checkpoint(run, tmp_path / "empty")
+    # A run folder whose last checkpoint is missing is an error too, and is never renamed.
+    fake_checkpoint(tmp_path / "run2.tmp", 1)
+    (tmp_path / "run2" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="run2/checkpoints/last is not a complete checkpoint"):
+        find_resume_checkpoint(run, tmp_path / "run2")
+    assert (tmp_path / "run2" / "checkpoints").is_dir() and resolve_checkpoint(tmp_path / "run2") is None
 
 
 def test_link_checkpoint_survives_replacement_of_its_source(tmp_path):
@@ -150,8 +156,10 @@ def test_link_checkpoint_survives_replacement_of_its_source(tmp_path):
 
 
 def test_write_json_atomic_and_bad_state_file(tmp_path):
-    write_json_atomic(tmp_path / "a" / "state.json", {"value": torch.tensor(1.5), "path": tmp_path})
-    assert json.loads((tmp_path / "a" / "state.json").read_text()) == {"value": 1.5, "path": str(tmp_path)}
+    write_json_atomic(tmp_path / "a" / "state.json", {"value": torch.tensor(1.5), "path": tmp_path,
+                                                      "per_class": torch.tensor([0.5, 0.25])})
+    assert json.loads((tmp_path / "a" / "state.json").read_text()) == {"value": 1.5, "path": str(tmp_path),
+                                                                      "per_class": [0.5, 0.25]}
     assert not (tmp_path / "a" / "state.json.tmp").exists()
     (tmp_path / STATE_FILE).write_text("{broken")
     with pytest.raises(ValueError, match="not valid JSON"):

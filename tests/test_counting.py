@@ -119,3 +119,11 @@ def test_basic_block_resnet_is_unchanged():
     macs = count_macs(model)
     to_resnet_v1(model)
     assert model.layer2[0].conv1.stride == (2, 2) and count_macs(model) == macs
+
+
+@pytest.mark.parametrize("attention", ["se", "cbam"])
+def test_se_and_cbam_resnet50_sizes(attention):
+    # One module per bottleneck block: 28.09M for both (Woo et al. 2018, ImageNet table).
+    model = meta(tvm.resnet50)
+    attach_attention(model, attention, placement="block")
+    assert round(count_params(model) / 1e6, 2) == 28.09

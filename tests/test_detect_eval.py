@@ -112,3 +112,35 @@ def test_prediction_loop_with_a_model(tiny):
     loader = torch.utils.data.DataLoader(tiny, batch_size=2, collate_fn=collate_detection)
     metrics = evaluate_distributed(Oracle(tiny), loader, tiny.coco, accelerator=None, progress=False)
     assert metrics["mAP"] == pytest.approx(1.0) and metrics["AP_small"] == pytest.approx(1.0)
+
+
+def test_per_threshold_aps_agree_with_cocoeval_summary(tiny):
+    # Jittered ground truth with random scores plus false positives: imperfect, all thresholds differ.
+    import contextlib
+    import io
+
+    from pycocotools.cocoeval import COCOeval
+
+    generator = torch.Generator().manual_seed(0)
+    results = []
+    for ann in tiny.coco.dataset["annotations"]:
+        x, y, w, h = ann["bbox"]
+        for _ in range(2):
+            jitter = (torch.rand(4, generator=generator) - 0.5) * 0.3 * torch.tensor([w, h, w, h])
+            box = [x + jitter[0].item(), y + jitter[1].item(), w + jitter[2].item(), h + jitter[3].item()]
+            results.append({"image_id": ann["image_id"], "category_id": ann["category_id"], "bbox": box,
+                            "score": torch.rand(1, generator=generator).item()})
+    results.append({"image_id": 1, "category_id": 7, "bbox": [0, 0, 30, 30], "score": 0.99})
+    metrics = evaluate_coco(tiny.coco, results)
+    with contextlib.redirect_stdout(io.StringIO()):
+        reference = COCOeval(tiny.coco, tiny.coco.loadRes(results), "bbox")
+        reference.evaluate()
+        reference.accumulate()
+        reference.summarize()
+    stats = reference.stats  # COCO's own summary: AP, AP50, AP75, APs, APm, APl
+    per_threshold = [metrics[k] for k in AP_KEYS]
+    assert 0.05 < metrics["mAP"] < 0.95 and len(set(per_threshold)) > 3
+    assert metrics["mAP"] == pytest.approx(stats[0]) == pytest.approx(sum(per_threshold) / 10)
+    assert metrics["AP50"] == pytest.approx(stats[1]) and metrics["AP75"] == pytest.approx(stats[2])
+    assert [metrics["AP_small"], metrics["AP_medium"], metrics["AP_large"]] == pytest.approx(list(stats[3:6]))
+    assert per_threshold == sorted(per_threshold, reverse=True)  # stricter IoU, lower AP

@@ -25,7 +25,7 @@ def test_table1b_print_commands(capsys):
         assert words[words.index("--arch") + 1] == "resnext29_8x64d"
         assert words[words.index("--output-dir") + 1] == "out/table1b"
         assert words[words.index("--group") + 1] == "table1b"
-        assert words[-2:] == ["--epochs", "2"]  # pass-through arguments come last
+        assert words[-3:] == ["--resume", "--epochs", "2"]  # pass-through arguments come last
     assert sorted(runs) == sorted(f"{row}-s{seed}" for seed in (0, 1) for row in (
         "base", "channel", "spatial", "max", "product", "sigmoid_sum", "no_identity", "bam"))
 
@@ -43,7 +43,9 @@ def test_table1b_print_commands(capsys):
 
 def test_dry_run_lists_paper_numbers_and_status(tmp_path, capsys):
     (tmp_path / "table10" / "wrn28_8-se-s0").mkdir(parents=True)
-    (tmp_path / "table10" / "wrn28_8-se-s0" / "summary.json").write_text("{}")
+    (tmp_path / "table10" / "wrn28_8-se-s0" / "summary.json").write_text('{"status": "completed"}')
+    (tmp_path / "table10" / "wrn28_8-bam-s0").mkdir(parents=True)
+    (tmp_path / "table10" / "wrn28_8-bam-s0" / "summary.json").write_text('{"status": "interrupted"}')
     experiments.main(["table10", "--dry-run", "--output-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert "9 runs" in out

@@ -10,7 +10,7 @@ from PIL import Image
 
 from datasets.ade20k import (
     ADE20K, ADE20K_CLASSES, IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, SegmentationFolder, TrainTransform,
-    collate_segmentation, colorize, scaled_size, to_tensor,
+    collate_segmentation, colorize, scaled_size,
 )
 
 # Raw ADE values (0 = unlabeled) and the colours the image shows there.
@@ -158,3 +158,10 @@ def test_colorize_ignore_black_and_classes_distinct():
     colours = colorize(np.array([[0, 1, 149, IGNORE_INDEX]]))
     assert colours[0, 3].tolist() == [0, 0, 0]
     assert len({tuple(c) for c in colours[0, :3].tolist()}) == 3 and colours[0, 0].any()
+
+
+def test_ignore_index_must_be_8bit_and_not_a_class(tmp_path):
+    with pytest.raises(ValueError, match="ignore_index=-1"):
+        SegmentationFolder(tmp_path, tmp_path, num_classes=3, ignore_index=-1)
+    with pytest.raises(ValueError, match="ignore_index=2"):
+        SegmentationFolder(tmp_path, tmp_path, num_classes=3, ignore_index=2)

@@ -143,3 +143,18 @@ def test_folder_dataset_option(tmp_path):
     args.num_classes = None
     with pytest.raises(ValueError, match="--num-classes"):
         parse_train.build_datasets(args)
+
+
+def test_prediction_panel_layout_and_overlay():
+    from datasets.ade20k import colorize
+    from tasks.parse.visualize import overlay, prediction_panel
+
+    image = np.full((4, 6, 3), 100, np.uint8)
+    target = np.array([[0, 1, 255, 2, 2, 2]] * 4)
+    blended = overlay(image, target, alpha=0.5)
+    assert (blended[:, 2] == 100).all()  # ignored pixels keep the image
+    expected = np.round(0.5 * 100 + 0.5 * colorize(target)[0, 0].astype(float))
+    assert blended[0, 0].tolist() == expected.tolist()
+    panel = prediction_panel(image, np.zeros((4, 6), np.int64), target, gap=2)
+    assert panel.shape == (4, 3 * 6 + 2 * 2, 3)
+    assert (panel[:, 8:14][:, 2] == 100).all()  # prediction hidden where the label is unknown

@@ -71,6 +71,20 @@ def test_densenet_before_each_transition():
         ("features.denseblock1", 256), ("features.denseblock2", 512), ("features.denseblock3", 1024)]
 
 
+@pytest.mark.parametrize("builder,expected", [
+    # squeeze-excitation 1x1 maps inside the stride-2 blocks do not count as resolution levels
+    (tvm.efficientnet_b0, [("features.1", 16), ("features.2", 24), ("features.3", 40), ("features.5", 112)]),
+    # channels-last tensors inside the blocks (N x H x W x C) are not read as resolutions
+    (tvm.convnext_tiny, [("features.1", 96), ("features.3", 192), ("features.5", 384)]),
+    # a flat Sequential: the 224 and 112 levels hold one conv each, so they are stem
+    (tvm.vgg11, [("features.9", 256), ("features.14", 512), ("features.19", 512)]),
+])
+def test_other_families(builder, expected):
+    points = insertion_points(meta(builder))
+    assert [(p.path, p.channels) for p in points] == expected
+    assert [p.size[0] for p in points] == [112, 56, 28, 14][-len(expected):]
+
+
 # ------------------------------------------------------------------------------ BAM-C (blocks)
 def test_blocks_of_resnets_are_every_residual_block():
     assert find_blocks(meta(tvm.resnet18)) == [f"layer{s}.{b}" for s in range(1, 5) for b in range(2)]
@@ -82,6 +96,9 @@ def test_blocks_of_resnets_are_every_residual_block():
 def test_blocks_of_compact_and_dense_networks():
     assert find_blocks(meta(tvm.mobilenet_v2)) == [f"features.{i}" for i in range(1, 18)]
     assert find_blocks(meta(tvm.squeezenet1_1)) == [f"features.{i}" for i in (3, 4, 6, 7, 9, 10, 11, 12)]
+    depths = [3, 3, 9, 3]  # ConvNeXt blocks: a depthwise conv and two Linear (pointwise) layers
+    assert find_blocks(meta(tvm.convnext_tiny)) == [
+        f"features.{2 * s + 1}.{b}" for s, n in enumerate(depths) for b in range(n)]
     blocks = find_blocks(meta(tvm.densenet121))
     assert len(blocks) == 6 + 12 + 24 + 16 and blocks[0] == "features.denseblock1.denselayer1"
 
@@ -135,6 +152,25 @@ def test_wrapped_network():
     assert find_bottlenecks(model) == ["backbone.layer1", "backbone.layer2", "backbone.layer3"]
 
 
+class SharedActivation(nn.Module):
+    """The level's last module is a ReLU reused three times: no hook can go after it alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.down, self.conv3 = nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        x = self.relu(self.conv2(self.relu(self.conv1(x))))
+        return self.conv3(self.relu(self.down(x)))
+
+
+def test_shared_module_is_skipped_with_a_warning():
+    with pytest.warns(UserWarning, match="'relu'.*called several times"):
+        assert find_bottlenecks(SharedActivation(), (3, 16, 16)) == []
+
+
 def test_tracing_restores_modes_and_leaves_statistics_alone():
     model = tvm.resnet18(num_classes=10)
     model.train()
@@ -170,6 +206,12 @@ def test_attached_forward_equals_manual_composition():
     h = m.avgpool(m.layer4(h)).flatten(1)
     torch.testing.assert_close(model(x), m.fc(h))
     assert not torch.allclose(m(x), model(x))  # BAM really changes the output
+
+
+def test_tracing_an_attached_model_ignores_its_attention():
+    model, targets = resnet18_bam()
+    assert find_bottlenecks(model, (3, 32, 32)) == targets
+    assert find_blocks(model, (3, 32, 32)) == [f"layer{s}.{b}" for s in range(1, 5) for b in range(2)]
 
 
 def test_base_parameter_names_unchanged_and_pretrained_weights_load():

@@ -168,3 +168,11 @@ def test_missing_default_training_folder_names_it(tmp_path, capsys):
     message = _error(capsys, ["--preset", "t91", "--data-root", str(tmp_path), "--max-steps", "1",
                               "--output-dir", str(tmp_path / "runs")])
     assert str(tmp_path / "sr" / "train" / "T91") in message and "--train-dir" in message
+
+
+def test_quick_preset_falls_back_to_embedded_photos(tmp_path, sr_data_root):
+    quick = sr_train.parse_args(["--preset", "quick"])
+    assert sr_train._eval_set_names(quick, tmp_path) == ["embedded"]  # no download needed
+    assert sr_train._eval_set_names(quick, sr_data_root) == ["Set5", "Set14"]
+    explicit = sr_train.parse_args(["--preset", "quick", "--sets", "Set5"])
+    assert sr_train._eval_set_names(explicit, tmp_path) == ["Set5"]  # asked for: fail loudly later

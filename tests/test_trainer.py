@@ -41,13 +41,16 @@ class NoisyLinearData(Dataset):
         generator = torch.Generator().manual_seed(1234)
         self.x = torch.randn(n, 4, generator=generator)
         self.y = self.x.sum(1, keepdim=True)
+        self.drawn: list[float] = []
 
     def __len__(self) -> int:
         return len(self.x)
 
     def __getitem__(self, key):
+        # A plain index (no per-sample seed) draws from the global RNG, as most transforms do.
         index, generator = key_generator(key)
-        noise = torch.randn(4, generator=generator) if generator is not None else torch.zeros(4)
+        noise = torch.randn(4, generator=generator)
+        self.drawn.append(float(noise[0]))
         return self.x[index] + 0.05 * noise, self.y[index]
 
 
@@ -62,14 +65,18 @@ def mae_evaluate(data: Dataset):
 
 
 def make_trainer(run_dir, *, max_steps=20, seed=0, resume=False, loss_hook=None, evaluate_fn=None,
-                 eval_every=5, best_metric="mae", best_mode="min", dropout=0.3, batch_size=5, **kwargs) -> Trainer:
+                 eval_every=5, best_metric="mae", best_mode="min", dropout=0.3, batch_size=5,
+                 global_rng_data=False, **kwargs) -> Trainer:
     seed_everything(seed)
     # Dropout makes the result depend on the training RNG, so an unrestored RNG would show.
     model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, 1))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=7, gamma=0.5)
     data = NoisyLinearData()
-    loader = DataLoader(data, batch_size=batch_size, sampler=EpochSeededSampler(len(data), seed))
+    if global_rng_data:  # a plain shuffling loader: Accelerate seeds its order, the data uses global RNG
+        loader = DataLoader(data, batch_size=batch_size, shuffle=True)
+    else:
+        loader = DataLoader(data, batch_size=batch_size, sampler=EpochSeededSampler(len(data), seed))
     calls = {"n": 0}
 
     def loss_fn(model, batch):
@@ -115,9 +122,35 @@ def test_epoch_seeded_sampler_is_a_pure_function_of_seed_and_epoch():
         EpochSeededSampler(0)
 
 
+def test_seeded_dataset_makes_global_rng_augmentation_a_function_of_the_key():
+    import random
+
+    import numpy as np
+
+    from tasks.common.sampling import SeededDataset
+
+    class GlobalRandom(Dataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, index):
+            return index, float(torch.rand(1)), float(np.random.rand()), random.random()
+
+    data = SeededDataset(GlobalRandom())
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    first = data[(1, 42)]
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's RNG is untouched
+    torch.manual_seed(99), np.random.seed(99), random.seed(99)
+    assert data[(1, 42)] == first and data[(1, 43)] != first and first[0] == 1
+    assert len(data) == 3 and data[2][0] == 2
+
+
 # -- resume -----------------------------------------------------------------------------------------
-def test_resumed_run_reaches_bit_identical_weights(tmp_path):
-    straight = make_trainer(tmp_path / "straight")
+@pytest.mark.parametrize("global_rng_data", [False, True], ids=["sample-seeds", "global-rng-data"])
+def test_resumed_run_reaches_bit_identical_weights(tmp_path, global_rng_data):
+    make = lambda *args, **kwargs: make_trainer(*args, global_rng_data=global_rng_data, **kwargs)  # noqa: E731
+    straight = make(tmp_path / "straight")
     straight.fit()
     expected = weights(straight)
 
@@ -126,16 +159,20 @@ def test_resumed_run_reaches_bit_identical_weights(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        make_trainer(tmp_path / "resumed", loss_hook=kill).fit()
+        make(tmp_path / "resumed", loss_hook=kill).fit()
     assert read_trainer_state(tmp_path / "resumed" / "checkpoints" / "last")["step"] == 10
-    resumed = make_trainer(tmp_path / "resumed", resume=True)
+    resumed = make(tmp_path / "resumed", resume=True)
     summary = resumed.fit()
     got = weights(resumed)
 
     assert resumed.steps_per_epoch == 8 and summary["steps"] == 20
     assert resumed.tracker.run_id == read_trainer_state(tmp_path / "resumed" / "checkpoints" / "last")["tracker_run_id"]
-    initial = weights(make_trainer(tmp_path / "unused", max_steps=1))
+    initial = weights(make(tmp_path / "unused", max_steps=1))
     assert any(not torch.equal(expected[k], initial[k]) for k in expected)  # training moved the weights
+    # Augmentation noise is fresh for every sample (training: 20 steps x 5 samples; eval adds none
+    # in the global-RNG case since evaluation runs on a fork).
+    drawn = straight.train_loader.dataset.drawn
+    assert len(set(drawn)) == len(drawn) >= 100
     for key in expected:
         assert torch.equal(expected[key], got[key]), key
     # Evaluations after the resume point are identical too, and the history has no duplicates.
@@ -164,6 +201,24 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
         assert not torch.equal(a[key], initial[key])
     samples = [m for m in read_metrics(tmp_path / "acc") if m["split"] == "train"][-1]
     assert samples["samples_per_s"] / samples["steps_per_s"] == pytest.approx(10)
+
+
+def test_data_loading_does_not_touch_the_training_rng(tmp_path):
+    # Loading draws from its own stream: the global RNG seen by training is unaffected by it.
+    trainer = make_trainer(tmp_path / "run", max_steps=3, global_rng_data=True, eval_every=0)
+    states = []
+    original = trainer.loss_fn
+
+    def loss_fn(model, batch):
+        states.append(torch.get_rng_state().clone())
+        torch.randn(7)  # training consumes its own stream
+        return original(model, batch)
+
+    trainer.loss_fn = loss_fn
+    trainer.fit()
+    torch.manual_seed(0)  # seed_everything(0) on process 0 is what the trainer starts training from
+    expected = torch.get_rng_state()
+    assert torch.equal(states[0], expected)
 
 
 def test_different_seed_gives_different_weights(tmp_path):
@@ -239,6 +294,20 @@ def test_best_checkpoint_follows_the_metric_and_mode(tmp_path, mode, best_step):
     stored = load_file(str(checkpoints / "best" / "model.safetensors"))
     assert all(torch.equal(stored[k], v) for k, v in snapshots[best_score].items())
     assert not (checkpoints / "best.tmp").exists() and not (checkpoints / "last.old").exists()
+
+
+def test_per_class_metrics_reach_the_summary_but_not_the_history(tmp_path):
+    def evaluate(model, accelerator):
+        return {"miou": torch.tensor(0.25), "iou_per_class": torch.tensor([0.5, 0.0]), "pixel_acc": 0.75}
+
+    summary = make_trainer(tmp_path / "run", max_steps=2, eval_every=2, evaluate_fn=evaluate,
+                           best_metric="miou").fit()
+    assert summary["final"] == {"miou": 0.25, "iou_per_class": [0.5, 0.0], "pixel_acc": 0.75}
+    assert summary["best"] == summary["final"]
+    evals = [r for r in read_metrics(tmp_path / "run") if r["split"] == "eval"]
+    assert evals == [{"step": 2, "split": "eval", "miou": 0.25, "pixel_acc": 0.75}]
+    markdown = (tmp_path / "run" / "summary.md").read_text()
+    assert "| **miou** | 0.2500 | 0.2500 |" in markdown and "iou_per_class" not in markdown
 
 
 def test_unknown_best_metric_is_a_clear_error(tmp_path):
@@ -383,10 +452,14 @@ trainer = Trainer(model=model, optimizer=optimizer, train_loader=loader, loss_fn
                   evaluate_fn=evaluate, run_dir=sys.argv[1], config={}, max_steps=10, eval_every=10,
                   progress=False)
 trainer.fit()
+from argparse import Namespace
 from accelerate.utils import gather_object
+from tasks.common.cli import run_dir_for
 everything = gather_object([seen])
+# The run folder name is decided once: "taken" exists, so every process must get "taken-2".
+chosen = gather_object([str(run_dir_for(Namespace(output_dir=sys.argv[2], run_name=None, resume=False), "taken"))])
 if trainer.accelerator.is_main_process:
-    json.dump(everything, open(sys.argv[1] + "/seen.json", "w"))
+    json.dump({"seen": everything, "run_dirs": chosen}, open(sys.argv[1] + "/seen.json", "w"))
 """
 
 
@@ -405,7 +478,9 @@ def test_two_processes_give_the_same_evaluation_as_one(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(free_port()), str(script), str(tmp_path / "run")]
+               "--main_process_port", str(free_port()), str(script), str(tmp_path / "run"), str(tmp_path / "out")]
+    (tmp_path / "out" / "taken").mkdir(parents=True)
+    (tmp_path / "out" / "taken" / "summary.json").write_text("{}")
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = load_summary(tmp_path / "run")
@@ -414,8 +489,21 @@ def test_two_processes_give_the_same_evaluation_as_one(tmp_path):
     assert summary["final"] == {"count": 37, "index_sum": 666, "unique": 37,
                                 "output_sum": pytest.approx(0.5 * 666 + 0.25 * 37, abs=1e-9)}
     # Training: both processes shuffle alike and take disjoint shares of one permutation.
-    first, second = json.loads((tmp_path / "run" / "seen.json").read_text())
+    seen = json.loads((tmp_path / "run" / "seen.json").read_text())
+    assert seen["run_dirs"] == [str(tmp_path / "out" / "taken-2")] * 2
+    first, second = seen["seen"]
     assert len(first) == len(second) == 20
     assert sorted(set(first + second)) == list(range(37)) and len(set(first) & set(second)) <= 3
     last = tmp_path / "run" / "checkpoints" / "last"
     assert (last / "random_states_0.pkl").is_file() and (last / "random_states_1.pkl").is_file()
+
+
+def test_batch_size_for_throughput():
+    from tasks.common.trainer import _batch_size
+
+    images, labels = torch.zeros(6, 3, 8, 8), torch.zeros(6, dtype=torch.long)
+    assert _batch_size([images, labels]) == 6 and _batch_size((images, images)) == 6
+    assert _batch_size({"image": images, "label": labels}) == 6
+    detection = ((torch.zeros(3, 5, 7), torch.zeros(3, 9, 4)), ({"boxes": torch.zeros(2, 4)}, {"boxes": torch.zeros(0, 4)}))
+    assert _batch_size(detection) == 2
+    assert _batch_size([{"boxes": torch.zeros(1, 4)}] * 4) == 4

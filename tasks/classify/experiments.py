@@ -2,7 +2,8 @@
 
 ``python -m tasks.classify.experiments TABLE [--print-commands | --dry-run] [--seeds 0 1 2] [ARGS]``
 runs every run of a table one after the other (each one a ``python -m tasks.classify`` process),
-skipping runs that already finished, or prints the commands for a cluster. Any further ``ARGS``
+skipping runs that already finished and resuming interrupted ones, or prints the commands for a
+cluster (each command is safe to submit again: it resumes its run). Any further ``ARGS``
 (``--epochs``, ``--data-root``, ``--wandb`` ...) go to every run. Each run writes to
 ``OUTPUT_DIR/TABLE/ROW-sSEED`` with the W&B group ``TABLE``, and ``OUTPUT_DIR/TABLE/experiment.json``
 lists the rows with the paper's numbers, so ``python -m tasks.report OUTPUT_DIR/TABLE`` can set our
@@ -228,7 +229,11 @@ class PlannedRun:
 
     @property
     def done(self) -> bool:
-        return (self.run_dir / "summary.json").is_file()
+        """Finished: the trainer also writes a summary when a run fails or is interrupted."""
+        try:
+            return json.loads((self.run_dir / "summary.json").read_text()).get("status") == "completed"
+        except (OSError, ValueError):
+            return False
 
 
 def plan(experiment: Experiment, seeds: list[int], output_dir: str | Path, extra: list[str]) -> list[PlannedRun]:
@@ -240,7 +245,9 @@ def plan(experiment: Experiment, seeds: list[int], output_dir: str | Path, extra
             name = f"{run.row}-s{seed}"
             argv = [
                 *run.argv(), "--seed", str(seed), "--output-dir", str(group_dir), "--run-name", name,
-                "--group", experiment.name, "--experiment", f"{experiment.name}:{run.row}", *extra,
+                "--group", experiment.name, "--experiment", f"{experiment.name}:{run.row}",
+                "--resume",  # an interrupted run continues in its own folder; a new one starts at step 0
+                *extra,
             ]
             planned.append(PlannedRun(experiment, run, seed, group_dir / name, tuple(argv)))
     return planned
@@ -284,7 +291,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help="runs go to OUTPUT_DIR/TABLE/ROW-sSEED")
     parser.add_argument("--launcher", default="python -m tasks.classify",
                         help="command prefix of --print-commands, e.g. 'accelerate launch launch/classify.py'")
-    parser.add_argument("--rerun", action="store_true", help="also run rows whose summary.json exists")
     return parser
 
 
@@ -315,8 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     write_manifest(experiment, args.seeds, args.output_dir)
     failed = []
     for number, item in enumerate(planned, 1):
-        if item.done and not args.rerun:
-            print(f"[{number}/{len(planned)}] {item.run_dir.name}: finished before, skipped", flush=True)
+        if item.done:
+            print(f"[{number}/{len(planned)}] {item.run_dir.name}: finished before (delete the folder to "
+                  "run it again), skipped", flush=True)
             continue
         print(f"[{number}/{len(planned)}] {_command('python -m tasks.classify', item.argv)}", flush=True)
         code = subprocess.call([sys.executable, "-m", "tasks.classify", *item.argv])

@@ -19,12 +19,13 @@ import copy
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 from tqdm.auto import tqdm
 
 from tasks.classify import recipes
 from tasks.common.cli import add_run_args, run_cli, run_dir_for
 from tasks.common.sampling import EpochSeededSampler, split_key
+from tasks.common.seeding import seed_everything
 from tasks.common.tracking import Tracker
 from tasks.common.trainer import Trainer, make_accelerator, prepare_eval_loader
 
@@ -61,6 +62,11 @@ class SeededSamples(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return self.dataset[index]
+
+
+def collate_pair(samples):
+    """(images, labels) as a tuple: the trainer counts a tuple's first tensor as the batch size."""
+    return tuple(default_collate(samples))
 
 
 def build_datasets(args) -> tuple[Dataset, Dataset, int]:
@@ -302,7 +308,8 @@ def main(argv: list[str] | None = None) -> dict:
     accelerator = make_accelerator(args.mixed_precision)
     world = accelerator.num_processes
 
-    train_set, eval_set, num_classes = build_datasets(args)
+    with accelerator.main_process_first():  # one process downloads/decompresses, the others wait
+        train_set, eval_set, num_classes = build_datasets(args)
     if args.eval_images is not None:
         if not 0 < args.eval_images <= len(eval_set):
             raise ValueError(f"--eval-images must be in 1..{len(eval_set)}, got {args.eval_images}")
@@ -316,8 +323,9 @@ def main(argv: list[str] | None = None) -> dict:
     train_loader = DataLoader(
         SeededSamples(train_set), batch_size=batch, sampler=EpochSeededSampler(len(train_set), seed=args.seed),
         drop_last=True, num_workers=args.num_workers, pin_memory=torch.cuda.is_available(),
-        persistent_workers=args.num_workers > 0,
+        persistent_workers=args.num_workers > 0, collate_fn=collate_pair,
     )
+    seed_everything(args.seed)  # the initial weights follow --seed (same on every process)
     model = build_model(args, num_classes)
     optimizer = recipes.build_optimizer(model, recipe)
     scheduler = recipes.build_scheduler(optimizer, recipe, schedule)
@@ -353,7 +361,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{run_dir}: top-1 error {final.get('top1_err', float('nan')):.2f}%, "
               f"top-5 error {final.get('top5_err', float('nan')):.2f}% "
               f"(best top-1 {summary['best'].get('top1_err', float('nan')):.2f}% at step {summary['best_step']}); "
-              f"{summary['params'] / 1e6:.3f}M params, {counts['macs'] / 1e9:.3f} GMACs")
+              f"{summary['params'] / 1e6:.3f}M params, {counts['macs'] / 1e9:.3f} GMACs"
+              + (f" ({counts['macs_v1'] / 1e9:.3f} on the paper's v1 layout)" if "macs_v1" in counts else ""))
     return summary
 
 

@@ -12,7 +12,7 @@ _EXPORTS = {
     "Tracker": "tracking", "resolve_wandb_mode": "tracking",
     "write_summary": "summary", "load_summary": "summary", "environment_info": "summary",
     "seed_everything": "seeding",
-    "EpochSeededSampler": "sampling", "split_key": "sampling", "key_generator": "sampling",
+    "EpochSeededSampler": "sampling", "SeededDataset": "sampling", "split_key": "sampling", "key_generator": "sampling",
     "sample_seed": "sampling",
 }
 

@@ -51,8 +51,8 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 
 def _json_default(obj: Any) -> Any:
     # Numbers from numpy/torch and paths end up in configs and metrics; store them as plain JSON.
-    if hasattr(obj, "item"):
-        return obj.item()
+    if hasattr(obj, "tolist"):  # tensors, numpy arrays and scalars
+        return obj.tolist()
     if isinstance(obj, (set, tuple)):
         return list(obj)
     return str(obj)
@@ -76,6 +76,8 @@ def resolve_checkpoint(directory: str | os.PathLike) -> Path | None:
     directory = Path(directory)
     if is_complete(directory):
         return directory
+    if (directory / "checkpoints").exists():  # a run folder, not a checkpoint: never rename it
+        return None
     for suffix in (".tmp", ".old"):
         candidate = _sibling(directory, suffix)
         if is_complete(candidate):
@@ -99,13 +101,14 @@ def find_resume_checkpoint(run_dir: str | os.PathLike, resume: bool | str | os.P
     path = Path(resume)
     if not path.exists() and not _sibling(path, ".tmp").exists() and not _sibling(path, ".old").exists():
         raise FileNotFoundError(f"--resume: checkpoint not found: {path}")
-    for candidate in (path, path / "checkpoints" / "last"):
-        found = resolve_checkpoint(candidate)
-        if found is not None:
-            return found
-    raise FileNotFoundError(
-        f"--resume: {path} is not a complete checkpoint (no {STATE_FILE}) and holds no checkpoints/last"
-    )
+    candidate = path / "checkpoints" / "last" if (path / "checkpoints").is_dir() else path
+    found = resolve_checkpoint(candidate)
+    if found is None:
+        raise FileNotFoundError(
+            f"--resume: {candidate} is not a complete checkpoint (no {STATE_FILE}); expected a checkpoint "
+            "folder (RUN/checkpoints/last or best) or a run folder holding checkpoints/last"
+        )
+    return found
 
 
 def read_trainer_state(directory: str | os.PathLike) -> dict:
@@ -129,12 +132,14 @@ def _swap_in(tmp: Path, final: Path) -> None:
 
 
 def save_checkpoint(accelerator, directory: str | os.PathLike, state: dict,
-                    extra: Callable[[Path], None] | None = None) -> Path:
+                    extra: Callable[[Path], None] | None = None,
+                    per_process: Callable[[Path], None] | None = None) -> Path:
     """Save the accelerator's state and ``state`` (JSON) to ``directory`` atomically.
 
     Every process must call it (Accelerate writes one RNG file per process); only the main process
-    touches the file system otherwise. ``extra(folder)`` may add files (main process, before the
-    checkpoint is marked complete, so they are part of the atomic swap).
+    touches the file system otherwise. ``extra(folder)`` (main process) and ``per_process(folder)``
+    (every process) may add files before the checkpoint is marked complete, so they are part of
+    the atomic swap.
     """
     directory = Path(directory)
     tmp = _sibling(directory, ".tmp")
@@ -144,6 +149,8 @@ def save_checkpoint(accelerator, directory: str | os.PathLike, state: dict,
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    if per_process is not None:
+        per_process(tmp)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if extra is not None:

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import random
+
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler
 
-__all__ = ["EpochSeededSampler", "sample_seed", "split_key", "key_generator"]
+__all__ = ["EpochSeededSampler", "SeededDataset", "sample_seed", "split_key", "key_generator"]
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -108,3 +110,32 @@ def key_generator(key) -> tuple[int, torch.Generator | None]:
     generator = torch.Generator()
     generator.manual_seed(seed)
     return index, generator
+
+
+class SeededDataset(Dataset):
+    """Wrap a data set whose augmentation draws from the *global* RNGs (torchvision transforms,
+    ``random``, ``np.random``): each ``(index, sample_seed)`` key runs ``dataset[index]`` with
+    torch, NumPy and Python's RNGs seeded by ``sample_seed`` (and restored afterwards), so every
+    sample is augmented the same way in any worker and after a resume. Plain keys pass through.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, seed = split_key(key)
+        if seed is None:
+            return self.dataset[index]
+        numpy_state, python_state = np.random.get_state(), random.getstate()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                np.random.seed(seed % 2**32)
+                random.seed(seed)
+                return self.dataset[index]
+        finally:
+            np.random.set_state(numpy_state)
+            random.setstate(python_state)

@@ -140,7 +140,9 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
     lines += [f"| {key} | {_fmt(value)} |" for key, value in facts if value is not None]
 
     final, best = summary.get("final") or {}, summary.get("best") or {}
-    metrics = list(dict.fromkeys([*final, *best]))
+    scalar = lambda value: value is None or isinstance(value, (int, float))  # noqa: E731
+    # Per-class lists and the like stay in summary.json; the page shows the scalar metrics.
+    metrics = [m for m in dict.fromkeys([*final, *best]) if scalar(final.get(m)) and scalar(best.get(m))]
     if metrics:
         primary = summary.get("primary_metric")
         mode = summary.get("primary_mode")

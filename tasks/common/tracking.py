@@ -108,7 +108,7 @@ def _flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         if isinstance(value, Mapping):
             flat.update(_flatten(value, name + "/"))
         else:
-            flat[name] = value.item() if hasattr(value, "item") else value
+            flat[name] = value.tolist() if hasattr(value, "tolist") else value  # tensors, numpy
     return flat
 
 
@@ -143,7 +143,7 @@ class Tracker:
     def from_args(cls, args, run_dir, config: Mapping[str, Any], task: str = "") -> "Tracker":
         """Build from the options of :func:`tasks.common.cli.add_run_args`."""
         return cls(run_dir, config, project=args.wandb_project, group=args.group, tags=args.tags or (),
-                   mode=args.wandb, task=task, name=getattr(args, "run_name", None))
+                   mode=args.wandb, task=task)  # named after the run folder, which may carry a -2 suffix
 
     # -- life cycle -----------------------------------------------------------------------------
     @property

@@ -6,7 +6,8 @@ loader. It evaluates and checkpoints every ``eval_every`` steps and at the end, 
 exact step. On the CPU a resumed run reaches bit-identical weights to an uninterrupted one because
 
 * the RNG states are part of the checkpoint (``accelerator.save_state``);
-* data loading and evaluation run under a forked CPU RNG, so they never consume the training RNG;
+* data loading runs on its own RNG stream (torch, NumPy and ``random``; saved per process in the
+  checkpoint) and evaluation under a forked RNG, so neither consumes the training RNG;
 * the data order is a pure function of ``(seed, epoch)`` (``EpochSeededSampler``, or the seedable
   sampler Accelerate substitutes for a shuffling loader) and a resumed epoch skips the batches
   already seen; per-sample augmentation should use the sampler's ``sample_seed``.
@@ -17,10 +18,12 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import random
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration
@@ -33,6 +36,7 @@ from .checkpoint import (
     save_checkpoint,
     write_json_atomic,
 )
+from .sampling import sample_seed
 from .seeding import seed_everything
 from .summary import environment_info, write_summary
 from .tracking import Tracker
@@ -85,6 +89,74 @@ def prepare_eval_loader(accelerator: Accelerator, loader: torch.utils.data.DataL
     )
 
 
+class _DataRNG:
+    """The global-RNG stream data loading runs on, kept apart from the training stream.
+
+    Data sets that draw augmentation from torch's/NumPy's/Python's global RNG (and are loaded in
+    the main process) continue this stream batch after batch; it is saved with each checkpoint,
+    so such a run also resumes exactly with ``num_workers=0``. With workers, or for any worker
+    count, use the sampler's per-sample seeds for exact resumes.
+    """
+
+    def __init__(self, seed: int, process_index: int) -> None:
+        self.seed, self.process_index = seed, process_index
+        self.reseed(0)
+
+    def reseed(self, epoch: int) -> None:
+        """Start the stream of ``epoch`` (each epoch starts fresh, so epoch boundaries resume trivially)."""
+        value = int(sample_seed(self.seed + 7919 * self.process_index, epoch, -1))
+        generator = torch.Generator()
+        generator.manual_seed(value)
+        self.torch_state = generator.get_state()
+        self.numpy_state = np.random.RandomState(value % 2**32).get_state()
+        self.python_state = random.Random(value).getstate()
+        self.before = None
+
+    @contextlib.contextmanager
+    def active(self):
+        # Accelerate's loader reads one batch ahead, so the state to resume from is the one before
+        # the latest fetch (the look-ahead batch is fetched again after a resume).
+        self.before = self.torch_state, self.numpy_state, self.python_state
+        saved = torch.get_rng_state(), np.random.get_state(), random.getstate()
+        torch.set_rng_state(self.torch_state)
+        np.random.set_state(self.numpy_state)
+        random.setstate(self.python_state)
+        try:
+            yield
+        finally:
+            self.torch_state, self.numpy_state, self.python_state = (
+                torch.get_rng_state(), np.random.get_state(), random.getstate())
+            torch.set_rng_state(saved[0])
+            np.random.set_state(saved[1])
+            random.setstate(saved[2])
+
+    def save(self, path: Path) -> None:
+        torch_state, numpy_state, python_state = self.before or (
+            self.torch_state, self.numpy_state, self.python_state)
+        kind, keys, position, has_gauss, gauss = numpy_state
+        version, python_internal, python_gauss = python_state
+        torch.save({"torch": torch_state, "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position,
+                                                         has_gauss, gauss],
+                    "python": [version, list(python_internal), python_gauss]}, path)
+
+    def load(self, path: Path) -> None:
+        state = torch.load(path, weights_only=True)
+        kind, keys, position, has_gauss, gauss = state["numpy"]
+        self.torch_state = state["torch"]
+        self.numpy_state = (kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss)
+        version, internal, gauss_next = state["python"]
+        self.python_state = (version, tuple(internal), gauss_next)
+
+
+def _seed_loader_generator(loader: Any, seed: int, epoch: int) -> None:
+    """Give the loader its own generator for worker seeds, so creating an iterator draws nothing
+    from the global RNG and worker seeds depend on (seed, epoch) only."""
+    generator = torch.Generator()
+    generator.manual_seed(int(sample_seed(seed, epoch, -2)))
+    target = getattr(loader, "base_dataloader", loader)
+    target.generator = generator
+
+
 @contextlib.contextmanager
 def _rng_fork():
     """Run a block without consuming the (CPU and current CUDA device) training RNG."""
@@ -94,20 +166,32 @@ def _rng_fork():
 
 
 def _batch_size(batch: Any) -> int:
+    """Samples in a batch: the leading size of its first tensor, or the length of a per-sample list.
+
+    Per-sample lists are lists of dicts (detection targets) or of single images (3-D tensors).
+    """
     if isinstance(batch, torch.Tensor):
         return batch.shape[0] if batch.dim() else 1
     if isinstance(batch, Mapping):
-        for value in batch.values():
-            return _batch_size(value)
+        return _batch_size(next(iter(batch.values()))) if batch else 0
     if isinstance(batch, (list, tuple)) and batch:
-        first = batch[0]
-        # A list of per-image tensors/dicts (detection) counts its items; a tuple (x, y) its x.
-        if isinstance(first, torch.Tensor) and isinstance(batch, tuple):
-            return _batch_size(first)
-        if isinstance(first, (torch.Tensor, Mapping)) and isinstance(batch, list):
+        if isinstance(batch[0], Mapping) or all(isinstance(t, torch.Tensor) and t.dim() == 3 for t in batch):
             return len(batch)
-        return _batch_size(first)
+        return _batch_size(batch[0])
     return 0
+
+
+def _plain(value: Any) -> Any:
+    """A metric as JSON: numbers become floats; tensors/arrays/sequences (per-class values) lists."""
+    if hasattr(value, "tolist"):  # tensors and numpy values
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, str) or value is None:
+        return value
+    return float(value)
 
 
 def _set_epoch(loader: Any, epoch: int) -> None:
@@ -131,6 +215,7 @@ class Trainer:
     ``loss_fn(model, batch)`` returns a loss tensor or ``(loss, {name: float})``.
     ``evaluate_fn(model, accelerator)`` returns ``{metric: float}`` already reduced over processes
     (shard its loader with :func:`prepare_eval_loader` and use ``accelerator.gather_for_metrics``);
+    non-scalar values (per-class IoU lists...) go to the summary's final/best but not to the history;
     it gets the unwrapped model in eval mode under ``torch.no_grad``.
     ``on_save(model, folder)`` (optional, main process) adds files such as a self-describing
     ``model.pt`` to each checkpoint before it is marked complete; ``summary_extra`` overrides or
@@ -145,7 +230,7 @@ class Trainer:
                  log_every: int = 50, accelerator: Accelerator | None = None,
                  checkpoint_every: int | None = None, summary_extra: Mapping[str, Any] | None = None,
                  on_save: Callable[[torch.nn.Module, Path], None] | None = None, grad_accum_steps: int = 1,
-                 progress: bool = True) -> None:
+                 batch_size_fn: Callable[[Any], int] | None = None, progress: bool = True) -> None:
         if not isinstance(max_steps, int) or max_steps <= 0:
             raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
         if eval_every < 0:
@@ -170,6 +255,7 @@ class Trainer:
         self.best_metric, self.best_mode = best_metric, best_mode
         self.seed, self.resume, self.grad_clip, self.task = seed, resume, grad_clip, task
         self.progress, self.on_save, self.grad_accum_steps = progress, on_save, grad_accum_steps
+        self.batch_size_fn = batch_size_fn or _batch_size  # for throughput (samples/s)
         self.summary_extra = dict(summary_extra or {})
         self.config = dict(config)
         for key, value in (("task", task), ("seed", seed), ("max_steps", max_steps), ("eval_every", eval_every),
@@ -210,6 +296,7 @@ class Trainer:
         if self.scheduler is not None:
             self.scheduler = prepared[3]
         seed_everything(self.seed, acc.process_index)  # then different dropout masks per process
+        self._data_rng = _DataRNG(self.seed, acc.process_index)
         # An optimizer step never spans two epochs: leftover micro-batches (< grad_accum_steps) are skipped.
         self.steps_per_epoch = len(self.train_loader) // self.grad_accum_steps
         if self.steps_per_epoch == 0:
@@ -222,6 +309,9 @@ class Trainer:
         state: dict[str, Any] = {}
         if checkpoint is not None:
             acc.load_state(str(checkpoint))
+            data_rng = checkpoint / f"data_rng_{acc.process_index}.pt"
+            if data_rng.is_file():
+                self._data_rng.load(data_rng)
             state = read_trainer_state(checkpoint)
             self._restore(state, checkpoint)
         self.environment = environment_info()
@@ -255,7 +345,7 @@ class Trainer:
         if self.is_main_process:
             print(f"resumed from {checkpoint} at step {self.step}", flush=True)
             if saved_epoch_length not in (None, self.steps_per_epoch):
-                print(f"warning: the checkpoint had {saved_epoch_length} batches per epoch, now "
+                print(f"warning: the checkpoint had {saved_epoch_length} optimizer steps per epoch, now "
                       f"{self.steps_per_epoch} (batch size or process count changed): the data order "
                       "will differ from the original run", flush=True)
 
@@ -293,6 +383,9 @@ class Trainer:
                 seen = done * self.grad_accum_steps
                 loader = acc.skip_first_batches(self.train_loader, seen) if seen else self.train_loader
                 _set_epoch(loader, epoch)
+                _seed_loader_generator(loader, self.seed + acc.process_index, epoch)
+                if done == 0:  # mid-epoch, a resumed run continues the stream restored from the checkpoint
+                    self._data_rng.reseed(epoch)
                 batches = iter(loader)
                 for _ in range(self.steps_per_epoch - done):
                     loss, extras, samples = self._train_step(batches)
@@ -311,7 +404,7 @@ class Trainer:
                 else:
                     # Run the loader to its end (leftover micro-batches, if any) so Accelerate
                     # closes the epoch cleanly instead of keeping an abandoned iterator active.
-                    with _rng_fork():
+                    with self._data_rng.active():
                         for _ in batches:
                             pass
         finally:
@@ -328,11 +421,11 @@ class Trainer:
         acc, accumulate = self.accelerator, self.grad_accum_steps
         loss_sum, extras_sum, samples = 0.0, {}, 0
         for micro in range(accumulate):
-            with _rng_fork():  # data loading never consumes the training RNG
+            with self._data_rng.active():  # data loading never consumes the training RNG
                 batch = next(batches, None)
             if batch is None:
                 raise RuntimeError("the training loader yielded fewer batches than its length")
-            samples += _batch_size(batch) * acc.num_processes
+            samples += self.batch_size_fn(batch) * acc.num_processes
             last = micro == accumulate - 1
             # Gradients are all-reduced once per optimizer step, on the last micro-batch.
             with contextlib.nullcontext() if last else acc.no_sync(self.model):
@@ -391,7 +484,7 @@ class Trainer:
             self.model.train()
         if not isinstance(metrics, Mapping):
             raise TypeError(f"evaluate_fn must return a dict of floats, got {type(metrics).__name__}")
-        return {str(k): float(v) for k, v in metrics.items()}
+        return {str(k): _plain(v) for k, v in metrics.items()}
 
     def _evaluate_and_record(self, bar) -> None:
         metrics = self.evaluate()
@@ -402,11 +495,14 @@ class Trainer:
                 raise ValueError(f"best_metric {self.best_metric!r} is not among the evaluation metrics "
                                  f"({', '.join(metrics) or 'none'})")
             value = metrics[self.best_metric]
+            if not isinstance(value, float):
+                raise ValueError(f"best_metric {self.best_metric!r} must be a number, got {type(value).__name__}")
             if math.isfinite(value) and (self.best_value is None or self._better(value, self.best_value)):
                 self.best_value, self.best_step, self.best, self._improved = value, self.step, metrics, True
+        scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
         if self.is_main_process and metrics:
-            self.tracker.log(metrics, self.step, split="eval")
-            text = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+            self.tracker.log(scalars, self.step, split="eval")
+            text = "  ".join(f"{k}={v:.4f}" for k, v in scalars.items())
             (bar.write if bar is not None else print)(f"step {self.step}: {text}")
 
     def _better(self, value: float, reference: float) -> bool:
@@ -429,7 +525,9 @@ class Trainer:
         if self.on_save is not None:
             model = self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
             extra = lambda folder: self.on_save(model, folder)  # noqa: E731
-        last = save_checkpoint(self.accelerator, checkpoints / "last", self._state(), extra=extra)
+        data_rng = lambda folder: self._data_rng.save(folder / f"data_rng_{self.accelerator.process_index}.pt")  # noqa: E731
+        last = save_checkpoint(self.accelerator, checkpoints / "last", self._state(), extra=extra,
+                               per_process=data_rng)
         if self._improved and self.is_main_process:
             link_checkpoint(last, checkpoints / "best")
         self._improved = False

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -64,7 +65,11 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError:
+                # this repository's model.pt may carry plain-Python extras; the user named the file
+                state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # corrupt or foreign file: name it instead of a pickle trace
         raise ValueError(f"backbone weights: cannot read {path}: {error}") from error
     for key in ("model", "state_dict", "model_state"):

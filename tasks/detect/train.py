@@ -181,6 +181,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     from datasets.root import data_root
 
     from tasks.common.sampling import EpochSeededSampler
+    from tasks.common.seeding import seed_everything
     from tasks.common.tracking import Tracker
     from tasks.common.trainer import Trainer, make_accelerator
     from tasks.detect.model import fasterrcnn_resnet101
@@ -202,6 +203,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         persistent_workers=args.num_workers > 0)
 
     kwargs = model_kwargs(args, train_set.num_classes)
+    seed_everything(args.seed)  # the initial weights depend on the seed only (same on every process)
     model = fasterrcnn_resnet101(backbone_weights=args.backbone_weights, **kwargs)
     params = count_params(model)
     layout = "fpn" if args.fpn else "c4"

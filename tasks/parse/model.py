@@ -135,6 +135,10 @@ class UperNet(nn.Module):
         logits = self.decoder(resnet_stages(self.encoder, images))
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
+    def profile_parts(self, input_size: tuple[int, int, int] = (3, 512, 512)) -> dict[str, dict[str, int]]:
+        """Encoder / decoder / total parameters and MACs (hook for ``bam.profile``); see :func:`breakdown`."""
+        return breakdown(self, input_size)
+
     def load_encoder_weights(self, path: str | Path, strict: bool = False) -> dict[str, list[str]]:
         """Load ImageNet weights into the encoder from a local file; see :func:`load_encoder_weights`."""
         return load_encoder_weights(self, path, strict=strict)
@@ -198,7 +202,8 @@ def load_encoder_weights(model: UperNet, path: str | Path, strict: bool = False)
     matched = [k for k in state if k in own]
     if not matched:
         raise ValueError(f"{path}: no key matches the {model.backbone} encoder (first keys: {list(state)[:3]})")
-    mismatched = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in matched if state[k].shape != own[k].shape]
+    mismatched = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+                  for k in matched if state[k].shape != own[k].shape]
     if mismatched:
         raise ValueError(f"{path}: shape mismatch with the {model.backbone} encoder: {mismatched[:5]}")
     result = model.encoder.load_state_dict(state, strict=False)
@@ -210,7 +215,8 @@ def load_encoder_weights(model: UperNet, path: str | Path, strict: bool = False)
 
 def describe_load_report(path: str | Path, report: dict[str, list[str]]) -> str:
     """One readable paragraph about a :func:`load_encoder_weights` result."""
-    lines = [f"encoder weights from {path}: {len(report['missing'])} missing, {len(report['unexpected'])} unexpected keys"]
+    lines = [f"encoder weights from {path}: {len(report['missing'])} missing, "
+             f"{len(report['unexpected'])} unexpected keys"]
     attention_missing = [k for k in report["missing"] if k.startswith("attention.")]
     other_missing = [k for k in report["missing"] if not k.startswith("attention.")]
     if attention_missing:

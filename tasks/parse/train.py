@@ -116,7 +116,8 @@ def segmentation_loss(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict
     labels = batch["label"]
     valid = labels != IGNORE_INDEX
     # Summed then divided by max(count, 1): a batch without any labelled pixel gives 0, not NaN.
-    loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum") / valid.sum().clamp(min=1)
+    total = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    loss = total / valid.sum().clamp(min=1)
     with torch.no_grad():
         correct = ((logits.argmax(dim=1) == labels) & valid).sum()
         accuracy = 100.0 * correct.float() / valid.sum().clamp(min=1)
@@ -255,9 +256,10 @@ def main(argv: list[str] | None = None) -> dict:
     }
     group = args.group or f"{args.dataset}-upernet-{args.backbone}"
     if accelerator.is_main_process:
+        bn = "SyncBN" if sync_bn else "plain BN" + (" (one process)" if world == 1 else " (CPU has no SyncBN)")
         print(f"effective batch size {effective_batch} = {args.batch_size} per process x {world} process(es) "
               f"x 1 accumulation step (CSAIL's recipe: 16 = 2 x 8 GPUs); "
-              f"{'SyncBN' if sync_bn else 'plain BN' + (' (one process)' if world == 1 else ' (CPU has no SyncBN)')}", flush=True)
+              f"{bn}", flush=True)
     tracker = Tracker(run_dir, config, project=args.wandb_project, group=group, tags=args.tags or (),
                       mode=args.wandb, task=TASK, name=run_dir.name)
     state: dict = {}

@@ -132,6 +132,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _evaluate(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: no CUDA GPU is available (use --device cpu)")
     upscale: Any = BICUBIC
     scale = args.scale or 4
     name = BICUBIC

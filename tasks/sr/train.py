@@ -37,9 +37,10 @@ def _presets_help() -> str:
     for name in list_presets():
         p = get_preset(name)
         data = "embedded photos" if p["embedded"] else f"<data root>/{p['train_subdir']}"
+        sets = "/".join(p["sets"]) + (" (else held-out embedded photos)" if p["embedded"] else "")
         lines.append(f"  {name:6s} train on {data}; x{p['scale']}, {p['patch_size']}px HR crops, batch "
                      f"{p['batch_size']}, Adam lr {p['lr']:g}, {p['max_steps']:,} steps, eval every "
-                     f"{p['eval_every']:,} on {'/'.join(p['sets'])}, attention {p['attention']}")
+                     f"{p['eval_every']:,} on {sets}, attention {p['attention']}")
     return "\n".join(lines)
 
 
@@ -185,16 +186,15 @@ class SREvaluator:
         return paths
 
 
-def _export_hook(accelerator, kwargs: dict[str, Any], extra: dict[str, Any]):
-    """Write ``model.pt`` (weights + builder) into every checkpoint folder Accelerate saves, so
-    ``last`` and ``best`` can be evaluated without knowing the training options."""
+def _model_exporter(kwargs: dict[str, Any], extra: dict[str, Any]):
+    """``on_save`` for the Trainer: a self-describing ``model.pt`` (weights + builder + kwargs) in
+    every checkpoint, so ``last`` and ``best`` can be evaluated without the training options."""
     from tasks.common.model_io import save_model
 
-    def hook(models, weights, output_dir):
-        if accelerator.is_main_process and models:
-            save_model(output_dir, accelerator.unwrap_model(models[0]), MODEL_BUILDER, kwargs, TASK, extra)
+    def export(model: torch.nn.Module, folder: Path) -> None:
+        save_model(folder, model, MODEL_BUILDER, kwargs, TASK, extra)
 
-    return hook
+    return export
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
@@ -246,15 +246,13 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         baseline = {name: {"psnr": r["psnr"], "ssim": r["ssim"]} for name, r in baseline.items()}
 
     evaluator = SREvaluator(sets, args.protocol, run_dir, tracker, args.num_samples)
-    accelerator.register_save_state_pre_hook(
-        _export_hook(accelerator, kwargs, {"protocol": args.protocol, "train": train_label}))
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=args.betas)
     trainer = Trainer(
         model=model, optimizer=optimizer, train_loader=loader, loss_fn=_loss, evaluate_fn=evaluator,
         run_dir=run_dir, config=config, max_steps=args.max_steps, eval_every=args.eval_every,
         best_metric=f"psnr/{next(iter(sets))}", best_mode="max", seed=args.seed, resume=args.resume,
         tracker=tracker, grad_clip=args.grad_clip, task=TASK, log_every=args.log_every,
-        accelerator=accelerator,
+        accelerator=accelerator, on_save=_model_exporter(kwargs, {"protocol": args.protocol, "train": train_label}),
         summary_extra={"macs": macs, "macs_input": config["macs_input"], "protocol": args.protocol,
                        "bicubic": baseline, "preset": args.preset})
     evaluator.step_of = lambda: trainer.step

@@ -69,34 +69,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
-    from tasks.common.model_io import load_model
+def _upscale_files(args: argparse.Namespace) -> int:
     from datasets.images import read_rgb
+    from tasks.common.model_io import load_model
 
-    args = parse_args(argv)
-    try:
-        model, record = load_model(args.checkpoint, map_location="cpu")
-        files, base = _inputs(Path(args.input))
-        device = torch.device(args.device)
-    except (FileNotFoundError, ValueError, RuntimeError) as error:
-        sys.exit(f"python -m tasks.sr.upscale: error: {error}")
+    model, record = load_model(args.checkpoint, map_location="cpu")
+    files, base = _inputs(Path(args.input))
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: no CUDA GPU is available (use --device cpu)")
     model = model.to(device).eval()
     scale = int(record["kwargs"].get("scale", getattr(model, "scale", 4)))
     output = Path(args.output)
     for file in tqdm(files, desc=f"upscaling x{scale}", unit="img"):
-        try:
-            pixels = read_rgb(file)
-        except (FileNotFoundError, ValueError) as error:
-            sys.exit(f"python -m tasks.sr.upscale: error: {error}")
-        lr = torch.from_numpy(pixels).permute(2, 0, 1)[None].float().div(255).to(device)
+        lr = torch.from_numpy(read_rgb(file)).permute(2, 0, 1)[None].float().div(255).to(device)
         sr = upscale_image(model, lr, scale, tile=args.tile)
         target = (output / file.relative_to(base)).with_suffix(".png")
         target.parent.mkdir(parents=True, exist_ok=True)
         array = sr[0].mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
-        tmp = target.with_name(f".{target.name}.tmp.png")
+        tmp = target.with_name(f".{target.name}.tmp.png")  # never leave a half-written PNG
         Image.fromarray(array).save(tmp)
         os.replace(tmp, target)
     print(f"wrote {len(files)} image(s) upscaled x{scale} to {output}")
+    return len(files)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return _upscale_files(args)
+    except (FileNotFoundError, ValueError, NotADirectoryError) as error:
+        print(f"python -m tasks.sr.upscale: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -1,0 +1,145 @@
+"""BAM's final refinement as one function, cheaper in time and memory than the plain expression.
+
+``bam_refine(x, channel, spatial)`` returns ``x * (1 + sigmoid(channel + spatial))`` (eqs. 1-2 of
+the paper) from the raw branch outputs ``channel`` (B x C x 1 x 1) and ``spatial`` (B x 1 x H x W).
+
+Written with plain tensor ops, that expression makes four passes over the full B x C x H x W map in
+the forward pass (broadcast sum, sigmoid, product, identity sum) and four in the backward pass
+(two products, sigmoid backward, the sum of the two gradients of ``x``), and autograd keeps the
+full-size attention map ``sigmoid(...)`` alive until the backward pass. :class:`SumRefine`
+
+* runs three full-size kernels forward (broadcast sum into a buffer laid out like ``x``, in-place
+  sigmoid, one ``addcmul`` for ``x + x * M``), the temporary being freed on return;
+* returns the gradients of ``channel`` and ``spatial`` as reductions of one full-size tensor,
+  and the gradient of ``x`` from one ``addcmul``;
+* with ``recompute=True`` (default) saves only ``x`` (which the branches save anyway),
+  ``channel`` and ``spatial``, and recomputes the sigmoid in backward (two pointwise passes):
+  one feature map less of activation memory per BAM, as many full-size passes as plain ops;
+  with ``recompute=False`` it saves the sigmoid instead: plain ops' memory, and three full-size
+  passes in the backward pass instead of four (six in all instead of eight).
+
+Under ``torch.compile`` the function is traced like any other code and Inductor fuses its
+pointwise ops (forward: one kernel; backward: one pointwise kernel plus the two reductions).
+
+Precision: the result has the dtype that type promotion gives the plain expression (the dtype of
+``x`` when the branch outputs are in the same or a narrower dtype: bf16 under autocast when the
+model's activations are bf16). Every full-size op computes in float32 internally (PyTorch's
+"opmath" for half types) and rounds once, so ``x + x * M`` is rounded once instead of twice: the
+result is at least as accurate as the plain expression, and within bf16/fp16 rounding of it.
+Autocast is switched off inside the function so that this dtype rule holds whatever the autocast
+op lists of a device say. The other combine modes of the paper's Table 1 (``max``, ``product``,
+``sigmoid_sum``) fall back to the plain expression.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["COMBINES", "attention_map", "bam_refine", "SumRefine"]
+
+COMBINES = ("sum", "max", "product", "sigmoid_sum")
+
+
+def attention_map(channel: torch.Tensor | None, spatial: torch.Tensor | None,
+                  combine: str = "sum") -> torch.Tensor:
+    """The attention map ``M`` from raw branch outputs (plain ops; broadcast shapes).
+
+    With a single branch (the other ``None``), ``M = sigmoid(branch)`` whatever ``combine`` is.
+    """
+    if combine not in COMBINES:
+        raise ValueError(f"bam: unknown combine={combine!r}; choose one of {COMBINES}")
+    if channel is None and spatial is None:
+        raise ValueError("bam: at least one of channel and spatial must be given")
+    if channel is None:
+        return torch.sigmoid(spatial)
+    if spatial is None:
+        return torch.sigmoid(channel)
+    if combine == "sum":
+        return torch.sigmoid(channel + spatial)
+    if combine == "max":
+        return torch.sigmoid(torch.maximum(channel, spatial))
+    if combine == "product":
+        return torch.sigmoid(channel * spatial)
+    return torch.sigmoid(channel) + torch.sigmoid(spatial)  # "sigmoid_sum"
+
+
+def _logits(x: torch.Tensor, channel, spatial, dtype: torch.dtype) -> torch.Tensor:
+    """``channel + spatial`` broadcast to a fresh full-size buffer in ``x``'s memory layout."""
+    present = [t.to(dtype) for t in (channel, spatial) if t is not None]
+    # empty_like keeps channels_last: the pointwise kernels that follow then see one layout.
+    out = torch.empty_like(x, dtype=dtype)
+    if len(present) == 2:
+        return torch.add(present[0], present[1], out=out)
+    return out.copy_(present[0].expand_as(x))
+
+
+class SumRefine(torch.autograd.Function):
+    """``x * (1 + sigmoid(c + s))`` (``identity=True``) or ``x * sigmoid(c + s)``; ``c`` or ``s``
+    may be ``None`` (single-branch BAM). With ``recompute=True`` no full-size tensor besides ``x``
+    is saved for backward; with ``False`` the gate is saved (as much memory as plain ops, two
+    full-size passes fewer in the backward pass)."""
+
+    @staticmethod
+    def forward(ctx, x, channel, spatial, identity: bool, recompute: bool = True):
+        dtype = x.dtype
+        for t in (channel, spatial):
+            if t is not None:
+                dtype = torch.promote_types(dtype, t.dtype)
+        ctx.identity, ctx.recompute = identity, recompute
+        with torch.autocast(x.device.type, enabled=False):
+            gate = _logits(x, channel, spatial, dtype).sigmoid_()
+            ctx.save_for_backward(x, channel, spatial, None if recompute else gate)
+            x = x.to(dtype)
+            return torch.addcmul(x, x, gate) if identity else x * gate
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, channel, spatial, gate = ctx.saved_tensors
+        need_x, need_c, need_s = ctx.needs_input_grad[:3]
+        grad_x = grad_c = grad_s = None
+        if gate is None:  # recompute=True: two cheap pointwise passes instead of a saved map
+            gate = _logits(x, channel, spatial, grad.dtype).sigmoid_()
+        gate = gate.to(grad.dtype)
+        if need_x:
+            grad_x = torch.addcmul(grad, grad, gate) if ctx.identity else grad * gate
+            grad_x = grad_x.to(x.dtype)
+        if need_c or need_s:
+            # d out / d logits = x * M * (1 - M): sigmoid_backward does the last two factors.
+            grad_logits = torch.ops.aten.sigmoid_backward(grad * x.to(grad.dtype), gate)
+            if need_c:
+                grad_c = grad_logits.sum_to_size(channel.shape).to(channel.dtype)
+            if need_s:
+                grad_s = grad_logits.sum_to_size(spatial.shape).to(spatial.dtype)
+        return grad_x, grad_c, grad_s, None, None
+
+
+def _check_shapes(x: torch.Tensor, channel, spatial) -> None:
+    shapes = [tuple(t.shape) for t in (channel, spatial) if t is not None]
+    try:
+        full = torch.broadcast_shapes(x.shape, *shapes)
+    except RuntimeError:
+        full = None
+    if full is None or tuple(full) != tuple(x.shape):
+        raise ValueError(f"bam_refine: branch outputs of shapes {shapes} do not broadcast to the "
+                         f"feature map's shape {tuple(x.shape)} (expected B x C x 1 x 1 and "
+                         "B x 1 x H x W)")
+
+
+def bam_refine(x: torch.Tensor, channel: torch.Tensor | None, spatial: torch.Tensor | None,
+               combine: str = "sum", identity: bool = True, recompute: bool = True) -> torch.Tensor:
+    """BAM's output ``x + x * M`` (``identity=True``, paper) or ``x * M`` from raw branch outputs.
+
+    ``channel``: B x C x 1 x 1 (or ``None``), ``spatial``: B x 1 x H x W (or ``None``), both before
+    the sigmoid. ``combine="sum"`` and single-branch modules use :class:`SumRefine`; the other
+    combine modes use the plain expression of :func:`attention_map`. ``recompute``: see
+    :class:`SumRefine` (memory vs two backward passes; the module docstring has the counts).
+    """
+    if combine not in COMBINES:
+        raise ValueError(f"bam_refine: unknown combine={combine!r}; choose one of {COMBINES}")
+    if channel is None and spatial is None:
+        raise ValueError("bam_refine: at least one of channel and spatial must be given")
+    _check_shapes(x, channel, spatial)
+    if combine == "sum" or channel is None or spatial is None:
+        return SumRefine.apply(x, channel, spatial, identity, recompute)
+    refined = x * attention_map(channel, spatial, combine)
+    return x + refined if identity else refined

@@ -1,0 +1,207 @@
+"""bam.functional.bam_refine against the plain expression x * (1 + sigmoid(Mc + Ms)) of the paper."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from bam.functional import SumRefine, attention_map, bam_refine
+
+
+def _plain(x, channel, spatial, combine="sum", identity=True):
+    # Written out from the paper's eqs. (1)-(2), independently of bam.functional.
+    if channel is None:
+        gate = torch.sigmoid(spatial)
+    elif spatial is None:
+        gate = torch.sigmoid(channel)
+    elif combine == "sum":
+        gate = torch.sigmoid(channel + spatial)
+    elif combine == "max":
+        gate = torch.sigmoid(torch.maximum(channel, spatial))
+    elif combine == "product":
+        gate = torch.sigmoid(channel * spatial)
+    else:
+        gate = torch.sigmoid(channel) + torch.sigmoid(spatial)
+    return x + x * gate if identity else x * gate
+
+
+def _inputs(b=2, c=6, h=5, w=7, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, c, h, w, generator=g, dtype=dtype)
+    channel = torch.randn(b, c, 1, 1, generator=g, dtype=dtype)
+    spatial = torch.randn(b, 1, h, w, generator=g, dtype=dtype)
+    return x, channel, spatial
+
+
+def _run(fn, tensors, grad_out):
+    leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in tensors]
+    out = fn(*leaves)
+    out.backward(grad_out)
+    return out.detach(), [t.grad if t is not None else None for t in leaves]
+
+
+@pytest.mark.parametrize("recompute", [True, False])
+@pytest.mark.parametrize("identity", [True, False])
+@pytest.mark.parametrize("branches", ["both", "channel", "spatial"])
+def test_matches_plain_fp32(identity, branches, recompute):
+    x, channel, spatial = _inputs()
+    channel = None if branches == "spatial" else channel
+    spatial = None if branches == "channel" else spatial
+    grad_out = torch.randn_like(x)
+    out, grads = _run(lambda *t: bam_refine(*t, identity=identity, recompute=recompute),
+                      (x, channel, spatial), grad_out)
+    ref, ref_grads = _run(lambda *t: _plain(*t, identity=identity), (x, channel, spatial), grad_out)
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+    for got, want in zip(grads, ref_grads):
+        assert (got is None) == (want is None)
+        if got is not None:
+            assert got.shape == want.shape
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("combine", ["max", "product", "sigmoid_sum"])
+def test_other_combines_fall_back_to_plain(combine):
+    x, channel, spatial = _inputs(seed=1)
+    grad_out = torch.randn_like(x)
+    out, grads = _run(lambda *t: bam_refine(*t, combine=combine), (x, channel, spatial), grad_out)
+    ref, ref_grads = _run(lambda *t: _plain(*t, combine=combine), (x, channel, spatial), grad_out)
+    torch.testing.assert_close(out, ref)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want)
+    torch.testing.assert_close(attention_map(channel, spatial, combine),
+                               (_plain(torch.ones_like(x), channel, spatial, combine, identity=False)))
+
+
+def test_gradcheck_float64():
+    x, channel, spatial = _inputs(b=2, c=3, h=3, w=4, dtype=torch.float64, seed=2)
+    tensors = tuple(t.requires_grad_() for t in (x, channel, spatial))
+    for identity in (True, False):
+        for recompute in (True, False):
+            assert torch.autograd.gradcheck(lambda *t: SumRefine.apply(*t, identity, recompute), tensors)
+
+
+def test_bf16_autocast_matches_plain_within_bf16_tolerance():
+    torch.manual_seed(3)
+    conv = torch.nn.Conv2d(4, 8, 3, padding=1)
+    pool_fc = torch.nn.Linear(8, 8)
+    spatial_conv = torch.nn.Conv2d(8, 1, 1)
+    image = torch.randn(2, 4, 9, 11)
+
+    def network(refine):
+        # A conv feature map and two conv/linear branches: the tensors autocast makes bf16.
+        x = conv(image)
+        channel = pool_fc(x.mean(dim=(2, 3)))[:, :, None, None]
+        spatial = spatial_conv(x)
+        return refine(x, channel, spatial)
+
+    results = {}
+    for name, refine in (("fused", bam_refine), ("plain", _plain)):
+        for p in (*conv.parameters(), *pool_fc.parameters(), *spatial_conv.parameters()):
+            p.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = network(refine)
+        assert out.dtype == torch.bfloat16
+        out.float().square().mean().backward()
+        results[name] = (out.float(), [p.grad.clone() for p in (conv.weight, pool_fc.weight,
+                                                                 spatial_conv.weight)])
+    out, grads = results["fused"]
+    ref, ref_grads = results["plain"]
+    # bf16 keeps 8 bits of mantissa: relative rounding 2^-8 per op, a few ops deep.
+    torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, rtol=5e-2, atol=5e-2 * want.abs().max().item())
+    # ...and both are close to the float32 truth.
+    with torch.no_grad():
+        truth = network(_plain)
+    torch.testing.assert_close(out, truth, rtol=3e-2, atol=3e-2)
+
+
+def test_bf16_inputs_direct():
+    x, channel, spatial = (t.to(torch.bfloat16) for t in _inputs(seed=4))
+    grad_out = torch.randn_like(x)
+    out, grads = _run(bam_refine, (x, channel, spatial), grad_out)
+    ref, ref_grads = _run(_plain, (x.double(), channel.double(), spatial.double()), grad_out.double())
+    assert out.dtype == torch.bfloat16 and all(g.dtype == torch.bfloat16 for g in grads)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-2, atol=1e-2)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got.double(), want, rtol=2e-2, atol=2e-2 * want.abs().max().item())
+
+
+def test_mixed_dtypes_promote_like_plain():
+    x, channel, spatial = _inputs(seed=5)
+    out = bam_refine(x.to(torch.bfloat16), channel, spatial)  # fp32 branches -> fp32, as plain ops
+    assert out.dtype == _plain(x.to(torch.bfloat16), channel, spatial).dtype == torch.float32
+
+
+def test_channels_last():
+    x, channel, spatial = _inputs(b=2, c=8, h=6, w=5, seed=6)
+    x = x.to(memory_format=torch.channels_last)
+    grad_out = torch.randn_like(x)
+    out, grads = _run(bam_refine, (x, channel, spatial), grad_out)
+    ref, ref_grads = _run(_plain, (x, channel, spatial), grad_out)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert grads[0].is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, ref)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want)
+
+
+def test_saves_no_full_size_attention_map():
+    x, channel, spatial = (t.requires_grad_() for t in _inputs(b=2, c=16, h=8, w=8, seed=7))
+    saved = {}
+    keep_gate = lambda *t: bam_refine(*t, recompute=False)  # noqa: E731
+    for name, fn in (("fused", bam_refine), ("plain", _plain), ("keep_gate", keep_gate)):
+        sizes = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.numel()) or t, lambda t: t):
+            fn(x, channel, spatial)
+        saved[name] = sum(s for s in sizes if s == x.numel())
+    assert saved["fused"] == x.numel()  # x only
+    assert saved["keep_gate"] == 2 * x.numel()  # x and the gate
+    assert saved["plain"] >= 2 * x.numel()  # x and the attention map (at least)
+
+
+def test_bad_inputs():
+    x, channel, spatial = _inputs()
+    with pytest.raises(ValueError, match="combine"):
+        bam_refine(x, channel, spatial, combine="mean")
+    with pytest.raises(ValueError, match="at least one"):
+        bam_refine(x, None, None)
+    with pytest.raises(ValueError, match="broadcast"):
+        bam_refine(x, channel[:, :3], spatial)
+    with pytest.raises(ValueError, match="broadcast"):
+        bam_refine(x[:, :, :1, :1], channel, spatial)  # output would not have x's shape
+
+
+def test_compiles_on_cpu():
+    pytest.importorskip("torch._inductor")
+    x, channel, spatial = _inputs(seed=8)
+    grad_out = torch.randn_like(x)
+    torch._dynamo.reset()
+    try:
+        compiled = torch.compile(bam_refine, backend="aot_eager", fullgraph=True)
+        out, grads = _run(compiled, (x, channel, spatial), grad_out)
+    finally:
+        torch._dynamo.reset()
+    ref, ref_grads = _run(_plain, (x, channel, spatial), grad_out)
+    torch.testing.assert_close(out, ref)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want)
+
+
+def test_timing_printout(capsys):
+    """Prints a CPU timing comparison (informative only: no assertion on times)."""
+    x, channel, spatial = (t.requires_grad_() for t in _inputs(b=4, c=64, h=32, w=32, seed=9))
+    grad_out = torch.randn_like(x)
+    times = {}
+    for name, fn in (("fused", bam_refine), ("plain", _plain)):
+        best = float("inf")
+        for _ in range(5):
+            start = time.perf_counter()
+            fn(x, channel, spatial).backward(grad_out)
+            best = min(best, time.perf_counter() - start)
+        times[name] = best
+    with capsys.disabled():
+        print(f"\nbam_refine fwd+bwd on 4x64x32x32 (CPU, best of 5): fused {times['fused'] * 1e3:.2f} ms, "
+              f"plain {times['plain'] * 1e3:.2f} ms")
