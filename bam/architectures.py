@@ -23,7 +23,8 @@ from typing import Callable
 
 from torch import nn
 
-__all__ = ["ATTENTION_ALIASES", "LAYOUTS", "NetworkEntry", "build_network", "get_network_entry", "input_size_for",
+__all__ = ["ATTENTION_ALIASES", "LAYOUTS", "NetworkEntry", "build_network", "default_placement", "get_network_entry",
+           "input_size_for",
            "list_datasets", "list_networks", "network_datasets", "register_dataset", "register_network"]
 
 # Modules that register networks on import; missing optional task packages are skipped.
@@ -50,6 +51,10 @@ class NetworkEntry:
     # "basic": a ResNet of basic blocks, where v1 and v1.5 are the same network; None: no ResNet
     # stride layout at all.
     resnet_blocks: str | None = None
+    # True for networks whose builder places attention itself (``builder(attention=...)``): a
+    # detector whose last stage runs inside its RoI heads cannot be traced end to end, so the
+    # builder attaches BAM to its backbone before wrapping it.
+    places_attention: bool = False
 
 
 _DATASETS: dict[str, DatasetInfo] = {
@@ -68,7 +73,7 @@ def register_dataset(name: str, input_size: tuple[int, int, int], num_classes: i
 
 
 def register_network(name: str, datasets: tuple[str, ...] | list[str] | str = ("imagenet",),
-                     resnet_blocks: str | None = None) -> Callable:
+                     resnet_blocks: str | None = None, places_attention: bool = False) -> Callable:
     """Decorator registering ``builder(num_classes=...)`` as network ``name`` for each data set."""
     if isinstance(datasets, str):
         datasets = (datasets,)
@@ -83,7 +88,7 @@ def register_network(name: str, datasets: tuple[str, ...] | list[str] | str = ("
             per_dataset = _NETWORKS.setdefault(name, {})
             if dataset in per_dataset and per_dataset[dataset].builder is not builder:
                 raise ValueError(f"network {name!r} is already registered for data set {dataset!r}")
-            per_dataset[dataset] = NetworkEntry(name, dataset, builder, resnet_blocks)
+            per_dataset[dataset] = NetworkEntry(name, dataset, builder, resnet_blocks, places_attention)
         return builder
 
     return decorator
@@ -157,15 +162,22 @@ def valid_attentions() -> list[str]:
     return ["none", *list_attentions(), *ATTENTION_ALIASES]
 
 
-def build_network(arch: str, dataset: str = "imagenet", attention: str = "none", placement: str = "bottleneck",
+def default_placement(attention: str) -> str:
+    """Where a module goes unless told: BAM at the bottlenecks (the paper), SE and CBAM in every
+    block (as their papers and the BAM paper's Table 10 use them)."""
+    return "block" if attention in ("se", "cbam") else "bottleneck"
+
+
+def build_network(arch: str, dataset: str = "imagenet", attention: str = "none", placement: str | None = None,
                   num_classes: int | None = None, layout: str = "v1.5", model_kwargs: dict | None = None,
                   **attention_kwargs) -> nn.Module:
     """Build network ``arch`` for ``dataset``, optionally with attention placed by ``bam.attach_attention``.
 
     ``layout`` picks the stride layout of ResNet bottleneck networks: "v1.5" (torchvision's, stride
     on the 3x3 conv; the network as defined) or "v1" (stride on the first 1x1 conv, the layout of
-    the paper's MAC counts). "v1" on a network that is no ResNet is an error. ``attention="bam-c"``
-    is BAM with ``placement="block"``. ``model_kwargs`` go to the network's builder (e.g.
+    the paper's MAC counts). "v1" on a network that is no ResNet is an error. ``placement`` is
+    "bottleneck" or "block" (default: ``default_placement(attention)``); ``attention="bam-c"`` is BAM
+    with ``placement="block"``. ``model_kwargs`` go to the network's builder (e.g.
     ``{"dropout": 0.3}`` for the WideResNets). Works under ``with torch.device("meta")`` for counting.
     """
     entry = get_network_entry(arch, dataset)
@@ -178,13 +190,18 @@ def build_network(arch: str, dataset: str = "imagenet", attention: str = "none",
         valid = valid_attentions()
         if attention not in valid:
             raise ValueError(f"unknown attention {attention!r}; valid names: {', '.join(valid)}")
-    attention, placement = ATTENTION_ALIASES.get(attention, (attention, placement))
+    attention, placement = ATTENTION_ALIASES.get(attention, (attention, placement or default_placement(attention)))
 
     if num_classes is None:
         num_classes = _DATASETS[dataset].num_classes
     kwargs = dict(model_kwargs or {})
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
+    if entry.places_attention and attention != "none":
+        if placement != "bottleneck" or attention_kwargs:
+            raise ValueError(f"network {arch!r} places its attention itself: only the bottleneck placement "
+                             "with default module options is available")
+        kwargs["attention"], attention = attention, "none"
     try:  # reject options this network does not have (e.g. dropout for ResNet50) before building
         inspect.signature(entry.builder).bind(**kwargs)
     except TypeError as error:

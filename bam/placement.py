@@ -365,6 +365,21 @@ def attention_key(path: str) -> str:
     return path.replace(".", "_")
 
 
+def attention_targets(model: nn.Module) -> dict[str, str]:
+    """``{path of the module an attention follows: that attention's key in model.attention}``.
+
+    Read from the hooks themselves, so it is right for any path (keys replace '.' by '_', which
+    cannot be undone for module names that contain '_').
+    """
+    owners = {id(module): key for key, module in getattr(model, "attention", {}).items()}
+    targets = {}
+    for path, module in model.named_modules():
+        for hook in module._forward_hooks.values():
+            if isinstance(hook, AttentionHook) and id(hook.attention) in owners:
+                targets[path] = owners[id(hook.attention)]
+    return targets
+
+
 def attach_attention(model: nn.Module, attention: str = "bam", placement: str = "bottleneck",
                      input_size: tuple[int, int, int] = (3, 224, 224),
                      **attention_kwargs) -> list[str]:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from bam.architectures import (ATTENTION_ALIASES, build_network, get_network_entry, input_size_for,
-                               list_datasets, list_networks, network_datasets, valid_attentions)
+from bam.architectures import (ATTENTION_ALIASES, build_network, default_placement, get_network_entry,
+                               input_size_for, list_datasets, list_networks, network_datasets, valid_attentions)
 from bam.counting import count_macs, count_params
 from bam.placement import attach_attention
 
@@ -80,13 +80,14 @@ _SAME_SITES = ("BAM sits at the same places (after `layer1`, `layer2`) with the 
 NOTES: dict[tuple[str, str, str], str] = {
     ("cifar100", "resnet101", "none"): (
         "Ours {macs_g:.4f} G on the v1 layout (2.510 G on v1.5), {macs_gap_g:.4f} G under the rounding boundary of "
-        "the printed 2.44; the parameters and the +BAM MACs (2.46) match, as do the ImageNet ResNet101 MACs."),
+        "the printed 2.44; the parameters and the +BAM MACs (2.46) match, as do the ImageNet ResNet101 MACs. "
+        "The paper's counter is not stated."),
     ("cifar100", "preresnet110", "bam"): (
         "BAM before the two downsamplings (64 and 128 channels) adds {overhead_params:,} parameters: "
         "{params_m:.5f}M, {params_gap:,} parameters under the rounding boundary of the printed 1.733M. " + _EXTRA_BN),
     ("cifar100", "wrn28_8", "bam"): (
-        "Ours {macs_g:.4f} G (+{overhead_macs_g:.4f} G for BAM), {macs_gap_g:.4f} G under the rounding boundary of 3.37: "
-        "we count convolution and linear MACs only, so BAM's element-wise products and sums are not included."),
+        "Ours {macs_g:.4f} G (+{overhead_macs_g:.4f} G for BAM), {macs_gap_g:.4f} G under the rounding boundary of "
+        "the printed 3.37; the parameters match, and so do the same modules' MACs in WRN-28-10 (5.25)."),
     ("cifar100", "wrn40_10", "bam"): _SAME_SITES,
     ("cifar100", "resnext29_8x64d", "none"): (
         "Ours {macs_g:.4f} G on the v1 layout (5.387 G on v1.5), {macs_gap_g:.4f} G under the rounding boundary of the "
@@ -128,27 +129,41 @@ def default_layout(arch: str, dataset: str) -> str:
     return "v1" if get_network_entry(arch, dataset).resnet_blocks else "v1.5"
 
 
-def default_placement(attention: str) -> str:
-    """Where each module goes by default: BAM at the bottlenecks, SE and CBAM in every block."""
-    return "block" if attention in ("se", "cbam") else "bottleneck"
-
-
 @functools.lru_cache(maxsize=None)
 def _counts(arch: str, dataset: str, layout: str, attention: str, placement: str,
-            input_size: tuple[int, int, int]) -> tuple[int, int, tuple[str, ...], tuple[int | None, ...]]:
-    """(params, MACs, attention sites, their widths) of one configuration; cached."""
+            input_size: tuple[int, int, int]) -> tuple[int, int, tuple[str, ...], tuple[int | None, ...], dict | None]:
+    """(params, MACs, attention sites, their widths, parts) of one configuration; cached.
+
+    ``parts`` is the network's own split of the counts (e.g. UperNet's encoder and decoder) when
+    the network offers one through a ``profile_parts(input_size)`` method.
+    """
     # Meta tensors carry shapes only: parameter counts, shape tracing and FlopCounterMode all work
     # on them, so even the 68M-parameter ResNeXt is counted without allocating its weights. Only
     # the construction runs under the device context: tracing and counting run faster outside it,
     # their tensors follow the parameters' device.
-    with torch.device("meta"):
-        model = build_network(arch, dataset, layout=layout)
     attention, placement = ATTENTION_ALIASES.get(attention, (attention, placement))
-    sites = [] if attention == "none" else attach_attention(model, attention, placement,
-                                                            input_size=input_size_for(dataset))
+    if get_network_entry(arch, dataset).places_attention:  # the builder attaches attention itself
+        with torch.device("meta"):
+            model = build_network(arch, dataset, attention=attention, placement=placement, layout=layout)
+        sites = list(getattr(model, "attention", {}))
+    else:
+        with torch.device("meta"):
+            model = build_network(arch, dataset, layout=layout)
+        sites = [] if attention == "none" else attach_attention(model, attention, placement,
+                                                                input_size=input_size_for(dataset))
     modules = model.attention.values() if sites else ()
     widths = tuple(getattr(module, "channels", None) for module in modules)
-    return count_params(model), count_macs(model, input_size), tuple(sites), widths
+    parts = model.eval().profile_parts(input_size) if callable(getattr(model, "profile_parts", None)) else None
+    return count_params(model), _macs_or_none(model, input_size), tuple(sites), widths, parts
+
+
+def _macs_or_none(model, input_size) -> int | None:
+    """MACs, or None for networks whose work depends on the data (a detector's proposals): shape-only
+    meta tensors cannot run their data-dependent operations, and a guess would mislead."""
+    try:
+        return count_macs(model, input_size)
+    except NotImplementedError:
+        return None
 
 
 def profile_network(arch: str, dataset: str | None = None, attention: str = "bam", layout: str | None = None,
@@ -161,21 +176,24 @@ def profile_network(arch: str, dataset: str | None = None, attention: str = "bam
         raise ValueError(f"unknown attention {attention!r}; valid names: {', '.join(_CLI_ATTENTIONS)}")
     input_size = tuple(int(v) for v in (input_size or input_size_for(dataset)))
 
-    base_params, base_macs, _, _ = _counts(arch, dataset, layout, "none", "bottleneck", input_size)
-    params, macs, sites, widths = _counts(arch, dataset, layout, attention, placement, input_size)
+    base_params, base_macs, _, _, base_parts = _counts(arch, dataset, layout, "none", "bottleneck", input_size)
+    params, macs, sites, widths, parts = _counts(arch, dataset, layout, attention, placement, input_size)
     figures = PAPER.get((dataset, arch), {})
     paper = {key: {"params": fig.params, "macs": fig.macs, "table": fig.table}
              for key, fig in figures.items() if key in ("none", attention)}
     return {
         "arch": arch, "dataset": dataset, "attention": attention,
         "placement": None if attention == "none" else ATTENTION_ALIASES.get(attention, (attention, placement))[1],
-        "layout": layout, "input_size": list(input_size),
+        "layout": layout if get_network_entry(arch, dataset).resnet_blocks else None,
+        "input_size": list(input_size),
         "params": params, "macs": macs, "base_params": base_params, "base_macs": base_macs,
-        "overhead_params": params - base_params, "overhead_macs": macs - base_macs,
+        "overhead_params": params - base_params,
+        "overhead_macs": None if macs is None else macs - base_macs,
         "overhead_params_percent": 100.0 * (params - base_params) / base_params,
-        "overhead_macs_percent": 100.0 * (macs - base_macs) / base_macs if base_macs else 0.0,
+        "overhead_macs_percent": 100.0 * (macs - base_macs) / base_macs if base_macs else None,
         "attention_sites": list(sites), "attention_channels": list(widths),
         "paper": paper or None,
+        **({"parts": {"base": base_parts, "attention": parts}} if parts else {}),
     }
 
 
@@ -254,7 +272,7 @@ def paper_rows() -> list[dict]:
                 params_ok = matches(result["params"], figure.params, 1e6)
                 macs_ok = matches(result["macs"], figure.macs, 1e9)
                 rows.append({"section": title, "dataset": dataset, "arch": arch, "attention": attention,
-                             "layout": result["layout"], "params": result["params"], "macs": result["macs"],
+                             "layout": result["layout"] or "-", "params": result["params"], "macs": result["macs"],
                              "paper_params": figure.params, "paper_macs": figure.macs, "table": figure.table,
                              "params_match": params_ok, "macs_match": macs_ok,
                              "sites": result["attention_sites"], "channels": result["attention_channels"],
@@ -305,24 +323,35 @@ def _text_report(result: dict) -> str:
     figures = result["paper"] or {}
     base_fig, fig = figures.get("none"), figures.get(result["attention"]) if result["attention"] != "none" else None
     h, w = result["input_size"][1:]
-    title = (f"{result['arch']} on {result['dataset']} ({h}x{w}), layout {result['layout']}, attention "
-             f"{result['attention']}" + (f" ({result['placement']})" if result["placement"] else ""))
+    layout = f", layout {result['layout']}" if result["layout"] else ""
+    title = (f"{result['arch']} on {result['dataset']} ({h}x{w}){layout}, attention {result['attention']}"
+             + (f" ({result['placement']})" if result["placement"] else ""))
+    gmacs = lambda value: "n/a" if value is None else f"{value / 1e9:.3f}"  # noqa: E731
     rows = [("", "params", "GMACs", "paper params", "paper GMACs"),
-            ("base", f"{result['base_params']:,}", f"{result['base_macs'] / 1e9:.3f}",
+            ("base", f"{result['base_params']:,}", gmacs(result["base_macs"]),
              base_fig["params"] if base_fig else "-", base_fig["macs"] if base_fig else "-")]
     if result["attention"] != "none":
-        rows.append((f"+{result['attention']}", f"{result['params']:,}", f"{result['macs'] / 1e9:.3f}",
+        rows.append((f"+{result['attention']}", f"{result['params']:,}", gmacs(result["macs"]),
                      fig["params"] if fig else "-", fig["macs"] if fig else "-"))
         rows.append(("overhead", f"+{result['overhead_params']:,} ({result['overhead_params_percent']:+.2f}%)",
+                     "n/a" if result["macs"] is None else
                      f"+{result['overhead_macs'] / 1e9:.3f} ({result['overhead_macs_percent']:+.2f}%)", "", ""))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     lines = [title] + ["  ".join(cell.rjust(width) if i else cell.ljust(width)
                                  for i, (cell, width) in enumerate(zip(row, widths))).rstrip() for row in rows]
+    for label, split in (result.get("parts") or {}).items():
+        if split:
+            name = "base" if label == "base" else f"+{result['attention']}"
+            lines.append(f"{name} by part: " + ", ".join(
+                f"{part} {counts['params']:,} params / {counts['macs'] / 1e9:.3f} GMACs"
+                for part, counts in split.items()))
     if result["attention_sites"]:
         lines.append(f"attention after: {', '.join(result['attention_sites'])}")
+    if result["macs"] is None:
+        lines.append("MACs: not counted, this network's work depends on its input (e.g. a detector's proposals)")
     if base_fig or fig:
         tables = sorted({f["table"] for f in (base_fig, fig) if f})
-        lines.append(f"paper: Table {', '.join(tables)} (parameters in millions, GMACs on the v1 layout)")
+        lines.append(f"paper: Table {', '.join(tables)} (parameters in millions, GMACs)")
     return "\n".join(lines)
 
 

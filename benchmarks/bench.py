@@ -60,6 +60,13 @@ def device_name(device: torch.device) -> str:
     return f"CPU {cpu}, {os.cpu_count()} cores, torch using {torch.get_num_threads()} threads"
 
 
+_CLOCK = time.perf_counter  # --clock cpu: time.process_time (CPU time of this process)
+
+
+def clock() -> float:
+    return _CLOCK()
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -105,23 +112,37 @@ def _fused_forward(recompute: bool):
     return forward
 
 
+def _channel_forward(pool):
+    def forward(self, x):
+        if self.training and x.shape[0] <= 1:
+            raise ValueError("BAM channel branch: batch of 1 in training mode")
+        out = self.fc2(self.act(self.bn1(self.fc1(pool(x)))))
+        return self.bn(out)[:, :, None, None]
+
+    return forward
+
+
 @contextlib.contextmanager
 def bam_variant(variant: str):
     """``bam``: the module as shipped; ``bam-plain``: refinement as plain ops; ``bam-fused``:
-    ``bam_refine`` (recompute); ``bam-fused-keep``: ``bam_refine(recompute=False)``."""
-    from bam import BAM
+    ``bam_refine`` (recompute) and ``global_avg_pool`` in the channel branch; ``bam-fused-keep``:
+    the same with ``bam_refine(recompute=False)``."""
+    from bam import BAM, ChannelGate
+    from bam.functional import global_avg_pool
 
     forwards = {"bam-plain": _plain_forward, "bam-fused": _fused_forward(True),
                 "bam-fused-keep": _fused_forward(False)}
     if variant not in forwards:
         yield
         return
-    original = BAM.forward
+    original, original_channel = BAM.forward, ChannelGate.forward
     BAM.forward = forwards[variant]
+    plain_mean = lambda x: x.mean(dim=(2, 3))  # noqa: E731 - autograd's mean (full-size backward)
+    ChannelGate.forward = _channel_forward(plain_mean if variant == "bam-plain" else global_avg_pool)
     try:
         yield
     finally:
-        BAM.forward = original
+        BAM.forward, ChannelGate.forward = original, original_channel
 
 
 # --- section: one BAM module ------------------------------------------------------------------
@@ -172,11 +193,11 @@ def module_benchmark(shape, device, precision, channels_last, repeats, steps) ->
             times = []
             for _ in range(repeats):
                 synchronize(device)
-                start = time.perf_counter()
+                start = clock()
                 for _ in range(steps):
                     step()
                 synchronize(device)
-                times.append((time.perf_counter() - start) / steps)
+                times.append((clock() - start) / steps)
             peak = None
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
@@ -194,6 +215,7 @@ def module_benchmark(shape, device, precision, channels_last, repeats, steps) ->
 
 @dataclass
 class Network:
+    key: str  # what --networks selects
     name: str
     build: object  # attention -> nn.Module
     input_shape: tuple
@@ -218,13 +240,18 @@ def srresnet_x4(attention: str) -> nn.Module:
     return srresnet(scale=4, attention=attention)
 
 
-def networks(quick: bool) -> list[Network]:
+NETWORKS = ("resnet50", "srresnet16", "srresnet64")
+
+
+def networks(quick: bool, keys=NETWORKS) -> list[Network]:
     if quick:  # tiny sizes: a smoke run of every code path on a CPU
-        return [Network("ResNet50 (64^2)", resnet50, (3, 64, 64), (), 4, "img"),
-                Network("SRResNet x4 (48^2 HR)", srresnet_x4, (3, 12, 12), (3, 48, 48), 4, "patch")]
-    return [Network("ResNet50 (224^2)", resnet50, (3, 224, 224), (), 256, "img"),
-            Network("SRResNet x4 (96^2 HR)", srresnet_x4, (3, 24, 24), (3, 96, 96), 16, "patch"),
-            Network("SRResNet x4 (96^2 HR)", srresnet_x4, (3, 24, 24), (3, 96, 96), 64, "patch")]
+        nets = [Network("resnet50", "ResNet50 (64^2)", resnet50, (3, 64, 64), (), 4, "img"),
+                Network("srresnet16", "SRResNet x4 (48^2 HR)", srresnet_x4, (3, 12, 12), (3, 48, 48), 4, "patch")]
+    else:
+        nets = [Network("resnet50", "ResNet50 (224^2)", resnet50, (3, 224, 224), (), 256, "img"),
+                Network("srresnet16", "SRResNet x4 (96^2 HR)", srresnet_x4, (3, 24, 24), (3, 96, 96), 16, "patch"),
+                Network("srresnet64", "SRResNet x4 (96^2 HR)", srresnet_x4, (3, 24, 24), (3, 96, 96), 64, "patch")]
+    return [net for net in nets if net.key in keys]
 
 
 def step_throughput(net: Network, attention: str, device, precision: str, channels_last: bool,
@@ -259,11 +286,11 @@ def step_throughput(net: Network, attention: str, device, precision: str, channe
     rates = []
     for _ in range(repeats):
         synchronize(device)
-        start = time.perf_counter()
+        start = clock()
         for _ in range(steps):
             step()
         synchronize(device)
-        rates.append(net.batch * steps / (time.perf_counter() - start))
+        rates.append(net.batch * steps / (clock() - start))
     del model, optimizer, forward
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -272,7 +299,7 @@ def step_throughput(net: Network, attention: str, device, precision: str, channe
 
 def steps_benchmark(args, device, precision, channels_last) -> list[tuple]:
     rows = []
-    for net in networks(args.quick):
+    for net in networks(args.quick, args.networks):
         for mode in args.modes:
             rates = {}
             for variant in args.variants:
@@ -307,10 +334,10 @@ def sr_pipeline(t91: Path, batch: int, workers: int, steps: int, device, precisi
         dataset = SRTrainFolder([t91], scale=4, patch_size=patch, cache=True)
     result = {}
     count = max(4 * batch, 64)
-    start = time.perf_counter()
+    start = clock()
     for i in range(count):
         dataset[(i % len(dataset), i)]
-    result["one process (dataset only)"] = count / (time.perf_counter() - start)
+    result["one process (dataset only)"] = count / (clock() - start)
 
     sampler = EpochSeededSampler(len(dataset), seed=0)
     loader = DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers,
@@ -381,10 +408,10 @@ def metrics_time(set_dir: Path, device, repeats: int = 3) -> dict[str, float]:
         times = []
         for _ in range(repeats):
             synchronize(device)
-            start = time.perf_counter()
+            start = clock()
             job()
             synchronize(device)
-            times.append(time.perf_counter() - start)
+            times.append(clock() - start)
         result[label] = statistics.median(times)
     return result
 
@@ -408,6 +435,9 @@ def parse_args(argv):
     parser.add_argument("--data-root", help="holds sr/Set14 and sr/train/T91 (default: $BAM_DATA_ROOT or ./data)")
     parser.add_argument("--only", type=_list_arg(SECTIONS), default=list(SECTIONS),
                         help=f"comma-separated sections to run, of {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument("--networks", type=_list_arg(NETWORKS), default=list(NETWORKS),
+                        help="comma-separated networks for the steps section (default: all; --quick has "
+                             "no srresnet64)")
     parser.add_argument("--variants", type=_list_arg(VARIANTS), default=None,
                         help="comma-separated step variants: none (base), bam (as shipped), bam-plain, "
                              "bam-fused, bam-fused-keep (default: none,bam,bam-fused)")
@@ -423,6 +453,10 @@ def parse_args(argv):
     parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 5; quick 1)")
     parser.add_argument("--workers", type=int, default=None,
                         help="DataLoader workers for the pipeline section (default: min(16, CPU cores))")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="timer of everything measured in this one process (not the DataLoader and "
+                             "end-to-end figures): wall time, or this process's CPU time (steadier on a "
+                             "shared CPU with OMP_NUM_THREADS=1; not for GPUs)")
     parser.add_argument("--markdown", type=Path, help="append the result tables to this Markdown file")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -434,6 +468,8 @@ def parse_args(argv):
     args.workers = args.workers if args.workers is not None else min(16, os.cpu_count() or 1)
     if min(args.steps, args.repeats) < 1 or args.warmup < 0 or args.workers < 0:
         parser.error("--steps and --repeats must be >= 1, --warmup and --workers >= 0")
+    if args.clock == "cpu" and args.device != "cpu":
+        parser.error("--clock cpu only makes sense with --device cpu (GPU work is not CPU time)")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: CUDA is not available on this machine")
     return args
@@ -447,7 +483,9 @@ def markdown_table(header: tuple, rows: list[tuple]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     from datasets.root import data_root
 
+    global _CLOCK
     args = parse_args(argv)
+    _CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     device = torch.device(args.device)
     gpu = device.type == "cuda"
     precision = args.precision or ("bf16" if gpu else "fp32")
@@ -457,6 +495,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     settings = f"{precision} autocast" if precision != "fp32" else "fp32"
     settings += " + channels_last" if channels_last else ""
+    settings += "; times are this process's CPU time" if args.clock == "cpu" else "; wall-clock times"
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"### {device_name(device)} — {stamp}{' (--quick)' if args.quick else ''}",
              f"torch {torch.__version__}; {settings}; command: `python benchmarks/bench.py "

@@ -20,11 +20,14 @@ from datasets.images import read_image, read_rgb
 
 __all__ = ["EMBEDDED_SPLITS", "embedded_sr_files", "embedded_sr_images", "write_embedded_images"]
 
+# Training photos: colour ones first (a model trained mostly on gray pictures learns no colour,
+# which shows in the sample panels even though PSNR/SSIM on Y do not see it), then gray textures
+# that teach fine detail. Scanned text and synthetic pictures are left out.
 EMBEDDED_SPLITS: dict[str, tuple[str, ...]] = {
     "train": (
-        "astronaut.png", "rocket.jpg", "motorcycle_left.png", "hubble_deep_field.jpg",
-        "retina.jpg", "ihc.png", "coins.png", "moon.png", "brick.png", "grass.png",
-        "gravel.png", "text.png", "cell.png", "clock_motion.png", "page.png",
+        "astronaut.png", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png",
+        "hubble_deep_field.jpg", "retina.jpg", "ihc.png", "coins.png", "moon.png", "brick.png",
+        "grass.png", "gravel.png",
     ),
     "test": ("chelsea.png", "coffee.png", "camera.png"),
 }

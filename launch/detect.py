@@ -1,4 +1,6 @@
-"""Train Faster R-CNN ResNet101 (+BAM) on COCO: ``accelerate launch launch/detect.py --data-root ... [--attention bam]``.
+"""Train Faster R-CNN ResNet101 (+BAM) on COCO.
+
+    accelerate launch launch/detect.py --data-root DATA --backbone-weights R101.pth [--attention bam]
 
 Also runs as ``python launch/detect.py ...`` (one process). See ``tasks/detect/train.py`` for options.
 """

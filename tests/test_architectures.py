@@ -121,6 +121,25 @@ def test_bam_params(dataset, arch):
         assert rounded(params, printed) == printed
 
 
+def test_exact_counts_against_torchvision():
+    # ImageNet nets are torchvision's; the CIFAR ResNet50 only swaps the 7x7 stem for a 3x3 one.
+    with torch.device("meta"):
+        reference = torchvision.models.resnet50(num_classes=100)
+    expected = count_params(reference) - 7 * 7 * 3 * 64 + 3 * 3 * 3 * 64
+    assert count_params(meta_network("resnet50", "cifar100")) == expected == 23_705_252
+    assert count_params(meta_network("resnet50", "imagenet")) == 25_557_032
+    # WideResNet18 (widen 2): every stage of ResNet18 twice as wide; the 64-channel stem unchanged.
+    wide = meta_network("wrn18_2.0", "imagenet")
+    assert wide.conv1.out_channels == 64
+    assert [layer[0].conv1.out_channels for layer in (wide.layer1, wide.layer2, wide.layer3, wide.layer4)] == \
+        [128, 256, 512, 1024]
+    # WRN-28-10 by the textbook count: 3x3 convs, 1x1 projections, BNs and the classifier.
+    convs = 3 * 16 * 9 + sum(9 * (cin * cout + (n - 1) * cout * cout) + 9 * n * cout * cout + cin * cout
+                             for cin, cout, n in ((16, 160, 4), (160, 320, 4), (320, 640, 4)))
+    bns = 2 * sum(cin + cout + (n - 1) * 2 * cout for cin, cout, n in ((16, 160, 4), (160, 320, 4), (320, 640, 4)))
+    assert count_params(meta_network("wrn28_10", "cifar100")) == convs + bns + 2 * 640 + 640 * 100 + 100
+
+
 def test_preresnet110_is_the_bottleneck_variant():
     model = meta_network("preresnet110", "cifar100")
     assert [len(layer) for layer in (model.layer1, model.layer2, model.layer3)] == [18, 18, 18]
@@ -162,6 +181,10 @@ def test_options_reach_the_builder():
     assert meta_network("wrn28_10", "cifar100", model_kwargs={"dropout": 0.3}).layer1[0].dropout.p == 0.3
     assert meta_network("resnet50", "cifar100", num_classes=10).fc.out_features == 10
     assert meta_network("densenet100_bc", "cifar100").classifier.out_features == 100
+    # SE goes in every block by default (as in Table 10), BAM at the bottlenecks; bam-c = BAM in every block.
+    assert len(meta_network("wrn28_8", "cifar100", attention="se").attention) == 12
+    assert len(meta_network("wrn28_8", "cifar100", attention="bam-c").attention) == 12
+    assert len(meta_network("wrn28_8", "cifar100", attention="se", placement="bottleneck").attention) == 2
 
 
 @pytest.mark.parametrize("kwargs,message", [

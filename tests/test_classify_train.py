@@ -78,6 +78,20 @@ def test_topk_correct_against_sorting():
     assert bool(train.topk_correct(logits[:, :3], labels.clamp(max=2))[5].all())
 
 
+def test_seeded_samples_repeat_augmentation_per_sample_seed():
+    from datasets.digits import Digits
+
+    data = train.SeededSamples(Digits(train=True))
+    first, label = data[(7, 1234)]
+    torch.manual_seed(0)  # the global RNG does not matter...
+    again, _ = data[(7, 1234)]
+    assert torch.equal(first, again) and label == data[7][1]
+    before = torch.random.get_rng_state()
+    others = [data[(7, seed)][0] for seed in range(1, 9)]
+    assert torch.equal(torch.random.get_rng_state(), before)  # ...and is left untouched
+    assert any(not torch.equal(first, other) for other in others)  # other seeds, other crops
+
+
 # --------------------------------------------------------------------------------------- 3 steps
 def _digits_run(output_dir, name, steps, *extra):
     return train.main([

@@ -13,13 +13,13 @@ from tasks.report.table import build_rows, csv_table, markdown_table
 from tasks.report.wandb_offline import find_offline_runs, read_offline_run
 
 
-def write_run(folder, *, attention, seed, top1, curve, params, macs, arch="wrn28_8", group="exp"):
+def write_run(folder, *, attention, seed, top1, curve, params, macs, arch="wrn28_8", group="exp", **extra):
     folder.mkdir(parents=True)
     summary = {
         "task": "classify", "name": folder.name, "group": group, "arch": arch, "attention": attention,
         "dataset": "cifar100", "seed": seed, "config": {"placement": "bottleneck"}, "params": params,
         "macs": macs, "final": {"top1_err": top1, "top5_err": top1 / 4}, "best": {"top1_err": top1 - 0.1},
-        "primary_metric": "top1_err", "primary_mode": "min", "history_file": "metrics.jsonl",
+        "primary_metric": "top1_err", "primary_mode": "min", "history_file": "metrics.jsonl", **extra,
     }
     (folder / "summary.json").write_text(json.dumps(summary))
     lines = [json.dumps({"step": step, "split": "eval", "top1_err": value}) for step, value in curve]
@@ -54,6 +54,22 @@ def test_table_means_spread_and_overheads(runs_dir):
     assert "23.40M → 23.42M (+0.09%)" in text and "3.00G → 3.03G (+1.00%)" in text
     record = next(csv.DictReader(io.StringIO(csv_table([row]))))
     assert float(record["delta"]) == pytest.approx(-1.75) and record["variant_n"] == "2"
+
+
+def test_ablation_rows_stay_apart_with_the_papers_figures(tmp_path):
+    root = tmp_path / "table1a"
+    rows = {"base": ("none", "none", 18.5, 18.18), "d1": ("bam", "bam(dilation=1)", 18.0, 17.24),
+            "d4": ("bam", "bam", 17.0, 16.71)}
+    for row, (attention, variant, top1, paper) in rows.items():
+        write_run(root / row, attention=attention, seed=0, top1=top1, curve=[(5, top1)], params=1, macs=1,
+                  variant=variant, experiment={"table": "table1a", "row": row, "label": f"row {row}",
+                                               "paper": {"top1_err": paper}})
+    table = build_rows(discover_runs([root]))
+    assert [(r.variant, r.label) for r in table] == [("bam", "row d4"), ("bam(dilation=1)", "row d1")]
+    assert [r.delta for r in table] == [pytest.approx(-1.5), pytest.approx(-0.5)]
+    assert table[1].paper == (18.18, 17.24)
+    text = markdown_table(table)
+    assert "paper (baseline → variant)" in text and "18.18 → 17.24" in text and "| row d1 |" in text
 
 
 def test_best_metrics_and_group_filter(runs_dir):

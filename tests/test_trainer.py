@@ -270,6 +270,24 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path
     assert summary["status"] == "failed: non-finite loss" and summary["steps"] == 6
 
 
+def test_non_finite_gradient_stops_before_the_weights_change(tmp_path):
+    trainer = make_trainer(tmp_path / "run", max_steps=6, grad_clip=1.0, eval_every=2)
+    original_loss, calls = trainer.loss_fn, [0]
+
+    def bad_gradient(model, batch):  # sqrt at 0: the loss is finite (0) but its gradient is not
+        calls[0] += 1
+        if calls[0] == 3:
+            out = model(batch[0])
+            return torch.sqrt(((out - out.detach()) ** 2).sum())
+        return original_loss(model, batch)
+
+    trainer.loss_fn = bad_gradient
+    with pytest.raises(NonFiniteLossError, match="non-finite gradient norm \\(nan\\) at step 3"):
+        trainer.fit()
+    assert all(torch.isfinite(v).all() for v in weights(trainer).values())
+    assert read_trainer_state(tmp_path / "run" / "checkpoints" / "last")["step"] == 2
+
+
 # -- best checkpoint --------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode, best_step", [("max", 4), ("min", 2)])
 def test_best_checkpoint_follows_the_metric_and_mode(tmp_path, mode, best_step):
@@ -376,7 +394,7 @@ def test_run_args_and_run_dir(tmp_path):
 
     parser = add_run_args(argparse.ArgumentParser(), defaults={"max_steps": 100, "eval_every": 10})
     args = parser.parse_args(["--output-dir", str(tmp_path)])
-    assert (args.max_steps, args.eval_every, args.resume, args.wandb, args.mixed_precision) == (100, 10, False, "auto", "no")
+    assert (args.max_steps, args.eval_every, args.resume, args.wandb, args.mixed_precision) == (100, 10, False, "auto", None)
     assert args.wandb_project == "bam" and args.seed == 0 and args.data_root is None
     assert parser.parse_args(["--resume"]).resume is True
     assert parser.parse_args(["--resume", "runs/x"]).resume == "runs/x"
@@ -391,6 +409,17 @@ def test_run_args_and_run_dir(tmp_path):
     assert run_dir_for(args, "srresnet") == tmp_path / "srresnet"
     args.resume = str(tmp_path / "other" / "checkpoints" / "last")
     assert run_dir_for(args, "srresnet") == tmp_path / "other"
+
+
+def test_mixed_precision_setting(monkeypatch):
+    from tasks.common.trainer import make_accelerator
+
+    with pytest.raises(ValueError, match="fp16 needs a GPU"):
+        make_accelerator("fp16", cpu=True)
+    with pytest.raises(ValueError, match="must be no, fp16 or bf16, got 'fp8'"):
+        make_accelerator("fp8")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what `accelerate launch --mixed_precision bf16` sets
+    assert make_accelerator(None, cpu=True).mixed_precision == "bf16"
 
 
 def test_run_cli_turns_expected_errors_into_one_line(capsys):

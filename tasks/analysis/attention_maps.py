@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bam import capture_attention, find_bottlenecks
+from bam import attention_targets, capture_attention, find_bottlenecks
 
 # Normalisation of the data sets the classification task trains on.
 _NORMALISATION = {
@@ -118,9 +118,8 @@ def render_panel(image: np.ndarray, attention: dict[str, dict[str, torch.Tensor]
 
 
 def _match_stage(stage: str, names: list[str], position: int) -> str:
-    """The feature map at the same stage: same module name if present, else same position."""
-    target = stage.replace("_", ".")
-    return target if target in names else names[min(position, len(names) - 1)]
+    """The feature map at the same stage: same module path if present, else same position."""
+    return stage if stage in names else names[min(position, len(names) - 1)]
 
 
 def load_image(path: Path, size: int) -> np.ndarray:
@@ -158,7 +157,8 @@ def attention_panels(bam_model: nn.Module, images: Sequence[Path], out_dir: Path
                      baseline: nn.Module | None = None) -> list[Path]:
     """One PNG per image; returns the files written."""
     bam_model.eval()
-    stages = [key.replace("_", ".") for key in getattr(bam_model, "attention", {})]
+    targets = attention_targets(bam_model)  # module path -> attention key
+    stages, path_of = list(targets), {key: path for path, key in targets.items()}
     if not stages:
         raise ValueError("the checkpoint's network has no attention modules (was it trained with --attention none?)")
     base_layers = find_bottlenecks(baseline, (3, size, size)) if baseline is not None else []
@@ -170,7 +170,7 @@ def attention_panels(bam_model: nn.Module, images: Sequence[Path], out_dir: Path
         batch = _to_tensor(image, mean, std)
         with capture_attention(bam_model) as maps, record_features(bam_model, stages) as refined:
             bam_model(batch)
-        attention = {stage: {k: v[0] for k, v in values.items()} for stage, values in maps.items()}
+        attention = {path_of.get(key, key): {k: v[0] for k, v in values.items()} for key, values in maps.items()}
         bam_features = {k: v[0] for k, v in refined.items()}
         base_features = None
         if baseline is not None:

@@ -1,5 +1,7 @@
 """Class-selectivity index per stage (paper Sec. 6.1, Fig. 4; Morcos et al. 2018).
 
+    python -m tasks.analysis.selectivity --checkpoint runs/bam --baseline runs/base [--max-images 5000]
+
 For a unit (a channel), let ``mu_max`` be its largest class-conditional mean activity and
 ``mu_rest`` the mean of its class-conditional means over all other classes; the index is
 ``(mu_max - mu_rest) / (mu_max + mu_rest)``: 0 for a unit that fires the same for every class,
@@ -9,7 +11,11 @@ For a unit (a channel), let ``mu_max`` be its largest class-conditional mean act
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterable, Iterator
 
 import torch
@@ -88,7 +94,6 @@ def plot_selectivity(results: dict[str, dict[str, torch.Tensor]], out_dir, title
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from pathlib import Path
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -114,3 +119,91 @@ def plot_selectivity(results: dict[str, dict[str, torch.Tensor]], out_dir, title
         plt.close(fig)
         written.append(path)
     return written
+
+
+def evaluation_set(record: dict, data_root: str | None):
+    """The labelled evaluation images of the data set the checkpoint was trained on."""
+    dataset = (record.get("extra") or {}).get("dataset") or (record.get("kwargs") or {}).get("dataset")
+    if dataset == "digits":
+        from datasets.digits import NUM_CLASSES, build_digits
+
+        return build_digits(train=False), NUM_CLASSES
+    if dataset == "cifar100":
+        from datasets.cifar import NUM_CLASSES, build_cifar100
+
+        return build_cifar100(data_root, train=False), NUM_CLASSES
+    if dataset == "imagenet":
+        from datasets.imagenet import build_imagenet
+
+        images = build_imagenet(data_root, train=False)
+        return images, len(images.classes)
+    raise ValueError(f"class selectivity needs a classification checkpoint (digits, cifar100 or imagenet); "
+                     f"this one was trained on {dataset!r}")
+
+
+def stage_layers(model: nn.Module, input_size: tuple[int, int, int]) -> list[str]:
+    """The stage ends: where BAM sits in a BAM network, the same bottlenecks in a baseline."""
+    from bam import attention_targets, find_bottlenecks
+
+    return list(attention_targets(model)) or find_bottlenecks(model, input_size)
+
+
+def _add_to_run_summary(checkpoint: Path, numbers: dict) -> None:
+    """Keep the numbers with the run they describe, when the checkpoint is a run folder."""
+    from tasks.common.summary import load_summary, write_summary
+
+    if (checkpoint / "summary.json").is_file():
+        summary = load_summary(checkpoint)
+        summary["class_selectivity"] = numbers
+        write_summary(checkpoint, summary)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from torch.utils.data import DataLoader, Subset
+
+    from tasks.common.model_io import load_model
+
+    parser = argparse.ArgumentParser(prog="python -m tasks.analysis.selectivity", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="run folder or model.pt of a network with BAM")
+    parser.add_argument("--baseline", help="run folder or model.pt of the same network without BAM")
+    parser.add_argument("--data-root", help="data root (default: $BAM_DATA_ROOT or ./data)")
+    parser.add_argument("--max-images", type=int, help="use the first N evaluation images")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--output", type=Path, help="folder for the PNGs and selectivity.json "
+                        "(default: <checkpoint>/selectivity)")
+    args = parser.parse_args(argv)
+    try:
+        models = {"BAM": load_model(args.checkpoint)}
+        if args.baseline:
+            models = {"baseline": load_model(args.baseline), **models}
+        record = models["BAM"][1]
+        images, num_classes = evaluation_set(record, args.data_root)
+        if args.max_images:
+            images = Subset(images, range(min(args.max_images, len(images))))
+        size = int((record.get("extra") or {}).get("image_size", 224))
+        results = {}
+        for label, (model, _) in models.items():
+            loader = DataLoader(images, batch_size=args.batch_size)
+            results[label] = stage_selectivity(model, loader, stage_layers(model, (3, size, size)), num_classes,
+                                               args.device)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    checkpoint = Path(args.checkpoint)
+    output = args.output or (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "selectivity"
+    files = plot_selectivity(results, output, title=str(record.get("kwargs", {}).get("arch", "")))
+    numbers = {label: {stage: {"mean": float(v[~torch.isnan(v)].mean()), "median": float(v[~torch.isnan(v)].median()),
+                               "units": int((~torch.isnan(v)).sum()), "silent_units": int(torch.isnan(v).sum())}
+                       for stage, v in stages.items()} for label, stages in results.items()}
+    (output / "selectivity.json").write_text(json.dumps(numbers, indent=2))
+    _add_to_run_summary(checkpoint, numbers)
+    for label, stages in numbers.items():
+        print(label + ": " + ", ".join(f"{stage} mean {n['mean']:.3f}" for stage, n in stages.items()))
+    print("\n".join(str(f) for f in files))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -153,7 +153,10 @@ def _table3() -> Experiment:
         ("resnext29_16x64d", "ResNeXt29 16x64d", (17.25, 68.25, 9.88), (16.39, 68.34, 9.90)),
         ("densenet100_bc", "DenseNet100-BC (k=12)", (21.95, 0.8, 0.29), (20.65, 0.84, 0.30)),
     ):
-        rows += [Run(arch, name, arch, paper=_p(*base)), Run(f"{arch}-bam", f"{name} + BAM", arch, "bam", paper=_p(*bam))]
+        rows += [
+            Run(arch, name, arch, paper=_p(*base)),
+            Run(f"{arch}-bam", f"{name} + BAM", arch, "bam", paper=_p(*bam)),
+        ]
     return Experiment("table3", "Table 3: CIFAR-100 networks with and without BAM", tuple(rows))
 
 

@@ -35,8 +35,8 @@ ATTENTIONS = ("none", "bam", "bam-c", "se", "cbam", "bam-released", "extra-block
 BAM_LIKE = ("bam", "bam-c", "bam-released")
 # SE and CBAM are block modules in their papers (Table 10 counts SE in every block).
 DEFAULT_PLACEMENT = {"se": "block", "cbam": "block"}
-# The cheapest registered CIFAR network per image: the no-argument default on digits.
-DEFAULT_DIGITS_ARCH = "preresnet110"
+# The no-argument default on digits: the small CIFAR ResNet-20, minutes on a CPU.
+DEFAULT_DIGITS_ARCH = "resnet20"
 PRIMARY_METRIC = "top1_err"
 
 
@@ -139,18 +139,57 @@ def add_extra_blocks(model: nn.Module, arch: str, dataset: str, num_classes: int
     return grown
 
 
-def build_model(args, num_classes: int) -> nn.Module:
-    """The network of ``--arch`` with ``--attention`` placed by ``bam``'s one generic call."""
+def network_from_config(arch: str, dataset: str, attention: str, placement: str | None, num_classes: int,
+                        model_kwargs: dict | None = None, attention_kwargs: dict | None = None) -> nn.Module:
+    """The network of a run, rebuilt from plain values (the builder recorded in ``model.pt``)."""
     from bam.architectures import build_network
 
-    dataset = network_dataset(args.dataset)
-    model_kwargs = {"dropout": args.recipe.dropout} if args.recipe.dropout > 0 else {}
-    if args.attention == "extra-block":
-        model = build_network(args.arch, dataset, num_classes=num_classes, model_kwargs=model_kwargs)
-        add_extra_blocks(model, args.arch, dataset, num_classes, model_kwargs)
+    model_kwargs = dict(model_kwargs or {})
+    if attention == "extra-block":
+        model = build_network(arch, dataset, num_classes=num_classes, model_kwargs=model_kwargs)
+        add_extra_blocks(model, arch, dataset, num_classes, model_kwargs)
         return model
-    return build_network(args.arch, dataset, args.attention, args.placement, num_classes=num_classes,
-                         model_kwargs=model_kwargs, **attention_options(args))
+    return build_network(arch, dataset, attention, placement, num_classes=num_classes,
+                         model_kwargs=model_kwargs, **(attention_kwargs or {}))
+
+
+def model_config(args, num_classes: int) -> dict:
+    """Keyword arguments of :func:`network_from_config` for these options."""
+    return {"arch": args.arch, "dataset": network_dataset(args.dataset), "attention": args.attention,
+            "placement": args.placement, "num_classes": num_classes,
+            "model_kwargs": {"dropout": args.recipe.dropout} if args.recipe.dropout > 0 else {},
+            "attention_kwargs": attention_options(args)}
+
+
+def build_model(args, num_classes: int) -> nn.Module:
+    """The network of ``--arch`` with ``--attention`` placed by ``bam``'s one generic call."""
+    return network_from_config(**model_config(args, num_classes))
+
+
+def preprocessing(dataset: str) -> dict:
+    """How the evaluation images were normalised, so tools can feed a saved model new images."""
+    if dataset == "digits":
+        from datasets.digits import digits_stats
+
+        mean, std = digits_stats()
+        return {"mean": list(mean), "std": list(std), "image_size": 32, "dataset": dataset}
+    if dataset == "cifar100":
+        from datasets.cifar import CIFAR100_MEAN, CIFAR100_STD
+
+        return {"mean": list(CIFAR100_MEAN), "std": list(CIFAR100_STD), "image_size": 32, "dataset": dataset}
+    from datasets.imagenet import IMAGENET_MEAN, IMAGENET_STD
+
+    return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "image_size": 224, "dataset": dataset}
+
+
+def model_exporter(kwargs: dict, extra: dict):
+    """``on_save`` for the Trainer: a self-describing ``model.pt`` beside each checkpoint."""
+    from tasks.common.model_io import save_model
+
+    def export(model: nn.Module, folder) -> None:
+        save_model(folder, model, "tasks.classify.train:network_from_config", kwargs, TASK, extra)
+
+    return export
 
 
 def count_macs_of(model: nn.Module, args) -> dict:
@@ -206,7 +245,7 @@ def make_evaluate_fn(eval_set: Dataset, batch_size: int, num_workers: int):
             hits1.append(c1.cpu())
             hits5.append(c5.cpu())
             losses.append(loss.cpu())
-        hits1, hits5 = torch.cat(hits1).float(), torch.cat(hits5).float()
+        hits1, hits5 = torch.cat(hits1).double(), torch.cat(hits5).double()
         return {
             "top1_err": 100.0 * (1.0 - hits1.mean().item()),
             "top5_err": 100.0 * (1.0 - hits5.mean().item()),
@@ -223,15 +262,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m tasks.classify",
         description="Train an image classifier with or without BAM (top-1/top-5 error, params, MACs). "
         "Without arguments: a quick CPU run on the embedded digits data set.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--dataset", choices=DATASETS, default="digits",
-                        help="digits: scikit-learn's handwritten digits at 32x32, no download")
+                        help="digits (default): scikit-learn's handwritten digits at 32x32, no download")
     parser.add_argument("--arch", default=None,
-                        help=f"network (see `python -m bam.profile --list`); default {DEFAULT_DIGITS_ARCH} on digits")
+                        help=f"network (`python -m bam.profile --help` lists them); "
+                        f"default {DEFAULT_DIGITS_ARCH} on digits")
     parser.add_argument("--attention", default="bam",
-                        help=f"one of {', '.join(ATTENTIONS)}; bam-c = BAM in every block; extra-block = "
-                        "one more conv block at BAM's places (Table 1c)")
+                        help=f"one of {', '.join(ATTENTIONS)} (default: bam); bam-c = BAM in every block; "
+                        "extra-block = one more conv block of the stage's type at BAM's places (Table 1c)")
     parser.add_argument("--placement", choices=("bottleneck", "block"), default=None,
                         help="where attention goes (default: bottleneck; block for se and cbam)")
     bam = parser.add_argument_group("BAM settings (Table 1 ablations)")
@@ -352,6 +391,7 @@ def main(argv: list[str] | None = None) -> dict:
         run_dir=run_dir, config=config, max_steps=max_steps, scheduler=scheduler, eval_every=eval_every,
         best_metric=PRIMARY_METRIC, best_mode="min", seed=args.seed, resume=args.resume, tracker=tracker,
         task=TASK, log_every=args.log_every, accelerator=accelerator,
+        on_save=model_exporter(model_config(args, num_classes), preprocessing(args.dataset)),
         summary_extra={**counts, "placement": config["placement"], "variant": variant_label(args),
                        "experiment": args.experiment_info},
     )

@@ -43,7 +43,7 @@ def add_data_args(parser: argparse.ArgumentParser, defaults: dict | None = None)
 def add_run_args(parser: argparse.ArgumentParser, defaults: dict | None = None) -> argparse.ArgumentParser:
     """Add the run options every task shares; ``defaults`` (keyed by dest) sets task defaults."""
     d = {
-        "output_dir": "runs", "run_name": None, "seed": 0, "mixed_precision": "no", "wandb": "auto",
+        "output_dir": "runs", "run_name": None, "seed": 0, "mixed_precision": None, "wandb": "auto",
         "wandb_project": "bam", "group": None, "tags": [], "eval_every": 1000, "max_steps": None,
         "log_every": 50, "num_workers": min(4, os.cpu_count() or 1), "batch_size": None,
     }
@@ -56,7 +56,8 @@ def add_run_args(parser: argparse.ArgumentParser, defaults: dict | None = None) 
     group.add_argument("--resume", nargs="?", const=True, default=False, metavar="PATH",
                        help="resume from RUN_DIR/checkpoints/last if present, or from the given checkpoint/run folder")
     group.add_argument("--mixed-precision", choices=MIXED_PRECISION_CHOICES, default=d["mixed_precision"],
-                       help="mixed precision through Accelerate (default: %(default)s)")
+                       help="mixed precision through Accelerate (default: the `accelerate launch "
+                            "--mixed_precision` / `accelerate config` setting, else no)")
     group.add_argument("--wandb", choices=WANDB_CHOICES, default=d["wandb"],
                        help="W&B mode; auto = online with an API key and a reachable host, else offline to disk")
     group.add_argument("--wandb-project", default=d["wandb_project"], help="W&B project (default: %(default)s)")

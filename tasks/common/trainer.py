@@ -48,16 +48,20 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def make_accelerator(mixed_precision: str = "no", cpu: bool = False) -> Accelerator:
+def make_accelerator(mixed_precision: str | None = "no", cpu: bool = False) -> Accelerator:
     """The Accelerator the trainer uses (schedulers step once per optimizer step, data order seeded).
 
-    Launched as several processes on a machine without a GPU (``accelerate launch --multi_gpu
-    --num_processes 2``), it runs them as gloo CPU processes instead of as independent copies.
+    ``mixed_precision=None`` takes ``accelerate launch --mixed_precision`` / ``accelerate config``'s
+    setting (else "no"). Launched as several processes on a machine without a GPU (``accelerate
+    launch --multi_gpu --num_processes 2``), the processes run as gloo CPU processes instead of as
+    independent copies of one run.
     """
     cpu = cpu or cpu_processes_wanted()
+    if mixed_precision is None:
+        mixed_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
     if mixed_precision not in ("no", "fp16", "bf16"):
         raise ValueError(f"--mixed-precision must be no, fp16 or bf16, got {mixed_precision!r}")
-    if mixed_precision == "fp16" and not torch.cuda.is_available() and not cpu:
+    if mixed_precision == "fp16" and (cpu or not torch.cuda.is_available()):
         raise ValueError("--mixed-precision fp16 needs a GPU; use bf16 or no on the CPU")
     return Accelerator(
         mixed_precision=mixed_precision,
@@ -225,7 +229,7 @@ class Trainer:
     def __init__(self, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, train_loader,
                  loss_fn: Callable, evaluate_fn: Callable | None, run_dir, config: Mapping[str, Any],
                  max_steps: int, scheduler=None, eval_every: int = 1000, best_metric: str | None = None,
-                 best_mode: str = "max", mixed_precision: str = "no", seed: int = 0, resume=False,
+                 best_mode: str = "max", mixed_precision: str | None = "no", seed: int = 0, resume=False,
                  tracker: Tracker | None = None, grad_clip: float | None = None, task: str = "",
                  log_every: int = 50, accelerator: Accelerator | None = None,
                  checkpoint_every: int | None = None, summary_extra: Mapping[str, Any] | None = None,
@@ -384,7 +388,7 @@ class Trainer:
                 loader = acc.skip_first_batches(self.train_loader, seen) if seen else self.train_loader
                 _set_epoch(loader, epoch)
                 _seed_loader_generator(loader, self.seed + acc.process_index, epoch)
-                if done == 0:  # mid-epoch, a resumed run continues the stream restored from the checkpoint
+                if done == 0:  # each epoch's loading stream starts fresh; mid-epoch, the restored one goes on
                     self._data_rng.reseed(epoch)
                 batches = iter(loader)
                 for _ in range(self.steps_per_epoch - done):
@@ -409,7 +413,7 @@ class Trainer:
                             pass
         finally:
             bar.close()
-        if self.last_eval_step != self.step:  # resumed a finished run with a new evaluation set-up
+        if self.last_eval_step != self.step:  # resumed at or past max_steps: make sure final numbers exist
             self._evaluate_and_record(None)
             self.save()
 
@@ -442,6 +446,9 @@ class Trainer:
         extras = {k: v / accumulate for k, v in extras_sum.items()}
         if self.grad_clip is not None:
             extras["grad_norm"] = float(acc.clip_grad_norm_(self.model.parameters(), self.grad_clip))
+            # fp16's loss scaler skips such steps by itself; otherwise they would poison the weights.
+            if not math.isfinite(extras["grad_norm"]) and acc.mixed_precision != "fp16":
+                self._raise_non_finite(torch.tensor([extras["grad_norm"]]), what="gradient norm")
         self._lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
         self.optimizer.step()
         if self.scheduler is not None:
@@ -449,14 +456,16 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return loss_sum / accumulate, extras, samples
 
-    def _raise_non_finite(self, losses: torch.Tensor) -> None:
+    def _raise_non_finite(self, losses: torch.Tensor, what: str = "training loss") -> None:
         values = ", ".join(f"{v:g}" for v in losses.tolist())
-        hint = "lower the learning rate" + (", or disable fp16 (--mixed-precision no/bf16)"
-                                            if self.accelerator.mixed_precision == "fp16" else
-                                            " or add gradient clipping")
+        hint = "lower the learning rate"
+        if self.accelerator.mixed_precision == "fp16":
+            hint += ", or disable fp16 (--mixed-precision bf16 or no)"
+        elif self.grad_clip is None:
+            hint += " or add gradient clipping"
         kept = f"; the last good checkpoint is kept in {self.run_dir / 'checkpoints' / 'last'}" \
             if (self.run_dir / "checkpoints" / "last").is_dir() else "; no checkpoint was written yet"
-        raise NonFiniteLossError(f"non-finite training loss ({values}) at step {self.step + 1}: {hint}{kept}")
+        raise NonFiniteLossError(f"non-finite {what} ({values}) at step {self.step + 1}: {hint}{kept}")
 
     def _log_train(self, window: "_Window", bar) -> None:
         acc = self.accelerator

@@ -51,8 +51,8 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     (``{"model": ...}`` / ``{"state_dict": ...}``) or an Accelerate checkpoint folder."""
     if path.is_dir():
         # a checkpoint folder, or a run folder of this repository (its best checkpoint first)
-        for name in ("model.pt", "model.safetensors", "pytorch_model.bin", "model.pth",
-                     "checkpoints/best/model.pt", "checkpoints/last/model.pt"):
+        names = ("model.pt", "model.safetensors", "pytorch_model.bin", "model.pth")
+        for name in (*names, *(f"checkpoints/{which}/{n}" for which in ("best", "last") for n in names)):
             if (path / name).is_file():
                 return _read_state_dict(path / name)
         raise FileNotFoundError(f"backbone weights: no model.pt / model.safetensors / pytorch_model.bin "
@@ -256,7 +256,7 @@ def fasterrcnn_resnet101(
 # `python -m bam.profile fasterrcnn-resnet101 --dataset coco` and the tasks find it by name. COCO
 # inputs are resized to a short side of 800 (long side at most 1333).
 register_dataset("coco", (3, 800, 1333), num_classes=91)
-register_network("fasterrcnn-resnet101", datasets=("coco",))(fasterrcnn_resnet101)
+register_network("fasterrcnn-resnet101", datasets=("coco",), places_attention=True)(fasterrcnn_resnet101)
 
 
 def attention_modules(detector: nn.Module) -> nn.ModuleDict:

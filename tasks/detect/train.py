@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="BAM after layer1..3 of the ResNet101 (default: %(default)s)")
     model.add_argument("--backbone-weights", default=None, metavar="PATH",
                        help="local ImageNet ResNet101 weights: torchvision state dict, or this repository's "
-                            "classification checkpoint/run folder (BAM weights included). Default: from scratch")
+                            "classification checkpoint/run folder (BAM weights included). Default: from "
+                            "scratch (then use --grad-clip: gradient norms reach the thousands)")
     model.add_argument("--fpn", action="store_true",
                        help="torchvision's FPN detector instead of the paper's C4 Faster R-CNN")
     model.add_argument("--trainable-layers", type=int, default=3,

@@ -36,6 +36,8 @@ class Run:
     history: list[dict[str, Any]] = field(default_factory=list)  # eval rows: {"step", metric: value}
     protocol: str = ""
     source: str = ""
+    label: str = ""  # how a paper table prints this run's row, when it belongs to one
+    paper: dict[str, float] = field(default_factory=dict)  # that row's figures in the paper
 
     @property
     def network(self) -> tuple[str, str, str]:
@@ -80,6 +82,7 @@ def run_from_summary(summary: dict[str, Any], history: list[dict[str, Any]], sou
     """Build a :class:`Run` from a ``summary.json`` dict and its eval history rows."""
     config = summary.get("config") or {}
     get = lambda key, default=None: summary.get(key, config.get(key, default))  # noqa: E731
+    experiment = get("experiment") or {}
     missing = [k for k in ("primary_metric",) if not get(k)]
     if missing or not isinstance(summary.get("final"), dict):
         raise ValueError(f"{source}: run summary lacks {missing or ['final']} (was the run finished?)")
@@ -88,7 +91,9 @@ def run_from_summary(summary: dict[str, Any], history: list[dict[str, Any]], sou
         task=str(get("task") or "?"),
         dataset=str(get("dataset") or "?"),
         arch=str(get("arch") or "?"),
-        attention=_attention_label({**config, **summary}),
+        # An ablation row differs from its neighbours by more than the module name (e.g.
+        # "bam(dilation=1)"): the run's own variant label keeps such rows apart.
+        attention=str(get("variant") or _attention_label({**config, **summary})),
         seed=get("seed"),
         primary_metric=str(get("primary_metric")),
         primary_mode=str(get("primary_mode") or "max"),
@@ -101,6 +106,8 @@ def run_from_summary(summary: dict[str, Any], history: list[dict[str, Any]], sou
         history=history,
         protocol=str(get("protocol") or config.get("protocol") or ""),
         source=source,
+        label=str(experiment.get("label") or ""),
+        paper=dict(experiment.get("paper") or {}),
     )
 
 

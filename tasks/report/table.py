@@ -42,6 +42,8 @@ class Row:
     params: tuple[int | None, int | None]  # baseline, variant
     macs: tuple[int | None, int | None]
     protocol: str = ""
+    label: str = ""  # the paper's name of the variant's row
+    paper: tuple[float | None, float | None] = (None, None)  # the paper's baseline, variant figures
 
     @property
     def delta(self) -> float | None:
@@ -81,6 +83,8 @@ def build_rows(runs: Sequence[Run], metric: str | None = None, which: str = "fin
                 params=(_first(r.params for r in base_runs), _first(r.params for r in group)),
                 macs=(_first(r.macs for r in base_runs), _first(r.macs for r in group)),
                 protocol=reference.protocol,
+                label=group[0].label,
+                paper=(_first(r.paper.get(name) for r in base_runs), _first(r.paper.get(name) for r in group)),
             ))
     return rows
 
@@ -99,9 +103,19 @@ def _digits(metric: str) -> int:
     return 4 if "ssim" in metric.lower() else 2
 
 
+def _paper_cell(row: Row, digits: int) -> str:
+    base, value = row.paper
+    if base is None and value is None:
+        return "–"
+    text = lambda v: "–" if v is None else f"{v:.{digits}f}"  # noqa: E731
+    return f"{text(base)} → {text(value)}"
+
+
 def markdown_table(rows: Sequence[Row]) -> str:
-    lines = ["| task | dataset | network | metric | baseline | variant | with variant | Δ | params | MACs |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    with_paper = any(p is not None for row in rows for p in row.paper)
+    header = "| task | dataset | network | metric | baseline | variant | with variant | Δ | params | MACs |"
+    lines = [header + (" paper (baseline → variant) |" if with_paper else ""),
+             "| --- " * (10 + with_paper) + "|"]
     for row in rows:
         digits = _digits(row.metric)
         delta = "–" if row.delta is None else f"{row.delta:+.{digits}f}" + (" ✓" if row.improved else "")
@@ -109,9 +123,10 @@ def markdown_table(rows: Sequence[Row]) -> str:
         metric = f"{row.metric} {arrow}" + (f" ({row.protocol})" if row.protocol else "")
         lines.append(
             f"| {row.network[0]} | {row.network[1]} | {row.network[2]} | {metric} | "
-            f"{row.baseline.format(digits) if row.baseline else '–'} | {row.variant} | "
+            f"{row.baseline.format(digits) if row.baseline else '–'} | {row.label or row.variant} | "
             f"{row.value.format(digits) if row.value else '–'} | {delta} | "
             f"{_overhead(row.params, 1e6, 'M')} | {_overhead(row.macs, 1e9, 'G')} |"
+            + (f" {_paper_cell(row, digits)} |" if with_paper else "")
         )
     return "\n".join(lines) + "\n"
 

@@ -2,7 +2,7 @@
 
 CIFAR-100 (Tables 2, 3, 10): ``resnet50`` / ``resnet101`` (CIFAR stem), ``preresnet110``,
 ``wrn28_8``, ``wrn28_10``, ``wrn40_10``, ``resnext29_8x64d``, ``resnext29_16x64d``,
-``densenet100_bc``. ImageNet (Table 4): ``resnet18``, ``resnet50``, ``resnet101``, ``wrn18_1.5``,
+``densenet100_bc``, and ``resnet20`` (not in the paper: a small network for CPU demos). ImageNet (Table 4): ``resnet18``, ``resnet50``, ``resnet101``, ``wrn18_1.5``,
 ``wrn18_2.0``, ``resnext50_32x4d``, ``mobilenet_v2``, ``squeezenet1_1``.
 Build them with ``bam.architectures.build_network(name, dataset=...)``.
 """
@@ -13,20 +13,22 @@ from functools import partial
 from bam.architectures import register_network
 
 from . import imagenet
-from .cifar_resnet import CifarResNet, cifar_resnet50, cifar_resnet101
+from .cifar_resnet import CifarResNet, SmallCifarResNet, cifar_resnet50, cifar_resnet101, resnet20
 from .densenet import cifar_densenet_bc, densenet100_bc
 from .imagenet import WideResNet18, wide_resnet18
 from .preresnet import PreResNet, preresnet110
 from .resnext import CifarResNeXt, resnext29_8x64d, resnext29_16x64d
 from .wide_resnet import WideResNet, wrn28_8, wrn28_10, wrn40_10
 
-__all__ = ["CifarResNet", "CifarResNeXt", "PreResNet", "WideResNet", "WideResNet18", "cifar_densenet_bc",
+__all__ = ["CifarResNet", "CifarResNeXt", "SmallCifarResNet", "resnet20", "PreResNet", "WideResNet", "WideResNet18", "cifar_densenet_bc",
            "cifar_resnet50", "cifar_resnet101", "densenet100_bc", "preresnet110", "resnext29_8x64d",
            "resnext29_16x64d", "wide_resnet18", "wrn28_8", "wrn28_10", "wrn40_10"]
 
 _CIFAR = ("cifar100",)
 _IMAGENET = ("imagenet",)
 
+# ResNet-20 is no network of the paper: the small CIFAR network of CPU demos and quick checks.
+register_network("resnet20", _CIFAR)(resnet20)
 register_network("resnet50", _CIFAR, resnet_blocks="bottleneck")(cifar_resnet50)
 register_network("resnet101", _CIFAR, resnet_blocks="bottleneck")(cifar_resnet101)
 register_network("preresnet110", _CIFAR, resnet_blocks="bottleneck")(preresnet110)

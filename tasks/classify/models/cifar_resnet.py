@@ -7,10 +7,12 @@ torchvision's class keeps the block definitions, initialisation and parameter na
 """
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-__all__ = ["CifarResNet", "cifar_resnet50", "cifar_resnet101"]
+__all__ = ["CifarResNet", "SmallCifarResNet", "cifar_resnet50", "cifar_resnet101", "resnet20"]
 
 
 class CifarResNet(ResNet):
@@ -31,3 +33,67 @@ def cifar_resnet50(num_classes: int = 100) -> CifarResNet:
 def cifar_resnet101(num_classes: int = 100) -> CifarResNet:
     """ResNet101 with the CIFAR stem: 42.70M parameters with 100 classes (paper Table 3)."""
     return CifarResNet(Bottleneck, [3, 4, 23, 3], num_classes=num_classes)
+
+
+class _ShortcutA(nn.Module):
+    """He et al.'s option A: subsample and zero-pad the new channels; no parameters."""
+
+    def __init__(self, out_channels: int, stride: int):
+        super().__init__()
+        self.out_channels, self.stride = out_channels, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, ::self.stride, ::self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, self.out_channels - x.shape[1]))
+
+
+class _BasicBlockA(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        needs_projection = stride != 1 or in_channels != out_channels
+        self.shortcut = _ShortcutA(out_channels, stride) if needs_projection else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class SmallCifarResNet(nn.Module):
+    """The CIFAR ResNet of He et al. (2016, Sec. 4.2): three stages of 16/32/64 channels, 6n+2 layers.
+
+    Not one of the paper's networks: the repository's small, fast network for CPU demos (the
+    embedded digits default) and quick checks.
+    """
+
+    def __init__(self, blocks_per_stage: int, num_classes: int = 100):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.relu = nn.ReLU(inplace=True)
+        widths, in_channels = (16, 32, 64), 16
+        for index, width in enumerate(widths, start=1):
+            stride = 1 if index == 1 else 2
+            blocks = [_BasicBlockA(in_channels if i == 0 else width, width, stride if i == 0 else 1)
+                      for i in range(blocks_per_stage)]
+            setattr(self, f"layer{index}", nn.Sequential(*blocks))
+            in_channels = width
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, num_classes)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def resnet20(num_classes: int = 100) -> SmallCifarResNet:
+    """ResNet-20 (n = 3): 0.27M parameters with 10 classes."""
+    return SmallCifarResNet(3, num_classes=num_classes)

@@ -1,0 +1,69 @@
+"""Baseline vs BAM end to end: two tiny real runs (W&B offline), then the report and the analyses."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tasks.analysis import attention_maps, selectivity
+from tasks.classify.train import main as classify
+from tasks.report.__main__ import main as report
+from tasks.report.runs import discover_runs
+from tasks.report.wandb_offline import find_offline_runs
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    common = ["--dataset", "digits", "--arch", "resnet20", "--max-steps", "3", "--eval-every", "2",
+              "--batch-size", "8", "--eval-images", "40", "--output-dir", str(root), "--group", "e2e",
+              "--wandb", "offline", "--log-every", "1"]
+    summaries = {attention: classify(common + ["--attention", attention, "--run-name", attention])
+                 for attention in ("none", "bam")}
+    return root, summaries
+
+
+def test_report_of_two_real_runs(two_runs, tmp_path, capsys):
+    root, summaries = two_runs
+    assert len(find_offline_runs(root)) == 2  # both runs recorded to W&B offline
+    out = tmp_path / "report"
+    assert report([str(root), "--group", "e2e", "--output", str(out)]) == 0
+    rows = list(__import__("csv").DictReader((out / "report.csv").open()))
+    assert len(rows) == 1
+    row = rows[0]
+    base, bam = summaries["none"], summaries["bam"]
+    assert row["network"] == "resnet20" and row["variant"] == "bam" and row["metric"] == "top1_err"
+    assert float(row["baseline_mean"]) == pytest.approx(base["final"]["top1_err"])
+    assert float(row["variant_mean"]) == pytest.approx(bam["final"]["top1_err"])
+    assert float(row["delta"]) == pytest.approx(bam["final"]["top1_err"] - base["final"]["top1_err"])
+    assert int(row["variant_params"]) - int(row["baseline_params"]) == bam["params"] - base["params"] > 0
+    assert (out / "curves_classify_digits_resnet20.png").is_file()
+
+
+def test_offline_wandb_folders_give_the_same_table(two_runs):
+    root, summaries = two_runs
+    runs = discover_runs(find_offline_runs(root))  # W&B's files only, not summary.json
+    by_attention = {run.attention: run for run in runs}
+    assert set(by_attention) == {"none", "bam"}
+    for attention, run in by_attention.items():
+        assert run.metric("top1_err") == pytest.approx(summaries[attention]["final"]["top1_err"])
+        assert run.curve("top1_err")[0] == [2, 3]
+
+
+def test_selectivity_and_attention_maps_of_the_runs(two_runs, tmp_path, capsys):
+    root, _ = two_runs
+    out = tmp_path / "selectivity"
+    assert selectivity.main(["--checkpoint", str(root / "bam"), "--baseline", str(root / "none"),
+                             "--max-images", "60", "--output", str(out)]) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["selectivity_stage1.png", "selectivity_stage2.png"]
+    numbers = json.loads((out / "selectivity.json").read_text())
+    assert set(numbers) == {"baseline", "BAM"} and set(numbers["BAM"]) == {"layer1", "layer2"}
+    assert all(0 <= stage["mean"] <= 1 for stages in numbers.values() for stage in stages.values())
+    assert json.loads((root / "bam" / "summary.json").read_text())["class_selectivity"] == numbers
+
+    image = tmp_path / "digit.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(image)
+    assert attention_maps.main(["--checkpoint", str(root / "bam"), "--baseline", str(root / "none"),
+                                "--images", str(image), "--output", str(tmp_path / "maps")]) == 0
+    assert (tmp_path / "maps" / "attention_digit.png").is_file()
