@@ -16,8 +16,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .functional import COMBINES, attention_map, bam_refine, global_avg_pool
+
 BRANCHES = ("both", "channel", "spatial")
-COMBINES = ("sum", "max", "product", "sigmoid_sum")
 
 
 def _check_batch_statistics(module: nn.Module, values_per_channel: int, what: str) -> None:
@@ -53,7 +54,8 @@ class ChannelGate(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_batch_statistics(self, x.shape[0], "channel branch (BatchNorm1d of the MLP)")
         # Mean over H and W rather than avg_pool2d(x, x.size(2)): correct on non-square maps.
-        pooled = x.mean(dim=(2, 3))
+        # global_avg_pool's backward returns a broadcast view (no full-size tensor written).
+        pooled = global_avg_pool(x)
         out = self.fc2(self.act(self.bn1(self.fc1(pooled))))
         return self.bn(out)[:, :, None, None]
 
@@ -140,17 +142,7 @@ class BAM(nn.Module):
 
     def combine(self, channel: torch.Tensor | None, spatial: torch.Tensor | None) -> torch.Tensor:
         """The attention map ``M`` from the raw branch outputs (broadcast to B x C x H x W)."""
-        if channel is None:
-            return torch.sigmoid(spatial)
-        if spatial is None:
-            return torch.sigmoid(channel)
-        if self.combine_mode == "sum":
-            return torch.sigmoid(channel + spatial)
-        if self.combine_mode == "max":
-            return torch.sigmoid(torch.maximum(channel, spatial))
-        if self.combine_mode == "product":
-            return torch.sigmoid(channel * spatial)
-        return torch.sigmoid(channel) + torch.sigmoid(spatial)  # "sigmoid_sum"
+        return attention_map(channel, spatial, self.combine_mode)
 
     def attention_maps(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         """Raw ``channel`` (B x C x 1 x 1) and ``spatial`` (B x 1 x H x W) maps and ``combined`` M.
@@ -170,9 +162,9 @@ class BAM(nn.Module):
             )
         channel = self.channel(x) if self.channel is not None else None
         spatial = self.spatial(x) if self.spatial is not None else None
-        attention = self.combine(channel, spatial)
-        refined = x * attention
-        return x + refined if self.identity else refined
+        # x + x * M in one autograd node (bam.functional): fewer passes over the feature map and
+        # no full-size M kept for backward; same values as the plain expression (tested).
+        return bam_refine(x, channel, spatial, self.combine_mode, self.identity)
 
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, branches={self.branches!r}, "

@@ -147,6 +147,10 @@ def test_wandb_failure_never_stops_the_run(tmp_path, no_wandb_env, monkeypatch, 
 
 
 def test_only_the_main_process_writes(tmp_path, monkeypatch):
+    from accelerate import PartialState
+
+    # An Accelerator made by an earlier test would answer for this process; forget it.
+    monkeypatch.setattr(PartialState, "_shared_state", {})
     monkeypatch.setenv("RANK", "1")
     tracker = Tracker(tmp_path / "run", {}, mode="offline")
     assert tracker.mode == "disabled"

@@ -187,7 +187,7 @@ def format_scores(scores: dict, title: str = "") -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    from accelerate import Accelerator
+    from tasks.common.trainer import make_accelerator
 
     from datasets.ade20k import ADE20K, SegmentationFolder
     from datasets.root import data_root
@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     if args.scales and not args.multi_scale:
         raise ValueError("--scales needs --multi-scale")
-    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    accelerator = make_accelerator(args.mixed_precision)
     model, model_file, config = load_trained_model(args.checkpoint)
     model.to(accelerator.device)
     root = data_root(args.data_root)
