@@ -6,13 +6,11 @@ Also runs as ``python launch/classify.py ...`` (one process). See ``tasks/classi
 import sys
 from pathlib import Path
 
-try:
-    from tasks.classify.train import cli
-except ModuleNotFoundError as error:  # a plain checkout, not installed: use the repository root
-    if error.name != "tasks":
-        raise
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tasks.classify.train import cli
+# This checkout's packages first: the launcher belongs to the repository it sits in, installed or
+# not (an install from another checkout would otherwise run that checkout's code).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tasks.classify.train import cli  # noqa: E402
 
 if __name__ == "__main__":
     cli()

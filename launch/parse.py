@@ -6,8 +6,8 @@ Also runs as ``python launch/parse.py ...`` (one process). See ``tasks/parse/tra
 import sys
 from pathlib import Path
 
-# This checkout's packages first: the launcher belongs to the repository it sits in (and an
-# editable install made before a package existed would otherwise leave it a namespace package).
+# This checkout's packages first: the launcher belongs to the repository it sits in, installed or
+# not (an install from another checkout would otherwise run that checkout's code).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tasks.parse.train import cli  # noqa: E402

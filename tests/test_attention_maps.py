@@ -5,7 +5,6 @@ import pytest
 import torch
 from PIL import Image
 
-import bam
 from bam.architectures import build_network
 from tasks.analysis.attention_maps import main, record_features
 from tasks.common.model_io import save_model

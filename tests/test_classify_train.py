@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tasks.classify import recipes, train
+from tasks.common.sampling import SeededDataset
 
 
 # ------------------------------------------------------------------------------------------ recipes
@@ -81,7 +82,7 @@ def test_topk_correct_against_sorting():
 def test_seeded_samples_repeat_augmentation_per_sample_seed():
     from datasets.digits import Digits
 
-    data = train.SeededSamples(Digits(train=True))
+    data = SeededDataset(Digits(train=True))
     first, label = data[(7, 1234)]
     torch.manual_seed(0)  # the global RNG does not matter...
     again, _ = data[(7, 1234)]

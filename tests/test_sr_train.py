@@ -176,3 +176,12 @@ def test_quick_preset_falls_back_to_embedded_photos(tmp_path, sr_data_root):
     assert sr_train._eval_set_names(quick, sr_data_root) == ["Set5", "Set14"]
     explicit = sr_train.parse_args(["--preset", "quick", "--sets", "Set5"])
     assert sr_train._eval_set_names(explicit, tmp_path) == ["Set5"]  # asked for: fail loudly later
+
+
+def test_channels_last_trains_the_same_model(data, tmp_path):
+    plain = _train(data, tmp_path, "--max-steps", "2", "--eval-every", "0", "--wandb", "disabled")
+    nhwc = _train(data, tmp_path / "nhwc", "--max-steps", "2", "--eval-every", "0", "--wandb", "disabled",
+                  "--channels-last")
+    assert json.loads((tmp_path / "nhwc" / "run" / "config.json").read_text())["channels_last"] is True
+    # Same seed, same math, another memory layout: equal up to float summation order.
+    assert nhwc["final"]["psnr/bench"] == pytest.approx(plain["final"]["psnr/bench"], abs=1e-3)

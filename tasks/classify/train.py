@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
-from tqdm.auto import tqdm
 
 from tasks.classify import recipes
 from tasks.common.cli import add_run_args, run_cli, run_dir_for
-from tasks.common.sampling import EpochSeededSampler, split_key
+from tasks.common.progress import progress
+from tasks.common.sampling import EpochSeededSampler, SeededDataset
 from tasks.common.seeding import seed_everything
 from tasks.common.tracking import Tracker
 from tasks.common.trainer import Trainer, make_accelerator, prepare_eval_loader
@@ -41,29 +41,6 @@ PRIMARY_METRIC = "top1_err"
 
 
 # ------------------------------------------------------------------------------------------- data
-class SeededSamples(Dataset):
-    """Apply a data set's random augmentation under the sampler's per-sample seed.
-
-    ``EpochSeededSampler`` yields ``(index, sample_seed)``; torchvision's transforms draw from
-    torch's global RNG, so the transform runs inside a forked RNG seeded with ``sample_seed``:
-    the same sample of the same epoch is augmented identically after a resume, in any worker.
-    """
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key):
-        index, seed = split_key(key)
-        if seed is None:
-            return self.dataset[index]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.dataset[index]
-
-
 def collate_pair(samples):
     """(images, labels) as a tuple: the trainer counts a tuple's first tensor as the batch size."""
     return tuple(default_collate(samples))
@@ -234,8 +211,8 @@ def make_evaluate_fn(eval_set: Dataset, batch_size: int, num_workers: int):
     def evaluate(model: nn.Module, accelerator) -> dict[str, float]:
         sharded = prepare_eval_loader(accelerator, loader)
         hits1, hits5, losses = [], [], []
-        for images, labels in tqdm(sharded, desc="eval", leave=False, dynamic_ncols=True,
-                                   disable=not accelerator.is_main_process):
+        for images, labels in progress(sharded, desc="eval", leave=False,
+                                       main_process=accelerator.is_main_process):
             with accelerator.autocast():
                 logits = model(images).float()
             correct = topk_correct(logits, labels)
@@ -360,7 +337,7 @@ def main(argv: list[str] | None = None) -> dict:
     eval_every = epoch_steps if args.eval_every is None else args.eval_every
 
     train_loader = DataLoader(
-        SeededSamples(train_set), batch_size=batch, sampler=EpochSeededSampler(len(train_set), seed=args.seed),
+        SeededDataset(train_set), batch_size=batch, sampler=EpochSeededSampler(len(train_set), seed=args.seed),
         drop_last=True, num_workers=args.num_workers, pin_memory=torch.cuda.is_available(),
         persistent_workers=args.num_workers > 0, collate_fn=collate_pair,
     )
@@ -387,6 +364,7 @@ def main(argv: list[str] | None = None) -> dict:
                       tags=tags, mode=args.wandb, task=TASK, name=run_dir.name)
     trainer = Trainer(
         model=model, optimizer=optimizer, train_loader=train_loader, loss_fn=classification_loss,
+        channels_last=args.channels_last,
         evaluate_fn=make_evaluate_fn(eval_set, args.eval_batch_size or 2 * batch, args.num_workers),
         run_dir=run_dir, config=config, max_steps=max_steps, scheduler=scheduler, eval_every=eval_every,
         best_metric=PRIMARY_METRIC, best_mode="min", seed=args.seed, resume=args.resume, tracker=tracker,

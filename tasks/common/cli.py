@@ -58,6 +58,9 @@ def add_run_args(parser: argparse.ArgumentParser, defaults: dict | None = None) 
     group.add_argument("--mixed-precision", choices=MIXED_PRECISION_CHOICES, default=d["mixed_precision"],
                        help="mixed precision through Accelerate (default: the `accelerate launch "
                             "--mixed_precision` / `accelerate config` setting, else no)")
+    group.add_argument("--channels-last", action="store_true",
+                       help="train in the channels_last memory layout (faster convolutions on tensor-core "
+                            "GPUs, with --mixed-precision bf16 or fp16)")
     group.add_argument("--wandb", choices=WANDB_CHOICES, default=d["wandb"],
                        help="W&B mode; auto = online with an API key and a reachable host, else offline to disk")
     group.add_argument("--wandb-project", default=d["wandb_project"], help="W&B project (default: %(default)s)")

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration
-from tqdm.auto import tqdm
 
 from .checkpoint import (
     find_resume_checkpoint,
@@ -36,6 +35,7 @@ from .checkpoint import (
     save_checkpoint,
     write_json_atomic,
 )
+from .progress import progress
 from .sampling import sample_seed
 from .seeding import seed_everything
 from .summary import environment_info, write_summary
@@ -48,13 +48,15 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def make_accelerator(mixed_precision: str | None = "no", cpu: bool = False) -> Accelerator:
+def make_accelerator(mixed_precision: str | None = "no", cpu: bool = False,
+                     fixed_shapes: bool = True) -> Accelerator:
     """The Accelerator the trainer uses (schedulers step once per optimizer step, data order seeded).
 
     ``mixed_precision=None`` takes ``accelerate launch --mixed_precision`` / ``accelerate config``'s
     setting (else "no"). Launched as several processes on a machine without a GPU (``accelerate
     launch --multi_gpu --num_processes 2``), the processes run as gloo CPU processes instead of as
-    independent copies of one run.
+    independent copies of one run. ``fixed_shapes`` (batches of one shape, as in SR and
+    classification) lets cuDNN benchmark its kernels once; varying shapes would re-benchmark.
     """
     cpu = cpu or cpu_processes_wanted()
     if mixed_precision is None:
@@ -63,6 +65,10 @@ def make_accelerator(mixed_precision: str | None = "no", cpu: bool = False) -> A
         raise ValueError(f"--mixed-precision must be no, fp16 or bf16, got {mixed_precision!r}")
     if mixed_precision == "fp16" and (cpu or not torch.cuda.is_available()):
         raise ValueError("--mixed-precision fp16 needs a GPU; use bf16 or no on the CPU")
+    if torch.cuda.is_available() and not cpu:
+        # fp32 matrix products may use TF32, as cuDNN's convolutions already do by default.
+        torch.set_float32_matmul_precision("high")
+        torch.backends.cudnn.benchmark = fixed_shapes
     return Accelerator(
         mixed_precision=mixed_precision,
         cpu=cpu,
@@ -234,7 +240,8 @@ class Trainer:
                  log_every: int = 50, accelerator: Accelerator | None = None,
                  checkpoint_every: int | None = None, summary_extra: Mapping[str, Any] | None = None,
                  on_save: Callable[[torch.nn.Module, Path], None] | None = None, grad_accum_steps: int = 1,
-                 batch_size_fn: Callable[[Any], int] | None = None, progress: bool = True) -> None:
+                 batch_size_fn: Callable[[Any], int] | None = None, progress: bool = True,
+                 channels_last: bool = False) -> None:
         if not isinstance(max_steps, int) or max_steps <= 0:
             raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
         if eval_every < 0:
@@ -259,12 +266,14 @@ class Trainer:
         self.best_metric, self.best_mode = best_metric, best_mode
         self.seed, self.resume, self.grad_clip, self.task = seed, resume, grad_clip, task
         self.progress, self.on_save, self.grad_accum_steps = progress, on_save, grad_accum_steps
+        self.channels_last = channels_last
         self.batch_size_fn = batch_size_fn or _batch_size  # for throughput (samples/s)
         self.summary_extra = dict(summary_extra or {})
         self.config = dict(config)
         for key, value in (("task", task), ("seed", seed), ("max_steps", max_steps), ("eval_every", eval_every),
                            ("grad_accum_steps", grad_accum_steps),
                            ("mixed_precision", self.accelerator.mixed_precision), ("grad_clip", grad_clip),
+                           ("channels_last", channels_last),
                            ("num_processes", self.accelerator.num_processes)):
             self.config.setdefault(key, value)
         self.tracker = tracker or Tracker(self.run_dir, self.config, mode="disabled", task=task)
@@ -294,6 +303,8 @@ class Trainer:
         # The same seed on every process while preparing: Accelerate's seedable sampler takes its
         # seed from torch here, and all processes must shuffle alike to split one permutation.
         seed_everything(self.seed)
+        if self.channels_last:  # NHWC weights make convolutions pick NHWC kernels (tensor cores)
+            self.model.to(memory_format=torch.channels_last)
         prepared = acc.prepare(self.model, self.optimizer, self.train_loader,
                                *([self.scheduler] if self.scheduler is not None else []))
         self.model, self.optimizer, self.train_loader = prepared[:3]
@@ -378,8 +389,8 @@ class Trainer:
     def _train(self) -> None:
         acc = self.accelerator
         self.model.train()
-        bar = tqdm(total=self.max_steps, initial=self.step, desc=self.task or "train", unit="step",
-                   dynamic_ncols=True, disable=not (acc.is_main_process and self.progress))
+        bar = progress(total=self.max_steps, initial=self.step, desc=self.task or "train", unit="step",
+                       main_process=acc.is_main_process and self.progress)
         window = _Window()
         try:
             while self.step < self.max_steps:

@@ -15,6 +15,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
+from tasks.common.progress import progress as progress_bar
+
 IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 AP_KEYS = tuple(f"AP{int(round(t * 100))}" for t in IOU_THRESHOLDS)
 METRIC_KEYS = ("mAP",) + AP_KEYS + ("AP_small", "AP_medium", "AP_large")
@@ -89,9 +91,7 @@ def predict(model: torch.nn.Module, loader: Iterable, device: torch.device | Non
     records = []
     iterator = loader
     if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(loader, desc="detect", leave=False)
+        iterator = progress_bar(loader, desc="detect", leave=False)
     for images, targets in iterator:
         if device is not None:
             images = [image.to(device, non_blocking=True) for image in images]

@@ -189,7 +189,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
 
     _check_args(args)
     root = data_root(args.data_root)
-    accelerator = make_accelerator(args.mixed_precision)
+    accelerator = make_accelerator(args.mixed_precision, fixed_shapes=False)
     train_set = CocoDetection(root, split="train")
     val_set = CocoDetection(root, split="val")
     total_batch = args.batch_size * accelerator.num_processes
@@ -231,6 +231,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     scheduler = warmup_multistep(optimizer, args.warmup_steps, milestones)
     trainer = Trainer(
         model=model, optimizer=optimizer, train_loader=loader, loss_fn=detection_loss, evaluate_fn=evaluator,
+        channels_last=args.channels_last,
         run_dir=run_dir, config=config, max_steps=max_steps, scheduler=scheduler, eval_every=args.eval_every,
         best_metric=PRIMARY_METRIC, best_mode="max", seed=args.seed, resume=args.resume, tracker=tracker,
         grad_clip=args.grad_clip, task=TASK, log_every=args.log_every, accelerator=accelerator,

@@ -24,6 +24,7 @@ from datasets.ade20k import (
     IGNORE_INDEX, MAX_LONG_SIDE, SIZE_DIVISOR, TRAIN_SHORT_SIDES, collate_segmentation, denormalize, round_up,
     scaled_size,
 )
+from tasks.common.progress import progress as progress_bar
 from tasks.parse.metrics import ConfusionMeter, shard_indices
 from tasks.parse.visualize import prediction_panel
 
@@ -96,9 +97,7 @@ def evaluate_segmentation(model: torch.nn.Module, dataset, accelerator=None, sca
     loader = eval_loader(dataset, accelerator, num_workers)
     show = progress and (accelerator is None or accelerator.is_main_process)
     if show:
-        from tqdm.auto import tqdm
-
-        loader = tqdm(loader, desc="evaluate", leave=False, dynamic_ncols=True)
+        loader = progress_bar(loader, desc="evaluate", leave=False)
     for batch in loader:
         height, width = batch["size"][0].tolist()
         image = batch["image"][:, :, :height, :width].to(device, non_blocking=True)
@@ -196,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     if args.scales and not args.multi_scale:
         raise ValueError("--scales needs --multi-scale")
-    accelerator = make_accelerator(args.mixed_precision)
+    accelerator = make_accelerator(args.mixed_precision, fixed_shapes=False)
     model, model_file, config = load_trained_model(args.checkpoint)
     model.to(accelerator.device)
     root = data_root(args.data_root)

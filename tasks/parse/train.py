@@ -201,7 +201,7 @@ def default_run_name(args) -> str:
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     check_args(args)
-    accelerator = make_accelerator(args.mixed_precision)
+    accelerator = make_accelerator(args.mixed_precision, fixed_shapes=False)
     world = accelerator.num_processes
     sync_bn = uses_sync_bn(world, accelerator.device.type)
     bn_batch = args.batch_size * (world if sync_bn else 1)
@@ -265,6 +265,7 @@ def main(argv: list[str] | None = None) -> dict:
     state: dict = {}
     trainer = Trainer(
         model=model, optimizer=optimizer, train_loader=train_loader, loss_fn=segmentation_loss,
+        channels_last=args.channels_last,
         evaluate_fn=make_evaluate_fn(val_set, args, run_dir, tracker, state), run_dir=run_dir, config=config,
         max_steps=args.max_steps, scheduler=scheduler, eval_every=args.eval_every, best_metric=PRIMARY_METRIC,
         best_mode="max", seed=args.seed, resume=args.resume, tracker=tracker, task=TASK, log_every=args.log_every,

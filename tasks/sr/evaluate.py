@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any, Callable, Mapping
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from tasks.common.cli import run_cli
 from tasks.sr.metrics import DEFAULT_PROTOCOL, PROTOCOLS, bicubic_baseline, score_sr
 
 __all__ = ["score_set", "score_sets", "format_table", "main", "BICUBIC"]
@@ -158,12 +158,7 @@ def _evaluate(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    args = parse_args(argv)
-    try:
-        return _evaluate(args)
-    except (FileNotFoundError, ValueError, NotADirectoryError) as error:
-        print(f"python -m tasks.sr.evaluate: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    return run_cli(_evaluate, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ _SRGAN: dict[str, Any] = {
     "batch_size": 16,
     "lr": 1e-4,
     "betas": (0.9, 0.999),
+    "lr_schedule": "constant",
     "max_steps": 1_000_000,
     "eval_every": 10_000,
     "log_every": 100,

@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--lr", type=float, help="Adam learning rate")
     optim.add_argument("--betas", type=float, nargs=2, help="Adam betas")
+    optim.add_argument("--lr-schedule", choices=("constant", "cosine"),
+                       help="constant (the SRGAN recipe) or cosine decay to 1%% of --lr over the run")
     optim.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (default: off)")
     parser.add_argument("--num-samples", type=int, default=2,
                         help="SR | bicubic | HR panels saved at each evaluation (default: %(default)s)")
@@ -233,6 +235,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         "task": TASK, "arch": "srresnet", "attention": args.attention, "dataset": train_label,
         "group": group, "preset": args.preset, "model": kwargs, "scale": args.scale,
         "patch_size": args.patch_size, "batch_size": args.batch_size, "lr": args.lr, "betas": list(args.betas),
+        "lr_schedule": args.lr_schedule,
         "loss": "mse", "sets": list(sets), "protocol": args.protocol, "train_images": len(train_set.files),
         "repeat": args.repeat, "params": params, "macs": macs,
         "macs_input": f"3x{lr_side}x{lr_side} LR ({args.patch_size}x{args.patch_size} HR patch)",
@@ -247,8 +250,13 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
 
     evaluator = SREvaluator(sets, args.protocol, run_dir, tracker, args.num_samples)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=args.betas)
+    scheduler = None
+    if args.lr_schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.max_steps, eta_min=args.lr / 100)
     trainer = Trainer(
         model=model, optimizer=optimizer, train_loader=loader, loss_fn=_loss, evaluate_fn=evaluator,
+        scheduler=scheduler,
+        channels_last=args.channels_last,
         run_dir=run_dir, config=config, max_steps=args.max_steps, eval_every=args.eval_every,
         best_metric=f"psnr/{next(iter(sets))}", best_mode="max", seed=args.seed, resume=args.resume,
         tracker=tracker, grad_clip=args.grad_clip, task=TASK, log_every=args.log_every,

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
+
+from tasks.common.cli import run_cli
+from tasks.common.progress import progress
 
 __all__ = ["upscale_image", "main"]
 
@@ -81,7 +82,7 @@ def _upscale_files(args: argparse.Namespace) -> int:
     model = model.to(device).eval()
     scale = int(record["kwargs"].get("scale", getattr(model, "scale", 4)))
     output = Path(args.output)
-    for file in tqdm(files, desc=f"upscaling x{scale}", unit="img"):
+    for file in progress(files, desc=f"upscaling x{scale}", unit="img"):
         lr = torch.from_numpy(read_rgb(file)).permute(2, 0, 1)[None].float().div(255).to(device)
         sr = upscale_image(model, lr, scale, tile=args.tile)
         target = (output / file.relative_to(base)).with_suffix(".png")
@@ -95,12 +96,7 @@ def _upscale_files(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return _upscale_files(args)
-    except (FileNotFoundError, ValueError, NotADirectoryError) as error:
-        print(f"python -m tasks.sr.upscale: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    return run_cli(_upscale_files, parse_args(argv))
 
 
 if __name__ == "__main__":
