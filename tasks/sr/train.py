@@ -150,9 +150,11 @@ class SREvaluator:
     """``evaluate_fn`` for the Trainer: PSNR/SSIM per set (gathered over processes) and sample
     panels (main process). ``step_of()`` gives the trainer's step for file names and W&B."""
 
-    def __init__(self, sets: Mapping[str, Any], protocol: str, run_dir: Path, tracker, num_samples: int = 2) -> None:
+    def __init__(self, sets: Mapping[str, Any], protocol: str, run_dir: Path, tracker, num_samples: int = 2,
+                 bicubic: Mapping[str, Any] | None = None) -> None:
         self.sets, self.protocol, self.run_dir = dict(sets), protocol, Path(run_dir)
         self.tracker, self.num_samples = tracker, num_samples
+        self.bicubic = dict(bicubic or {})  # score_set's results for the bicubic baseline, per set
         self.step_of = lambda: 0
         self.last_results: dict[str, dict[str, Any]] = {}
 
@@ -180,12 +182,21 @@ class SREvaluator:
             lr = item["lr"][None].to(device)
             sr = model(lr).float()
             bicubic = to_uint8(imresize(to_uint8(lr * 255).double(), float(dataset.scale))).float() / 255
-            panel = make_panel(sr[0], bicubic[0], item["hr"])
+            panel = make_panel(sr[0], bicubic[0], item["hr"], labels=self._labels(name, item["name"], step))
             path = save_panel(panel, self.run_dir / "samples" / f"step{step:07d}_{name}_{item['name']}.png")
             images[f"samples/{name}/{item['name']}"] = panel
             paths.append(path)
         self.tracker.log_images(images, step, caption="SR | bicubic | HR")
         return paths
+
+    def _labels(self, set_name: str, image: str, step: int) -> tuple[str, str, str]:
+        """Panel captions with each image's own PSNR/SSIM (whole image, the run's protocol)."""
+        def score(results: Mapping[str, Any]) -> str:
+            found = results.get("images", {}).get(image)
+            return f"\n{found['psnr']:.2f} dB, SSIM {found['ssim']:.4f}" if found else ""
+
+        sr = score(self.last_results.get(set_name, {}))
+        return f"SR, step {step}{sr}", f"bicubic{score(self.bicubic.get(set_name, {}))}", "HR\nscores: whole image"
 
 
 def _model_exporter(kwargs: dict[str, Any], extra: dict[str, Any]):
@@ -243,12 +254,13 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     tracker = Tracker(run_dir, config, project=args.wandb_project, group=group,
                       tags=[args.preset, *(args.tags or [])], mode=args.wandb, task=TASK, name=run_dir.name)
 
-    baseline = {}
+    baseline, bicubic = {}, {}
     if accelerator.is_main_process:  # deterministic and cheap: once, on one process
-        baseline = {name: score_set(ds, BICUBIC, args.protocol) for name, ds in sets.items()}
-        baseline = {name: {"psnr": r["psnr"], "ssim": r["ssim"]} for name, r in baseline.items()}
+        bicubic = {name: score_set(ds, BICUBIC, args.protocol) for name, ds in sets.items()}
+        baseline = {name: {"psnr": r["psnr"], "ssim": r["ssim"]} for name, r in bicubic.items()}
 
-    evaluator = SREvaluator(sets, args.protocol, run_dir, tracker, args.num_samples)
+    evaluator = SREvaluator(sets, args.protocol, run_dir, tracker, args.num_samples,
+                            bicubic=bicubic)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=args.betas)
     scheduler = None
     if args.lr_schedule == "cosine":
@@ -291,6 +303,10 @@ def _write_sr_report(run_dir: Path, summary: Mapping[str, Any], baseline, args) 
             table = format_table(results, args.protocol, args.scale, baseline, model=label)
             tables.append((f"{which} checkpoint (step {step})", table))
     note = f"MACs: {summary.get('macs'):,} counted on a {summary.get('macs_input')} input."
+    best = _results_from(summary.get("best") or {}, sets)
+    if best and baseline and any(best[name]["psnr"] <= baseline[name]["psnr"] for name in best):
+        note += (f"\nNot above bicubic after {summary.get('steps'):,} updates: SRResNet needs tens of "
+                 "thousands (the t91 preset on one GPU, or srgan, the paper's recipe).")
     section = "## Super-resolution: model vs bicubic\n\n" + "".join(
         f"### {title}\n\n{table}\n\n" for title, table in tables) + note + "\n"
     tmp = run_dir / "summary.md.tmp"
