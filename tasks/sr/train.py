@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--lr", type=float, help="Adam learning rate")
     optim.add_argument("--betas", type=float, nargs=2, help="Adam betas")
+    optim.add_argument("--loss", choices=sorted(LOSSES), help="pixel loss: mse (the SRGAN recipe) or l1")
     optim.add_argument("--lr-schedule", choices=("constant", "cosine"),
                        help="constant (the SRGAN recipe) or cosine decay to 1%% of --lr over the run")
     optim.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (default: off)")
@@ -142,8 +143,16 @@ def _eval_set_names(args: argparse.Namespace, root: Path) -> list[str]:
     return list(args.sets)
 
 
-def _loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    return F.mse_loss(model(batch["lr"]).float(), batch["hr"].float())
+LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
+
+
+def make_loss(name: str):
+    """Pixel loss between SR and HR: ``mse`` (the SRGAN recipe's) or ``l1`` (EDSR's)."""
+    pixel_loss = LOSSES[name]
+
+    def loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return pixel_loss(model(batch["lr"]).float(), batch["hr"].float())
+    return loss
 
 
 class SREvaluator:
@@ -247,7 +256,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         "group": group, "preset": args.preset, "model": kwargs, "scale": args.scale,
         "patch_size": args.patch_size, "batch_size": args.batch_size, "lr": args.lr, "betas": list(args.betas),
         "lr_schedule": args.lr_schedule,
-        "loss": "mse", "sets": list(sets), "protocol": args.protocol, "train_images": len(train_set.files),
+        "loss": args.loss, "sets": list(sets), "protocol": args.protocol, "train_images": len(train_set.files),
         "repeat": args.repeat, "params": params, "macs": macs,
         "macs_input": f"3x{lr_side}x{lr_side} LR ({args.patch_size}x{args.patch_size} HR patch)",
     }
@@ -266,7 +275,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     if args.lr_schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.max_steps, eta_min=args.lr / 100)
     trainer = Trainer(
-        model=model, optimizer=optimizer, train_loader=loader, loss_fn=_loss, evaluate_fn=evaluator,
+        model=model, optimizer=optimizer, train_loader=loader, loss_fn=make_loss(args.loss), evaluate_fn=evaluator,
         scheduler=scheduler,
         channels_last=args.channels_last,
         run_dir=run_dir, config=config, max_steps=args.max_steps, eval_every=args.eval_every,
