@@ -16,3 +16,9 @@ def test_log_files_get_few_redraws(monkeypatch):
     for _ in bar:
         pass
     assert log.getvalue().count("\r") <= 3  # first draw, maybe one redraw, the final one
+
+
+def test_transient_bars_stay_out_of_log_files(monkeypatch):
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert progress(range(3), leave=False).disable
+    assert not progress(range(3)).disable

@@ -116,3 +116,12 @@ def test_reads_wandb_offline_runs(tmp_path, monkeypatch):
     (row,) = build_rows(runs)
     assert row.baseline.mean == pytest.approx(30.0) and row.value.mean == pytest.approx(30.5)
     assert sorted(r.curve("Set5/psnr")[1][-1] for r in runs) == [30.0, 30.5]
+
+
+def test_axis_titles_name_the_metric_and_its_unit():
+    from tasks.report.plots import axis_title
+
+    assert axis_title("psnr/Set5") == "PSNR on Set5 (dB)"
+    assert axis_title("ssim/Set14") == "SSIM on Set14"
+    assert axis_title("top1_err") == "top-1 error (%)"
+    assert axis_title("loss") == "loss"

@@ -23,5 +23,8 @@ def progress(iterable: Any = None, *, main_process: bool = True, **kwargs: Any) 
     if not interactive:  # tqdm's monitor thread would otherwise force a redraw every 10 s
         kwargs.setdefault("mininterval", LOG_FILE_INTERVAL_S)
         kwargs.setdefault("maxinterval", LOG_FILE_INTERVAL_S)
-    disable = kwargs.pop("disable", False) or not main_process
+    # A bar that erases itself when done (leave=False, e.g. an evaluation inside training) only
+    # adds control characters to a log file.
+    transient_in_log = not interactive and kwargs.get("leave") is False
+    disable = kwargs.pop("disable", False) or not main_process or transient_in_log
     return tqdm(iterable, disable=disable, **kwargs)

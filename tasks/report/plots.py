@@ -15,6 +15,19 @@ _COLOURS = {BASELINE: "#555555", "bam": "#d62728", "bam-c": "#ff7f0e", "bam-rele
             "se": "#1f77b4", "cbam": "#2ca02c"}
 
 
+# Axis titles for the tasks' primary metrics; others are shown by name.
+_AXIS_TITLES = {"top1_err": "top-1 error (%)", "top5_err": "top-5 error (%)", "miou": "mIoU",
+                "pixel_acc": "pixel accuracy", "mAP": "box mAP@[.5:.95]"}
+
+
+def axis_title(metric: str) -> str:
+    """``psnr/Set5`` -> ``PSNR on Set5 (dB)``; known names spelled out; anything else as is."""
+    kind, _, where = metric.partition("/")
+    if kind in ("psnr", "ssim") and where:
+        return f"PSNR on {where} (dB)" if kind == "psnr" else f"SSIM on {where}"
+    return _AXIS_TITLES.get(metric, metric)
+
+
 def _mean_curve(runs: Sequence[Run], metric: str):
     """Mean over seeds at the steps every run evaluated, with the min-max band."""
     curves = [run.curve(metric) for run in runs]
@@ -61,7 +74,7 @@ def plot_curves(runs: Sequence[Run], out_dir: Path, metric: str | None = None) -
             continue
         ax.set_title(f"{arch} on {dataset} ({task})")
         ax.set_xlabel("training step")
-        ax.set_ylabel(name)
+        ax.set_ylabel(axis_title(name))
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
