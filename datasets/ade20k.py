@@ -25,6 +25,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from datasets.images import IMAGE_EXTENSIONS, read_rgb
+
 IGNORE_INDEX = 255
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -32,7 +34,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TRAIN_SHORT_SIDES = (300, 375, 450, 525, 600)
 MAX_LONG_SIDE = 1000
 SIZE_DIVISOR = 32
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 ADE20K_LAYOUT = (
     "ADEChallengeData2016/images/{training,validation}/*.jpg and "
     "ADEChallengeData2016/annotations/{training,validation}/*.png"
@@ -162,10 +163,13 @@ class SegmentationFolder(Dataset):
         for folder in (self.images_dir, self.labels_dir):
             if not folder.is_dir():
                 raise FileNotFoundError(f"folder not found: {folder}{hint}")
-        images = sorted(p for p in self.images_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        # Hidden files are skipped (macOS copies leave "._NAME.jpg" resource files next to the images).
+        images = sorted(p for p in self.images_dir.iterdir()
+                        if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
         if not images:
             raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {self.images_dir}{hint}")
-        labels = {p.stem: p for p in self.labels_dir.iterdir() if p.suffix.lower() == ".png"}
+        labels = {p.stem: p for p in self.labels_dir.iterdir()
+                  if p.suffix.lower() == ".png" and not p.name.startswith(".")}
         missing = [p for p in images if p.stem not in labels]
         if missing:
             shown = ", ".join(str(p) for p in missing[:3]) + (" ..." if len(missing) > 3 else "")
@@ -177,13 +181,21 @@ class SegmentationFolder(Dataset):
 
     def read_label(self, path: Path) -> np.ndarray:
         """Raw label PNG -> uint8 HxW with classes 0..num_classes-1 and the ignore index."""
-        with Image.open(path) as pil:
-            if pil.mode not in ("L", "P", "I;16", "I"):
-                raise ValueError(f"{path}: label PNG must be single-channel (mode L or P), got mode {pil.mode}")
-            raw = np.asarray(pil).astype(np.int64)
+        try:
+            with Image.open(path) as pil:
+                mode = pil.mode
+                if mode in ("L", "P", "I;16", "I"):
+                    raw = np.asarray(pil).astype(np.int64)  # decodes: truncation shows up here
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            raise ValueError(f"{path}: cannot read label PNG ({error})") from error
+        if mode not in ("L", "P", "I;16", "I"):
+            raise ValueError(f"{path}: label PNG must be single-channel (mode L or P), got mode {mode}")
+        ignored = (raw < self.label_offset) | (raw == self.ignore_index)
         label = raw - self.label_offset
-        label[(raw < self.label_offset) | (raw == self.ignore_index)] = self.ignore_index
-        bad = (label >= self.num_classes) & (label != self.ignore_index)
+        # From the raw values: with an offset, raw ignore_index + offset (a 16-bit label) must not
+        # turn into the ignore index silently.
+        bad = (label >= self.num_classes) & ~ignored
+        label[ignored] = self.ignore_index
         if bad.any():
             values = sorted(set(raw[bad].tolist()))[:5]
             raise ValueError(
@@ -194,11 +206,9 @@ class SegmentationFolder(Dataset):
     def load(self, index: int) -> tuple[Image.Image, Image.Image, str]:
         """The untransformed RGB image, shifted label (mode L) and file stem of sample ``index``."""
         image_path, label_path = self.samples[index]
-        try:
-            with Image.open(image_path) as pil:
-                image = pil.convert("RGB")
-        except (OSError, ValueError) as error:
-            raise ValueError(f"{image_path}: cannot read image ({error})") from error
+        # Any mode (gray, RGBA, palette, 16-bit) to 8-bit RGB; errors name the file. The stored
+        # pixel grid is kept (no EXIF rotation): the label map refers to it.
+        image = Image.fromarray(read_rgb(image_path, exif=False))
         label = Image.fromarray(self.read_label(label_path))
         if image.size != label.size:
             raise ValueError(f"size mismatch: image {image_path} is {image.width}x{image.height} but label "

@@ -57,6 +57,19 @@ def _check_files(folder: Path) -> None:
             )
 
 
+def _download(folder: Path) -> None:
+    """Fetch and extract the official archive; a network or disk failure becomes one clear error."""
+    try:
+        # Looked up on the module at call time (as check_integrity above), so tests can replace it.
+        tv_cifar.download_and_extract_archive(CIFAR100.url, str(folder), filename=CIFAR100.filename,
+                                              md5=CIFAR100.tgz_md5)
+    except (OSError, RuntimeError) as error:  # URLError and HTTPError are OSErrors
+        raise ValueError(
+            f"could not download CIFAR-100 from {CIFAR100.url} into {folder}: {error}. Without network "
+            f"access, fetch {CIFAR100.filename} elsewhere and extract it into {folder}."
+        ) from error
+
+
 def build_cifar100(
     data_root: str | os.PathLike | None = None,
     train: bool = True,
@@ -69,8 +82,12 @@ def build_cifar100(
     without the files, raises ``FileNotFoundError`` saying where it looked and how to download.
     """
     folder = cifar100_folder(data_root)
-    if download:
-        CIFAR100(str(folder), train=train, download=True)  # no-op when the files are already valid
-    _check_files(folder)
+    try:
+        _check_files(folder)
+    except (FileNotFoundError, ValueError):
+        if not download:
+            raise
+        _download(folder)
+        _check_files(folder)
     transform = cifar100_transform(train) if transform is None else transform
     return CIFAR100(str(folder), train=train, transform=transform, download=False)

@@ -29,9 +29,9 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
+from datasets.images import read_rgb
 from tasks.common.sampling import key_generator
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def load_coco_api(ann_file: str | Path):
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints timing lines
             return COCO(str(ann_file))
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, AssertionError) as error:  # pycocotools asserts a dict
         raise ValueError(f"{ann_file} is not a COCO instances annotation file: {error!r}") from error
 
 
@@ -84,7 +84,13 @@ def convert_annotations(annotations: Sequence[dict], width: int, height: int,
     for ann in annotations:
         if ann.get("iscrowd", 0) and not keep_crowd:
             continue
-        x, y, w, h = (float(v) for v in ann["bbox"])
+        try:
+            x, y, w, h = (float(v) for v in ann["bbox"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"annotation {ann.get('id')}: 'bbox' must be [x, y, width, height], "
+                             f"got {ann.get('bbox', 'nothing')!r}") from error
+        if not all(map(np.isfinite, (x, y, w, h))):
+            raise ValueError(f"annotation {ann.get('id')}: non-finite bbox {ann['bbox']!r}")
         box = [x, y, x + w, y + h]
         inside = [min(max(box[0], 0.0), width), min(max(box[1], 0.0), height),
                   min(max(box[2], 0.0), width), min(max(box[3], 0.0), height)]
@@ -142,6 +148,9 @@ class CocoDetection(Dataset):
         self.flip_prob = flip_prob if self.train else 0.0
         self.coco = load_coco_api(self.ann_file)
         self.categories = {c["id"]: c["name"] for c in self.coco.loadCats(self.coco.getCatIds())}
+        if any(not isinstance(i, int) or i < 1 for i in self.categories):
+            raise ValueError(f"{self.ann_file}: category ids must be integers >= 1 (0 is the detector's "
+                             f"background class), got {sorted(self.categories, key=str)}")
         # Category ids are the labels (COCO's 1..90 with gaps), background is 0.
         self.num_classes = max(self.categories, default=0) + 1
         self._build_index(self.train if remove_empty is None else remove_empty)
@@ -152,7 +161,19 @@ class CocoDetection(Dataset):
         for image_id in sorted(self.coco.getImgIds()):
             info = self.coco.imgs[image_id]
             anns = self.coco.imgToAnns.get(image_id, [])
-            arrays, n_clipped, n_dropped = convert_annotations(anns, info["width"], info["height"])
+            where = f"{self.ann_file}, image id {image_id}"
+            if not all(isinstance(info.get(k), (int, float)) and info[k] > 0 for k in ("width", "height")) \
+                    or "file_name" not in info:
+                raise ValueError(f"{where}: image records need 'file_name' and positive 'width' and "
+                                 f"'height', got {info!r}")
+            unknown = sorted({a.get("category_id") for a in anns} - self.categories.keys(), key=str)
+            if unknown:  # would index past the classifier (a device-side assert on the GPU)
+                raise ValueError(f"{where}: category ids {unknown} are not in the file's categories "
+                                 f"{sorted(self.categories)}")
+            try:
+                arrays, n_clipped, n_dropped = convert_annotations(anns, info["width"], info["height"])
+            except ValueError as error:
+                raise ValueError(f"{where}: {error}") from None
             clipped, dropped = clipped + n_clipped, dropped + n_dropped
             if len(arrays["boxes"]) == 0:
                 empty += 1
@@ -176,15 +197,13 @@ class CocoDetection(Dataset):
         path = self.image_dir / info["file_name"]
         if not path.is_file():
             raise FileNotFoundError(f"COCO image not found: {path} (image id {image_id} in {self.ann_file})")
-        try:
-            with Image.open(path) as image:
-                array = np.asarray(image.convert("RGB"))
-        except OSError as error:
-            raise ValueError(f"cannot read COCO image {path}: {error}") from error
+        # Any mode (gray, RGBA, 16-bit) to 8-bit RGB, errors naming the file; the stored pixel grid
+        # is kept (no EXIF rotation), as the boxes and torchvision's reference refer to it.
+        array = read_rgb(path, exif=False)
         if array.shape[:2] != (info["height"], info["width"]):
             raise ValueError(f"{path} is {array.shape[1]}x{array.shape[0]} pixels but {self.ann_file} "
                              f"says {info['width']}x{info['height']}")
-        return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+        return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
 
     def __getitem__(self, key) -> tuple[torch.Tensor, dict[str, Any]]:
         """``key``: an index, or ``(index, sample_seed)`` from :class:`EpochSeededSampler`, whose

@@ -19,6 +19,7 @@ from torchvision import transforms
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from datasets.images import read_rgb
 from datasets.root import data_root as resolve_data_root
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -42,13 +43,10 @@ def imagenet_transform(train: bool, crop: int = 224, resize: int = 256) -> trans
 
 
 def load_rgb_image(path: str) -> Image.Image:
-    """Open an image as RGB; a broken file raises ``ValueError`` naming it (not a bare PIL error)."""
-    try:
-        with open(path, "rb") as handle:
-            image = Image.open(handle)
-            return image.convert("RGB")  # convert() forces the full decode while the file is open
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise ValueError(f"cannot read image {path}: {error}") from error
+    """Open an image as 8-bit RGB through the shared reader (gray, palette, RGBA and 16-bit files
+    converted; no EXIF rotation, as torchvision's loader); a missing or broken file raises an
+    error naming it, not a bare PIL error."""
+    return Image.fromarray(read_rgb(path, exif=False))
 
 
 def _is_image(name: str) -> bool:

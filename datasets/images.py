@@ -9,7 +9,8 @@
 * 16-bit images are mapped to 8 bits by ``round(v * 255 / 65535)``. Pillow's own conversion
   of 16-bit data clips (mode ``I;16`` -> ``L``) or keeps the high byte (16-bit RGB PNGs), so
   16-bit PNGs are decoded here directly and 16-bit TIFFs through ``tifffile``;
-* EXIF orientation is applied, so photos come out the way viewers show them;
+* EXIF orientation is applied, so photos come out the way viewers show them (``exif=False``
+  keeps the stored pixel grid, which annotations such as label maps and boxes refer to);
 * a missing file raises ``FileNotFoundError``; an unreadable, truncated or unsupported file raises
   ``ValueError``; both name the file.
 """
@@ -57,15 +58,15 @@ def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]
     return files
 
 
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
+def read_rgb(path: str | os.PathLike, exif: bool = True) -> np.ndarray:
     """Read an image as a ``uint8`` array of shape (H, W, 3); see the module docstring."""
-    image = read_image(path)
+    image = read_image(path, exif=exif)
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
     return image
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def read_image(path: str | os.PathLike, exif: bool = True) -> np.ndarray:
     """Read an image as ``uint8``: (H, W) for single-channel files, (H, W, 3) otherwise.
 
     Same conventions as :func:`read_rgb` except that grayscale files stay 2-D, which the older
@@ -77,7 +78,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if not path.is_file():
         raise ValueError(f"not an image file (is a folder?): {path}")
     try:
-        array = _decode(path)
+        array = _decode(path, exif)
     except ValueError as error:
         if str(path) in str(error):
             raise
@@ -89,7 +90,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return array if array.flags.writeable else array.copy()  # torch.from_numpy wants writable
 
 
-def _decode(path: Path) -> np.ndarray:
+def _decode(path: Path, exif: bool = True) -> np.ndarray:
     with open(path, "rb") as handle:
         header = handle.read(32)
     if header.startswith(_PNG_SIGNATURE) and _png_bit_depth(header) == 16:
@@ -100,7 +101,8 @@ def _decode(path: Path) -> np.ndarray:
             return _normalize(array, path)
     with Image.open(path) as image:
         image.load()  # Image.open is lazy: truncated data only shows up when pixels are decoded
-        image = ImageOps.exif_transpose(image)
+        if exif:
+            image = ImageOps.exif_transpose(image)
         return _normalize(_pil_to_array(image), path)
 
 
@@ -206,6 +208,12 @@ def _decode_png16(path: Path) -> np.ndarray:
     width, height, _, color_type, _, _, interlace = ihdr
     if color_type not in _SAMPLES_PER_PIXEL:
         raise ValueError(f"corrupt PNG file {path} (colour type {color_type} with 16 bits)")
+    if width == 0 or height == 0:
+        raise ValueError(f"corrupt PNG file {path} (size {width}x{height})")
+    if Image.MAX_IMAGE_PIXELS and width * height > 2 * Image.MAX_IMAGE_PIXELS:
+        # the limit Pillow applies to every other file (a corrupt header must not allocate TBs)
+        raise ValueError(f"image {path} is {width}x{height} pixels, over Pillow's decompression-bomb "
+                         f"limit of {2 * Image.MAX_IMAGE_PIXELS} (PIL.Image.MAX_IMAGE_PIXELS)")
     samples = _SAMPLES_PER_PIXEL[color_type]
     raw = np.frombuffer(zlib.decompress(b"".join(idat)), dtype=np.uint8)
     out = np.zeros((height, width, 2 * samples), dtype=np.uint8)

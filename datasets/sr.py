@@ -84,6 +84,13 @@ def _augment(images: Sequence[np.ndarray], generator: torch.Generator | None) ->
     return out
 
 
+def _random_origin(height: int, width: int, size: int, generator: torch.Generator | None) -> tuple[int, int]:
+    """Uniform top-left corner of a ``size`` square inside a ``height`` x ``width`` image."""
+    top = int(torch.randint(0, height - size + 1, (1,), generator=generator))
+    left = int(torch.randint(0, width - size + 1, (1,), generator=generator))
+    return top, left
+
+
 def random_patch(image: np.ndarray, patch_size: int, augment: bool = True,
                  generator: torch.Generator | None = None, name: str | os.PathLike = "image"
                  ) -> np.ndarray:
@@ -92,8 +99,7 @@ def random_patch(image: np.ndarray, patch_size: int, augment: bool = True,
     if h < patch_size or w < patch_size:
         raise ValueError(f"image {name} is {w}x{h}, smaller than the {patch_size}x{patch_size} HR crop "
                          f"(patch_size={patch_size}); remove it or lower the patch size")
-    top = int(torch.randint(0, h - patch_size + 1, (1,), generator=generator))
-    left = int(torch.randint(0, w - patch_size + 1, (1,), generator=generator))
+    top, left = _random_origin(h, w, patch_size, generator)
     patch = image[top:top + patch_size, left:left + patch_size]
     return _augment([patch], generator)[0] if augment else patch
 
@@ -204,7 +210,7 @@ def _header_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             return image.size
-    except (OSError, SyntaxError) as error:
+    except (OSError, SyntaxError, Image.DecompressionBombError) as error:
         raise ValueError(f"cannot read image {path}: {error}") from error
 
 
@@ -219,8 +225,7 @@ class SRPairedFolder(Dataset):
         self.patch_size = None if patch_size is None else _check_patch(patch_size, self.scale)
         self.augment = self.patch_size is not None if augment is None else bool(augment)
         lr_dir, hr_dir = Path(lr_dir).expanduser(), Path(hr_dir).expanduser()
-        lr = {_pair_key(f.relative_to(lr_dir), self.scale): f for f in list_images(lr_dir)}
-        hr = {_pair_key(f.relative_to(hr_dir), self.scale): f for f in list_images(hr_dir)}
+        lr, hr = self._index(lr_dir), self._index(hr_dir)
         lonely_lr = sorted(str(lr[k]) for k in lr.keys() - hr.keys())
         lonely_hr = sorted(str(hr[k]) for k in hr.keys() - lr.keys())
         if lonely_lr or lonely_hr:
@@ -230,6 +235,18 @@ class SRPairedFolder(Dataset):
         self.pairs = [(lr[k], hr[k]) for k in sorted(lr)]
         for lr_file, hr_file in self.pairs:
             self._check_sizes(lr_file, hr_file, _header_size(lr_file), _header_size(hr_file))
+
+    def _index(self, folder: Path) -> dict[str, Path]:
+        """Matching key -> file; two files of one folder with the same key (``a.png`` and
+        ``a.jpg``, ``0001.png`` and ``0001x4.png``) are an error, not a silent overwrite."""
+        index: dict[str, Path] = {}
+        for path in list_images(folder):
+            key = _pair_key(path.relative_to(folder), self.scale)
+            if key in index:
+                raise ValueError(f"{index[key]} and {path} both match the image {key!r} "
+                                 f"(scale={self.scale}); keep one of them")
+            index[key] = path
+        return index
 
     def _check_sizes(self, lr_file, hr_file, lr_size, hr_size) -> None:
         want = (lr_size[0] * self.scale, lr_size[1] * self.scale)
@@ -257,8 +274,7 @@ class SRPairedFolder(Dataset):
         if h < size or w < size:
             raise ValueError(f"LR image {name} is {w}x{h}, smaller than the {size}x{size} LR crop "
                              f"(patch_size={self.patch_size}, scale={self.scale})")
-        top = int(torch.randint(0, h - size + 1, (1,), generator=generator))
-        left = int(torch.randint(0, w - size + 1, (1,), generator=generator))
+        top, left = _random_origin(h, w, size, generator)
         s = self.scale
         lr = lr[top:top + size, left:left + size]
         hr = hr[top * s:(top + size) * s, left * s:(left + size) * s]
@@ -398,6 +414,13 @@ def prepare_subimages(src: str | os.PathLike, dst: str | os.PathLike, size: int 
     files = list_images(src)
     if dst.resolve().is_relative_to(src.resolve()):
         raise ValueError(f"destination {dst} lies inside the source folder {src}")
+    seen: dict[Path, Path] = {}
+    for path in files:  # a.png and a.jpg would both write a_s001.png: the second would be skipped
+        stem = path.relative_to(src).with_suffix("")
+        if stem in seen:
+            raise ValueError(f"{seen[stem]} and {path} would write the same sub-images "
+                             f"({stem}_s001.png, ...); rename one of them")
+        seen[stem] = path
     written = 0
     for path in _progress(files, desc="extracting sub-images", unit="img"):
         folder = dst / path.relative_to(src).parent

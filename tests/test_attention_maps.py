@@ -57,3 +57,24 @@ def test_recorded_features_are_the_refined_ones():
         refined = model.attention["layer1"](body)
     torch.testing.assert_close(features["layer1"][0], refined[0])
     assert not torch.allclose(features["layer1"][0], body[0])
+
+
+def test_channel_gates_of_bam_and_cbam_and_a_clear_error_for_se(tmp_path):
+    from bam import capture_attention
+    from tasks.analysis.attention_maps import _panel_maps, attention_panels
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 64, 64)
+    for attention in ("bam", "cbam"):
+        model = build_network("resnet18", attention=attention, placement="bottleneck").eval()
+        with torch.no_grad(), capture_attention(model) as maps:
+            model(x)
+        panel = _panel_maps(model, "layer1", maps["layer1"])
+        # BAM's capture holds the raw Mc, CBAM's the gate itself: the panel shows the gate both times
+        expected = torch.sigmoid(maps["layer1"]["channel"][0]) if attention == "bam" else maps["layer1"]["channel"][0]
+        torch.testing.assert_close(panel["channel_gate"], expected)
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(image)
+    se = build_network("resnet18", attention="se").eval()
+    with pytest.raises(ValueError, match="no spatial attention map"):
+        attention_panels(se, [image], tmp_path, (0.5,) * 3, (0.25,) * 3, 32)

@@ -166,3 +166,23 @@ def test_write_json_atomic_and_bad_state_file(tmp_path):
         read_trainer_state(tmp_path)
     with pytest.raises(FileNotFoundError, match="state file missing"):
         read_trainer_state(tmp_path / "none")
+
+
+def test_model_file_round_trip_and_mismatch_names_the_file(tmp_path):
+    from tasks.common.model_io import load_model, save_model
+
+    network = nn.Linear(3, 2)
+    path = save_model(tmp_path / "ckpt", network, "torch.nn:Linear", {"in_features": 3, "out_features": 2}, "toy")
+    assert path == tmp_path / "ckpt" / "model.pt"
+    loaded, record = load_model(tmp_path / "ckpt")
+    assert torch.equal(loaded.weight, network.weight) and record["task"] == "toy"
+
+    record = torch.load(path, weights_only=False)
+    record["kwargs"]["out_features"] = 4  # the network the file describes no longer fits its weights
+    torch.save(record, path)
+    with pytest.raises(ValueError, match=f"{path}: the stored weights do not fit the network that torch.nn:Linear"):
+        load_model(path)
+    record["builder"] = "torch.nn:NoSuchLayer"
+    torch.save(record, path)
+    with pytest.raises(ValueError, match=f"{path}: cannot import model builder"):
+        load_model(path)

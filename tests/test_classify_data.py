@@ -215,6 +215,19 @@ def test_imagenet_corrupt_jpeg_names_the_file(tmp_path):
         train[1]
 
 
+def test_imagenet_16bit_gray_png_is_scaled_not_clipped(tmp_path):
+    """Pillow's convert("RGB") clips a 16-bit gray PNG to white; the shared reader scales it."""
+    folder = _make_imagenet(tmp_path, per_class=1)
+    path = folder / "val" / "n01443537" / "extra16.png"
+    Image.fromarray(np.full((40, 50), 30000, np.uint16)).save(path)  # mode I;16
+    val = build_imagenet(tmp_path, train=False)
+    index = [p for p, _ in val.samples].index(str(path))
+    image, label = val[index]
+    assert label == 1
+    expected = (round(30000 * 255 / 65535) / 255 - np.array(IMAGENET_MEAN)) / IMAGENET_STD  # level 117
+    np.testing.assert_allclose(image.mean(dim=(1, 2)).numpy(), expected, atol=1e-5)
+
+
 # ------------------------------------------------------------------------------------------ digits
 def test_digits_shapes_split_and_labels():
     from sklearn.datasets import load_digits
@@ -257,3 +270,32 @@ def test_digits_train_normalised_by_train_statistics():
     raw = train.images
     mean, std = raw.mean().item(), raw.std().item()
     assert abs(((raw[:500] - mean) / std - stacked).abs().max().item()) < 1e-5
+
+
+def test_cifar100_download_failure_is_one_clear_error(tmp_path, monkeypatch):
+    import urllib.error
+
+    def offline(url, root, filename=None, md5=None):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", offline)
+    with pytest.raises(ValueError, match=r"could not download CIFAR-100 .*name resolution.*extract it into"):
+        build_cifar100(tmp_path, train=True, download=True)
+
+
+def test_cifar100_download_skipped_when_files_are_there(tmp_path, skip_md5, monkeypatch):
+    written = _make_cifar100(tmp_path)
+    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", lambda *a, **k: pytest.fail("downloaded"))
+    assert build_cifar100(tmp_path, train=False, download=True).targets == written["test"][1]
+
+
+def test_cifar100_download_fetches_when_missing(tmp_path, skip_md5, monkeypatch):
+    fetched = []
+
+    def fake_download(url, root, filename=None, md5=None):
+        fetched.append((url, filename))
+        _make_cifar100(tmp_path)  # what extracting the official archive leaves in root
+
+    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", fake_download)
+    assert len(build_cifar100(tmp_path, train=True, download=True)) == 6
+    assert fetched == [(tv_cifar.CIFAR100.url, "cifar-100-python.tar.gz")]

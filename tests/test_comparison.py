@@ -1,6 +1,7 @@
 """Baseline vs BAM end to end: two tiny real runs (W&B offline), then the report and the analyses."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from tasks.analysis import attention_maps, selectivity
 from tasks.classify.train import main as classify
 from tasks.report.__main__ import main as report
 from tasks.report.runs import discover_runs
-from tasks.report.wandb_offline import find_offline_runs
+from tasks.report.wandb_offline import find_offline_runs, read_offline_run
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +22,13 @@ def two_runs(tmp_path_factory):
               "--wandb", "offline", "--log-every", "1"]
     summaries = {attention: classify(common + ["--attention", attention, "--run-name", attention])
                  for attention in ("none", "bam")}
+    # W&B writes its log from another process, which can lag behind the run's end on a loaded
+    # machine: wait until both logs hold the final metrics.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (
+            len(find_offline_runs(root)) == 2
+            and all("final/top1_err" in read_offline_run(f)["summary"] for f in find_offline_runs(root))):
+        time.sleep(0.1)
     return root, summaries
 
 

@@ -151,3 +151,54 @@ def test_missing_coco_explains_the_layout(tmp_path):
     (bad / "instances_val2017.json").write_text(json.dumps({"images": "nope"}))
     with pytest.raises(ValueError, match="instances_val2017.json"):
         CocoDetection(tmp_path, split="val")
+
+
+def _rewrite_annotations(root: Path, change) -> None:
+    path = root / "coco" / "annotations" / "instances_val2017.json"
+    content = json.loads(path.read_text())
+    change(content)
+    path.write_text(json.dumps(content))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c["annotations"][0].update(category_id=99), r"image id 1: category ids \[99\].*\[1, 3, 7\]"),
+    (lambda c: c["annotations"][0].pop("bbox"), r"image id 1: annotation 1: 'bbox'"),
+    (lambda c: c["annotations"][0].update(bbox=[1, 2, float("nan"), 4]), r"image id 1: annotation 1: non-finite"),
+    (lambda c: c["images"][1].pop("width"), r"image id 2: image records need .*'width'"),
+])
+def test_bad_annotations_are_named(tmp_path, change, message):
+    root = write_tiny_coco(tmp_path, "val")
+    _rewrite_annotations(root, change)
+    with pytest.raises(ValueError, match=r"instances_val2017\.json, " + message):
+        CocoDetection(root, split="val")
+
+
+def test_annotation_file_that_is_a_list_is_named(tmp_path):
+    root = write_tiny_coco(tmp_path, "val")
+    (root / "coco" / "annotations" / "instances_val2017.json").write_text("[]")
+    with pytest.raises(ValueError, match="instances_val2017.json is not a COCO"):
+        CocoDetection(root, split="val")
+
+
+def test_gray_16bit_and_truncated_images(tmp_path):
+    root = write_tiny_coco(tmp_path, "val")
+    values = np.full((120, 160), 30000, np.uint16)  # round(30000 * 255 / 65535) = 117, not clipped to 255
+    Image.fromarray(values).save(root / "coco" / "val2017" / "gray16.png")
+    _rewrite_annotations(root, lambda c: c["images"][0].update(file_name="gray16.png"))
+    data = CocoDetection(root, split="val")
+    image = data[0][0]
+    assert image.shape == (3, 120, 160)
+    torch.testing.assert_close(image, torch.full_like(image, 117 / 255))
+    path = root / "coco" / "val2017" / "000000000002.jpg"
+    path.write_bytes(path.read_bytes()[:400])
+    with pytest.raises(ValueError, match="000000000002.jpg"):
+        data[1]
+
+
+def test_category_id_zero_is_refused(tmp_path):
+    """Label 0 is torchvision's background: a category 0 would be trained as background."""
+    root = write_tiny_coco(tmp_path, "val")
+    _rewrite_annotations(root, lambda c: [c["categories"][0].update(id=0),
+                                          *[a.update(category_id=0) for a in c["annotations"] if a["category_id"] == 1]])
+    with pytest.raises(ValueError, match=r"instances_val2017\.json: category ids must be integers >= 1.*\[0, 3, 7\]"):
+        CocoDetection(root, split="val")

@@ -52,6 +52,13 @@ def test_no_detections_score_zero(tiny):
     assert detections_to_coco(empty * 3, [1, 2, 3]) == []
 
 
+def test_no_detections_keep_cocoeval_minus_one_where_there_is_no_ground_truth(tmp_path):
+    coco = one_box_coco(tmp_path, [(50, 50, 100, 100)])  # one large object only
+    metrics = evaluate_coco(coco, [], image_ids=[1])
+    assert metrics["mAP"] == 0.0 and all(metrics[k] == 0.0 for k in AP_KEYS) and metrics["AP_large"] == 0.0
+    assert metrics["AP_small"] == -1.0 and metrics["AP_medium"] == -1.0  # as with any detections
+
+
 def one_box_coco(tmp_path, boxes):
     """A COCO ground truth with one 300x300 image, category 1, the given xywh boxes."""
     content = {"images": [{"id": 1, "file_name": "a.jpg", "width": 300, "height": 300}],

@@ -48,7 +48,7 @@ def test_dry_run_lists_paper_numbers_and_status(tmp_path, capsys):
     (tmp_path / "table10" / "wrn28_8-bam-s0" / "summary.json").write_text('{"status": "interrupted"}')
     experiments.main(["table10", "--dry-run", "--output-dir", str(tmp_path)])
     out = capsys.readouterr().out
-    assert "9 runs" in out
+    assert "12 runs" in out  # ResNet50, PreResNet110, WRN-28-8, ResNeXt29 16x64d x (base, SE, BAM)
     assert "[done] wrn28_8-se-s0" in out and "[todo] wrn28_8-bam-s0" in out
     assert "top1_err 19.85" in out and "params_m 68.81" in out
 
@@ -105,3 +105,14 @@ def test_table1c_extra_blocks_add_the_papers_parameters():
     assert added["resnet50"] == pytest.approx(1.46, abs=0.011)
     assert added["wrn28_8"] == pytest.approx(1.48, abs=0.011)
     assert _params_m(table.find("resnext29_8x64d-extra")) == pytest.approx(37.3, abs=0.05)
+
+
+def test_table10_has_the_papers_four_networks_and_their_se_counts():
+    """Table 10 compares SE and BAM on ResNet50, PreResNet110, WRN-28-8 and ResNeXt29 16x64d;
+    SE in every block gives the paper's parameter counts (ResNeXt29's SE row is 0.04M lower)."""
+    table = experiments.get_experiment("table10")
+    assert [run.row for run in table.runs if run.attention == "none"] == [
+        "resnet50", "preresnet110", "wrn28_8", "resnext29_16x64d"]
+    for arch, tolerance in (("resnet50", 0.006), ("preresnet110", 0.006), ("wrn28_8", 0.006)):
+        run = table.find(f"{arch}-se")
+        assert _params_m(run) == pytest.approx(run.paper["params_m"], abs=tolerance), arch

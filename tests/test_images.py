@@ -172,6 +172,8 @@ def test_jpeg_and_cmyk_and_exif_rotation(tmp_path):
     exif[0x0112] = 6  # "rotate 90 CW to display"
     Image.fromarray(smooth).save(tmp_path / "rot.jpg", quality=95, exif=exif)
     assert read_rgb(tmp_path / "rot.jpg").shape == (32, 24, 3)
+    # exif=False keeps the stored pixel grid (the one label maps and boxes refer to)
+    assert read_rgb(tmp_path / "rot.jpg", exif=False).shape == (24, 32, 3)
 
 
 @pytest.mark.parametrize("suffix, fmt", [(".png", "PNG"), (".jpg", "JPEG")])
@@ -200,3 +202,13 @@ def test_missing_and_garbage_files(tmp_path):
         read_rgb(tmp_path / "junk.png")
     with pytest.raises(ValueError, match="folder"):
         read_rgb(tmp_path)
+
+
+def test_16bit_png_with_absurd_header_size_is_refused(tmp_path):
+    path = tmp_path / "bomb16.png"
+    write_png16(path, np.zeros((2, 2), np.uint16))
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", 200_000, 200_000)  # IHDR width, height (CRC not checked)
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="bomb16.png.*200000x200000"):
+        read_rgb(path)

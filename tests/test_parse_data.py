@@ -165,3 +165,55 @@ def test_ignore_index_must_be_8bit_and_not_a_class(tmp_path):
         SegmentationFolder(tmp_path, tmp_path, num_classes=3, ignore_index=-1)
     with pytest.raises(ValueError, match="ignore_index=2"):
         SegmentationFolder(tmp_path, tmp_path, num_classes=3, ignore_index=2)
+
+
+def test_16bit_and_rgba_images_read_like_the_sr_loader(tmp_path):
+    """Pillow's convert("RGB") clips 16-bit gray to 255; the shared reader scales by 255/65535."""
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    values = np.linspace(0, 65535, 6 * 8).reshape(6, 8).astype(np.uint16)
+    Image.fromarray(values).save(tmp_path / "img" / "a.png")
+    rgba = np.random.default_rng(0).integers(0, 256, (6, 8, 4), dtype=np.uint8)
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "img" / "b.png")
+    for name in ("a", "b"):
+        Image.fromarray(np.zeros((6, 8), np.uint8)).save(tmp_path / "lab" / f"{name}.png")
+    data = SegmentationFolder(tmp_path / "img", tmp_path / "lab", num_classes=2)
+    gray = np.asarray(data.load(0)[0])
+    expected = np.floor(values / 65535 * 255 + 0.5).astype(np.uint8)
+    for c in range(3):
+        np.testing.assert_array_equal(gray[:, :, c], expected)
+    np.testing.assert_array_equal(np.asarray(data.load(1)[0]), rgba[:, :, :3])
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_broken_label_png_names_the_file(ade_root, damage):
+    path = ade_root / "ADEChallengeData2016/annotations/validation/ADE_valid_00000002.png"
+    if damage == "garbage":
+        path.write_bytes(b"not a png")
+    else:
+        noisy = np.random.default_rng(0).integers(0, 151, (64, 80), dtype=np.uint8)
+        Image.fromarray(noisy).save(path)
+        path.write_bytes(path.read_bytes()[:300])
+    data = ADE20K(ade_root, "validation")
+    with pytest.raises(ValueError, match=r"ADE_valid_00000002\.png.*cannot read label"):
+        data[2]
+
+
+def test_16bit_label_value_that_lands_on_the_ignore_index_is_an_error(tmp_path):
+    """Raw 256 with offset 1 becomes 255 = the ignore index: out of range, not silently ignored."""
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "img" / "a.png")
+    label = np.ones((4, 4), np.uint16)
+    label[0, 0] = 256
+    Image.fromarray(label).save(tmp_path / "lab" / "a.png")  # mode I;16
+    data = SegmentationFolder(tmp_path / "img", tmp_path / "lab", num_classes=150, label_offset=1)
+    with pytest.raises(ValueError, match=r"a\.png: label values \[256\]"):
+        data[0]
+
+
+def test_hidden_macos_resource_files_are_skipped(ade_root):
+    images = ade_root / "ADEChallengeData2016" / "images" / "validation"
+    (images / "._ADE_valid_00000000.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    assert [p.name for p, _ in ADE20K(ade_root, "validation").samples] == [
+        "ADE_valid_00000000.jpg", "ADE_valid_00000001.jpg", "ADE_valid_00000002.jpg"]

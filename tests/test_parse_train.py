@@ -92,7 +92,12 @@ def test_predict_probabilities_multiscale_and_flip():
     assert plain.shape == (1, 4, 20, 30) and torch.allclose(plain.sum(1), torch.ones(1, 20, 30))
     assert torch.allclose(predict_probabilities(model, image, flip=True), plain, atol=1e-6)
     assert torch.allclose(predict_probabilities(model, image, scales=(20,), flip=True), plain, atol=1e-6)
-    assert predict_probabilities(model, image, scales=(10, 40), flip=True).shape == (1, 4, 20, 30)
+    multi = predict_probabilities(model, image, scales=(10, 40), flip=True)
+    assert multi.shape == (1, 4, 20, 30) and torch.allclose(multi.sum(1), torch.ones(1, 20, 30))  # a mean
+    # A flat image looks the same at every scale: the average over scales is the plain prediction.
+    flat = torch.ones(1, 3, 20, 30) * torch.tensor([0.3, -1.0, 2.0])[None, :, None, None]
+    assert torch.allclose(predict_probabilities(model, flat, scales=(10, 40), flip=True),
+                          predict_probabilities(model, flat), atol=1e-5)
 
 
 def test_syncbn_only_with_several_processes_and_loss_guards():
@@ -158,3 +163,13 @@ def test_prediction_panel_layout_and_overlay():
     panel = prediction_panel(image, np.zeros((4, 6), np.int64), target, gap=2)
     assert panel.shape == (4, 3 * 6 + 2 * 2, 3)
     assert (panel[:, 8:14][:, 2] == 100).all()  # prediction hidden where the label is unknown
+
+
+def test_defaults_are_csails_upernet_recipe():
+    """config/ade20k-resnet50-upernet.yaml of CSAILVision: SGD 0.02, momentum 0.9, wd 1e-4, poly 0.9,
+    2 images per GPU, 30 epochs x 5000 iterations, short sides 300..600, long side <= 1000."""
+    args = parse_train.build_parser().parse_args([])
+    assert (args.lr, args.momentum, args.weight_decay, args.poly_power) == (0.02, 0.9, 1e-4, 0.9)
+    assert (args.batch_size, args.max_steps) == (2, 30 * 5000)
+    assert (args.short_sides, args.max_long_side) == ([300, 375, 450, 525, 600], 1000)
+    assert (args.backbone, args.decoder_channels) == ("resnet50", 512)

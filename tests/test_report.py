@@ -13,6 +13,19 @@ from tasks.report.table import build_rows, csv_table, markdown_table
 from tasks.report.wandb_offline import find_offline_runs, read_offline_run
 
 
+def finish_offline(run) -> None:
+    """``run.finish()``, then wait for W&B's writer (another process, which can lag behind finish()
+    on a loaded machine) to have put the run's summary into its log file."""
+    import time
+    from pathlib import Path
+
+    folder = Path(run.dir).parent
+    run.finish()
+    deadline = time.monotonic() + 60
+    while not read_offline_run(folder)["summary"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def write_run(folder, *, attention, seed, top1, curve, params, macs, arch="wrn28_8", group="exp", **extra):
     folder.mkdir(parents=True)
     summary = {
@@ -107,7 +120,7 @@ def test_reads_wandb_offline_runs(tmp_path, monkeypatch):
             run.log({"eval/Set5/psnr": psnr}, step=step)
         run.summary["final/Set5/psnr"] = value
         run.summary["params"] = 1_500_000
-        run.finish()
+        finish_offline(run)
     folders = find_offline_runs(tmp_path)
     assert len(folders) == 2
     raw = read_offline_run(folders[0])
@@ -125,3 +138,97 @@ def test_axis_titles_name_the_metric_and_its_unit():
     assert axis_title("ssim/Set14") == "SSIM on Set14"
     assert axis_title("top1_err") == "top-1 error (%)"
     assert axis_title("loss") == "loss"
+
+
+def test_a_run_reached_twice_counts_once(runs_dir):
+    runs = discover_runs([runs_dir, runs_dir / "base-0", str(runs_dir) + "/../runs"], group="exp")
+    assert len(runs) == 4
+    (row,) = build_rows(runs)
+    assert row.baseline.n == 2 and row.value.n == 2
+
+
+def test_a_line_cut_by_a_kill_is_skipped_and_a_bad_file_is_named(runs_dir):
+    history = runs_dir / "bam-0" / "metrics.jsonl"
+    history.write_text(history.read_text() + '{"step": 30, "split": "ev')
+    (run,) = [r for r in discover_runs([runs_dir / "bam-0"])]
+    assert run.curve("top1_err") == ([10, 20], [38.0, 20.0])
+    history.write_text('{"step": 1, "spl\n' + history.read_text())
+    with pytest.raises(ValueError, match=r"metrics.jsonl, line 1"):
+        discover_runs([runs_dir / "bam-0"])
+    (runs_dir / "bam-1" / "summary.json").write_text("{")
+    with pytest.raises(ValueError, match=r"bam-1.summary.json is not valid JSON"):
+        discover_runs([runs_dir / "bam-1"])
+
+
+def test_a_resumed_wandb_offline_run_is_one_run(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    import time
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    config = {"task": "sr", "arch": "srresnet", "dataset": "t91", "attention": "bam", "seed": 0,
+              "primary_metric": "Set5/psnr", "primary_mode": "max"}
+    # first attempt: killed after step 3 (its last checkpoint was at step 2); the resume redoes step 3
+    for steps, final in (([1, 2, 3], None), ([3, 4], 31.0)):
+        run = wandb.init(project="bam", dir=str(tmp_path), id="resumed1", resume="allow", config=config)
+        for step in steps:
+            run.log({"eval/Set5/psnr": 20.0 + step + (0.5 if final else 0.0)}, step=step)
+        if final:
+            run.summary["final/Set5/psnr"] = final
+        finish_offline(run)
+        time.sleep(1.1)  # offline folders are named by the second they started
+    assert len(find_offline_runs(tmp_path)) == 2
+    (run,) = discover_runs([tmp_path])
+    assert run.metric("Set5/psnr") == 31.0
+    assert run.curve("Set5/psnr") == ([1, 2, 3, 4], [21.0, 22.0, 23.5, 24.5])
+
+
+def test_overheads_keep_their_sign_and_variant_names_their_options():
+    from tasks.report.plots import _variant_name
+    from tasks.report.table import _overhead
+
+    assert _overhead((2_000_000, 1_900_000), 1e6, "M") == "2.00M → 1.90M (-5.00%)"
+    assert _overhead((2_000_000, 2_100_000), 1e6, "M") == "2.00M → 2.10M (+5.00%)"
+    assert _variant_name("bam(dilation=1)") == "BAM(dilation=1)" and _variant_name("bam-c") == "BAM-C"
+
+
+def test_interrupted_and_failed_runs_are_not_seeds(runs_dir, capsys):
+    write_run(runs_dir / "bam-2", attention="bam", seed=2, top1=60.0, curve=[(10, 60.0)], params=23_420_000,
+              macs=3_030_000_000, status="interrupted")
+    write_run(runs_dir / "bam-3", attention="bam", seed=3, top1=70.0, curve=[(10, 70.0)], params=23_420_000,
+              macs=3_030_000_000, status="failed: non-finite loss")
+    write_run(runs_dir / "bam-4", attention="bam", seed=4, top1=19.0, curve=[(10, 39.0), (20, 19.0)],
+              params=23_420_000, macs=3_030_000_000, status="completed")
+    (row,) = build_rows(discover_runs([runs_dir], group="exp"))
+    assert row.value.n == 3 and row.value.mean == pytest.approx((20.0 + 19.5 + 19.0) / 3)
+    err = capsys.readouterr().err
+    assert "bam-2 (status 'interrupted')" in err and "bam-3 (status 'failed: non-finite loss')" in err
+    with pytest.raises(FileNotFoundError, match="1 unfinished left out"):
+        discover_runs([runs_dir / "bam-2"])
+
+
+def test_a_torn_wandb_log_keeps_the_records_before_the_tear(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    import shutil
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run = wandb.init(project="bam", dir=str(tmp_path / "whole"), config={"task": "sr"})
+    values = [step + 0.123456789 for step in range(40)]
+    for step, value in enumerate(values):
+        run.log({"eval/psnr": value}, step=step)
+    finish_offline(run)
+    (folder,) = find_offline_runs(tmp_path / "whole")
+    full = read_offline_run(folder)["history"]
+    assert [row["eval/psnr"] for row in full] == values
+    log = next(folder.glob("run-*.wandb"))
+    data = log.read_bytes()
+    marker = data.index(b"25.123456789")
+    cut_short = data[:len(data) * 2 // 3]  # a write cut off by a kill
+    # a record whose bytes were damaged: it still parses (as 27.12...), only its CRC tells
+    damaged = data[:marker] + b"27" + data[marker + 2:]
+    for name, content in (("cut", cut_short), ("damaged", damaged)):
+        torn = tmp_path / name / folder.name
+        shutil.copytree(folder, torn)
+        (torn / log.name).write_bytes(content)
+        history = read_offline_run(torn)["history"]
+        assert 0 < len(history) < 40 and history == full[:len(history)], name
+    assert len(history) == 25  # read up to the damaged record, none after it

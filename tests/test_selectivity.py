@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from tasks.analysis.selectivity import class_selectivity, plot_selectivity, stage_selectivity
+from tasks.analysis.selectivity import class_selectivity, plot_selectivity, stage_numbers, stage_selectivity
 
 
 def test_index_on_a_hand_made_table():
@@ -56,3 +56,38 @@ def test_stage_selectivity_on_a_network_and_plots(tmp_path):
     files = plot_selectivity({"baseline": result, "BAM": result}, tmp_path, title="toy")
     assert [f.name for f in files] == ["selectivity_stage1.png", "selectivity_stage2.png"]
     assert all(f.read_bytes()[:4] == b"\x89PNG" for f in files)
+
+
+def test_activity_is_rectified_before_the_spatial_mean():
+    # A stage that does not end in a ReLU (pre-activation networks): Morcos et al. take post-ReLU
+    # activity, mean(relu(F)); relu(mean(F)) would let negative pixels cancel positive ones.
+    conv = nn.Conv2d(1, 1, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+    images = torch.tensor([[2.0, -2.0], [1.0, 1.0]]).reshape(2, 1, 1, 2)  # class 0 mean 0, relu-mean 1
+    labels = torch.tensor([0, 1])
+    result = stage_selectivity(nn.Sequential(conv), [(images, labels)], ["0"], num_classes=2)
+    # relu-mean activity: class 0 -> 1, class 1 -> 1: a unit that fires the same for both classes
+    assert result["0"].item() == pytest.approx(0.0)
+
+
+def test_stage_numbers_of_a_silent_stage_and_bad_labels():
+    assert stage_numbers(torch.tensor([float("nan")] * 3)) == {"mean": None, "median": None, "units": 0,
+                                                               "silent_units": 3}
+    assert stage_numbers(torch.tensor([0.2, float("nan"), 0.4])) == {
+        "mean": pytest.approx(0.3), "median": pytest.approx(0.2), "units": 2, "silent_units": 1}
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        class_selectivity(torch.ones(2, 1), torch.tensor([0, 3]), num_classes=3)
+    with pytest.raises(ValueError, match="empty"):
+        stage_selectivity(nn.Sequential(nn.ReLU()), [], ["0"], num_classes=3)
+
+
+def test_max_images_spread_over_a_set_sorted_by_class():
+    from tasks.analysis.selectivity import spread_indices
+
+    labels = [i // 50 for i in range(1000)]  # 20 classes of 50 images, one after another (ImageNet's order)
+    picked = spread_indices(len(labels), 100)
+    assert len(set(picked)) == 100 and {labels[i] for i in picked} == set(range(20))
+    assert spread_indices(5, 10) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="at least 1"):
+        spread_indices(5, 0)

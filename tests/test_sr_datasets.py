@@ -122,6 +122,14 @@ def test_paired_folder_errors(tmp_path):
         SRPairedFolder(tmp_path / "lr", tmp_path / "hr", scale=2)
 
 
+def test_paired_folder_refuses_two_files_for_one_image(tmp_path):
+    _save(tmp_path / "hr" / "a.png", (20, 20, 3))
+    _save(tmp_path / "lr" / "a.png", (10, 10, 3))
+    _save(tmp_path / "lr" / "ax2.png", (10, 10, 3))  # would silently replace a.png
+    with pytest.raises(ValueError, match=r"a\.png and .*ax2\.png both match"):
+        SRPairedFolder(tmp_path / "lr", tmp_path / "hr", scale=2)
+
+
 # -- benchmarks ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("layout", ["flat", "HR", "GTmod12", "original", "huang"])
@@ -185,6 +193,9 @@ def test_prepare_subimages_and_cli(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["prepare", str(tmp_path / "nothing"), str(tmp_path / "dst3")])
     assert "nothing" in capsys.readouterr().err
+    _save(tmp_path / "src" / "small.jpg", (30, 20, 3))  # same stem as small.png: same tile names
+    with pytest.raises(ValueError, match=r"small\.(png|jpg) and .*small\.(png|jpg) would write"):
+        prepare_subimages(tmp_path / "src", tmp_path / "dst4", size=48, step=24)
 
 
 # -- embedded photographs --------------------------------------------------------------------------

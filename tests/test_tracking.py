@@ -146,6 +146,42 @@ def test_wandb_failure_never_stops_the_run(tmp_path, no_wandb_env, monkeypatch, 
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
 
 
+def test_failed_online_start_falls_back_to_offline(tmp_path, no_wandb_env, monkeypatch, capsys):
+    import wandb
+
+    class FakeRun:  # what wandb.init returns offline; records what the tracker sends
+        dir = str(tmp_path / "wandb" / "offline-run-x" / "files")
+
+        def __init__(self):
+            self.summary, self.logged = {}, []
+
+        def log(self, data, step):
+            self.logged.append((step, data))
+
+        def finish(self, exit_code=0):
+            pass
+
+    modes, run = [], FakeRun()
+
+    def init(**kwargs):
+        modes.append(kwargs["mode"])
+        if kwargs["mode"] == "online":
+            raise RuntimeError("invalid API key")
+        return run
+
+    monkeypatch.setattr(wandb, "init", init)
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    tracker = Tracker(tmp_path, {}, mode="online")
+    assert tracker.mode == "online"
+    tracker.log({"loss": 1.0}, 1)
+    assert modes == ["online", "offline"] and tracker.mode == "offline"
+    assert run.logged == [(1, {"train/loss": 1.0})]
+    tracker.finish()
+    output = capsys.readouterr().out
+    assert "W&B could not start online (RuntimeError: invalid API key); recording offline instead" in output
+    assert f"wandb sync {tmp_path / 'wandb' / 'offline-run-x'}" in output
+
+
 def test_only_the_main_process_writes(tmp_path, monkeypatch):
     from accelerate import PartialState
 

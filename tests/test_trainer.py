@@ -66,10 +66,10 @@ def mae_evaluate(data: Dataset):
 
 def make_trainer(run_dir, *, max_steps=20, seed=0, resume=False, loss_hook=None, evaluate_fn=None,
                  eval_every=5, best_metric="mae", best_mode="min", dropout=0.3, batch_size=5,
-                 global_rng_data=False, **kwargs) -> Trainer:
+                 global_rng_data=False, hidden=16, **kwargs) -> Trainer:
     seed_everything(seed)
     # Dropout makes the result depend on the training RNG, so an unrestored RNG would show.
-    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, 1))
+    model = nn.Sequential(nn.Linear(4, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=7, gamma=0.5)
     data = NoisyLinearData()
@@ -205,7 +205,9 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
 
 def test_data_loading_does_not_touch_the_training_rng(tmp_path):
     # Loading draws from its own stream: the global RNG seen by training is unaffected by it.
-    trainer = make_trainer(tmp_path / "run", max_steps=3, global_rng_data=True, eval_every=0)
+    # No dropout: training draws only the randn(7) below, so its stream is predictable at every
+    # step (10 steps: more than one epoch of 8 batches, so the epoch change is covered too).
+    trainer = make_trainer(tmp_path / "run", max_steps=10, global_rng_data=True, eval_every=4, dropout=0.0)
     states = []
     original = trainer.loss_fn
 
@@ -217,8 +219,22 @@ def test_data_loading_does_not_touch_the_training_rng(tmp_path):
     trainer.loss_fn = loss_fn
     trainer.fit()
     torch.manual_seed(0)  # seed_everything(0) on process 0 is what the trainer starts training from
-    expected = torch.get_rng_state()
-    assert torch.equal(states[0], expected)
+    expected = []
+    for _ in range(10):
+        expected.append(torch.get_rng_state().clone())
+        torch.randn(7)
+    assert len(states) == 10 and all(torch.equal(a, b) for a, b in zip(states, expected))
+    assert len(set(trainer.train_loader.dataset.drawn)) >= 50  # and the data set did draw from the global RNG
+
+
+def test_data_loading_stream_is_not_the_shuffling_stream():
+    # The global RNG that data loading runs on must not replay the draws that shuffled the epoch.
+    from tasks.common.trainer import _DataRNG
+
+    stream = _DataRNG(3, 0)
+    with stream.active():
+        drawn = torch.randperm(50).numpy()
+    assert list(drawn) != list(EpochSeededSampler(50, seed=3).order())
 
 
 def test_different_seed_gives_different_weights(tmp_path):
@@ -288,6 +304,30 @@ def test_non_finite_gradient_stops_before_the_weights_change(tmp_path):
     assert read_trainer_state(tmp_path / "run" / "checkpoints" / "last")["step"] == 2
 
 
+def test_non_finite_weights_never_replace_the_last_good_checkpoint(tmp_path):
+    # No gradient clipping: a finite loss with a NaN gradient poisons the weights unseen; the save
+    # that follows (step 4 is a checkpoint step) must stop the run instead of overwriting `last`.
+    trainer = make_trainer(tmp_path / "run", max_steps=6, eval_every=2)
+    original_loss, calls = trainer.loss_fn, [0]
+
+    def bad_gradient(model, batch):
+        calls[0] += 1
+        if calls[0] == 4:
+            out = model(batch[0])
+            return torch.sqrt(((out - out.detach()) ** 2).sum())  # 0, with a NaN gradient
+        return original_loss(model, batch)
+
+    trainer.loss_fn = bad_gradient
+    with pytest.raises(NonFiniteLossError, match="non-finite weights after step 4 \\(0.weight, 0.bias, 3.weight "
+                                                 "and 1 more\\).*gradient clipping; the last good checkpoint"):
+        trainer.fit()
+    assert not all(torch.isfinite(v).all() for v in weights(trainer).values())  # the weights really broke
+    last = tmp_path / "run" / "checkpoints" / "last"
+    assert read_trainer_state(last)["step"] == 2
+    assert all(torch.isfinite(v).all() for v in load_file(str(last / "model.safetensors")).values())
+    assert load_summary(tmp_path / "run")["status"] == "failed: non-finite loss"
+
+
 # -- best checkpoint --------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode, best_step", [("max", 4), ("min", 2)])
 def test_best_checkpoint_follows_the_metric_and_mode(tmp_path, mode, best_step):
@@ -312,6 +352,49 @@ def test_best_checkpoint_follows_the_metric_and_mode(tmp_path, mode, best_step):
     stored = load_file(str(checkpoints / "best" / "model.safetensors"))
     assert all(torch.equal(stored[k], v) for k, v in snapshots[best_score].items())
     assert not (checkpoints / "best.tmp").exists() and not (checkpoints / "last.old").exists()
+
+
+def test_best_checkpoint_holds_the_evaluated_weights_between_regular_checkpoints(tmp_path):
+    scores = iter([1.0, 3.0, 2.0])  # at steps 2, 4, 6; checkpoints are due at steps 3 and 6 only
+    snapshots = {}
+
+    def evaluate(model, accelerator):
+        score = next(scores)
+        snapshots[score] = {k: v.clone() for k, v in model.state_dict().items()}
+        return {"score": score}
+
+    make_trainer(tmp_path / "run", max_steps=6, eval_every=2, checkpoint_every=3, evaluate_fn=evaluate,
+                 best_metric="score", best_mode="max").fit()
+    best = tmp_path / "run" / "checkpoints" / "best"
+    assert read_trainer_state(best)["step"] == 4
+    stored = load_file(str(best / "model.safetensors"))
+    assert all(torch.equal(stored[k], v) for k, v in snapshots[3.0].items())
+    assert read_trainer_state(tmp_path / "run" / "checkpoints" / "last")["step"] == 6
+
+
+def test_resume_restores_a_best_checkpoint_that_a_kill_left_behind(tmp_path):
+    scores = iter([1.0, 2.0, 3.0])
+
+    def evaluate(model, accelerator):
+        return {"score": next(scores, 3.0)}
+
+    make_trainer(tmp_path / "run", max_steps=6, eval_every=2, evaluate_fn=evaluate, best_metric="score",
+                 best_mode="max").fit()
+    checkpoints = tmp_path / "run" / "checkpoints"
+    import shutil
+
+    # Killed after `last` (step 6, recorded as the best) was written, before `best` was updated.
+    shutil.rmtree(checkpoints / "best")
+    shutil.copytree(checkpoints / "last", checkpoints / "best")
+    state = read_trainer_state(checkpoints / "best")
+    (checkpoints / "best" / "trainer_state.json").write_text(json.dumps({**state, "step": 4}))
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    summary = make_trainer(tmp_path / "run", max_steps=6, eval_every=2, evaluate_fn=evaluate, best_metric="score",
+                           best_mode="max", resume=True).fit()
+    assert summary["best_step"] == 6 and read_trainer_state(checkpoints / "best")["step"] == 6
 
 
 def test_per_class_metrics_reach_the_summary_but_not_the_history(tmp_path):
@@ -370,6 +453,17 @@ def test_run_writes_config_metrics_and_summary(tmp_path):
     markdown = (run_dir / "summary.md").read_text()
     assert "| **mae** |" in markdown and "| status | completed |" in markdown and "## Config" in markdown
     assert extra_files == ["last.tmp", "last.tmp"]  # the hook writes into the checkpoint before it is complete
+
+
+def test_resume_into_another_network_names_the_checkpoint(tmp_path):
+    make_trainer(tmp_path / "run", max_steps=2, eval_every=2).fit()
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    last = tmp_path / "run" / "checkpoints" / "last"
+    with pytest.raises(ValueError, match=f"--resume: {last} does not fit this run's model.*size mismatch"):
+        make_trainer(tmp_path / "run", max_steps=4, eval_every=2, resume=True, hidden=8).fit()
 
 
 def test_wall_time_accumulates_across_resumes(tmp_path):
@@ -487,8 +581,25 @@ from tasks.common.cli import run_dir_for
 everything = gather_object([seen])
 # The run folder name is decided once: "taken" exists, so every process must get "taken-2".
 chosen = gather_object([str(run_dir_for(Namespace(output_dir=sys.argv[2], run_name=None, resume=False), "taken"))])
+# A bad --resume path is found by the main process alone; every process must stop with its message.
+try:
+    Trainer(model=model, optimizer=optimizer, train_loader=loader, loss_fn=loss_fn, evaluate_fn=None,
+            run_dir=sys.argv[1] + "-again", config={}, max_steps=1, progress=False,
+            resume=sys.argv[2] + "/nowhere", accelerator=trainer.accelerator).fit()
+    error = None
+except FileNotFoundError as caught:
+    error = str(caught)
+errors = gather_object([error])
+try:  # likewise a run folder that the main process cannot use: here a file in its place
+    run_dir_for(Namespace(output_dir=sys.argv[2], run_name="a-file", resume=False), "taken")
+    error = None
+except NotADirectoryError as caught:
+    error = str(caught)
+errors += gather_object([error])
 if trainer.accelerator.is_main_process:
-    json.dump({"seen": everything, "run_dirs": chosen}, open(sys.argv[1] + "/seen.json", "w"))
+    json.dump({"seen": everything, "run_dirs": chosen, "errors": errors}, open(sys.argv[1] + "/seen.json", "w"))
+from tasks.common.trainer import shutdown_distributed
+shutdown_distributed()
 """
 
 
@@ -510,6 +621,7 @@ def test_two_processes_give_the_same_evaluation_as_one(tmp_path):
                "--main_process_port", str(free_port()), str(script), str(tmp_path / "run"), str(tmp_path / "out")]
     (tmp_path / "out" / "taken").mkdir(parents=True)
     (tmp_path / "out" / "taken" / "summary.json").write_text("{}")
+    (tmp_path / "out" / "a-file").write_text("not a folder")
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = load_summary(tmp_path / "run")
@@ -520,6 +632,8 @@ def test_two_processes_give_the_same_evaluation_as_one(tmp_path):
     # Training: both processes shuffle alike and take disjoint shares of one permutation.
     seen = json.loads((tmp_path / "run" / "seen.json").read_text())
     assert seen["run_dirs"] == [str(tmp_path / "out" / "taken-2")] * 2
+    assert seen["errors"][:2] == [f"--resume: checkpoint not found: {tmp_path / 'out' / 'nowhere'}"] * 2
+    assert len(seen["errors"]) == 4 and seen["errors"][2] == seen["errors"][3] and "a-file" in seen["errors"][2]
     first, second = seen["seen"]
     assert len(first) == len(second) == 20
     assert sorted(set(first + second)) == list(range(37)) and len(set(first) & set(second)) <= 3

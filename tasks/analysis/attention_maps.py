@@ -3,8 +3,8 @@
 Row 1: the input and, per stage, BAM's 3-D attention map averaged over channels, resized to the
 image and overlaid. Row 2 (with a baseline checkpoint): the baseline network's feature map at the
 same position (mean absolute activation over channels), beside row 3: the BAM network's refined
-feature map there. Last row: each stage's channel attention, sigmoid(Mc), sorted, so its spread
-(how strongly BAM picks channels) reads at a glance.
+feature map there. Last row: each stage's channel attention (BAM's sigmoid(Mc), CBAM's channel
+gate), sorted, so its spread (how strongly the module picks channels) reads at a glance.
 
     python -m tasks.analysis.attention_maps --checkpoint runs/bam --baseline runs/base \\
         --images photos/ --output runs/bam/attention
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bam import attention_targets, capture_attention, find_bottlenecks
+from bam import BAM, attention_targets, capture_attention, find_bottlenecks
 
 # Normalisation of the data sets the classification task trains on.
 _NORMALISATION = {
@@ -83,12 +83,12 @@ def render_panel(image: np.ndarray, attention: dict[str, dict[str, torch.Tensor]
             ax = axes[r][c]
             maps = attention[stage]
             if row == "channel":
-                if "channel" in maps:
-                    values = torch.sigmoid(maps["channel"].flatten()).sort(descending=True).values
+                if "channel_gate" in maps:
+                    values = maps["channel_gate"].flatten().sort(descending=True).values
                     ax.plot(values.numpy(), color="#d62728")
                     ax.set_ylim(0, 1)
                     ax.set_xlabel("channel (sorted)", fontsize=8)
-                    ax.set_ylabel("sigmoid(Mc)", fontsize=8)
+                    ax.set_ylabel("channel gate", fontsize=8)
                     ax.tick_params(labelsize=7)
                 else:
                     ax.axis("off")
@@ -170,7 +170,7 @@ def attention_panels(bam_model: nn.Module, images: Sequence[Path], out_dir: Path
         batch = _to_tensor(image, mean, std)
         with capture_attention(bam_model) as maps, record_features(bam_model, stages) as refined:
             bam_model(batch)
-        attention = {path_of.get(key, key): {k: v[0] for k, v in values.items()} for key, values in maps.items()}
+        attention = {path_of.get(key, key): _panel_maps(bam_model, key, values) for key, values in maps.items()}
         bam_features = {k: v[0] for k, v in refined.items()}
         base_features = None
         if baseline is not None:
@@ -180,6 +180,21 @@ def attention_panels(bam_model: nn.Module, images: Sequence[Path], out_dir: Path
         written.append(render_panel(image, attention, bam_features if baseline is not None else None,
                                     base_features, out_dir / f"attention_{path.stem}.png", title=path.name))
     return written
+
+
+def _panel_maps(model: nn.Module, key: str, maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One image's maps of attention module ``key``, with ``channel_gate`` in [0, 1].
+
+    ``capture_attention`` gives BAM's raw Mc (before its sigmoid) but CBAM's gate after it.
+    """
+    if "combined" not in maps:
+        raise ValueError(f"attention module {key!r} has no spatial attention map (SE?); attention-map panels "
+                         "need a network with BAM or CBAM")
+    module = dict(model.named_modules()).get(f"attention.{key}")
+    panel = {name: value[0] for name, value in maps.items()}
+    if "channel" in panel:
+        panel["channel_gate"] = torch.sigmoid(panel["channel"]) if isinstance(module, BAM) else panel["channel"]
+    return panel
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,13 +6,14 @@ For a unit (a channel), let ``mu_max`` be its largest class-conditional mean act
 ``mu_rest`` the mean of its class-conditional means over all other classes; the index is
 ``(mu_max - mu_rest) / (mu_max + mu_rest)``: 0 for a unit that fires the same for every class,
 1 for one that fires for a single class. A unit's activity on an image is the spatial mean of its
-(non-negative) feature map. Units that never fire have no index and are left out (NaN).
+rectified feature map, ``mean(relu(F))``, as Morcos et al. take post-ReLU activity (the same as the
+plain mean where a stage already ends in a ReLU). Units that never fire have no index and are left
+out (NaN).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,8 @@ def class_selectivity(activity: torch.Tensor, labels: torch.Tensor, num_classes:
                          f"and {tuple(labels.shape)}")
     if (activity < 0).any():
         raise ValueError("class selectivity is defined for non-negative (post-ReLU) activity")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}), got {int(labels.min())}..{int(labels.max())}")
     activity = activity.double()
     counts = torch.bincount(labels, minlength=num_classes).double()
     present = counts > 0
@@ -44,7 +47,8 @@ def class_selectivity(activity: torch.Tensor, labels: torch.Tensor, num_classes:
 
 @contextmanager
 def record_activity(model: nn.Module, layers: Iterable[str]) -> Iterator[dict[str, list[torch.Tensor]]]:
-    """Record the per-channel spatial mean of each named module's output during the forwards."""
+    """Record the per-channel spatial mean of each named module's rectified output, ``mean(relu(F))``,
+    during the forwards (rectified before averaging: negative values must not cancel positive ones)."""
     modules = dict(model.named_modules())
     store: dict[str, list[torch.Tensor]] = {}
     handles = []
@@ -54,7 +58,7 @@ def record_activity(model: nn.Module, layers: Iterable[str]) -> Iterator[dict[st
         store[name] = []
 
         def hook(_module, _inputs, output, name=name):
-            store[name].append(output.detach().float().mean(dim=(2, 3)).cpu())
+            store[name].append(output.detach().float().clamp_min(0).mean(dim=(2, 3)).cpu())
 
         handles.append(modules[name].register_forward_hook(hook))
     try:
@@ -80,8 +84,18 @@ def stage_selectivity(model: nn.Module, loader, layers: list[str], num_classes: 
                 break
             model(images.to(device))
             labels.append(targets.cpu())
+    if not labels:
+        raise ValueError("class selectivity needs at least one batch of images; the data set is empty")
     labels = torch.cat(labels)
-    return {name: class_selectivity(torch.cat(store[name]).clamp_min(0), labels, num_classes) for name in layers}
+    return {name: class_selectivity(torch.cat(store[name]), labels, num_classes) for name in layers}
+
+
+def stage_numbers(index: torch.Tensor) -> dict:
+    """Mean and median index over the units that fire (None when none does), and the unit counts."""
+    fired = index[~torch.isnan(index)]
+    return {"mean": float(fired.mean()) if len(fired) else None,
+            "median": float(fired.median()) if len(fired) else None,
+            "units": len(fired), "silent_units": len(index) - len(fired)}
 
 
 def plot_selectivity(results: dict[str, dict[str, torch.Tensor]], out_dir, title: str = "") -> list:
@@ -148,6 +162,19 @@ def stage_layers(model: nn.Module, input_size: tuple[int, int, int]) -> list[str
     return list(attention_targets(model)) or find_bottlenecks(model, input_size)
 
 
+def spread_indices(total: int, count: int) -> list[int]:
+    """``count`` indices spread evenly over ``range(total)`` (all of them when ``count >= total``).
+
+    Evaluation sets stored by class (an ImageNet folder: 50 images of one class after another)
+    would give only the first few classes to the first ``count`` images.
+    """
+    if count < 1:
+        raise ValueError(f"--max-images must be at least 1, got {count}")
+    if count >= total:
+        return list(range(total))
+    return [i * total // count for i in range(count)]
+
+
 def _add_to_run_summary(checkpoint: Path, numbers: dict) -> None:
     """Keep the numbers with the run they describe, when the checkpoint is a run folder."""
     from tasks.common.summary import load_summary, write_summary
@@ -162,13 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     from torch.utils.data import DataLoader, Subset
 
     from tasks.common.model_io import load_model
+    from tasks.common.checkpoint import write_json_atomic
 
     parser = argparse.ArgumentParser(prog="python -m tasks.analysis.selectivity", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="run folder or model.pt of a network with BAM")
     parser.add_argument("--baseline", help="run folder or model.pt of the same network without BAM")
     parser.add_argument("--data-root", help="data root (default: $BAM_DATA_ROOT or ./data)")
-    parser.add_argument("--max-images", type=int, help="use the first N evaluation images")
+    parser.add_argument("--max-images", type=int, help="use N evaluation images spread evenly over the set "
+                        "(not the first N: an ImageNet folder is sorted by class)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output", type=Path, help="folder for the PNGs and selectivity.json "
@@ -180,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             models = {"baseline": load_model(args.baseline), **models}
         record = models["BAM"][1]
         images, num_classes = evaluation_set(record, args.data_root)
-        if args.max_images:
-            images = Subset(images, range(min(args.max_images, len(images))))
+        if args.max_images is not None:
+            images = Subset(images, spread_indices(len(images), args.max_images))
         size = int((record.get("extra") or {}).get("image_size", 224))
         results = {}
         for label, (model, _) in models.items():
@@ -194,13 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = Path(args.checkpoint)
     output = args.output or (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "selectivity"
     files = plot_selectivity(results, output, title=str(record.get("kwargs", {}).get("arch", "")))
-    numbers = {label: {stage: {"mean": float(v[~torch.isnan(v)].mean()), "median": float(v[~torch.isnan(v)].median()),
-                               "units": int((~torch.isnan(v)).sum()), "silent_units": int(torch.isnan(v).sum())}
-                       for stage, v in stages.items()} for label, stages in results.items()}
-    (output / "selectivity.json").write_text(json.dumps(numbers, indent=2))
+    numbers = {label: {stage: stage_numbers(v) for stage, v in stages.items()} for label, stages in results.items()}
+    write_json_atomic(output / "selectivity.json", numbers)
     _add_to_run_summary(checkpoint, numbers)
     for label, stages in numbers.items():
-        print(label + ": " + ", ".join(f"{stage} mean {n['mean']:.3f}" for stage, n in stages.items()))
+        print(label + ": " + ", ".join(f"{stage} mean " + ("-" if n["mean"] is None else f"{n['mean']:.3f}")
+                                       for stage, n in stages.items()))
     print("\n".join(str(f) for f in files))
     return 0
 

@@ -70,8 +70,8 @@ def resolve_checkpoint(directory: str | os.PathLike) -> Path | None:
     """The complete checkpoint stored under ``directory``'s name, or None.
 
     Recovers from a kill during a swap: ``<name>.tmp`` complete means the kill happened after the
-    new checkpoint was finished, so it wins over ``<name>.old``. Only the caller's (main) process
-    should call this when it may rename things; it is also safe read-only.
+    new checkpoint was finished, so it wins over ``<name>.old``. It renames folders whenever
+    ``<name>`` itself is missing or incomplete, so only one (the main) process may call it.
     """
     directory = Path(directory)
     if is_complete(directory):

@@ -120,8 +120,15 @@ def run_dir_for(args: argparse.Namespace, default_name: str) -> Path:
     from .trainer import cpu_processes_wanted
 
     state = PartialState(cpu=cpu_processes_wanted())
-    chosen = [str(_choose_run_dir(args, default_name)) if state.is_main_process else None]
+    chosen: list = [None, None]  # [run folder, error]: an error on the main process stops them all
+    if state.is_main_process:
+        try:
+            chosen[0] = str(_choose_run_dir(args, default_name))
+        except (ValueError, OSError) as error:
+            chosen[1] = error
     broadcast_object_list(chosen, from_process=0)
+    if chosen[1] is not None:
+        raise chosen[1]
     return Path(chosen[0])
 
 
@@ -129,12 +136,15 @@ def run_cli(main_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call ``main_fn``; turn expected failures into ``error: ...`` on stderr and exit code 2.
 
     Expected failures are bad input (ValueError, FileNotFoundError, NotADirectoryError) and a
-    non-finite loss; anything else is a bug and keeps its traceback.
+    non-finite loss; anything else is a bug and keeps its traceback. After a success, the
+    processes of a multi-process run leave their process group together.
     """
-    from .trainer import NonFiniteLossError
+    from .trainer import NonFiniteLossError, shutdown_distributed
 
     try:
-        return main_fn(*args, **kwargs)
+        result = main_fn(*args, **kwargs)
+        shutdown_distributed()
+        return result
     except (ValueError, FileNotFoundError, NotADirectoryError, NonFiniteLossError) as error:
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"error: {message}", file=sys.stderr, flush=True)

@@ -75,8 +75,17 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         raise ValueError(f"{file} is not a readable model file ({error})") from error
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise ValueError(f"{file} is not a {FORMAT} model file (was it written by save_model?)")
-    model = _resolve_builder(record["builder"])(**record["kwargs"])
-    model.load_state_dict(record["state_dict"])
+    try:
+        builder = _resolve_builder(record["builder"])
+    except ValueError as error:
+        raise ValueError(f"{file}: {error}") from error
+    model = builder(**record["kwargs"])
+    try:
+        model.load_state_dict(record["state_dict"])
+    except RuntimeError as error:  # e.g. a file from a version whose network had other layers
+        summary = " ".join(str(error).split())[:500]
+        raise ValueError(f"{file}: the stored weights do not fit the network that {record['builder']} "
+                         f"builds from the stored arguments ({summary})") from error
     return model, record
 
 

@@ -11,11 +11,11 @@ augmentations of an uninterrupted run. Two things make that true here:
 reproducible augmentation accepts such a key in ``__getitem__``::
 
     def __getitem__(self, key):
-        index, generator = split_key(key)          # generator is None for a plain int key
+        index, generator = key_generator(key)      # generator is None for a plain int key
         crop = random_crop(self.images[index], generator=generator)
 
-Plain integer keys (evaluation, or a user's own sampler) keep working: ``split_key`` then returns
-``None`` and torch falls back to its global RNG.
+Plain integer keys (evaluation, or a user's own sampler) keep working: ``key_generator`` then
+returns ``None`` and torch falls back to its global RNG (``split_key`` gives the bare seed instead).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Experiment tracking: W&B when possible, always a local ``metrics.jsonl``.
 
-W&B is imported lazily and only by the main process. It never prompts and never stops a run: any
-W&B failure prints one warning and the run goes on with local files only. Mode ``auto`` goes online
-only when an API key is configured *and* the W&B host answers within two seconds; otherwise the run
-is recorded offline under ``run_dir/wandb/offline-run-*`` (upload later with ``wandb sync``).
+W&B is imported lazily and only by the main process. It never prompts and never stops a run: an
+online start that fails falls back to offline, and any other W&B failure prints one warning and the
+run goes on with local files only. Mode ``auto`` goes online only when an API key is configured
+*and* the W&B host answers within two seconds; otherwise the run is recorded offline under
+``run_dir/wandb/offline-run-*`` (upload later with ``wandb sync``).
 """
 
 from __future__ import annotations
@@ -171,16 +172,27 @@ class Tracker:
         except ImportError:
             self._warn("wandb is not installed; metrics go to metrics.jsonl only")
             return
-        try:
-            self._run = wandb.init(
-                project=self.project, group=self.group, job_type=self.task or None, tags=self.tags,
-                config=self.config, name=self.name, dir=str(self.run_dir), id=self.run_id,
-                resume="allow", mode=self.mode,
-                settings=wandb.Settings(silent=True, init_timeout=60, x_disable_viewer=True),
-            )
-        except Exception as error:  # W&B must never stop training
-            self._warn(f"W&B could not start ({type(error).__name__}: {error})")
-            self._run = None
+        # Online can still fail (a wrong key, the network gone since the probe): then record
+        # offline to disk, which `wandb sync` uploads later, rather than not at all.
+        for mode in [self.mode] + (["offline"] if self.mode == "online" else []):
+            try:
+                self._run = wandb.init(
+                    project=self.project, group=self.group, job_type=self.task or None, tags=self.tags,
+                    config=self.config, name=self.name, dir=str(self.run_dir), id=self.run_id,
+                    resume="allow", mode=mode,
+                    settings=wandb.Settings(silent=True, init_timeout=60, x_disable_viewer=True),
+                )
+            except Exception as error:  # W&B must never stop training
+                reason = f"{type(error).__name__}: {error}"
+                if mode == "online":
+                    print(f"warning: W&B could not start online ({reason}); recording offline instead",
+                          flush=True)
+                    continue
+                self._warn(f"W&B could not start ({reason})")
+                self._run = None
+                return
+            self.mode = mode
+            return
 
     def _warn(self, message: str) -> None:
         if not self._warned:

@@ -32,6 +32,7 @@ from .checkpoint import (
     find_resume_checkpoint,
     link_checkpoint,
     read_trainer_state,
+    resolve_checkpoint,
     save_checkpoint,
     write_json_atomic,
 )
@@ -46,6 +47,19 @@ __all__ = ["Trainer", "NonFiniteLossError", "prepare_eval_loader", "make_acceler
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def shutdown_distributed() -> None:
+    """Leave the process group cleanly (every process, at the end of a command).
+
+    A gloo process that exits with its process group still up can die in C++ teardown
+    ("terminate called without an active exception"), failing a run that had finished.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # nobody tears down while another process still talks to it
+        dist.destroy_process_group()
 
 
 def make_accelerator(mixed_precision: str | None = "no", cpu: bool = False,
@@ -114,7 +128,9 @@ class _DataRNG:
 
     def reseed(self, epoch: int) -> None:
         """Start the stream of ``epoch`` (each epoch starts fresh, so epoch boundaries resume trivially)."""
-        value = int(sample_seed(self.seed + 7919 * self.process_index, epoch, -1))
+        # Index -3: a stream of its own (EpochSeededSampler's order uses -1 and the loader's
+        # worker-seed generator -2; with -1 this stream would replay the shuffling draws).
+        value = int(sample_seed(self.seed + 7919 * self.process_index, epoch, -3))
         generator = torch.Generator()
         generator.manual_seed(value)
         self.torch_state = generator.get_state()
@@ -323,12 +339,19 @@ class Trainer:
         checkpoint = self._find_checkpoint()
         state: dict[str, Any] = {}
         if checkpoint is not None:
-            acc.load_state(str(checkpoint))
+            try:
+                acc.load_state(str(checkpoint))
+            except (RuntimeError, ValueError, KeyError) as error:  # another network, optimizer or file set
+                detail = " ".join(str(error).split())[:500]
+                raise ValueError(f"--resume: {checkpoint} does not fit this run's model, optimizer or "
+                                 f"scheduler (was it written with other settings?): {detail}") from error
             data_rng = checkpoint / f"data_rng_{acc.process_index}.pt"
             if data_rng.is_file():
                 self._data_rng.load(data_rng)
             state = read_trainer_state(checkpoint)
             self._restore(state, checkpoint)
+            if acc.is_main_process:
+                self._repair_best(checkpoint)
         self.environment = environment_info()
         if acc.is_main_process:
             write_json_atomic(self.run_dir / "config.json", self.config)
@@ -338,16 +361,21 @@ class Trainer:
 
     def _find_checkpoint(self) -> Path | None:
         acc = self.accelerator
-        found = [None]
+        found: list[str | None] = [None, None]  # [checkpoint, error message]
         if acc.is_main_process:  # may finish an interrupted checkpoint swap: one process only
-            path = find_resume_checkpoint(self.run_dir, self.resume)
-            found = [None if path is None else str(path)]
-            if self.resume and path is None:
+            try:
+                path = find_resume_checkpoint(self.run_dir, self.resume)
+            except FileNotFoundError as error:  # raised on every process below, not only here
+                path, found[1] = None, str(error)
+            found[0] = None if path is None else str(path)
+            if self.resume and path is None and found[1] is None:
                 print(f"note: no checkpoint in {self.run_dir / 'checkpoints'}; starting from step 0", flush=True)
         if acc.num_processes > 1:
             from accelerate.utils import broadcast_object_list
 
             broadcast_object_list(found, from_process=0)
+        if found[1] is not None:
+            raise FileNotFoundError(found[1])
         return None if found[0] is None else Path(found[0])
 
     def _restore(self, state: Mapping[str, Any], checkpoint: Path) -> None:
@@ -363,6 +391,15 @@ class Trainer:
                 print(f"warning: the checkpoint had {saved_epoch_length} optimizer steps per epoch, now "
                       f"{self.steps_per_epoch} (batch size or process count changed): the data order "
                       "will differ from the original run", flush=True)
+
+    def _repair_best(self, checkpoint: Path) -> None:
+        """A kill between writing ``last`` and copying it to ``best`` leaves ``best`` one evaluation
+        behind the best value recorded in ``last``: copy it now."""
+        if self.best_step is None or self.best_step != self.step:
+            return
+        best = resolve_checkpoint(self.run_dir / "checkpoints" / "best")
+        if best is None or read_trainer_state(best).get("step") != self.step:
+            link_checkpoint(checkpoint, self.run_dir / "checkpoints" / "best")
 
     def _count_params(self) -> int:
         return sum(p.numel() for p in self.accelerator.unwrap_model(self.model).parameters())
@@ -412,7 +449,9 @@ class Trainer:
                         window = _Window()
                     if self._due(self.eval_every) or self.step == self.max_steps:
                         self._evaluate_and_record(bar)
-                    if self._due(self.checkpoint_every) or self.step == self.max_steps:
+                    # An improving evaluation is saved at once: `best` is a copy of `last`, so it
+                    # holds the evaluated weights even when checkpoint_every differs from eval_every.
+                    if self._due(self.checkpoint_every) or self.step == self.max_steps or self._improved:
                         self.save()
                     if self.step >= self.max_steps:
                         break
@@ -474,9 +513,11 @@ class Trainer:
             hint += ", or disable fp16 (--mixed-precision bf16 or no)"
         elif self.grad_clip is None:
             hint += " or add gradient clipping"
-        kept = f"; the last good checkpoint is kept in {self.run_dir / 'checkpoints' / 'last'}" \
-            if (self.run_dir / "checkpoints" / "last").is_dir() else "; no checkpoint was written yet"
-        raise NonFiniteLossError(f"non-finite {what} ({values}) at step {self.step + 1}: {hint}{kept}")
+        raise NonFiniteLossError(f"non-finite {what} ({values}) at step {self.step + 1}: {hint}{self._kept_note()}")
+
+    def _kept_note(self) -> str:
+        last = self.run_dir / "checkpoints" / "last"
+        return f"; the last good checkpoint is kept in {last}" if last.is_dir() else "; no checkpoint was written yet"
 
     def _log_train(self, window: "_Window", bar) -> None:
         acc = self.accelerator
@@ -539,7 +580,13 @@ class Trainer:
         }
 
     def save(self) -> Path:
-        """Write ``checkpoints/last`` (and ``best`` after an improving evaluation) atomically."""
+        """Write ``checkpoints/last`` (and ``best`` after an improving evaluation) atomically.
+
+        Weights that are no longer finite (a finite loss with an overflowing gradient, without
+        ``grad_clip`` to catch it) raise :class:`NonFiniteLossError` instead of replacing the last
+        good checkpoint.
+        """
+        self._check_finite_weights()
         checkpoints = self.run_dir / "checkpoints"
         extra = None
         if self.on_save is not None:
@@ -552,6 +599,25 @@ class Trainer:
             link_checkpoint(last, checkpoints / "best")
         self._improved = False
         return last
+
+    def _check_finite_weights(self) -> None:
+        acc = self.accelerator
+        model = acc.unwrap_model(self.model)
+        tensors = [(name, t) for name, t in (*model.named_parameters(), *model.named_buffers())
+                   if t.is_floating_point() or t.is_complex()]
+        finite = torch.stack([torch.isfinite(t.detach()).all().cpu() for _, t in tensors]) if tensors \
+            else torch.ones(0, dtype=torch.bool)
+        bad = (~finite).sum().float().reshape(1)
+        if acc.num_processes > 1:  # sharded weights may differ per process: all must agree to stop
+            bad = acc.reduce(bad.to(acc.device), "sum")
+        if float(bad.sum()) == 0:
+            return
+        names = [name for (name, _), ok in zip(tensors, finite.tolist()) if not ok]
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        raise NonFiniteLossError(
+            f"non-finite weights after step {self.step} ({shown or 'on another process'}): a gradient "
+            f"overflowed although the loss was finite; lower the learning rate or add gradient "
+            f"clipping{self._kept_note()}")
 
     def wall_time(self) -> float:
         return self.previous_wall_time + (time.perf_counter() - self._segment_start)

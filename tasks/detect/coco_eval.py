@@ -38,8 +38,15 @@ def detections_to_coco(outputs: Sequence[dict[str, torch.Tensor]], image_ids: Se
     return results
 
 
-def empty_metrics() -> dict[str, float]:
-    return {key: 0.0 for key in METRIC_KEYS}
+def _empty_results(coco_gt):
+    """A detection set without detections for COCOeval (``loadRes`` rejects an empty list)."""
+    from pycocotools.coco import COCO
+
+    coco_dt = COCO()
+    coco_dt.dataset = {"images": list(coco_gt.dataset.get("images", [])),
+                       "categories": list(coco_gt.dataset.get("categories", [])), "annotations": []}
+    coco_dt.createIndex()
+    return coco_dt
 
 
 def _mean_valid(values: np.ndarray) -> float:
@@ -52,19 +59,17 @@ def evaluate_coco(coco_gt, results: list[dict], image_ids: Iterable[int] | None 
     """Run COCOeval (bbox) on ``results`` against ``coco_gt`` (a pycocotools ``COCO``).
 
     ``image_ids`` restricts the evaluation to the images that were actually run (all images of
-    ``coco_gt`` otherwise). No detections at all scores 0 everywhere (``loadRes`` rejects an
-    empty list)."""
+    ``coco_gt`` otherwise). No detections at all scores 0 wherever there is ground truth and
+    -1 where there is none (e.g. ``AP_large`` without large objects), as COCOeval does."""
     from pycocotools.cocoeval import COCOeval
 
-    if not results:
-        return empty_metrics()
     known = set(coco_gt.getImgIds())
     stray = {r["image_id"] for r in results} - known
     if stray:
         raise ValueError(f"detections for image ids not in the ground truth: {sorted(stray)[:5]}")
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with quiet:
-        coco_dt = coco_gt.loadRes(results)
+        coco_dt = coco_gt.loadRes(results) if results else _empty_results(coco_gt)
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
         if image_ids is not None:
             evaluator.params.imgIds = sorted(set(int(i) for i in image_ids))
@@ -135,4 +140,4 @@ def evaluate_distributed(model, loader, coco_gt, accelerator=None, progress: boo
 
 
 __all__ = ["evaluate_coco", "detections_to_coco", "predict", "merge_records", "evaluate_distributed",
-           "empty_metrics", "METRIC_KEYS", "AP_KEYS", "IOU_THRESHOLDS"]
+           "METRIC_KEYS", "AP_KEYS", "IOU_THRESHOLDS"]

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from tasks.common.checkpoint import write_json_atomic
 from tasks.common.cli import add_data_args, run_cli
 
 __all__ = ["build_parser", "evaluate_checkpoint", "main"]
@@ -75,7 +76,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
         if vis:
             save_detection_panels(model, dataset, range(min(vis, len(dataset))), out / "detections",
                                   score_threshold=vis_score, device=device)
-        (out / "metrics.json").write_text(json.dumps(result, indent=2, default=str))
+        write_json_atomic(out / "metrics.json", result)
     return result
 
 

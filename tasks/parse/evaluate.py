@@ -88,7 +88,9 @@ def evaluate_segmentation(model: torch.nn.Module, dataset, accelerator=None, sca
         model = accelerator.unwrap_model(model)  # no DDP collectives while shards differ in length
     if max_images is not None:
         dataset = Subset(dataset, range(min(max_images, len(dataset))))
-    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    base = dataset
+    while isinstance(base, Subset):  # the data set that knows the classes, under any Subsets
+        base = base.dataset
     num_classes, ignore_index = base.num_classes, getattr(base, "ignore_index", IGNORE_INDEX)
     was_training = model.training
     model.eval()
@@ -222,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             print(json.dumps(scores, indent=2))
         else:
             print(format_scores(scores, f"{model_file} on {config.get('dataset', 'ade20k')} {args.split} "
-                                        f"({'multi-scale + flip' if scales else 'single scale'})"))
+                                        f"({'multi-scale' if scales else 'single scale'}{' + flip' if flip else ''})"))
     return scores
 
 

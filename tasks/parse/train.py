@@ -5,12 +5,13 @@
 
 Recipe of CSAILVision's semantic-segmentation-pytorch (reference facts, section 5): SGD lr 0.02,
 momentum 0.9, weight decay 1e-4 (not on BN and biases, as that code does), poly schedule with
-power 0.9 per step, 2 images per process, random short side in (300, 375, 450, 525, 600) with the
-long side at most 1000, flips. Unlike that code, the short side is drawn per image rather than per
-batch, images are padded rather than stretched to a multiple of 32, and the loss sees
-full-resolution labels (see ``datasets.ade20k``). Results depend on the effective batch size (per process x
-processes; CSAIL used 8 GPUs x 2), which is therefore logged everywhere. Batch norm is
-synchronised across processes when there are several and stays plain on one process.
+power 0.9 per step over 150k steps (30 epochs x 5000 iterations), 2 images per process, random
+short side in (300, 375, 450, 525, 600) with the long side at most 1000, flips. Unlike that code,
+the short side is drawn per image rather than per batch, images are padded rather than stretched
+to a multiple of 32, and the loss sees full-resolution labels (see ``datasets.ade20k``). Results
+depend on the effective batch size (per process x processes; CSAIL used 8 GPUs x 2), which is
+therefore logged everywhere. Batch norm is synchronised across processes when there are several
+and stays plain on one process.
 
 The loop, checkpoints, resume, W&B and summaries are the shared ``tasks.common`` machinery.
 """
@@ -18,6 +19,7 @@ The loop, checkpoints, resume, W&B and summaries are the shared ``tasks.common``
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import torch
@@ -42,9 +44,10 @@ from tasks.parse.visualize import save_panels
 TASK = "parse"
 ATTENTIONS = ("none", "bam", "bam-released", "se", "cbam")
 PRIMARY_METRIC = "miou"
-# Schedule length: the reference facts give none; 160k iterations is the usual ADE20K UperNet
-# schedule (mmsegmentation). Override with --max-steps.
-DEFAULT_MAX_STEPS = 160_000
+# Schedule length of CSAILVision's config/ade20k-resnet50-upernet.yaml (the code and defaults the
+# paper used): 30 epochs x 5000 iterations of 16 images (8 GPUs x 2). With another effective batch
+# size, scale it yourself with --max-steps (mmsegmentation's UperNet schedule is 160k at 16).
+DEFAULT_MAX_STEPS = 150_000
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -295,7 +298,9 @@ def write_per_class_table(path: Path, summary: dict) -> None:
              "| id | class | IoU (%) |", "|---:|---|---:|"]
     lines += [f"| {i} | {name} | {'-' if iou is None else f'{100 * iou:.2f}'} |"
               for i, (name, iou) in enumerate(per_class.items())]
-    path.write_text("\n".join(lines) + "\n")
+    tmp = path.with_name(path.name + ".tmp")  # never a half-written table
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
 
 
 def cli(argv: list[str] | None = None) -> None:

@@ -28,6 +28,13 @@ def axis_title(metric: str) -> str:
     return _AXIS_TITLES.get(metric, metric)
 
 
+def _variant_name(variant: str) -> str:
+    """``bam`` -> ``BAM``, ``bam-c`` -> ``BAM-C``; an ablation's options keep their spelling:
+    ``bam(dilation=1)`` -> ``BAM(dilation=1)``."""
+    name, paren, options = variant.partition("(")
+    return name.upper() + paren + options
+
+
 def _mean_curve(runs: Sequence[Run], metric: str):
     """Mean over seeds at the steps every run evaluated, with the min-max band."""
     curves = [run.curve(metric) for run in runs]
@@ -64,10 +71,10 @@ def plot_curves(runs: Sequence[Run], out_dir: Path, metric: str | None = None) -
                 continue
             steps, mean, low, high, n = curve
             colour = _COLOURS.get(variant, None)
-            label = ("baseline" if variant == BASELINE else f"+{variant.upper()}") + (f" (n={n})" if n > 1 else "")
-            ax.plot(steps, mean, marker="o" if len(steps) < 30 else None, ms=3, color=colour, label=label)
-            if n > 1:
-                ax.fill_between(steps, low, high, color=colour, alpha=0.2, linewidth=0)
+            label = ("baseline" if variant == BASELINE else f"+{_variant_name(variant)}") + (f" (n={n})" if n > 1 else "")
+            (line,) = ax.plot(steps, mean, marker="o" if len(steps) < 30 else None, ms=3, color=colour, label=label)
+            if n > 1:  # the band in its line's colour, also where the colour came from matplotlib's cycle
+                ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
             drawn = True
         if not drawn:
             plt.close(fig)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -36,6 +37,7 @@ class Run:
     history: list[dict[str, Any]] = field(default_factory=list)  # eval rows: {"step", metric: value}
     protocol: str = ""
     source: str = ""
+    status: str = ""  # the trainer's "completed", "interrupted", "failed: ..."; "" when not recorded
     label: str = ""  # how a paper table prints this run's row, when it belongs to one
     paper: dict[str, float] = field(default_factory=dict)  # that row's figures in the paper
 
@@ -56,7 +58,7 @@ class Run:
         steps, values = [], []
         for row in self.history:
             value = _lookup(row, name)
-            if value is not None and "step" in row:
+            if value is not None and row.get("step") is not None:
                 steps.append(int(row["step"]))
                 values.append(float(value))
         return steps, values
@@ -106,6 +108,7 @@ def run_from_summary(summary: dict[str, Any], history: list[dict[str, Any]], sou
         history=history,
         protocol=str(get("protocol") or config.get("protocol") or ""),
         source=source,
+        status=str(get("status") or ""),
         label=str(experiment.get("label") or ""),
         paper=dict(experiment.get("paper") or {}),
     )
@@ -113,20 +116,32 @@ def run_from_summary(summary: dict[str, Any], history: list[dict[str, Any]], sou
 
 def load_local_run(run_dir: Path) -> Run:
     summary_file = run_dir / "summary.json"
-    summary = json.loads(summary_file.read_text())
+    try:
+        summary = json.loads(summary_file.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{summary_file} is not valid JSON ({error})") from None
     history_file = run_dir / str(summary.get("history_file") or "metrics.jsonl")
     history = []
     if history_file.is_file():
-        for line in history_file.read_text().splitlines():
-            if line.strip():
+        lines = [line for line in history_file.read_text().splitlines() if line.strip()]
+        for number, line in enumerate(lines, start=1):
+            try:
                 row = json.loads(line)
-                if row.get("split", "eval") == "eval":
-                    history.append(row)
+            except json.JSONDecodeError as error:
+                if number == len(lines):
+                    continue  # the last line of a run killed while appending to it
+                raise ValueError(f"{history_file}, line {number}: not valid JSON ({error})") from None
+            if row.get("split", "eval") == "eval":
+                history.append(row)
     return run_from_summary(summary, history, str(run_dir))
 
 
 def load_offline_wandb_run(folder: Path) -> Run:
-    data = read_offline_run(folder)
+    return _run_from_wandb(read_offline_run(folder))
+
+
+def _run_from_wandb(data: dict[str, Any]) -> Run:
+    """A :class:`Run` from a W&B run as ``read_offline_run`` returns it (config, summary, history)."""
     summary = {**data["config"], **{k: v for k, v in data["summary"].items() if not k.startswith("_")}}
     summary.setdefault("group", data["group"])
     summary.setdefault("name", data["name"] or data["id"])
@@ -135,7 +150,29 @@ def load_offline_wandb_run(folder: Path) -> Run:
         if not isinstance(summary.get(part), dict):
             summary[part] = {k[len(part) + 1:]: v for k, v in data["summary"].items() if k.startswith(f"{part}/")}
     history = [{"step": row.get("_step", row.get("step")), **row} for row in data["history"]]
-    return run_from_summary(summary, history, str(folder))
+    return run_from_summary(summary, history, data["folder"])
+
+
+def _merge_resumed(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run from the offline folders of one W&B run id, oldest first.
+
+    Offline, every resume of a run starts a new ``offline-run-<time>-<id>`` folder. The later
+    folder's config and summary win; its history replaces the earlier rows from its first step on
+    (a resumed run redoes the steps after its last checkpoint).
+    """
+    merged = dict(parts[0], config=dict(parts[0]["config"]), summary=dict(parts[0]["summary"]),
+                  history=list(parts[0]["history"]))
+    for part in parts[1:]:
+        steps = [row.get("_step") for row in part["history"] if row.get("_step") is not None]
+        if steps:
+            merged["history"] = [row for row in merged["history"]
+                                 if row.get("_step") is None or row["_step"] < min(steps)]
+        merged["history"] += part["history"]
+        merged["config"].update(part["config"])
+        merged["summary"].update(part["summary"])
+        merged.update({key: part[key] or merged[key] for key in ("name", "group", "job_type", "tags")},
+                      folder=part["folder"])
+    return merged
 
 
 def load_api_runs(path: str, group: str | None = None) -> list[Run]:  # pragma: no cover - needs a network
@@ -144,35 +181,59 @@ def load_api_runs(path: str, group: str | None = None) -> list[Run]:  # pragma: 
 
     api = wandb.Api()
     filters = {"group": group} if group else {}
-    runs = []
-    for remote in api.runs(path, filters=filters):
-        summary = {**remote.config, **{k: v for k, v in remote.summary.items() if not k.startswith("_")}}
-        summary.setdefault("group", remote.group)
-        summary.setdefault("name", remote.name)
-        for part in ("final", "best"):
-            if not isinstance(summary.get(part), dict):
-                summary[part] = {k[len(part) + 1:]: v for k, v in summary.items() if k.startswith(f"{part}/")}
-        history = [{"step": row.get("_step"), **row} for row in remote.scan_history()]
-        runs.append(run_from_summary(summary, history, remote.url))
-    return runs
+    # An API run carries what an offline folder does: the same conversion applies.
+    return [_run_from_wandb({"id": remote.id, "name": remote.name, "group": remote.group or "",
+                               "config": dict(remote.config), "summary": {k: v for k, v in remote.summary.items()},
+                               "history": list(remote.scan_history()), "folder": remote.url})
+            for remote in api.runs(path, filters=filters)]
 
 
 def discover_runs(paths: Iterable[str | Path], group: str | None = None) -> list[Run]:
-    """Load every run found under ``paths``; local summaries win over their own W&B folders."""
-    runs: list[Run] = []
-    for path in map(Path, paths):
+    """Load every run found under ``paths``; local summaries win over their own W&B folders.
+
+    A run reached through several of ``paths`` (a folder and its parent) is read once, and the
+    offline folders of one resumed W&B run are merged into one run, so that neither counts as
+    another seed.
+    """
+    paths = [Path(path) for path in paths]
+    local_dirs: dict[Path, None] = {}
+    offline: dict[Path, None] = {}
+    for path in paths:
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist (expected a run folder or a folder of runs)")
-        local_dirs = sorted({p.parent for p in ([path / "summary.json"] if (path / "summary.json").is_file()
-                                                 else path.rglob("summary.json"))})
-        runs += [load_local_run(d) for d in local_dirs]
-        for folder in find_offline_runs(path):
-            if not any(Path(d) in folder.parents for d in local_dirs):  # already read from summary.json
-                runs.append(load_offline_wandb_run(folder))
+        found = [path / "summary.json"] if (path / "summary.json").is_file() else path.rglob("summary.json")
+        local_dirs.update(dict.fromkeys(sorted(p.parent.resolve() for p in found)))
+        offline.update(dict.fromkeys(folder.resolve() for folder in find_offline_runs(path)))
+    runs = [load_local_run(d) for d in local_dirs]
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for folder in sorted(offline, key=lambda f: f.name):  # offline-run-<time>-<id>: oldest first
+        if any(d in folder.parents for d in local_dirs):
+            continue  # already read from summary.json
+        data = read_offline_run(folder)
+        by_id.setdefault(data["id"] or str(folder), []).append(data)
+    runs += [_run_from_wandb(_merge_resumed(parts)) for parts in by_id.values()]
     if group:
         runs = [r for r in runs if r.group == group]
-    if not runs:
+    finished = []
+    for run in runs:
+        why = unfinished_reason(run)
+        if why:
+            print(f"note: leaving out {run.source} ({why})", file=sys.stderr)
+        else:
+            finished.append(run)
+    if not finished:
         where = ", ".join(map(str, paths))
         raise FileNotFoundError(f"no finished runs (summary.json or W&B offline run) found under {where}"
-                                + (f" in group {group!r}" if group else ""))
-    return runs
+                                + (f" in group {group!r}" if group else "")
+                                + (f"; {len(runs)} unfinished left out" if runs else ""))
+    return finished
+
+
+def unfinished_reason(run: Run) -> str:
+    """Why ``run`` cannot stand for a seed of the table ("" when it can): a run that was interrupted,
+    failed, or is still running has no final metrics to compare."""
+    if run.status not in ("", "completed"):
+        return f"status {run.status!r}"
+    if not run.final:
+        return "no final metrics: still running, or killed"
+    return ""

@@ -96,7 +96,7 @@ def _overhead(pair: tuple[int | None, int | None], unit: float, suffix: str) -> 
     if base is None or variant is None or base == variant:
         value = variant if variant is not None else base
         return f"{value / unit:.2f}{suffix}"
-    return f"{base / unit:.2f}{suffix} → {variant / unit:.2f}{suffix} (+{100 * (variant - base) / base:.2f}%)"
+    return f"{base / unit:.2f}{suffix} → {variant / unit:.2f}{suffix} ({100 * (variant - base) / base:+.2f}%)"
 
 
 def _digits(metric: str) -> int:

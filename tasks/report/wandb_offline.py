@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -20,7 +21,12 @@ _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 
 
 def _payloads(data: bytes, source: Path) -> Iterator[bytes]:
-    """Yield the reassembled record payloads of a W&B log file."""
+    """Yield the reassembled record payloads of a W&B log file.
+
+    Each chunk carries a CRC-32 of its type byte and data. The first chunk that is cut short or
+    fails its CRC ends the reading: it is the torn tail of a run killed while writing, and what
+    follows it cannot be trusted.
+    """
     if not data.startswith(_HEADER):
         raise ValueError(f"{source} is not a W&B run log (bad header)")
     pos, pending = len(_HEADER), b""
@@ -29,11 +35,13 @@ def _payloads(data: bytes, source: Path) -> Iterator[bytes]:
         if left_in_block < _RECORD_HEADER:  # block trailer padding
             pos += left_in_block
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + _RECORD_HEADER])
+        crc, length, kind = struct.unpack("<IHB", data[pos:pos + _RECORD_HEADER])
         pos += _RECORD_HEADER
         chunk = data[pos:pos + length]
         pos += length
         if kind == 0 and length == 0:  # zero padding at the end of a file being written
+            break
+        if len(chunk) < length or zlib.crc32(chunk, zlib.crc32(bytes([kind]))) != crc:
             break
         if kind == _FULL:
             yield chunk
