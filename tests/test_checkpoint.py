@@ -186,3 +186,34 @@ def test_model_file_round_trip_and_mismatch_names_the_file(tmp_path):
     torch.save(record, path)
     with pytest.raises(ValueError, match=f"{path}: cannot import model builder"):
         load_model(path)
+
+
+def test_read_state_dict_takes_the_files_users_have(tmp_path):
+    from safetensors.torch import save_file
+
+    from tasks.common.model_io import read_state_dict
+
+    weights = {"conv1.weight": torch.randn(2, 3, 1, 1), "fc.bias": torch.randn(2)}
+    # DDP wrapping inside a training checkpoint dict
+    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in weights.items()}}, tmp_path / "ddp.pth")
+    # a whole model whose trunk sits under a prefix: the anchor key finds it
+    save_file({f"backbone.body.{k}": v for k, v in weights.items()} | {"head.weight": torch.ones(1)},
+              str(tmp_path / "whole.safetensors"))
+    # a run folder of this repository: checkpoints/best/model.pt
+    best = tmp_path / "run" / "checkpoints" / "best"
+    best.mkdir(parents=True)
+    torch.save({"format": "bam-model/1", "state_dict": weights, "extra": {"note": "x"}}, best / "model.pt")
+    for source in ("ddp.pth", "whole.safetensors", "run"):
+        state = read_state_dict(tmp_path / source)
+        assert state.keys() == weights.keys(), source
+        assert all(torch.equal(state[k], weights[k]) for k in weights), source
+
+    (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="broken.pth"):
+        read_state_dict(tmp_path / "broken.pth")
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(ValueError, match="list.pth"):
+        read_state_dict(tmp_path / "list.pth")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty"):
+        read_state_dict(tmp_path / "empty")

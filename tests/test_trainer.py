@@ -650,3 +650,10 @@ def test_batch_size_for_throughput():
     detection = ((torch.zeros(3, 5, 7), torch.zeros(3, 9, 4)), ({"boxes": torch.zeros(2, 4)}, {"boxes": torch.zeros(0, 4)}))
     assert _batch_size(detection) == 2
     assert _batch_size([{"boxes": torch.zeros(1, 4)}] * 4) == 4
+
+
+def test_resume_with_another_length_warns_that_the_schedule_keeps_its_own(tmp_path, capsys):
+    make_trainer(tmp_path / "run", max_steps=10).fit()
+    capsys.readouterr()
+    make_trainer(tmp_path / "run", max_steps=15, resume=True).fit()
+    assert "run of 10 steps, this one has 15" in capsys.readouterr().out

@@ -89,6 +89,67 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     return model, record
 
 
+# Weight files other tools write, looked for (after model.pt) in a checkpoint or run folder.
+_WEIGHT_FILES = (MODEL_FILE, "model.safetensors", "pytorch_model.bin", "model.pth")
+# Wrappers that prefix every key: DDP, torch.compile.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def read_state_dict(path: str | os.PathLike, anchor: str = "conv1.weight") -> dict[str, torch.Tensor]:
+    """Pretrained weights from whatever file a user has, as a plain state dict.
+
+    ``path``: a torchvision ``.pth``, a ``.safetensors`` file, a checkpoint dict (``{"model"|
+    "state_dict"|...: ...}``), this repository's ``model.pt``, or a checkpoint or run folder
+    (its best checkpoint first). DDP/compile prefixes are dropped, and so is any other prefix in
+    front of ``anchor`` (a key the wanted network has, e.g. a ResNet's ``conv1.weight``), so a
+    whole-model checkpoint yields its trunk. Errors name the file.
+    """
+    file = _find_weight_file(Path(path).expanduser())
+    try:
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(file))
+        else:
+            # Weights only: the file may come from anywhere. This repository's model.pt holds
+            # plain Python values besides tensors, which the safe loader accepts.
+            state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # corrupt or foreign file: name it instead of a pickle trace
+        raise ValueError(f"cannot read weights from {file}: {error}") from error
+    for key in ("state_dict", "model", "model_state", "model_state_dict", "module"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{file} does not hold a state dict of tensors")
+    return _strip_prefixes(state, anchor)
+
+
+def _find_weight_file(path: Path) -> Path:
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"weights not found: {path}")
+    for folder in (path, path / "checkpoints" / "best", path / "checkpoints" / "last"):
+        for name in _WEIGHT_FILES:
+            if (folder / name).is_file():
+                return folder / name
+    raise FileNotFoundError(f"no weights in {path}: expected one of {', '.join(_WEIGHT_FILES)} there or in "
+                            "its checkpoints/best or checkpoints/last")
+
+
+def _strip_prefixes(state: dict[str, torch.Tensor], anchor: str) -> dict[str, torch.Tensor]:
+    for prefix in _WRAPPER_PREFIXES:
+        while state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    if anchor not in state:
+        prefixes = {k[: -len(anchor)] for k in state if k.endswith("." + anchor)}
+        if len(prefixes) == 1:  # e.g. "backbone." or "encoder." of a whole-model checkpoint
+            prefix = prefixes.pop()
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return state
+
+
 def _resolve_builder(builder: str):
     module_name, _, function_name = builder.partition(":")
     if not module_name or not function_name:

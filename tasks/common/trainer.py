@@ -391,6 +391,11 @@ class Trainer:
                 print(f"warning: the checkpoint had {saved_epoch_length} optimizer steps per epoch, now "
                       f"{self.steps_per_epoch} (batch size or process count changed): the data order "
                       "will differ from the original run", flush=True)
+            saved_max_steps = state.get("max_steps")
+            if self.scheduler is not None and saved_max_steps not in (None, self.max_steps):
+                print(f"warning: the checkpoint was written by a run of {saved_max_steps} steps, this one "
+                      f"has {self.max_steps}: the learning-rate schedule restored from it keeps its "
+                      "original length", flush=True)
 
     def _repair_best(self, checkpoint: Path) -> None:
         """A kill between writing ``last`` and copying it to ``best`` leaves ``best`` one evaluation

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from pathlib import Path
 
 import torch
@@ -37,6 +36,8 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from tasks.common.model_io import read_state_dict
+
 log = logging.getLogger(__name__)
 
 ATTENTIONS = ("none", "bam")
@@ -46,51 +47,6 @@ BAM_TARGETS = ["layer1", "layer2", "layer3"]
 
 
 # --------------------------------------------------------------------------- backbone weights
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Read a state dict from a torchvision ``.pth``, a ``.safetensors`` file, a checkpoint dict
-    (``{"model": ...}`` / ``{"state_dict": ...}``) or an Accelerate checkpoint folder."""
-    if path.is_dir():
-        # a checkpoint folder, or a run folder of this repository (its best checkpoint first)
-        names = ("model.pt", "model.safetensors", "pytorch_model.bin", "model.pth")
-        for name in (*names, *(f"checkpoints/{which}/{n}" for which in ("best", "last") for n in names)):
-            if (path / name).is_file():
-                return _read_state_dict(path / name)
-        raise FileNotFoundError(f"backbone weights: no model.pt / model.safetensors / pytorch_model.bin "
-                                f"in {path} (nor in its checkpoints/best or checkpoints/last)")
-    if not path.is_file():
-        raise FileNotFoundError(f"backbone weights: file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-            except pickle.UnpicklingError:
-                # this repository's model.pt may carry plain-Python extras; the user named the file
-                state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # corrupt or foreign file: name it instead of a pickle trace
-        raise ValueError(f"backbone weights: cannot read {path}: {error}") from error
-    for key in ("model", "state_dict", "model_state"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"backbone weights: {path} does not hold a state dict of tensors")
-    return state
-
-
-def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # DDP ("module."), torch.compile ("_orig_mod.") and wrapper ("model.") prefixes.
-    out = {}
-    for key, value in state.items():
-        for prefix in ("module.", "_orig_mod.", "model."):
-            if key.startswith(prefix):
-                key = key[len(prefix):]
-        out[key] = value
-    return out
-
-
 def load_backbone_weights(resnet: nn.Module, path: str | os.PathLike) -> dict[str, list[str]]:
     """Load ImageNet weights into ``resnet`` (a torchvision ResNet, BAM attached or not).
 
@@ -101,7 +57,7 @@ def load_backbone_weights(resnet: nn.Module, path: str | os.PathLike) -> dict[st
     Returns ``{"missing": [...], "unexpected": [...]}`` (attention keys only, after the checks).
     """
     path = Path(path).expanduser()
-    state = _strip_prefixes(_read_state_dict(path))
+    state = read_state_dict(path)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     own = resnet.state_dict()
     own = {k for k in own if not k.startswith("fc.")}
@@ -217,8 +173,8 @@ def fasterrcnn_resnet101(
         kwargs: passed on to ``torchvision.models.detection.FasterRCNN``.
     """
     frozen_bn = backbone_weights is not None if frozen_bn is None else frozen_bn
-    if not frozen_bn and trainable_layers != 5:  # torchvision: from scratch, everything trains
-        log.info("backbone trained from scratch: all backbone layers trainable (trainable_layers=5)")
+    if backbone_weights is None and trainable_layers != 5:  # torchvision: from scratch, everything trains
+        log.info("no backbone weights: training the backbone from scratch, all of its layers (trainable_layers=5)")
         trainable_layers = 5
     resnet = build_resnet101_trunk(attention, backbone_weights, frozen_bn)
     _freeze(resnet, trainable_layers)

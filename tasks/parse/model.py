@@ -23,6 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from tasks.common.model_io import read_state_dict
+
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
@@ -147,47 +149,6 @@ class UperNet(nn.Module):
 # --------------------------------------------------------------------------------------------
 # Encoder checkpoints
 # --------------------------------------------------------------------------------------------
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.is_dir():  # an accelerate save_state folder (run_dir/checkpoints/best) or a run folder
-        candidates = [folder / name for folder in (path, path / "checkpoints" / "best", path / "checkpoints" / "last")
-                      for name in ("model.safetensors", "pytorch_model.bin")]
-        found = [p for p in candidates if p.is_file()]
-        if not found:
-            raise FileNotFoundError(f"{path} is a folder without model.safetensors or pytorch_model.bin "
-                                    "(nor a run folder with checkpoints/best or checkpoints/last)")
-        path = found[0]
-    if not path.is_file():
-        raise FileNotFoundError(f"encoder checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle/zip errors come in many types
-        raise ValueError(f"{path}: cannot read as a PyTorch checkpoint ({error})") from error
-    for key in ("state_dict", "model", "model_state_dict", "module"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
-        raise ValueError(f"{path}: expected a state dict (or {{'state_dict'|'model': state dict}}), "
-                         f"got {type(obj).__name__}")
-    return obj
-
-
-def _strip_prefixes(state: dict[str, torch.Tensor], anchor: str = "conv1.weight") -> dict[str, torch.Tensor]:
-    """Drop DDP's ``module.`` and any wrapper prefix in front of the ResNet's own names."""
-    while state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    if anchor not in state:
-        prefixes = [k[: -len(anchor)] for k in state if k.endswith("." + anchor)]
-        if len(prefixes) == 1:
-            prefix = prefixes[0]
-            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    return state
-
-
 def load_encoder_weights(model: UperNet, path: str | Path, strict: bool = False) -> dict[str, list[str]]:
     """Load a torchvision ResNet state dict or a classification checkpoint of this repository into
     ``model.encoder``. Accepts a plain state dict, ``{"state_dict"|"model": ...}``, ``module.``
@@ -196,7 +157,7 @@ def load_encoder_weights(model: UperNet, path: str | Path, strict: bool = False)
     the file when nothing matches, a shape differs, or ``strict`` and keys are missing/unexpected.
     """
     path = Path(path)
-    state = _strip_prefixes(_read_state_dict(path))
+    state = read_state_dict(path)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     own = model.encoder.state_dict()
     matched = [k for k in state if k in own]
