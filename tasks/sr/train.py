@@ -268,17 +268,14 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         bicubic = {name: score_set(ds, BICUBIC, args.protocol) for name, ds in sets.items()}
         baseline = {name: {"psnr": r["psnr"], "ssim": r["ssim"]} for name, r in bicubic.items()}
 
-    evaluator = SREvaluator(sets, args.protocol, run_dir, tracker, args.num_samples,
-                            bicubic=bicubic)
+    evaluator = SREvaluator(sets, args.protocol, run_dir, tracker, args.num_samples, bicubic=bicubic)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=args.betas)
     scheduler = None
     if args.lr_schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.max_steps, eta_min=args.lr / 100)
     trainer = Trainer(
-        model=model, optimizer=optimizer, train_loader=loader, loss_fn=make_loss(args.loss), evaluate_fn=evaluator,
-        scheduler=scheduler,
-        channels_last=args.channels_last,
-        run_dir=run_dir, config=config, max_steps=args.max_steps, eval_every=args.eval_every,
+        model=model, optimizer=optimizer, scheduler=scheduler, train_loader=loader, loss_fn=make_loss(args.loss),
+        evaluate_fn=evaluator, channels_last=args.channels_last, run_dir=run_dir, config=config, max_steps=args.max_steps, eval_every=args.eval_every,
         best_metric=f"psnr/{next(iter(sets))}", best_mode="max", seed=args.seed, resume=args.resume,
         tracker=tracker, grad_clip=args.grad_clip, task=TASK, log_every=args.log_every,
         accelerator=accelerator, on_save=_model_exporter(kwargs, {"protocol": args.protocol, "train": train_label}),
