@@ -160,8 +160,10 @@ def test_prediction_panel_layout_and_overlay():
     assert (blended[:, 2] == 100).all()  # ignored pixels keep the image
     expected = np.round(0.5 * 100 + 0.5 * colorize(target)[0, 0].astype(float))
     assert blended[0, 0].tolist() == expected.tolist()
-    panel = prediction_panel(image, np.zeros((4, 6), np.int64), target, gap=2)
+    panel = prediction_panel(image, np.zeros((4, 6), np.int64), target, gap=2, captions=False)
     assert panel.shape == (4, 3 * 6 + 2 * 2, 3)
+    captioned = prediction_panel(image, np.zeros((4, 6), np.int64), target, gap=2)
+    assert captioned.shape == (4 + 14, 3 * 6 + 2 * 2, 3) and np.array_equal(captioned[14:], panel)
     assert (panel[:, 8:14][:, 2] == 100).all()  # prediction hidden where the label is unknown
 
 
