@@ -9,6 +9,8 @@ import torch
 from PIL import Image
 from torchvision.utils import draw_bounding_boxes
 
+from tasks.common.panels import side_by_side
+
 # A fixed, distinguishable colour per category id (hue walk), so one class keeps its colour.
 _PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c",
             "#fabebe", "#008080", "#e6beff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075"]
@@ -40,9 +42,10 @@ def detection_panel(image: torch.Tensor, detections: Mapping[str, torch.Tensor],
     left = draw_boxes(image, detections["boxes"][keep], detections["labels"][keep], categories,
                       detections["scores"][keep])
     right = draw_boxes(image, target["boxes"], target["labels"], categories)
-    gap = torch.full((3, left.shape[1], 4), 255, dtype=torch.uint8)
-    panel = torch.cat([left, gap, right], dim=2)
-    return Image.fromarray(panel.permute(1, 2, 0).numpy())
+    tiles = [tile.permute(1, 2, 0).numpy() for tile in (left, right)]
+    captions = [f"detections, score >= {score_threshold:g} ({int(keep.sum())})",
+                f"ground truth ({len(target['boxes'])})"]
+    return Image.fromarray(side_by_side(tiles, captions))
 
 
 @torch.no_grad()

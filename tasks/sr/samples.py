@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
+
+from tasks.common.panels import side_by_side
 
 __all__ = ["to_uint8", "make_panel", "save_panel"]
 
 _GAP = 4          # white pixels between panels
-_LINE_HEIGHT = 12  # PIL's default bitmap font is 11 pixels high
 
 
 def to_uint8(image: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -39,21 +40,11 @@ def _center_crop(image: np.ndarray, size: int | None) -> np.ndarray:
 
 def make_panel(sr, bicubic, hr, labels=("SR", "bicubic", "HR"), crop: int | None = 256) -> Image.Image:
     """Side by side: SR | bicubic | HR (same size), optionally the central ``crop`` pixels, each
-    under its label (``\\n`` starts another line; text wider than its image is cut at its edge)."""
+    under its label (``\\n`` starts another line)."""
     tiles = [_center_crop(to_uint8(x), crop) for x in (sr, bicubic, hr)]
-    shapes = {t.shape for t in tiles}
-    if len(shapes) != 1:
+    if len({t.shape for t in tiles}) != 1:
         raise ValueError(f"SR, bicubic and HR images differ in size: {[t.shape for t in tiles]}")
-    h, w, _ = tiles[0].shape
-    label_height = _LINE_HEIGHT * max(label.count("\n") + 1 for label in labels) + 2
-    canvas = Image.new("RGB", (3 * w + 2 * _GAP, h + label_height), "white")
-    for i, (tile, label) in enumerate(zip(tiles, labels)):
-        x = i * (w + _GAP)
-        caption = Image.new("RGB", (w, label_height), "white")  # its own image: clips long text
-        ImageDraw.Draw(caption).multiline_text((2, 1), label, fill="black", spacing=1)
-        canvas.paste(caption, (x, 0))
-        canvas.paste(Image.fromarray(tile), (x, label_height))
-    return canvas
+    return Image.fromarray(side_by_side(tiles, labels, gap=_GAP))
 
 
 def save_panel(panel: Image.Image, path: str | os.PathLike) -> Path:
