@@ -13,7 +13,7 @@ def create_wandb_report(project_path: str, group: str | None, table_markdown: st
     try:
         import wandb_workspaces.reports.v2 as wr
     except ImportError as error:
-        raise ValueError("--wandb-report needs the W&B reports library: pip install wandb-workspaces") from error
+        raise ValueError("--wandb-report needs the W&B reports library: pip install -e '.[reports]' (wandb-workspaces)") from error
     entity, _, project = project_path.partition("/")
     if not entity or not project:
         raise ValueError(f"--wandb-report takes ENTITY/PROJECT, got {project_path!r}")
