@@ -78,3 +78,13 @@ def test_channel_gates_of_bam_and_cbam_and_a_clear_error_for_se(tmp_path):
     se = build_network("resnet18", attention="se").eval()
     with pytest.raises(ValueError, match="no spatial attention map"):
         attention_panels(se, [image], tmp_path, (0.5,) * 3, (0.25,) * 3, 32)
+
+
+def test_many_modules_are_shown_one_per_resolution():
+    from tasks.analysis.attention_maps import last_per_resolution
+
+    def maps(size):
+        return {"combined": torch.zeros(4, size, size)}
+
+    attention = {"layer1.0": maps(8), "layer1.1": maps(8), "layer2.0": maps(4), "layer2.1": maps(4), "layer3.0": maps(2)}
+    assert list(last_per_resolution(attention)) == ["layer1.1", "layer2.1", "layer3.0"]

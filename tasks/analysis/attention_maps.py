@@ -1,6 +1,7 @@
 """Pictures of what BAM does (paper Figs. 5 and 6), one PNG panel per image.
 
-Row 1: the input and, per stage, BAM's 3-D attention map averaged over channels, resized to the
+Row 1: the input and, per stage (with more than six modules, as BAM-C has, the last module at
+each resolution), BAM's 3-D attention map averaged over channels, resized to the
 image and overlaid. Row 2 (with a baseline checkpoint): the baseline network's feature map at the
 same position (mean absolute activation over channels), beside row 3: the BAM network's refined
 feature map there. Last row: each stage's channel attention (BAM's sigmoid(Mc), CBAM's channel
@@ -24,6 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from bam import BAM, attention_targets, capture_attention, find_bottlenecks
+
+# More modules than this (BAM-C: one per block) are shown one per resolution: the last of each.
+MAX_COLUMNS = 6
 
 # Normalisation of the data sets the classification task trains on.
 _NORMALISATION = {
@@ -161,9 +165,13 @@ def attention_panels(bam_model: nn.Module, images: Sequence[Path], out_dir: Path
     stages, path_of = list(targets), {key: path for path, key in targets.items()}
     if not stages:
         raise ValueError("the checkpoint's network has no attention modules (was it trained with --attention none?)")
-    base_layers = find_bottlenecks(baseline, (3, size, size)) if baseline is not None else []
+    base_layers = []
     if baseline is not None:
         baseline.eval()
+        # The same module paths as the BAM network's where the baseline has them (same network
+        # without BAM); otherwise its own bottlenecks, matched by position.
+        own = dict(baseline.named_modules())
+        base_layers = [p for p in stages if p in own] or find_bottlenecks(baseline, (3, size, size))
     written = []
     for path in images:
         image = load_image(path, size)
@@ -171,6 +179,7 @@ def attention_panels(bam_model: nn.Module, images: Sequence[Path], out_dir: Path
         with capture_attention(bam_model) as maps, record_features(bam_model, stages) as refined:
             bam_model(batch)
         attention = {path_of.get(key, key): _panel_maps(bam_model, key, values) for key, values in maps.items()}
+        attention = last_per_resolution(attention) if len(attention) > MAX_COLUMNS else attention
         bam_features = {k: v[0] for k, v in refined.items()}
         base_features = None
         if baseline is not None:
@@ -180,6 +189,15 @@ def attention_panels(bam_model: nn.Module, images: Sequence[Path], out_dir: Path
         written.append(render_panel(image, attention, bam_features if baseline is not None else None,
                                     base_features, out_dir / f"attention_{path.stem}.png", title=path.name))
     return written
+
+
+def last_per_resolution(attention: dict[str, dict[str, torch.Tensor]]) -> dict[str, dict[str, torch.Tensor]]:
+    """Keep, of modules in forward order, the last one at each resolution (a stage's end)."""
+    kept: dict[tuple[int, ...], str] = {}
+    for name, maps in attention.items():
+        kept[tuple(maps["combined"].shape[-2:])] = name  # later modules overwrite earlier ones
+    names = set(kept.values())
+    return {name: maps for name, maps in attention.items() if name in names}
 
 
 def _panel_maps(model: nn.Module, key: str, maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
