@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from datasets.images import IMAGE_EXTENSIONS, read_rgb
+from datasets.images import list_images, read_rgb
 
 IGNORE_INDEX = 255
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -163,11 +163,10 @@ class SegmentationFolder(Dataset):
         for folder in (self.images_dir, self.labels_dir):
             if not folder.is_dir():
                 raise FileNotFoundError(f"folder not found: {folder}{hint}")
-        # Hidden files are skipped (macOS copies leave "._NAME.jpg" resource files next to the images).
-        images = sorted(p for p in self.images_dir.iterdir()
-                        if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
-        if not images:
-            raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {self.images_dir}{hint}")
+        try:  # hidden files skipped: macOS copies leave "._NAME.jpg" resource files beside the images
+            images = list_images(self.images_dir, recursive=False)
+        except ValueError as error:
+            raise ValueError(f"{error}{hint}") from None
         labels = {p.stem: p for p in self.labels_dir.iterdir()
                   if p.suffix.lower() == ".png" and not p.name.startswith(".")}
         missing = [p for p in images if p.stem not in labels]

@@ -29,11 +29,11 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from datasets.images import list_images, read_image, read_rgb, is_image_file
 from datasets.imresize import bicubic_degrade, modcrop
 from datasets.root import data_root as resolve_data_root
+from tasks.common.progress import progress
 from tasks.common.sampling import EpochSeededSampler, key_generator
 
 __all__ = [
@@ -128,7 +128,7 @@ def _collect_files(sources: str | os.PathLike | Iterable[str | os.PathLike]) -> 
 
 
 def _progress(items, quiet: bool = False, **kwargs):
-    return tqdm(items, disable=quiet or not _is_main_process(), leave=False, **kwargs)
+    return progress(items, main_process=_is_main_process() and not quiet, leave=False, **kwargs)
 
 
 class SRTrainFolder(Dataset):
