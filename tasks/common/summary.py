@@ -19,7 +19,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Mapping
 
-from .checkpoint import write_json_atomic
+from .checkpoint import write_json_atomic, write_text_atomic
 
 __all__ = ["environment_info", "git_info", "write_summary", "load_summary", "render_markdown", "SUMMARY_FILE"]
 
@@ -174,9 +174,7 @@ def write_summary(run_dir: str | os.PathLike, summary: Mapping[str, Any]) -> Non
     """Write ``summary.json`` and ``summary.md`` into ``run_dir`` (atomically)."""
     run_dir = Path(run_dir)
     write_json_atomic(run_dir / SUMMARY_FILE, dict(summary))
-    tmp = run_dir / "summary.md.tmp"
-    tmp.write_text(render_markdown(summary))
-    os.replace(tmp, run_dir / "summary.md")
+    write_text_atomic(run_dir / "summary.md", render_markdown(summary))
 
 
 def load_summary(run_dir: str | os.PathLike) -> dict[str, Any]:

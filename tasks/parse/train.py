@@ -19,7 +19,6 @@ The loop, checkpoints, resume, W&B and summaries are the shared ``tasks.common``
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import torch
@@ -32,7 +31,7 @@ from datasets.ade20k import (
     collate_segmentation,
 )
 from tasks.common.cli import add_run_args, run_cli, run_dir_for
-from tasks.common.checkpoint import write_json_atomic
+from tasks.common.checkpoint import write_json_atomic, write_text_atomic
 from tasks.common.sampling import EpochSeededSampler
 from tasks.common.seeding import seed_everything
 from tasks.common.tracking import Tracker
@@ -298,9 +297,7 @@ def write_per_class_table(path: Path, summary: dict) -> None:
              "| id | class | IoU (%) |", "|---:|---|---:|"]
     lines += [f"| {i} | {name} | {'-' if iou is None else f'{100 * iou:.2f}'} |"
               for i, (name, iou) in enumerate(per_class.items())]
-    tmp = path.with_name(path.name + ".tmp")  # never a half-written table
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def cli(argv: list[str] | None = None) -> None:

@@ -13,7 +13,6 @@ run folder gets ``checkpoints/{last,best}`` (each with a self-describing ``model
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -295,6 +294,7 @@ def _results_from(metrics: Mapping[str, float], sets) -> dict[str, dict[str, flo
 
 def _write_sr_report(run_dir: Path, summary: Mapping[str, Any], baseline, args) -> None:
     """Add the model-vs-bicubic table to summary.md and print it."""
+    from tasks.common.checkpoint import write_text_atomic
     from tasks.common.summary import render_markdown
 
     sets = summary["config"]["sets"]
@@ -315,9 +315,7 @@ def _write_sr_report(run_dir: Path, summary: Mapping[str, Any], baseline, args) 
                  "thousands (the t91 preset on one GPU, or srgan, the paper's recipe).")
     section = "## Super-resolution: model vs bicubic\n\n" + "".join(
         f"### {title}\n\n{table}\n\n" for title, table in tables) + note + "\n"
-    tmp = run_dir / "summary.md.tmp"
-    tmp.write_text(render_markdown(summary) + "\n" + section)
-    os.replace(tmp, run_dir / "summary.md")
+    write_text_atomic(run_dir / "summary.md", render_markdown(summary) + "\n" + section)
     text = "".join(f"\n{label} vs bicubic, {title}:\n{table}\n" for title, table in tables)
     print(f"{text}\n{note}\nrun folder: {run_dir}", flush=True)
 
