@@ -115,21 +115,11 @@ def run_dir_for(args: argparse.Namespace, default_name: str) -> Path:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return _choose_run_dir(args, default_name)
     from accelerate import PartialState
-    from accelerate.utils import broadcast_object_list
 
-    from .trainer import cpu_processes_wanted
+    from .trainer import cpu_processes_wanted, decided_on_main_process
 
     state = PartialState(cpu=cpu_processes_wanted())
-    chosen: list = [None, None]  # [run folder, error]: an error on the main process stops them all
-    if state.is_main_process:
-        try:
-            chosen[0] = str(_choose_run_dir(args, default_name))
-        except (ValueError, OSError) as error:
-            chosen[1] = error
-    broadcast_object_list(chosen, from_process=0)
-    if chosen[1] is not None:
-        raise chosen[1]
-    return Path(chosen[0])
+    return decided_on_main_process(lambda: _choose_run_dir(args, default_name), state)
 
 
 def run_cli(main_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

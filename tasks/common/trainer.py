@@ -62,6 +62,25 @@ def shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
+def decided_on_main_process(decide: Callable[[], Any], state) -> Any:
+    """``decide()`` on the main process only (it may create or rename folders); its answer, or the
+    bad-input error it raised, reaches every process of ``state`` (an Accelerator or PartialState),
+    so that they all go on, or all stop, together instead of waiting for each other for ever."""
+    outcome: list = [None, None]  # [answer, error]
+    if state.is_main_process:
+        try:
+            outcome[0] = decide()
+        except (ValueError, OSError) as error:  # FileNotFoundError and NotADirectoryError included
+            outcome[1] = error
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(outcome, from_process=0)
+    if outcome[1] is not None:
+        raise outcome[1]
+    return outcome[0]
+
+
 def make_accelerator(mixed_precision: str | None = "no", cpu: bool = False,
                      fixed_shapes: bool = True) -> Accelerator:
     """The Accelerator the trainer uses (schedulers step once per optimizer step, data order seeded).
@@ -360,23 +379,13 @@ class Trainer:
             self.tracker.update_summary({"params": self._count_params()})
 
     def _find_checkpoint(self) -> Path | None:
-        acc = self.accelerator
-        found: list[str | None] = [None, None]  # [checkpoint, error message]
-        if acc.is_main_process:  # may finish an interrupted checkpoint swap: one process only
-            try:
-                path = find_resume_checkpoint(self.run_dir, self.resume)
-            except FileNotFoundError as error:  # raised on every process below, not only here
-                path, found[1] = None, str(error)
-            found[0] = None if path is None else str(path)
-            if self.resume and path is None and found[1] is None:
+        def find() -> Path | None:  # may finish an interrupted checkpoint swap: one process only
+            path = find_resume_checkpoint(self.run_dir, self.resume)
+            if self.resume and path is None:
                 print(f"note: no checkpoint in {self.run_dir / 'checkpoints'}; starting from step 0", flush=True)
-        if acc.num_processes > 1:
-            from accelerate.utils import broadcast_object_list
+            return path
 
-            broadcast_object_list(found, from_process=0)
-        if found[1] is not None:
-            raise FileNotFoundError(found[1])
-        return None if found[0] is None else Path(found[0])
+        return decided_on_main_process(find, self.accelerator)
 
     def _restore(self, state: Mapping[str, Any], checkpoint: Path) -> None:
         self.step = int(state["step"])
