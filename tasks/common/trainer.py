@@ -619,7 +619,8 @@ class Trainer:
         model = acc.unwrap_model(self.model)
         tensors = [(name, t) for name, t in (*model.named_parameters(), *model.named_buffers())
                    if t.is_floating_point() or t.is_complex()]
-        finite = torch.stack([torch.isfinite(t.detach()).all().cpu() for _, t in tensors]) if tensors \
+        # One flag per tensor, computed where the tensors live and fetched in one transfer.
+        finite = torch.stack([torch.isfinite(t.detach()).all() for _, t in tensors]).cpu() if tensors \
             else torch.ones(0, dtype=torch.bool)
         bad = (~finite).sum().float().reshape(1)
         if acc.num_processes > 1:  # sharded weights may differ per process: all must agree to stop
