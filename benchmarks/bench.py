@@ -8,7 +8,8 @@ Measures, in one run:
 * ``steps``: training-step throughput (forward, backward, Adam) of ResNet50 (batch 256, 224^2)
   and SRResNet x4 (96^2 HR, batch 16 and 64), base and +BAM variants, eager and compiled, with the
   settings of issue 7's figures (bf16 autocast + channels_last on a GPU, i.e. training with
-  ``--mixed-precision bf16``; fp32 on a CPU; ``--precision``/``--memory-format`` change them), as the
+  ``--mixed-precision bf16 --channels-last``; fp32 on a CPU; ``--precision``/``--memory-format``
+  change them), as the
   median of several repeats measured in the same process;
 * ``pipeline``: SR training end to end (T91 crops, MATLAB-bicubic LR made in the workers, the
   step) against the step alone on the same batches' shapes, and the loader alone;
