@@ -349,8 +349,8 @@ def sr_pipeline(t91: Path, batch: int, workers: int, steps: int, device, precisi
     the training step alone (same shapes), and loader + step (end to end)."""
     from torch.utils.data import DataLoader
 
-    from datasets.sr import SRTrainFolder
-    from tasks.common.sampling import EpochSeededSampler
+    from tasks.data.sr import SRTrainFolder
+    from tasks.data.sampling import EpochSeededSampler
     from tasks.sr.model import srresnet
 
     with warnings.catch_warnings():
@@ -417,8 +417,8 @@ def sr_pipeline(t91: Path, batch: int, workers: int, steps: int, device, precisi
 def metrics_time(set_dir: Path, device, repeats: int = 3) -> dict[str, float]:
     """Median seconds to score a whole set: PSNR+SSIM (Y, BasicSR protocol) of bicubic x4
     outputs prepared beforehand, and the whole bicubic baseline (down, up, score)."""
-    from datasets.imresize import imresize
-    from datasets.sr import SRBenchmark
+    from tasks.data.imresize import imresize
+    from tasks.data.sr import SRBenchmark
     from tasks.sr.metrics import bicubic_baseline, score_sr
 
     items = list(SRBenchmark(set_dir, scale=4))
@@ -508,7 +508,7 @@ def markdown_table(header: tuple, rows: list[tuple]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from datasets.root import data_root
+    from tasks.data.root import data_root
 
     global _CLOCK
     args = parse_args(argv)

@@ -1,11 +1,11 @@
-"""Task modules (super-resolution, classification, scene parsing, detection) built on ``bam``."""
+"""The task side of the repository, built on the ``bam`` core.
 
-import datasets as _datasets
+- ``tasks.data``: data loaders and their conventions (one data root, MATLAB bicubic, ...);
+- ``tasks.common``: what every task shares (the run skeleton, the Accelerate training loop,
+  checkpoints, tracking, summaries);
+- ``tasks.sr``, ``tasks.classify``, ``tasks.parse``, ``tasks.detect``: one task each;
+- ``tasks.report``, ``tasks.analysis``, ``tasks.profile``: comparisons, attention maps and
+  class selectivity, parameter and MAC counts against the paper.
 
-if not getattr(_datasets, "IS_BAM_DATASETS", False):  # pragma: no cover - environment problem
-    raise ImportError(
-        f"`datasets` resolved to {getattr(_datasets, '__file__', '?')}, which is not this repository's "
-        "package (Hugging Face's `datasets` has the same name). Install this repository with "
-        "`pip install -e .` in an environment without Hugging Face `datasets`, or run from the "
-        "repository root."
-    )
+See ``docs/architecture.md`` for which part may import which.
+"""

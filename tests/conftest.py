@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def sr_data_root() -> Path:
     """The data root holding the real Set5/Set14/T91 images (CI sets BAM_DATA_ROOT)."""
-    from datasets.root import data_root
+    from tasks.data.root import data_root
 
     root = data_root()
     if not (root / "sr" / "Set5").is_dir():

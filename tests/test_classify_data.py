@@ -20,9 +20,9 @@ import torch
 import torchvision.datasets.cifar as tv_cifar
 from PIL import Image
 
-from datasets.cifar import CIFAR100_MEAN, CIFAR100_STD, build_cifar100
-from datasets.digits import Digits, digits_arrays
-from datasets.imagenet import IMAGENET_MEAN, IMAGENET_STD, build_imagenet, imagenet_transform
+from tasks.data.cifar import CIFAR100_MEAN, CIFAR100_STD, build_cifar100
+from tasks.data.digits import Digits, digits_arrays
+from tasks.data.imagenet import IMAGENET_MEAN, IMAGENET_STD, build_imagenet, imagenet_transform
 
 
 # --------------------------------------------------------------------------------------- CIFAR-100

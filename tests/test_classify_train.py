@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tasks.classify import recipes, train
-from tasks.common.sampling import SeededDataset
+from tasks.data.sampling import SeededDataset
 
 
 # ------------------------------------------------------------------------------------------ recipes
@@ -80,7 +80,7 @@ def test_topk_correct_against_sorting():
 
 
 def test_seeded_samples_repeat_augmentation_per_sample_seed():
-    from datasets.digits import Digits
+    from tasks.data.digits import Digits
 
     data = SeededDataset(Digits(train=True))
     first, label = data[(7, 1234)]

@@ -13,7 +13,7 @@ from PIL import Image
 
 pytest.importorskip("pycocotools")
 
-from datasets.coco import CocoDetection, coco_paths, collate_detection, hflip  # noqa: E402
+from tasks.data.coco import CocoDetection, coco_paths, collate_detection, hflip  # noqa: E402
 
 # Category ids with gaps, as in COCO (1..90 with holes): labels must stay the ids.
 CATEGORIES = [{"id": 1, "name": "cat", "supercategory": "animal"},

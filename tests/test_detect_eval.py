@@ -9,7 +9,7 @@ import torch
 
 pytest.importorskip("pycocotools")
 
-from datasets.coco import CocoDetection, collate_detection, load_coco_api  # noqa: E402
+from tasks.data.coco import CocoDetection, collate_detection, load_coco_api  # noqa: E402
 from tasks.detect.coco_eval import (  # noqa: E402
     AP_KEYS, METRIC_KEYS, detections_to_coco, evaluate_coco, evaluate_distributed, merge_records,
 )

@@ -11,7 +11,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 pytest.importorskip("pycocotools")
 
-from datasets.coco import CocoDetection, collate_detection  # noqa: E402
+from tasks.data.coco import CocoDetection, collate_detection  # noqa: E402
 from tasks.detect.model import fasterrcnn_resnet101, load_backbone_weights, build_resnet101_trunk  # noqa: E402
 from test_detect_data import write_tiny_coco  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""datasets.images: listing folders and reading any image mode into uint8 RGB."""
+"""tasks.data.images: listing folders and reading any image mode into uint8 RGB."""
 
 import struct
 import zlib
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets.images import list_images, read_image, read_rgb
+from tasks.data.images import list_images, read_image, read_rgb
 
 RNG = np.random.default_rng(0)
 

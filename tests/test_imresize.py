@@ -1,11 +1,11 @@
-"""datasets.imresize against weights worked out by hand from MATLAB's definition."""
+"""tasks.data.imresize against weights worked out by hand from MATLAB's definition."""
 
 import math
 
 import pytest
 import torch
 
-from datasets.imresize import bicubic_degrade, cubic, imresize, modcrop, resize_matrix, to_uint8
+from tasks.data.imresize import bicubic_degrade, cubic, imresize, modcrop, resize_matrix, to_uint8
 
 GEN = torch.Generator().manual_seed(0)
 

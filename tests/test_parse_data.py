@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets.ade20k import (
+from tasks.data.ade20k import (
     ADE20K, ADE20K_CLASSES, IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, SegmentationFolder, TrainTransform,
     collate_segmentation, colorize, scaled_size,
 )

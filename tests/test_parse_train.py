@@ -50,7 +50,7 @@ def test_evaluate_cli_matches_training_and_numpy(trained_run, capsys):
     scores = parse_evaluate.main(["--checkpoint", str(run_dir), "--data-root", str(root), "--num-workers", "0"])
     assert scores["miou"] * 100 == pytest.approx(summary["final"]["miou"], abs=1e-9)
     # Independent recomputation: plain forward at each image's size, IoU from NumPy masks.
-    from datasets.ade20k import ADE20K
+    from tasks.data.ade20k import ADE20K
 
     model, _, _ = parse_evaluate.load_trained_model(run_dir)
     model.eval()
@@ -133,7 +133,7 @@ def test_cli_errors_are_clear(tmp_path, capsys):
 def test_folder_dataset_option(tmp_path):
     from PIL import Image
 
-    from datasets.ade20k import SegmentationFolder
+    from tasks.data.ade20k import SegmentationFolder
 
     for split in ("training", "validation"):
         (tmp_path / "images" / split).mkdir(parents=True)
@@ -151,7 +151,7 @@ def test_folder_dataset_option(tmp_path):
 
 
 def test_prediction_panel_layout_and_overlay():
-    from datasets.ade20k import colorize
+    from tasks.data.ade20k import colorize
     from tasks.parse.visualize import overlay, prediction_panel
 
     image = np.full((4, 6, 3), 100, np.uint8)

@@ -1,7 +1,7 @@
 import io
 import sys
 
-from tasks.common.progress import LOG_FILE_INTERVAL_S, progress
+from tasks.utils.progress import LOG_FILE_INTERVAL_S, progress
 
 
 def test_hidden_on_other_processes():

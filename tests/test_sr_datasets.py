@@ -1,4 +1,4 @@
-"""datasets.sr / datasets.embedded: training crops, pairs, benchmark layouts, preparation."""
+"""tasks.data.sr / tasks.data.embedded: training crops, pairs, benchmark layouts, preparation."""
 
 import numpy as np
 import pytest
@@ -6,9 +6,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from datasets.embedded import EMBEDDED_SPLITS, embedded_sr_files, embedded_sr_images, write_embedded_images
-from datasets.imresize import bicubic_degrade
-from datasets.sr import (EpochSeededSampler, SRBenchmark, SRPairedFolder, SRTrainFolder, find_benchmark,
+from tasks.data.embedded import EMBEDDED_SPLITS, embedded_sr_files, embedded_sr_images, write_embedded_images
+from tasks.data.imresize import bicubic_degrade
+from tasks.data.sr import (EpochSeededSampler, SRBenchmark, SRPairedFolder, SRTrainFolder, find_benchmark,
                          list_benchmarks, main, prepare_subimages)
 
 RNG = np.random.default_rng(0)

@@ -5,9 +5,9 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from datasets.images import list_images, read_image
-from datasets.imresize import bicubic_degrade, imresize, modcrop, to_uint8
-from datasets.sr import SRBenchmark
+from tasks.data.images import list_images, read_image
+from tasks.data.imresize import bicubic_degrade, imresize, modcrop, to_uint8
+from tasks.data.sr import SRBenchmark
 from tasks.sr.metrics import (PROTOCOLS, bicubic_baseline, luminance, psnr, rgb_to_y, score_sr,
                               ssim)
 

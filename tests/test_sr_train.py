@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from datasets.embedded import embedded_sr_images
+from tasks.data.embedded import embedded_sr_images
 from tasks.sr import evaluate as sr_evaluate
 from tasks.sr import train as sr_train
 from tasks.sr import upscale as sr_upscale

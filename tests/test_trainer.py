@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from tasks.common.checkpoint import read_trainer_state
-from tasks.common.sampling import EpochSeededSampler, key_generator, sample_seed, split_key
+from tasks.data.sampling import EpochSeededSampler, key_generator, sample_seed, split_key
 from tasks.common.seeding import seed_everything
 from tasks.common.summary import load_summary
 from tasks.common.trainer import NonFiniteLossError, Trainer, prepare_eval_loader
@@ -127,7 +127,7 @@ def test_seeded_dataset_makes_global_rng_augmentation_a_function_of_the_key():
 
     import numpy as np
 
-    from tasks.common.sampling import SeededDataset
+    from tasks.data.sampling import SeededDataset
 
     class GlobalRandom(Dataset):
         def __len__(self):

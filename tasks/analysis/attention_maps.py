@@ -130,7 +130,7 @@ def load_image(path: Path, size: int) -> np.ndarray:
     """An RGB image resized so that its short side is ``size`` and center-cropped to a square."""
     from PIL import Image
 
-    from datasets.images import read_rgb
+    from tasks.data.images import read_rgb
 
     picture = Image.fromarray(read_rgb(path))
     scale = size / min(picture.size)
@@ -216,7 +216,7 @@ def _panel_maps(model: nn.Module, key: str, maps: dict[str, torch.Tensor]) -> di
 
 
 def main(argv: list[str] | None = None) -> int:
-    from datasets.images import list_images
+    from tasks.data.images import list_images
     from tasks.common.model_io import load_model
 
     parser = argparse.ArgumentParser(prog="python -m tasks.analysis.attention_maps", description=__doc__,

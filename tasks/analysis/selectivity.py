@@ -139,15 +139,15 @@ def evaluation_set(record: dict, data_root: str | None):
     """The labelled evaluation images of the data set the checkpoint was trained on."""
     dataset = (record.get("extra") or {}).get("dataset") or (record.get("kwargs") or {}).get("dataset")
     if dataset == "digits":
-        from datasets.digits import NUM_CLASSES, build_digits
+        from tasks.data.digits import NUM_CLASSES, build_digits
 
         return build_digits(train=False), NUM_CLASSES
     if dataset == "cifar100":
-        from datasets.cifar import NUM_CLASSES, build_cifar100
+        from tasks.data.cifar import NUM_CLASSES, build_cifar100
 
         return build_cifar100(data_root, train=False), NUM_CLASSES
     if dataset == "imagenet":
-        from datasets.imagenet import build_imagenet
+        from tasks.data.imagenet import build_imagenet
 
         images = build_imagenet(data_root, train=False)
         return images, len(images.classes)

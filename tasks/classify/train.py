@@ -23,8 +23,8 @@ from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from tasks.classify import recipes
 from tasks.common.cli import add_run_args, run_cli, run_dir_for
-from tasks.common.progress import progress
-from tasks.common.sampling import EpochSeededSampler, SeededDataset
+from tasks.utils.progress import progress
+from tasks.data.sampling import EpochSeededSampler, SeededDataset
 from tasks.common.seeding import seed_everything
 from tasks.common.tracking import Tracker
 from tasks.common.trainer import Trainer, make_accelerator, prepare_eval_loader
@@ -49,15 +49,15 @@ def collate_pair(samples):
 def build_datasets(args) -> tuple[Dataset, Dataset, int]:
     """(train set, evaluation set, number of classes) of ``args.dataset``."""
     if args.dataset == "digits":
-        from datasets.digits import NUM_CLASSES, build_digits
+        from tasks.data.digits import NUM_CLASSES, build_digits
 
         return build_digits(train=True), build_digits(train=False), NUM_CLASSES
     if args.dataset == "cifar100":
-        from datasets.cifar import NUM_CLASSES, build_cifar100
+        from tasks.data.cifar import NUM_CLASSES, build_cifar100
 
         train = build_cifar100(args.data_root, train=True, download=args.download)
         return train, build_cifar100(args.data_root, train=False), NUM_CLASSES
-    from datasets.imagenet import build_imagenet
+    from tasks.data.imagenet import build_imagenet
 
     if args.download:
         raise ValueError("ImageNet cannot be downloaded automatically (it needs a licence from "
@@ -146,15 +146,15 @@ def build_model(args, num_classes: int) -> nn.Module:
 def preprocessing(dataset: str) -> dict:
     """How the evaluation images were normalised, so tools can feed a saved model new images."""
     if dataset == "digits":
-        from datasets.digits import digits_stats
+        from tasks.data.digits import digits_stats
 
         mean, std = digits_stats()
         return {"mean": list(mean), "std": list(std), "image_size": 32, "dataset": dataset}
     if dataset == "cifar100":
-        from datasets.cifar import CIFAR100_MEAN, CIFAR100_STD
+        from tasks.data.cifar import CIFAR100_MEAN, CIFAR100_STD
 
         return {"mean": list(CIFAR100_MEAN), "std": list(CIFAR100_STD), "image_size": 32, "dataset": dataset}
-    from datasets.imagenet import IMAGENET_MEAN, IMAGENET_STD
+    from tasks.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
     return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "image_size": 224, "dataset": dataset}
 

@@ -33,7 +33,7 @@ def _has_option(parser: argparse.ArgumentParser, option: str) -> bool:
 
 
 def add_data_args(parser: argparse.ArgumentParser, defaults: dict | None = None) -> argparse.ArgumentParser:
-    """``--data-root`` (else ``$BAM_DATA_ROOT``, else ``./data``; resolve with datasets.root.data_root)."""
+    """``--data-root`` (else ``$BAM_DATA_ROOT``, else ``./data``; resolve with tasks.data.root.data_root)."""
     if not _has_option(parser, "--data-root"):
         parser.add_argument("--data-root", default=(defaults or {}).get("data_root"),
                             help="data root (default: $BAM_DATA_ROOT, else ./data)")

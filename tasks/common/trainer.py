@@ -36,8 +36,8 @@ from .checkpoint import (
     save_checkpoint,
     write_json_atomic,
 )
-from .progress import progress
-from .sampling import sample_seed
+from tasks.utils.progress import progress
+from tasks.data.sampling import sample_seed
 from .seeding import seed_everything
 from .summary import environment_info, write_summary
 from .tracking import Tracker

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from tasks.common.progress import progress as progress_bar
+from tasks.utils.progress import progress as progress_bar
 
 IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 AP_KEYS = tuple(f"AP{int(round(t * 100))}" for t in IOU_THRESHOLDS)

@@ -46,8 +46,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
                         device: str | None = None, vis: int = 0, vis_score: float = 0.5,
                         out: str | Path | None = None) -> dict[str, Any]:
     """Rebuild the detector from ``checkpoint`` and score it; returns ``{"metrics", "images", ...}``."""
-    from datasets.coco import CocoDetection
-    from datasets.root import data_root as resolve_root
+    from tasks.data.coco import CocoDetection
+    from tasks.data.root import data_root as resolve_root
 
     from tasks.common.model_io import load_model
     from tasks.detect.coco_eval import evaluate_distributed

@@ -135,7 +135,7 @@ class DetectionEvaluator:
         self.step_of = lambda: 0
 
     def loader(self, accelerator=None):
-        from datasets.coco import collate_detection
+        from tasks.data.coco import collate_detection
 
         from tasks.common.trainer import prepare_eval_loader
 
@@ -178,10 +178,10 @@ def _export_hook(accelerator, kwargs: dict[str, Any], extra: dict[str, Any]):
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
     from bam import count_params
-    from datasets.coco import CocoDetection, collate_detection
-    from datasets.root import data_root
+    from tasks.data.coco import CocoDetection, collate_detection
+    from tasks.data.root import data_root
 
-    from tasks.common.sampling import EpochSeededSampler
+    from tasks.data.sampling import EpochSeededSampler
     from tasks.common.seeding import seed_everything
     from tasks.common.tracking import Tracker
     from tasks.common.trainer import Trainer, make_accelerator

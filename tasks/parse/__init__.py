@@ -7,5 +7,5 @@
 * ``tasks.parse.evaluate``: ``python -m tasks.parse.evaluate --checkpoint RUN [--multi-scale]``;
 * ``tasks.parse.visualize``: prediction / ground-truth colour overlays.
 
-The data live in :mod:`datasets.ade20k` (labels 0..149, ignore index 255).
+The data live in :mod:`tasks.data.ade20k` (labels 0..149, ignore index 255).
 """

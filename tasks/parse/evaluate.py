@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
-from datasets.ade20k import (
+from tasks.data.ade20k import (
     IGNORE_INDEX, MAX_LONG_SIDE, SIZE_DIVISOR, TRAIN_SHORT_SIDES, collate_segmentation, denormalize, round_up,
     scaled_size,
 )
-from tasks.common.progress import progress as progress_bar
+from tasks.utils.progress import progress as progress_bar
 from tasks.parse.metrics import ConfusionMeter, shard_indices
 from tasks.parse.visualize import prediction_panel
 
@@ -190,8 +190,8 @@ def format_scores(scores: dict, title: str = "") -> str:
 def main(argv: Sequence[str] | None = None) -> dict:
     from tasks.common.trainer import make_accelerator
 
-    from datasets.ade20k import ADE20K, SegmentationFolder
-    from datasets.root import data_root
+    from tasks.data.ade20k import ADE20K, SegmentationFolder
+    from tasks.data.root import data_root
     from tasks.parse.visualize import save_panels
 
     args = build_parser().parse_args(argv)

@@ -8,7 +8,7 @@ momentum 0.9, weight decay 1e-4 (not on BN and biases, as that code does), poly 
 power 0.9 per step over 150k steps (30 epochs x 5000 iterations), 2 images per process, random
 short side in (300, 375, 450, 525, 600) with the long side at most 1000, flips. Unlike that code,
 the short side is drawn per image rather than per batch, images are padded rather than stretched
-to a multiple of 32, and the loss sees full-resolution labels (see ``datasets.ade20k``). Results
+to a multiple of 32, and the loss sees full-resolution labels (see ``tasks.data.ade20k``). Results
 depend on the effective batch size (per process x processes; CSAIL used 8 GPUs x 2), which is
 therefore logged everywhere. Batch norm is synchronised across processes when there are several
 and stays plain on one process.
@@ -26,13 +26,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from datasets.ade20k import (
+from tasks.data.ade20k import (
     ADE20K, IGNORE_INDEX, MAX_LONG_SIDE, TRAIN_SHORT_SIDES, SegmentationFolder, TrainTransform,
     collate_segmentation,
 )
 from tasks.common.cli import add_run_args, run_cli, run_dir_for
 from tasks.common.checkpoint import write_json_atomic, write_text_atomic
-from tasks.common.sampling import EpochSeededSampler
+from tasks.data.sampling import EpochSeededSampler
 from tasks.common.seeding import seed_everything
 from tasks.common.tracking import Tracker
 from tasks.common.trainer import Trainer, make_accelerator
@@ -52,7 +52,7 @@ DEFAULT_MAX_STEPS = 150_000
 # ------------------------------------------------------------------------------------------ data
 def build_datasets(args) -> tuple[SegmentationFolder, SegmentationFolder]:
     """(training set with the recipe's augmentation, validation set at original size)."""
-    from datasets.root import data_root
+    from tasks.data.root import data_root
 
     root = data_root(args.data_root)
     if args.dataset == "ade20k":

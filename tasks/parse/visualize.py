@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from datasets.ade20k import IGNORE_INDEX, colorize
+from tasks.data.ade20k import IGNORE_INDEX, colorize
 from tasks.common.panels import side_by_side
 
 

@@ -47,7 +47,7 @@ def _uint8(image: torch.Tensor) -> torch.Tensor:
 def score_set(dataset: Dataset, upscale: Callable[[torch.Tensor], torch.Tensor] | str, protocol: str,
               accelerator=None, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Mean PSNR/SSIM of ``upscale`` (LR [0,1] -> SR [0,1], or ``"bicubic"``) over ``dataset``
-    (a :class:`datasets.sr.SRBenchmark`). With an ``accelerator`` the images are shared out over
+    (a :class:`tasks.data.sr.SRBenchmark`). With an ``accelerator`` the images are shared out over
     the processes and gathered back with ``gather_for_metrics``: every image is counted once.
 
     Returns ``{"psnr", "ssim", "images": {name: {"psnr", "ssim"}}}`` (same on every process).
@@ -107,7 +107,7 @@ def format_table(results: Mapping[str, Mapping[str, float]], protocol: str, scal
 
 
 def load_sets(names, scale: int, data_root=None, protocol: str = DEFAULT_PROTOCOL) -> dict[str, Dataset]:
-    from datasets.sr import SRBenchmark
+    from tasks.data.sr import SRBenchmark
 
     sets = {}
     for name in names:

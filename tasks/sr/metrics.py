@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-from datasets.imresize import bicubic_degrade, imresize, modcrop, to_uint8
+from tasks.data.imresize import bicubic_degrade, imresize, modcrop, to_uint8
 
 __all__ = [
     "PROTOCOLS", "DEFAULT_PROTOCOL", "check_protocol", "rgb_to_y", "luminance", "psnr", "ssim",

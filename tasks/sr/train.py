@@ -121,7 +121,7 @@ def _train_sources(args: argparse.Namespace, root: Path) -> tuple[Any, str]:
         return [Path(p) for p in args.train_dir], ",".join(Path(p).name for p in args.train_dir)
     preset = args.preset_values
     if preset.get("embedded"):
-        from datasets.embedded import embedded_sr_files
+        from tasks.data.embedded import embedded_sr_files
 
         return embedded_sr_files("train"), EMBEDDED
     folder = root / preset["train_subdir"]
@@ -178,7 +178,7 @@ class SREvaluator:
 
     @torch.no_grad()
     def save_samples(self, model: torch.nn.Module, device) -> list[Path]:
-        from datasets.imresize import imresize, to_uint8
+        from tasks.data.imresize import imresize, to_uint8
 
         from tasks.sr.samples import make_panel, save_panel
 
@@ -220,10 +220,10 @@ def _model_exporter(kwargs: dict[str, Any], extra: dict[str, Any]):
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
     from bam import count_macs, count_params
-    from datasets.root import data_root
-    from datasets.sr import SRTrainFolder
+    from tasks.data.root import data_root
+    from tasks.data.sr import SRTrainFolder
 
-    from tasks.common.sampling import EpochSeededSampler
+    from tasks.data.sampling import EpochSeededSampler
     from tasks.common.seeding import seed_everything
     from tasks.common.tracking import Tracker
     from tasks.common.trainer import Trainer, make_accelerator

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from tasks.common.cli import run_cli
-from tasks.common.progress import progress
+from tasks.utils.progress import progress
 
 __all__ = ["upscale_image", "main"]
 
@@ -50,7 +50,7 @@ def upscale_image(model: torch.nn.Module, lr: torch.Tensor, scale: int, tile: in
 
 
 def _inputs(path: Path) -> tuple[list[Path], Path]:
-    from datasets.images import list_images
+    from tasks.data.images import list_images
 
     if path.is_file():
         return [path], path.parent
@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _upscale_files(args: argparse.Namespace) -> int:
-    from datasets.images import read_rgb
+    from tasks.data.images import read_rgb
     from tasks.common.model_io import load_model
 
     model, record = load_model(args.checkpoint, map_location="cpu")

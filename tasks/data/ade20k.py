@@ -1,0 +1,272 @@
+"""Scene-parsing data: ADE20K (SceneParsing 2016) and plain image/label folders.
+
+Label convention used everywhere in ``tasks.parse``: classes are ``0 .. num_classes-1`` and
+unlabeled pixels carry ``IGNORE_INDEX = 255``. ADE20K stores ``0 = unlabeled`` and ``1..150`` for
+the classes, so its raw values are shifted down by one (``label_offset=1``); 255 is chosen over -1
+so that labels still fit in ``uint8`` and the shift is a single subtraction.
+
+Two deliberate differences from CSAILVision's semantic-segmentation-pytorch loader:
+
+* padding (to a multiple of 32 and to the largest image of a batch) fills labels with the ignore
+  index, never with 0, which after the shift would be the real class "wall";
+* labels stay at full resolution: the model upsamples its logits to the input size, so the loss
+  and the metric see every labelled pixel instead of a nearest-neighbour 1/4 subsample.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from tasks.data.images import list_images, read_rgb
+
+IGNORE_INDEX = 255
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Recipe of CSAILVision's ADE20K configs (reference facts, section 5).
+TRAIN_SHORT_SIDES = (300, 375, 450, 525, 600)
+MAX_LONG_SIDE = 1000
+SIZE_DIVISOR = 32
+ADE20K_LAYOUT = (
+    "ADEChallengeData2016/images/{training,validation}/*.jpg and "
+    "ADEChallengeData2016/annotations/{training,validation}/*.png"
+)
+
+# objectInfo150 order (label value k+1 in the released PNGs is class k here).
+ADE20K_CLASSES = (
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass",
+    "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain",
+    "chair", "car", "water", "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field",
+    "armchair", "seat", "fence", "desk", "rock", "wardrobe", "lamp", "bathtub", "railing",
+    "cushion", "base", "box", "column", "signboard", "chest of drawers", "counter", "sand", "sink",
+    "skyscraper", "fireplace", "refrigerator", "grandstand", "path", "stairs", "runway", "case",
+    "pool table", "pillow", "screen door", "stairway", "river", "bridge", "bookcase", "blind",
+    "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove", "palm",
+    "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus",
+    "towel", "light", "truck", "tower", "chandelier", "awning", "streetlight", "booth",
+    "television receiver", "airplane", "dirt track", "apparel", "pole", "land", "bannister",
+    "escalator", "ottoman", "bottle", "buffet", "poster", "stage", "van", "ship", "fountain",
+    "conveyer belt", "canopy", "washer", "plaything", "swimming pool", "stool", "barrel",
+    "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball", "food", "step",
+    "tank", "trade name", "microwave", "pot", "animal", "bicycle", "lake", "dishwasher", "screen",
+    "blanket", "sculpture", "hood", "sconce", "vase", "traffic light", "tray", "ashcan", "fan",
+    "pier", "crt screen", "plate", "monitor", "bulletin board", "shower", "radiator", "glass",
+    "clock", "flag",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Transforms
+# --------------------------------------------------------------------------------------------
+def scaled_size(height: int, width: int, short_side: int, max_long_side: int = MAX_LONG_SIDE) -> tuple[int, int]:
+    """Size after scaling the short side to ``short_side`` unless the long side would exceed the cap."""
+    scale = min(short_side / min(height, width), max_long_side / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+@dataclass
+class TrainTransform:
+    """Random short side from ``short_sides`` (long side capped), then a random horizontal flip."""
+
+    short_sides: Sequence[int] = TRAIN_SHORT_SIDES
+    max_long_side: int = MAX_LONG_SIDE
+    flip: bool = True
+
+    def __call__(self, image: Image.Image, label: Image.Image,
+                 rng: random.Random | None = None) -> tuple[Image.Image, Image.Image]:
+        rng = rng or random  # a per-sample RNG makes augmentation reproducible on resume
+        height, width = image.height, image.width
+        new_h, new_w = scaled_size(height, width, rng.choice(list(self.short_sides)), self.max_long_side)
+        if (new_h, new_w) != (height, width):
+            image = image.resize((new_w, new_h), Image.BILINEAR)
+            label = label.resize((new_w, new_h), Image.NEAREST)  # never blend class ids
+        if self.flip and rng.random() < 0.5:
+            image = image.transpose(Image.FLIP_LEFT_RIGHT)
+            label = label.transpose(Image.FLIP_LEFT_RIGHT)
+        return image, label
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> float 3xHxW normalised with the ImageNet statistics."""
+    array = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (array - mean) / std
+
+
+def denormalize(image: torch.Tensor) -> np.ndarray:
+    """Inverse of :func:`to_tensor`: 3xHxW float -> uint8 HxWx3 (for visualisation)."""
+    mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=image.device).view(3, 1, 1)
+    rgb = (image.float() * std + mean).clamp(0, 1) * 255.0
+    return rgb.round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def collate_segmentation(batch: list[dict], size_divisor: int = SIZE_DIVISOR,
+                         ignore_index: int = IGNORE_INDEX) -> dict:
+    """Pad images (with 0, i.e. the mean colour after normalisation) and labels (with the ignore
+    index) to the largest height/width in the batch, rounded up to ``size_divisor``.
+
+    Returns ``image`` Bx3xHxW, ``label`` BxHxW (long), ``size`` Bx2 (the unpadded sizes) and ``name``.
+    """
+    height = round_up(max(item["image"].shape[1] for item in batch), size_divisor)
+    width = round_up(max(item["image"].shape[2] for item in batch), size_divisor)
+    images = batch[0]["image"].new_zeros(len(batch), 3, height, width)
+    labels = torch.full((len(batch), height, width), ignore_index, dtype=torch.long)
+    for i, item in enumerate(batch):
+        h, w = item["label"].shape
+        images[i, :, :h, :w] = item["image"]
+        labels[i, :h, :w] = item["label"]
+    sizes = torch.tensor([tuple(item["label"].shape) for item in batch], dtype=torch.long)
+    return {"image": images, "label": labels, "size": sizes, "name": [item["name"] for item in batch]}
+
+
+# --------------------------------------------------------------------------------------------
+# Data sets
+# --------------------------------------------------------------------------------------------
+class SegmentationFolder(Dataset):
+    """Images in ``images_dir`` paired by file stem with label PNGs in ``labels_dir``.
+
+    A raw label value ``v`` becomes class ``v - label_offset``; values below the offset and the raw
+    value ``ignore_index`` become ``ignore_index``. Any other value outside ``0..num_classes-1`` is
+    an error naming the file. Items: ``{"image": 3xHxW float, "label": HxW long, "name": str}``.
+    """
+
+    def __init__(self, images_dir: str | Path, labels_dir: str | Path, num_classes: int,
+                 ignore_index: int = IGNORE_INDEX, label_offset: int = 0, transform=None,
+                 class_names: Sequence[str] | None = None, layout_hint: str | None = None):
+        if not 0 < num_classes <= 255 or not num_classes <= ignore_index <= 255:
+            # Labels travel as 8-bit images (nearest-neighbour resizing keeps class ids exact).
+            raise ValueError(f"num_classes={num_classes} must be in 1..255 and ignore_index={ignore_index} in "
+                             f"{num_classes}..255 (not a class id, and 8-bit)")
+        self.images_dir, self.labels_dir = Path(images_dir), Path(labels_dir)
+        self.num_classes, self.ignore_index, self.label_offset = num_classes, ignore_index, label_offset
+        self.transform = transform
+        self.class_names = tuple(class_names) if class_names else tuple(f"class_{i}" for i in range(num_classes))
+        if len(self.class_names) != num_classes:
+            raise ValueError(f"{len(self.class_names)} class names given for num_classes={num_classes}")
+        self.samples = self._pair_files(layout_hint)
+
+    def _pair_files(self, layout_hint: str | None) -> list[tuple[Path, Path]]:
+        hint = f" (expected layout: {layout_hint})" if layout_hint else ""
+        for folder in (self.images_dir, self.labels_dir):
+            if not folder.is_dir():
+                raise FileNotFoundError(f"folder not found: {folder}{hint}")
+        try:  # hidden files skipped: macOS copies leave "._NAME.jpg" resource files beside the images
+            images = list_images(self.images_dir, recursive=False)
+        except ValueError as error:
+            raise ValueError(f"{error}{hint}") from None
+        labels = {p.stem: p for p in self.labels_dir.iterdir()
+                  if p.suffix.lower() == ".png" and not p.name.startswith(".")}
+        missing = [p for p in images if p.stem not in labels]
+        if missing:
+            shown = ", ".join(str(p) for p in missing[:3]) + (" ..." if len(missing) > 3 else "")
+            raise FileNotFoundError(f"{len(missing)} image(s) have no label PNG in {self.labels_dir}: {shown}")
+        return [(p, labels[p.stem]) for p in images]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def read_label(self, path: Path) -> np.ndarray:
+        """Raw label PNG -> uint8 HxW with classes 0..num_classes-1 and the ignore index."""
+        try:
+            with Image.open(path) as pil:
+                mode = pil.mode
+                if mode in ("L", "P", "I;16", "I"):
+                    raw = np.asarray(pil).astype(np.int64)  # decodes: truncation shows up here
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            raise ValueError(f"{path}: cannot read label PNG ({error})") from error
+        if mode not in ("L", "P", "I;16", "I"):
+            raise ValueError(f"{path}: label PNG must be single-channel (mode L or P), got mode {mode}")
+        ignored = (raw < self.label_offset) | (raw == self.ignore_index)
+        label = raw - self.label_offset
+        # From the raw values: with an offset, raw ignore_index + offset (a 16-bit label) must not
+        # turn into the ignore index silently.
+        bad = (label >= self.num_classes) & ~ignored
+        label[ignored] = self.ignore_index
+        if bad.any():
+            values = sorted(set(raw[bad].tolist()))[:5]
+            raise ValueError(
+                f"{path}: label values {values} exceed the class count (num_classes={self.num_classes}, "
+                f"label_offset={self.label_offset}, ignore_index={self.ignore_index})")
+        return label.astype(np.uint8)
+
+    def load(self, index: int) -> tuple[Image.Image, Image.Image, str]:
+        """The untransformed RGB image, shifted label (mode L) and file stem of sample ``index``."""
+        image_path, label_path = self.samples[index]
+        # Any mode (gray, RGBA, palette, 16-bit) to 8-bit RGB; errors name the file. The stored
+        # pixel grid is kept (no EXIF rotation): the label map refers to it.
+        image = Image.fromarray(read_rgb(image_path, exif=False))
+        label = Image.fromarray(self.read_label(label_path))
+        if image.size != label.size:
+            raise ValueError(f"size mismatch: image {image_path} is {image.width}x{image.height} but label "
+                             f"{label_path} is {label.width}x{label.height} (width x height)")
+        return image, label, image_path.stem
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """``key`` is an index, or ``(index, sample_seed)`` from ``tasks.common.EpochSeededSampler``,
+        in which case the augmentation draws from ``random.Random(sample_seed)``."""
+        index, seed = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), None)
+        image, label, name = self.load(index)
+        if self.transform is not None:
+            image, label = self.transform(image, label, None if seed is None else random.Random(seed))
+        return {"image": to_tensor(image), "label": torch.from_numpy(np.array(label, dtype=np.int64)), "name": name}
+
+
+class ADE20K(SegmentationFolder):
+    """ADE20K SceneParsing 2016 under ``root/ADEChallengeData2016`` (or ``root`` itself if it is that
+    folder). ``split`` is ``"training"`` or ``"validation"``; ``train_transform=True`` applies the
+    recipe's random rescale + flip (default for the training split)."""
+
+    NUM_CLASSES = 150
+    SPLITS = ("training", "validation")
+
+    def __init__(self, root: str | Path, split: str = "training", train_transform: bool | None = None,
+                 short_sides: Sequence[int] = TRAIN_SHORT_SIDES, max_long_side: int = MAX_LONG_SIDE):
+        if split not in self.SPLITS:
+            raise ValueError(f"split must be one of {self.SPLITS}, got {split!r}")
+        base = Path(root)
+        if base.name != "ADEChallengeData2016":
+            base = base / "ADEChallengeData2016"
+        train_transform = split == "training" if train_transform is None else train_transform
+        transform = TrainTransform(short_sides, max_long_side) if train_transform else None
+        super().__init__(base / "images" / split, base / "annotations" / split, self.NUM_CLASSES,
+                         ignore_index=IGNORE_INDEX, label_offset=1, transform=transform,
+                         class_names=ADE20K_CLASSES, layout_hint=f"<data-root>/{ADE20K_LAYOUT}")
+        self.split = split
+
+
+# --------------------------------------------------------------------------------------------
+# Colours
+# --------------------------------------------------------------------------------------------
+def palette(num_classes: int = 256) -> np.ndarray:
+    """Distinct colours per class (bit-interleaved, as in the PASCAL VOC palette), uint8 Nx3."""
+    colours = np.zeros((num_classes, 3), dtype=np.uint8)
+    for index in range(num_classes):
+        value, code = index + 1, [0, 0, 0]  # +1 so class 0 is not black
+        for bit in range(8):
+            for channel in range(3):
+                code[channel] |= ((value >> channel) & 1) << (7 - bit)
+            value >>= 3
+        colours[index] = code
+    return colours
+
+
+def colorize(label: np.ndarray, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+    """HxW class ids -> HxWx3 uint8 colours; ignored pixels are black."""
+    label = np.asarray(label)
+    colours = palette(256)
+    out = colours[np.clip(label, 0, 255).astype(np.int64)]
+    out[label == ignore_index] = 0
+    return out

@@ -1,0 +1,228 @@
+"""COCO object detection in its released layout, as torchvision detection samples.
+
+Layout (download by hand from https://cocodataset.org/#download: ``train2017.zip``,
+``val2017.zip``, ``annotations_trainval2017.zip``; unzip into ``<data root>/coco``)::
+
+    <root>/coco/train2017/*.jpg
+    <root>/coco/val2017/*.jpg
+    <root>/coco/annotations/instances_train2017.json
+    <root>/coco/annotations/instances_val2017.json
+
+COCO 2017 train/val is the split the paper describes (Sec. 5.5: all 2014 training images plus the
+2014 validation images except 5,000 held out, i.e. trainval35k / minival).
+
+A sample is ``(image, target)``: ``image`` a float CxHxW tensor in [0, 1] (torchvision's detection
+transform normalises and resizes it), ``target`` a dict with ``boxes`` (float Nx4, x1 y1 x2 y2 in
+pixels), ``labels`` (int64 COCO category ids, so ``num_classes = 91``), ``image_id``, ``area`` and
+``iscrowd``. Conversion follows torchvision's detection reference: crowd regions are left out of the
+training targets (COCOeval treats them as "ignore" on its own), boxes are clipped to the image and
+boxes with no area left are dropped; for training, images without a usable box are skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from tasks.data.images import read_rgb
+from tasks.data.sampling import key_generator
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val")
+LAYOUT = (
+    "<root>/coco/{train2017,val2017}/*.jpg and <root>/coco/annotations/instances_{train2017,val2017}.json "
+    "(download train2017.zip, val2017.zip and annotations_trainval2017.zip from "
+    "https://cocodataset.org/#download and unzip them into <root>/coco)"
+)
+
+
+def coco_paths(root: str | Path, split: str, year: int = 2017) -> tuple[Path, Path]:
+    """``(image_dir, annotation_file)`` of a split under ``<root>/coco``; clear error if absent."""
+    if split not in SPLITS:
+        raise ValueError(f"COCO split must be one of {SPLITS}, got {split!r}")
+    base = Path(root) / "coco"
+    image_dir = base / f"{split}{year}"
+    ann_file = base / "annotations" / f"instances_{split}{year}.json"
+    for path in (ann_file, image_dir):
+        if not path.exists():
+            raise FileNotFoundError(f"COCO not found: {path} is missing. Expected {LAYOUT}")
+    return image_dir, ann_file
+
+
+def load_coco_api(ann_file: str | Path):
+    """pycocotools' ``COCO`` index of an annotation file, quietly, with clear errors."""
+    try:
+        from pycocotools.coco import COCO
+    except ImportError as error:  # optional dependency
+        raise ImportError("COCO needs pycocotools: pip install 'bam-attention[detection]'") from error
+    ann_file = Path(ann_file)
+    if not ann_file.is_file():
+        raise FileNotFoundError(f"COCO annotation file not found: {ann_file}")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints timing lines
+            return COCO(str(ann_file))
+    except (ValueError, KeyError, TypeError, AssertionError) as error:  # pycocotools asserts a dict
+        raise ValueError(f"{ann_file} is not a COCO instances annotation file: {error!r}") from error
+
+
+def convert_annotations(annotations: Sequence[dict], width: int, height: int,
+                        keep_crowd: bool = False) -> tuple[dict[str, np.ndarray], int, int]:
+    """COCO annotations of one image -> arrays of xyxy boxes clipped to the image.
+
+    Returns ``(arrays, clipped, dropped)``: how many boxes reached outside the image (clipped)
+    and how many had no area left (dropped)."""
+    boxes, labels, areas, crowd = [], [], [], []
+    clipped = dropped = 0
+    for ann in annotations:
+        if ann.get("iscrowd", 0) and not keep_crowd:
+            continue
+        try:
+            x, y, w, h = (float(v) for v in ann["bbox"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"annotation {ann.get('id')}: 'bbox' must be [x, y, width, height], "
+                             f"got {ann.get('bbox', 'nothing')!r}") from error
+        if not all(map(np.isfinite, (x, y, w, h))):
+            raise ValueError(f"annotation {ann.get('id')}: non-finite bbox {ann['bbox']!r}")
+        box = [x, y, x + w, y + h]
+        inside = [min(max(box[0], 0.0), width), min(max(box[1], 0.0), height),
+                  min(max(box[2], 0.0), width), min(max(box[3], 0.0), height)]
+        if inside[2] <= inside[0] or inside[3] <= inside[1]:
+            dropped += 1
+            continue
+        clipped += inside != box
+        boxes.append(inside)
+        labels.append(int(ann["category_id"]))
+        areas.append(float(ann.get("area", w * h)))
+        crowd.append(int(ann.get("iscrowd", 0)))
+    arrays = {
+        "boxes": np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+        "labels": np.asarray(labels, dtype=np.int64),
+        "area": np.asarray(areas, dtype=np.float32),
+        "iscrowd": np.asarray(crowd, dtype=np.int64),
+    }
+    return arrays, clipped, dropped
+
+
+def hflip(image: torch.Tensor, target: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Mirror an image and its xyxy boxes left-right."""
+    width = image.shape[-1]
+    target = dict(target)
+    boxes = target["boxes"].clone()
+    boxes[:, [0, 2]] = width - target["boxes"][:, [2, 0]]
+    target["boxes"] = boxes
+    return image.flip(-1), target
+
+
+class CocoDetection(Dataset):
+    """COCO instances as torchvision detection samples.
+
+    Args:
+        root: the data root (COCO under ``<root>/coco``); ignored when ``image_dir`` and
+            ``ann_file`` are given.
+        split: ``"train"`` or ``"val"``.
+        train: random horizontal flips; defaults to ``split == "train"``.
+        remove_empty: skip images with no usable box (torchvision's reference does this for
+            training only); defaults to ``train``.
+        image_dir, ann_file: explicit locations (other COCO-format data sets).
+    """
+
+    def __init__(self, root: str | Path | None = None, split: str = "train", train: bool | None = None,
+                 remove_empty: bool | None = None, image_dir: str | Path | None = None,
+                 ann_file: str | Path | None = None, flip_prob: float = 0.5):
+        if image_dir is None or ann_file is None:
+            if root is None:
+                raise ValueError("CocoDetection needs a data root or both image_dir and ann_file")
+            image_dir, ann_file = coco_paths(root, split)
+        self.image_dir, self.ann_file = Path(image_dir), Path(ann_file)
+        if not self.image_dir.is_dir():
+            raise FileNotFoundError(f"COCO image folder not found: {self.image_dir}")
+        self.train = split == "train" if train is None else train
+        self.flip_prob = flip_prob if self.train else 0.0
+        self.coco = load_coco_api(self.ann_file)
+        self.categories = {c["id"]: c["name"] for c in self.coco.loadCats(self.coco.getCatIds())}
+        if any(not isinstance(i, int) or i < 1 for i in self.categories):
+            raise ValueError(f"{self.ann_file}: category ids must be integers >= 1 (0 is the detector's "
+                             f"background class), got {sorted(self.categories, key=str)}")
+        # Category ids are the labels (COCO's 1..90 with gaps), background is 0.
+        self.num_classes = max(self.categories, default=0) + 1
+        self._build_index(self.train if remove_empty is None else remove_empty)
+
+    def _build_index(self, remove_empty: bool) -> None:
+        self.ids, self.targets = [], {}
+        clipped = dropped = empty = 0
+        for image_id in sorted(self.coco.getImgIds()):
+            info = self.coco.imgs[image_id]
+            anns = self.coco.imgToAnns.get(image_id, [])
+            where = f"{self.ann_file}, image id {image_id}"
+            if not all(isinstance(info.get(k), (int, float)) and info[k] > 0 for k in ("width", "height")) \
+                    or "file_name" not in info:
+                raise ValueError(f"{where}: image records need 'file_name' and positive 'width' and "
+                                 f"'height', got {info!r}")
+            unknown = sorted({a.get("category_id") for a in anns} - self.categories.keys(), key=str)
+            if unknown:  # would index past the classifier (a device-side assert on the GPU)
+                raise ValueError(f"{where}: category ids {unknown} are not in the file's categories "
+                                 f"{sorted(self.categories)}")
+            try:
+                arrays, n_clipped, n_dropped = convert_annotations(anns, info["width"], info["height"])
+            except ValueError as error:
+                raise ValueError(f"{where}: {error}") from None
+            clipped, dropped = clipped + n_clipped, dropped + n_dropped
+            if len(arrays["boxes"]) == 0:
+                empty += 1
+                if remove_empty:
+                    continue
+            self.ids.append(image_id)
+            self.targets[image_id] = arrays
+        self.stats = {"images": len(self.ids), "clipped_boxes": clipped, "dropped_boxes": dropped,
+                      "images_without_boxes": empty, "removed_images": empty if remove_empty else 0}
+        if clipped or dropped:
+            log.warning("%s: %d boxes reached outside their image and were clipped, %d boxes with "
+                        "no area inside the image were dropped", self.ann_file, clipped, dropped)
+        if not self.ids:
+            raise ValueError(f"{self.ann_file}: no images left (images without boxes removed: {empty})")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def load_image(self, image_id: int) -> torch.Tensor:
+        info = self.coco.imgs[image_id]
+        path = self.image_dir / info["file_name"]
+        if not path.is_file():
+            raise FileNotFoundError(f"COCO image not found: {path} (image id {image_id} in {self.ann_file})")
+        # Any mode (gray, RGBA, 16-bit) to 8-bit RGB, errors naming the file; the stored pixel grid
+        # is kept (no EXIF rotation), as the boxes and torchvision's reference refer to it.
+        array = read_rgb(path, exif=False)
+        if array.shape[:2] != (info["height"], info["width"]):
+            raise ValueError(f"{path} is {array.shape[1]}x{array.shape[0]} pixels but {self.ann_file} "
+                             f"says {info['width']}x{info['height']}")
+        return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
+
+    def __getitem__(self, key) -> tuple[torch.Tensor, dict[str, Any]]:
+        """``key``: an index, or ``(index, sample_seed)`` from :class:`EpochSeededSampler`, whose
+        seed alone decides the flip (so a resumed run sees the same augmentation)."""
+        index, generator = key_generator(key)
+        image_id = self.ids[index]
+        image = self.load_image(image_id)
+        target = {key: torch.from_numpy(value) for key, value in self.targets[image_id].items()}
+        target["image_id"] = image_id
+        if self.flip_prob and float(torch.rand((), generator=generator)) < self.flip_prob:
+            image, target = hflip(image, target)
+        return image, target
+
+
+def collate_detection(batch: Sequence[tuple[torch.Tensor, dict]]) -> tuple[list, list]:
+    """Keep images of different sizes apart: ``([images], [targets])``."""
+    images, targets = zip(*batch)
+    return list(images), list(targets)
+
+
+__all__ = ["CocoDetection", "coco_paths", "load_coco_api", "convert_annotations", "hflip",
+           "collate_detection", "LAYOUT"]

@@ -1,0 +1,478 @@
+"""Super-resolution data: training folders, paired LR/HR folders, benchmark sets, preparation.
+
+Every LR image made here comes from MATLAB's bicubic (``tasks.data.imresize``) rounded to 8 bits,
+for training crops and benchmarks alike, so that training and testing degrade the same way.
+Items are dicts of float32 CxHxW tensors in [0, 1]: ``{"lr": ..., "hr": ...}``.
+
+Reproducible augmentation: training sets accept a plain index or a key ``(index, sample_seed)``
+in ``__getitem__``. With a key, the crop position, flips and rotation are a pure function of
+``sample_seed``; :class:`tasks.data.sampling.EpochSeededSampler` yields such keys with
+``sample_seed`` a pure function of ``(seed, epoch, index)``, so a resumed run draws exactly the
+same patches as an uninterrupted one, whatever the number of workers. With a plain index, torch's
+global generator is used (seeded per worker by the DataLoader).
+
+Command line: ``python -m tasks.data.sr prepare SRC DST`` cuts large images into sub-images
+(decoding a 480x480 PNG is far cheaper than a full 2K image per 96x96 crop);
+``python -m tasks.data.sr list`` shows the benchmark sets found under the data root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from tasks.data.images import list_images, read_image, read_rgb, is_image_file
+from tasks.data.imresize import bicubic_degrade, modcrop
+from tasks.data.root import data_root as resolve_data_root
+from tasks.utils.progress import progress
+from tasks.data.sampling import EpochSeededSampler, key_generator
+
+__all__ = [
+    "SRTrainFolder", "SRPairedFolder", "SRBenchmark", "EpochSeededSampler", "list_benchmarks",
+    "find_benchmark", "prepare_subimages", "random_patch", "KNOWN_BENCHMARKS", "EMBEDDED_BENCHMARK",
+]
+
+KNOWN_BENCHMARKS = ("Set5", "Set14", "B100", "Urban100", "Manga109")
+EMBEDDED_BENCHMARK = "embedded"  # held-out scikit-image photographs (tasks.data.embedded)
+_ALIASES = {"b100": ("B100", "BSD100", "BSDS100"), "bsd100": ("BSD100", "B100", "BSDS100")}
+_HR_SUBFOLDERS = ("HR", "GTmod12", "GT", "original", "hr")
+
+
+def _is_main_process() -> bool:
+    return os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) in ("0", "")
+
+
+def _check_scale(scale: int) -> int:
+    if isinstance(scale, bool) or not float(scale).is_integer() or int(scale) < 1:
+        raise ValueError(f"scale must be a positive integer, got scale={scale!r}")
+    return int(scale)
+
+
+def _check_patch(patch_size: int, scale: int) -> int:
+    if int(patch_size) <= 0 or int(patch_size) % scale:
+        raise ValueError(f"patch_size={patch_size} must be a positive multiple of scale={scale} "
+                         f"(the LR patch is patch_size / scale pixels)")
+    return int(patch_size)
+
+
+def _to_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+
+
+def _augment(images: Sequence[np.ndarray], generator: torch.Generator | None) -> list[np.ndarray]:
+    """Same random horizontal flip, vertical flip and transpose (90-degree rotation with the flips)
+    for all images: the 8 symmetries of the square, as in BasicSR."""
+    hflip, vflip, transpose = torch.randint(0, 2, (3,), generator=generator).tolist()
+    out = []
+    for image in images:
+        if hflip:
+            image = image[:, ::-1]
+        if vflip:
+            image = image[::-1]
+        if transpose:
+            image = image.transpose(1, 0, 2)
+        out.append(image)
+    return out
+
+
+def _random_origin(height: int, width: int, size: int, generator: torch.Generator | None) -> tuple[int, int]:
+    """Uniform top-left corner of a ``size`` square inside a ``height`` x ``width`` image."""
+    top = int(torch.randint(0, height - size + 1, (1,), generator=generator))
+    left = int(torch.randint(0, width - size + 1, (1,), generator=generator))
+    return top, left
+
+
+def random_patch(image: np.ndarray, patch_size: int, augment: bool = True,
+                 generator: torch.Generator | None = None, name: str | os.PathLike = "image"
+                 ) -> np.ndarray:
+    """A random ``patch_size`` square of an (H, W, 3) image, optionally flipped/rotated."""
+    h, w = image.shape[:2]
+    if h < patch_size or w < patch_size:
+        raise ValueError(f"image {name} is {w}x{h}, smaller than the {patch_size}x{patch_size} HR crop "
+                         f"(patch_size={patch_size}); remove it or lower the patch size")
+    top, left = _random_origin(h, w, patch_size, generator)
+    patch = image[top:top + patch_size, left:left + patch_size]
+    return _augment([patch], generator)[0] if augment else patch
+
+
+def _lr_hr(hr_patch: np.ndarray, scale: int) -> dict[str, torch.Tensor]:
+    hr = _to_tensor(hr_patch)
+    lr = bicubic_degrade(hr, scale)
+    return {"lr": lr.float().div_(255), "hr": hr.float().div_(255)}
+
+
+def _collect_files(sources: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    files: list[Path] = []
+    for source in sources:
+        source = Path(source).expanduser()
+        if source.is_file():
+            if not is_image_file(source):
+                raise ValueError(f"not an image file: {source}")
+            files.append(source)
+        else:
+            files.extend(list_images(source, recursive=True))  # errors name missing/empty folders
+    if not files:
+        raise ValueError("no training images given (empty list of folders)")
+    return files
+
+
+def _progress(items, quiet: bool = False, **kwargs):
+    return progress(items, main_process=_is_main_process() and not quiet, leave=False, **kwargs)
+
+
+class SRTrainFolder(Dataset):
+    """Random HR crops of the images in one or more folders (searched recursively), with the
+    LR input made from each crop by MATLAB bicubic rounded to 8 bits.
+
+    Args:
+        folders: a folder, an image file, or a list of them.
+        scale: SR factor. patch_size: HR crop side, a multiple of ``scale``.
+        augment: random horizontal/vertical flips and 90-degree rotations.
+        cache: decode every image once and keep it in memory (small sets such as T91).
+        repeat: visit each image ``repeat`` times per epoch (longer epochs for small sets).
+        skip_small: images smaller than the crop are left out with a warning (T91 has 78x78
+            images); with ``False`` the first one raises ``ValueError`` naming it. Either way a
+            set with no image large enough raises ``ValueError``.
+
+    Image sizes are read from the file headers at construction (no decoding; ~0.1 ms a file).
+    Keys: see the module docstring.
+    """
+
+    def __init__(self, folders, scale: int = 4, patch_size: int = 96, augment: bool = True,
+                 cache: bool = False, repeat: int = 1, skip_small: bool = True) -> None:
+        self.scale = _check_scale(scale)
+        self.patch_size = _check_patch(patch_size, self.scale)
+        if int(repeat) < 1:
+            raise ValueError(f"repeat must be >= 1, got repeat={repeat}")
+        self.augment, self.repeat = bool(augment), int(repeat)
+        files = _collect_files(folders)
+        show = len(files) > 2000
+        sizes = [_header_size(f) for f in _progress(files, desc="checking sizes", quiet=not show)]
+        small = [(f, s) for f, s in zip(files, sizes) if min(s) < self.patch_size]
+        crop = f"the {self.patch_size}x{self.patch_size} HR crop (patch_size={self.patch_size})"
+        if small and (not skip_small or len(small) == len(files)):
+            (path, (w, h)), more = small[0], len(small) - 1
+            also = f" (and {more} more of {len(files)} images)" if more else ""
+            raise ValueError(f"image {path} is {w}x{h}, smaller than {crop}{also}; "
+                             "remove it or lower the patch size")
+        if small:
+            names = ", ".join(p.name for p, _ in small[:5]) + (" ..." if len(small) > 5 else "")
+            warnings.warn(f"skipping {len(small)} of {len(files)} images smaller than {crop}: {names}",
+                          stacklevel=2)
+        skipped = {p for p, _ in small}
+        self.skipped = [p for p, _ in small]
+        self.files = [f for f in files if f not in skipped]
+        self._images: list[np.ndarray] | None = None
+        if cache:
+            self._images = [read_rgb(f) for f in _progress(self.files, desc="decoding images")]
+
+    def __len__(self) -> int:
+        return len(self.files) * self.repeat
+
+    def image(self, index: int) -> np.ndarray:
+        """The decoded (H, W, 3) uint8 image behind item ``index``."""
+        index %= len(self.files)
+        return self._images[index] if self._images is not None else read_rgb(self.files[index])
+
+    def __getitem__(self, key) -> dict[str, torch.Tensor]:
+        index, generator = key_generator(key)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        path = self.files[index % len(self.files)]
+        patch = random_patch(self.image(index), self.patch_size, self.augment, generator, path)
+        return _lr_hr(patch, self.scale)
+
+
+# --- paired folders ------------------------------------------------------------------------------
+
+def _pair_key(relative: Path, scale: int) -> str:
+    """Matching key of a file: relative path without extension, without the usual LR/HR suffixes
+    (DIV2K's ``0001x4``, ``_LR``/``_HR``)."""
+    stem = re.sub(rf"(?:[_-]?[xX]{scale}|[_-](?:LR|HR|lr|hr))$", "", relative.stem)
+    return str(relative.parent / stem)
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ValueError(f"cannot read image {path}: {error}") from error
+
+
+class SRPairedFolder(Dataset):
+    """LR/HR pairs from two folders, matched by relative path and file stem (``0001x4.png``,
+    ``0001_LR.png`` also match ``0001.png``). Whole images when ``patch_size`` is None, else
+    aligned random crops (``patch_size`` on the HR side) with optional augmentation."""
+
+    def __init__(self, lr_dir, hr_dir, scale: int, patch_size: int | None = None,
+                 augment: bool | None = None) -> None:
+        self.scale = _check_scale(scale)
+        self.patch_size = None if patch_size is None else _check_patch(patch_size, self.scale)
+        self.augment = self.patch_size is not None if augment is None else bool(augment)
+        lr_dir, hr_dir = Path(lr_dir).expanduser(), Path(hr_dir).expanduser()
+        lr, hr = self._index(lr_dir), self._index(hr_dir)
+        lonely_lr = sorted(str(lr[k]) for k in lr.keys() - hr.keys())
+        lonely_hr = sorted(str(hr[k]) for k in hr.keys() - lr.keys())
+        if lonely_lr or lonely_hr:
+            parts = [f"{what} ({len(files)}): {', '.join(files[:5])}{' ...' if len(files) > 5 else ''}"
+                     for what, files in (("LR without HR", lonely_lr), ("HR without LR", lonely_hr)) if files]
+            raise ValueError(f"unmatched images between {lr_dir} and {hr_dir}: " + "; ".join(parts))
+        self.pairs = [(lr[k], hr[k]) for k in sorted(lr)]
+        for lr_file, hr_file in self.pairs:
+            self._check_sizes(lr_file, hr_file, _header_size(lr_file), _header_size(hr_file))
+
+    def _index(self, folder: Path) -> dict[str, Path]:
+        """Matching key -> file; two files of one folder with the same key (``a.png`` and
+        ``a.jpg``, ``0001.png`` and ``0001x4.png``) are an error, not a silent overwrite."""
+        index: dict[str, Path] = {}
+        for path in list_images(folder):
+            key = _pair_key(path.relative_to(folder), self.scale)
+            if key in index:
+                raise ValueError(f"{index[key]} and {path} both match the image {key!r} "
+                                 f"(scale={self.scale}); keep one of them")
+            index[key] = path
+        return index
+
+    def _check_sizes(self, lr_file, hr_file, lr_size, hr_size) -> None:
+        want = (lr_size[0] * self.scale, lr_size[1] * self.scale)
+        if tuple(hr_size) != want:
+            raise ValueError(
+                f"size mismatch at scale={self.scale}: HR {hr_file} is {hr_size[0]}x{hr_size[1]}, "
+                f"LR {lr_file} is {lr_size[0]}x{lr_size[1]} (expected HR {want[0]}x{want[1]})")
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, key) -> dict:
+        index, generator = key_generator(key)
+        lr_file, hr_file = self.pairs[index]
+        lr, hr = read_rgb(lr_file), read_rgb(hr_file)
+        self._check_sizes(lr_file, hr_file, lr.shape[1::-1], hr.shape[1::-1])
+        if self.patch_size is not None:
+            lr, hr = self._crop(lr, hr, lr_file, generator)
+        return {"name": hr_file.stem, "lr": _to_tensor(lr).float().div_(255),
+                "hr": _to_tensor(hr).float().div_(255)}
+
+    def _crop(self, lr, hr, name, generator):
+        size = self.patch_size // self.scale
+        h, w = lr.shape[:2]
+        if h < size or w < size:
+            raise ValueError(f"LR image {name} is {w}x{h}, smaller than the {size}x{size} LR crop "
+                             f"(patch_size={self.patch_size}, scale={self.scale})")
+        top, left = _random_origin(h, w, size, generator)
+        s = self.scale
+        lr = lr[top:top + size, left:left + size]
+        hr = hr[top * s:(top + size) * s, left * s:(left + size) * s]
+        return _augment([lr, hr], generator) if self.augment else (lr, hr)
+
+
+# --- benchmark sets ------------------------------------------------------------------------------
+
+def _benchmark_files(folder: Path, scale: int) -> list[Path]:
+    """HR files of a benchmark folder in any of the usual layouts."""
+    for sub in _HR_SUBFOLDERS:
+        if (folder / sub).is_dir():
+            return list_images(folder / sub, recursive=False)
+    srf = [folder / f"image_SRF_{scale}"] + sorted(folder.glob("image_SRF_*"))
+    for sub in srf:  # Huang et al.: image_SRF_<s>/img_001_SRF_<s>_HR.png next to the _LR files
+        if sub.is_dir():
+            hr = [f for f in list_images(sub, recursive=False) if f.stem.endswith("_HR")]
+            if hr:
+                return hr
+    if not folder.is_dir():
+        raise FileNotFoundError(f"benchmark folder not found: {folder}")
+    files = [f for f in folder.iterdir() if f.is_file() and is_image_file(f)]
+    hr = [f for f in files if f.stem.endswith("_HR")]
+    if hr or files:
+        return sorted(hr or files)
+    raise ValueError(f"no HR images in benchmark folder {folder} (looked for images directly in it, "
+                     f"in {'/, '.join(_HR_SUBFOLDERS)}/ and in image_SRF_{scale}/*_HR.png)")
+
+
+def _image_name(path: Path) -> str:
+    return re.sub(r"(?:_SRF_\d+)?_HR$", "", path.stem)
+
+
+def find_benchmark(name_or_dir: str | os.PathLike, scale: int = 4,
+                   data_root: str | os.PathLike | None = None) -> tuple[str, list[Path]]:
+    """(set name, HR files) of a benchmark given by folder path or by name under ``<root>/sr``."""
+    if str(name_or_dir) == EMBEDDED_BENCHMARK:
+        from tasks.data.embedded import embedded_sr_files
+
+        return EMBEDDED_BENCHMARK, embedded_sr_files("test")
+    path = Path(name_or_dir).expanduser()
+    if path.is_dir():
+        return path.name, _benchmark_files(path, scale)
+    base = resolve_data_root(data_root) / "sr"
+    name = str(name_or_dir)
+    wanted = [n.lower() for n in _ALIASES.get(name.lower(), (name,))]
+    candidates = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+    for want in wanted:
+        for folder in candidates:
+            if folder.name.lower() == want:
+                return folder.name, _benchmark_files(folder, scale)
+    found = ", ".join(list_benchmarks(data_root, scale)) or "none"
+    raise FileNotFoundError(
+        f"benchmark set {name!r} not found: no folder {base / name} (sets found there: {found}); "
+        f"pass a folder path, or point --data-root / $BAM_DATA_ROOT at the folder holding sr/{name}")
+
+
+def list_benchmarks(data_root: str | os.PathLike | None = None, scale: int = 4) -> list[str]:
+    """Names of the benchmark sets under ``<data root>/sr`` (every folder but ``train`` that holds
+    HR images in one of the usual layouts)."""
+    base = resolve_data_root(data_root) / "sr"
+    if not base.is_dir():
+        return []
+    names = []
+    for folder in sorted(p for p in base.iterdir() if p.is_dir() and p.name != "train"):
+        try:
+            _benchmark_files(folder, scale)
+        except (FileNotFoundError, ValueError):
+            continue
+        names.append(folder.name)
+    known = [n.lower() for n in KNOWN_BENCHMARKS]  # the usual table order first, then the rest
+    return sorted(names, key=lambda n: (known.index(n.lower()) if n.lower() in known else len(known), n))
+
+
+class SRBenchmark(Dataset):
+    """An SR test set: HR cropped to a multiple of ``scale``, LR by MATLAB bicubic (uint8).
+
+    ``name_or_dir``: a set name under ``<data_root>/sr`` (Set5, Set14, B100, Urban100, ...;
+    case-insensitive), a folder in one of the usual layouts (flat, ``HR/``, ``GTmod12/``,
+    ``original/``, ``image_SRF_<s>/*_HR.png``), or ``"embedded"`` for the held-out scikit-image
+    photographs. LR files shipped with a set are ignored: LR is always remade from HR the same
+    way as for training. Items: ``{"name", "lr", "hr", "gray", "scale", "protocol"}`` with
+    ``gray`` telling whether the file was single-channel (the ``y-only`` protocol scores those
+    on raw gray values; see ``tasks.sr.metrics``). Items are computed once and kept in memory.
+    """
+
+    def __init__(self, name_or_dir, scale: int = 4, data_root=None, protocol: str = "basicsr") -> None:
+        from tasks.sr.metrics import check_protocol
+
+        self.scale = _check_scale(scale)
+        self.protocol = check_protocol(protocol)
+        self.name, self.files = find_benchmark(name_or_dir, self.scale, data_root)
+        self._items: dict[int, dict] = {}
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict:
+        if index not in self._items:
+            path = self.files[index]
+            image = read_image(path)
+            gray = image.ndim == 2
+            if gray:
+                image = np.repeat(image[:, :, None], 3, axis=2)
+            hr = modcrop(_to_tensor(image), self.scale)
+            if min(hr.shape[-2:]) < self.scale:
+                raise ValueError(f"benchmark image {path} is smaller than the scale {self.scale}")
+            lr = bicubic_degrade(hr, self.scale)
+            self._items[index] = {"name": _image_name(path), "lr": lr.float().div_(255),
+                                  "hr": hr.float().div_(255), "gray": gray, "scale": self.scale,
+                                  "protocol": self.protocol}
+        return self._items[index]
+
+
+# --- preparation -------------------------------------------------------------------------------
+
+def _starts(length: int, size: int, step: int) -> list[int]:
+    if length <= size:
+        return [0]
+    starts = list(range(0, length - size + 1, step))
+    if starts[-1] + size < length:
+        starts.append(length - size)  # cover the far border too
+    return starts
+
+
+def prepare_subimages(src: str | os.PathLike, dst: str | os.PathLike, size: int = 480,
+                      step: int = 240, compress_level: int = 3) -> int:
+    """Cut every image of ``src`` (recursive) into overlapping ``size`` x ``size`` RGB PNGs in
+    ``dst`` (BasicSR-style extraction): ``<relative folder>/<stem>_s001.png``, ... Images smaller
+    than ``size`` are kept whole. Existing outputs are skipped, so an interrupted run resumes;
+    each file is written to a temporary name first. Returns the number of sub-images written."""
+    if int(size) <= 0 or int(step) <= 0:
+        raise ValueError(f"size and step must be positive, got size={size}, step={step}")
+    from PIL import Image
+
+    src, dst = Path(src).expanduser(), Path(dst).expanduser()
+    files = list_images(src)
+    if dst.resolve().is_relative_to(src.resolve()):
+        raise ValueError(f"destination {dst} lies inside the source folder {src}")
+    seen: dict[Path, Path] = {}
+    for path in files:  # a.png and a.jpg would both write a_s001.png: the second would be skipped
+        stem = path.relative_to(src).with_suffix("")
+        if stem in seen:
+            raise ValueError(f"{seen[stem]} and {path} would write the same sub-images "
+                             f"({stem}_s001.png, ...); rename one of them")
+        seen[stem] = path
+    written = 0
+    for path in _progress(files, desc="extracting sub-images", unit="img"):
+        folder = dst / path.relative_to(src).parent
+        width, height = _header_size(path)
+        if all(t.exists() for t, _, _ in _tiles(folder, path.stem, height, width, size, step)):
+            continue  # done by an earlier, interrupted run
+        image = read_rgb(path)  # the decoded shape wins over the header (EXIF rotation)
+        folder.mkdir(parents=True, exist_ok=True)
+        for target, top, left in _tiles(folder, path.stem, *image.shape[:2], size, step):
+            if target.exists():
+                continue
+            tmp = target.with_name(f".{target.name}.tmp")
+            Image.fromarray(image[top:top + size, left:left + size]).save(
+                tmp, format="PNG", compress_level=compress_level)
+            os.replace(tmp, target)
+            written += 1
+    return written
+
+
+def _tiles(folder: Path, stem: str, height: int, width: int, size: int, step: int):
+    positions = [(top, left) for top in _starts(height, size, step) for left in _starts(width, size, step)]
+    return [(folder / f"{stem}_s{k:03d}.png", top, left) for k, (top, left) in enumerate(positions, 1)]
+
+
+# --- command line ------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tasks.data.sr", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    prepare = commands.add_parser("prepare", help="cut large HR images into sub-image PNGs")
+    prepare.add_argument("src", help="folder of HR images (searched recursively)")
+    prepare.add_argument("dst", help="output folder")
+    prepare.add_argument("--size", type=int, default=480, help="sub-image side (default 480)")
+    prepare.add_argument("--step", type=int, default=240, help="stride between sub-images (default 240)")
+    listing = commands.add_parser("list", help="list the benchmark sets under the data root")
+    listing.add_argument("--data-root", default=None, help="data root (else $BAM_DATA_ROOT, else ./data)")
+    listing.add_argument("--scale", type=int, default=4)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "prepare":
+            count = prepare_subimages(args.src, args.dst, size=args.size, step=args.step)
+            print(f"wrote {count} sub-images to {args.dst}")
+        else:
+            root = resolve_data_root(args.data_root)
+            names = list_benchmarks(args.data_root, args.scale)
+            for name in names:
+                print(f"{name}: {len(find_benchmark(name, args.scale, args.data_root)[1])} images")
+            if not names:
+                print(f"no benchmark sets under {root / 'sr'}", file=sys.stderr)
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(str(error))
+
+
+if __name__ == "__main__":
+    main()
