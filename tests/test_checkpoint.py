@@ -17,8 +17,8 @@ from tasks.common.checkpoint import (
     read_trainer_state,
     resolve_checkpoint,
     save_checkpoint,
-    write_json_atomic,
 )
+from tasks.utils.files import write_json_atomic
 
 
 @pytest.fixture()
@@ -160,7 +160,7 @@ def test_write_json_atomic_and_bad_state_file(tmp_path):
                                                       "per_class": torch.tensor([0.5, 0.25])})
     assert json.loads((tmp_path / "a" / "state.json").read_text()) == {"value": 1.5, "path": str(tmp_path),
                                                                       "per_class": [0.5, 0.25]}
-    assert not (tmp_path / "a" / "state.json.tmp").exists()
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["state.json"]  # no temporary file left
     (tmp_path / STATE_FILE).write_text("{broken")
     with pytest.raises(ValueError, match="not valid JSON"):
         read_trainer_state(tmp_path)

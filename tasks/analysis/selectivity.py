@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     from torch.utils.data import DataLoader, Subset
 
     from tasks.common.model_io import load_model
-    from tasks.common.checkpoint import write_json_atomic
+    from tasks.utils.files import write_json_atomic
 
     parser = argparse.ArgumentParser(prog="python -m tasks.analysis.selectivity", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

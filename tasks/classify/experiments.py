@@ -33,7 +33,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tasks.common.checkpoint import write_json_atomic
+from tasks.utils.files import write_json_atomic
 
 DEFAULT_OUTPUT_DIR = "runs/classify"
 

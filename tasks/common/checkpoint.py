@@ -20,11 +20,12 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
+
+from tasks.utils.files import write_json_atomic
 
 __all__ = [
     "STATE_FILE",
-    "write_json_atomic",
     "is_complete",
     "resolve_checkpoint",
     "find_resume_checkpoint",
@@ -34,32 +35,6 @@ __all__ = [
 ]
 
 STATE_FILE = "trainer_state.json"
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (readers never see half)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically (see :func:`write_text_atomic`)."""
-    write_text_atomic(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(obj: Any) -> Any:
-    # Numbers from numpy/torch and paths end up in configs and metrics; store them as plain JSON.
-    if hasattr(obj, "tolist"):  # tensors, numpy arrays and scalars
-        return obj.tolist()
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    return str(obj)
 
 
 def is_complete(directory: str | os.PathLike) -> bool:

@@ -19,7 +19,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Mapping
 
-from .checkpoint import write_json_atomic, write_text_atomic
+from tasks.utils.files import write_json_atomic, write_text_atomic
 
 __all__ = ["environment_info", "git_info", "write_summary", "load_summary", "render_markdown", "SUMMARY_FILE"]
 

@@ -34,8 +34,8 @@ from .checkpoint import (
     read_trainer_state,
     resolve_checkpoint,
     save_checkpoint,
-    write_json_atomic,
 )
+from tasks.utils.files import write_json_atomic
 from tasks.utils.progress import progress
 from tasks.data.sampling import sample_seed
 from .seeding import seed_everything

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from tasks.common.checkpoint import write_json_atomic
+from tasks.utils.files import write_json_atomic
 from tasks.common.cli import add_data_args, run_cli
 
 __all__ = ["build_parser", "evaluate_checkpoint", "main"]

@@ -31,7 +31,7 @@ from tasks.data.ade20k import (
     collate_segmentation,
 )
 from tasks.common.cli import add_run_args, run_cli, run_dir_for
-from tasks.common.checkpoint import write_json_atomic, write_text_atomic
+from tasks.utils.files import write_json_atomic, write_text_atomic
 from tasks.data.sampling import EpochSeededSampler
 from tasks.common.seeding import seed_everything
 from tasks.common.tracking import Tracker

@@ -294,7 +294,7 @@ def _results_from(metrics: Mapping[str, float], sets) -> dict[str, dict[str, flo
 
 def _write_sr_report(run_dir: Path, summary: Mapping[str, Any], baseline, args) -> None:
     """Add the model-vs-bicubic table to summary.md and print it."""
-    from tasks.common.checkpoint import write_text_atomic
+    from tasks.utils.files import write_text_atomic
     from tasks.common.summary import render_markdown
 
     sets = summary["config"]["sets"]

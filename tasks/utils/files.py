@@ -1,0 +1,65 @@
+"""Files that readers never see half written: a temporary file in the same folder, then a rename.
+
+``os.replace`` is atomic on POSIX and Windows when source and target share a folder, so a reader
+(or a run killed midway) finds either the old file or the new one, never a torn one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+__all__ = ["atomic_path", "write_text_atomic", "write_json_atomic", "write_png_atomic", "json_default"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix, so writers that pick a format by
+    the name still work); on success it replaces ``path``, on failure it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:  # on disk before the rename makes it visible
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def json_default(obj: Any) -> Any:
+    """Numbers from numpy/torch, sets and paths as plain JSON (configs and metrics hold them)."""
+    if hasattr(obj, "tolist"):  # tensors, numpy arrays and scalars
+        return obj.tolist()
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    return str(obj)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    return write_text_atomic(path, json.dumps(obj, indent=2, default=json_default) + "\n")
+
+
+def write_png_atomic(path: str | os.PathLike, image) -> Path:
+    """Save an HxWx3 (or HxW) uint8 array or a PIL image as a PNG file atomically."""
+    from PIL import Image
+
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    with atomic_path(path) as tmp:
+        picture.save(tmp, format="PNG")
+    return Path(path)

@@ -1,0 +1,25 @@
+"""Which process of a multi-process run this is, without creating a process group to ask."""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["is_main_process", "world_size"]
+
+
+def is_main_process() -> bool:
+    """True on the main process: Accelerate's answer once it is set up, else the launcher's
+    ``RANK`` (a single process, launched or not, is the main one)."""
+    try:
+        from accelerate import PartialState
+
+        if PartialState._shared_state:  # already initialised (by an Accelerator, say)
+            return PartialState().is_main_process
+    except ImportError:
+        pass
+    return os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) in ("0", "")
+
+
+def world_size() -> int:
+    """Number of processes the launcher started (1 when not launched)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
