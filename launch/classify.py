@@ -10,7 +10,7 @@ from pathlib import Path
 # not (an install from another checkout would otherwise run that checkout's code).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.classify.train import cli  # noqa: E402
+from tasks.classify.train import main  # noqa: E402
 
 if __name__ == "__main__":
-    cli()
+    main()

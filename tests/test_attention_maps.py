@@ -7,7 +7,8 @@ from PIL import Image
 
 from bam.architectures import build_network
 from tasks.analysis.attention_maps import main, record_features
-from tasks.common.model_io import save_model
+from tasks.classify.train import network_from_config
+from tasks.common.model_io import ModelDescription, save_model
 
 
 @pytest.fixture
@@ -16,10 +17,10 @@ def checkpoints(tmp_path):
     paths = {}
     for attention in ("bam", "none"):
         torch.manual_seed(0)
-        kwargs = {"arch": "resnet18", "dataset": "imagenet", "attention": attention}
-        model = build_network(**kwargs)
-        paths[attention] = save_model(tmp_path / attention / "model.pt", model, "bam.architectures:build_network",
-                                      kwargs, task="classify", extra=extra)
+        kwargs = {"arch": "resnet18", "dataset": "imagenet", "attention": attention, "placement": None,
+                  "num_classes": 1000}
+        description = ModelDescription("tasks.classify.train:network_from_config", kwargs, "classify", extra)
+        paths[attention] = save_model(tmp_path / attention, network_from_config(**kwargs), description)
     return paths
 
 

@@ -168,24 +168,104 @@ def test_write_json_atomic_and_bad_state_file(tmp_path):
         read_trainer_state(tmp_path / "none")
 
 
+def _small_srresnet_description():
+    from tasks.common.model_io import ModelDescription
+
+    return ModelDescription("tasks.sr.model:srresnet", {"num_blocks": 1, "channels": 8, "attention": "bam",
+                                                        "attention_interval": 1}, "sr", {"protocol": "basicsr"})
+
+
 def test_model_file_round_trip_and_mismatch_names_the_file(tmp_path):
+    from tasks.common.model_io import DESCRIPTION_FILE, WEIGHTS_FILE, load_model, save_model
+
+    description = _small_srresnet_description()
+    network = description.build()
+    path = save_model(tmp_path / "ckpt", network, description)
+    assert path == tmp_path / "ckpt" / DESCRIPTION_FILE and (tmp_path / "ckpt" / WEIGHTS_FILE).is_file()
+    record = json.loads(path.read_text())
+    assert record == {"format": "bam-model/2", "task": "sr", "builder": "tasks.sr.model:srresnet",
+                      "kwargs": description.kwargs, "extra": {"protocol": "basicsr"}}
+    for where in (tmp_path / "ckpt", path, tmp_path / "ckpt" / WEIGHTS_FILE):
+        loaded, found = load_model(where)
+        assert found == description
+        assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), network.state_dict().values()))
+    with pytest.raises(ValueError, match=f"{path} holds a model of the 'sr' task, not of 'classify'"):
+        load_model(path, task="classify")
+
+    path.write_text(json.dumps({**record, "kwargs": {**record["kwargs"], "channels": 4}}))
+    with pytest.raises(ValueError, match=f"{path.with_name(WEIGHTS_FILE)}: the stored weights do not fit the "
+                                         "network that tasks.sr.model:srresnet builds"):
+        load_model(path)
+    path.write_text(json.dumps({**record, "kwargs": {"scale": 3}}))
+    with pytest.raises(ValueError, match=f"{path}: scale=3 is not supported"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("builder, message", [
+    ("subprocess:run", "is not one of this repository's model builders"),
+    ("torch.nn:Linear", "is not one of this repository's model builders"),
+    ("tasks.common.model_io:save_model", "is not marked as a model builder"),
+    ("tasks.sr.nothing:here", "cannot import model builder"),
+])
+def test_model_files_name_only_our_builders(tmp_path, builder, message):
     from tasks.common.model_io import load_model, save_model
 
-    network = nn.Linear(3, 2)
-    path = save_model(tmp_path / "ckpt", network, "torch.nn:Linear", {"in_features": 3, "out_features": 2}, "toy")
-    assert path == tmp_path / "ckpt" / "model.pt"
-    loaded, record = load_model(tmp_path / "ckpt")
-    assert torch.equal(loaded.weight, network.weight) and record["task"] == "toy"
+    path = save_model(tmp_path, _small_srresnet_description().build(), _small_srresnet_description())
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "builder": builder, "kwargs": {"args": ["touch", "pwned"]}}))
+    with pytest.raises(ValueError, match=f"{path}: .*{message}"):
+        load_model(path)
+    assert not (tmp_path / "pwned").exists()
 
-    record = torch.load(path, weights_only=False)
-    record["kwargs"]["out_features"] = 4  # the network the file describes no longer fits its weights
-    torch.save(record, path)
-    with pytest.raises(ValueError, match=f"{path}: the stored weights do not fit the network that torch.nn:Linear"):
-        load_model(path)
-    record["builder"] = "torch.nn:NoSuchLayer"
-    torch.save(record, path)
-    with pytest.raises(ValueError, match=f"{path}: cannot import model builder"):
-        load_model(path)
+
+def test_broken_model_files_name_the_file_and_the_fault(tmp_path):
+    from tasks.common.model_io import DESCRIPTION_FILE, WEIGHTS_FILE, load_model, save_model
+
+    description = _small_srresnet_description()
+    path = save_model(tmp_path, description.build(), description)
+    weights = tmp_path / WEIGHTS_FILE
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=f"{weights} is not a readable safetensors file"):
+        load_model(tmp_path)
+    weights.unlink()
+    with pytest.raises(FileNotFoundError, match=f"{weights} not found"):
+        load_model(tmp_path)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=f"{path} is not a readable model description"):
+        load_model(tmp_path)
+    path.write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ValueError, match="is not a bam-model/2 model description"):
+        load_model(tmp_path)
+    with pytest.raises(FileNotFoundError, match=f"no model file at {tmp_path / 'empty'}|model not found"):
+        load_model(tmp_path / "empty")
+    assert DESCRIPTION_FILE == "network.json"
+
+
+def test_pickled_model_files_are_refused_until_converted(tmp_path):
+    from tasks.common.model_io import convert_legacy, load_model
+
+    description = _small_srresnet_description()
+    network = description.build()
+    legacy = tmp_path / "checkpoints" / "best" / "model.pt"
+    legacy.parent.mkdir(parents=True)
+    torch.save({"format": "bam-model/1", "task": "sr", "builder": description.builder, "kwargs": description.kwargs,
+                "state_dict": network.state_dict(), "extra": {}}, legacy)
+    for where in (tmp_path, legacy):
+        with pytest.raises(ValueError, match=f"pickle format.*python -m tasks.common.model_io convert {legacy}"):
+            load_model(where)
+    convert_legacy(legacy)
+    loaded, _ = load_model(tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), network.state_dict().values()))
+
+    class Evil:  # a pickle that would run code: the conversion reads weights only and refuses it
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    torch.save({"format": "bam-model/1", "evil": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="cannot read .*evil.pt"):
+        convert_legacy(tmp_path / "evil.pt")
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_read_state_dict_takes_the_files_users_have(tmp_path):
@@ -199,10 +279,10 @@ def test_read_state_dict_takes_the_files_users_have(tmp_path):
     # a whole model whose trunk sits under a prefix: the anchor key finds it
     save_file({f"backbone.body.{k}": v for k, v in weights.items()} | {"head.weight": torch.ones(1)},
               str(tmp_path / "whole.safetensors"))
-    # a run folder of this repository: checkpoints/best/model.pt
+    # a run folder of this repository: checkpoints/best/network.safetensors
     best = tmp_path / "run" / "checkpoints" / "best"
     best.mkdir(parents=True)
-    torch.save({"format": "bam-model/1", "state_dict": weights, "extra": {"note": "x"}}, best / "model.pt")
+    save_file(weights, str(best / "network.safetensors"))
     for source in ("ddp.pth", "whole.safetensors", "run"):
         state = read_state_dict(tmp_path / source)
         assert state.keys() == weights.keys(), source

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tasks.classify import recipes, train
+from tasks.common.run import steps_per_epoch
 from tasks.data.sampling import SeededDataset
 
 
@@ -41,7 +42,7 @@ def test_epoch_schedule_in_steps_equals_epoch_stepped_multisteplr():
     recipe = recipes.get_recipe("cifar-resnet")
     # The global batch of the recipe is split over processes, so an epoch has as many steps on 4 GPUs.
     assert recipes.per_process_batch(recipe.batch_size, 4) == 32
-    epoch_steps = recipes.steps_per_epoch(50_000, recipe.batch_size)
+    epoch_steps = steps_per_epoch(50_000, recipe.batch_size)
     assert epoch_steps == 390  # 50,000 // 128, last partial batch dropped
     schedule = recipes.schedule_steps(recipe, epoch_steps)
     assert schedule.total_steps == 164 * 390 and schedule.milestone_steps == (81 * 390, 122 * 390)
@@ -62,7 +63,7 @@ def test_batch_must_split_over_processes():
     with pytest.raises(ValueError, match="divisible"):
         recipes.per_process_batch(128, 3)
     with pytest.raises(ValueError, match="fewer than one batch"):
-        recipes.steps_per_epoch(100, 128)
+        steps_per_epoch(100, 128)
 
 
 # ----------------------------------------------------------------------------------------- metrics
@@ -95,12 +96,13 @@ def test_seeded_samples_repeat_augmentation_per_sample_seed():
 
 # --------------------------------------------------------------------------------------- 3 steps
 def _digits_run(output_dir, name, steps, *extra):
-    return train.main([
+    [summary] = train.main([
         "--dataset", "digits", "--arch", "preresnet110", "--attention", "bam", "--max-steps", str(steps),
         "--batch-size", "4", "--eval-batch-size", "16", "--eval-images", "40", "--num-workers", "0",
         "--wandb", "disabled", "--output-dir", str(output_dir), "--run-name", name, "--log-every", "1",
         "--eval-every", "2", *extra,
     ])
+    return summary
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +160,7 @@ def test_interrupted_and_resumed_run_matches_the_straight_run(three_step_run, tm
 # ------------------------------------------------------------------------------------- bad input
 def test_unknown_arch_lists_valid_names(capsys):
     with pytest.raises(SystemExit) as info:
-        train.cli(["--dataset", "cifar100", "--arch", "resnet9000"])
+        train.main(["--dataset", "cifar100", "--arch", "resnet9000"])
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "unknown architecture 'resnet9000'" in err and "preresnet110" in err and "wrn28_8" in err
@@ -167,30 +169,31 @@ def test_unknown_arch_lists_valid_names(capsys):
 
 def test_unknown_attention_lists_valid_names(capsys):
     with pytest.raises(SystemExit):
-        train.cli(["--attention", "transformer"])
+        train.main(["--attention", "transformer"])
     err = capsys.readouterr().err
     assert "unknown attention 'transformer'" in err and "bam-c" in err and "se" in err
 
 
 def test_bam_options_rejected_for_other_attentions(capsys):
-    args = train.resolve_args(train.build_parser().parse_args(["--attention", "se", "--dilation", "2"]))
     with pytest.raises(ValueError, match="--dilation.*se"):
-        train.attention_options(args)
+        train.single_run_args(["--attention", "se", "--dilation", "2"])
+    with pytest.raises(SystemExit):  # before any data is read or any run trains
+        train.main(["--attention", "bam", "se", "--dilation", "2", "--wandb", "disabled"])
+    assert "--dilation do(es) not apply to --attention se" in capsys.readouterr().err
 
 
 def test_missing_cifar_is_a_clean_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        train.cli(["--dataset", "cifar100", "--arch", "resnet50", "--data-root", str(tmp_path)])
+        train.main(["--dataset", "cifar100", "--arch", "resnet50", "--data-root", str(tmp_path)])
     err = capsys.readouterr().err
     assert str(tmp_path / "cifar100") in err and "--download" in err
 
 
 # ------------------------------------------------------------------------------ extra-block model
 def test_extra_block_copies_the_stage_block_with_fresh_weights():
-    args = train.resolve_args(train.build_parser().parse_args(["--arch", "preresnet110", "--attention", "extra-block"]))
+    args = train.single_run_args(["--arch", "preresnet110", "--attention", "extra-block"])
     model = train.build_model(args, 10)
-    base = train.build_model(train.resolve_args(train.build_parser().parse_args(
-        ["--arch", "preresnet110", "--attention", "none"])), 10)
+    base = train.build_model(train.single_run_args(["--arch", "preresnet110", "--attention", "none"]), 10)
     for stage in ("layer1", "layer2"):
         grown, original = model.get_submodule(stage), base.get_submodule(stage)
         assert len(grown) == len(original) + 1

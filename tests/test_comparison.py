@@ -20,7 +20,7 @@ def two_runs(tmp_path_factory):
     common = ["--dataset", "digits", "--arch", "resnet20", "--max-steps", "3", "--eval-every", "2",
               "--batch-size", "8", "--eval-images", "40", "--output-dir", str(root), "--group", "e2e",
               "--wandb", "offline", "--log-every", "1"]
-    summaries = {attention: classify(common + ["--attention", attention, "--run-name", attention])
+    summaries = {attention: classify(common + ["--attention", attention, "--run-name", attention])[0]
                  for attention in ("none", "bam")}
     # W&B writes its log from another process, which can lag behind the run's end on a loaded
     # machine: wait until both logs hold the final metrics.

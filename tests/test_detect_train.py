@@ -92,9 +92,11 @@ def test_fpn_variant_keeps_bam_and_baseline_has_none():
 
 def test_classification_checkpoint_with_bam_weights_loads(tmp_path):
     trunk = build_resnet101_trunk("bam")
-    # this repository's classifier checkpoint (model.pt), values distinct from the trunk's own
+    # this repository's classifier checkpoint (network.safetensors), values distinct from the trunk's own
+    from safetensors.torch import save_file
+
     saved = {k: (v + 1.0 if v.is_floating_point() else v) for k, v in trunk.state_dict().items()}
-    torch.save({"format": "bam-model/1", "state_dict": saved}, tmp_path / "model.pt")
+    save_file(saved, str(tmp_path / "network.safetensors"))
     report = load_backbone_weights(trunk, tmp_path)  # a checkpoint folder
     assert report == {"missing": [], "unexpected": []}
     loaded = trunk.state_dict()
@@ -126,7 +128,7 @@ def test_tiny_training_run_and_evaluation(tmp_path, capsys):
             "--attention", "bam", "--fpn", "--max-steps", "2", "--batch-size", "2", "--min-size", "128",
             "--max-size", "128", "--rois-per-image", "8", "--warmup-steps", "1", "--eval-every", "0",
             "--log-every", "1", "--num-workers", "0", "--num-vis", "1", "--wandb", "disabled"]
-    summary = train.main(argv)
+    [summary] = train.main(argv)
     assert summary["steps"] == 2 and summary["primary_metric"] == "mAP" and summary["attention"] == "bam"
     final = summary["final"]
     assert set(final) >= {"mAP", "AP50", "AP75", "AP95", "AP_small", "AP_medium", "AP_large"}
@@ -137,7 +139,7 @@ def test_tiny_training_run_and_evaluation(tmp_path, capsys):
     train_rows = [r for r in history if r["split"] == "train"]
     assert [r["step"] for r in train_rows] == [1, 2] and "loss_objectness" in train_rows[0]
     assert any(r["split"] == "eval" and "AP50" in r for r in history)
-    assert (run_dir / "checkpoints" / "last" / "model.pt").is_file()
+    assert (run_dir / "checkpoints" / "last" / "network.json").is_file()
     assert len(list((run_dir / "detections").glob("step0000002_*.png"))) == 1
     assert "paper Table 5, ResNet101 + BAM" in (run_dir / "summary.md").read_text()
 

@@ -20,7 +20,7 @@ TINY = ["--backbone", "resnet18", "--decoder-channels", "16", "--short-sides", "
 def trained_run(tmp_path_factory):
     root = write_tiny_ade20k(tmp_path_factory.mktemp("data"))
     out = tmp_path_factory.mktemp("runs")
-    summary = parse_train.main(["--data-root", str(root), "--output-dir", str(out), "--attention", "bam",
+    [summary] = parse_train.main(["--data-root", str(root), "--output-dir", str(out), "--attention", "bam",
                                 "--max-steps", "2", "--eval-every", "2", "--run-name", "tiny", *TINY])
     return root, out / "tiny", summary
 
@@ -32,7 +32,9 @@ def test_training_run_writes_everything(trained_run):
     assert summary["effective_batch_size"] == 2 and summary["config"]["effective_batch_size"] == 2
     assert summary["config"]["sync_bn"] is False and summary["config"]["attention_sites"] == ["layer1", "layer2",
                                                                                               "layer3"]
-    assert len(summary["per_class_iou"]) == 150 and summary["per_class_iou"]["sky"] is None  # absent class
+    per_class = summary["final"]["per_class_iou"]
+    assert len(per_class) == 150 and per_class["sky"] is None  # absent class
+    assert summary["best"]["per_class_iou"] == per_class  # one evaluation: best = final
     parts = summary["params_breakdown"]
     assert parts["encoder"] + parts["decoder"] == parts["total"] == summary["params"] and parts["attention"] > 0
     assert summary["macs"] == summary["macs_encoder"] + summary["macs_decoder"] > 0
@@ -42,7 +44,7 @@ def test_training_run_writes_everything(trained_run):
     assert [line["split"] for line in lines] == ["train", "train", "eval"]
     assert lines[1]["lr"] == pytest.approx(0.02 * (1 - 1 / 2) ** 0.9)  # poly schedule after one step
     assert "| 4 | tree |" in (run_dir / "per_class_iou.md").read_text()
-    assert (run_dir / "summary.md").is_file() and (run_dir / "checkpoints" / "best" / "model.safetensors").is_file()
+    assert (run_dir / "summary.md").is_file() and (run_dir / "checkpoints" / "best" / "network.json").is_file()
 
 
 def test_evaluate_cli_matches_training_and_numpy(trained_run, capsys):
@@ -77,7 +79,7 @@ def test_evaluate_cli_matches_training_and_numpy(trained_run, capsys):
 
 def test_resume_continues_the_run(trained_run):
     root, run_dir, _ = trained_run
-    summary = parse_train.main(["--data-root", str(root), "--output-dir", str(run_dir.parent), "--attention", "bam",
+    [summary] = parse_train.main(["--data-root", str(root), "--output-dir", str(run_dir.parent), "--attention", "bam",
                                 "--max-steps", "3", "--eval-every", "3", "--run-name", "tiny", "--resume", *TINY])
     assert summary["steps"] == 3
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -117,17 +119,17 @@ def test_syncbn_only_with_several_processes_and_loss_guards():
 
 def test_cli_errors_are_clear(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        parse_train.cli(["--data-root", str(tmp_path), "--output-dir", str(tmp_path / "runs"), *TINY])
+        parse_train.main(["--data-root", str(tmp_path), "--output-dir", str(tmp_path / "runs"), *TINY])
     assert exit_info.value.code == 2
     assert "ADEChallengeData2016/images/{training,validation}" in capsys.readouterr().err
     root = write_tiny_ade20k(tmp_path / "data")
     with pytest.raises(SystemExit):
-        parse_train.cli(["--data-root", str(root), "--output-dir", str(tmp_path / "runs"), "--attention", "bam",
+        parse_train.main(["--data-root", str(root), "--output-dir", str(tmp_path / "runs"), "--attention", "bam",
                          "--batch-size", "1", *TINY])
     assert "--batch-size 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parse_evaluate.cli(["--checkpoint", str(tmp_path / "missing")])
-    assert "no model at" in capsys.readouterr().err
+    assert f"model not found: {tmp_path / 'missing'}" in capsys.readouterr().err
 
 
 def test_folder_dataset_option(tmp_path):
@@ -140,7 +142,7 @@ def test_folder_dataset_option(tmp_path):
         (tmp_path / "annotations" / split).mkdir(parents=True)
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / split / "a.png")
         Image.fromarray(np.full((8, 8), 3, np.uint8)).save(tmp_path / "annotations" / split / "a.png")
-    args = parse_train.build_parser().parse_args(["--dataset", "folder", "--data-root", str(tmp_path),
+    args = parse_train.TASK.build_parser().parse_args(["--dataset", "folder", "--data-root", str(tmp_path),
                                                   "--num-classes", "3", "--label-offset", "1"])
     train, val = parse_train.build_datasets(args)
     assert isinstance(train, SegmentationFolder) and train.transform is not None and val.transform is None
@@ -170,7 +172,7 @@ def test_prediction_panel_layout_and_overlay():
 def test_defaults_are_csails_upernet_recipe():
     """config/ade20k-resnet50-upernet.yaml of CSAILVision: SGD 0.02, momentum 0.9, wd 1e-4, poly 0.9,
     2 images per GPU, 30 epochs x 5000 iterations, short sides 300..600, long side <= 1000."""
-    args = parse_train.build_parser().parse_args([])
+    args = parse_train.TASK.build_parser().parse_args([])
     assert (args.lr, args.momentum, args.weight_decay, args.poly_power) == (0.02, 0.9, 1e-4, 0.9)
     assert (args.batch_size, args.max_steps) == (2, 30 * 5000)
     assert (args.short_sides, args.max_long_side) == ([300, 375, 450, 525, 600], 1000)

@@ -73,7 +73,7 @@ _SCRIPT = textwrap.dedent("""
     result = score_set(load_sets([sys.argv[1]], 4)["bench"], model, "basicsr", accelerator)
     if accelerator.is_main_process:
         print("RESULT", json.dumps({"processes": accelerator.num_processes, **result}))
-    from tasks.common.trainer import shutdown_distributed
+    from tasks.common.distributed import shutdown_distributed
     shutdown_distributed()
 """)
 

@@ -17,9 +17,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from tasks.common.checkpoint import read_trainer_state
 from tasks.data.sampling import EpochSeededSampler, key_generator, sample_seed, split_key
-from tasks.common.seeding import seed_everything
 from tasks.common.summary import load_summary
-from tasks.common.trainer import NonFiniteLossError, Trainer, prepare_eval_loader
+from tasks.common.distributed import prepare_eval_loader
+from tasks.common.trainer import NonFiniteLossError, TrainConfig, Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,7 +55,7 @@ class NoisyLinearData(Dataset):
 
 
 def mae_evaluate(data: Dataset):
-    def evaluate(model, accelerator):
+    def evaluate(model, accelerator, step):
         errors = []
         for x, y in prepare_eval_loader(accelerator, DataLoader(data, batch_size=4)):
             errors.append(accelerator.gather_for_metrics((model(x) - y).abs()))
@@ -66,8 +66,10 @@ def mae_evaluate(data: Dataset):
 
 def make_trainer(run_dir, *, max_steps=20, seed=0, resume=False, loss_hook=None, evaluate_fn=None,
                  eval_every=5, best_metric="mae", best_mode="min", dropout=0.3, batch_size=5,
-                 global_rng_data=False, hidden=16, **kwargs) -> Trainer:
-    seed_everything(seed)
+                 global_rng_data=False, hidden=16, accelerator=None, **settings) -> Trainer:
+    from accelerate.utils import set_seed
+
+    set_seed(seed)
     # Dropout makes the result depend on the training RNG, so an unrestored RNG would show.
     model = nn.Sequential(nn.Linear(4, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -87,12 +89,13 @@ def make_trainer(run_dir, *, max_steps=20, seed=0, resume=False, loss_hook=None,
         loss = nn.functional.mse_loss(model(x), y)
         return loss, {"abs_mean": model(x).abs().mean().item()}
 
-    return Trainer(model=model, optimizer=optimizer, train_loader=loader, loss_fn=loss_fn,
-                   evaluate_fn=evaluate_fn or mae_evaluate(data), run_dir=run_dir,
-                   config={"arch": "mlp", "attention": "none", "dataset": "toy", "lr": 1e-2},
-                   max_steps=max_steps, scheduler=scheduler, eval_every=eval_every, best_metric=best_metric,
-                   best_mode=best_mode, seed=seed, resume=resume, log_every=3, task="toy", progress=False,
-                   **kwargs)
+    description = settings.pop("description", None)
+    train_config = TrainConfig(max_steps=max_steps, eval_every=eval_every, best_metric=best_metric,
+                               best_mode=best_mode, seed=seed, resume=resume, log_every=3, task="toy", progress=False,
+                               **settings)
+    return Trainer(model, optimizer, loader, loss_fn, train_config, run_dir, description=description, evaluate_fn=evaluate_fn or mae_evaluate(data),
+                   scheduler=scheduler, accelerator=accelerator,
+                   config={"arch": "mlp", "attention": "none", "dataset": "toy", "lr": 1e-2})
 
 
 def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
@@ -218,7 +221,7 @@ def test_data_loading_does_not_touch_the_training_rng(tmp_path):
 
     trainer.loss_fn = loss_fn
     trainer.fit()
-    torch.manual_seed(0)  # seed_everything(0) on process 0 is what the trainer starts training from
+    torch.manual_seed(0)  # set_seed(0) on process 0 is what the trainer starts training from
     expected = []
     for _ in range(10):
         expected.append(torch.get_rng_state().clone())
@@ -229,9 +232,9 @@ def test_data_loading_does_not_touch_the_training_rng(tmp_path):
 
 def test_data_loading_stream_is_not_the_shuffling_stream():
     # The global RNG that data loading runs on must not replay the draws that shuffled the epoch.
-    from tasks.common.trainer import _DataRNG
+    from tasks.common.rng import DataRNG
 
-    stream = _DataRNG(3, 0)
+    stream = DataRNG(3, 0)
     with stream.active():
         drawn = torch.randperm(50).numpy()
     assert list(drawn) != list(EpochSeededSampler(50, seed=3).order())
@@ -256,7 +259,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path
     run_dir = tmp_path / "run"
     saved = {}
 
-    def evaluate(model, accelerator):
+    def evaluate(model, accelerator, step):
         saved["weights"] = {k: v.clone() for k, v in model.state_dict().items()}
         return {"mae": 1.0}
 
@@ -334,7 +337,7 @@ def test_best_checkpoint_follows_the_metric_and_mode(tmp_path, mode, best_step):
     scores = iter([1.0, 3.0, 2.0])
     snapshots = {}
 
-    def evaluate(model, accelerator):
+    def evaluate(model, accelerator, step):
         score = next(scores)
         snapshots[score] = {k: v.clone() for k, v in model.state_dict().items()}
         return {"score": score, "other": -score}
@@ -358,7 +361,7 @@ def test_best_checkpoint_holds_the_evaluated_weights_between_regular_checkpoints
     scores = iter([1.0, 3.0, 2.0])  # at steps 2, 4, 6; checkpoints are due at steps 3 and 6 only
     snapshots = {}
 
-    def evaluate(model, accelerator):
+    def evaluate(model, accelerator, step):
         score = next(scores)
         snapshots[score] = {k: v.clone() for k, v in model.state_dict().items()}
         return {"score": score}
@@ -375,7 +378,7 @@ def test_best_checkpoint_holds_the_evaluated_weights_between_regular_checkpoints
 def test_resume_restores_a_best_checkpoint_that_a_kill_left_behind(tmp_path):
     scores = iter([1.0, 2.0, 3.0])
 
-    def evaluate(model, accelerator):
+    def evaluate(model, accelerator, step):
         return {"score": next(scores, 3.0)}
 
     make_trainer(tmp_path / "run", max_steps=6, eval_every=2, evaluate_fn=evaluate, best_metric="score",
@@ -398,7 +401,7 @@ def test_resume_restores_a_best_checkpoint_that_a_kill_left_behind(tmp_path):
 
 
 def test_per_class_metrics_reach_the_summary_but_not_the_history(tmp_path):
-    def evaluate(model, accelerator):
+    def evaluate(model, accelerator, step):
         return {"miou": torch.tensor(0.25), "iou_per_class": torch.tensor([0.5, 0.0]), "pixel_acc": 0.75}
 
     summary = make_trainer(tmp_path / "run", max_steps=2, eval_every=2, evaluate_fn=evaluate,
@@ -427,9 +430,11 @@ def test_bad_trainer_settings_are_named(tmp_path, kwargs, match):
 # -- run files --------------------------------------------------------------------------------------
 def test_run_writes_config_metrics_and_summary(tmp_path):
     run_dir = tmp_path / "run"
-    extra_files = []
-    summary = make_trainer(run_dir, max_steps=6, eval_every=3, grad_clip=1.0,
-                           on_save=lambda model, folder: extra_files.append(folder.name)).fit()
+    from tasks.common.model_io import DESCRIPTION_FILE, WEIGHTS_FILE, ModelDescription
+
+    description = ModelDescription("tasks.sr.model:srresnet", {"num_blocks": 1}, "toy")
+    trainer = make_trainer(run_dir, max_steps=6, eval_every=3, grad_clip=1.0, description=description)
+    summary = trainer.fit()
 
     config = json.loads((run_dir / "config.json").read_text())
     assert config["arch"] == "mlp" and config["max_steps"] == 6 and config["seed"] == 0
@@ -452,7 +457,14 @@ def test_run_writes_config_metrics_and_summary(tmp_path):
     assert 0 < summary["wall_time_s"] < 60
     markdown = (run_dir / "summary.md").read_text()
     assert "| **mae** |" in markdown and "| status | completed |" in markdown and "## Config" in markdown
-    assert extra_files == ["last.tmp", "last.tmp"]  # the hook writes into the checkpoint before it is complete
+    # Every checkpoint holds the network file for the evaluation tools, written before it is complete.
+    for name in ("last", "best"):
+        folder = run_dir / "checkpoints" / name
+        assert json.loads((folder / DESCRIPTION_FILE).read_text())["builder"] == "tasks.sr.model:srresnet"
+        stored = load_file(str(folder / WEIGHTS_FILE))
+        assert stored.keys() == load_file(str(folder / "model.safetensors")).keys()
+    final = load_file(str(run_dir / "checkpoints" / "last" / WEIGHTS_FILE))
+    assert all(torch.equal(final[k], v) for k, v in weights(trainer).items())
 
 
 def test_resume_into_another_network_names_the_checkpoint(tmp_path):
@@ -506,7 +518,7 @@ def test_run_args_and_run_dir(tmp_path):
 
 
 def test_mixed_precision_setting(monkeypatch):
-    from tasks.common.trainer import make_accelerator
+    from tasks.common.distributed import make_accelerator
 
     with pytest.raises(ValueError, match="fp16 needs a GPU"):
         make_accelerator("fp16", cpu=True)
@@ -542,7 +554,8 @@ import json
 import sys
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tasks.common.trainer import Trainer, prepare_eval_loader
+from tasks.common.distributed import prepare_eval_loader
+from tasks.common.trainer import TrainConfig, Trainer
 
 class Numbers(Dataset):  # 37 items: an odd length, so the processes get uneven shares
     def __len__(self):
@@ -550,7 +563,7 @@ class Numbers(Dataset):  # 37 items: an odd length, so the processes get uneven 
     def __getitem__(self, index):
         return torch.tensor([float(index)]), torch.tensor(index)
 
-def evaluate(model, accelerator):
+def evaluate(model, accelerator, step):
     outputs, indices = [], []
     for x, index in prepare_eval_loader(accelerator, DataLoader(Numbers(), batch_size=4)):
         out, index = accelerator.gather_for_metrics((model(x), index))
@@ -571,9 +584,8 @@ def loss_fn(model, batch):
     return model(batch[0]).mean()
 
 # One epoch: 37 items in batches of 2 per process = 10 steps (the last ones padded from the start).
-trainer = Trainer(model=model, optimizer=optimizer, train_loader=loader, loss_fn=loss_fn,
-                  evaluate_fn=evaluate, run_dir=sys.argv[1], config={}, max_steps=10, eval_every=10,
-                  progress=False)
+trainer = Trainer(model, optimizer, loader, loss_fn, TrainConfig(max_steps=10, eval_every=10, progress=False),
+                  sys.argv[1], evaluate_fn=evaluate)
 trainer.fit()
 from argparse import Namespace
 from accelerate.utils import gather_object
@@ -583,9 +595,9 @@ everything = gather_object([seen])
 chosen = gather_object([str(run_dir_for(Namespace(output_dir=sys.argv[2], run_name=None, resume=False), "taken"))])
 # A bad --resume path is found by the main process alone; every process must stop with its message.
 try:
-    Trainer(model=model, optimizer=optimizer, train_loader=loader, loss_fn=loss_fn, evaluate_fn=None,
-            run_dir=sys.argv[1] + "-again", config={}, max_steps=1, progress=False,
-            resume=sys.argv[2] + "/nowhere", accelerator=trainer.accelerator).fit()
+    Trainer(model, optimizer, loader, loss_fn,
+            TrainConfig(max_steps=1, progress=False, resume=sys.argv[2] + "/nowhere"), sys.argv[1] + "-again",
+            accelerator=trainer.accelerator).fit()
     error = None
 except FileNotFoundError as caught:
     error = str(caught)
@@ -598,7 +610,7 @@ except NotADirectoryError as caught:
 errors += gather_object([error])
 if trainer.accelerator.is_main_process:
     json.dump({"seen": everything, "run_dirs": chosen, "errors": errors}, open(sys.argv[1] + "/seen.json", "w"))
-from tasks.common.trainer import shutdown_distributed
+from tasks.common.distributed import shutdown_distributed
 shutdown_distributed()
 """
 

@@ -145,11 +145,11 @@ def _to_tensor(image: np.ndarray, mean, std) -> torch.Tensor:
     return ((tensor - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None])[None]
 
 
-def _preprocessing(record: dict) -> tuple[tuple, tuple, int]:
-    extra = record.get("extra") or {}
+def _preprocessing(record) -> tuple[tuple, tuple, int]:
+    extra = record.extra
     if {"mean", "std", "image_size"} <= set(extra):
         return tuple(extra["mean"]), tuple(extra["std"]), int(extra["image_size"])
-    dataset = (record.get("kwargs") or {}).get("dataset", "imagenet")
+    dataset = record.kwargs.get("dataset", "imagenet")
     if dataset not in _NORMALISATION:
         raise ValueError(f"do not know how images of data set {dataset!r} were normalised; "
                          "the checkpoint's extra must hold mean, std and image_size")

@@ -135,9 +135,9 @@ def plot_selectivity(results: dict[str, dict[str, torch.Tensor]], out_dir, title
     return written
 
 
-def evaluation_set(record: dict, data_root: str | None):
-    """The labelled evaluation images of the data set the checkpoint was trained on."""
-    dataset = (record.get("extra") or {}).get("dataset") or (record.get("kwargs") or {}).get("dataset")
+def evaluation_set(record, data_root: str | None):
+    """The labelled evaluation images of the data set the checkpoint (its ModelDescription) was trained on."""
+    dataset = record.extra.get("dataset") or record.kwargs.get("dataset")
     if dataset == "digits":
         from tasks.data.digits import NUM_CLASSES, build_digits
 
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         images, num_classes = evaluation_set(record, args.data_root)
         if args.max_images is not None:
             images = Subset(images, spread_indices(len(images), args.max_images))
-        size = int((record.get("extra") or {}).get("image_size", 224))
+        size = int(record.extra.get("image_size", 224))
         results = {}
         for label, (model, _) in models.items():
             loader = DataLoader(images, batch_size=args.batch_size)
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     checkpoint = Path(args.checkpoint)
     output = args.output or (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "selectivity"
-    files = plot_selectivity(results, output, title=str(record.get("kwargs", {}).get("arch", "")))
+    files = plot_selectivity(results, output, title=str(record.kwargs.get("arch", "")))
     numbers = {label: {stage: stage_numbers(v) for stage, v in stages.items()} for label, stages in results.items()}
     write_json_atomic(output / "selectivity.json", numbers)
     _add_to_run_summary(checkpoint, numbers)

@@ -1,6 +1,6 @@
 """``python -m tasks.classify [options]``: see ``tasks/classify/train.py`` (``--help``)."""
 
-from tasks.classify.train import cli
+from tasks.classify.train import main
 
 if __name__ == "__main__":
-    cli()
+    main()

@@ -98,16 +98,6 @@ def with_overrides(recipe: Recipe, **values) -> Recipe:
     return replace(recipe, **values)
 
 
-def steps_per_epoch(num_samples: int, global_batch: int) -> int:
-    """Optimizer steps in one epoch when the last partial batch is dropped (as our loaders do)."""
-    if num_samples < global_batch:
-        raise ValueError(
-            f"the training set has {num_samples} images, fewer than one batch of {global_batch}; "
-            "lower --batch-size"
-        )
-    return num_samples // global_batch
-
-
 def per_process_batch(global_batch: int, world_size: int) -> int:
     """Split the recipe's global batch over processes so the recipe holds on any number of GPUs."""
     if global_batch % world_size:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,14 +23,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from tasks.classify import recipes
-from tasks.common.cli import add_run_args, run_cli, run_dir_for
+from tasks.common.distributed import prepare_eval_loader
+from tasks.common.model_io import ModelDescription, model_builder
+from tasks.common.run import RunInfo, Schedule, Task, main as run_main
+from tasks.data.sampling import SeededDataset
+from tasks.utils.processes import world_size
 from tasks.utils.progress import progress
-from tasks.data.sampling import EpochSeededSampler, SeededDataset
-from tasks.common.seeding import seed_everything
-from tasks.common.tracking import Tracker
-from tasks.common.trainer import Trainer, make_accelerator, prepare_eval_loader
 
-TASK = "classify"
 DATASETS = ("digits", "cifar100", "imagenet")
 ATTENTIONS = ("none", "bam", "bam-c", "se", "cbam", "bam-released", "extra-block")
 BAM_LIKE = ("bam", "bam-c", "bam-released")
@@ -116,9 +116,10 @@ def add_extra_blocks(model: nn.Module, arch: str, dataset: str, num_classes: int
     return grown
 
 
+@model_builder
 def network_from_config(arch: str, dataset: str, attention: str, placement: str | None, num_classes: int,
                         model_kwargs: dict | None = None, attention_kwargs: dict | None = None) -> nn.Module:
-    """The network of a run, rebuilt from plain values (the builder recorded in ``model.pt``)."""
+    """The network of a run, rebuilt from plain values (the builder that ``network.json`` names)."""
     from bam.architectures import build_network
 
     model_kwargs = dict(model_kwargs or {})
@@ -157,16 +158,6 @@ def preprocessing(dataset: str) -> dict:
     from tasks.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
     return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "image_size": 224, "dataset": dataset}
-
-
-def model_exporter(kwargs: dict, extra: dict):
-    """``on_save`` for the Trainer: a self-describing ``model.pt`` beside each checkpoint."""
-    from tasks.common.model_io import save_model
-
-    def export(model: nn.Module, folder) -> None:
-        save_model(folder, model, "tasks.classify.train:network_from_config", kwargs, TASK, extra)
-
-    return export
 
 
 def count_macs_of(model: nn.Module, args) -> dict:
@@ -208,7 +199,7 @@ def make_evaluate_fn(eval_set: Dataset, batch_size: int, num_workers: int):
     loader = DataLoader(eval_set, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=torch.cuda.is_available())
 
-    def evaluate(model: nn.Module, accelerator) -> dict[str, float]:
+    def evaluate(model: nn.Module, accelerator, step: int) -> dict[str, float]:
         sharded = prepare_eval_loader(accelerator, loader)
         hits1, hits5, losses = [], [], []
         for images, labels in progress(sharded, desc="eval", leave=False,
@@ -233,51 +224,139 @@ def make_evaluate_fn(eval_set: Dataset, batch_size: int, num_workers: int):
     return evaluate
 
 
-# ------------------------------------------------------------------------------------------- CLI
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m tasks.classify",
-        description="Train an image classifier with or without BAM (top-1/top-5 error, params, MACs). "
-        "Without arguments: a quick CPU run on the embedded digits data set.",
-    )
-    parser.add_argument("--dataset", choices=DATASETS, default="digits",
-                        help="digits (default): scikit-learn's handwritten digits at 32x32, no download")
-    parser.add_argument("--arch", default=None,
-                        help=f"network (`python -m bam.profile --help` lists them); "
-                        f"default {DEFAULT_DIGITS_ARCH} on digits")
-    parser.add_argument("--attention", default="bam",
-                        help=f"one of {', '.join(ATTENTIONS)} (default: bam); bam-c = BAM in every block; "
-                        "extra-block = one more conv block of the stage's type at BAM's places (Table 1c)")
-    parser.add_argument("--placement", choices=("bottleneck", "block"), default=None,
-                        help="where attention goes (default: bottleneck; block for se and cbam)")
-    bam = parser.add_argument_group("BAM settings (Table 1 ablations)")
-    bam.add_argument("--reduction", type=int, default=None, help="channel reduction r (default 16)")
-    bam.add_argument("--dilation", type=int, default=None, help="dilation d of the spatial branch (default 4)")
-    bam.add_argument("--branches", choices=("both", "channel", "spatial"), default=None)
-    bam.add_argument("--combine", choices=("sum", "max", "product", "sigmoid_sum"), default=None)
-    bam.add_argument("--no-identity", action="store_true", help="F * M instead of F + F * M")
-    recipe = parser.add_argument_group("recipe (defaults from --recipe, else the network family's)")
-    recipe.add_argument("--recipe", default=None, help=f"one of {', '.join(recipes.list_recipes())}")
-    recipe.add_argument("--epochs", type=int, default=None)
-    recipe.add_argument("--lr", type=float, default=None)
-    recipe.add_argument("--milestones", type=int, nargs="*", default=None, help="epochs of the lr steps")
-    recipe.add_argument("--gamma", type=float, default=None, help="lr factor at each milestone")
-    recipe.add_argument("--weight-decay", type=float, default=None)
-    recipe.add_argument("--momentum", type=float, default=None)
-    recipe.add_argument("--nesterov", action="store_true", default=None)
-    recipe.add_argument("--dropout", type=float, default=None, help="dropout inside WideResNet blocks")
-    parser.add_argument("--eval-batch-size", type=int, default=None, help="default: twice the training batch")
-    parser.add_argument("--eval-images", type=int, default=None, metavar="N",
-                        help="evaluate on the first N evaluation images only (quick checks; not a benchmark number)")
-    parser.add_argument("--download", action="store_true", help="download CIFAR-100 if it is missing")
-    parser.add_argument("--experiment", default=None, metavar="TABLE:ROW",
-                        help="record the paper table row this run reproduces (set by tasks.classify.experiments)")
-    add_run_args(parser, defaults={"output_dir": "runs/classify", "eval_every": None})
-    return parser
+# ------------------------------------------------------------------------------------------- task
+@dataclass
+class ClassifyData:
+    train: Dataset
+    eval: Dataset
+    num_classes: int
+
+
+@dataclass
+class ClassifySchedule(Schedule):
+    milestones: recipes.StepSchedule | None = None
+
+
+class ClassifyTask(Task):
+    name = "classify"
+    prog = "python -m tasks.classify"
+    description = ("Train an image classifier with or without BAM (top-1/top-5 error, params, MACs). "
+                   "Without arguments: a quick CPU run on the embedded digits data set.")
+    attentions = ATTENTIONS
+    default_attention = "bam"
+    run_defaults = {"output_dir": "runs/classify", "eval_every": None}
+    primary_metric = PRIMARY_METRIC
+    primary_mode = "min"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--dataset", choices=DATASETS, default="digits",
+                            help="digits (default): scikit-learn's handwritten digits at 32x32, no download")
+        parser.add_argument("--arch", default=None,
+                            help=f"network (`python -m tasks.profile --help` lists them); "
+                            f"default {DEFAULT_DIGITS_ARCH} on digits")
+        parser.add_argument("--placement", choices=("bottleneck", "block"), default=None,
+                            help="where attention goes (default: bottleneck; block for se and cbam); "
+                                 "--attention bam-c = BAM in every block; extra-block = one more conv block "
+                                 "of the stage's type at BAM's places (Table 1c)")
+        bam = parser.add_argument_group("BAM settings (Table 1 ablations)")
+        bam.add_argument("--reduction", type=int, default=None, help="channel reduction r (default 16)")
+        bam.add_argument("--dilation", type=int, default=None, help="dilation d of the spatial branch (default 4)")
+        bam.add_argument("--branches", choices=("both", "channel", "spatial"), default=None)
+        bam.add_argument("--combine", choices=("sum", "max", "product", "sigmoid_sum"), default=None)
+        bam.add_argument("--no-identity", action="store_true", help="F * M instead of F + F * M")
+        recipe = parser.add_argument_group("recipe (defaults from --recipe, else the network family's)")
+        recipe.add_argument("--recipe", default=None, help=f"one of {', '.join(recipes.list_recipes())}")
+        recipe.add_argument("--epochs", type=int, default=None)
+        recipe.add_argument("--lr", type=float, default=None)
+        recipe.add_argument("--milestones", type=int, nargs="*", default=None, help="epochs of the lr steps")
+        recipe.add_argument("--gamma", type=float, default=None, help="lr factor at each milestone")
+        recipe.add_argument("--weight-decay", type=float, default=None)
+        recipe.add_argument("--momentum", type=float, default=None)
+        recipe.add_argument("--nesterov", action="store_true", default=None)
+        recipe.add_argument("--dropout", type=float, default=None, help="dropout inside WideResNet blocks")
+        parser.add_argument("--eval-batch-size", type=int, default=None, help="default: twice the training batch")
+        parser.add_argument("--eval-images", type=int, default=None, metavar="N",
+                            help="evaluate on the first N evaluation images only (quick checks; not a benchmark number)")
+        parser.add_argument("--download", action="store_true", help="download CIFAR-100 if it is missing")
+        parser.add_argument("--experiment", default=None, metavar="TABLE:ROW",
+                            help="record the paper table row this run reproduces (set by tasks.classify.experiments)")
+
+    def check(self, args: argparse.Namespace) -> None:
+        super().check(args)
+        resolve_args(args)
+
+    def data(self, args: argparse.Namespace, accelerator) -> ClassifyData:
+        train_set, eval_set, num_classes = build_datasets(args)
+        if args.eval_images is not None:
+            if not 0 < args.eval_images <= len(eval_set):
+                raise ValueError(f"--eval-images must be in 1..{len(eval_set)}, got {args.eval_images}")
+            eval_set = Subset(eval_set, range(args.eval_images))
+        # torchvision transforms draw from the global RNGs: seeded per sample, they resume exactly.
+        return ClassifyData(SeededDataset(train_set), eval_set, num_classes)
+
+    def collate(self, data: ClassifyData):
+        return collate_pair
+
+    def batch_size(self, args: argparse.Namespace, num_processes: int) -> int:
+        return args.batch_size or recipes.per_process_batch(args.recipe.batch_size, num_processes)
+
+    def schedule(self, args: argparse.Namespace, data: ClassifyData, steps_per_epoch: int) -> ClassifySchedule:
+        milestones = recipes.schedule_steps(args.recipe, steps_per_epoch)
+        return ClassifySchedule(max_steps=args.max_steps or milestones.total_steps,
+                                eval_every=steps_per_epoch if args.eval_every is None else args.eval_every,
+                                milestones=milestones)
+
+    def model(self, args: argparse.Namespace, data: ClassifyData) -> nn.Module:
+        return build_model(args, data.num_classes)
+
+    def optimizer(self, args: argparse.Namespace, model: nn.Module, data: ClassifyData, schedule: ClassifySchedule):
+        optimizer = recipes.build_optimizer(model, args.recipe)
+        return optimizer, recipes.build_scheduler(optimizer, args.recipe, schedule.milestones)
+
+    def loss(self, args: argparse.Namespace):
+        return classification_loss
+
+    def describe(self, args: argparse.Namespace, data: ClassifyData, model: nn.Module,
+                 schedule: ClassifySchedule) -> RunInfo:
+        counts = count_macs_of(model, args)
+        placement = "block" if args.attention == "bam-c" else args.placement
+        epoch_steps = schedule.milestones.steps_per_epoch
+        config = {
+            "dataset": args.dataset, "arch": args.arch, "attention": args.attention, "placement": placement,
+            "attention_options": attention_options(args), "num_classes": data.num_classes,
+            "recipe": args.recipe.to_dict(), "steps_per_epoch": epoch_steps,
+            "epochs": schedule.max_steps / epoch_steps, "max_steps": schedule.max_steps,
+            "milestone_steps": list(schedule.milestones.milestone_steps), "train_images": len(data.train),
+            "eval_images": len(data.eval), "data_root": str(args.data_root) if args.data_root else None,
+            "experiment": args.experiment_info, **counts,
+        }
+        experiment = args.experiment_info
+        return RunInfo(
+            name=f"{args.dataset}-{args.arch}-{args.attention}-s{args.seed}", group=default_group(args),
+            config=config, tags=[experiment["table"]] if experiment else [],
+            description=ModelDescription("tasks.classify.train:network_from_config",
+                                         model_config(args, data.num_classes), self.name,
+                                         preprocessing(args.dataset)),
+            summary_extra={**counts, "placement": placement, "variant": variant_label(args),
+                           "experiment": experiment})
+
+    def evaluator(self, args: argparse.Namespace, data: ClassifyData, run_dir, tracker):
+        batch = self.batch_size(args, world_size())
+        return make_evaluate_fn(data.eval, args.eval_batch_size or 2 * batch, args.num_workers)
+
+    def report(self, args: argparse.Namespace, run_dir, summary: dict) -> None:
+        final, best = summary.get("final", {}), summary.get("best", {})
+        nan = float("nan")
+        macs_v1 = summary.get("macs_v1")
+        print(f"{run_dir}: top-1 error {final.get('top1_err', nan):.2f}%, top-5 error {final.get('top5_err', nan):.2f}% "
+              f"(best top-1 {best.get('top1_err', nan):.2f}% at step {summary['best_step']}); "
+              f"{summary['params'] / 1e6:.3f}M params, {summary['macs'] / 1e9:.3f} GMACs"
+              + (f" ({macs_v1 / 1e9:.3f} on the paper's v1 layout)" if macs_v1 else ""))
 
 
 def resolve_args(args) -> argparse.Namespace:
-    """Fill dataset-dependent defaults and check names; ValueError lists the valid choices."""
+    """Fill dataset-dependent defaults and check names (one run's options); ValueError lists the
+    valid choices."""
     from bam.architectures import list_networks
 
     dataset = network_dataset(args.dataset)
@@ -292,15 +371,26 @@ def resolve_args(args) -> argparse.Namespace:
         raise ValueError(f"unknown attention {args.attention!r}; valid names: {', '.join(ATTENTIONS)}")
     if args.placement is None:
         args.placement = DEFAULT_PLACEMENT.get(args.attention, "bottleneck")
-    base = recipes.get_recipe(args.recipe) if args.recipe else recipes.recipe_for(args.arch, args.dataset)
-    args.recipe = recipes.with_overrides(
-        base, epochs=args.epochs, lr=args.lr, milestones=args.milestones, gamma=args.gamma,
-        weight_decay=args.weight_decay, momentum=args.momentum, nesterov=args.nesterov, dropout=args.dropout,
-    )
+    if not isinstance(args.recipe, recipes.Recipe):
+        base = recipes.get_recipe(args.recipe) if args.recipe else recipes.recipe_for(args.arch, args.dataset)
+        args.recipe = recipes.with_overrides(
+            base, epochs=args.epochs, lr=args.lr, milestones=args.milestones, gamma=args.gamma,
+            weight_decay=args.weight_decay, momentum=args.momentum, nesterov=args.nesterov, dropout=args.dropout,
+        )
     if args.recipe.epochs <= 0:
         raise ValueError(f"--epochs must be positive, got {args.recipe.epochs}")
+    attention_options(args)  # options the attention lacks are refused now, not after the data loads
     args.experiment_info = _experiment_info(args.experiment)
     return args
+
+
+def single_run_args(argv: list[str]) -> argparse.Namespace:
+    """The resolved options of a command line that names one ``--attention``."""
+    args = TASK.parse_args(argv)
+    if len(args.attention) != 1:
+        raise ValueError(f"expected one --attention, got {args.attention}")
+    args.attention = args.attention[0]
+    return resolve_args(args)
 
 
 def _experiment_info(spec: str | None) -> dict | None:
@@ -311,77 +401,6 @@ def _experiment_info(spec: str | None) -> dict | None:
     experiment, run = lookup_row(spec)
     return {"table": experiment.name, "title": experiment.title, "row": run.row, "label": run.label,
             "paper": run.paper}
-
-
-def default_run_name(args) -> str:
-    return f"{args.dataset}-{args.arch}-{args.attention}-s{args.seed}"
-
-
-def main(argv: list[str] | None = None) -> dict:
-    parser = build_parser()
-    args = resolve_args(parser.parse_args(argv))
-    recipe = args.recipe
-    accelerator = make_accelerator(args.mixed_precision)
-    world = accelerator.num_processes
-
-    with accelerator.main_process_first():  # one process downloads/decompresses, the others wait
-        train_set, eval_set, num_classes = build_datasets(args)
-    if args.eval_images is not None:
-        if not 0 < args.eval_images <= len(eval_set):
-            raise ValueError(f"--eval-images must be in 1..{len(eval_set)}, got {args.eval_images}")
-        eval_set = Subset(eval_set, range(args.eval_images))
-    batch = args.batch_size or recipes.per_process_batch(recipe.batch_size, world)
-    epoch_steps = recipes.steps_per_epoch(len(train_set), batch * world)
-    schedule = recipes.schedule_steps(recipe, epoch_steps)
-    max_steps = args.max_steps or schedule.total_steps
-    eval_every = epoch_steps if args.eval_every is None else args.eval_every
-
-    train_loader = DataLoader(
-        SeededDataset(train_set), batch_size=batch, sampler=EpochSeededSampler(len(train_set), seed=args.seed),
-        drop_last=True, num_workers=args.num_workers, pin_memory=torch.cuda.is_available(),
-        persistent_workers=args.num_workers > 0, collate_fn=collate_pair,
-    )
-    seed_everything(args.seed)  # the initial weights follow --seed (same on every process)
-    model = build_model(args, num_classes)
-    optimizer = recipes.build_optimizer(model, recipe)
-    scheduler = recipes.build_scheduler(optimizer, recipe, schedule)
-
-    run_dir = run_dir_for(args, default_run_name(args))
-    group = args.group or default_group(args)
-    counts = count_macs_of(model, args)
-    config = {
-        "task": TASK, "dataset": args.dataset, "arch": args.arch, "attention": args.attention,
-        "placement": "block" if args.attention == "bam-c" else args.placement,
-        "attention_options": attention_options(args), "num_classes": num_classes,
-        "recipe": recipe.to_dict(), "batch_size_per_process": batch, "global_batch_size": batch * world,
-        "steps_per_epoch": epoch_steps, "epochs": max_steps / epoch_steps, "max_steps": max_steps,
-        "milestone_steps": list(schedule.milestone_steps), "train_images": len(train_set),
-        "eval_images": len(eval_set), "data_root": str(args.data_root) if args.data_root else None,
-        "group": group, "experiment": args.experiment_info, **counts,
-    }
-    tags = [*(args.tags or []), *([args.experiment_info["table"]] if args.experiment_info else [])]
-    tracker = Tracker(run_dir, config, project=args.wandb_project, group=group,
-                      tags=tags, mode=args.wandb, task=TASK, name=run_dir.name)
-    trainer = Trainer(
-        model=model, optimizer=optimizer, train_loader=train_loader, loss_fn=classification_loss,
-        channels_last=args.channels_last,
-        evaluate_fn=make_evaluate_fn(eval_set, args.eval_batch_size or 2 * batch, args.num_workers),
-        run_dir=run_dir, config=config, max_steps=max_steps, scheduler=scheduler, eval_every=eval_every,
-        best_metric=PRIMARY_METRIC, best_mode="min", seed=args.seed, resume=args.resume, tracker=tracker,
-        task=TASK, log_every=args.log_every, accelerator=accelerator,
-        on_save=model_exporter(model_config(args, num_classes), preprocessing(args.dataset)),
-        summary_extra={**counts, "placement": config["placement"], "variant": variant_label(args),
-                       "experiment": args.experiment_info},
-    )
-    summary = trainer.fit()
-    if accelerator.is_main_process:
-        final = summary.get("final", {})
-        print(f"{run_dir}: top-1 error {final.get('top1_err', float('nan')):.2f}%, "
-              f"top-5 error {final.get('top5_err', float('nan')):.2f}% "
-              f"(best top-1 {summary['best'].get('top1_err', float('nan')):.2f}% at step {summary['best_step']}); "
-              f"{summary['params'] / 1e6:.3f}M params, {counts['macs'] / 1e9:.3f} GMACs"
-              + (f" ({counts['macs_v1'] / 1e9:.3f} on the paper's v1 layout)" if "macs_v1" in counts else ""))
-    return summary
 
 
 def variant_label(args) -> str:
@@ -397,9 +416,12 @@ def default_group(args) -> str:
     return f"{args.dataset}-{args.arch}"
 
 
-def cli(argv: list[str] | None = None) -> None:
-    run_cli(main, argv)
+TASK = ClassifyTask()
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    return run_main(TASK, argv)
 
 
 if __name__ == "__main__":
-    cli()
+    main()

@@ -32,6 +32,7 @@ __all__ = [
     "read_trainer_state",
     "save_checkpoint",
     "link_checkpoint",
+    "repair_best",
 ]
 
 STATE_FILE = "trainer_state.json"
@@ -162,3 +163,14 @@ def link_checkpoint(source: str | os.PathLike, directory: str | os.PathLike) -> 
     link_or_copy(str(source / STATE_FILE), str(tmp / STATE_FILE))
     _swap_in(tmp, directory)
     return directory
+
+
+def repair_best(run_dir: str | os.PathLike, last: str | os.PathLike, best_step: int | None) -> None:
+    """A kill between writing ``last`` and copying it to ``best`` leaves ``best`` one evaluation
+    behind the best step that ``last`` records: copy it now (main process only)."""
+    last = Path(last)
+    if best_step is None or read_trainer_state(last).get("step") != best_step:
+        return
+    best = resolve_checkpoint(Path(run_dir) / "checkpoints" / "best")
+    if best is None or read_trainer_state(best).get("step") != best_step:
+        link_checkpoint(last, Path(run_dir) / "checkpoints" / "best")

@@ -8,23 +8,33 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["add_run_args", "add_data_args", "run_dir_for", "run_cli", "MIXED_PRECISION_CHOICES"]
+from tasks.common.distributed import MIXED_PRECISION_CHOICES
+from tasks.common.tracking import WANDB_MODES
 
-MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16")
-WANDB_CHOICES = ("auto", "online", "offline", "disabled")
+__all__ = ["add_run_args", "add_data_args", "add_attention_arg", "run_dir_for", "run_cli", "positive_int",
+           "non_negative_int"]
+
+MAX_SEED = 2**32 - 1  # NumPy's seed range
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
     return value
 
 
-def _non_negative_int(text: str) -> int:
+def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = non_negative_int(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed in 0..{MAX_SEED}, got {text}")
     return value
 
 
@@ -33,11 +43,21 @@ def _has_option(parser: argparse.ArgumentParser, option: str) -> bool:
 
 
 def add_data_args(parser: argparse.ArgumentParser, defaults: dict | None = None) -> argparse.ArgumentParser:
-    """``--data-root`` (else ``$BAM_DATA_ROOT``, else ``./data``; resolve with tasks.data.root.data_root)."""
+    """``--data-root`` (resolved by ``tasks.data.root.data_root``)."""
     if not _has_option(parser, "--data-root"):
         parser.add_argument("--data-root", default=(defaults or {}).get("data_root"),
-                            help="data root (default: $BAM_DATA_ROOT, else ./data)")
+                            help="data root (default: $BAM_DATA_ROOT, else the repository's datasets/ folder)")
     return parser
+
+
+def add_attention_arg(parser, choices, default: str | list[str], help_extra: str = "") -> None:
+    """``--attention NAME [NAME ...]``: one run per value, same seed, data order and evaluation,
+    in one experiment group, then their comparison (``--attention none bam``)."""
+    parser.add_argument("--attention", nargs="+", default=[default] if isinstance(default, str) else list(default),
+                        metavar="NAME",
+                        help=f"one of {', '.join(choices)} (default: {' '.join([default] if isinstance(default, str) else default)}); "
+                             "several values train one run each and compare them, e.g. --attention none bam"
+                             + (f"; {help_extra}" if help_extra else ""))
 
 
 def add_run_args(parser: argparse.ArgumentParser, defaults: dict | None = None) -> argparse.ArgumentParser:
@@ -52,7 +72,7 @@ def add_run_args(parser: argparse.ArgumentParser, defaults: dict | None = None) 
     group = parser.add_argument_group("run")
     group.add_argument("--output-dir", default=d["output_dir"], help="parent folder of run folders (default: %(default)s)")
     group.add_argument("--run-name", default=d["run_name"], help="run folder name (default: derived from the config)")
-    group.add_argument("--seed", type=_non_negative_int, default=d["seed"], help="random seed (default: %(default)s)")
+    group.add_argument("--seed", type=_seed, default=d["seed"], help="random seed (default: %(default)s)")
     group.add_argument("--resume", nargs="?", const=True, default=False, metavar="PATH",
                        help="resume from RUN_DIR/checkpoints/last if present, or from the given checkpoint/run folder")
     group.add_argument("--mixed-precision", choices=MIXED_PRECISION_CHOICES, default=d["mixed_precision"],
@@ -61,21 +81,21 @@ def add_run_args(parser: argparse.ArgumentParser, defaults: dict | None = None) 
     group.add_argument("--channels-last", action="store_true",
                        help="train in the channels_last memory layout (faster convolutions on tensor-core "
                             "GPUs, with --mixed-precision bf16 or fp16)")
-    group.add_argument("--wandb", choices=WANDB_CHOICES, default=d["wandb"],
+    group.add_argument("--wandb", choices=WANDB_MODES, default=d["wandb"],
                        help="W&B mode; auto = online with an API key and a reachable host, else offline to disk")
     group.add_argument("--wandb-project", default=d["wandb_project"], help="W&B project (default: %(default)s)")
     group.add_argument("--group", default=d["group"],
                        help="experiment group shared by the runs to compare (e.g. baseline and BAM)")
     group.add_argument("--tags", nargs="*", default=list(d["tags"]), help="extra W&B tags")
-    group.add_argument("--eval-every", type=_non_negative_int, default=d["eval_every"],
+    group.add_argument("--eval-every", type=non_negative_int, default=d["eval_every"],
                        help="evaluate and checkpoint every N optimizer steps, 0 = only at the end (default: %(default)s)")
-    group.add_argument("--max-steps", type=_positive_int, default=d["max_steps"],
+    group.add_argument("--max-steps", type=positive_int, default=d["max_steps"],
                        help="number of optimizer steps (default: %(default)s)")
-    group.add_argument("--log-every", type=_positive_int, default=d["log_every"],
+    group.add_argument("--log-every", type=positive_int, default=d["log_every"],
                        help="log training metrics every N steps (default: %(default)s)")
-    group.add_argument("--num-workers", type=_non_negative_int, default=d["num_workers"],
+    group.add_argument("--num-workers", type=non_negative_int, default=d["num_workers"],
                        help="data loading worker processes per training process (default: %(default)s)")
-    group.add_argument("--batch-size", type=_positive_int, default=d["batch_size"],
+    group.add_argument("--batch-size", type=positive_int, default=d["batch_size"],
                        help="batch size per process (default: %(default)s)")
     return parser
 
@@ -112,11 +132,13 @@ def run_dir_for(args: argparse.Namespace, default_name: str) -> Path:
     With ``--resume PATH`` and no ``--run-name``, the run that PATH belongs to. In a multi-process
     run the main process decides and the others receive its answer.
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    from tasks.utils.processes import world_size
+
+    if world_size() <= 1:
         return _choose_run_dir(args, default_name)
     from accelerate import PartialState
 
-    from .trainer import cpu_processes_wanted, decided_on_main_process
+    from tasks.common.distributed import cpu_processes_wanted, decided_on_main_process
 
     state = PartialState(cpu=cpu_processes_wanted())
     return decided_on_main_process(lambda: _choose_run_dir(args, default_name), state)
@@ -129,7 +151,8 @@ def run_cli(main_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     non-finite loss; anything else is a bug and keeps its traceback. After a success, the
     processes of a multi-process run leave their process group together.
     """
-    from .trainer import NonFiniteLossError, shutdown_distributed
+    from tasks.common.distributed import shutdown_distributed
+    from tasks.common.nonfinite import NonFiniteLossError
 
     try:
         result = main_fn(*args, **kwargs)

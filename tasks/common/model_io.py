@@ -1,96 +1,200 @@
-"""Self-describing model files: weights plus the recipe to rebuild the network.
+"""Model files that any tool can load safely: weights as safetensors, the description as JSON.
 
-Accelerate's checkpoint folders hold optimizer and RNG state for resuming, but evaluation,
-upscaling and analysis tools need only the network. ``model.pt`` stores the weights together with
-an importable builder and its keyword arguments, so any tool can rebuild the exact network
-(with or without BAM) without knowing which task trained it.
+A trained network is saved as two files side by side (in every checkpoint folder)::
+
+    network.safetensors   the state dict (tensors only: loading it runs no code)
+    network.json          {"format", "task", "builder", "kwargs", "extra"}
+
+``builder`` names a function that rebuilds the exact network (with or without BAM) from
+``kwargs``, e.g. ``"tasks.sr.model:srresnet"``. Only functions marked with
+:func:`model_builder` in a module of this repository's ``tasks`` package are accepted, so a
+description from somebody else can choose among our builders and their arguments, never run
+code of its own. Nothing here unpickles a file.
+
+Files of the earlier pickle format (``model.pt``) are refused with the command that converts
+them: ``python -m tasks.common.model_io convert OLD.pt`` (it reads them with
+``torch.load(weights_only=True)``, which also runs no code).
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import json
 import os
-import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-FORMAT = "bam-model/1"
-MODEL_FILE = "model.pt"
+from tasks.utils.files import atomic_path, write_json_atomic
+
+__all__ = ["FORMAT", "WEIGHTS_FILE", "DESCRIPTION_FILE", "ModelDescription", "model_builder", "save_model",
+           "find_model_file", "load_model", "read_state_dict", "convert_legacy"]
+
+FORMAT = "bam-model/2"
+WEIGHTS_FILE = "network.safetensors"
+DESCRIPTION_FILE = "network.json"
+LEGACY_FILE = "model.pt"
+_BUILDER_MARK = "_bam_model_builder"
+_BUILDER_PACKAGE = "tasks."
 
 
-def save_model(
-    path: str | os.PathLike,
-    model: nn.Module,
-    builder: str,
-    kwargs: dict[str, Any],
-    task: str,
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """Write ``model`` and how to rebuild it to ``path`` atomically (temporary file + rename)."""
-    _resolve_builder(builder)  # fail now, not when someone tries to load the file months later
-    path = Path(path)
-    if path.is_dir() or path.suffix == "":
-        path = path / MODEL_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    record = {"format": FORMAT, "task": task, "builder": builder, "kwargs": dict(kwargs),
-              "state_dict": state, "extra": dict(extra or {})}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+def model_builder(function: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Mark ``function`` as a builder that model files may name (see the module docstring)."""
+    setattr(function, _BUILDER_MARK, True)
+    return function
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """How to rebuild a network: ``builder(**kwargs)``, for ``task``; ``extra`` is free-form JSON
+    (preprocessing, the evaluation protocol, class names...)."""
+
+    builder: str
+    kwargs: dict[str, Any]
+    task: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def build(self, source: str | os.PathLike = "the description") -> nn.Module:
+        builder = resolve_builder(self.builder)
+        try:
+            return builder(**self.kwargs)
+        except TypeError as error:  # arguments the builder does not take
+            raise ValueError(f"{source}: {self.builder} cannot build from {sorted(self.kwargs)}: {error}") from None
+        except ValueError as error:  # values it refuses
+            raise ValueError(f"{source}: {error}") from None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, "task": self.task, "builder": self.builder, "kwargs": self.kwargs,
+                "extra": self.extra}
+
+
+def resolve_builder(name: str) -> Callable[..., nn.Module]:
+    """The builder function ``name`` (``"tasks.x.y:function"``); ValueError for anything else."""
+    module_name, _, function_name = str(name).partition(":")
+    if not module_name.startswith(_BUILDER_PACKAGE) or not function_name:
+        raise ValueError(f"builder {name!r} is not one of this repository's model builders "
+                         f"('{_BUILDER_PACKAGE}<module>:<function>')")
     try:
-        torch.save(record, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"cannot import model builder {name!r}: {error}") from None
+    if not getattr(function, _BUILDER_MARK, False):
+        raise ValueError(f"{name!r} is not marked as a model builder (tasks.common.model_io.model_builder)")
+    return function
+
+
+def save_model(folder: str | os.PathLike, model: nn.Module, description: ModelDescription) -> Path:
+    """Write ``network.safetensors`` and ``network.json`` into ``folder``, each atomically."""
+    from safetensors.torch import save_file
+
+    resolve_builder(description.builder)  # fail now, not when somebody loads the file months later
+    folder = Path(folder)
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        save_file(_unshare(state), str(tmp))
+    write_json_atomic(folder / DESCRIPTION_FILE, description.to_json())
+    return folder / DESCRIPTION_FILE
+
+
+def _unshare(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors that share memory (tied weights): store a copy of each repeat."""
+    seen: set[int] = set()
+    out = {}
+    for name, tensor in state.items():
+        pointer = tensor.untyped_storage().data_ptr() if tensor.numel() else id(tensor)
+        out[name] = tensor.clone() if pointer in seen else tensor
+        seen.add(pointer)
+    return out
 
 
 def find_model_file(path: str | os.PathLike) -> Path:
-    """Accept a ``model.pt``, a checkpoint folder, or a run folder (its best checkpoint first)."""
-    path = Path(path)
-    candidates = [path] if path.is_file() else [
-        path / MODEL_FILE,
-        path / "checkpoints" / "best" / MODEL_FILE,
-        path / "checkpoints" / "last" / MODEL_FILE,
-    ]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"no model file at {path}: expected a {MODEL_FILE}, a checkpoint folder holding one, or a run "
-        f"folder with checkpoints/best/{MODEL_FILE}"
-    )
+    """The ``network.json`` of ``path``: the file itself, a checkpoint folder, or a run folder
+    (its best checkpoint, else its last). An old ``model.pt`` gets the command that converts it."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        if path.suffix == ".pt":
+            raise ValueError(_legacy_message(path))
+        if path.name == WEIGHTS_FILE:
+            path = path.with_name(DESCRIPTION_FILE)
+        if path.name == DESCRIPTION_FILE and path.is_file():
+            return path
+        raise ValueError(f"{path} is not a model file: expected {DESCRIPTION_FILE} (with {WEIGHTS_FILE} beside it)")
+    for folder in (path, path / "checkpoints" / "best", path / "checkpoints" / "last"):
+        if (folder / DESCRIPTION_FILE).is_file():
+            return folder / DESCRIPTION_FILE
+        if (folder / LEGACY_FILE).is_file():
+            raise ValueError(_legacy_message(folder / LEGACY_FILE))
+    if not path.exists():
+        raise FileNotFoundError(f"model not found: {path}")
+    raise FileNotFoundError(f"no model file at {path}: expected {DESCRIPTION_FILE} and {WEIGHTS_FILE} there or "
+                            "in its checkpoints/best or checkpoints/last (a run folder)")
 
 
-def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the network saved by :func:`save_model` and load its weights (strictly)."""
-    file = find_model_file(path)
+def _legacy_message(path: Path) -> str:
+    return (f"{path} is a model file of the earlier pickle format, which is not loaded (a pickle can run "
+            f"code); convert it once with: python -m tasks.common.model_io convert {path}")
+
+
+def read_description(file: str | os.PathLike) -> ModelDescription:
+    """The checked contents of a ``network.json``; errors name the file and what is wrong."""
+    file = Path(file)
     try:
-        record = torch.load(file, map_location=map_location, weights_only=False)
-    except Exception as error:  # a truncated or foreign file: say which one
-        raise ValueError(f"{file} is not a readable model file ({error})") from error
+        record = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{file} is not a readable model description ({error})") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise ValueError(f"{file} is not a {FORMAT} model file (was it written by save_model?)")
+        found = record.get("format") if isinstance(record, dict) else type(record).__name__
+        raise ValueError(f"{file} is not a {FORMAT} model description (format: {found!r})")
+    missing = [key for key in ("task", "builder", "kwargs") if key not in record]
+    if missing or not isinstance(record["kwargs"], dict):
+        raise ValueError(f"{file}: the model description lacks {missing or ['kwargs as an object']}")
     try:
-        builder = _resolve_builder(record["builder"])
+        resolve_builder(record["builder"])
     except ValueError as error:
-        raise ValueError(f"{file}: {error}") from error
-    model = builder(**record["kwargs"])
+        raise ValueError(f"{file}: {error}") from None
+    return ModelDescription(str(record["builder"]), record["kwargs"], str(record["task"]),
+                            dict(record.get("extra") or {}))
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+               task: str | None = None) -> tuple[nn.Module, ModelDescription]:
+    """Rebuild the network saved by :func:`save_model` and load its weights strictly.
+
+    ``task`` (e.g. ``"sr"``): refuse a model made for another task, naming the task it was made for.
+    """
+    file = find_model_file(path)
+    description = read_description(file)
+    if task is not None and description.task != task:
+        raise ValueError(f"{file} holds a model of the {description.task!r} task, not of {task!r}")
+    model = description.build(file)
+    state = _load_weights(file.with_name(WEIGHTS_FILE), map_location)
     try:
-        model.load_state_dict(record["state_dict"])
+        model.load_state_dict(state)
     except RuntimeError as error:  # e.g. a file from a version whose network had other layers
         summary = " ".join(str(error).split())[:500]
-        raise ValueError(f"{file}: the stored weights do not fit the network that {record['builder']} "
-                         f"builds from the stored arguments ({summary})") from error
-    return model, record
+        raise ValueError(f"{file.with_name(WEIGHTS_FILE)}: the stored weights do not fit the network that "
+                         f"{description.builder} builds from the stored arguments ({summary})") from None
+    return model, description
 
 
-# Weight files other tools write, looked for (after model.pt) in a checkpoint or run folder.
-_WEIGHT_FILES = (MODEL_FILE, "model.safetensors", "pytorch_model.bin", "model.pth")
+def _load_weights(file: Path, map_location) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} not found (the weights that belong to {file.with_name(DESCRIPTION_FILE)})")
+    try:
+        return load_file(str(file), device=str(map_location))
+    except Exception as error:  # safetensors' own errors: truncated or foreign data
+        raise ValueError(f"{file} is not a readable safetensors file (truncated or corrupt?): {error}") from None
+
+
+# -- pretrained weights from elsewhere ------------------------------------------------------------
+# Weight files other tools write, looked for in a checkpoint or run folder.
+_WEIGHT_FILES = (WEIGHTS_FILE, "model.safetensors", "pytorch_model.bin", "model.pth")
 # Wrappers that prefix every key: DDP, torch.compile.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
@@ -99,10 +203,11 @@ def read_state_dict(path: str | os.PathLike, anchor: str = "conv1.weight") -> di
     """Pretrained weights from whatever file a user has, as a plain state dict.
 
     ``path``: a torchvision ``.pth``, a ``.safetensors`` file, a checkpoint dict (``{"model"|
-    "state_dict"|...: ...}``), this repository's ``model.pt``, or a checkpoint or run folder
-    (its best checkpoint first). DDP/compile prefixes are dropped, and so is any other prefix in
-    front of ``anchor`` (a key the wanted network has, e.g. a ResNet's ``conv1.weight``), so a
-    whole-model checkpoint yields its trunk. Errors name the file.
+    "state_dict"|...: ...}``), or a checkpoint or run folder of this repository (its best
+    checkpoint first). Pickled files are read with ``weights_only=True`` (no code runs). DDP and
+    compile prefixes are dropped, and so is any other prefix in front of ``anchor`` (a key the
+    wanted network has, e.g. a ResNet's ``conv1.weight``), so a whole-model checkpoint yields its
+    trunk. Errors name the file.
     """
     file = _find_weight_file(Path(path).expanduser())
     try:
@@ -111,11 +216,9 @@ def read_state_dict(path: str | os.PathLike, anchor: str = "conv1.weight") -> di
 
             state = load_file(str(file))
         else:
-            # Weights only: the file may come from anywhere. This repository's model.pt holds
-            # plain Python values besides tensors, which the safe loader accepts.
             state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:  # corrupt or foreign file: name it instead of a pickle trace
-        raise ValueError(f"cannot read weights from {file}: {error}") from error
+        raise ValueError(f"cannot read weights from {file}: {error}") from None
     for key in ("state_dict", "model", "model_state", "model_state_dict", "module"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -150,11 +253,43 @@ def _strip_prefixes(state: dict[str, torch.Tensor], anchor: str) -> dict[str, to
     return state
 
 
-def _resolve_builder(builder: str):
-    module_name, _, function_name = builder.partition(":")
-    if not module_name or not function_name:
-        raise ValueError(f"builder {builder!r} must look like 'package.module:function'")
+# -- the earlier format ---------------------------------------------------------------------------
+_LEGACY_FORMAT = "bam-model/1"
+
+
+def convert_legacy(path: str | os.PathLike, folder: str | os.PathLike | None = None) -> Path:
+    """Convert a ``model.pt`` of the earlier format into ``network.safetensors`` + ``network.json``
+    (in ``folder``, default: beside it). Read with ``weights_only=True``: no code runs."""
+    path = Path(path)
     try:
-        return getattr(importlib.import_module(module_name), function_name)
-    except (ImportError, AttributeError) as error:
-        raise ValueError(f"cannot import model builder {builder!r}: {error}") from error
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"cannot read {path} as a {_LEGACY_FORMAT} model file: {error}") from None
+    if not isinstance(record, dict) or record.get("format") != _LEGACY_FORMAT:
+        raise ValueError(f"{path} is not a {_LEGACY_FORMAT} model file")
+    description = ModelDescription(record["builder"], dict(record["kwargs"]), str(record["task"]),
+                                   dict(record.get("extra") or {}))
+    model = description.build(path)
+    model.load_state_dict(record["state_dict"])
+    return save_model(folder or path.parent, model, description)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from tasks.common.cli import run_cli
+
+    parser = argparse.ArgumentParser(prog="python -m tasks.common.model_io",
+                                     description="Convert model files of the earlier pickle format.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    convert = commands.add_parser("convert", help="model.pt -> network.safetensors + network.json beside it")
+    convert.add_argument("files", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+
+    def run() -> None:
+        for file in args.files:
+            print(f"{file} -> {convert_legacy(file)}")
+
+    run_cli(run)
+
+
+if __name__ == "__main__":
+    main()

@@ -21,7 +21,8 @@ from typing import Any, Mapping
 
 from tasks.utils.files import write_json_atomic, write_text_atomic
 
-__all__ = ["environment_info", "git_info", "write_summary", "load_summary", "render_markdown", "SUMMARY_FILE"]
+__all__ = ["environment_info", "git_info", "build_summary", "write_summary", "load_summary", "render_markdown",
+           "SUMMARY_FILE"]
 
 SUMMARY_FILE = "summary.json"
 _REPO = Path(__file__).resolve().parents[2]
@@ -89,6 +90,29 @@ def environment_info() -> dict[str, Any]:
             info[package] = None
     info["num_processes"] = _num_processes()
     return info
+
+
+def build_summary(*, task: str, name: str, config: Mapping[str, Any], progress: Mapping[str, Any], params: int,
+                  primary_metric: str | None, primary_mode: str, status: str, environment: Mapping[str, Any],
+                  extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The run summary (schema in the module docstring) from the run's ``config`` and the trainer's
+    ``progress`` (step, final, best, best_step, last_eval_step, wall_time_s). Without a primary
+    metric, "best" is the final evaluation. ``extra`` adds or overrides fields."""
+    if primary_metric:
+        best, best_step = progress.get("best") or {}, progress.get("best_step")
+    else:
+        best, best_step = progress.get("final") or {}, progress.get("last_eval_step")
+    summary = {
+        "task": task, "name": name, "group": config.get("group"), "arch": config.get("arch"),
+        "attention": config.get("attention"), "dataset": config.get("dataset"), "seed": config.get("seed"),
+        "config": dict(config), "git_commit": environment.get("git_commit"), "git_dirty": environment.get("git_dirty"),
+        "hardware": dict(environment), "params": params, "macs": config.get("macs"),
+        "final": progress.get("final") or {}, "best": best, "best_step": best_step, "steps": progress.get("step"),
+        "wall_time_s": round(float(progress.get("wall_time_s") or 0.0), 3), "history_file": "metrics.jsonl",
+        "primary_metric": primary_metric, "primary_mode": primary_mode, "status": status,
+    }
+    summary.update(extra or {})
+    return summary
 
 
 # -- Markdown -------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 from urllib.parse import urlparse
 
+from tasks.utils.processes import is_main_process
+
 __all__ = ["Tracker", "resolve_wandb_mode", "wandb_api_key_configured", "default_tags", "WANDB_MODES"]
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -90,18 +92,6 @@ def default_tags(config: Mapping[str, Any], task: str = "", extra: Iterable[str]
     return tags
 
 
-def _is_main_process() -> bool:
-    # Read the launcher's environment instead of creating a process group just to ask.
-    try:
-        from accelerate import PartialState
-
-        if PartialState._shared_state:  # already initialised by the Accelerator
-            return PartialState().is_main_process
-    except ImportError:
-        pass
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
-
-
 def _flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in metrics.items():
@@ -131,7 +121,7 @@ class Tracker:
         self.name = name or self.run_dir.name
         self.tags = default_tags(self.config, task, tags)
         self.requested_mode = mode
-        self.is_main = _is_main_process()
+        self.is_main = is_main_process()
         self.mode = resolve_wandb_mode(mode) if self.is_main else "disabled"
         self.run_id: str | None = None
         self.summary: dict[str, Any] = {}
@@ -140,20 +130,10 @@ class Tracker:
         self._warned = False
         self._sync_hint_shown = False
 
-    @classmethod
-    def from_args(cls, args, run_dir, config: Mapping[str, Any], task: str = "") -> "Tracker":
-        """Build from the options of :func:`tasks.common.cli.add_run_args`."""
-        return cls(run_dir, config, project=args.wandb_project, group=args.group, tags=args.tags or (),
-                   mode=args.wandb, task=task)  # named after the run folder, which may carry a -2 suffix
-
     # -- life cycle -----------------------------------------------------------------------------
     @property
     def metrics_path(self) -> Path:
         return self.run_dir / METRICS_FILE
-
-    @property
-    def wandb_run(self):
-        return self._run
 
     def start(self, run_id: str | None = None) -> None:
         """Open the W&B run (``run_id`` resumes that run). Safe to call twice; no-op off main."""

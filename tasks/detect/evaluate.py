@@ -58,9 +58,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
         raise ValueError(f"--max-images must be positive, got {max_images}")
     if vis and out is None:
         raise ValueError("--vis needs --out (the folder for the panels)")
-    model, record = load_model(checkpoint)
-    if record.get("task") != "detect":
-        raise ValueError(f"{checkpoint} holds a {record.get('task')!r} model, not a detector")
+    model, record = load_model(checkpoint, task="detect")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device).eval()
     dataset = CocoDetection(resolve_root(data_root), split=split, train=False, remove_empty=False)
@@ -69,7 +67,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
     metrics = evaluate_distributed(model, evaluator.loader(), dataset.coco, accelerator=None,
                                    progress=sys.stderr.isatty())
     result = {"checkpoint": str(checkpoint), "split": split, "images": len(evaluator.indices),
-              "model": record.get("kwargs"), "metrics": metrics}
+              "model": record.kwargs, "metrics": metrics}
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from tasks.common.model_io import read_state_dict
+from tasks.common.model_io import model_builder, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,7 @@ def build_resnet101_trunk(attention: str = "none", backbone_weights: str | os.Pa
     return resnet
 
 
+@model_builder
 def fasterrcnn_resnet101(
     num_classes: int = 91,
     attention: str = "none",

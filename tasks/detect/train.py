@@ -16,19 +16,20 @@ side at most 1333. The run folder gets ``checkpoints/{last,best}`` (each with a 
 from __future__ import annotations
 
 import argparse
-import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-from tasks.common.cli import add_run_args, run_cli, run_dir_for
+from tasks.common.model_io import ModelDescription
+from tasks.common.run import RunInfo, Schedule, Task, main as run_main
+from tasks.utils.files import write_text_atomic
 
-__all__ = ["build_parser", "main", "DetectionEvaluator", "detection_loss", "warmup_multistep",
+__all__ = ["DetectTask", "main", "DetectionEvaluator", "detection_loss", "warmup_multistep",
            "MODEL_BUILDER", "PAPER_TABLE5"]
 
 MODEL_BUILDER = "tasks.detect.model:fasterrcnn_resnet101"
-TASK = "detect"
 ARCH = "fasterrcnn-resnet101"
 PRIMARY_METRIC = "mAP"
 REFERENCE_BATCH, REFERENCE_LR, REFERENCE_STEPS = 16, 0.02, 90_000
@@ -41,43 +42,6 @@ PAPER_TABLE5 = {
             "AP80": 25.5, "AP85": 17.0, "AP90": 7.3, "AP95": 0.76, "AP_small": 12.6, "AP_medium": 34.6,
             "AP_large": 46.4},
 }
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="accelerate launch launch/detect.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    model = parser.add_argument_group("model")
-    model.add_argument("--attention", default="none", choices=("none", "bam"),
-                       help="BAM after layer1..3 of the ResNet101 (default: %(default)s)")
-    model.add_argument("--backbone-weights", default=None, metavar="PATH",
-                       help="local ImageNet ResNet101 weights: torchvision state dict, or this repository's "
-                            "classification checkpoint/run folder (BAM weights included). Default: from "
-                            "scratch (then use --grad-clip: gradient norms reach the thousands)")
-    model.add_argument("--fpn", action="store_true",
-                       help="torchvision's FPN detector instead of the paper's C4 Faster R-CNN")
-    model.add_argument("--trainable-layers", type=int, default=3,
-                       help="ResNet stages trained, counted from layer4 (default: %(default)s, as torchvision)")
-    model.add_argument("--min-size", type=int, default=800, help="short side after resizing (default: %(default)s)")
-    model.add_argument("--max-size", type=int, default=1333, help="long side at most (default: %(default)s)")
-    model.add_argument("--rois-per-image", type=int, default=512,
-                       help="RoIs sampled per image for the box head loss (default: %(default)s)")
-    optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--lr", type=float, default=None,
-                       help=f"learning rate (default: {REFERENCE_LR} x total batch / {REFERENCE_BATCH})")
-    optim.add_argument("--momentum", type=float, default=0.9)
-    optim.add_argument("--weight-decay", type=float, default=1e-4)
-    optim.add_argument("--warmup-steps", type=int, default=1000, help="linear warm-up steps (default: %(default)s)")
-    optim.add_argument("--lr-milestones", type=float, nargs="*", default=[2 / 3, 8 / 9],
-                       help="fractions of --max-steps where the lr drops x0.1 (default: 2/3 8/9)")
-    optim.add_argument("--grad-clip", type=float, default=None)
-    evaluation = parser.add_argument_group("evaluation")
-    evaluation.add_argument("--eval-images", type=int, default=None,
-                            help="evaluate on the first N validation images only (default: all)")
-    evaluation.add_argument("--eval-batch-size", type=int, default=None, help="default: --batch-size")
-    evaluation.add_argument("--num-vis", type=int, default=4, help="images drawn at each evaluation")
-    evaluation.add_argument("--vis-score", type=float, default=0.5, help="score threshold of drawn boxes")
-    add_run_args(parser, {"batch_size": 2, "eval_every": 10_000, "log_every": 20})
-    return parser
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -99,6 +63,11 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--eval-images must be positive, got {args.eval_images}")
     if args.backbone_weights is not None and not Path(args.backbone_weights).exists():
         raise FileNotFoundError(f"--backbone-weights: {args.backbone_weights} does not exist")
+
+
+def learning_rate(args: argparse.Namespace, total_batch: int) -> float:
+    """``--lr``, else the reference rate scaled linearly with the total batch (Goyal et al.)."""
+    return args.lr if args.lr is not None else REFERENCE_LR * total_batch / REFERENCE_BATCH
 
 
 def warmup_multistep(optimizer: torch.optim.Optimizer, warmup_steps: int, milestones: list[int],
@@ -123,7 +92,7 @@ def detection_loss(model: torch.nn.Module, batch) -> tuple[torch.Tensor, dict[st
 
 class DetectionEvaluator:
     """``evaluate_fn`` for the Trainer: COCOeval box APs over all processes, detection panels
-    (main process). ``step_of()`` gives the trainer's step for file names and W&B."""
+    (main process), named after the step they show."""
 
     def __init__(self, dataset, run_dir: Path, tracker, batch_size: int = 2, num_workers: int = 0,
                  max_images: int | None = None, num_vis: int = 4, vis_score: float = 0.5) -> None:
@@ -132,25 +101,23 @@ class DetectionEvaluator:
         count = len(dataset) if max_images is None else min(max_images, len(dataset))
         self.indices = list(range(count))
         self.num_vis, self.vis_score = min(num_vis, count), vis_score
-        self.step_of = lambda: 0
 
     def loader(self, accelerator=None):
         from tasks.data.coco import collate_detection
 
-        from tasks.common.trainer import prepare_eval_loader
+        from tasks.common.distributed import prepare_eval_loader
 
         subset = torch.utils.data.Subset(self.dataset, self.indices)
         loader = torch.utils.data.DataLoader(subset, batch_size=self.batch_size, shuffle=False,
                                              num_workers=self.num_workers, collate_fn=collate_detection)
         return loader if accelerator is None else prepare_eval_loader(accelerator, loader)
 
-    def __call__(self, model: torch.nn.Module, accelerator) -> dict[str, float]:
+    def __call__(self, model: torch.nn.Module, accelerator, step: int = 0) -> dict[str, float]:
         from tasks.detect.coco_eval import evaluate_distributed
         from tasks.detect.visualize import save_detection_panels
 
         metrics = evaluate_distributed(model, self.loader(accelerator), self.dataset.coco, accelerator)
         if accelerator.is_main_process and self.num_vis:
-            step = self.step_of()
             panels = save_detection_panels(model, self.dataset, range(self.num_vis), self.run_dir / "detections",
                                            prefix=f"step{step:07d}_", score_threshold=self.vis_score,
                                            device=accelerator.device)
@@ -163,84 +130,6 @@ def model_kwargs(args: argparse.Namespace, num_classes: int) -> dict[str, Any]:
     return {"num_classes": num_classes, "attention": args.attention, "fpn": args.fpn,
             "trainable_layers": args.trainable_layers, "min_size": args.min_size, "max_size": args.max_size,
             "frozen_bn": args.backbone_weights is not None, "box_batch_size_per_image": args.rois_per_image}
-
-
-def _export_hook(accelerator, kwargs: dict[str, Any], extra: dict[str, Any]):
-    """Write ``model.pt`` (weights + builder) into every checkpoint folder Accelerate saves."""
-    from tasks.common.model_io import save_model
-
-    def hook(models, weights, output_dir):
-        if accelerator.is_main_process and models:
-            save_model(output_dir, accelerator.unwrap_model(models[0]), MODEL_BUILDER, kwargs, TASK, extra)
-
-    return hook
-
-
-def _run(args: argparse.Namespace) -> dict[str, Any]:
-    from bam import count_params
-    from tasks.data.coco import CocoDetection, collate_detection
-    from tasks.data.root import data_root
-
-    from tasks.data.sampling import EpochSeededSampler
-    from tasks.common.seeding import seed_everything
-    from tasks.common.tracking import Tracker
-    from tasks.common.trainer import Trainer, make_accelerator
-    from tasks.detect.model import fasterrcnn_resnet101
-
-    _check_args(args)
-    root = data_root(args.data_root)
-    accelerator = make_accelerator(args.mixed_precision, fixed_shapes=False)
-    train_set = CocoDetection(root, split="train")
-    val_set = CocoDetection(root, split="val")
-    total_batch = args.batch_size * accelerator.num_processes
-    lr = args.lr if args.lr is not None else REFERENCE_LR * total_batch / REFERENCE_BATCH
-    max_steps = args.max_steps or round(REFERENCE_STEPS * REFERENCE_BATCH / total_batch)
-    milestones = [round(m * max_steps) for m in args.lr_milestones]
-
-    sampler = EpochSeededSampler(len(train_set), seed=args.seed, shuffle=True)
-    loader = torch.utils.data.DataLoader(
-        train_set, batch_size=args.batch_size, sampler=sampler, num_workers=args.num_workers,
-        collate_fn=collate_detection, drop_last=True, pin_memory=torch.cuda.is_available(),
-        persistent_workers=args.num_workers > 0)
-
-    kwargs = model_kwargs(args, train_set.num_classes)
-    seed_everything(args.seed)  # the initial weights depend on the seed only (same on every process)
-    model = fasterrcnn_resnet101(backbone_weights=args.backbone_weights, **kwargs)
-    params = count_params(model)
-    layout = "fpn" if args.fpn else "c4"
-    group = args.group or f"detect-coco-{layout}"
-    run_dir = run_dir_for(args, f"{ARCH}-{layout}-{args.attention}-s{args.seed}")
-    config = {
-        "task": TASK, "arch": ARCH, "attention": args.attention, "dataset": "coco", "group": group,
-        "layout": layout, "model": kwargs, "backbone_weights": args.backbone_weights,
-        "batch_size": args.batch_size, "total_batch": total_batch, "lr": lr, "momentum": args.momentum,
-        "weight_decay": args.weight_decay, "warmup_steps": args.warmup_steps, "lr_milestones": milestones,
-        "max_steps": max_steps, "train_images": len(train_set), "val_images": len(val_set),
-        "eval_images": args.eval_images or len(val_set), "params": params,
-        "train_data_stats": train_set.stats,
-    }
-    tracker = Tracker(run_dir, config, project=args.wandb_project, group=group,
-                      tags=[layout, *(args.tags or [])], mode=args.wandb, task=TASK, name=run_dir.name)
-    evaluator = DetectionEvaluator(val_set, run_dir, tracker, args.eval_batch_size or args.batch_size,
-                                   args.num_workers, args.eval_images, args.num_vis, args.vis_score)
-    accelerator.register_save_state_pre_hook(
-        _export_hook(accelerator, kwargs, {"dataset": "coco", "categories": val_set.categories}))
-    # Torchvision's reference: no weight decay exemption, frozen parameters left out.
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
-                                momentum=args.momentum, weight_decay=args.weight_decay)
-    scheduler = warmup_multistep(optimizer, args.warmup_steps, milestones)
-    trainer = Trainer(
-        model=model, optimizer=optimizer, train_loader=loader, loss_fn=detection_loss, evaluate_fn=evaluator,
-        channels_last=args.channels_last,
-        run_dir=run_dir, config=config, max_steps=max_steps, scheduler=scheduler, eval_every=args.eval_every,
-        best_metric=PRIMARY_METRIC, best_mode="max", seed=args.seed, resume=args.resume, tracker=tracker,
-        grad_clip=args.grad_clip, task=TASK, log_every=args.log_every, accelerator=accelerator,
-        summary_extra={"paper": PAPER_TABLE5[args.attention], "metric_units": "fraction (paper: %)"})
-    evaluator.step_of = lambda: trainer.step
-    summary = trainer.fit()
-    if accelerator.is_main_process:
-        _write_detection_report(run_dir, summary, args.attention)
-    return summary
 
 
 def ap_table(results: Mapping[str, Mapping[str, float]]) -> str:
@@ -272,16 +161,136 @@ def _write_detection_report(run_dir: Path, summary: Mapping[str, Any], attention
     config = summary.get("config") or {}
     section = (f"## COCO box AP (%), {config.get('eval_images')} val2017 images\n\n{ap_table(rows)}\n\n"
                f"Layout: {config.get('layout')}; AP_small/medium/large: COCO area ranges; '-' = no such objects.\n")
-    tmp = run_dir / "summary.md.tmp"
-    tmp.write_text(render_markdown(summary) + "\n" + section)
-    os.replace(tmp, run_dir / "summary.md")
+    write_text_atomic(run_dir / "summary.md", render_markdown(summary) + "\n" + section)
     print("\n" + section.replace("## ", ""), flush=True)
     print(f"run folder: {run_dir}", flush=True)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = build_parser().parse_args(argv)
-    return run_cli(_run, args)
+
+
+@dataclass
+class DetectData:
+    train: Any
+    val: Any
+    total_batch: int
+
+
+class DetectTask(Task):
+    name = "detect"
+    prog = "accelerate launch launch/detect.py"
+    description = __doc__
+    attentions = ("none", "bam")
+    default_attention = "none"
+    run_defaults = {"batch_size": 2, "eval_every": 10_000, "log_every": 20}
+    primary_metric = PRIMARY_METRIC
+    primary_mode = "max"
+    fixed_shapes = False
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        model = parser.add_argument_group("model")
+        model.add_argument("--backbone-weights", default=None, metavar="PATH",
+                           help="local ImageNet ResNet101 weights: torchvision state dict, or this repository's "
+                                "classification checkpoint/run folder (BAM weights included). Default: from "
+                                "scratch (then use --grad-clip: gradient norms reach the thousands)")
+        model.add_argument("--fpn", action="store_true",
+                           help="torchvision's FPN detector instead of the paper's C4 Faster R-CNN")
+        model.add_argument("--trainable-layers", type=int, default=3,
+                           help="ResNet stages trained, counted from layer4 (default: %(default)s, as torchvision)")
+        model.add_argument("--min-size", type=int, default=800, help="short side after resizing (default: %(default)s)")
+        model.add_argument("--max-size", type=int, default=1333, help="long side at most (default: %(default)s)")
+        model.add_argument("--rois-per-image", type=int, default=512,
+                           help="RoIs sampled per image for the box head loss (default: %(default)s)")
+        optim = parser.add_argument_group("optimisation")
+        optim.add_argument("--lr", type=float, default=None,
+                           help=f"learning rate (default: {REFERENCE_LR} x total batch / {REFERENCE_BATCH})")
+        optim.add_argument("--momentum", type=float, default=0.9)
+        optim.add_argument("--weight-decay", type=float, default=1e-4)
+        optim.add_argument("--warmup-steps", type=int, default=1000, help="linear warm-up steps (default: %(default)s)")
+        optim.add_argument("--lr-milestones", type=float, nargs="*", default=[2 / 3, 8 / 9],
+                           help="fractions of --max-steps where the lr drops x0.1 (default: 2/3 8/9)")
+        optim.add_argument("--grad-clip", type=float, default=None)
+        evaluation = parser.add_argument_group("evaluation")
+        evaluation.add_argument("--eval-images", type=int, default=None,
+                                help="evaluate on the first N validation images only (default: all)")
+        evaluation.add_argument("--eval-batch-size", type=int, default=None, help="default: --batch-size")
+        evaluation.add_argument("--num-vis", type=int, default=4, help="images drawn at each evaluation")
+        evaluation.add_argument("--vis-score", type=float, default=0.5, help="score threshold of drawn boxes")
+
+    def check(self, args: argparse.Namespace) -> None:
+        super().check(args)
+        _check_args(args)
+
+    def data(self, args: argparse.Namespace, accelerator) -> DetectData:
+        from tasks.data.coco import CocoDetection
+        from tasks.data.root import data_root
+
+        root = data_root(args.data_root)
+        return DetectData(CocoDetection(root, split="train"), CocoDetection(root, split="val"),
+                          args.batch_size * accelerator.num_processes)
+
+    def collate(self, data: DetectData):
+        from tasks.data.coco import collate_detection
+
+        return collate_detection
+
+    def schedule(self, args: argparse.Namespace, data: DetectData, steps_per_epoch: int) -> Schedule:
+        # Detectron's 1x schedule is 90k steps of 16 images: as many images at any batch size.
+        max_steps = args.max_steps or round(REFERENCE_STEPS * REFERENCE_BATCH / data.total_batch)
+        return Schedule(max_steps, args.eval_every, args.grad_clip)
+
+    def model(self, args: argparse.Namespace, data: DetectData) -> torch.nn.Module:
+        from tasks.detect.model import fasterrcnn_resnet101
+
+        return fasterrcnn_resnet101(backbone_weights=args.backbone_weights,
+                                    **model_kwargs(args, data.train.num_classes))
+
+    def optimizer(self, args: argparse.Namespace, model: torch.nn.Module, data: DetectData, schedule: Schedule):
+        # Torchvision's reference: no weight decay exemption, frozen parameters left out.
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
+                                    lr=learning_rate(args, data.total_batch),
+                                    momentum=args.momentum, weight_decay=args.weight_decay)
+        milestones = [round(m * schedule.max_steps) for m in args.lr_milestones]
+        return optimizer, warmup_multistep(optimizer, args.warmup_steps, milestones)
+
+    def loss(self, args: argparse.Namespace):
+        return detection_loss
+
+    def describe(self, args: argparse.Namespace, data: DetectData, model: torch.nn.Module,
+                 schedule: Schedule) -> RunInfo:
+        from bam import count_params
+
+        layout = "fpn" if args.fpn else "c4"
+        kwargs = model_kwargs(args, data.train.num_classes)
+        config = {
+            "arch": ARCH, "attention": args.attention, "dataset": "coco", "layout": layout, "model": kwargs,
+            "backbone_weights": args.backbone_weights, "batch_size": args.batch_size,
+            "total_batch": data.total_batch, "lr": learning_rate(args, data.total_batch), "momentum": args.momentum,
+            "weight_decay": args.weight_decay, "warmup_steps": args.warmup_steps,
+            "lr_milestones": [round(m * schedule.max_steps) for m in args.lr_milestones],
+            "max_steps": schedule.max_steps, "train_images": len(data.train), "val_images": len(data.val),
+            "eval_images": args.eval_images or len(data.val), "params": count_params(model),
+            "train_data_stats": data.train.stats,
+        }
+        return RunInfo(
+            name=f"{ARCH}-{layout}-{args.attention}-s{args.seed}", group=f"detect-coco-{layout}", config=config,
+            tags=[layout],
+            description=ModelDescription(MODEL_BUILDER, kwargs, self.name,
+                                         {"dataset": "coco", "categories": data.val.categories}),
+            summary_extra={"paper": PAPER_TABLE5[args.attention], "metric_units": "fraction (paper: %)"})
+
+    def evaluator(self, args: argparse.Namespace, data: DetectData, run_dir: Path, tracker) -> DetectionEvaluator:
+        return DetectionEvaluator(data.val, run_dir, tracker, args.eval_batch_size or args.batch_size,
+                                  args.num_workers, args.eval_images, args.num_vis, args.vis_score)
+
+    def report(self, args: argparse.Namespace, run_dir: Path, summary: dict) -> None:
+        _write_detection_report(run_dir, summary, args.attention)
+
+
+TASK = DetectTask()
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    return run_main(TASK, argv)
 
 
 if __name__ == "__main__":

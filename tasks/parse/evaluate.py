@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tasks.parse.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True,
                         help="a run folder of tasks.parse.train (its best checkpoint), a checkpoint folder "
-                             "(run/checkpoints/last), or a model.pt file")
+                             "(run/checkpoints/last), or its network.json")
     parser.add_argument("--data-root", default=None, help="data root (default: $BAM_DATA_ROOT, else ./data)")
     parser.add_argument("--split", default="validation", choices=("training", "validation"))
     parser.add_argument("--multi-scale", action="store_true",
@@ -146,38 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_trained_model(path: str | Path) -> tuple[torch.nn.Module, Path, dict]:
-    """Rebuild a model trained by ``tasks.parse.train`` from its run folder or a checkpoint folder
-    (``run/checkpoints/best``) using the run's ``config.json``; or load a ``model.pt`` file of
-    ``tasks.common.model_io``. Returns ``(model, weights file, config)``."""
-    from tasks.parse.model import UperNet
+    """Rebuild a network trained by ``tasks.parse.train`` from its run folder (best checkpoint), a
+    checkpoint folder or its ``network.json``. Returns ``(model, network.json, what it was trained
+    on: dataset, num_classes, label_offset)``."""
+    from tasks.common.model_io import find_model_file, load_model
 
-    path = Path(path)
-    if path.is_file() and path.suffix == ".pt":
-        from tasks.common.model_io import load_model
-
-        model, record = load_model(path)
-        return model, path, dict(record.get("kwargs", {}))
-    folders = [path, path / "checkpoints" / "best", path / "checkpoints" / "last"]
-    weights = next((f / "model.safetensors" for f in folders if (f / "model.safetensors").is_file()), None)
-    if weights is None:
-        raise FileNotFoundError(f"no model at {path}: expected a run folder (with checkpoints/best), a checkpoint "
-                                "folder holding model.safetensors, or a model.pt file")
-    run_dir = weights.parent.parent.parent if weights.parent.parent.name == "checkpoints" else weights.parent
-    config_file = run_dir / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{config_file} not found: it tells which network {weights} holds")
-    config = json.loads(config_file.read_text())
-    if config.get("task") != "parse":
-        raise ValueError(f"{config_file} is a {config.get('task')!r} run, not a scene-parsing run")
-    model = UperNet(num_classes=config["num_classes"], backbone=config["backbone"], attention=config["attention"],
-                    placement=config.get("placement") or "bottleneck", channels=config.get("decoder_channels", 512))
-    from safetensors.torch import load_file
-
-    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{weights} does not match the network of {config_file}: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}")
-    return model, weights, config
+    model, description = load_model(path, task="parse")
+    trained_on = {"num_classes": description.kwargs["num_classes"], **description.extra}
+    return model, find_model_file(path), trained_on
 
 
 def format_scores(scores: dict, title: str = "") -> str:
@@ -188,7 +164,7 @@ def format_scores(scores: dict, title: str = "") -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    from tasks.common.trainer import make_accelerator
+    from tasks.common.distributed import make_accelerator
 
     from tasks.data.ade20k import ADE20K, SegmentationFolder
     from tasks.data.root import data_root

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from tasks.common.model_io import read_state_dict
+from tasks.common.model_io import model_builder, read_state_dict
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
@@ -261,3 +261,11 @@ def _register() -> None:
 
 
 _register()
+
+
+@model_builder
+def upernet(num_classes: int = 150, backbone: str = "resnet50", attention: str = "none",
+            placement: str = "bottleneck", channels: int = 512) -> UperNet:
+    """The UperNet of a scene-parsing run, from the plain values its ``network.json`` keeps."""
+    return UperNet(num_classes=num_classes, backbone=backbone, attention=attention, placement=placement,
+                   channels=channels)

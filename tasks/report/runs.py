@@ -45,10 +45,6 @@ class Run:
     def network(self) -> tuple[str, str, str]:
         return (self.task, self.dataset, self.arch)
 
-    @property
-    def is_baseline(self) -> bool:
-        return self.attention in ("", BASELINE, None)
-
     def metric(self, name: str, which: str = "final") -> float | None:
         values = self.final if which == "final" else (self.best or self.final)
         value = _lookup(values, name)

@@ -55,7 +55,7 @@ def score_set(dataset: Dataset, upscale: Callable[[torch.Tensor], torch.Tensor] 
     scale = dataset.scale
     loader = DataLoader(_Indexed(dataset), batch_size=1, shuffle=False, num_workers=0)
     if accelerator is not None:
-        from tasks.common.trainer import prepare_eval_loader
+        from tasks.common.distributed import prepare_eval_loader
 
         loader = prepare_eval_loader(accelerator, loader)
         device = accelerator.device
@@ -141,7 +141,7 @@ def _evaluate(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         from tasks.common.model_io import load_model
 
         model, record = load_model(args.checkpoint, map_location="cpu")
-        trained = int(record["kwargs"].get("scale", getattr(model, "scale", 4)))
+        trained = int(record.kwargs.get("scale", getattr(model, "scale", 4)))
         if args.scale is not None and args.scale != trained:
             raise ValueError(f"--scale {args.scale} does not match the checkpoint, which was trained for x{trained}")
         scale, name = trained, str(args.checkpoint)

@@ -17,6 +17,8 @@ import math
 import torch
 from torch import nn
 
+from tasks.common.model_io import model_builder
+
 __all__ = ["SRResNet", "ResidualBlock", "srresnet", "SUPPORTED_SCALES"]
 
 SUPPORTED_SCALES = (2, 4)
@@ -95,6 +97,7 @@ class SRResNet(nn.Module):
         return self.tail(self.upsample(features))
 
 
+@model_builder
 def srresnet(scale: int = 4, num_blocks: int = 16, channels: int = 64, attention: str = "none",
              attention_interval: int = 4, **attention_kwargs) -> SRResNet:
     """Build SRResNet x``scale`` (2 or 4); ``attention="bam"`` adds a BAM after every

@@ -1,34 +1,103 @@
 """Train SRResNet (with or without BAM) on a folder of HR images, scored on Set5/Set14.
 
     accelerate launch launch/sr.py --preset quick              # minutes on a CPU, nothing to download
-    accelerate launch launch/sr.py --preset t91 --attention bam
+    accelerate launch launch/sr.py --preset t91 --attention none bam
     accelerate launch launch/sr.py --train-dir /data/DIV2K_train_HR --attention bam   # SRGAN recipe
 
 Presets (``tasks.sr.presets``) set every default; each command-line option overrides them. The
-run folder gets ``checkpoints/{last,best}`` (each with a self-describing ``model.pt`` for
-``tasks.sr.evaluate`` / ``tasks.sr.upscale``), ``metrics.jsonl``, ``samples/*.png``
+run folder gets ``checkpoints/{last,best}`` (each with ``network.safetensors`` + ``network.json``
+for ``tasks.sr.evaluate`` / ``tasks.sr.upscale``), ``metrics.jsonl``, ``samples/*.png``
 (SR | bicubic | HR), ``summary.json`` and ``summary.md`` (model vs bicubic per set).
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from tasks.common.cli import add_run_args, run_cli, run_dir_for
+from tasks.common.model_io import ModelDescription
+from tasks.common.run import RunInfo, Schedule, Task, main as run_main
 from tasks.sr.evaluate import BICUBIC, format_table, load_sets, score_set
 from tasks.sr.metrics import PROTOCOLS
 from tasks.sr.presets import get_preset, list_presets
 
-__all__ = ["build_parser", "parse_args", "main", "SREvaluator", "MODEL_BUILDER"]
+__all__ = ["SRTask", "SREvaluator", "main", "parse_args", "make_loss", "MODEL_BUILDER"]
 
 MODEL_BUILDER = "tasks.sr.model:srresnet"
-TASK = "sr"
 EMBEDDED = "embedded"
+LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
+
+
+def make_loss(name: str):
+    """Pixel loss between SR and HR: ``mse`` (the SRGAN recipe's) or ``l1`` (EDSR's)."""
+    pixel_loss = LOSSES[name]
+
+    def loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return pixel_loss(model(batch["lr"]).float(), batch["hr"].float())
+    return loss
+
+
+class SREvaluator:
+    """``evaluate_fn`` for the Trainer: PSNR/SSIM per set (gathered over processes) and sample
+    panels (main process), named after the step they show."""
+
+    def __init__(self, sets: Mapping[str, Any], protocol: str, run_dir: Path, tracker, num_samples: int = 2,
+                 bicubic: Mapping[str, Any] | None = None) -> None:
+        self.sets, self.protocol, self.run_dir = dict(sets), protocol, Path(run_dir)
+        self.tracker, self.num_samples = tracker, num_samples
+        self.bicubic = dict(bicubic or {})  # score_set's results for the bicubic baseline, per set
+        self.last_results: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, model: torch.nn.Module, accelerator, step: int) -> dict[str, float]:
+        metrics = {}
+        for name, dataset in self.sets.items():
+            result = score_set(dataset, model, self.protocol, accelerator)
+            self.last_results[name] = result
+            metrics[f"psnr/{name}"], metrics[f"ssim/{name}"] = result["psnr"], result["ssim"]
+        if accelerator.is_main_process and self.num_samples:
+            self.save_samples(model, accelerator.device, step)
+        return metrics
+
+    @torch.no_grad()
+    def save_samples(self, model: torch.nn.Module, device, step: int) -> list[Path]:
+        from tasks.data.imresize import imresize, to_uint8
+        from tasks.sr.samples import make_panel, save_panel
+
+        name, dataset = next(iter(self.sets.items()))
+        images, paths = {}, []
+        for index in range(min(self.num_samples, len(dataset))):
+            item = dataset[index]
+            lr = item["lr"][None].to(device)
+            sr = model(lr).float()
+            bicubic = to_uint8(imresize(to_uint8(lr * 255).double(), float(dataset.scale))).float() / 255
+            panel = make_panel(sr[0], bicubic[0], item["hr"], labels=self._labels(name, item["name"], step))
+            path = save_panel(panel, self.run_dir / "samples" / f"step{step:07d}_{name}_{item['name']}.png")
+            images[f"samples/{name}/{item['name']}"] = panel
+            paths.append(path)
+        self.tracker.log_images(images, step, caption="SR | bicubic | HR")
+        return paths
+
+    def _labels(self, set_name: str, image: str, step: int) -> tuple[str, str, str]:
+        """Panel captions with each image's own PSNR/SSIM (whole image, the run's protocol)."""
+        def score(results: Mapping[str, Any]) -> str:
+            found = results.get("images", {}).get(image)
+            return f"\n{found['psnr']:.2f} dB, SSIM {found['ssim']:.4f}" if found else ""
+
+        sr = score(self.last_results.get(set_name, {}))
+        return f"SR, step {step}{sr}", f"bicubic{score(self.bicubic.get(set_name, {}))}", "HR\nscores: whole image"
+
+
+@dataclass
+class SRData:
+    train: Any
+    train_label: str
+    sets: dict[str, Any]
+    bicubic: dict[str, Any]  # score_set's bicubic results per set (main process only)
 
 
 def _presets_help() -> str:
@@ -43,71 +112,137 @@ def _presets_help() -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="accelerate launch launch/sr.py", description=__doc__,
-                                     epilog=_presets_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="srgan", choices=list_presets(),
-                        help="recipe that sets the defaults below (default: %(default)s)")
-    data = parser.add_argument_group("data")
-    data.add_argument("--train-dir", nargs="+", default=None,
-                      help="folder(s) of HR training images, searched recursively "
-                           "(default: the preset's folder under the data root)")
-    data.add_argument("--scale", type=int, help="SR factor, 2 or 4")
-    data.add_argument("--patch-size", type=int, help="HR crop side (a multiple of --scale)")
-    data.add_argument("--sets", nargs="+", help="evaluation sets: names under <data root>/sr, folders, or 'embedded'")
-    data.add_argument("--protocol", choices=sorted(PROTOCOLS), help="evaluation protocol")
-    data.add_argument("--repeat", type=int, help="visits of each training image per epoch")
-    data.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
-                      help="keep decoded training images in memory (small sets)")
-    model = parser.add_argument_group("model")
-    model.add_argument("--attention", help="none, or an attention module of bam's registry (bam, bam-released, se, cbam)")
-    model.add_argument("--attention-interval", type=int, help="attention after every N-th residual block")
-    model.add_argument("--num-blocks", type=int, help="residual blocks")
-    model.add_argument("--channels", type=int, help="feature channels")
-    optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--lr", type=float, help="Adam learning rate")
-    optim.add_argument("--betas", type=float, nargs=2, help="Adam betas")
-    optim.add_argument("--loss", choices=sorted(LOSSES), help="pixel loss: mse (the SRGAN recipe) or l1")
-    optim.add_argument("--lr-schedule", choices=("constant", "cosine"),
-                       help="constant (the SRGAN recipe) or cosine decay to 1%% of --lr over the run")
-    optim.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (default: off)")
-    parser.add_argument("--num-samples", type=int, default=2,
-                        help="SR | bicubic | HR panels saved at each evaluation (default: %(default)s)")
-    add_run_args(parser)
-    return parser
+class SRTask(Task):
+    name = "sr"
+    prog = "accelerate launch launch/sr.py"
+    description = __doc__
+    primary_mode = "max"
 
+    @property
+    def attentions(self) -> list[str]:
+        from bam import list_attentions
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse with the preset's values as defaults, so every explicit option wins."""
-    parser = build_parser()
-    known, _ = parser.parse_known_args(argv)
-    preset = get_preset(known.preset)
-    parser.set_defaults(**{k: v for k, v in preset.items() if k not in ("train_dir", "betas")})
-    args = parser.parse_args(argv)
-    args.betas = tuple(args.betas) if args.betas else tuple(preset["betas"])
-    args.preset_values = preset
-    return args
+        return ["none", *list_attentions()]
 
+    # -- options --------------------------------------------------------------------------------
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.epilog = _presets_help()
+        parser.add_argument("--preset", default="srgan", choices=list_presets(),
+                            help="recipe that sets the defaults below (default: %(default)s)")
+        data = parser.add_argument_group("data")
+        data.add_argument("--train-dir", nargs="+", default=None,
+                          help="folder(s) of HR training images, searched recursively "
+                               "(default: the preset's folder under the data root)")
+        data.add_argument("--scale", type=int, help="SR factor, 2 or 4")
+        data.add_argument("--patch-size", type=int, help="HR crop side (a multiple of --scale)")
+        data.add_argument("--sets", nargs="+", help="evaluation sets: names under <data root>/sr, folders, or 'embedded'")
+        data.add_argument("--protocol", choices=sorted(PROTOCOLS), help="evaluation protocol")
+        data.add_argument("--repeat", type=int, help="visits of each training image per epoch")
+        data.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
+                          help="keep decoded training images in memory (small sets)")
+        model = parser.add_argument_group("model")
+        model.add_argument("--attention-interval", type=int, help="attention after every N-th residual block")
+        model.add_argument("--num-blocks", type=int, help="residual blocks")
+        model.add_argument("--channels", type=int, help="feature channels")
+        optim = parser.add_argument_group("optimisation")
+        optim.add_argument("--lr", type=float, help="Adam learning rate")
+        optim.add_argument("--betas", type=float, nargs=2, help="Adam betas")
+        optim.add_argument("--loss", choices=sorted(LOSSES), help="pixel loss: mse (the SRGAN recipe) or l1")
+        optim.add_argument("--lr-schedule", choices=("constant", "cosine"),
+                           help="constant (the SRGAN recipe) or cosine decay to 1%% of --lr over the run")
+        optim.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (default: off)")
+        parser.add_argument("--num-samples", type=int, default=2,
+                            help="SR | bicubic | HR panels saved at each evaluation (default: %(default)s)")
 
-def _check_args(args: argparse.Namespace) -> None:
-    from bam import list_attentions
+    def parse_args(self, argv: Sequence[str] | None) -> argparse.Namespace:
+        """Parse with the preset's values as defaults, so every explicit option wins."""
+        parser = self.build_parser()
+        known, _ = parser.parse_known_args(argv)
+        preset = get_preset(known.preset)
+        defaults = {k: v for k, v in preset.items() if k not in ("train_dir", "betas")}
+        defaults["attention"] = [preset["attention"]]
+        parser.set_defaults(**defaults)
+        args = parser.parse_args(argv)
+        args.betas = tuple(args.betas) if args.betas else tuple(preset["betas"])
+        args.preset_values = preset
+        return args
 
-    from tasks.sr.model import SUPPORTED_SCALES
+    def check(self, args: argparse.Namespace) -> None:
+        from tasks.sr.model import SUPPORTED_SCALES
 
-    if args.scale not in SUPPORTED_SCALES:
-        raise ValueError(f"--scale {args.scale} is not supported: use one of {SUPPORTED_SCALES}")
-    if args.patch_size <= 0 or args.patch_size % args.scale:
-        raise ValueError(f"--patch-size {args.patch_size} must be a positive multiple of --scale {args.scale} "
-                         f"(the LR patch is patch-size / scale pixels)")
-    valid = ["none", *list_attentions()]
-    if args.attention not in valid:
-        raise ValueError(f"--attention {args.attention!r} is unknown; choose one of {', '.join(valid)}")
-    for name in ("num_blocks", "channels", "attention_interval", "repeat", "batch_size", "num_samples"):
-        value = getattr(args, name)
-        if value is None or value < (0 if name == "num_samples" else 1):
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
-    if not args.lr > 0:
-        raise ValueError(f"--lr must be positive, got {args.lr}")
+        super().check(args)
+        if args.scale not in SUPPORTED_SCALES:
+            raise ValueError(f"--scale {args.scale} is not supported: use one of {SUPPORTED_SCALES}")
+        if args.patch_size <= 0 or args.patch_size % args.scale:
+            raise ValueError(f"--patch-size {args.patch_size} must be a positive multiple of --scale {args.scale} "
+                             f"(the LR patch is patch-size / scale pixels)")
+        for name in ("num_blocks", "channels", "attention_interval", "repeat", "batch_size", "num_samples"):
+            value = getattr(args, name)
+            if value is None or value < (0 if name == "num_samples" else 1):
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+        if not args.lr > 0:
+            raise ValueError(f"--lr must be positive, got {args.lr}")
+
+    # -- the pieces of one run -----------------------------------------------------------------
+    def data(self, args: argparse.Namespace, accelerator) -> SRData:
+        from tasks.data.root import data_root
+        from tasks.data.sr import SRTrainFolder
+
+        root = data_root(args.data_root)
+        sources, label = _train_sources(args, root)
+        train = SRTrainFolder(sources, scale=args.scale, patch_size=args.patch_size, cache=bool(args.cache),
+                              repeat=args.repeat)
+        sets = load_sets(_eval_set_names(args, root), args.scale, args.data_root, args.protocol)
+        # Deterministic and cheap: once, on the main process (the panels and the report use it).
+        bicubic = ({name: score_set(ds, BICUBIC, args.protocol) for name, ds in sets.items()}
+                   if accelerator.is_main_process else {})
+        return SRData(train, label, sets, bicubic)
+
+    def model(self, args: argparse.Namespace, data: SRData) -> torch.nn.Module:
+        from tasks.sr.model import srresnet
+
+        return srresnet(**model_kwargs(args))
+
+    def optimizer(self, args: argparse.Namespace, model: torch.nn.Module, data: SRData, schedule: Schedule):
+        optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=args.betas)
+        scheduler = None
+        if args.lr_schedule == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, schedule.max_steps,
+                                                                   eta_min=args.lr / 100)
+        return optimizer, scheduler
+
+    def loss(self, args: argparse.Namespace):
+        return make_loss(args.loss)
+
+    def describe(self, args: argparse.Namespace, data: SRData, model: torch.nn.Module, schedule: Schedule) -> RunInfo:
+        from bam import count_macs, count_params
+
+        kwargs = model_kwargs(args)
+        lr_side = args.patch_size // args.scale
+        params, macs = count_params(model), count_macs(model, (3, lr_side, lr_side))
+        macs_input = f"3x{lr_side}x{lr_side} LR ({args.patch_size}x{args.patch_size} HR patch)"
+        bicubic = {name: {"psnr": r["psnr"], "ssim": r["ssim"]} for name, r in data.bicubic.items()}
+        config = {
+            "arch": "srresnet", "attention": args.attention, "dataset": data.train_label, "preset": args.preset,
+            "model": kwargs, "scale": args.scale, "patch_size": args.patch_size, "batch_size": args.batch_size,
+            "lr": args.lr, "betas": list(args.betas), "lr_schedule": args.lr_schedule, "loss": args.loss,
+            "sets": list(data.sets), "protocol": args.protocol, "train_images": len(data.train.files),
+            "repeat": args.repeat, "params": params, "macs": macs, "macs_input": macs_input,
+        }
+        return RunInfo(
+            name=f"srresnet-{args.attention}-x{args.scale}-{args.preset}-s{args.seed}",
+            group=f"sr-{args.preset}-x{args.scale}", config=config, tags=[args.preset],
+            description=ModelDescription(MODEL_BUILDER, kwargs, self.name,
+                                         {"protocol": args.protocol, "train": data.train_label}),
+            summary_extra={"macs": macs, "macs_input": macs_input, "protocol": args.protocol, "bicubic": bicubic,
+                           "preset": args.preset},
+            primary_metric=f"psnr/{next(iter(data.sets))}")
+
+    def evaluator(self, args: argparse.Namespace, data: SRData, run_dir: Path, tracker) -> SREvaluator:
+        return SREvaluator(data.sets, args.protocol, run_dir, tracker, args.num_samples, bicubic=data.bicubic)
+
+    def report(self, args: argparse.Namespace, run_dir: Path, summary: dict) -> None:
+        _write_sr_report(run_dir, summary, summary.get("bicubic") or {}, args)
 
 
 def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -142,151 +277,6 @@ def _eval_set_names(args: argparse.Namespace, root: Path) -> list[str]:
     return list(args.sets)
 
 
-LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
-
-
-def make_loss(name: str):
-    """Pixel loss between SR and HR: ``mse`` (the SRGAN recipe's) or ``l1`` (EDSR's)."""
-    pixel_loss = LOSSES[name]
-
-    def loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return pixel_loss(model(batch["lr"]).float(), batch["hr"].float())
-    return loss
-
-
-class SREvaluator:
-    """``evaluate_fn`` for the Trainer: PSNR/SSIM per set (gathered over processes) and sample
-    panels (main process). ``step_of()`` gives the trainer's step for file names and W&B."""
-
-    def __init__(self, sets: Mapping[str, Any], protocol: str, run_dir: Path, tracker, num_samples: int = 2,
-                 bicubic: Mapping[str, Any] | None = None) -> None:
-        self.sets, self.protocol, self.run_dir = dict(sets), protocol, Path(run_dir)
-        self.tracker, self.num_samples = tracker, num_samples
-        self.bicubic = dict(bicubic or {})  # score_set's results for the bicubic baseline, per set
-        self.step_of = lambda: 0
-        self.last_results: dict[str, dict[str, Any]] = {}
-
-    def __call__(self, model: torch.nn.Module, accelerator) -> dict[str, float]:
-        metrics = {}
-        for name, dataset in self.sets.items():
-            result = score_set(dataset, model, self.protocol, accelerator)
-            self.last_results[name] = result
-            metrics[f"psnr/{name}"], metrics[f"ssim/{name}"] = result["psnr"], result["ssim"]
-        if accelerator.is_main_process and self.num_samples:
-            self.save_samples(model, accelerator.device)
-        return metrics
-
-    @torch.no_grad()
-    def save_samples(self, model: torch.nn.Module, device) -> list[Path]:
-        from tasks.data.imresize import imresize, to_uint8
-
-        from tasks.sr.samples import make_panel, save_panel
-
-        step = self.step_of()
-        name, dataset = next(iter(self.sets.items()))
-        images, paths = {}, []
-        for index in range(min(self.num_samples, len(dataset))):
-            item = dataset[index]
-            lr = item["lr"][None].to(device)
-            sr = model(lr).float()
-            bicubic = to_uint8(imresize(to_uint8(lr * 255).double(), float(dataset.scale))).float() / 255
-            panel = make_panel(sr[0], bicubic[0], item["hr"], labels=self._labels(name, item["name"], step))
-            path = save_panel(panel, self.run_dir / "samples" / f"step{step:07d}_{name}_{item['name']}.png")
-            images[f"samples/{name}/{item['name']}"] = panel
-            paths.append(path)
-        self.tracker.log_images(images, step, caption="SR | bicubic | HR")
-        return paths
-
-    def _labels(self, set_name: str, image: str, step: int) -> tuple[str, str, str]:
-        """Panel captions with each image's own PSNR/SSIM (whole image, the run's protocol)."""
-        def score(results: Mapping[str, Any]) -> str:
-            found = results.get("images", {}).get(image)
-            return f"\n{found['psnr']:.2f} dB, SSIM {found['ssim']:.4f}" if found else ""
-
-        sr = score(self.last_results.get(set_name, {}))
-        return f"SR, step {step}{sr}", f"bicubic{score(self.bicubic.get(set_name, {}))}", "HR\nscores: whole image"
-
-
-def _model_exporter(kwargs: dict[str, Any], extra: dict[str, Any]):
-    """``on_save`` for the Trainer: a self-describing ``model.pt`` (weights + builder + kwargs) in
-    every checkpoint, so ``last`` and ``best`` can be evaluated without the training options."""
-    from tasks.common.model_io import save_model
-
-    def export(model: torch.nn.Module, folder: Path) -> None:
-        save_model(folder, model, MODEL_BUILDER, kwargs, TASK, extra)
-
-    return export
-
-
-def _run(args: argparse.Namespace) -> dict[str, Any]:
-    from bam import count_macs, count_params
-    from tasks.data.root import data_root
-    from tasks.data.sr import SRTrainFolder
-
-    from tasks.data.sampling import EpochSeededSampler
-    from tasks.common.seeding import seed_everything
-    from tasks.common.tracking import Tracker
-    from tasks.common.trainer import Trainer, make_accelerator
-    from tasks.sr.model import srresnet
-
-    _check_args(args)
-    root = data_root(args.data_root)
-    accelerator = make_accelerator(args.mixed_precision)
-    sources, train_label = _train_sources(args, root)
-    train_set = SRTrainFolder(sources, scale=args.scale, patch_size=args.patch_size,
-                              cache=bool(args.cache), repeat=args.repeat)
-    sampler = EpochSeededSampler(len(train_set), seed=args.seed, shuffle=True)
-    loader = torch.utils.data.DataLoader(
-        train_set, batch_size=args.batch_size, sampler=sampler, num_workers=args.num_workers,
-        drop_last=True, pin_memory=torch.cuda.is_available(), persistent_workers=args.num_workers > 0)
-    sets = load_sets(_eval_set_names(args, root), args.scale, args.data_root, args.protocol)
-
-    kwargs = model_kwargs(args)
-    seed_everything(args.seed)  # the initial weights depend on the seed only (same on every process)
-    model = srresnet(**kwargs)
-    lr_side = args.patch_size // args.scale
-    params, macs = count_params(model), count_macs(model, (3, lr_side, lr_side))
-
-    group = args.group or f"sr-{args.preset}-x{args.scale}"
-    default_name = f"srresnet-{args.attention}-x{args.scale}-{args.preset}-s{args.seed}"
-    run_dir = run_dir_for(args, default_name)
-    config = {
-        "task": TASK, "arch": "srresnet", "attention": args.attention, "dataset": train_label,
-        "group": group, "preset": args.preset, "model": kwargs, "scale": args.scale,
-        "patch_size": args.patch_size, "batch_size": args.batch_size, "lr": args.lr, "betas": list(args.betas),
-        "lr_schedule": args.lr_schedule,
-        "loss": args.loss, "sets": list(sets), "protocol": args.protocol, "train_images": len(train_set.files),
-        "repeat": args.repeat, "params": params, "macs": macs,
-        "macs_input": f"3x{lr_side}x{lr_side} LR ({args.patch_size}x{args.patch_size} HR patch)",
-    }
-    tracker = Tracker(run_dir, config, project=args.wandb_project, group=group,
-                      tags=[args.preset, *(args.tags or [])], mode=args.wandb, task=TASK, name=run_dir.name)
-
-    baseline, bicubic = {}, {}
-    if accelerator.is_main_process:  # deterministic and cheap: once, on one process
-        bicubic = {name: score_set(ds, BICUBIC, args.protocol) for name, ds in sets.items()}
-        baseline = {name: {"psnr": r["psnr"], "ssim": r["ssim"]} for name, r in bicubic.items()}
-
-    evaluator = SREvaluator(sets, args.protocol, run_dir, tracker, args.num_samples, bicubic=bicubic)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=args.betas)
-    scheduler = None
-    if args.lr_schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.max_steps, eta_min=args.lr / 100)
-    trainer = Trainer(
-        model=model, optimizer=optimizer, scheduler=scheduler, train_loader=loader, loss_fn=make_loss(args.loss),
-        evaluate_fn=evaluator, channels_last=args.channels_last, run_dir=run_dir, config=config, max_steps=args.max_steps, eval_every=args.eval_every,
-        best_metric=f"psnr/{next(iter(sets))}", best_mode="max", seed=args.seed, resume=args.resume,
-        tracker=tracker, grad_clip=args.grad_clip, task=TASK, log_every=args.log_every,
-        accelerator=accelerator, on_save=_model_exporter(kwargs, {"protocol": args.protocol, "train": train_label}),
-        summary_extra={"macs": macs, "macs_input": config["macs_input"], "protocol": args.protocol,
-                       "bicubic": baseline, "preset": args.preset})
-    evaluator.step_of = lambda: trainer.step
-    summary = trainer.fit()
-    if accelerator.is_main_process:
-        _write_sr_report(run_dir, summary, baseline, args)
-    return summary
-
-
 def _results_from(metrics: Mapping[str, float], sets) -> dict[str, dict[str, float]]:
     return {name: {"psnr": metrics[f"psnr/{name}"], "ssim": metrics[f"ssim/{name}"]}
             for name in sets if f"psnr/{name}" in metrics}
@@ -294,8 +284,8 @@ def _results_from(metrics: Mapping[str, float], sets) -> dict[str, dict[str, flo
 
 def _write_sr_report(run_dir: Path, summary: Mapping[str, Any], baseline, args) -> None:
     """Add the model-vs-bicubic table to summary.md and print it."""
-    from tasks.utils.files import write_text_atomic
     from tasks.common.summary import render_markdown
+    from tasks.utils.files import write_text_atomic
 
     sets = summary["config"]["sets"]
     label = f"SRResNet{'+' + args.attention.upper() if args.attention != 'none' else ''}"
@@ -320,9 +310,15 @@ def _write_sr_report(run_dir: Path, summary: Mapping[str, Any], baseline, args) 
     print(f"{text}\n{note}\nrun folder: {run_dir}", flush=True)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    return run_cli(_run, args)
+TASK = SRTask()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return TASK.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    return run_main(TASK, argv)
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ def _upscale_files(args: argparse.Namespace) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: no CUDA GPU is available (use --device cpu)")
     model = model.to(device).eval()
-    scale = int(record["kwargs"].get("scale", getattr(model, "scale", 4)))
+    scale = int(record.kwargs.get("scale", getattr(model, "scale", 4)))
     output = Path(args.output)
     for file in progress(files, desc=f"upscaling x{scale}", unit="img"):
         lr = torch.from_numpy(read_rgb(file)).permute(2, 0, 1)[None].float().div(255).to(device)

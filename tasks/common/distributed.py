@@ -1,0 +1,116 @@
+"""Accelerate set-up shared by every command: the Accelerator, evaluation loaders sharded over the
+processes, answers decided once on the main process, and a clean exit from the process group."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration
+
+from tasks.utils.processes import world_size
+
+__all__ = ["MIXED_PRECISION_CHOICES", "make_accelerator", "cpu_processes_wanted", "prepare_eval_loader",
+           "decided_on_main_process", "shutdown_distributed"]
+
+MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16")
+
+
+def cpu_processes_wanted() -> bool:
+    """True when launched as several processes but no GPU is there: they must be CPU processes."""
+    return not torch.cuda.is_available() and world_size() > 1
+
+
+def make_accelerator(mixed_precision: str | None = "no", cpu: bool = False,
+                     fixed_shapes: bool = True) -> Accelerator:
+    """The Accelerator the trainer uses (schedulers step once per optimizer step, data order seeded).
+
+    ``mixed_precision=None`` takes ``accelerate launch --mixed_precision`` / ``accelerate config``'s
+    setting (else "no"). Launched as several processes on a machine without a GPU (``accelerate
+    launch --multi_gpu --num_processes 2``), the processes run as gloo CPU processes instead of as
+    independent copies of one run. ``fixed_shapes`` (batches of one shape, as in SR and
+    classification) lets cuDNN benchmark its kernels once; varying shapes would re-benchmark.
+    """
+    cpu = cpu or cpu_processes_wanted()
+    if mixed_precision is None:
+        mixed_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    if mixed_precision not in MIXED_PRECISION_CHOICES:
+        raise ValueError(f"--mixed-precision must be no, fp16 or bf16, got {mixed_precision!r}")
+    if mixed_precision == "fp16" and (cpu or not torch.cuda.is_available()):
+        raise ValueError("--mixed-precision fp16 needs a GPU; use bf16 or no on the CPU")
+    if torch.cuda.is_available() and not cpu:
+        # fp32 matrix products may use TF32, as cuDNN's convolutions already do by default.
+        torch.set_float32_matmul_precision("high")
+        torch.backends.cudnn.benchmark = fixed_shapes
+    return Accelerator(
+        mixed_precision=mixed_precision,
+        cpu=cpu,
+        # Schedulers are defined in optimizer steps of this loop; Accelerate would otherwise step
+        # them once per process.
+        step_scheduler_with_optimizer=False,
+        # A plain shuffling DataLoader gets a sampler whose order depends on (seed, epoch) only.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+
+
+def prepare_eval_loader(accelerator: Accelerator, loader: torch.utils.data.DataLoader):
+    """Shard an evaluation loader over the processes (use with ``accelerator.gather_for_metrics``).
+
+    Unlike ``accelerator.prepare`` it does not register the loader for checkpointing, so it may be
+    called at every evaluation.
+    """
+    from accelerate.data_loader import prepare_data_loader
+
+    return prepare_data_loader(
+        loader, device=accelerator.device, num_processes=accelerator.num_processes,
+        process_index=accelerator.process_index, put_on_device=True, even_batches=True,
+    )
+
+
+def decided_on_main_process(decide: Callable[[], Any], state) -> Any:
+    """``decide()`` on the main process only (it may create or rename folders); its answer, or the
+    bad-input error it raised, reaches every process of ``state`` (an Accelerator or PartialState),
+    so that they all go on, or all stop, together instead of waiting for each other for ever."""
+    outcome: list = [None, None]  # [answer, error]
+    if state.is_main_process:
+        try:
+            outcome[0] = decide()
+        except (ValueError, OSError) as error:  # FileNotFoundError and NotADirectoryError included
+            outcome[1] = error
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(outcome, from_process=0)
+    if outcome[1] is not None:
+        raise outcome[1]
+    return outcome[0]
+
+
+def shutdown_distributed() -> None:
+    """Leave the process group cleanly (every process, at the end of a command).
+
+    A gloo process that exits with its process group still up can die in C++ teardown
+    ("terminate called without an active exception"), failing a run that had finished.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # nobody tears down while another process still talks to it
+        dist.destroy_process_group()
+
+
+def sync_buffers(model: torch.nn.Module, accelerator: Accelerator) -> None:
+    """Give every process rank 0's buffers (BatchNorm running statistics).
+
+    In training each process updates the statistics with its own batches; the checkpoint stores
+    rank 0's. Broadcasting them before an evaluation makes every process score the network that
+    is saved (DDP itself broadcasts rank 0's buffers before each training forward pass).
+    """
+    if accelerator.num_processes == 1:
+        return
+    import torch.distributed as dist
+
+    for buffer in accelerator.unwrap_model(model).buffers():
+        dist.broadcast(buffer.data, src=0)

@@ -1,0 +1,65 @@
+"""What a run does when numbers stop being numbers: stop at once, say why, keep the last good
+checkpoint (the trainer never saves weights that are not finite)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["NonFiniteLossError", "check_losses", "check_weights", "kept_checkpoint_note"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss (or the gradient, or the weights) became NaN or infinite."""
+
+
+def kept_checkpoint_note(run_dir: str | Path) -> str:
+    last = Path(run_dir) / "checkpoints" / "last"
+    return f"; the last good checkpoint is kept in {last}" if last.is_dir() else "; no checkpoint was written yet"
+
+
+def _hint(mixed_precision: str, grad_clip: float | None) -> str:
+    hint = "lower the learning rate"
+    if mixed_precision == "fp16":
+        return hint + ", or disable fp16 (--mixed-precision bf16 or no)"
+    return hint + (" or add gradient clipping" if grad_clip is None else "")
+
+
+def check_losses(values: torch.Tensor, step: int, run_dir: str | Path, mixed_precision: str = "no",
+                 grad_clip: float | None = None, what: str = "training loss") -> None:
+    """Raise :class:`NonFiniteLossError` when any of ``values`` (one per process) is not finite."""
+    if bool(torch.isfinite(values).all()):
+        return
+    shown = ", ".join(f"{v:g}" for v in values.tolist())
+    raise NonFiniteLossError(f"non-finite {what} ({shown}) at step {step}: {_hint(mixed_precision, grad_clip)}"
+                             f"{kept_checkpoint_note(run_dir)}")
+
+
+def non_finite_tensors(model: nn.Module) -> tuple[list[str], int]:
+    """(names of the non-finite parameters and buffers, their count), with one device-to-host
+    transfer: a flag per tensor is computed where the tensors live and fetched at once."""
+    tensors = [(name, t) for name, t in (*model.named_parameters(), *model.named_buffers())
+               if t.is_floating_point() or t.is_complex()]
+    if not tensors:
+        return [], 0
+    finite = torch.stack([torch.isfinite(t.detach()).all() for _, t in tensors]).cpu()
+    names = [name for (name, _), ok in zip(tensors, finite.tolist()) if not ok]
+    return names, len(names)
+
+
+def check_weights(model: nn.Module, step: int, run_dir: str | Path, reduce=None) -> None:
+    """Raise :class:`NonFiniteLossError` when a weight is not finite (a gradient overflowed while
+    the loss stayed finite). ``reduce(tensor) -> tensor`` sums the count over processes, so that
+    all processes stop together when one of them holds a bad shard."""
+    names, count = non_finite_tensors(model)
+    total = torch.tensor([float(count)])
+    if reduce is not None:
+        total = reduce(total)
+    if float(total.sum()) == 0:
+        return
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    raise NonFiniteLossError(
+        f"non-finite weights after step {step} ({shown or 'on another process'}): a gradient overflowed although "
+        f"the loss was finite; lower the learning rate or add gradient clipping{kept_checkpoint_note(run_dir)}")

@@ -1,0 +1,115 @@
+"""The random streams of a training run, kept apart so that a resumed run repeats an uninterrupted one.
+
+* the training stream (dropout, ...): seeded once, saved in every checkpoint by Accelerate;
+* the data-loading stream (:class:`DataRNG`): global-RNG augmentation in the main process draws
+  from it, batch after batch, and it is saved per process beside the checkpoint;
+* the worker seeds of a loader (:func:`seed_loader_generator`): a function of (seed, epoch);
+* evaluation runs under :func:`rng_fork` and consumes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tasks.data.sampling import sample_seed
+
+__all__ = ["DataRNG", "seed_loader_generator", "rng_fork", "set_epoch"]
+
+
+class DataRNG:
+    """The global-RNG stream data loading runs on, kept apart from the training stream.
+
+    Data sets that draw augmentation from torch's/NumPy's/Python's global RNG (and are loaded in
+    the main process) continue this stream batch after batch; it is saved with each checkpoint,
+    so such a run also resumes exactly with ``num_workers=0``. With workers, or for any worker
+    count, use the sampler's per-sample seeds for exact resumes.
+    """
+
+    def __init__(self, seed: int, process_index: int) -> None:
+        self.seed, self.process_index = seed, process_index
+        self.reseed(0)
+
+    def reseed(self, epoch: int) -> None:
+        """Start the stream of ``epoch`` (each epoch starts fresh, so epoch boundaries resume trivially)."""
+        # Index -3: a stream of its own (EpochSeededSampler's order uses -1 and the loader's
+        # worker-seed generator -2; with -1 this stream would replay the shuffling draws).
+        value = int(sample_seed(self.seed + 7919 * self.process_index, epoch, -3))
+        generator = torch.Generator()
+        generator.manual_seed(value)
+        self.torch_state = generator.get_state()
+        self.numpy_state = np.random.RandomState(value % 2**32).get_state()
+        self.python_state = random.Random(value).getstate()
+        self.before = None
+
+    @contextlib.contextmanager
+    def active(self):
+        # Accelerate's loader reads one batch ahead, so the state to resume from is the one before
+        # the latest fetch (the look-ahead batch is fetched again after a resume).
+        self.before = self.torch_state, self.numpy_state, self.python_state
+        saved = torch.get_rng_state(), np.random.get_state(), random.getstate()
+        torch.set_rng_state(self.torch_state)
+        np.random.set_state(self.numpy_state)
+        random.setstate(self.python_state)
+        try:
+            yield
+        finally:
+            self.torch_state, self.numpy_state, self.python_state = (
+                torch.get_rng_state(), np.random.get_state(), random.getstate())
+            torch.set_rng_state(saved[0])
+            np.random.set_state(saved[1])
+            random.setstate(saved[2])
+
+    def save(self, path: Path) -> None:
+        torch_state, numpy_state, python_state = self.before or (
+            self.torch_state, self.numpy_state, self.python_state)
+        kind, keys, position, has_gauss, gauss = numpy_state
+        version, python_internal, python_gauss = python_state
+        torch.save({"torch": torch_state, "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position,
+                                                         has_gauss, gauss],
+                    "python": [version, list(python_internal), python_gauss]}, path)
+
+    def load(self, path: Path) -> None:
+        state = torch.load(path, weights_only=True)
+        kind, keys, position, has_gauss, gauss = state["numpy"]
+        self.torch_state = state["torch"]
+        self.numpy_state = (kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss)
+        version, internal, gauss_next = state["python"]
+        self.python_state = (version, tuple(internal), gauss_next)
+
+
+def seed_loader_generator(loader: Any, seed: int, epoch: int) -> None:
+    """Give the loader its own generator for worker seeds, so creating an iterator draws nothing
+    from the global RNG and worker seeds depend on (seed, epoch) only."""
+    generator = torch.Generator()
+    generator.manual_seed(int(sample_seed(seed, epoch, -2)))
+    target = getattr(loader, "base_dataloader", loader)
+    target.generator = generator
+
+
+@contextlib.contextmanager
+def rng_fork():
+    """Run a block without consuming the (CPU and current CUDA device) training RNG."""
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+def set_epoch(loader: Any, epoch: int) -> None:
+    """Tell the loader and every sampler it wraps which epoch is next."""
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(epoch)
+    seen, stack = set(), [getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None)]
+    while stack:
+        obj = stack.pop()
+        if obj is None or id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if hasattr(obj, "set_epoch"):
+            obj.set_epoch(epoch)
+        stack += [getattr(obj, "batch_sampler", None), getattr(obj, "sampler", None)]

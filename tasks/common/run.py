@@ -1,0 +1,226 @@
+"""The run skeleton every training command shares.
+
+A task supplies only what is its own, as a :class:`Task`: its options, its data, its network,
+its optimiser, its loss, its evaluation (with the pictures it makes) and its final report. The
+skeleton does the rest the same way for every task: the Accelerator, the seeded training loader,
+the run folder, the W&B tracker, the trainer, and, when ``--attention`` names several modules
+(``--attention none bam``), one run per module with the same seed, data order, steps and
+evaluation, in one experiment group, followed by their comparison.
+
+    accelerate launch launch/sr.py --attention none bam      # baseline and BAM, then the comparison
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from accelerate.utils import set_seed
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from tasks.common.cli import add_run_args, run_cli, run_dir_for
+from tasks.common.distributed import make_accelerator
+from tasks.common.model_io import ModelDescription
+from tasks.common.tracking import Tracker
+from tasks.common.trainer import EvaluateFn, TrainConfig, Trainer
+from tasks.data.sampling import EpochSeededSampler
+
+__all__ = ["Task", "RunInfo", "Schedule", "main", "train", "train_all", "steps_per_epoch", "training_loader"]
+
+
+@dataclass
+class Schedule:
+    """How long a run trains and how often it evaluates (in optimizer steps)."""
+
+    max_steps: int
+    eval_every: int
+    grad_clip: float | None = None
+
+
+@dataclass
+class RunInfo:
+    """What a run is, for its folder, its record and W&B: ``config`` holds the task's own fields
+    (``arch``, ``attention``, ``dataset``, options, counts); ``summary_extra`` adds summary fields."""
+
+    name: str
+    group: str
+    config: dict[str, Any]
+    description: ModelDescription
+    tags: Sequence[str] = ()
+    summary_extra: dict[str, Any] = field(default_factory=dict)
+    primary_metric: str | None = None  # overrides the task's (SR: the PSNR of the first set)
+
+
+class Task:
+    """One task's own pieces; subclasses override what they have (see the module docstring).
+
+    Class attributes: ``name`` (``"sr"``), ``prog`` and ``description`` (for ``--help``),
+    ``attentions`` (the ``--attention`` choices) and ``default_attention``, ``run_defaults``
+    (defaults of the shared run options), ``primary_metric`` and ``primary_mode`` (which
+    evaluation is kept as ``best``), ``fixed_shapes`` (batches of one shape: cuDNN may benchmark).
+    """
+
+    name = "task"
+    prog: str | None = None
+    description = ""
+    attentions: Sequence[str] = ("none", "bam")
+    default_attention: str | Sequence[str] = "none"
+    run_defaults: dict[str, Any] = {}
+    primary_metric = "loss"
+    primary_mode = "min"
+    fixed_shapes = True
+
+    # -- options --------------------------------------------------------------------------------
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """The task's own options (``--attention`` and the shared run options are added for it)."""
+
+    def parse_args(self, argv: Sequence[str] | None) -> argparse.Namespace:
+        return self.build_parser().parse_args(argv)
+
+    def build_parser(self) -> argparse.ArgumentParser:
+        from tasks.common.cli import add_attention_arg
+
+        parser = argparse.ArgumentParser(prog=self.prog, description=self.description,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter)
+        self.add_arguments(parser)
+        add_attention_arg(parser, self.attentions, self.default_attention)
+        add_run_args(parser, self.run_defaults)
+        return parser
+
+    def check(self, args: argparse.Namespace) -> None:
+        """Refuse bad option values with a ValueError naming the option (one run's options)."""
+        if args.attention not in self.attentions:
+            raise ValueError(f"unknown attention {args.attention!r} (--attention); valid names: "
+                             f"{', '.join(self.attentions)}")
+
+    # -- the pieces of one run -----------------------------------------------------------------
+    def data(self, args: argparse.Namespace, accelerator) -> Any:
+        """Whatever the task reads (training set, evaluation sets...); the main process runs this
+        first (downloads, caches), the others after it."""
+        raise NotImplementedError
+
+    def train_set(self, data: Any) -> Dataset:
+        """The training set inside ``data`` (items are keyed by ``(index, sample_seed)``)."""
+        return data.train
+
+    def collate(self, data: Any) -> Callable | None:
+        return None
+
+    def batch_size(self, args: argparse.Namespace, num_processes: int) -> int:
+        """Per-process training batch."""
+        return args.batch_size
+
+    def schedule(self, args: argparse.Namespace, data: Any, steps_per_epoch: int) -> Schedule:
+        """Steps and evaluations; ``steps_per_epoch`` counts whole global batches."""
+        return Schedule(args.max_steps, args.eval_every, getattr(args, "grad_clip", None))
+
+    def model(self, args: argparse.Namespace, data: Any) -> nn.Module:
+        raise NotImplementedError
+
+    def optimizer(self, args: argparse.Namespace, model: nn.Module, data: Any, schedule: Schedule):
+        """``(optimizer, scheduler or None)``."""
+        raise NotImplementedError
+
+    def loss(self, args: argparse.Namespace) -> Callable:
+        """``loss(model, batch) -> loss`` or ``(loss, {name: float})``."""
+        raise NotImplementedError
+
+    def describe(self, args: argparse.Namespace, data: Any, model: nn.Module, schedule: Schedule) -> RunInfo:
+        raise NotImplementedError
+
+    def evaluator(self, args: argparse.Namespace, data: Any, run_dir: Path, tracker: Tracker) -> EvaluateFn:
+        """``evaluate(model, accelerator, step) -> {metric: value}``, pictures included."""
+        raise NotImplementedError
+
+    def report(self, args: argparse.Namespace, run_dir: Path, summary: dict) -> None:
+        """Main process, after training: write and print the task's result table."""
+
+    def compare(self, run_dirs: Sequence[Path], group: str, args: argparse.Namespace) -> None:
+        """Main process, after a paired run (``--attention none bam``): write and print the comparison."""
+
+
+def training_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: int, collate=None) -> DataLoader:
+    """The training loader of every task: an epoch order that is a function of (seed, epoch), per-
+    sample augmentation seeds, whole batches only."""
+    return DataLoader(dataset, batch_size=batch_size, sampler=EpochSeededSampler(len(dataset), seed=seed),
+                      num_workers=num_workers, collate_fn=collate, drop_last=True,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0)
+
+
+def steps_per_epoch(num_items: int, global_batch: int) -> int:
+    """Whole global batches in one epoch (the last partial batch is dropped)."""
+    if num_items < global_batch:
+        raise ValueError(f"the training set has {num_items} items, fewer than one batch of {global_batch} "
+                         "(--batch-size per process x processes); lower --batch-size")
+    return num_items // global_batch
+
+
+def train(task: Task, args: argparse.Namespace) -> dict:
+    """Train and evaluate one run of ``task`` (one ``--attention`` value); returns its summary."""
+    task.check(args)
+    accelerator = make_accelerator(args.mixed_precision, fixed_shapes=task.fixed_shapes)
+    with accelerator.main_process_first():  # one process downloads/decodes/caches, the others wait
+        data = task.data(args, accelerator)
+    batch = task.batch_size(args, accelerator.num_processes)
+    loader = training_loader(task.train_set(data), batch, args.seed, args.num_workers, task.collate(data))
+    schedule = task.schedule(args, data, steps_per_epoch(len(loader.dataset), batch * accelerator.num_processes))
+    set_seed(args.seed)  # the initial weights depend on the seed only (the same on every process)
+    model = task.model(args, data)
+    optimizer, scheduler = task.optimizer(args, model, data, schedule)
+    info = task.describe(args, data, model, schedule)
+    run_dir = run_dir_for(args, info.name)
+    group = args.group or info.group
+    config = {"task": task.name, **info.config, "group": group, "batch_size_per_process": batch,
+              "global_batch_size": batch * accelerator.num_processes}
+    tracker = Tracker(run_dir, config, project=args.wandb_project, group=group, tags=[*info.tags, *(args.tags or [])],
+                      mode=args.wandb, task=task.name, name=run_dir.name)
+    settings = TrainConfig(max_steps=schedule.max_steps, eval_every=schedule.eval_every, log_every=args.log_every,
+                           best_metric=info.primary_metric or task.primary_metric, best_mode=task.primary_mode, seed=args.seed,
+                           resume=args.resume, grad_clip=schedule.grad_clip, channels_last=args.channels_last,
+                           task=task.name)
+    trainer = Trainer(model, optimizer, loader, task.loss(args), settings, run_dir,
+                      evaluate_fn=task.evaluator(args, data, run_dir, tracker), scheduler=scheduler,
+                      tracker=tracker, accelerator=accelerator, config=config, description=info.description,
+                      summary_extra=info.summary_extra)
+    summary = trainer.fit()
+    summary["run_dir"] = str(run_dir)
+    if accelerator.is_main_process:
+        task.report(args, run_dir, summary)
+    return summary
+
+
+def _one_run_args(args: argparse.Namespace, attention: str, paired: bool) -> argparse.Namespace:
+    single = copy.copy(args)
+    single.attention = attention
+    if paired and args.run_name:  # one folder per module
+        single.run_name = f"{args.run_name}-{attention}"
+    return single
+
+
+def train_all(task: Task, args: argparse.Namespace) -> list[dict]:
+    """One run per ``--attention`` value; with several, one shared group and their comparison."""
+    attentions = list(dict.fromkeys(args.attention))  # "none none" is one run
+    paired = len(attentions) > 1
+    if paired and args.resume not in (False, True, None):
+        raise ValueError("--resume PATH names one run; with several --attention values use --resume alone "
+                         "(each run continues from its own folder)")
+    runs = [_one_run_args(args, attention, paired) for attention in attentions]
+    for single in runs:  # every run's options are checked before the first one trains
+        task.check(single)
+    summaries = [train(task, single) for single in runs]
+    if paired:
+        from tasks.utils.processes import is_main_process
+
+        if is_main_process():
+            task.compare([Path(s["run_dir"]) for s in summaries], summaries[0].get("group") or "", args)
+    return summaries
+
+
+def main(task: Task, argv: Sequence[str] | None = None) -> list[dict]:
+    """The command line of ``task``: parse, train every run, turn bad input into one line."""
+    return run_cli(lambda: train_all(task, task.parse_args(argv)))
