@@ -90,11 +90,14 @@ def make_trainer(run_dir, *, max_steps=20, seed=0, resume=False, loss_hook=None,
         return loss, {"abs_mean": model(x).abs().mean().item()}
 
     description = settings.pop("description", None)
+    from tasks.common.tracking import Tracker
+
+    tracker = Tracker(run_dir, {}, mode=settings.pop("wandb_mode", "disabled"), task="toy")
     train_config = TrainConfig(max_steps=max_steps, eval_every=eval_every, best_metric=best_metric,
                                best_mode=best_mode, seed=seed, resume=resume, log_every=3, task="toy", progress=False,
                                **settings)
     return Trainer(model, optimizer, loader, loss_fn, train_config, run_dir, description=description, evaluate_fn=evaluate_fn or mae_evaluate(data),
-                   scheduler=scheduler, accelerator=accelerator,
+                   scheduler=scheduler, accelerator=accelerator, tracker=tracker,
                    config={"arch": "mlp", "attention": "none", "dataset": "toy", "lr": 1e-2})
 
 
@@ -669,3 +672,25 @@ def test_resume_with_another_length_warns_that_the_schedule_keeps_its_own(tmp_pa
     capsys.readouterr()
     make_trainer(tmp_path / "run", max_steps=15, resume=True).fit()
     assert "run of 10 steps, this one has 15" in capsys.readouterr().out
+
+
+def test_per_sample_results_stay_with_the_weights_they_scored(tmp_path):
+    from tasks.common.per_sample import load_per_sample
+
+    scores = iter([3.0, 1.0, 2.0])  # at steps 2, 4, 6: the best is step 2
+
+    def evaluate(model, accelerator, step):
+        score = next(scores)
+        return {"score": score, "per_sample": {"score": torch.full((4,), score), "name": ["a", "b", "c", "d"]}}
+
+    summary = make_trainer(tmp_path / "run", max_steps=6, eval_every=2, evaluate_fn=evaluate, best_metric="score",
+                           best_mode="max", wandb_mode="offline").fit()
+    assert summary["final"] == {"score": 2.0} and summary["best"] == {"score": 3.0}  # not a metric
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert load_per_sample(checkpoints / "best")["score"].tolist() == [3.0] * 4
+    assert load_per_sample(checkpoints / "last")["score"].tolist() == [2.0] * 4
+    final = load_per_sample(tmp_path / "run")
+    assert final["score"].tolist() == [2.0] * 4 and final["name"].tolist() == ["a", "b", "c", "d"]
+    evals = [r for r in read_metrics(tmp_path / "run") if r["split"] == "eval"]
+    assert all(set(r) == {"step", "split", "score"} for r in evals)
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*/files/per_sample.npz"))  # and in the W&B run

@@ -222,6 +222,11 @@ class Tracker:
             return
         self._wandb_call("log_images", self._run.log, logged, step=int(step))
 
+    def save_file(self, path: str | os.PathLike) -> None:
+        """Keep a file of the run folder with the W&B run (uploaded with it, or by ``wandb sync``)."""
+        if self.is_main and self._run is not None:
+            self._wandb_call("save", self._run.save, str(path), base_path=str(self.run_dir), policy="now")
+
     def update_summary(self, values: Mapping[str, Any]) -> None:
         """Put values in the W&B run summary (nested dicts flattened to ``a/b`` keys)."""
         flat = _flatten(values)

@@ -34,6 +34,7 @@ from tasks.common.checkpoint import (find_resume_checkpoint, link_checkpoint, re
 from tasks.common.distributed import decided_on_main_process, make_accelerator, sync_buffers
 from tasks.common.model_io import ModelDescription, save_model
 from tasks.common.nonfinite import NonFiniteLossError, check_losses, check_weights
+from tasks.common.per_sample import PER_SAMPLE_FILE, PER_SAMPLE_KEY, save_per_sample
 from tasks.common.rng import DataRNG, rng_fork, seed_loader_generator, set_epoch
 from tasks.common.summary import build_summary, environment_info, write_summary
 from tasks.common.tracking import Tracker
@@ -123,7 +124,9 @@ class Trainer:
     processes (shard its loader with ``tasks.common.distributed.prepare_eval_loader`` and use
     ``accelerator.gather_for_metrics``); it gets the unwrapped model in eval mode under
     ``torch.no_grad``. Non-scalar values (per-class lists...) reach the summary's final/best but
-    not the history. ``config`` is the run's record (``config.json``, W&B config, summary);
+    not the history; a ``"per_sample"`` entry (``{name: array}``, see :mod:`tasks.common.per_sample`)
+    is stored with the checkpoint of the weights it scored and, for the final evaluation, beside
+    the summary. ``config`` is the run's record (``config.json``, W&B config, summary);
     ``description`` says how to rebuild the network: every checkpoint then holds
     ``network.safetensors`` + ``network.json`` for the evaluation tools. ``summary_extra`` adds
     fields to the summary. ``accelerator`` defaults to ``make_accelerator()``.
@@ -162,6 +165,7 @@ class Trainer:
         self._prepared = False
         self._improved = False
         self._lr = float("nan")
+        self._per_sample: Mapping[str, Any] | None = None  # of the latest evaluation
 
     @property
     def is_main_process(self) -> bool:
@@ -380,6 +384,8 @@ class Trainer:
             self.model.train()
         if not isinstance(metrics, Mapping):
             raise TypeError(f"evaluate_fn must return a dict of metrics, got {type(metrics).__name__}")
+        metrics = dict(metrics)
+        self._per_sample = metrics.pop(PER_SAMPLE_KEY, None)
         return {str(k): _plain(v) for k, v in metrics.items()}
 
     def _evaluate_and_record(self, bar) -> None:
@@ -429,11 +435,15 @@ class Trainer:
         reduce = (lambda count: acc.reduce(count.to(acc.device), "sum").cpu()) if acc.num_processes > 1 else None
         check_weights(model, self.step, self.run_dir, reduce)
         sync_buffers(self.model, acc)
-        export = None
-        if self.description is not None:
-            description = self.description
-            export = lambda folder: save_model(folder, acc.unwrap_model(model, keep_fp32_wrapper=False),  # noqa: E731
-                                               description)
+        network = acc.unwrap_model(model, keep_fp32_wrapper=False)
+        per_sample = self._per_sample if self.last_eval_step == self.step else None
+
+        def export(folder: Path) -> None:  # main process, before the checkpoint is marked complete
+            if self.description is not None:
+                save_model(folder, network, self.description)
+            if per_sample is not None:
+                save_per_sample(folder, per_sample)
+
         data_rng = lambda folder: self._data_rng.save(folder / f"data_rng_{acc.process_index}.pt")  # noqa: E731
         last = save_checkpoint(acc, self.run_dir / "checkpoints" / "last", self._progress(), extra=export,
                                per_process=data_rng)
@@ -458,6 +468,8 @@ class Trainer:
     def _finish(self, status: str, exit_code: int = 0) -> dict:
         summary = self.summary(status)
         if self.is_main_process:
+            if self._per_sample is not None and self.last_eval_step == self.step:  # the final evaluation's
+                self.tracker.save_file(save_per_sample(self.run_dir / PER_SAMPLE_FILE, self._per_sample))
             write_summary(self.run_dir, summary)
             keys = ("final", "best", "best_step", "steps", "params", "macs", "wall_time_s", "status",
                     "primary_metric")
