@@ -1,18 +1,24 @@
-"""Score an SR model, or the bicubic baseline, on benchmark sets.
+"""Score an SR model, the bicubic baseline, or anyone's SR images, on benchmark sets.
 
     python -m tasks.sr.evaluate --model bicubic --sets Set5 Set14
     python -m tasks.sr.evaluate --checkpoint runs/sr-t91-bam/ --sets Set5 Set14 --json
+    python -m tasks.sr.evaluate --results my_method/ --sets Set5 Set14     # my_method/Set5/baby.png, ...
 
-``--checkpoint`` takes a ``model.pt``, a checkpoint folder (``checkpoints/best``) or a run folder
-(its best checkpoint). Sets are names under ``<data root>/sr`` (Set5, Set14, B100, Urban100...),
-folders, or ``embedded`` (held-out scikit-image photographs). Scores are means of per-image PSNR
-and SSIM under the chosen protocol (see ``tasks.sr.metrics.PROTOCOLS``).
+``--checkpoint`` takes a run folder (its best checkpoint), a checkpoint folder
+(``checkpoints/best``) or its ``network.json``. ``--results DIR`` scores images made by any method,
+found as ``DIR/<set>/<stem of the HR image>.<png|jpg|bmp>`` and of the HR image's size cropped to
+a multiple of the scale (as BasicSR's folder script scores them). Sets are names under
+``<data root>/sr`` (Set5, Set14, B100, Urban100...), folders, or ``embedded`` (held-out
+scikit-image photographs). Scores are means of per-image PSNR and SSIM under the chosen protocol
+(see ``tasks.sr.metrics.PROTOCOLS``). Under ``accelerate launch`` the images are split over the
+processes, each scored once, and the main process prints.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
@@ -21,9 +27,35 @@ from torch.utils.data import DataLoader, Dataset
 from tasks.common.cli import run_cli
 from tasks.sr.metrics import DEFAULT_PROTOCOL, PROTOCOLS, bicubic_baseline, score_sr
 
-__all__ = ["score_set", "score_sets", "format_table", "main", "BICUBIC"]
+__all__ = ["score_set", "score_sets", "format_table", "main", "BICUBIC", "SavedResults"]
 
 BICUBIC = "bicubic"
+RESULT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+class SavedResults:
+    """SR images another method wrote: ``folder/<set>/<stem>.<png|jpg|bmp>``, read as uint8 RGB."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder).expanduser()
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"--results: folder not found: {self.folder}")
+
+    def image(self, set_name: str, stem: str, hr_shape: tuple[int, ...]) -> torch.Tensor:
+        """The (1, 3, H, W) float image in 0..255 for HR image ``stem`` of ``set_name``."""
+        from tasks.data.images import read_rgb
+
+        candidates = [self.folder / set_name / f"{stem}{ext}" for ext in RESULT_EXTENSIONS]
+        found = next((path for path in candidates if path.is_file()), None)
+        if found is None:
+            raise FileNotFoundError(f"--results: no SR image for {set_name}/{stem}: expected "
+                                    f"{self.folder / set_name / stem}.png (or .jpg, .bmp)")
+        image = torch.from_numpy(read_rgb(found)).permute(2, 0, 1)[None].to(torch.float64)
+        if tuple(image.shape[-2:]) != tuple(hr_shape[-2:]):
+            (h, w), (want_h, want_w) = image.shape[-2:], hr_shape[-2:]
+            raise ValueError(f"--results: {found} is {w}x{h}, expected {want_w}x{want_h} (the HR image "
+                             "cropped to a multiple of the scale)")
+        return image
 
 
 class _Indexed(Dataset):
@@ -44,11 +76,12 @@ def _uint8(image: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def score_set(dataset: Dataset, upscale: Callable[[torch.Tensor], torch.Tensor] | str, protocol: str,
-              accelerator=None, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Mean PSNR/SSIM of ``upscale`` (LR [0,1] -> SR [0,1], or ``"bicubic"``) over ``dataset``
-    (a :class:`tasks.data.sr.SRBenchmark`). With an ``accelerator`` the images are shared out over
-    the processes and gathered back with ``gather_for_metrics``: every image is counted once.
+def score_set(dataset: Dataset, upscale: Callable[[torch.Tensor], torch.Tensor] | str | SavedResults,
+              protocol: str, accelerator=None, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Mean PSNR/SSIM of ``upscale`` (LR [0,1] -> SR [0,1], ``"bicubic"``, or the images of a
+    :class:`SavedResults` folder) over ``dataset`` (a :class:`tasks.data.sr.SRBenchmark`). With an
+    ``accelerator`` the images are shared out over the processes and gathered back with
+    ``gather_for_metrics``: every image is counted once.
 
     Returns ``{"psnr", "ssim", "images": {name: {"psnr", "ssim"}}}`` (same on every process).
     """
@@ -63,7 +96,10 @@ def score_set(dataset: Dataset, upscale: Callable[[torch.Tensor], torch.Tensor] 
     for batch in loader:
         lr, hr = batch["lr"].to(device), batch["hr"].to(device)
         gray = batch["gray"].to(device)
-        if upscale == BICUBIC:
+        if isinstance(upscale, SavedResults):
+            saved = upscale.image(dataset.name, dataset[int(batch["index"])]["name"], hr.shape)
+            scores = score_sr(saved.to(device), _uint8(hr), scale, protocol, gray=gray)
+        elif upscale == BICUBIC:
             scores = bicubic_baseline(_uint8(hr), scale, protocol, gray=gray)
         else:
             sr = upscale(lr)  # (a model prepared for mixed precision keeps its autocast forward)
@@ -117,43 +153,56 @@ def load_sets(names, scale: int, data_root=None, protocol: str = DEFAULT_PROTOCO
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from tasks.common.cli import add_data_args
+
     parser = argparse.ArgumentParser(prog="python -m tasks.sr.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--checkpoint", help="model.pt, checkpoint folder or run folder")
+    what.add_argument("--checkpoint", help="run folder, checkpoint folder or network.json of an SR model")
     what.add_argument("--model", choices=[BICUBIC], help="score a baseline instead of a trained model")
+    what.add_argument("--results", metavar="DIR", help="score the SR images in DIR/<set>/<image>.png")
     parser.add_argument("--sets", nargs="+", default=["Set5", "Set14"], help="set names or folders")
     parser.add_argument("--scale", type=int, default=None, help="SR factor (default: the checkpoint's, else 4)")
     parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default=DEFAULT_PROTOCOL)
-    parser.add_argument("--json", action="store_true", help='print {"Set5": {"psnr": ..., "ssim": ...}, ...}')
-    parser.add_argument("--data-root", default=None, help="data root (default: $BAM_DATA_ROOT, else ./data)")
+    parser.add_argument("--json", action="store_true",
+                        help='print {"Set5": {"psnr": mean, "ssim": mean, "images": {"baby": {"psnr", "ssim"}}}}')
+    add_data_args(parser)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return parser.parse_args(argv)
 
 
+def _what_to_score(args: argparse.Namespace) -> tuple[Any, int, str]:
+    """(upscale, scale, name) for score_sets."""
+    if args.results:
+        return SavedResults(args.results), args.scale or 4, str(args.results)
+    if not args.checkpoint:
+        return BICUBIC, args.scale or 4, BICUBIC
+    from tasks.common.model_io import load_model
+
+    model, description = load_model(args.checkpoint, map_location="cpu", task="sr")
+    trained = int(description.kwargs.get("scale", getattr(model, "scale", 4)))
+    if args.scale is not None and args.scale != trained:
+        raise ValueError(f"--scale {args.scale} does not match the checkpoint, which was trained for x{trained}")
+    return model.eval(), trained, str(args.checkpoint)
+
+
 def _evaluate(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    from tasks.common.distributed import make_accelerator
+
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: no CUDA GPU is available (use --device cpu)")
-    upscale: Any = BICUBIC
-    scale = args.scale or 4
-    name = BICUBIC
-    if args.checkpoint:
-        from tasks.common.model_io import load_model
-
-        model, record = load_model(args.checkpoint, map_location="cpu")
-        trained = int(record.kwargs.get("scale", getattr(model, "scale", 4)))
-        if args.scale is not None and args.scale != trained:
-            raise ValueError(f"--scale {args.scale} does not match the checkpoint, which was trained for x{trained}")
-        scale, name = trained, str(args.checkpoint)
-        model = model.to(args.device).eval()
-        upscale = model
+    accelerator = make_accelerator("no", cpu=torch.device(args.device).type == "cpu")
+    upscale, scale, name = _what_to_score(args)
+    if isinstance(upscale, torch.nn.Module):
+        upscale = upscale.to(accelerator.device)
     sets = load_sets(args.sets, scale, args.data_root, args.protocol)
-    results = score_sets(sets, upscale, args.protocol, device=args.device)
-    if args.json:
-        print(json.dumps({s: {"psnr": r["psnr"], "ssim": r["ssim"]} for s, r in results.items()}))
-    else:
-        print(f"model: {name}")
-        print(format_table(results, args.protocol, scale))
+    results = score_sets(sets, upscale, args.protocol, accelerator)  # each image once, over the processes
+    if accelerator.is_main_process:
+        if args.json:
+            print(json.dumps(results))
+        else:
+            print(f"model: {name}")
+            print(format_table(results, args.protocol, scale))
     return results
 
 

@@ -8,6 +8,12 @@ i.e. after blocks 4, 8, 12 and 16.
 
 Input: LR RGB in [0, 1]. Output: SR RGB on the same scale, not clamped (the loss sees raw values;
 evaluation clamps and rounds to 8 bits).
+
+``global_residual=True`` (not SRGAN's network; every table names it) adds MATLAB-bicubic
+upsampling of the input to the output and starts the last convolution at zero, so the untrained
+network is exactly bicubic and learns only the residual. Plain SRResNet has no path from the
+input's colours to its output: it must learn even the identity colour map, which short runs do not
+finish (colours stay off, PSNR stays below bicubic).
 """
 
 from __future__ import annotations
@@ -60,7 +66,8 @@ class SRResNet(nn.Module):
     """
 
     def __init__(self, scale: int = 4, num_blocks: int = 16, channels: int = 64,
-                 attention: str = "none", attention_interval: int = 4, **attention_kwargs) -> None:
+                 attention: str = "none", attention_interval: int = 4, global_residual: bool = False,
+                 **attention_kwargs) -> None:
         super().__init__()
         if scale not in SUPPORTED_SCALES:
             raise ValueError(f"scale={scale} is not supported by SRResNet: use one of {SUPPORTED_SCALES}")
@@ -74,6 +81,10 @@ class SRResNet(nn.Module):
         self.body_tail = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels))
         self.upsample = nn.Sequential(*(Upsample2x(channels) for _ in range(int(math.log2(scale)))))
         self.tail = nn.Conv2d(channels, 3, 9, padding=4)
+        self.global_residual = bool(global_residual)
+        if self.global_residual:  # the network starts as bicubic and learns what bicubic lacks
+            nn.init.zeros_(self.tail.weight)
+            nn.init.zeros_(self.tail.bias)
 
         self.attention_name = attention
         self.attention_positions: list[int] = []
@@ -94,13 +105,29 @@ class SRResNet(nn.Module):
             if key in self.attention:
                 features = self.attention[key](features)
         features = self.body_tail(features) + head
-        return self.tail(self.upsample(features))
+        out = self.tail(self.upsample(features))
+        return out + bicubic_upsample(x, self.scale) if self.global_residual else out
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, global_residual={self.global_residual}"
+
+
+def bicubic_upsample(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """MATLAB bicubic upsampling of an (N, C, h, w) batch by ``scale``, not rounded, in x's dtype
+    (float32 inside autocast regions as well: the residual path keeps full precision)."""
+    from tasks.data.imresize import imresize
+
+    full = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    if torch.amp.is_autocast_available(x.device.type):
+        with torch.autocast(x.device.type, enabled=False):
+            return imresize(full, float(scale))
+    return imresize(full, float(scale))
 
 
 @model_builder
 def srresnet(scale: int = 4, num_blocks: int = 16, channels: int = 64, attention: str = "none",
-             attention_interval: int = 4, **attention_kwargs) -> SRResNet:
+             attention_interval: int = 4, global_residual: bool = False, **attention_kwargs) -> SRResNet:
     """Build SRResNet x``scale`` (2 or 4); ``attention="bam"`` adds a BAM after every
     ``attention_interval``-th residual block (blocks 4, 8, 12, 16 by default)."""
     return SRResNet(scale=scale, num_blocks=num_blocks, channels=channels, attention=attention,
-                    attention_interval=attention_interval, **attention_kwargs)
+                    attention_interval=attention_interval, global_residual=global_residual, **attention_kwargs)

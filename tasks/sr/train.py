@@ -1,6 +1,6 @@
 """Train SRResNet (with or without BAM) on a folder of HR images, scored on Set5/Set14.
 
-    accelerate launch launch/sr.py --preset quick              # minutes on a CPU, nothing to download
+    accelerate launch launch/sr.py --preset quick --attention none bam   # minutes on a CPU, no download
     accelerate launch launch/sr.py --preset t91 --attention none bam
     accelerate launch launch/sr.py --train-dir /data/DIV2K_train_HR --attention bam   # SRGAN recipe
 
@@ -29,7 +29,6 @@ from tasks.sr.presets import get_preset, list_presets
 __all__ = ["SRTask", "SREvaluator", "main", "parse_args", "make_loss", "MODEL_BUILDER"]
 
 MODEL_BUILDER = "tasks.sr.model:srresnet"
-EMBEDDED = "embedded"
 LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
 
 
@@ -104,12 +103,17 @@ def _presets_help() -> str:
     lines = ["presets (defaults of the options above; any option overrides them):"]
     for name in list_presets():
         p = get_preset(name)
-        data = "embedded photos" if p["embedded"] else f"<data root>/{p['train_subdir']}"
-        sets = "/".join(p["sets"]) + (" (else held-out embedded photos)" if p["embedded"] else "")
-        lines.append(f"  {name:6s} train on {data}; x{p['scale']}, {p['patch_size']}px HR crops, batch "
-                     f"{p['batch_size']}, Adam lr {p['lr']:g}, {p['max_steps']:,} steps, eval every "
-                     f"{p['eval_every']:,} on {sets}, attention {p['attention']}")
+        lines.append(f"  {name:6s} train on <data root>/{p['train_subdir']}; x{p['scale']}, {p['patch_size']}px HR "
+                     f"crops, batch {p['batch_size']}, Adam lr {p['lr']:g}, {p['max_steps']:,} steps, eval every "
+                     f"{p['eval_every']:,} on {'/'.join(p['sets'])}, {model_label(p['global_residual'])}, "
+                     f"attention {' '.join(p['attention'])}")
     return "\n".join(lines)
+
+
+def model_label(global_residual: bool, attention: str = "none") -> str:
+    """How tables name the network: ``SRResNet+BAM``, with ``(global residual)`` when it has one."""
+    name = "SRResNet" + ("" if attention == "none" else "+" + attention.upper())
+    return name + (" (global residual)" if global_residual else "")
 
 
 class SRTask(Task):
@@ -141,6 +145,9 @@ class SRTask(Task):
         data.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
                           help="keep decoded training images in memory (small sets)")
         model = parser.add_argument_group("model")
+        model.add_argument("--global-residual", action=argparse.BooleanOptionalAction, default=None,
+                           help="add MATLAB-bicubic upsampling of the input to the output, last conv started at "
+                                "zero (step 0 is bicubic); not SRGAN's network (quick: on; t91, srgan: off)")
         model.add_argument("--attention-interval", type=int, help="attention after every N-th residual block")
         model.add_argument("--num-blocks", type=int, help="residual blocks")
         model.add_argument("--channels", type=int, help="feature channels")
@@ -159,9 +166,7 @@ class SRTask(Task):
         parser = self.build_parser()
         known, _ = parser.parse_known_args(argv)
         preset = get_preset(known.preset)
-        defaults = {k: v for k, v in preset.items() if k not in ("train_dir", "betas")}
-        defaults["attention"] = [preset["attention"]]
-        parser.set_defaults(**defaults)
+        parser.set_defaults(**{k: v for k, v in preset.items() if k not in ("train_dir", "betas")})
         args = parser.parse_args(argv)
         args.betas = tuple(args.betas) if args.betas else tuple(preset["betas"])
         args.preset_values = preset
@@ -192,7 +197,7 @@ class SRTask(Task):
         sources, label = _train_sources(args, root)
         train = SRTrainFolder(sources, scale=args.scale, patch_size=args.patch_size, cache=bool(args.cache),
                               repeat=args.repeat)
-        sets = load_sets(_eval_set_names(args, root), args.scale, args.data_root, args.protocol)
+        sets = load_sets(args.sets, args.scale, args.data_root, args.protocol)
         # Deterministic and cheap: once, on the main process (the panels and the report use it).
         bicubic = ({name: score_set(ds, BICUBIC, args.protocol) for name, ds in sets.items()}
                    if accelerator.is_main_process else {})
@@ -229,9 +234,10 @@ class SRTask(Task):
             "sets": list(data.sets), "protocol": args.protocol, "train_images": len(data.train.files),
             "repeat": args.repeat, "params": params, "macs": macs, "macs_input": macs_input,
         }
+        variant = "-gr" if args.global_residual else ""  # another network: never the same folder or group
         return RunInfo(
-            name=f"srresnet-{args.attention}-x{args.scale}-{args.preset}-s{args.seed}",
-            group=f"sr-{args.preset}-x{args.scale}", config=config, tags=[args.preset],
+            name=f"srresnet{variant}-{args.attention}-x{args.scale}-{args.preset}-s{args.seed}",
+            group=f"sr-{args.preset}-x{args.scale}{variant}", config=config, tags=[args.preset],
             description=ModelDescription(MODEL_BUILDER, kwargs, self.name,
                                          {"protocol": args.protocol, "train": data.train_label}),
             summary_extra={"macs": macs, "macs_input": macs_input, "protocol": args.protocol, "bicubic": bicubic,
@@ -247,34 +253,20 @@ class SRTask(Task):
 
 def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"scale": args.scale, "num_blocks": args.num_blocks, "channels": args.channels,
-            "attention": args.attention, "attention_interval": args.attention_interval}
+            "attention": args.attention, "attention_interval": args.attention_interval,
+            "global_residual": bool(args.global_residual)}
 
 
-def _train_sources(args: argparse.Namespace, root: Path) -> tuple[Any, str]:
-    """(folders or files, data set label) for the training set."""
+def _train_sources(args: argparse.Namespace, root: Path) -> tuple[list[Path], str]:
+    """(folders, data set label) for the training set."""
     if args.train_dir:
         return [Path(p) for p in args.train_dir], ",".join(Path(p).name for p in args.train_dir)
-    preset = args.preset_values
-    if preset.get("embedded"):
-        from tasks.data.embedded import embedded_sr_files
-
-        return embedded_sr_files("train"), EMBEDDED
-    folder = root / preset["train_subdir"]
+    subdir = args.preset_values["train_subdir"]
+    folder = root / subdir
     if not folder.is_dir():
         raise FileNotFoundError(f"training folder {folder} not found (preset {args.preset!r}): pass --train-dir, "
-                                f"or point --data-root / $BAM_DATA_ROOT at the folder holding {preset['train_subdir']}")
-    return [folder], preset["train_subdir"]
-
-
-def _eval_set_names(args: argparse.Namespace, root: Path) -> list[str]:
-    """The requested sets; the quick preset falls back to held-out embedded photos when the
-    benchmark folders are absent (it must run without any download)."""
-    if args.preset_values.get("embedded") and args.sets == args.preset_values["sets"]:
-        if not all((root / "sr" / name).is_dir() for name in args.sets):
-            print(f"note: {', '.join(args.sets)} not found under {root / 'sr'}: evaluating on the held-out "
-                  "scikit-image photographs instead", flush=True)
-            return [EMBEDDED]
-    return list(args.sets)
+                                f"or point --data-root / $BAM_DATA_ROOT at the folder holding {subdir}")
+    return [folder], subdir
 
 
 def _results_from(metrics: Mapping[str, float], sets) -> dict[str, dict[str, float]]:
@@ -288,7 +280,7 @@ def _write_sr_report(run_dir: Path, summary: Mapping[str, Any], baseline, args) 
     from tasks.utils.files import write_text_atomic
 
     sets = summary["config"]["sets"]
-    label = f"SRResNet{'+' + args.attention.upper() if args.attention != 'none' else ''}"
+    label = model_label(args.global_residual, args.attention)
     tables = []
     checkpoints = [("best", summary.get("best_step"))]
     if summary.get("best_step") != summary.get("steps"):
