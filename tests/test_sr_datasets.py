@@ -147,7 +147,7 @@ def test_benchmark_layouts(tmp_path, layout):
     assert data.name == "MySet" and len(data) == 2
     first, second = data[0], data[1]
     assert first["name"] == "img_001" and first["hr"].shape == (3, 24, 28) and first["lr"].shape == (3, 6, 7)
-    assert not first["gray"] and second["gray"] and second["protocol"] == "basicsr"
+    assert not first["gray"] and second["gray"] and first["scale"] == 4
     hr_uint8 = (first["hr"] * 255).round().to(torch.uint8)
     torch.testing.assert_close(first["lr"], bicubic_degrade(hr_uint8, 4).float() / 255)
     assert list_benchmarks(tmp_path) == ["MySet"]
@@ -161,15 +161,13 @@ def test_benchmark_errors(tmp_path):
         SRBenchmark("Urban100", 4, data_root=tmp_path)
     with pytest.raises(ValueError, match="Set5"):
         SRBenchmark("Set5", 4, data_root=tmp_path)
-    with pytest.raises(ValueError, match="y-only"):
-        SRBenchmark("Set5", 4, data_root=tmp_path, protocol="ycbcr")
 
 
 def test_real_benchmarks(sr_data_root):
     assert list_benchmarks(sr_data_root)[:2] == ["Set5", "Set14"]
     name, files = find_benchmark("set14", 4, sr_data_root)
     assert name == "Set14" and len(files) == 14
-    set5 = SRBenchmark("Set5", 4, data_root=sr_data_root, protocol="y-only")
+    set5 = SRBenchmark("Set5", 4, data_root=sr_data_root)
     sizes = {item["name"]: tuple(item["hr"].shape[1:]) for item in set5}
     assert sizes["woman"] == (344, 228) and sizes["bird"] == (288, 288)
     assert set5[0]["lr"].shape[1:] == (128, 128)  # baby: 512 / 4

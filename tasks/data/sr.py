@@ -33,8 +33,9 @@ from torch.utils.data import Dataset
 from tasks.data.images import list_images, read_image, read_rgb, is_image_file
 from tasks.data.imresize import bicubic_degrade, modcrop
 from tasks.data.root import data_root as resolve_data_root
-from tasks.utils.progress import progress
 from tasks.data.sampling import EpochSeededSampler, key_generator
+from tasks.utils.processes import is_main_process
+from tasks.utils.progress import progress
 
 __all__ = [
     "SRTrainFolder", "SRPairedFolder", "SRBenchmark", "EpochSeededSampler", "list_benchmarks",
@@ -45,10 +46,6 @@ KNOWN_BENCHMARKS = ("Set5", "Set14", "B100", "Urban100", "Manga109")
 EMBEDDED_BENCHMARK = "embedded"  # held-out scikit-image photographs (tasks.data.embedded)
 _ALIASES = {"b100": ("B100", "BSD100", "BSDS100"), "bsd100": ("BSD100", "B100", "BSDS100")}
 _HR_SUBFOLDERS = ("HR", "GTmod12", "GT", "original", "hr")
-
-
-def _is_main_process() -> bool:
-    return os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) in ("0", "")
 
 
 def _check_scale(scale: int) -> int:
@@ -128,7 +125,7 @@ def _collect_files(sources: str | os.PathLike | Iterable[str | os.PathLike]) -> 
 
 
 def _progress(items, quiet: bool = False, **kwargs):
-    return progress(items, main_process=_is_main_process() and not quiet, leave=False, **kwargs)
+    return progress(items, main_process=is_main_process() and not quiet, leave=False, **kwargs)
 
 
 class SRTrainFolder(Dataset):
@@ -356,16 +353,13 @@ class SRBenchmark(Dataset):
     case-insensitive), a folder in one of the usual layouts (flat, ``HR/``, ``GTmod12/``,
     ``original/``, ``image_SRF_<s>/*_HR.png``), or ``"embedded"`` for the held-out scikit-image
     photographs. LR files shipped with a set are ignored: LR is always remade from HR the same
-    way as for training. Items: ``{"name", "lr", "hr", "gray", "scale", "protocol"}`` with
-    ``gray`` telling whether the file was single-channel (the ``y-only`` protocol scores those
-    on raw gray values; see ``tasks.sr.metrics``). Items are computed once and kept in memory.
+    way as for training. Items: ``{"name", "lr", "hr", "gray", "scale"}`` with ``gray`` telling
+    whether the file was single-channel (the older Y-only SR protocol scores those on raw gray
+    values). Items are computed once and kept in memory.
     """
 
-    def __init__(self, name_or_dir, scale: int = 4, data_root=None, protocol: str = "basicsr") -> None:
-        from tasks.sr.metrics import check_protocol
-
+    def __init__(self, name_or_dir, scale: int = 4, data_root=None) -> None:
         self.scale = _check_scale(scale)
-        self.protocol = check_protocol(protocol)
         self.name, self.files = find_benchmark(name_or_dir, self.scale, data_root)
         self._items: dict[int, dict] = {}
 
@@ -384,8 +378,7 @@ class SRBenchmark(Dataset):
                 raise ValueError(f"benchmark image {path} is smaller than the scale {self.scale}")
             lr = bicubic_degrade(hr, self.scale)
             self._items[index] = {"name": _image_name(path), "lr": lr.float().div_(255),
-                                  "hr": hr.float().div_(255), "gray": gray, "scale": self.scale,
-                                  "protocol": self.protocol}
+                                  "hr": hr.float().div_(255), "gray": gray, "scale": self.scale}
         return self._items[index]
 
 

@@ -106,12 +106,14 @@ def format_table(results: Mapping[str, Mapping[str, float]], protocol: str, scal
     return "\n".join(lines)
 
 
-def load_sets(names, scale: int, data_root=None, protocol: str = DEFAULT_PROTOCOL) -> dict[str, Dataset]:
+def load_sets(names, scale: int, data_root=None, protocol: str | None = None) -> dict[str, Dataset]:
+    """``{set name: SRBenchmark}``. The sets are the same under every protocol: ``protocol`` is
+    ignored, accepted only while ``tasks/sr/train.py`` still passes it."""
     from tasks.data.sr import SRBenchmark
 
     sets = {}
     for name in names:
-        dataset = SRBenchmark(name, scale=scale, data_root=data_root, protocol=protocol)
+        dataset = SRBenchmark(name, scale=scale, data_root=data_root)
         sets[dataset.name] = dataset
     return sets
 
@@ -147,7 +149,7 @@ def _evaluate(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         scale, name = trained, str(args.checkpoint)
         model = model.to(args.device).eval()
         upscale = model
-    sets = load_sets(args.sets, scale, args.data_root, args.protocol)
+    sets = load_sets(args.sets, scale, args.data_root)
     results = score_sets(sets, upscale, args.protocol, device=args.device)
     if args.json:
         print(json.dumps({s: {"psnr": r["psnr"], "ssim": r["ssim"]} for s, r in results.items()}))

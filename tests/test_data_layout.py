@@ -1,0 +1,36 @@
+"""Where data code lives: ``tasks.data`` imports nothing of the training side."""
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ALLOWED = ("tasks.data", "tasks.utils")  # what the data code may import of the repository
+REPOSITORY_PACKAGES = ("tasks", "bam", "launch", "datasets")
+
+
+def _imported_modules(path: Path, package: str) -> list[str]:
+    """Every module a file of ``package`` imports, at the top or inside functions (lazy imports
+    count too), relative imports written out in full."""
+    parts, names = package.split("."), []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            parent = parts[:len(parts) + 1 - node.level] if node.level else []  # "." is the package
+            names.append(".".join(parent + ([node.module] if node.module else [])))
+    return names
+
+
+def _of_the_repository(name: str) -> bool:
+    return name.split(".")[0] in REPOSITORY_PACKAGES
+
+
+def _allowed(name: str) -> bool:
+    return any(name == package or name.startswith(package + ".") for package in ALLOWED)
+
+
+def test_data_code_imports_only_data_and_utils():
+    wrong = [f"{path.name}: {name}" for path in sorted((REPO / "tasks" / "data").glob("*.py"))
+             for name in _imported_modules(path, "tasks.data")
+             if _of_the_repository(name) and not _allowed(name)]
+    assert not wrong, f"tasks/data imports the training side: {wrong}"
