@@ -186,6 +186,7 @@ def test_prepare_subimages_and_cli(tmp_path, capsys):
     np.testing.assert_array_equal(np.asarray(Image.open(tiles[5])), pixels[22:70, 24:72])
     assert np.asarray(Image.open(tmp_path / "dst" / "small_s001.png")).shape == (30, 20, 3)
     assert prepare_subimages(tmp_path / "src", tmp_path / "dst", size=48, step=24) == 0  # resumable
+    assert not list((tmp_path / "dst").rglob(".*"))  # no temporary file left behind
     main(["prepare", str(tmp_path / "src"), str(tmp_path / "dst2"), "--size", "64", "--step", "64"])
     assert "wrote 5 sub-images" in capsys.readouterr().out  # 2x2 tiles + the small image
     with pytest.raises(SystemExit):

@@ -34,6 +34,7 @@ from tasks.data.images import list_images, read_image, read_rgb, is_image_file
 from tasks.data.imresize import bicubic_degrade, modcrop
 from tasks.data.root import data_root as resolve_data_root
 from tasks.data.sampling import EpochSeededSampler, key_generator
+from tasks.utils.files import write_png_atomic
 from tasks.utils.processes import is_main_process
 from tasks.utils.progress import progress
 
@@ -398,11 +399,10 @@ def prepare_subimages(src: str | os.PathLike, dst: str | os.PathLike, size: int 
     """Cut every image of ``src`` (recursive) into overlapping ``size`` x ``size`` RGB PNGs in
     ``dst`` (BasicSR-style extraction): ``<relative folder>/<stem>_s001.png``, ... Images smaller
     than ``size`` are kept whole. Existing outputs are skipped, so an interrupted run resumes;
-    each file is written to a temporary name first. Returns the number of sub-images written."""
+    each file is written atomically, so a killed run leaves no torn PNG that would count as done.
+    Returns the number of sub-images written."""
     if int(size) <= 0 or int(step) <= 0:
         raise ValueError(f"size and step must be positive, got size={size}, step={step}")
-    from PIL import Image
-
     src, dst = Path(src).expanduser(), Path(dst).expanduser()
     files = list_images(src)
     if dst.resolve().is_relative_to(src.resolve()):
@@ -421,14 +421,11 @@ def prepare_subimages(src: str | os.PathLike, dst: str | os.PathLike, size: int 
         if all(t.exists() for t, _, _ in _tiles(folder, path.stem, height, width, size, step)):
             continue  # done by an earlier, interrupted run
         image = read_rgb(path)  # the decoded shape wins over the header (EXIF rotation)
-        folder.mkdir(parents=True, exist_ok=True)
         for target, top, left in _tiles(folder, path.stem, *image.shape[:2], size, step):
             if target.exists():
                 continue
-            tmp = target.with_name(f".{target.name}.tmp")
-            Image.fromarray(image[top:top + size, left:left + size]).save(
-                tmp, format="PNG", compress_level=compress_level)
-            os.replace(tmp, target)
+            tile = image[top:top + size, left:left + size]
+            write_png_atomic(target, tile, compress_level=compress_level)
             written += 1
     return written
 
