@@ -11,17 +11,14 @@ in ``__getitem__``. With a key, the crop position, flips and rotation are a pure
 same patches as an uninterrupted one, whatever the number of workers. With a plain index, torch's
 global generator is used (seeded per worker by the DataLoader).
 
-Command line: ``python -m tasks.data.sr prepare SRC DST`` cuts large images into sub-images
-(decoding a 480x480 PNG is far cheaper than a full 2K image per 96x96 crop);
-``python -m tasks.data.sr list`` shows the benchmark sets found under the data root.
+:func:`prepare_subimages` cuts large images into sub-images (decoding a 480x480 PNG is far
+cheaper than a full 2K image per 96x96 crop); its command line is ``datasets/prepare_sr.py``.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
-import sys
 import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -434,35 +431,3 @@ def _tiles(folder: Path, stem: str, height: int, width: int, size: int, step: in
     positions = [(top, left) for top in _starts(height, size, step) for left in _starts(width, size, step)]
     return [(folder / f"{stem}_s{k:03d}.png", top, left) for k, (top, left) in enumerate(positions, 1)]
 
-
-# --- command line ------------------------------------------------------------------------------
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tasks.data.sr", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    prepare = commands.add_parser("prepare", help="cut large HR images into sub-image PNGs")
-    prepare.add_argument("src", help="folder of HR images (searched recursively)")
-    prepare.add_argument("dst", help="output folder")
-    prepare.add_argument("--size", type=int, default=480, help="sub-image side (default 480)")
-    prepare.add_argument("--step", type=int, default=240, help="stride between sub-images (default 240)")
-    listing = commands.add_parser("list", help="list the benchmark sets under the data root")
-    listing.add_argument("--data-root", default=None, help="data root (else $BAM_DATA_ROOT, else ./data)")
-    listing.add_argument("--scale", type=int, default=4)
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "prepare":
-            count = prepare_subimages(args.src, args.dst, size=args.size, step=args.step)
-            print(f"wrote {count} sub-images to {args.dst}")
-        else:
-            root = resolve_data_root(args.data_root)
-            names = list_benchmarks(args.data_root, args.scale)
-            for name in names:
-                print(f"{name}: {len(find_benchmark(name, args.scale, args.data_root)[1])} images")
-            if not names:
-                print(f"no benchmark sets under {root / 'sr'}", file=sys.stderr)
-    except (FileNotFoundError, ValueError) as error:
-        parser.error(str(error))
-
-
-if __name__ == "__main__":
-    main()
