@@ -150,6 +150,8 @@ def test_benchmark_layouts(tmp_path, layout):
             _save(folder / ("" if layout == "flat" else layout) / f"{name}.png", shape)
     if layout == "HR":
         _save(folder / "LR_bicubic" / "x4" / "img_001.png", (6, 7, 3))  # shipped LR files are ignored
+    if layout == "flat":
+        (folder / "._img_001.png").write_bytes(b"macOS resource fork, not an image")  # skipped
     data = SRBenchmark("myset", 4, data_root=tmp_path)  # by name, case-insensitive
     assert data.name == "MySet" and len(data) == 2
     first, second = data[0], data[1]

@@ -291,7 +291,8 @@ def _benchmark_files(folder: Path, scale: int) -> list[Path]:
                 return hr
     if not folder.is_dir():
         raise FileNotFoundError(f"benchmark folder not found: {folder}")
-    files = [f for f in folder.iterdir() if f.is_file() and is_image_file(f)]
+    # hidden files skipped, as list_images does: macOS copies leave "._NAME.png" beside the images
+    files = [f for f in folder.iterdir() if f.is_file() and is_image_file(f) and not f.name.startswith(".")]
     hr = [f for f in files if f.stem.endswith("_HR")]
     if hr or files:
         return sorted(hr or files)
