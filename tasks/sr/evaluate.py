@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from tasks.common.cli import run_cli
 from tasks.sr.metrics import DEFAULT_PROTOCOL, PROTOCOLS, bicubic_baseline, score_sr
+from tasks.utils.images import quantize
 
 __all__ = ["score_set", "score_sets", "format_table", "main", "BICUBIC"]
 
@@ -37,10 +38,6 @@ class _Indexed(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         return {**self.dataset[index], "index": index}
-
-
-def _uint8(image: torch.Tensor) -> torch.Tensor:
-    return torch.floor(image.double() * 255 + 0.5).clamp_(0, 255)
 
 
 @torch.no_grad()
@@ -64,7 +61,7 @@ def score_set(dataset: Dataset, upscale: Callable[[torch.Tensor], torch.Tensor] 
         lr, hr = batch["lr"].to(device), batch["hr"].to(device)
         gray = batch["gray"].to(device)
         if upscale == BICUBIC:
-            scores = bicubic_baseline(_uint8(hr), scale, protocol, gray=gray)
+            scores = bicubic_baseline(quantize(hr), scale, protocol, gray=gray)
         else:
             sr = upscale(lr)  # (a model prepared for mixed precision keeps its autocast forward)
             scores = score_sr(sr.float(), hr, scale, protocol, gray=gray, value_range=1.0)
