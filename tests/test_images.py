@@ -154,6 +154,21 @@ def test_16bit_png_all_colour_types_filters_and_interlace(tmp_path, channels, in
         assert (pillow != expected).mean() > 0.2
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_16bit_png_with_a_transparent_colour_keeps_its_channels(tmp_path, channels):
+    values = RNG.integers(0, 65536, (6, 5, channels)).astype(np.uint16)
+    path = tmp_path / "t16.png"
+    write_png16(path, values)
+    data = path.read_bytes()
+    body = values[0, 0].astype(">u2").tobytes()  # tRNS: one colour marked transparent
+    trns = struct.pack(">I", len(body)) + b"tRNS" + body + struct.pack(">I", zlib.crc32(b"tRNS" + body))
+    path.write_bytes(data[:33] + trns + data[33:])  # right after IHDR (8 + 25 bytes)
+    expected = _expected_8bit(values[:, :, 0] if channels == 1 else values)
+    out = read_image(path)
+    assert out.shape == expected.shape
+    np.testing.assert_array_equal(out, expected)
+
+
 def test_16bit_tiff(tmp_path):
     tifffile = pytest.importorskip("tifffile")
     values = RNG.integers(0, 65536, (6, 7, 3)).astype(np.uint16)

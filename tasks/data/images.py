@@ -182,7 +182,7 @@ def _read_tiff(path: Path) -> np.ndarray | None:
 # samples themselves.
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_GRAY_ALPHA = 4  # PNG colour type: OpenCV expands it to four channels (gray, gray, gray, alpha)
+_GRAY_TYPES = (0, 4)  # PNG colour types gray and gray + alpha (OpenCV hands the latter over as BGRA)
 _FROM_BGRA = [2, 1, 0, 3]  # OpenCV's channel order back to RGB(A)
 
 
@@ -213,7 +213,7 @@ def _check_png_size(path: Path, png: _PngHeader) -> None:
 
 def _read_png16(path: Path, png: _PngHeader) -> np.ndarray:
     """A 16-bit PNG's samples as uint16: (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA."""
-    import cv2  # only 16-bit PNGs need it (~0.1 s to import: every DataLoader worker pays it)
+    import cv2  # here, not at the top: ~0.1 s per DataLoader worker, and only 16-bit PNGs need it
 
     _check_png_size(path, png)
     # imdecode over bytes read by numpy, not imread: OpenCV's imread fails on non-ASCII paths
@@ -224,8 +224,8 @@ def _read_png16(path: Path, png: _PngHeader) -> np.ndarray:
         raise ValueError(f"corrupt PNG file {path} ({error})") from error
     if array is None:  # libpng stopped: data cut short, bad checksum, broken compressed stream
         raise ValueError(f"truncated or corrupt PNG file {path}")
-    if array.ndim == 3 and png.colour_type == _GRAY_ALPHA:
-        return array[:, :, 0]
+    if array.ndim == 3 and png.colour_type in _GRAY_TYPES:
+        return array[:, :, 0]  # a gray file stays 2-D (read_image's contract), alpha dropped
     if array.ndim == 3:
         return array[:, :, _FROM_BGRA[:array.shape[2]]]
     return array
