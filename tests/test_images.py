@@ -145,11 +145,28 @@ def test_16bit_png_all_colour_types_filters_and_interlace(tmp_path, channels, in
     path = tmp_path / "x16.png"
     write_png16(path, values, interlace=interlace)
     expected = _expected_8bit(values[:, :, 0] if channels <= 2 else values[:, :, :3])
-    np.testing.assert_array_equal(read_image(path), expected)
+    out = read_image(path)
+    assert out.shape == expected.shape and out.dtype == np.uint8  # gray (+ alpha) stays 2-D
+    np.testing.assert_array_equal(out, expected)
     if channels == 3 and not interlace:
         # Pillow keeps only the high byte of 16-bit RGB: off by one on many pixels
         pillow = np.asarray(Image.open(path).convert("RGB"))
         assert (pillow != expected).mean() > 0.2
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_16bit_png_with_a_transparent_colour_keeps_its_channels(tmp_path, channels):
+    values = RNG.integers(0, 65536, (6, 5, channels)).astype(np.uint16)
+    path = tmp_path / "t16.png"
+    write_png16(path, values)
+    data = path.read_bytes()
+    body = values[0, 0].astype(">u2").tobytes()  # tRNS: one colour marked transparent
+    trns = struct.pack(">I", len(body)) + b"tRNS" + body + struct.pack(">I", zlib.crc32(b"tRNS" + body))
+    path.write_bytes(data[:33] + trns + data[33:])  # right after IHDR (8 + 25 bytes)
+    expected = _expected_8bit(values[:, :, 0] if channels == 1 else values)
+    out = read_image(path)
+    assert out.shape == expected.shape
+    np.testing.assert_array_equal(out, expected)
 
 
 def test_16bit_tiff(tmp_path):
@@ -186,12 +203,32 @@ def test_truncated_file_names_the_file(tmp_path, suffix, fmt):
         read_rgb(path)
 
 
-def test_truncated_16bit_png_names_the_file(tmp_path):
+@pytest.mark.parametrize("keep", [200, 0.5, -20])
+def test_truncated_16bit_png_names_the_file(tmp_path, keep):
     path = tmp_path / "cut16.png"
     write_png16(path, RNG.integers(0, 65536, (30, 30, 3)).astype(np.uint16))
-    path.write_bytes(path.read_bytes()[:200])
+    data = path.read_bytes()
+    path.write_bytes(data[:keep if isinstance(keep, int) else int(len(data) * keep)])
     with pytest.raises(ValueError, match="cut16.png"):
         read_rgb(path)
+
+
+def test_corrupt_16bit_png_names_the_file(tmp_path):
+    path = tmp_path / "bad16.png"
+    write_png16(path, RNG.integers(0, 65536, (30, 30, 3)).astype(np.uint16))
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0xFF  # inside the image data: its checksum no longer matches
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="bad16.png"):
+        read_rgb(path)
+
+
+def test_16bit_png_under_a_non_ascii_path(tmp_path):
+    values = RNG.integers(0, 65536, (5, 7, 3)).astype(np.uint16)
+    path = tmp_path / "données" / "image_été.png"
+    path.parent.mkdir()
+    write_png16(path, values)
+    np.testing.assert_array_equal(read_rgb(path), _expected_8bit(values))
 
 
 def test_missing_and_garbage_files(tmp_path):
@@ -211,4 +248,8 @@ def test_16bit_png_with_absurd_header_size_is_refused(tmp_path):
     data[16:24] = struct.pack(">II", 200_000, 200_000)  # IHDR width, height (CRC not checked)
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="bomb16.png.*200000x200000"):
+        read_rgb(path)
+    data[16:24] = struct.pack(">II", 0, 2)
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="bomb16.png.*0x2"):
         read_rgb(path)

@@ -1,4 +1,10 @@
-"""tasks.data.sr / tasks.data.embedded: training crops, pairs, benchmark layouts, preparation."""
+"""tasks.data.sr / tasks.data.embedded: training crops, pairs, benchmark layouts, preparation
+(and its command line, datasets/prepare_sr.py)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,9 +15,10 @@ from torch.utils.data import DataLoader
 from tasks.data.embedded import EMBEDDED_SPLITS, embedded_sr_files, embedded_sr_images, write_embedded_images
 from tasks.data.imresize import bicubic_degrade
 from tasks.data.sr import (EpochSeededSampler, SRBenchmark, SRPairedFolder, SRTrainFolder, find_benchmark,
-                         list_benchmarks, main, prepare_subimages)
+                         list_benchmarks, prepare_subimages)
 
 RNG = np.random.default_rng(0)
+PREPARE_SR = Path(__file__).resolve().parents[1] / "datasets" / "prepare_sr.py"
 
 
 def _save(path, shape, mode=None):
@@ -143,11 +150,13 @@ def test_benchmark_layouts(tmp_path, layout):
             _save(folder / ("" if layout == "flat" else layout) / f"{name}.png", shape)
     if layout == "HR":
         _save(folder / "LR_bicubic" / "x4" / "img_001.png", (6, 7, 3))  # shipped LR files are ignored
+    if layout == "flat":
+        (folder / "._img_001.png").write_bytes(b"macOS resource fork, not an image")  # skipped
     data = SRBenchmark("myset", 4, data_root=tmp_path)  # by name, case-insensitive
     assert data.name == "MySet" and len(data) == 2
     first, second = data[0], data[1]
     assert first["name"] == "img_001" and first["hr"].shape == (3, 24, 28) and first["lr"].shape == (3, 6, 7)
-    assert not first["gray"] and second["gray"] and second["protocol"] == "basicsr"
+    assert not first["gray"] and second["gray"] and first["scale"] == 4
     hr_uint8 = (first["hr"] * 255).round().to(torch.uint8)
     torch.testing.assert_close(first["lr"], bicubic_degrade(hr_uint8, 4).float() / 255)
     assert list_benchmarks(tmp_path) == ["MySet"]
@@ -161,15 +170,13 @@ def test_benchmark_errors(tmp_path):
         SRBenchmark("Urban100", 4, data_root=tmp_path)
     with pytest.raises(ValueError, match="Set5"):
         SRBenchmark("Set5", 4, data_root=tmp_path)
-    with pytest.raises(ValueError, match="y-only"):
-        SRBenchmark("Set5", 4, data_root=tmp_path, protocol="ycbcr")
 
 
 def test_real_benchmarks(sr_data_root):
     assert list_benchmarks(sr_data_root)[:2] == ["Set5", "Set14"]
     name, files = find_benchmark("set14", 4, sr_data_root)
     assert name == "Set14" and len(files) == 14
-    set5 = SRBenchmark("Set5", 4, data_root=sr_data_root, protocol="y-only")
+    set5 = SRBenchmark("Set5", 4, data_root=sr_data_root)
     sizes = {item["name"]: tuple(item["hr"].shape[1:]) for item in set5}
     assert sizes["woman"] == (344, 228) and sizes["bird"] == (288, 288)
     assert set5[0]["lr"].shape[1:] == (128, 128)  # baby: 512 / 4
@@ -177,7 +184,7 @@ def test_real_benchmarks(sr_data_root):
 
 # -- preparation -----------------------------------------------------------------------------------
 
-def test_prepare_subimages_and_cli(tmp_path, capsys):
+def test_prepare_subimages(tmp_path):
     pixels = _save(tmp_path / "src" / "deep" / "big.png", (70, 100, 3))
     _save(tmp_path / "src" / "small.png", (30, 20, 3))
     count = prepare_subimages(tmp_path / "src", tmp_path / "dst", size=48, step=24)
@@ -188,14 +195,42 @@ def test_prepare_subimages_and_cli(tmp_path, capsys):
     np.testing.assert_array_equal(np.asarray(Image.open(tiles[5])), pixels[22:70, 24:72])
     assert np.asarray(Image.open(tmp_path / "dst" / "small_s001.png")).shape == (30, 20, 3)
     assert prepare_subimages(tmp_path / "src", tmp_path / "dst", size=48, step=24) == 0  # resumable
-    main(["prepare", str(tmp_path / "src"), str(tmp_path / "dst2"), "--size", "64", "--step", "64"])
-    assert "wrote 5 sub-images" in capsys.readouterr().out  # 2x2 tiles + the small image
-    with pytest.raises(SystemExit):
-        main(["prepare", str(tmp_path / "nothing"), str(tmp_path / "dst3")])
-    assert "nothing" in capsys.readouterr().err
+    assert not list((tmp_path / "dst").rglob(".*"))  # no temporary file left behind
     _save(tmp_path / "src" / "small.jpg", (30, 20, 3))  # same stem as small.png: same tile names
     with pytest.raises(ValueError, match=r"small\.(png|jpg) and .*small\.(png|jpg) would write"):
         prepare_subimages(tmp_path / "src", tmp_path / "dst4", size=48, step=24)
+
+
+
+def _prepare_sr(*args, cwd, env=None) -> subprocess.CompletedProcess:
+    """Run datasets/prepare_sr.py as a user would: a script, from a folder outside the checkout."""
+    command = [sys.executable, str(PREPARE_SR), *map(str, args)]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_prepare_sr_script_prepares(tmp_path):
+    _save(tmp_path / "src" / "big.png", (100, 64, 3))
+    _save(tmp_path / "src" / "small.png", (30, 20, 3))
+    done = _prepare_sr("prepare", tmp_path / "src", tmp_path / "dst", "--size", "64", "--step", "64",
+                       cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "wrote 3 sub-images" in done.stdout  # rows 0 and 36 of big, small kept whole
+    assert sorted(p.name for p in (tmp_path / "dst").iterdir()) == ["big_s001.png", "big_s002.png",
+                                                                     "small_s001.png"]
+    missing = _prepare_sr("prepare", tmp_path / "nothing", tmp_path / "dst2", cwd=tmp_path)
+    assert missing.returncode == 2 and "nothing" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_prepare_sr_script_lists_sets_under_the_data_root(tmp_path):
+    for name in ("a", "b"):
+        _save(tmp_path / "root" / "sr" / "Set5" / f"{name}.png", (8, 8, 3))
+    _save(tmp_path / "root" / "sr" / "train" / "T91" / "t1.png", (8, 8, 3))  # training, not a benchmark
+    env = {**os.environ, "BAM_DATA_ROOT": str(tmp_path / "root")}
+    listed = _prepare_sr("list", cwd=tmp_path, env=env)
+    assert listed.returncode == 0 and listed.stdout == "Set5: 2 images\n", listed.stderr
+    (tmp_path / "empty").mkdir()
+    empty = _prepare_sr("list", "--data-root", tmp_path / "empty", cwd=tmp_path, env=env)  # flag wins
+    assert empty.returncode == 0 and not empty.stdout and "no benchmark sets" in empty.stderr
 
 
 # -- embedded photographs --------------------------------------------------------------------------

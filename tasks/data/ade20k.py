@@ -26,6 +26,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from tasks.data.images import list_images, read_rgb
+from tasks.utils.images import to_hwc_uint8
 
 IGNORE_INDEX = 255
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -105,8 +106,7 @@ def denormalize(image: torch.Tensor) -> np.ndarray:
     """Inverse of :func:`to_tensor`: 3xHxW float -> uint8 HxWx3 (for visualisation)."""
     mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=image.device).view(3, 1, 1)
-    rgb = (image.float() * std + mean).clamp(0, 1) * 255.0
-    return rgb.round().byte().permute(1, 2, 0).cpu().numpy()
+    return to_hwc_uint8(image.float() * std + mean)
 
 
 def round_up(value: int, multiple: int) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.data.images import read_image, read_rgb
+from tasks.utils.files import write_png_atomic
 
 __all__ = ["EMBEDDED_SPLITS", "embedded_sr_files", "embedded_sr_images", "write_embedded_images"]
 
@@ -69,13 +70,5 @@ def embedded_sr_images(split: str = "train", keep_gray: bool = False) -> list[np
 def write_embedded_images(folder: str | os.PathLike, split: str = "train") -> list[Path]:
     """Copy a split's photographs as PNG files into ``folder`` (e.g. to use them as a benchmark
     folder); returns the written paths. Gray files stay single-channel."""
-    from PIL import Image
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in embedded_sr_files(split):
-        target = folder / f"{path.stem}.png"
-        Image.fromarray(read_image(path)).save(target)
-        written.append(target)
-    return written
+    return [write_png_atomic(Path(folder) / f"{path.stem}.png", read_image(path))
+            for path in embedded_sr_files(split)]

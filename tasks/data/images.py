@@ -8,7 +8,8 @@
 * palette images are expanded through their palette;
 * 16-bit images are mapped to 8 bits by ``round(v * 255 / 65535)``. Pillow's own conversion
   of 16-bit data clips (mode ``I;16`` -> ``L``) or keeps the high byte (16-bit RGB PNGs), so
-  16-bit PNGs are decoded here directly and 16-bit TIFFs through ``tifffile``;
+  16-bit PNGs are decoded by OpenCV (libpng: every colour type, interlaced or not) and 16-bit
+  TIFFs by ``tifffile``; Pillow reads everything else;
 * EXIF orientation is applied, so photos come out the way viewers show them (``exif=False``
   keeps the stored pixel grid, which annotations such as label maps and boxes refer to);
 * a missing file raises ``FileNotFoundError``; an unreadable, truncated or unsupported file raises
@@ -21,9 +22,13 @@ import os
 import struct
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps
+
+from tasks.utils.images import quantize
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -84,7 +89,8 @@ def read_image(path: str | os.PathLike, exif: bool = True) -> np.ndarray:
             raise
         raise ValueError(f"cannot read image {path}: {error}") from error
     except (OSError, SyntaxError, zlib.error, struct.error, Image.DecompressionBombError) as error:
-        # Pillow signals truncated or corrupt data with OSError (or SyntaxError for broken headers).
+        # Pillow signals truncated or corrupt data with OSError (SyntaxError for broken headers;
+        # zlib.error and struct.error can escape from its parsing of compressed or short chunks).
         raise ValueError(f"cannot read image {path}: {error}") from error
     array = np.ascontiguousarray(array)
     return array if array.flags.writeable else array.copy()  # torch.from_numpy wants writable
@@ -92,9 +98,9 @@ def read_image(path: str | os.PathLike, exif: bool = True) -> np.ndarray:
 
 def _decode(path: Path, exif: bool = True) -> np.ndarray:
     with open(path, "rb") as handle:
-        header = handle.read(32)
-    if header.startswith(_PNG_SIGNATURE) and _png_bit_depth(header) == 16:
-        return _normalize(_decode_png16(path), path)
+        png = _png_header(handle.read(32))
+    if png is not None and png.bit_depth == 16:
+        return _normalize(_read_png16(path, png), path)
     if path.suffix.lower() in (".tif", ".tiff"):
         array = _read_tiff(path)
         if array is not None:
@@ -146,7 +152,8 @@ def _normalize(array: np.ndarray, path: Path) -> np.ndarray:
     if np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
             raise ValueError(f"unsupported image {path}: float pixels must lie in [0, 1]")
-        return np.floor(array.astype(np.float64) * 255 + 0.5).astype(np.uint8)
+        # astype copies: torch.from_numpy warns on the read-only arrays Pillow hands out
+        return quantize(torch.from_numpy(array.astype(np.float64))).numpy()
     raise ValueError(f"unsupported image {path}: pixel type {array.dtype}")
 
 
@@ -169,87 +176,56 @@ def _read_tiff(path: Path) -> np.ndarray | None:
         return None
 
 
-# --- 16-bit PNG decoder -------------------------------------------------------------------------
+# --- 16-bit PNG ---------------------------------------------------------------------------------
 # Pillow decodes 16-bit RGB(A) PNGs by keeping the high byte of each sample (floor(v / 256)),
-# which is off by one level from round(v / 257) on many pixels. The format is simple enough
-# to decode here: zlib inflate + per-row filter reversal (+ Adam7 de-interlacing).
+# which is off by one level from round(v / 257) on many pixels; OpenCV hands over the 16-bit
+# samples themselves.
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_SAMPLES_PER_PIXEL = {0: 1, 2: 3, 4: 2, 6: 4}  # colour type -> samples (16-bit has no palette)
-_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
-          (0, 1, 1, 2))  # (x0, y0, dx, dy) of the seven interlace passes
+_GRAY_TYPES = (0, 4)  # PNG colour types gray and gray + alpha (OpenCV hands the latter over as BGRA)
+_FROM_BGRA = [2, 1, 0, 3]  # OpenCV's channel order back to RGB(A)
 
 
-def _png_bit_depth(header: bytes) -> int | None:
-    if len(header) < 26 or header[12:16] != b"IHDR":
+class _PngHeader(NamedTuple):
+    width: int
+    height: int
+    bit_depth: int
+    colour_type: int
+
+
+def _png_header(header: bytes) -> _PngHeader | None:
+    """The IHDR fields of a PNG file's first 26 bytes; None when it is not a PNG file."""
+    if len(header) < 26 or not header.startswith(_PNG_SIGNATURE) or header[12:16] != b"IHDR":
         return None
-    return header[24]
+    width, height, bit_depth, colour_type = struct.unpack(">IIBB", header[16:26])
+    return _PngHeader(width, height, bit_depth, colour_type)
 
 
-def _decode_png16(path: Path) -> np.ndarray:
-    data = path.read_bytes()
-    position, idat, ihdr = len(_PNG_SIGNATURE), [], None
-    while position + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[position:position + 8])
-        body = data[position + 8:position + 8 + length]
-        if len(body) < length:
-            raise ValueError(f"truncated PNG file {path} (chunk {kind!r} cut short)")
-        if kind == b"IHDR":
-            ihdr = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat.append(body)
-        elif kind == b"IEND":
-            break
-        position += 12 + length
-    else:
-        raise ValueError(f"truncated PNG file {path} (no IEND chunk)")
-    if ihdr is None or not idat:
-        raise ValueError(f"corrupt PNG file {path} (missing IHDR or IDAT)")
-    width, height, _, color_type, _, _, interlace = ihdr
-    if color_type not in _SAMPLES_PER_PIXEL:
-        raise ValueError(f"corrupt PNG file {path} (colour type {color_type} with 16 bits)")
-    if width == 0 or height == 0:
-        raise ValueError(f"corrupt PNG file {path} (size {width}x{height})")
-    if Image.MAX_IMAGE_PIXELS and width * height > 2 * Image.MAX_IMAGE_PIXELS:
-        # the limit Pillow applies to every other file (a corrupt header must not allocate TBs)
-        raise ValueError(f"image {path} is {width}x{height} pixels, over Pillow's decompression-bomb "
-                         f"limit of {2 * Image.MAX_IMAGE_PIXELS} (PIL.Image.MAX_IMAGE_PIXELS)")
-    samples = _SAMPLES_PER_PIXEL[color_type]
-    raw = np.frombuffer(zlib.decompress(b"".join(idat)), dtype=np.uint8)
-    out = np.zeros((height, width, 2 * samples), dtype=np.uint8)
-    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
-    offset = 0
-    for x0, y0, dx, dy in passes:
-        w, h = -(-(width - x0) // dx), -(-(height - y0) // dy)
-        if w <= 0 or h <= 0:
-            continue
-        size = h * (1 + w * 2 * samples)
-        if offset + size > raw.size:
-            raise ValueError(f"truncated PNG file {path} (image data cut short)")
-        rows = raw[offset:offset + size].reshape(h, 1 + w * 2 * samples)
-        out[y0::dy, x0::dx] = _unfilter(rows[:, 0], rows[:, 1:].reshape(h, w, 2 * samples), path)
-        offset += size
-    values = out.reshape(height, width, samples, 2).astype(np.uint16)
-    return (values[..., 0] << 8) | values[..., 1]  # big-endian samples
+def _check_png_size(path: Path, png: _PngHeader) -> None:
+    """Refuse absurd sizes before decoding: a corrupt header must not allocate terabytes."""
+    if png.width == 0 or png.height == 0:
+        raise ValueError(f"corrupt PNG file {path} (size {png.width}x{png.height})")
+    limit = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else None
+    if limit and png.width * png.height > limit:  # the limit Pillow applies to every other file
+        raise ValueError(f"image {path} is {png.width}x{png.height} pixels, over Pillow's "
+                         f"decompression-bomb limit of {limit} (PIL.Image.MAX_IMAGE_PIXELS)")
 
 
-def _unfilter(filters: np.ndarray, raw: np.ndarray, path: Path) -> np.ndarray:
-    """Reverse PNG row filters. Pixel (y, x) depends on (y, x-1), (y-1, x), (y-1, x-1), so all
-    pixels on one anti-diagonal are independent: h + w vectorised steps instead of h * w."""
-    if filters.max(initial=0) > 4:
-        raise ValueError(f"corrupt PNG file {path} (unknown row filter {filters.max()})")
-    h, w, _ = raw.shape
-    out = np.zeros((h + 1, w + 1, raw.shape[2]), dtype=np.int32)  # zero row/column = "outside"
-    raw = raw.astype(np.int32)
-    for diagonal in range(h + w - 1):
-        ys = np.arange(max(0, diagonal - w + 1), min(h, diagonal + 1))
-        xs = diagonal - ys
-        left, up, up_left = out[ys + 1, xs], out[ys, xs + 1], out[ys, xs]
-        kind = filters[ys][:, None]
-        estimate = left + up - up_left
-        da, db, dc = abs(estimate - left), abs(estimate - up), abs(estimate - up_left)
-        paeth = np.where((da <= db) & (da <= dc), left, np.where(db <= dc, up, up_left))
-        prediction = np.select([kind == 1, kind == 2, kind == 3, kind == 4],
-                               [left, up, (left + up) >> 1, paeth], 0)
-        out[ys + 1, xs + 1] = (raw[ys, xs] + prediction) & 255
-    return out[1:, 1:].astype(np.uint8)
+def _read_png16(path: Path, png: _PngHeader) -> np.ndarray:
+    """A 16-bit PNG's samples as uint16: (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA."""
+    import cv2  # here, not at the top: ~0.1 s per DataLoader worker, and only 16-bit PNGs need it
+
+    _check_png_size(path, png)
+    # imdecode over bytes read by numpy, not imread: OpenCV's imread fails on non-ASCII paths
+    # on Windows.
+    try:
+        array = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as error:
+        raise ValueError(f"corrupt PNG file {path} ({error})") from error
+    if array is None:  # libpng stopped: data cut short, bad checksum, broken compressed stream
+        raise ValueError(f"truncated or corrupt PNG file {path}")
+    if array.ndim == 3 and png.colour_type in _GRAY_TYPES:
+        return array[:, :, 0]  # a gray file stays 2-D (read_image's contract), alpha dropped
+    if array.ndim == 3:
+        return array[:, :, _FROM_BGRA[:array.shape[2]]]
+    return array

@@ -27,6 +27,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from tasks.utils.images import quantize
+
 __all__ = ["cubic", "resize_matrix", "imresize", "to_uint8", "bicubic_degrade", "modcrop"]
 
 
@@ -97,8 +99,8 @@ def imresize(x: torch.Tensor, scale: float | Sequence[float] | None = None,
 
     ``x``: (..., H, W), e.g. (N, C, H, W), on any device. Floating inputs are resized in their
     own dtype (half precision in float32); integer inputs (uint8 images) in float64. The result
-    is not rounded: use :func:`to_uint8` for 8-bit images. Give ``scale`` (a number or (sh, sw);
-    output ``ceil(in * scale)``) or an output ``size`` (h, w).
+    is not rounded: ``tasks.utils.images.quantize(out, peak=255)`` makes 8-bit images. Give
+    ``scale`` (a number or (sh, sw); output ``ceil(in * scale)``) or an output ``size`` (h, w).
     """
     if not isinstance(x, torch.Tensor) or x.ndim < 2:
         raise ValueError("imresize: expected a tensor of shape (..., H, W)")
@@ -119,10 +121,9 @@ def imresize(x: torch.Tensor, scale: float | Sequence[float] | None = None,
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Round like MATLAB's uint8 cast (half away from zero) and clamp to 0..255."""
-    if x.dtype == torch.uint8:
-        return x
-    return torch.floor(x.to(torch.float64) + 0.5).clamp_(0, 255).to(torch.uint8)
+    """0..255 values as uint8, rounded like MATLAB's uint8 cast: :func:`tasks.utils.images.quantize`
+    on the 0..255 scale, kept under this name for the callers of this module."""
+    return quantize(x, peak=255)
 
 
 def modcrop(image: torch.Tensor | np.ndarray, scale: int):
@@ -143,4 +144,4 @@ def bicubic_degrade(hr: torch.Tensor, scale: int) -> torch.Tensor:
     h, w = hr.shape[-2:]
     if h % scale or w % scale:
         raise ValueError(f"HR size {h}x{w} is not a multiple of scale={scale} (use modcrop)")
-    return to_uint8(imresize(hr.to(torch.float64), 1.0 / scale))
+    return quantize(imresize(hr.to(torch.float64), 1.0 / scale), peak=255)

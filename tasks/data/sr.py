@@ -11,17 +11,14 @@ in ``__getitem__``. With a key, the crop position, flips and rotation are a pure
 same patches as an uninterrupted one, whatever the number of workers. With a plain index, torch's
 global generator is used (seeded per worker by the DataLoader).
 
-Command line: ``python -m tasks.data.sr prepare SRC DST`` cuts large images into sub-images
-(decoding a 480x480 PNG is far cheaper than a full 2K image per 96x96 crop);
-``python -m tasks.data.sr list`` shows the benchmark sets found under the data root.
+:func:`prepare_subimages` cuts large images into sub-images (decoding a 480x480 PNG is far
+cheaper than a full 2K image per 96x96 crop); its command line is ``datasets/prepare_sr.py``.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
-import sys
 import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -33,8 +30,10 @@ from torch.utils.data import Dataset
 from tasks.data.images import list_images, read_image, read_rgb, is_image_file
 from tasks.data.imresize import bicubic_degrade, modcrop
 from tasks.data.root import data_root as resolve_data_root
-from tasks.utils.progress import progress
 from tasks.data.sampling import EpochSeededSampler, key_generator
+from tasks.utils.files import write_png_atomic
+from tasks.utils.processes import is_main_process
+from tasks.utils.progress import progress
 
 __all__ = [
     "SRTrainFolder", "SRPairedFolder", "SRBenchmark", "EpochSeededSampler", "list_benchmarks",
@@ -45,10 +44,6 @@ KNOWN_BENCHMARKS = ("Set5", "Set14", "B100", "Urban100", "Manga109")
 EMBEDDED_BENCHMARK = "embedded"  # held-out scikit-image photographs (tasks.data.embedded)
 _ALIASES = {"b100": ("B100", "BSD100", "BSDS100"), "bsd100": ("BSD100", "B100", "BSDS100")}
 _HR_SUBFOLDERS = ("HR", "GTmod12", "GT", "original", "hr")
-
-
-def _is_main_process() -> bool:
-    return os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) in ("0", "")
 
 
 def _check_scale(scale: int) -> int:
@@ -128,7 +123,7 @@ def _collect_files(sources: str | os.PathLike | Iterable[str | os.PathLike]) -> 
 
 
 def _progress(items, quiet: bool = False, **kwargs):
-    return progress(items, main_process=_is_main_process() and not quiet, leave=False, **kwargs)
+    return progress(items, main_process=is_main_process() and not quiet, leave=False, **kwargs)
 
 
 class SRTrainFolder(Dataset):
@@ -296,7 +291,8 @@ def _benchmark_files(folder: Path, scale: int) -> list[Path]:
                 return hr
     if not folder.is_dir():
         raise FileNotFoundError(f"benchmark folder not found: {folder}")
-    files = [f for f in folder.iterdir() if f.is_file() and is_image_file(f)]
+    # hidden files skipped, as list_images does: macOS copies leave "._NAME.png" beside the images
+    files = [f for f in folder.iterdir() if f.is_file() and is_image_file(f) and not f.name.startswith(".")]
     hr = [f for f in files if f.stem.endswith("_HR")]
     if hr or files:
         return sorted(hr or files)
@@ -356,16 +352,13 @@ class SRBenchmark(Dataset):
     case-insensitive), a folder in one of the usual layouts (flat, ``HR/``, ``GTmod12/``,
     ``original/``, ``image_SRF_<s>/*_HR.png``), or ``"embedded"`` for the held-out scikit-image
     photographs. LR files shipped with a set are ignored: LR is always remade from HR the same
-    way as for training. Items: ``{"name", "lr", "hr", "gray", "scale", "protocol"}`` with
-    ``gray`` telling whether the file was single-channel (the ``y-only`` protocol scores those
-    on raw gray values; see ``tasks.sr.metrics``). Items are computed once and kept in memory.
+    way as for training. Items: ``{"name", "lr", "hr", "gray", "scale"}`` with ``gray`` telling
+    whether the file was single-channel (the older Y-only SR protocol scores those on raw gray
+    values). Items are computed once and kept in memory.
     """
 
-    def __init__(self, name_or_dir, scale: int = 4, data_root=None, protocol: str = "basicsr") -> None:
-        from tasks.sr.metrics import check_protocol
-
+    def __init__(self, name_or_dir, scale: int = 4, data_root=None) -> None:
         self.scale = _check_scale(scale)
-        self.protocol = check_protocol(protocol)
         self.name, self.files = find_benchmark(name_or_dir, self.scale, data_root)
         self._items: dict[int, dict] = {}
 
@@ -384,8 +377,7 @@ class SRBenchmark(Dataset):
                 raise ValueError(f"benchmark image {path} is smaller than the scale {self.scale}")
             lr = bicubic_degrade(hr, self.scale)
             self._items[index] = {"name": _image_name(path), "lr": lr.float().div_(255),
-                                  "hr": hr.float().div_(255), "gray": gray, "scale": self.scale,
-                                  "protocol": self.protocol}
+                                  "hr": hr.float().div_(255), "gray": gray, "scale": self.scale}
         return self._items[index]
 
 
@@ -405,11 +397,10 @@ def prepare_subimages(src: str | os.PathLike, dst: str | os.PathLike, size: int 
     """Cut every image of ``src`` (recursive) into overlapping ``size`` x ``size`` RGB PNGs in
     ``dst`` (BasicSR-style extraction): ``<relative folder>/<stem>_s001.png``, ... Images smaller
     than ``size`` are kept whole. Existing outputs are skipped, so an interrupted run resumes;
-    each file is written to a temporary name first. Returns the number of sub-images written."""
+    each file is written atomically, so a killed run leaves no torn PNG that would count as done.
+    Returns the number of sub-images written."""
     if int(size) <= 0 or int(step) <= 0:
         raise ValueError(f"size and step must be positive, got size={size}, step={step}")
-    from PIL import Image
-
     src, dst = Path(src).expanduser(), Path(dst).expanduser()
     files = list_images(src)
     if dst.resolve().is_relative_to(src.resolve()):
@@ -428,14 +419,11 @@ def prepare_subimages(src: str | os.PathLike, dst: str | os.PathLike, size: int 
         if all(t.exists() for t, _, _ in _tiles(folder, path.stem, height, width, size, step)):
             continue  # done by an earlier, interrupted run
         image = read_rgb(path)  # the decoded shape wins over the header (EXIF rotation)
-        folder.mkdir(parents=True, exist_ok=True)
         for target, top, left in _tiles(folder, path.stem, *image.shape[:2], size, step):
             if target.exists():
                 continue
-            tmp = target.with_name(f".{target.name}.tmp")
-            Image.fromarray(image[top:top + size, left:left + size]).save(
-                tmp, format="PNG", compress_level=compress_level)
-            os.replace(tmp, target)
+            tile = image[top:top + size, left:left + size]
+            write_png_atomic(target, tile, compress_level=compress_level)
             written += 1
     return written
 
@@ -444,35 +432,3 @@ def _tiles(folder: Path, stem: str, height: int, width: int, size: int, step: in
     positions = [(top, left) for top in _starts(height, size, step) for left in _starts(width, size, step)]
     return [(folder / f"{stem}_s{k:03d}.png", top, left) for k, (top, left) in enumerate(positions, 1)]
 
-
-# --- command line ------------------------------------------------------------------------------
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tasks.data.sr", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    prepare = commands.add_parser("prepare", help="cut large HR images into sub-image PNGs")
-    prepare.add_argument("src", help="folder of HR images (searched recursively)")
-    prepare.add_argument("dst", help="output folder")
-    prepare.add_argument("--size", type=int, default=480, help="sub-image side (default 480)")
-    prepare.add_argument("--step", type=int, default=240, help="stride between sub-images (default 240)")
-    listing = commands.add_parser("list", help="list the benchmark sets under the data root")
-    listing.add_argument("--data-root", default=None, help="data root (else $BAM_DATA_ROOT, else ./data)")
-    listing.add_argument("--scale", type=int, default=4)
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "prepare":
-            count = prepare_subimages(args.src, args.dst, size=args.size, step=args.step)
-            print(f"wrote {count} sub-images to {args.dst}")
-        else:
-            root = resolve_data_root(args.data_root)
-            names = list_benchmarks(args.data_root, args.scale)
-            for name in names:
-                print(f"{name}: {len(find_benchmark(name, args.scale, args.data_root)[1])} images")
-            if not names:
-                print(f"no benchmark sets under {root / 'sr'}", file=sys.stderr)
-    except (FileNotFoundError, ValueError) as error:
-        parser.error(str(error))
-
-
-if __name__ == "__main__":
-    main()

@@ -10,6 +10,7 @@ from PIL import Image
 from torchvision.utils import draw_bounding_boxes
 
 from tasks.common.panels import side_by_side
+from tasks.utils.images import quantize
 
 # A fixed, distinguishable colour per category id (hue walk), so one class keeps its colour.
 _PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c",
@@ -23,7 +24,7 @@ def _colour(label: int) -> str:
 def draw_boxes(image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor,
                categories: Mapping[int, str], scores: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 CxHxW image with the xyxy ``boxes`` and their class names (and scores) drawn."""
-    canvas = (image.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
+    canvas = quantize(image.detach().cpu())
     if len(boxes) == 0:
         return canvas
     labels = labels.detach().cpu().tolist()

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from tasks.common.cli import run_cli
 from tasks.sr.metrics import DEFAULT_PROTOCOL, PROTOCOLS, bicubic_baseline, score_sr
+from tasks.utils.images import quantize
 
 __all__ = ["score_set", "score_sets", "format_table", "main", "BICUBIC", "SavedResults"]
 
@@ -71,10 +72,6 @@ class _Indexed(Dataset):
         return {**self.dataset[index], "index": index}
 
 
-def _uint8(image: torch.Tensor) -> torch.Tensor:
-    return torch.floor(image.double() * 255 + 0.5).clamp_(0, 255)
-
-
 @torch.no_grad()
 def score_set(dataset: Dataset, upscale: Callable[[torch.Tensor], torch.Tensor] | str | SavedResults,
               protocol: str, accelerator=None, device: str | torch.device = "cpu") -> dict[str, Any]:
@@ -98,9 +95,9 @@ def score_set(dataset: Dataset, upscale: Callable[[torch.Tensor], torch.Tensor] 
         gray = batch["gray"].to(device)
         if isinstance(upscale, SavedResults):
             saved = upscale.image(dataset.name, dataset[int(batch["index"])]["name"], hr.shape)
-            scores = score_sr(saved.to(device), _uint8(hr), scale, protocol, gray=gray)
+            scores = score_sr(saved.to(device), quantize(hr), scale, protocol, gray=gray)
         elif upscale == BICUBIC:
-            scores = bicubic_baseline(_uint8(hr), scale, protocol, gray=gray)
+            scores = bicubic_baseline(quantize(hr), scale, protocol, gray=gray)
         else:
             sr = upscale(lr)  # (a model prepared for mixed precision keeps its autocast forward)
             scores = score_sr(sr.float(), hr, scale, protocol, gray=gray, value_range=1.0)
@@ -142,12 +139,13 @@ def format_table(results: Mapping[str, Mapping[str, float]], protocol: str, scal
     return "\n".join(lines)
 
 
-def load_sets(names, scale: int, data_root=None, protocol: str = DEFAULT_PROTOCOL) -> dict[str, Dataset]:
+def load_sets(names, scale: int, data_root=None) -> dict[str, Dataset]:
+    """``{set name: SRBenchmark}`` (the sets are the same under every protocol)."""
     from tasks.data.sr import SRBenchmark
 
     sets = {}
     for name in names:
-        dataset = SRBenchmark(name, scale=scale, data_root=data_root, protocol=protocol)
+        dataset = SRBenchmark(name, scale=scale, data_root=data_root)
         sets[dataset.name] = dataset
     return sets
 
@@ -195,7 +193,7 @@ def _evaluate(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     upscale, scale, name = _what_to_score(args)
     if isinstance(upscale, torch.nn.Module):
         upscale = upscale.to(accelerator.device)
-    sets = load_sets(args.sets, scale, args.data_root, args.protocol)
+    sets = load_sets(args.sets, scale, args.data_root)
     results = score_sets(sets, upscale, args.protocol, accelerator)  # each image once, over the processes
     if accelerator.is_main_process:
         if args.json:

@@ -197,7 +197,7 @@ class SRTask(Task):
         sources, label = _train_sources(args, root)
         train = SRTrainFolder(sources, scale=args.scale, patch_size=args.patch_size, cache=bool(args.cache),
                               repeat=args.repeat)
-        sets = load_sets(args.sets, args.scale, args.data_root, args.protocol)
+        sets = load_sets(args.sets, args.scale, args.data_root)
         # Deterministic and cheap: once, on the main process (the panels and the report use it).
         bicubic = ({name: score_set(ds, BICUBIC, args.protocol) for name, ds in sets.items()}
                    if accelerator.is_main_process else {})

@@ -11,13 +11,13 @@ to bound memory.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 from tasks.common.cli import run_cli
+from tasks.utils.files import write_png_atomic
+from tasks.utils.images import to_hwc_uint8
 from tasks.utils.progress import progress
 
 __all__ = ["upscale_image", "main"]
@@ -26,6 +26,7 @@ _TILE_OVERLAP = 16  # LR pixels of context kept around each tile, then cropped a
 
 
 def _run(model: torch.nn.Module, lr: torch.Tensor) -> torch.Tensor:
+    # Clamped before anything is pasted or rounded: SR outputs overshoot [0, 1] at sharp edges.
     return model(lr).clamp_(0, 1)
 
 
@@ -86,11 +87,8 @@ def _upscale_files(args: argparse.Namespace) -> int:
         lr = torch.from_numpy(read_rgb(file)).permute(2, 0, 1)[None].float().div(255).to(device)
         sr = upscale_image(model, lr, scale, tile=args.tile)
         target = (output / file.relative_to(base)).with_suffix(".png")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        array = sr[0].mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
-        tmp = target.with_name(f".{target.name}.tmp.png")  # never leave a half-written PNG
-        Image.fromarray(array).save(tmp)
-        os.replace(tmp, target)
+        # Rounded by the rule the metrics use on SR outputs (MATLAB's uint8: round half up).
+        write_png_atomic(target, to_hwc_uint8(sr))  # never a half-written PNG
     print(f"wrote {len(files)} image(s) upscaled x{scale} to {output}")
     return len(files)
 

@@ -55,11 +55,14 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2, default=json_default) + "\n")
 
 
-def write_png_atomic(path: str | os.PathLike, image) -> Path:
-    """Save an HxWx3 (or HxW) uint8 array or a PIL image as a PNG file atomically."""
+def write_png_atomic(path: str | os.PathLike, image, compress_level: int = 6) -> Path:
+    """Save an HxWx3 (or HxW) uint8 array or a PIL image as a PNG file atomically.
+
+    ``compress_level`` 0..9 is zlib's (6, Pillow's default; 3 writes twice as fast for files
+    about 3% larger, which pays when preparing many sub-images)."""
     from PIL import Image
 
     picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
     with atomic_path(path) as tmp:
-        picture.save(tmp, format="PNG")
+        picture.save(tmp, format="PNG", compress_level=compress_level)
     return Path(path)
