@@ -22,6 +22,8 @@ from typing import Iterable, Iterator
 import torch
 from torch import nn
 
+from tasks.common.cli import add_data_args
+
 
 def class_selectivity(activity: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Index of each unit from an (images x units) activity table; NaN for silent units."""
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="run folder or model.pt of a network with BAM")
     parser.add_argument("--baseline", help="run folder or model.pt of the same network without BAM")
-    parser.add_argument("--data-root", help="data root (default: $BAM_DATA_ROOT or ./data)")
+    add_data_args(parser)
     parser.add_argument("--max-images", type=int, help="use N evaluation images spread evenly over the set "
                         "(not the first N: an ImageNet folder is sorted by class)")
     parser.add_argument("--batch-size", type=int, default=64)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
+from tasks.common.cli import add_data_args
 from tasks.data.ade20k import (
     IGNORE_INDEX, MAX_LONG_SIDE, SIZE_DIVISOR, TRAIN_SHORT_SIDES, collate_segmentation, denormalize, round_up,
     scaled_size,
@@ -130,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", required=True,
                         help="a run folder of tasks.parse.train (its best checkpoint), a checkpoint folder "
                              "(run/checkpoints/last), or its network.json")
-    parser.add_argument("--data-root", default=None, help="data root (default: $BAM_DATA_ROOT, else ./data)")
+    add_data_args(parser)
     parser.add_argument("--split", default="validation", choices=("training", "validation"))
     parser.add_argument("--multi-scale", action="store_true",
                         help=f"average over short sides {MULTI_SCALES} and the mirrored image")

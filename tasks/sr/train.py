@@ -74,7 +74,7 @@ class SREvaluator:
             lr = item["lr"][None].to(device)
             sr = model(lr).float()
             bicubic = to_uint8(imresize(to_uint8(lr * 255).double(), float(dataset.scale))).float() / 255
-            panel = make_panel(sr[0], bicubic[0], item["hr"], labels=self._labels(name, item["name"], step))
+            panel = make_panel((sr[0], bicubic[0], item["hr"]), self._labels(name, item["name"], step))
             path = save_panel(panel, self.run_dir / "samples" / f"step{step:07d}_{name}_{item['name']}.png")
             images[f"samples/{name}/{item['name']}"] = panel
             paths.append(path)
@@ -93,6 +93,7 @@ class SREvaluator:
 
 @dataclass
 class SRData:
+    root: Path
     train: Any
     train_label: str
     sets: dict[str, Any]
@@ -201,7 +202,7 @@ class SRTask(Task):
         # Deterministic and cheap: once, on the main process (the panels and the report use it).
         bicubic = ({name: score_set(ds, BICUBIC, args.protocol) for name, ds in sets.items()}
                    if accelerator.is_main_process else {})
-        return SRData(train, label, sets, bicubic)
+        return SRData(root, train, label, sets, bicubic)
 
     def model(self, args: argparse.Namespace, data: SRData) -> torch.nn.Module:
         from tasks.sr.model import srresnet
@@ -231,7 +232,9 @@ class SRTask(Task):
             "arch": "srresnet", "attention": args.attention, "dataset": data.train_label, "preset": args.preset,
             "model": kwargs, "scale": args.scale, "patch_size": args.patch_size, "batch_size": args.batch_size,
             "lr": args.lr, "betas": list(args.betas), "lr_schedule": args.lr_schedule, "loss": args.loss,
-            "sets": list(data.sets), "protocol": args.protocol, "train_images": len(data.train.files),
+            "sets": list(data.sets), "set_sources": [_set_source(name) for name in args.sets],
+            "protocol": args.protocol, "data_root": str(data.root.resolve()),
+            "train_images": len(data.train.files),
             "repeat": args.repeat, "params": params, "macs": macs, "macs_input": macs_input,
         }
         variant = "-gr" if args.global_residual else ""  # another network: never the same folder or group
@@ -249,6 +252,19 @@ class SRTask(Task):
 
     def report(self, args: argparse.Namespace, run_dir: Path, summary: dict) -> None:
         _write_sr_report(run_dir, summary, summary.get("bicubic") or {}, args)
+
+    def compare(self, run_dirs: Sequence[Path], group: str, args: argparse.Namespace) -> None:
+        from tasks.sr.compare import write_sr_comparison
+
+        output = Path(args.output_dir) / f"{group}-comparison"
+        text = write_sr_comparison(run_dirs, output)
+        print(f"\n{text}\ncomparison written to {output}: sr_comparison.md, psnr_curves.png, samples/*.png "
+              f"(runs: {', '.join(str(d) for d in run_dirs)})", flush=True)
+
+
+def _set_source(name: str) -> str:
+    """How to find an evaluation set again: a folder's absolute path, else its name."""
+    return str(Path(name).resolve()) if Path(name).is_dir() else name
 
 
 def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
