@@ -117,12 +117,10 @@ class UperNet(nn.Module):
             raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
         self.backbone, self.attention_name = backbone, attention
         encoder = getattr(torchvision.models, backbone)(weights=None)
-        self.attention_targets: list[str] = []
-        if attention != "none":
-            from bam import attach_attention
+        from bam import attach_attention  # None / "none" attaches nothing and returns []
 
-            self.attention_targets = attach_attention(encoder, attention, placement=placement,
-                                                      input_size=input_size, **attention_kwargs)
+        self.attention_targets: list[str] = attach_attention(encoder, attention, placement=placement,
+                                                             input_size=input_size, **attention_kwargs)
         # The classifier head of the ImageNet net is unused; dropping it avoids unused parameters
         # (which DDP rejects) while keeping every other parameter name torchvision's.
         encoder.avgpool, encoder.fc = nn.Identity(), nn.Identity()
