@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from bam.architectures import build_network
 from tasks.analysis.attention_maps import main, record_features
 from tasks.common.model_io import save_model
+from tasks.zoo import build_network
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def checkpoints(tmp_path):
         torch.manual_seed(0)
         kwargs = {"arch": "resnet18", "dataset": "imagenet", "attention": attention}
         model = build_network(**kwargs)
-        paths[attention] = save_model(tmp_path / attention / "model.pt", model, "bam.architectures:build_network",
+        paths[attention] = save_model(tmp_path / attention / "model.pt", model, "tasks.zoo:build_network",
                                       kwargs, task="classify", extra=extra)
     return paths
 

@@ -207,7 +207,7 @@ def fasterrcnn_resnet101(
 
 
 # The registry (bam.architectures) lists the detector next to the classification networks, so
-# `python -m bam.profile fasterrcnn-resnet101 --dataset coco` and the tasks find it by name. COCO
+# `python -m tasks.profile fasterrcnn-resnet101 --dataset coco` and the tasks find it by name. COCO
 # inputs are resized to a short side of 800 (long side at most 1333).
 register_dataset("coco", (3, 800, 1333), num_classes=91)
 register_network("fasterrcnn-resnet101", datasets=("coco",), places_attention=True)(fasterrcnn_resnet101)
