@@ -1,34 +1,38 @@
-"""Name -> network registry shared by ``bam.profile`` and every task.
+"""Name -> network registry: build any registered network, with attention, by name.
 
-A network is registered once per data set it exists for (``resnet50`` has an ImageNet and a
-CIFAR-100 variant) with a builder ``builder(num_classes=...) -> nn.Module``. ``build_network``
+A network is registered once per data set it exists for (a ResNet50 may have an ImageNet and a
+CIFAR variant) with a builder ``builder(num_classes=...) -> nn.Module``. ``build_network``
 builds it, optionally converts a ResNet to the v1 stride layout, and places attention with
 ``bam.attach_attention`` -- one generic call, never a per-network table.
 
-The networks themselves live in ``tasks`` (``tasks.classify.models``, and the scene-parsing and
-detection models when present). They are imported lazily, the first time the registry is read,
-so ``import bam`` never needs ``tasks``. Other code registers its own networks with::
+The registry starts empty, knowing one data set, ImageNet (the default of these functions and
+of ``attach_attention``'s input size). It names no network: whoever defines networks registers
+them (the tasks of this repository do so when their model modules are imported)::
 
-    from bam.architectures import register_network
+    from bam.architectures import build_network, register_dataset, register_network
 
-    @register_network("upernet-resnet50", datasets=("ade20k",))
-    def upernet_resnet50(num_classes: int = 150) -> nn.Module: ...
+    register_dataset("my-data", (3, 128, 128), num_classes=10)
+
+    @register_network("my-net", datasets=("my-data",))
+    def my_net(num_classes: int = 10) -> nn.Module: ...
+
+    model = build_network("my-net", "my-data", attention="bam")
 """
 from __future__ import annotations
 
-import importlib
 import inspect
 from dataclasses import dataclass
 from typing import Callable
 
 from torch import nn
 
-__all__ = ["ATTENTION_ALIASES", "LAYOUTS", "NetworkEntry", "build_network", "default_placement", "get_network_entry",
-           "input_size_for",
-           "list_datasets", "list_networks", "network_datasets", "register_dataset", "register_network"]
+from .counting import to_resnet_v1
+from .placement import attach_attention
+from .registry import AttentionSpec, get_attention, list_attentions
 
-# Modules that register networks on import; missing optional task packages are skipped.
-_PROVIDERS = ("tasks.classify.models", "tasks.parse.model", "tasks.detect.model")
+__all__ = ["ATTENTION_ALIASES", "LAYOUTS", "DatasetInfo", "NetworkEntry", "build_network", "default_placement",
+           "get_network_entry", "input_size_for", "list_datasets", "list_networks", "network_datasets",
+           "register_dataset", "register_network", "resolve_attention", "valid_attentions"]
 
 LAYOUTS = ("v1", "v1.5")
 # CLI-level attention names that are an attention module plus a placement.
@@ -57,12 +61,8 @@ class NetworkEntry:
     places_attention: bool = False
 
 
-_DATASETS: dict[str, DatasetInfo] = {
-    "cifar100": DatasetInfo((3, 32, 32), 100),
-    "imagenet": DatasetInfo((3, 224, 224), 1000),
-}
+_DATASETS: dict[str, DatasetInfo] = {"imagenet": DatasetInfo((3, 224, 224), 1000)}
 _NETWORKS: dict[str, dict[str, NetworkEntry]] = {}
-_populated = False
 
 
 def register_dataset(name: str, input_size: tuple[int, int, int], num_classes: int | None = None) -> None:
@@ -94,28 +94,13 @@ def register_network(name: str, datasets: tuple[str, ...] | list[str] | str = ("
     return decorator
 
 
-def _populate() -> None:
-    global _populated
-    if _populated:
-        return
-    _populated = True
-    for module in _PROVIDERS:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as error:
-            # Only an absent provider is optional; a provider that fails on its own imports is a bug.
-            if error.name is None or not module.startswith(error.name):
-                raise
-
-
 def list_datasets() -> list[str]:
-    _populate()
+    """Declared data set names, sorted."""
     return sorted(_DATASETS)
 
 
 def list_networks(dataset: str | None = None) -> list[str]:
     """Registered network names (those available for ``dataset`` if given), sorted."""
-    _populate()
     if dataset is not None:
         _check_dataset(dataset)
         return sorted(name for name, entries in _NETWORKS.items() if dataset in entries)
@@ -124,15 +109,12 @@ def list_networks(dataset: str | None = None) -> list[str]:
 
 def network_datasets(arch: str) -> list[str]:
     """Data sets ``arch`` exists for; ImageNet first when it is one of them."""
-    _populate()
-    if arch not in _NETWORKS:
-        raise ValueError(f"unknown architecture {arch!r}; valid names: {', '.join(list_networks())}")
+    _check_network(arch)
     return sorted(_NETWORKS[arch], key=lambda name: (name != "imagenet", name))
 
 
 def input_size_for(dataset: str) -> tuple[int, int, int]:
-    """(channels, height, width) of the data set's training crops: (3, 32, 32) for cifar100."""
-    _populate()
+    """(channels, height, width) of the data set's training crops: (3, 224, 224) for imagenet."""
     return _check_dataset(dataset).input_size
 
 
@@ -142,12 +124,17 @@ def _check_dataset(dataset: str) -> DatasetInfo:
     return _DATASETS[dataset]
 
 
+def _check_network(arch: str) -> None:
+    if arch not in _NETWORKS:
+        # An empty registry is a missing import, not a typo: say so.
+        known = ", ".join(list_networks()) or "none registered yet (import the modules that register them)"
+        raise ValueError(f"unknown architecture {arch!r}; valid names: {known}")
+
+
 def get_network_entry(arch: str, dataset: str = "imagenet") -> NetworkEntry:
     """The registry entry of ``arch`` on ``dataset``; ValueError naming the valid choices."""
-    _populate()
     _check_dataset(dataset)
-    if arch not in _NETWORKS:
-        raise ValueError(f"unknown architecture {arch!r}; valid names: {', '.join(list_networks())}")
+    _check_network(arch)
     if dataset not in _NETWORKS[arch]:
         raise ValueError(f"architecture {arch!r} is not defined for dataset {dataset!r}; it exists for: "
                          f"{', '.join(network_datasets(arch))}. Networks for {dataset}: "
@@ -157,22 +144,36 @@ def get_network_entry(arch: str, dataset: str = "imagenet") -> NetworkEntry:
 
 def valid_attentions() -> list[str]:
     """Attention names ``build_network`` accepts: "none", the registry's modules and the aliases."""
-    from bam.registry import list_attentions
-
-    return ["none", *list_attentions(), *ATTENTION_ALIASES]
+    return [*list_attentions(include_none=True), *ATTENTION_ALIASES]
 
 
-def default_placement(attention: str) -> str:
+def default_placement(attention: AttentionSpec) -> str:
     """Where a module goes unless told: BAM at the bottlenecks (the paper), SE and CBAM in every
-    block (as their papers and the BAM paper's Table 10 use them)."""
+    block (as their papers and the BAM paper's Table 10 use them). Classes go at the bottlenecks."""
     return "block" if attention in ("se", "cbam") else "bottleneck"
 
 
-def build_network(arch: str, dataset: str = "imagenet", attention: str = "none", placement: str | None = None,
-                  num_classes: int | None = None, layout: str = "v1.5", model_kwargs: dict | None = None,
-                  **attention_kwargs) -> nn.Module:
+def resolve_attention(attention: AttentionSpec, placement: str | None = None) -> tuple[AttentionSpec, str | None]:
+    """``(attention, placement)`` as ``attach_attention`` takes them: an alias such as "bam-c"
+    becomes its module and placement, no attention becomes ``(None, None)``, and a module without
+    ``placement`` gets :func:`default_placement`. Unknown names raise ValueError listing the valid ones."""
+    if isinstance(attention, str) and attention in ATTENTION_ALIASES:
+        return ATTENTION_ALIASES[attention]
+    try:
+        builder = get_attention(attention)
+    except ValueError:  # the registry does not know the aliases: list them too
+        raise ValueError(f"unknown attention {attention!r}; valid names: {', '.join(valid_attentions())}") from None
+    if builder is None:
+        return None, None
+    return attention, placement or default_placement(attention)
+
+
+def build_network(arch: str, dataset: str = "imagenet", attention: AttentionSpec = None,
+                  placement: str | None = None, num_classes: int | None = None, layout: str = "v1.5",
+                  model_kwargs: dict | None = None, **attention_kwargs) -> nn.Module:
     """Build network ``arch`` for ``dataset``, optionally with attention placed by ``bam.attach_attention``.
 
+    ``attention`` is a name (``valid_attentions()``), an ``nn.Module`` class, or None / "none".
     ``layout`` picks the stride layout of ResNet bottleneck networks: "v1.5" (torchvision's, stride
     on the 3x3 conv; the network as defined) or "v1" (stride on the first 1x1 conv, the layout of
     the paper's MAC counts). "v1" on a network that is no ResNet is an error. ``placement`` is
@@ -181,38 +182,38 @@ def build_network(arch: str, dataset: str = "imagenet", attention: str = "none",
     ``{"dropout": 0.3}`` for the WideResNets). Works under ``with torch.device("meta")`` for counting.
     """
     entry = get_network_entry(arch, dataset)
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; valid layouts: {', '.join(LAYOUTS)}")
-    if layout == "v1" and entry.resnet_blocks is None:
-        raise ValueError(f"layout 'v1' applies to ResNet-style networks only; {arch!r} has no v1/v1.5 "
-                         f"stride layout (use layout='v1.5', the network as defined)")
-    if attention not in ("none", *ATTENTION_ALIASES):
-        valid = valid_attentions()
-        if attention not in valid:
-            raise ValueError(f"unknown attention {attention!r}; valid names: {', '.join(valid)}")
-    attention, placement = ATTENTION_ALIASES.get(attention, (attention, placement or default_placement(attention)))
-
-    if num_classes is None:
-        num_classes = _DATASETS[dataset].num_classes
-    kwargs = dict(model_kwargs or {})
-    if num_classes is not None:
-        kwargs["num_classes"] = num_classes
-    if entry.places_attention and attention != "none":
+    _check_layout(entry, layout)
+    attention, placement = resolve_attention(attention, placement)
+    kwargs = _builder_kwargs(entry, num_classes, model_kwargs)
+    if entry.places_attention and attention is not None:
         if placement != "bottleneck" or attention_kwargs:
             raise ValueError(f"network {arch!r} places its attention itself: only the bottleneck placement "
                              "with default module options is available")
-        kwargs["attention"], attention = attention, "none"
+        kwargs["attention"], attention = attention, None
     try:  # reject options this network does not have (e.g. dropout for ResNet50) before building
         inspect.signature(entry.builder).bind(**kwargs)
     except TypeError as error:
         raise ValueError(f"network {arch!r} ({dataset}) does not accept {sorted(kwargs)}: {error}") from None
     model = entry.builder(**kwargs)
     if layout == "v1" and entry.resnet_blocks == "bottleneck":
-        from bam.counting import to_resnet_v1
-
         model = to_resnet_v1(model)
-    if attention != "none":
-        from bam.placement import attach_attention
-
-        attach_attention(model, attention, placement, input_size=input_size_for(dataset), **attention_kwargs)
+    attach_attention(model, attention, placement, input_size=input_size_for(dataset), **attention_kwargs)
     return model
+
+
+def _check_layout(entry: NetworkEntry, layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; valid layouts: {', '.join(LAYOUTS)}")
+    if layout == "v1" and entry.resnet_blocks is None:
+        raise ValueError(f"layout 'v1' applies to ResNet-style networks only; {entry.name!r} has no v1/v1.5 "
+                         f"stride layout (use layout='v1.5', the network as defined)")
+
+
+def _builder_kwargs(entry: NetworkEntry, num_classes: int | None, model_kwargs: dict | None) -> dict:
+    """The builder's keyword arguments: ``model_kwargs`` plus the class count (the data set's by default)."""
+    if num_classes is None:
+        num_classes = _DATASETS[entry.dataset].num_classes
+    kwargs = dict(model_kwargs or {})
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    return kwargs

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .registry import create_attention
+from .registry import AttentionSpec, get_attention
 
 PLACEMENTS = ("bottleneck", "block")
 
@@ -380,16 +380,19 @@ def attention_targets(model: nn.Module) -> dict[str, str]:
     return targets
 
 
-def attach_attention(model: nn.Module, attention: str = "bam", placement: str = "bottleneck",
+def attach_attention(model: nn.Module, attention: AttentionSpec = "bam", placement: str = "bottleneck",
                      input_size: tuple[int, int, int] = (3, 224, 224),
                      **attention_kwargs) -> list[str]:
     """Attach ``attention`` modules to ``model`` in place; returns the target module paths.
 
-    ``attention="none"`` does nothing and returns ``[]``. The modules are stored in
-    ``model.attention`` and applied by forward hooks, so the base parameter names are unchanged:
-    load pretrained base weights before attaching, or with ``strict=False`` afterwards.
+    ``attention`` is what :func:`bam.create_attention` takes: a registered name, an ``nn.Module``
+    class (built as ``cls(channels, **attention_kwargs)``), or None / "none", which does nothing
+    and returns ``[]``. The modules are stored in ``model.attention`` and applied by forward hooks,
+    so the base parameter names are unchanged: load pretrained base weights before attaching, or
+    with ``strict=False`` afterwards.
     """
-    if attention in (None, "none"):
+    builder = get_attention(attention)  # before tracing: a bad name fails at once
+    if builder is None:
         return []
     if hasattr(model, "attention"):
         raise ValueError(
@@ -404,8 +407,7 @@ def attach_attention(model: nn.Module, attention: str = "bam", placement: str = 
         )
     modules = nn.ModuleDict()
     for point in points:
-        modules[attention_key(point.path)] = create_attention(attention, point.channels,
-                                                              **attention_kwargs)
+        modules[attention_key(point.path)] = builder(point.channels, **attention_kwargs)
     param = next(model.parameters(), None)
     if param is not None:
         modules.to(device=param.device, dtype=param.dtype if param.is_floating_point() else None)

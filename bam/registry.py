@@ -1,8 +1,13 @@
-"""One registry of attention modules, chosen by name (``create_attention("bam", 256)``)."""
+"""One registry of attention modules, chosen by name (``create_attention("bam", 256)``).
+
+Like timm's ``get_attn``, an attention argument may be a registered name, an ``nn.Module``
+class (built as ``cls(channels, **kwargs)``), or "no attention" (None, "" or "none"). This is the
+one place that knows what "none" means: everything else asks :func:`get_attention`.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Union
 
 from torch import nn
 
@@ -10,6 +15,13 @@ from .bam import BAM
 from .cbam import CBAM
 from .se import SqueezeExcitation
 
+__all__ = ["AttentionSpec", "create_attention", "get_attention", "list_attentions", "register_attention"]
+
+# What an ``attention=`` argument may be throughout ``bam``.
+AttentionSpec = Union[str, type[nn.Module], None]
+
+# Spellings of "no attention": the command lines' "none", and an empty option.
+_NO_ATTENTION = ("", "none")
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -17,6 +29,8 @@ def register_attention(name: str) -> Callable:
     """Decorator registering ``builder(channels, **kwargs) -> nn.Module`` under ``name``."""
 
     def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _NO_ATTENTION:
+            raise ValueError(f"{name!r} means no attention; register the module under another name")
         if name in _REGISTRY:
             raise ValueError(f"attention {name!r} is already registered")
         _REGISTRY[name] = builder
@@ -25,16 +39,33 @@ def register_attention(name: str) -> Callable:
     return decorator
 
 
-def list_attentions() -> list[str]:
-    """Names accepted by :func:`create_attention`."""
-    return sorted(_REGISTRY)
+def list_attentions(include_none: bool = False) -> list[str]:
+    """Names accepted by :func:`create_attention`; ``include_none`` puts "none" first (for choices)."""
+    return ["none", *sorted(_REGISTRY)] if include_none else sorted(_REGISTRY)
 
 
-def create_attention(name: str, channels: int, **kwargs) -> nn.Module:
-    """Build the attention module ``name`` for a ``channels``-channel feature map."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown attention {name!r}; valid names: {', '.join(list_attentions())}")
-    return _REGISTRY[name](channels, **kwargs)
+def get_attention(attention: AttentionSpec) -> Callable[..., nn.Module] | None:
+    """The builder behind ``attention``: ``builder(channels, **kwargs)``, or None for no attention.
+
+    Unknown names raise ValueError listing the valid ones; anything that is neither a name nor an
+    ``nn.Module`` class raises TypeError (an instance cannot be copied to every insertion point).
+    """
+    if attention is None or attention in _NO_ATTENTION:
+        return None
+    if isinstance(attention, str):
+        if attention not in _REGISTRY:
+            raise ValueError(f"unknown attention {attention!r}; valid names: {', '.join(list_attentions(True))}")
+        return _REGISTRY[attention]
+    if isinstance(attention, type) and issubclass(attention, nn.Module):
+        return attention
+    raise TypeError(f"attention must be a registered name ({', '.join(list_attentions(True))}), an nn.Module "
+                    f"subclass built as cls(channels, **kwargs), or None; got {attention!r}")
+
+
+def create_attention(attention: AttentionSpec, channels: int, **kwargs) -> nn.Module | None:
+    """Build the attention module for a ``channels``-channel feature map; None for no attention."""
+    builder = get_attention(attention)
+    return None if builder is None else builder(channels, **kwargs)
 
 
 @register_attention("bam")

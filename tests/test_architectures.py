@@ -187,6 +187,17 @@ def test_options_reach_the_builder():
     assert len(meta_network("wrn28_8", "cifar100", attention="se", placement="bottleneck").attention) == 2
 
 
+def test_attention_as_a_class_or_none():
+    from bam import SqueezeExcitation
+
+    # A class goes where a name would (at the bottlenecks unless told), None is the plain network.
+    model = meta_network("resnet50", "cifar100", attention=SqueezeExcitation, reduction=8)
+    assert list(model.attention) == ["layer1", "layer2", "layer3"]
+    assert all(isinstance(m, SqueezeExcitation) for m in model.attention.values())
+    for nothing in (None, "none"):
+        assert not hasattr(meta_network("resnet50", "cifar100", attention=nothing), "attention")
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({"arch": "resnet51"}, "valid names: densenet100_bc"),
     ({"arch": "wrn28_8", "dataset": "imagenet"}, "exists for: cifar100"),
@@ -219,5 +230,5 @@ def test_register_network_for_another_dataset():
 
 
 def test_bam_imports_without_tasks():
-    code = "import sys, bam, bam.architectures, bam.profile; assert 'tasks' not in sys.modules, 'tasks imported'"
+    code = "import sys, bam, bam.architectures; assert 'tasks' not in sys.modules, 'tasks imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

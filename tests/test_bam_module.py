@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bam import BAM, CBAM, ChannelGate, SpatialGate, SqueezeExcitation, create_attention, list_attentions
+from bam import (BAM, CBAM, ChannelGate, SpatialGate, SqueezeExcitation, create_attention, get_attention,
+                 list_attentions)
 from bam.registry import register_attention
 
 
@@ -310,6 +311,46 @@ def test_registry():
         create_attention("bma", 32)
     with pytest.raises(ValueError, match="already registered"):
         register_attention("bam")(BAM)
+    with pytest.raises(ValueError, match="means no attention"):
+        register_attention("none")(BAM)
+
+
+class ScaleGate(nn.Module):
+    """A user's own attention module: any nn.Module built as ``cls(channels, **kwargs)``."""
+
+    def __init__(self, channels: int, scale: float = 1.0):
+        super().__init__()
+        self.channels, self.scale = channels, scale
+        self.weight = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight[:, None, None] * self.scale
+
+
+def test_create_attention_takes_a_class():
+    gate = create_attention(ScaleGate, 8, scale=2.0)
+    assert isinstance(gate, ScaleGate) and gate.channels == 8 and gate.scale == 2.0
+    assert get_attention(ScaleGate) is ScaleGate
+    assert isinstance(create_attention(BAM, 32, reduction=8), BAM)  # a library class works the same way
+
+
+@pytest.mark.parametrize("nothing", [None, "none", ""])
+def test_no_attention_is_none(nothing):
+    assert create_attention(nothing, 32) is None
+    assert get_attention(nothing) is None
+    assert list_attentions(include_none=True)[0] == "none" and "none" not in list_attentions()
+
+
+def test_unknown_name_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown attention 'bma'; valid names: none, bam, bam-released, cbam, se"):
+        create_attention("bma", 32)
+
+
+@pytest.mark.parametrize("wrong", [dict, SqueezeExcitation(32), len, 3])
+def test_anything_else_is_a_clear_type_error(wrong):
+    # A class that is no nn.Module, a module instance (it cannot be copied to every site), a function.
+    with pytest.raises(TypeError, match=r"registered name \(none, bam, .*\), an nn.Module subclass .* or None"):
+        create_attention(wrong, 32)
 
 
 def test_gates_are_public_modules():

@@ -252,6 +252,26 @@ def test_attention_kwargs_and_other_modules():
         assert net.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 10)
 
 
+def test_attach_a_module_class():
+    # A class instead of a registered name: built as cls(channels, **kwargs) at each site.
+    net = tvm.resnet18(num_classes=10).eval()
+    x = torch.randn(1, 3, 32, 32)
+    plain = net(x)
+    targets = attach_attention(net, SqueezeExcitation, input_size=(3, 32, 32), reduction=4)
+    assert targets == ["layer1", "layer2", "layer3"]
+    assert all(type(m) is SqueezeExcitation for m in net.attention.values())
+    assert [m.fc1.out_features for m in net.attention.values()] == [16, 32, 64]  # channels // 4
+    assert not torch.allclose(net(x), plain)  # the hooks run the class's modules
+
+
+def test_attach_nothing_and_wrong_kinds():
+    plain = tvm.resnet18(num_classes=10)
+    assert attach_attention(plain, None) == [] and not hasattr(plain, "attention")
+    with pytest.raises(TypeError, match="nn.Module subclass"):
+        attach_attention(plain, dict, input_size=(3, 32, 32))  # a class, but no nn.Module
+    assert not hasattr(plain, "attention")
+
+
 def test_deepcopy_and_pickle_keep_working_hooks():
     model, _ = resnet18_bam()
     x = torch.randn(2, 3, 32, 32)
@@ -311,7 +331,7 @@ def test_torch_compile_with_attention_hooks():
     ("densenet100_bc", ["features.denseblock1", "features.denseblock2"], [216, 300]),
 ])
 def test_cifar_networks(arch, expected, channels):
-    from bam.architectures import build_network
+    from tasks.zoo import build_network  # the registry with the repository's networks in it
 
     with torch.device("meta"):
         model = build_network(arch, "cifar100")

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bam import attach_attention
 from bam.architectures import register_dataset, register_network
 from torchvision.models import resnet101
 from torchvision.models._utils import IntermediateLayerGetter
@@ -134,13 +135,10 @@ def build_resnet101_trunk(attention: str = "none", backbone_weights: str | os.Pa
         frozen_bn = backbone_weights is not None
     norm_layer = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
     resnet = resnet101(weights=None, norm_layer=norm_layer)
-    if attention != "none":
-        from bam import attach_attention
-
-        # Placement is traced at 128 px: the same stage ends as at 224, at a third of the cost.
-        targets = attach_attention(resnet, attention, input_size=(3, 128, 128))
-        if sorted(targets) != BAM_TARGETS:  # the detector relies on exactly this placement
-            raise RuntimeError(f"BAM was placed after {targets}, expected {BAM_TARGETS}")
+    # Placement is traced at 128 px: the same stage ends as at 224, at a third of the cost.
+    targets = attach_attention(resnet, attention, input_size=(3, 128, 128))  # [] for "none"
+    if targets and sorted(targets) != BAM_TARGETS:  # the detector relies on exactly this placement
+        raise RuntimeError(f"BAM was placed after {targets}, expected {BAM_TARGETS}")
     if backbone_weights is not None:
         load_backbone_weights(resnet, backbone_weights)
     return resnet
@@ -210,7 +208,7 @@ def fasterrcnn_resnet101(
 
 
 # The registry (bam.architectures) lists the detector next to the classification networks, so
-# `python -m bam.profile fasterrcnn-resnet101 --dataset coco` and the tasks find it by name. COCO
+# `python -m tasks.profile fasterrcnn-resnet101 --dataset coco` and the tasks find it by name. COCO
 # inputs are resized to a short side of 800 (long side at most 1333).
 register_dataset("coco", (3, 800, 1333), num_classes=91)
 register_network("fasterrcnn-resnet101", datasets=("coco",), places_attention=True)(fasterrcnn_resnet101)

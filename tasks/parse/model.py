@@ -117,12 +117,10 @@ class UperNet(nn.Module):
             raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
         self.backbone, self.attention_name = backbone, attention
         encoder = getattr(torchvision.models, backbone)(weights=None)
-        self.attention_targets: list[str] = []
-        if attention != "none":
-            from bam import attach_attention
+        from bam import attach_attention  # None / "none" attaches nothing and returns []
 
-            self.attention_targets = attach_attention(encoder, attention, placement=placement,
-                                                      input_size=input_size, **attention_kwargs)
+        self.attention_targets: list[str] = attach_attention(encoder, attention, placement=placement,
+                                                             input_size=input_size, **attention_kwargs)
         # The classifier head of the ImageNet net is unused; dropping it avoids unused parameters
         # (which DDP rejects) while keeping every other parameter name torchvision's.
         encoder.avgpool, encoder.fc = nn.Identity(), nn.Identity()
@@ -138,7 +136,7 @@ class UperNet(nn.Module):
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
     def profile_parts(self, input_size: tuple[int, int, int] = (3, 512, 512)) -> dict[str, dict[str, int]]:
-        """Encoder / decoder / total parameters and MACs (hook for ``bam.profile``); see :func:`breakdown`."""
+        """Encoder / decoder / total parameters and MACs (hook for ``tasks.profile``); see :func:`breakdown`."""
         return breakdown(self, input_size)
 
     def load_encoder_weights(self, path: str | Path, strict: bool = False) -> dict[str, list[str]]:
@@ -237,13 +235,13 @@ def mac_breakdown(model: UperNet, input_size: tuple[int, int, int] = (3, 512, 51
 
 
 def breakdown(model: UperNet, input_size: tuple[int, int, int] = (3, 512, 512)) -> dict[str, dict[str, int]]:
-    """``{"encoder"|"decoder"|"total": {"params", "macs"}}``: the split ``bam.profile`` can report."""
+    """``{"encoder"|"decoder"|"total": {"params", "macs"}}``: the split ``tasks.profile`` can report."""
     params, macs = parameter_breakdown(model), mac_breakdown(model, input_size)
     return {part: {"params": params[part], "macs": macs[part]} for part in ("encoder", "decoder", "total")}
 
 
 # --------------------------------------------------------------------------------------------
-# Registry: ``python -m bam.profile upernet-resnet50 --dataset ade20k --attention bam``
+# Registry: ``python -m tasks.profile upernet-resnet50 --dataset ade20k --attention bam``
 # --------------------------------------------------------------------------------------------
 ADE20K_PROFILE_SIZE = (3, 512, 512)  # the usual ADE20K crop; training sizes vary (short side 300-600)
 

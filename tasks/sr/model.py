@@ -86,15 +86,13 @@ class SRResNet(nn.Module):
             nn.init.zeros_(self.tail.weight)
             nn.init.zeros_(self.tail.bias)
 
-        self.attention_name = attention
-        self.attention_positions: list[int] = []
-        self.attention = nn.ModuleDict()
-        if attention not in (None, "none", ""):
-            from bam import create_attention  # registry of the core package; raises on unknown names
+        from bam import get_attention  # the core's registry: None for "none", raises on unknown names
 
-            self.attention_positions = list(range(attention_interval, num_blocks + 1, attention_interval))
-            for position in self.attention_positions:
-                self.attention[f"block{position}"] = create_attention(attention, channels, **attention_kwargs)
+        builder = get_attention(attention)
+        self.attention_name = attention
+        self.attention_positions = list(range(attention_interval, num_blocks + 1, attention_interval)) if builder else []
+        self.attention = nn.ModuleDict({f"block{position}": builder(channels, **attention_kwargs)
+                                        for position in self.attention_positions})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         head = self.head(x)

@@ -4,13 +4,14 @@ CIFAR-100 (Tables 2, 3, 10): ``resnet50`` / ``resnet101`` (CIFAR stem), ``preres
 ``wrn28_8``, ``wrn28_10``, ``wrn40_10``, ``resnext29_8x64d``, ``resnext29_16x64d``,
 ``densenet100_bc``, and ``resnet20`` (not in the paper: a small network for CPU demos). ImageNet (Table 4): ``resnet18``, ``resnet50``, ``resnet101``, ``wrn18_1.5``,
 ``wrn18_2.0``, ``resnext50_32x4d``, ``mobilenet_v2``, ``squeezenet1_1``.
-Build them with ``bam.architectures.build_network(name, dataset=...)``.
+Importing this package declares the CIFAR-100 data set (bam's registry knows ImageNet only) and
+registers every network above; build them with ``bam.architectures.build_network(name, dataset=...)``.
 """
 from __future__ import annotations
 
 from functools import partial
 
-from bam.architectures import register_network
+from bam.architectures import register_dataset, register_network
 
 from . import imagenet
 from .cifar_resnet import CifarResNet, SmallCifarResNet, cifar_resnet50, cifar_resnet101, resnet20
@@ -24,6 +25,8 @@ __all__ = ["CifarResNet", "CifarResNeXt", "SmallCifarResNet", "resnet20", "PreRe
            "cifar_resnet50", "cifar_resnet101", "densenet100_bc", "preresnet110", "resnext29_8x64d",
            "resnext29_16x64d", "wide_resnet18", "wrn28_8", "wrn28_10", "wrn40_10"]
 
+# 32x32 crops (placement is traced and MACs are counted at that size), 100 classes.
+register_dataset("cifar100", (3, 32, 32), num_classes=100)
 _CIFAR = ("cifar100",)
 _IMAGENET = ("imagenet",)
 
