@@ -81,12 +81,52 @@ def test_bam_runs_where_positions_say():
 def test_bam_changes_the_output_and_trains():
     torch.manual_seed(0)
     model = srresnet(num_blocks=4, channels=16, attention="bam")
-    out = model(torch.rand(2, 3, 6, 6))
+    baseline = srresnet(num_blocks=4, channels=16)
+    baseline.load_state_dict(model.state_dict(), strict=False)  # the same base weights, no BAM
+    x = torch.rand(2, 3, 6, 6)
+    out = model(x)
+    assert not torch.allclose(out, baseline(x), atol=1e-4)  # the BAM really refines the features
     out.mean().backward()
-    grads = [p.grad for p in model.attention.parameters()]
-    assert grads and all(g is not None for g in grads)
+    # Every weight of every BAM learns (a bias right before a BatchNorm cannot: BN removes it).
+    weights = [p.grad for p in model.attention.parameters() if p.dim() > 1]
+    assert len(weights) == 6 and all(g is not None and g.abs().sum() > 0 for g in weights)
 
 
 def test_unknown_attention():
     with pytest.raises(ValueError, match="nope"):
         srresnet(attention="nope")
+
+
+def test_global_residual_starts_as_exactly_bicubic(sr_data_root):
+    """--global-residual: step 0 is MATLAB bicubic, to the bit, and scores as the bicubic baseline."""
+    from tasks.data.imresize import imresize
+    from tasks.sr.evaluate import BICUBIC, load_sets, score_set
+
+    torch.manual_seed(0)
+    model = srresnet(attention="bam", global_residual=True).eval()
+    assert count(model) == count(srresnet(attention="bam"))  # no extra parameters
+    assert not model.tail.weight.any() and not model.tail.bias.any()
+    lr = torch.rand(2, 3, 11, 13)
+    with torch.no_grad():
+        assert torch.equal(model(lr), imresize(lr, 4.0))
+    set5 = load_sets(["Set5"], 4, sr_data_root)["Set5"]
+    untrained, bicubic = score_set(set5, model, "basicsr"), score_set(set5, BICUBIC, "basicsr")
+    assert untrained["psnr"] == pytest.approx(bicubic["psnr"], abs=1e-3)  # float32 vs float64 rounding only
+    assert untrained["psnr"] == pytest.approx(28.4314, abs=0.005)
+
+
+def test_global_residual_learns_the_residual():
+    torch.manual_seed(0)
+    model = srresnet(num_blocks=2, channels=8, global_residual=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    lr, hr = torch.rand(4, 3, 8, 8), torch.rand(4, 3, 32, 32)
+    losses = []
+    for _ in range(3):
+        loss = nn.functional.l1_loss(model(lr), hr)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert model.tail.weight.abs().sum() > 0  # the first update reaches the zero-initialised tail
+    assert losses[-1] < losses[0]
+    assert "global_residual=True" in repr(model)

@@ -2,10 +2,11 @@
 
     python -m tasks.sr.upscale --checkpoint runs/sr-t91/ --input photos/ --output photos_x4/
 
-``--checkpoint`` takes a ``model.pt``, a checkpoint folder or a run folder (best checkpoint).
+``--checkpoint`` takes a run folder (best checkpoint), a checkpoint folder or its ``network.json``.
 ``--input`` is one image or a folder (searched recursively); outputs are PNGs with the input's
 relative path. ``--tile N`` processes large images in N x N LR tiles (overlapping, seams cropped)
-to bound memory.
+to bound memory. Without attention the tiles give the whole-image result; with BAM (or SE, CBAM)
+they do not quite: the channel attention averages over each tile instead of the whole image.
 """
 
 from __future__ import annotations
