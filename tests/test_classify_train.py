@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 import torch
 
 from tasks.classify import recipes, train
@@ -139,6 +140,8 @@ def test_three_step_digits_run_writes_summary(three_step_run):
     assert all(r["samples_per_s"] / r["steps_per_s"] == pytest.approx(4) for r in train_rows)  # batch 4
     assert [r["lr"] for r in train_rows] == [recipes.get_recipe("digits-quick").lr] * 3  # no milestone yet
     assert (run_dir / "summary.md").is_file() and (run_dir / "checkpoints" / "last").is_dir()
+    with Image.open(run_dir / "curves_classify_digits_preresnet110.png") as curves:  # top-1 error per step
+        assert curves.width > 400 and curves.height > 300
 
 
 def test_interrupted_and_resumed_run_matches_the_straight_run(three_step_run, tmp_path):

@@ -127,12 +127,16 @@ def _match_stage(stage: str, names: list[str], position: int) -> str:
 
 
 def load_image(path: Path, size: int) -> np.ndarray:
-    """An RGB image resized so that its short side is ``size`` and center-cropped to a square."""
+    """An RGB image resized so that its short side is ``size`` and center-cropped to a square (the
+    network's input size); says so when it changes the image."""
     from PIL import Image
 
     from tasks.data.images import read_rgb
 
     picture = Image.fromarray(read_rgb(path))
+    if picture.size != (size, size):
+        print(f"note: {path} is {picture.width}x{picture.height}: resized (short side {size}) and center-cropped "
+              f"to {size}x{size}, the network's input size", flush=True)
     scale = size / min(picture.size)
     picture = picture.resize((max(size, round(picture.width * scale)), max(size, round(picture.height * scale))),
                              Image.BICUBIC)

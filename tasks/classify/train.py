@@ -345,13 +345,18 @@ class ClassifyTask(Task):
         return make_evaluate_fn(data.eval, args.eval_batch_size or 2 * batch, args.num_workers)
 
     def report(self, args: argparse.Namespace, run_dir, summary: dict) -> None:
+        from tasks.report.plots import plot_curves
+        from tasks.report.runs import load_local_run
+
+        curves = plot_curves([load_local_run(run_dir)], run_dir)  # top-1 error against step, as PNG
         final, best = summary.get("final", {}), summary.get("best", {})
         nan = float("nan")
         macs_v1 = summary.get("macs_v1")
         print(f"{run_dir}: top-1 error {final.get('top1_err', nan):.2f}%, top-5 error {final.get('top5_err', nan):.2f}% "
               f"(best top-1 {best.get('top1_err', nan):.2f}% at step {summary['best_step']}); "
               f"{summary['params'] / 1e6:.3f}M params, {summary['macs'] / 1e9:.3f} GMACs"
-              + (f" ({macs_v1 / 1e9:.3f} on the paper's v1 layout)" if macs_v1 else ""))
+              + (f" ({macs_v1 / 1e9:.3f} on the paper's v1 layout)" if macs_v1 else "")
+              + "".join(f"\ncurves: {path}" for path in curves))
 
 
 def resolve_args(args) -> argparse.Namespace:
