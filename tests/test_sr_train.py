@@ -239,3 +239,13 @@ def test_paired_run_trains_both_networks_alike_and_compares_them(data, tmp_path,
     with Image.open(panels[0]) as panel:
         assert panel.width == 4 * 36 + 3 * 4  # bicubic | SRResNet | SRResNet+BAM | HR, 36 px each
     assert str(comparison) in capsys.readouterr().out  # the last lines say where it is
+
+
+def test_curve_sets_first_scores_the_other_sets_at_the_end_only(data, tmp_path):
+    summary = _train(data, tmp_path, "--sets", str(data["bench"]), str(data["train"]), "--curve-sets", "first",
+                     "--max-steps", "4", "--eval-every", "2", "--wandb", "disabled", "--num-samples", "0")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = {r["step"]: r for r in rows if r["split"] == "eval"}
+    assert "psnr/bench" in evals[2] and "psnr/train" not in evals[2]  # the curve's set only
+    assert {"psnr/bench", "psnr/train"} <= set(evals[4]) and set(summary["final"]) == {
+        "psnr/bench", "ssim/bench", "psnr/train", "ssim/train"}

@@ -46,15 +46,21 @@ class SREvaluator:
     panels (main process), named after the step they show."""
 
     def __init__(self, sets: Mapping[str, Any], protocol: str, run_dir: Path, tracker, num_samples: int = 2,
-                 bicubic: Mapping[str, Any] | None = None) -> None:
+                 bicubic: Mapping[str, Any] | None = None, final_step: int | None = None) -> None:
         self.sets, self.protocol, self.run_dir = dict(sets), protocol, Path(run_dir)
         self.tracker, self.num_samples = tracker, num_samples
         self.bicubic = dict(bicubic or {})  # score_set's results for the bicubic baseline, per set
+        # Before final_step only the first set is scored (--curve-sets first): the curve and the
+        # choice of `best` need no more, and the larger sets cost most of a CPU run's evaluations.
+        self.final_step = final_step
         self.last_results: dict[str, dict[str, Any]] = {}
 
     def __call__(self, model: torch.nn.Module, accelerator, step: int) -> dict[str, float]:
         metrics = {}
-        for name, dataset in self.sets.items():
+        sets = self.sets.items()
+        if self.final_step is not None and step < self.final_step:
+            sets = list(sets)[:1]
+        for name, dataset in sets:
             result = score_set(dataset, model, self.protocol, accelerator)
             self.last_results[name] = result
             metrics[f"psnr/{name}"], metrics[f"ssim/{name}"] = result["psnr"], result["ssim"]
@@ -142,6 +148,9 @@ class SRTask(Task):
         data.add_argument("--patch-size", type=int, help="HR crop side (a multiple of --scale)")
         data.add_argument("--sets", nargs="+", help="evaluation sets: names under <data root>/sr, folders, or 'embedded'")
         data.add_argument("--protocol", choices=sorted(PROTOCOLS), help="evaluation protocol")
+        data.add_argument("--curve-sets", choices=("all", "first"),
+                          help="sets scored at the evaluations before the last one: all, or the first only "
+                               "(its curve and the best checkpoint; every set is scored at the end)")
         data.add_argument("--repeat", type=int, help="visits of each training image per epoch")
         data.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
                           help="keep decoded training images in memory (small sets)")
@@ -248,7 +257,9 @@ class SRTask(Task):
             primary_metric=f"psnr/{next(iter(data.sets))}")
 
     def evaluator(self, args: argparse.Namespace, data: SRData, run_dir: Path, tracker) -> SREvaluator:
-        return SREvaluator(data.sets, args.protocol, run_dir, tracker, args.num_samples, bicubic=data.bicubic)
+        final_step = args.max_steps if args.curve_sets == "first" else None
+        return SREvaluator(data.sets, args.protocol, run_dir, tracker, args.num_samples, bicubic=data.bicubic,
+                           final_step=final_step)
 
     def report(self, args: argparse.Namespace, run_dir: Path, summary: dict) -> None:
         _write_sr_report(run_dir, summary, summary.get("bicubic") or {}, args)
