@@ -86,20 +86,28 @@ def test_tiny_compiled_steps_feed_the_pipeline(tmp_path, sr_data_root, monkeypat
     assert all("batch 16" in text or "Set14" in text for text in measured)
 
 
-def test_out_of_time_skips_and_interruptions_still_write_the_summary(tmp_path, sr_data_root, monkeypatch):
+def test_out_of_time_skips_failures_and_interruptions_still_write_the_summary(tmp_path, sr_data_root,
+                                                                               monkeypatch):
     module = _load_device_check()
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt  # what device_check.sh's time limit sends
 
-    monkeypatch.setattr(module.bench, "metrics_time", interrupted)
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel image is available")
+
+    monkeypatch.setattr(module.bench, "metrics_time", broken)
     out = tmp_path / "check"
-    module.main([str(out), "--tiny", "--budget-s", "0", "--data-root", str(sr_data_root)])
+    assert module.main([str(out), "--tiny", "--budget-s", "0", "--data-root", str(sr_data_root)]) == 1
     verdicts = _verdicts(out)
     assert len(verdicts) == len(module.TARGETS) and set(verdicts.values()) == {"NOT MEASURED"}
     summary = (out / "summary.md").read_text()
     assert "sr16 eager: skipped, predicted to end after the 0 s budget" in summary
-    assert "interrupted at" in summary
+    assert "Set14 metrics: failed: RuntimeError: no kernel image is available" in summary
+
+    monkeypatch.setattr(module.bench, "metrics_time", interrupted)
+    assert module.main([str(out), "--tiny", "--budget-s", "0", "--data-root", str(sr_data_root)]) == 130
+    assert "interrupted at" in (out / "summary.md").read_text()
 
 
 def test_bad_jobs_are_named():
