@@ -42,6 +42,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # this checkout's bam and tasks, not another installed copy
+    sys.path.insert(0, str(REPO))
+
 SECTIONS = ("module", "steps", "pipeline", "metrics")
 VARIANTS = ("none", "bam", "bam-plain", "bam-fused", "bam-fused-keep")
 MODES = ("eager", "compile", "compile-cudagraphs")
@@ -274,36 +278,52 @@ def write_trace(step, device, path: Path, count: int = 3) -> None:
     path.with_suffix(".txt").write_text(prof.key_averages().table(sort_by=sort, row_limit=40))
 
 
-def step_throughput(net: Network, attention: str, device, precision: str, channels_last: bool,
-                    mode: str, steps: int, warmup: int, repeats: int,
-                    trace: Path | None = None) -> list[float]:
-    """Samples/s of each repeat of ``steps`` full training steps (forward, backward, Adam)."""
+# What each bench mode is for the training commands: the bench measures what --compile runs.
+COMPILE_OF_MODE = {"eager": "off", "compile": "default", "compile-cudagraphs": "reduce-overhead"}
+
+
+def random_batch(net: Network, device, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets of one batch of ``net`` (random: no data loading)."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(net.batch, *net.input_shape, device=device).to(memory_format=memory_format)
+    if net.target_shape:
+        return x, torch.rand(net.batch, *net.target_shape, device=device)
+    return x, torch.randint(0, 1000, (net.batch,), device=device)
+
+
+def training_step(net: Network, attention: str, device, precision: str, channels_last: bool, mode: str):
+    """``step(x, target)``: one training step (forward, backward, Adam) of a fresh
+    ``net.build(attention)``, compiled as ``--compile COMPILE_OF_MODE[mode]`` compiles it."""
+    from tasks.common.compile import begin_step, compile_for_training
+
     torch.manual_seed(0)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = net.build(attention).to(device).to(memory_format=memory_format).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    x = torch.randn(net.batch, *net.input_shape, device=device).to(memory_format=memory_format)
-    if net.target_shape:
-        target = torch.rand(net.batch, *net.target_shape, device=device)
-        loss_of = lambda out: F.mse_loss(out.float(), target)  # noqa: E731
-    else:
-        target = torch.randint(0, 1000, (net.batch,), device=device)
-        loss_of = lambda out: F.cross_entropy(out.float(), target)  # noqa: E731
-    if mode == "eager":
-        forward = model
-    else:
-        torch._dynamo.reset()
-        forward = torch.compile(model, mode="reduce-overhead" if mode == "compile-cudagraphs" else None)
+    compile_mode = COMPILE_OF_MODE[mode]
+    forward = compile_for_training(model, compile_mode, device)
+    loss_of = F.mse_loss if net.target_shape else F.cross_entropy
 
-    def step():
+    def step(x: torch.Tensor, target: torch.Tensor) -> None:
+        begin_step(compile_mode, device)
         with autocast_for(device, precision):
-            loss = loss_of(forward(x))
+            loss = loss_of(forward(x).float(), target)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    return step
+
+
+def time_steps(step, samples: int, device, steps: int, warmup: int, repeats: int) -> tuple[list[float], float]:
+    """(samples/s of each repeat of ``steps`` calls of ``step()``, seconds of the warm-up: the
+    compilation, for a compiled step)."""
+    synchronize(device)
+    start = time.perf_counter()
     for _ in range(warmup):
         step()
+    synchronize(device)
+    warmup_s = time.perf_counter() - start
     rates = []
     for _ in range(repeats):
         synchronize(device)
@@ -311,12 +331,26 @@ def step_throughput(net: Network, attention: str, device, precision: str, channe
         for _ in range(steps):
             step()
         synchronize(device)
-        rates.append(net.batch * steps / (clock() - start))
-    if trace is not None:
-        write_trace(step, device, trace)
-    del model, optimizer, forward
+        rates.append(samples * steps / (clock() - start))
+    return rates, warmup_s
+
+
+def release_memory(device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
+
+
+def step_throughput(net: Network, attention: str, device, precision: str, channels_last: bool,
+                    mode: str, steps: int, warmup: int, repeats: int,
+                    trace: Path | None = None) -> list[float]:
+    """Samples/s of each repeat of ``steps`` full training steps (forward, backward, Adam)."""
+    step = training_step(net, attention, device, precision, channels_last, mode)
+    batch = random_batch(net, device, channels_last)
+    rates, _ = time_steps(lambda: step(*batch), net.batch, device, steps, warmup, repeats)
+    if trace is not None:
+        write_trace(lambda: step(*batch), device, trace)
+    del step
+    release_memory(device)
     return rates
 
 
@@ -343,19 +377,26 @@ def steps_benchmark(args, device, precision, channels_last) -> list[tuple]:
 
 # --- section: SR data pipeline ----------------------------------------------------------------
 
-def sr_pipeline(t91: Path, batch: int, workers: int, steps: int, device, precision: str,
-                channels_last: bool, attention: str, patch: int = 96) -> dict[str, float]:
-    """Patches/s of: the dataset in this process (one worker's rate), the DataLoader alone,
-    the training step alone (same shapes), and loader + step (end to end)."""
-    from torch.utils.data import DataLoader
-
+def sr_train_set(t91: Path, patch: int = 96):
+    """T91 as the ``t91`` training preset reads it (decoded once, 20 visits per epoch)."""
     from tasks.data.sr import SRTrainFolder
-    from tasks.data.sampling import EpochSeededSampler
-    from tasks.sr.model import srresnet
+    from tasks.sr.presets import get_preset
 
+    preset = get_preset("t91")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # T91's 78x78 image is skipped with a warning
-        dataset = SRTrainFolder([t91], scale=4, patch_size=patch, cache=True)
+        return SRTrainFolder([t91], scale=preset["scale"], patch_size=patch, cache=preset["cache"],
+                             repeat=preset["repeat"])
+
+
+def sr_pipeline(t91: Path, batch: int, workers: int, steps: int, device, step, channels_last: bool,
+                patch: int = 96) -> dict[str, float]:
+    """Patches/s of: the dataset in this process (one worker's rate), the training loader alone
+    (``tasks.common.run.training_loader``, as the training commands build it), ``step(lr, hr)``
+    alone on one reused batch, and loader + step (end to end)."""
+    from tasks.common.run import training_loader
+
+    dataset = sr_train_set(t91, patch)
     result = {}
     count = max(4 * batch, 64)
     start = clock()
@@ -363,15 +404,12 @@ def sr_pipeline(t91: Path, batch: int, workers: int, steps: int, device, precisi
         dataset[(i % len(dataset), i)]
     result["one process (dataset only)"] = count / (clock() - start)
 
-    sampler = EpochSeededSampler(len(dataset), seed=0)
-    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers,
-                        pin_memory=device.type == "cuda", drop_last=True, persistent_workers=workers > 0,
-                        prefetch_factor=4 if workers else None)
+    loader = training_loader(dataset, batch, seed=0, num_workers=workers)
 
     def batches():
         epoch = 0
         while True:
-            sampler.set_epoch(epoch)
+            loader.sampler.set_epoch(epoch)
             yield from loader
             epoch += 1
 
@@ -384,28 +422,23 @@ def sr_pipeline(t91: Path, batch: int, workers: int, steps: int, device, precisi
     result[f"DataLoader alone ({workers} workers)"] = batch * steps / (time.perf_counter() - start)
 
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    torch.manual_seed(0)
-    model = srresnet(scale=4, attention=attention).to(device).to(memory_format=memory_format).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
 
-    def step(sample):
+    def train_on(sample):
         lr = sample["lr"].to(device, non_blocking=True).to(memory_format=memory_format)
-        hr = sample["hr"].to(device, non_blocking=True)
-        with autocast_for(device, precision):
-            loss = F.mse_loss(model(lr).float(), hr)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        step(lr, sample["hr"].to(device, non_blocking=True))
 
     fixed = {k: v.to(device) for k, v in next(stream).items()}
+    # Enough warm-up steps to use up the batches the workers prefetched (2 each, the DataLoader
+    # default) while the step ran alone: end to end is then the steady state.
+    warmup = 3 + 2 * workers
     for label, source in (("step only (one batch reused)", lambda: fixed),
                           ("end to end (loader + step)", lambda: next(stream))):
-        for _ in range(3):
-            step(source())
+        for _ in range(warmup):
+            train_on(source())
         synchronize(device)
         start = time.perf_counter()
         for _ in range(steps):
-            step(source())
+            train_on(source())
         synchronize(device)
         result[label] = batch * steps / (time.perf_counter() - start)
     del loader, stream
@@ -507,6 +540,13 @@ def markdown_table(header: tuple, rows: list[tuple]) -> list[str]:
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
+def configure_device(device: torch.device) -> None:
+    """On a GPU, what every training run sets: cuDNN picks its kernels by benchmark, TF32 matmuls."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+
 def main(argv: list[str] | None = None) -> None:
     from tasks.data.root import data_root
 
@@ -517,9 +557,7 @@ def main(argv: list[str] | None = None) -> None:
     gpu = device.type == "cuda"
     precision = args.precision or ("bf16" if gpu else "fp32")
     channels_last = (args.memory_format or ("channels_last" if gpu else "contiguous")) == "channels_last"
-    if gpu:
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    configure_device(device)
     settings = f"{precision} autocast" if precision != "fp32" else "fp32"
     settings += " + channels_last" if channels_last else ""
     settings += "; times are this process's CPU time" if args.clock == "cpu" else "; wall-clock times"
@@ -549,8 +587,11 @@ def main(argv: list[str] | None = None) -> None:
     if "pipeline" in args.only:
         if t91.is_dir():
             batch, patch = (4, 48) if args.quick else (16, 96)
+            net = Network("srresnet16", "SRResNet x4", srresnet_x4, (3, patch // 4, patch // 4),
+                          (3, patch, patch), batch, "patch")
+            step = training_step(net, "bam", device, precision, channels_last, "eager")
             result = sr_pipeline(t91, batch, args.workers, args.steps * (2 if args.quick else 5), device,
-                                 precision, channels_last, "bam", patch)
+                                 step, channels_last, patch)
             cores = os.cpu_count() or 1
             per_process = result["one process (dataset only)"]
             ratio = result["end to end (loader + step)"] / result["step only (one batch reused)"]

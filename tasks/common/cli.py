@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from tasks.common.compile import COMPILE_MODES
 from tasks.common.distributed import MIXED_PRECISION_CHOICES
 from tasks.common.tracking import WANDB_MODES
 
@@ -65,7 +66,7 @@ def add_run_args(parser: argparse.ArgumentParser, defaults: dict | None = None) 
     d = {
         "output_dir": "runs", "run_name": None, "seed": 0, "mixed_precision": None, "wandb": "auto",
         "wandb_project": "bam", "group": None, "tags": [], "eval_every": 1000, "max_steps": None,
-        "log_every": 50, "num_workers": min(4, os.cpu_count() or 1), "batch_size": None,
+        "log_every": 50, "num_workers": min(4, os.cpu_count() or 1), "batch_size": None, "compile": "off",
     }
     d.update(defaults or {})
     add_data_args(parser, defaults)
@@ -81,6 +82,9 @@ def add_run_args(parser: argparse.ArgumentParser, defaults: dict | None = None) 
     group.add_argument("--channels-last", action="store_true",
                        help="train in the channels_last memory layout (faster convolutions on tensor-core "
                             "GPUs, with --mixed-precision bf16 or fp16)")
+    group.add_argument("--compile", choices=COMPILE_MODES, default=d["compile"],
+                       help="torch.compile the training steps; reduce-overhead adds CUDA graphs (fixed batch "
+                            "shapes, GPU). Checkpoints and evaluation are the same as without (default: %(default)s)")
     group.add_argument("--wandb", choices=WANDB_MODES, default=d["wandb"],
                        help="W&B mode; auto = online with an API key and a reachable host, else offline to disk")
     group.add_argument("--wandb-project", default=d["wandb_project"], help="W&B project (default: %(default)s)")

@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from tasks.common.cli import add_run_args, run_cli, run_dir_for
+from tasks.common.compile import note_once
 from tasks.common.distributed import make_accelerator
 from tasks.common.model_io import ModelDescription
 from tasks.common.tracking import Tracker
@@ -97,6 +98,8 @@ class Task:
         if args.attention not in self.attentions:
             raise ValueError(f"unknown attention {args.attention!r} (--attention); valid names: "
                              f"{', '.join(self.attentions)}")
+        if not self.fixed_shapes:
+            _check_compile_for_varying_shapes(self.name, args.compile)
 
     # -- the pieces of one run -----------------------------------------------------------------
     def data(self, args: argparse.Namespace, accelerator) -> Any:
@@ -144,6 +147,15 @@ class Task:
         """Main process, after a paired run (``--attention none bam``): write and print the comparison."""
 
 
+def _check_compile_for_varying_shapes(task: str, mode: str) -> None:
+    if mode == "reduce-overhead":  # one CUDA graph (and its memory) per shape: refuse, do not thrash
+        raise ValueError(f"--compile reduce-overhead records one CUDA graph per input shape, and {task} "
+                         "batches change shape from step to step: use --compile default (or off)")
+    if mode == "default":
+        note_once(f"--compile default with {task}'s varying input shapes: the first steps recompile for "
+                  "new shapes until Dynamo switches to shape-generic graphs; expect slow early steps")
+
+
 def training_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: int, collate=None) -> DataLoader:
     """The training loader of every task: an epoch order that is a function of (seed, epoch), per-
     sample augmentation seeds, whole batches only."""
@@ -182,7 +194,7 @@ def train(task: Task, args: argparse.Namespace) -> dict:
     settings = TrainConfig(max_steps=schedule.max_steps, eval_every=schedule.eval_every, log_every=args.log_every,
                            best_metric=info.primary_metric or task.primary_metric, best_mode=task.primary_mode, seed=args.seed,
                            resume=args.resume, grad_clip=schedule.grad_clip, channels_last=args.channels_last,
-                           task=task.name)
+                           compile=args.compile, task=task.name)
     trainer = Trainer(model, optimizer, loader, task.loss(args), settings, run_dir,
                       evaluate_fn=task.evaluator(args, data, run_dir, tracker), scheduler=scheduler,
                       tracker=tracker, accelerator=accelerator, config=config, description=info.description,

@@ -14,6 +14,9 @@ exact step. On the CPU a resumed run reaches bit-identical weights to an uninter
 
 With several processes, every process holds rank 0's BatchNorm statistics before each evaluation
 and save, so the scores logged during training are the scores of the checkpoint saved.
+
+``compile`` (``--compile``) compiles what the training steps call and nothing else: evaluation,
+checkpoints and resume use the network itself, eager (see :mod:`tasks.common.compile`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from accelerate.utils import set_seed
 
 from tasks.common.checkpoint import (find_resume_checkpoint, link_checkpoint, read_trainer_state, repair_best,
                                      save_checkpoint)
+from tasks.common.compile import begin_step, check_mode, compile_for_training
 from tasks.common.distributed import decided_on_main_process, make_accelerator, sync_buffers
 from tasks.common.model_io import ModelDescription, save_model
 from tasks.common.nonfinite import NonFiniteLossError, check_losses, check_weights
@@ -65,6 +69,7 @@ class TrainConfig:
     grad_clip: float | None = None
     grad_accum_steps: int = 1
     channels_last: bool = False
+    compile: str = "off"  # tasks.common.compile.COMPILE_MODES
     progress: bool = True
     task: str = ""
 
@@ -81,6 +86,7 @@ class TrainConfig:
             raise ValueError(f"grad_accum_steps must be a positive integer, got {self.grad_accum_steps!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
+        check_mode(self.compile)
 
     @property
     def save_every(self) -> int:
@@ -119,7 +125,9 @@ def _plain(value: Any) -> Any:
 class Trainer:
     """Train ``model`` for ``settings.max_steps`` optimizer steps; see the module docstring.
 
-    ``loss_fn(model, batch)`` returns a loss tensor or ``(loss, {name: float})``.
+    ``loss_fn(model, batch)`` returns a loss tensor or ``(loss, {name: float})``; with
+    ``settings.compile`` it gets the compiled wrapper (under CUDA graphs the next step's replay
+    overwrites this step's outputs: keep numbers, not output tensors, across steps).
     ``evaluate_fn(model, accelerator, step)`` returns ``{metric: value}`` already reduced over the
     processes (shard its loader with ``tasks.common.distributed.prepare_eval_loader`` and use
     ``accelerator.gather_for_metrics``); it gets the unwrapped model in eval mode under
@@ -187,6 +195,7 @@ class Trainer:
         self.model, self.optimizer, self.train_loader = prepared[:3]
         if self.scheduler is not None:
             self.scheduler = prepared[3]
+        self._train_model = compile_for_training(self.model, settings.compile, acc.device)
         set_seed(settings.seed, device_specific=True)  # then different dropout masks per process
         self._data_rng = DataRNG(settings.seed, acc.process_index)
         # An optimizer step never spans two epochs: leftover micro-batches (< grad_accum_steps) are skipped.
@@ -334,8 +343,9 @@ class Trainer:
             last = micro == accumulate - 1
             # Gradients are all-reduced once per optimizer step, on the last micro-batch.
             with contextlib.nullcontext() if last else acc.no_sync(self.model):
+                begin_step(settings.compile, acc.device)
                 with acc.autocast():
-                    output = self.loss_fn(self.model, batch)
+                    output = self.loss_fn(self._train_model, batch)
                 loss, extras = output if isinstance(output, tuple) else (output, {})
                 losses = acc.gather(loss.detach().float().reshape(1))
                 check_losses(losses, self.step + 1, self.run_dir, acc.mixed_precision, settings.grad_clip)
