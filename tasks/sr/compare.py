@@ -145,8 +145,10 @@ def _plot_curves(runs: Sequence[SRRun], sets: Sequence[str], bicubic: dict, path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(sets), figsize=(5.2 * len(sets), 3.8), dpi=120, squeeze=False)
+    fig, axes = plt.subplots(1, len(sets), figsize=(5.2 * len(sets), 3.8), dpi=120, squeeze=False, sharex=True)
     colours = {"none": "#555555", "bam": "#d62728"}
+    last_step = max(int(run.summary.get("steps") or 0) for run in runs)
+    axes[0][0].set_xlim(0, last_step * 1.04)  # one step axis: a set scored only at the end is a dot there
     for ax, set_name in zip(axes[0], sets):
         for run in runs:
             steps, values = run.curve(set_name)
