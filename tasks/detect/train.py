@@ -116,7 +116,8 @@ class DetectionEvaluator:
         from tasks.detect.coco_eval import evaluate_distributed
         from tasks.detect.visualize import save_detection_panels
 
-        metrics = evaluate_distributed(model, self.loader(accelerator), self.dataset.coco, accelerator)
+        # per-image matches: what a paired comparison with another run needs (tasks.report)
+        metrics = evaluate_distributed(model, self.loader(accelerator), self.dataset.coco, accelerator, per_image=True)
         if accelerator.is_main_process and self.num_vis:
             panels = save_detection_panels(model, self.dataset, range(self.num_vis), self.run_dir / "detections",
                                            prefix=f"step{step:07d}_", score_threshold=self.vis_score,

@@ -53,15 +53,20 @@ class SREvaluator:
         self.bicubic = dict(bicubic or {})  # score_set's results for the bicubic baseline, per set
         self.last_results: dict[str, dict[str, Any]] = {}
 
-    def __call__(self, model: torch.nn.Module, accelerator, step: int) -> dict[str, float]:
-        metrics = {}
+    def __call__(self, model: torch.nn.Module, accelerator, step: int) -> dict[str, Any]:
+        metrics: dict[str, Any] = {}
+        per_image = {}  # what a paired comparison with another run needs (tasks.report)
         for name, dataset in self.sets.items():
             result = score_set(dataset, model, self.protocol, accelerator)
             self.last_results[name] = result
             metrics[f"psnr/{name}"], metrics[f"ssim/{name}"] = result["psnr"], result["ssim"]
+            images = result["images"]
+            per_image[f"{name}/names"] = list(images)
+            per_image[f"{name}/psnr"] = [scores["psnr"] for scores in images.values()]
+            per_image[f"{name}/ssim"] = [scores["ssim"] for scores in images.values()]
         if accelerator.is_main_process and self.num_samples:
             self.save_samples(model, accelerator.device, step)
-        return metrics
+        return {**metrics, "per_sample": per_image}
 
     @torch.no_grad()
     def save_samples(self, model: torch.nn.Module, device, step: int) -> list[Path]:
