@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tasks.report.runs import BASELINE, Run
+from tasks.report.runs import BASELINE, Run, group_comparable, setting_labels
 
 # Baseline in grey, BAM in the colour people associate with "ours"; other variants after.
 _COLOURS = {BASELINE: "#555555", "bam": "#d62728", "bam-c": "#ff7f0e", "bam-released": "#9467bd",
@@ -28,7 +28,7 @@ def axis_title(metric: str) -> str:
     return _AXIS_TITLES.get(metric, metric)
 
 
-def _variant_name(variant: str) -> str:
+def variant_name(variant: str) -> str:
     """``bam`` -> ``BAM``, ``bam-c`` -> ``BAM-C``; an ablation's options keep their spelling:
     ``bam(dilation=1)`` -> ``BAM(dilation=1)``."""
     name, paren, options = variant.partition("(")
@@ -56,12 +56,12 @@ def plot_curves(runs: Sequence[Run], out_dir: Path, metric: str | None = None) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by_network: dict[tuple, dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
-    for run in runs:
-        by_network[run.network][run.attention].append(run)
+    labels = setting_labels(runs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for (task, dataset, arch), variants in sorted(by_network.items()):
+    written, per_network = [], defaultdict(int)
+    for comparable, variants in group_comparable(runs).items():
+        (task, dataset, arch), setting = comparable[0], labels.get(comparable, "")
+        per_network[comparable[0]] += 1  # a second setting of a network gets its own file
         name = metric or next(iter(variants.values()))[0].primary_metric
         fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
         drawn = False
@@ -71,7 +71,7 @@ def plot_curves(runs: Sequence[Run], out_dir: Path, metric: str | None = None) -
                 continue
             steps, mean, low, high, n = curve
             colour = _COLOURS.get(variant, None)
-            label = ("baseline" if variant == BASELINE else f"+{_variant_name(variant)}") + (f" (n={n})" if n > 1 else "")
+            label = ("baseline" if variant == BASELINE else f"+{variant_name(variant)}") + (f" (n={n})" if n > 1 else "")
             (line,) = ax.plot(steps, mean, marker="o" if len(steps) < 30 else None, ms=3, color=colour, label=label)
             if n > 1:  # the band in its line's colour, also where the colour came from matplotlib's cycle
                 ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
@@ -79,13 +79,14 @@ def plot_curves(runs: Sequence[Run], out_dir: Path, metric: str | None = None) -
         if not drawn:
             plt.close(fig)
             continue
-        ax.set_title(f"{arch} on {dataset} ({task})")
+        ax.set_title(f"{arch} on {dataset} ({task})" + (f"\n{setting}" if setting else ""), fontsize=10)
         ax.set_xlabel("training step")
         ax.set_ylabel(axis_title(name))
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        path = out_dir / f"curves_{task}_{dataset}_{arch}.png".replace("/", "-")
+        suffix = f"_{per_network[comparable[0]]}" if per_network[comparable[0]] > 1 else ""
+        path = out_dir / f"curves_{task}_{dataset}_{arch}{suffix}.png".replace("/", "-")
         fig.savefig(path)
         plt.close(fig)
         written.append(path)
