@@ -372,6 +372,12 @@ class ClassifyTask(Task):
               f"{summary['params'] / 1e6:.3f}M params, {summary['macs'] / 1e9:.3f} GMACs"
               + (f" ({macs_v1 / 1e9:.3f} on the paper's v1 layout)" if macs_v1 else ""))
 
+    def compare(self, run_dirs, group: str, args: argparse.Namespace) -> None:
+        """Top-1/top-5 error differences with McNemar's test and their intervals over the samples."""
+        from tasks.report import report_paired_runs
+
+        report_paired_runs(run_dirs, args.output_dir, group, f"Classification: baseline vs attention — {group}")
+
 
 def resolve_args(args) -> argparse.Namespace:
     """Fill dataset-dependent defaults and check names (one run's options); ValueError lists the

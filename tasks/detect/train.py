@@ -286,6 +286,12 @@ class DetectTask(Task):
     def report(self, args: argparse.Namespace, run_dir: Path, summary: dict) -> None:
         _write_detection_report(run_dir, summary, args.attention)
 
+    def compare(self, run_dirs, group: str, args: argparse.Namespace) -> None:
+        """Box AP differences with their intervals over the validation images."""
+        from tasks.report import report_paired_runs
+
+        report_paired_runs(run_dirs, args.output_dir, group, f"Detection: baseline vs attention — {group}")
+
 
 TASK = DetectTask()
 

@@ -277,6 +277,12 @@ class ParseTask(Task):
               f"{summary['effective_batch_size']}; {summary['params'] / 1e6:.2f}M params, "
               f"{summary['macs'] / 1e9:.1f} GMACs at {args.macs_size}x{args.macs_size}", flush=True)
 
+    def compare(self, run_dirs, group: str, args: argparse.Namespace) -> None:
+        """mIoU and pixel-accuracy differences with their intervals over the validation images."""
+        from tasks.report import report_paired_runs
+
+        report_paired_runs(run_dirs, args.output_dir, group, f"Scene parsing: baseline vs attention — {group}")
+
 
 def network_kwargs(args, num_classes: int) -> dict:
     """Arguments of ``tasks.parse.model.upernet`` for these options (what ``network.json`` keeps)."""

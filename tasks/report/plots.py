@@ -91,3 +91,72 @@ def plot_curves(runs: Sequence[Run], out_dir: Path, metric: str | None = None) -
         plt.close(fig)
         written.append(path)
     return written
+
+
+# Verdict colours of the forest plot: what a reader should see first.
+_DECISION_COLOURS = {"better": "#2ca02c", "worse": "#d62728", "within noise": "#7f7f7f"}
+
+
+def _forest_label(comparison) -> str:
+    c = comparison
+    arrow = "↑" if c.spec.mode == "max" else "↓"
+    network = f"{c.network[2]} ({c.setting})" if c.setting else c.network[2]
+    items = f"{c.items:,} {'samples' if c.network[0] == 'classify' else 'images'}"
+    seeds = f", {c.value.n} seeds" if c.value.n > 1 else ""
+    return f"{c.spec.label} {arrow} ({items}{seeds})\n{network}, {c.network[1]}: +{variant_name(c.variant)}"
+
+
+def plot_forest(comparisons, path: Path, title: str = "") -> Path | None:
+    """The differences (variant − baseline) with their intervals, one row each, one panel per
+    unit (dB, pts, AP, SSIM), a zero line, colours by verdict, the numbers on the right."""
+    if not comparisons:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    units: dict[str, list] = defaultdict(list)
+    for comparison in comparisons:
+        units[comparison.spec.unit].append(comparison)
+    heights = [len(rows) + 1.2 for rows in units.values()]
+    fig, axes = plt.subplots(len(units), 1, figsize=(9.0, 0.55 * sum(heights) + 1.0), dpi=120, squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, (unit, rows) in zip(axes[:, 0], units.items()):
+        _forest_panel(ax, rows, unit)
+    handles = [plt.Line2D([], [], color=colour, marker="o", label=decision)
+               for decision, colour in _DECISION_COLOURS.items()]
+    fig.legend(handles=handles, loc="upper right", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle(title or "Baseline vs variant", x=0.02, ha="left", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _forest_panel(ax, rows, unit: str) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    positions = np.arange(len(rows))[::-1]  # the first comparison on top
+    for y, c in zip(positions, rows):
+        colour = _DECISION_COLOURS[c.decision]
+        ax.plot([c.interval.low, c.interval.high], [y, y], color=colour, linewidth=2.5, solid_capstyle="butt")
+        ax.plot([c.delta], [y], marker="o", color=colour, markersize=6)
+    ax.axvline(0.0, color="black", linewidth=1, linestyle="--")
+    ax.set_yticks(positions, [_forest_label(c) for c in rows], fontsize=8)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    right = ax.twinx()  # the numbers beside each row: nobody has to read them off the axis
+    right.set_ylim(ax.get_ylim())
+    right.set_yticks(positions, [f"{c.delta:+.{c.spec.digits}f} [{c.interval.low:+.{c.spec.digits}f}, "
+                                 f"{c.interval.high:+.{c.spec.digits}f}]" for c in rows], fontsize=8)
+    low = min(min(c.interval.low for c in rows), 0.0)
+    high = max(max(c.interval.high for c in rows), 0.0)
+    margin = 0.08 * (high - low) or 1e-3
+    ax.set_xlim(low - margin, high + margin)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
+    ax.tick_params(axis="x", labelsize=8)
+    kinds = sorted({c.interval.levels for c in rows})
+    ax.set_xlabel(f"Δ = variant − baseline ({unit or 'SSIM'}); 95% bootstrap interval over {' / '.join(kinds)}",
+                  fontsize=9)
+    ax.grid(axis="x", alpha=0.3)

@@ -249,6 +249,12 @@ class SRTask(Task):
     def report(self, args: argparse.Namespace, run_dir: Path, summary: dict) -> None:
         _write_sr_report(run_dir, summary, summary.get("bicubic") or {}, args)
 
+    def compare(self, run_dirs: Sequence[Path], group: str, args: argparse.Namespace) -> None:
+        """PSNR and SSIM differences per evaluation set, with their intervals over the set's images."""
+        from tasks.report import report_paired_runs
+
+        report_paired_runs(run_dirs, args.output_dir, group, f"SRResNet: baseline vs attention — {group}")
+
 
 def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"scale": args.scale, "num_blocks": args.num_blocks, "channels": args.channels,
