@@ -122,6 +122,12 @@ def test_three_step_digits_run_writes_summary(three_step_run):
     final = written["final"]
     assert 0.0 <= final["top5_err"] <= final["top1_err"] <= 100.0
     assert final["num_images"] == 40  # each requested image once (3 batches, the last one partial)
+    from tasks.common.per_sample import load_per_sample
+
+    kept = load_per_sample(run_dir)  # per sample, in evaluation order, for paired comparisons
+    assert kept["index"].tolist() == list(range(40)) and kept["top1"].dtype == bool
+    assert 100 * (1 - kept["top1"].mean()) == pytest.approx(final["top1_err"])
+    assert 100 * (1 - kept["top5"].mean()) == pytest.approx(final["top5_err"])
     evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in evals if r["split"] == "eval"]
     assert [r["step"] for r in evals] == [2, 3]

@@ -20,8 +20,8 @@ def two_runs(tmp_path_factory):
     common = ["--dataset", "digits", "--arch", "resnet20", "--max-steps", "3", "--eval-every", "2",
               "--batch-size", "8", "--eval-images", "40", "--output-dir", str(root), "--group", "e2e",
               "--wandb", "offline", "--log-every", "1"]
-    summaries = {attention: classify(common + ["--attention", attention, "--run-name", attention])[0]
-                 for attention in ("none", "bam")}
+    # One paired command, as a user runs it: both runs, then their comparison (e2e-comparison/).
+    summaries = {s["attention"]: s for s in classify(common + ["--attention", "none", "bam", "--run-name", "e2e"])}
     # W&B writes its log from another process, which can lag behind the run's end on a loaded
     # machine: wait until both logs hold the final metrics.
     deadline = time.monotonic() + 60
@@ -47,6 +47,14 @@ def test_report_of_two_real_runs(two_runs, tmp_path, capsys):
     assert float(row["delta"]) == pytest.approx(bam["final"]["top1_err"] - base["final"]["top1_err"])
     assert int(row["variant_params"]) - int(row["baseline_params"]) == bam["params"] - base["params"] > 0
     assert (out / "curves_classify_digits_resnet20.png").is_file()
+    # The paired command already wrote the comparison; the report writes the same numbers.
+    paired = list(__import__("csv").DictReader((root / "e2e-comparison" / "comparison.csv").open()))
+    again = list(__import__("csv").DictReader((out / "comparison.csv").open()))
+    assert [r["metric"] for r in paired] == ["top1_err", "top5_err"] and paired == again
+    top1 = paired[0]
+    assert int(top1["items"]) == 40 and top1["mcnemar_p"] and float(top1["low"]) <= float(top1["high"])
+    assert float(top1["delta"]) == pytest.approx(bam["final"]["top1_err"] - base["final"]["top1_err"])
+    assert "McNemar" in capsys.readouterr().out
 
 
 def test_offline_wandb_folders_give_the_same_table(two_runs):
@@ -62,16 +70,16 @@ def test_offline_wandb_folders_give_the_same_table(two_runs):
 def test_selectivity_and_attention_maps_of_the_runs(two_runs, tmp_path, capsys):
     root, _ = two_runs
     out = tmp_path / "selectivity"
-    assert selectivity.main(["--checkpoint", str(root / "bam"), "--baseline", str(root / "none"),
+    assert selectivity.main(["--checkpoint", str(root / "e2e-bam"), "--baseline", str(root / "e2e-none"),
                              "--max-images", "60", "--output", str(out)]) == 0
     assert sorted(p.name for p in out.glob("*.png")) == ["selectivity_stage1.png", "selectivity_stage2.png"]
     numbers = json.loads((out / "selectivity.json").read_text())
     assert set(numbers) == {"baseline", "BAM"} and set(numbers["BAM"]) == {"layer1", "layer2"}
     assert all(0 <= stage["mean"] <= 1 for stages in numbers.values() for stage in stages.values())
-    assert json.loads((root / "bam" / "summary.json").read_text())["class_selectivity"] == numbers
+    assert json.loads((root / "e2e-bam" / "summary.json").read_text())["class_selectivity"] == numbers
 
     image = tmp_path / "digit.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(image)
-    assert attention_maps.main(["--checkpoint", str(root / "bam"), "--baseline", str(root / "none"),
+    assert attention_maps.main(["--checkpoint", str(root / "e2e-bam"), "--baseline", str(root / "e2e-none"),
                                 "--images", str(image), "--output", str(tmp_path / "maps")]) == 0
     assert (tmp_path / "maps" / "attention_digit.png").is_file()

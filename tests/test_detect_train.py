@@ -134,6 +134,15 @@ def test_tiny_training_run_and_evaluation(tmp_path, capsys):
     assert set(final) >= {"mAP", "AP50", "AP75", "AP95", "AP_small", "AP_medium", "AP_large"}
     assert all(-1.0 <= v <= 1.0 for v in final.values())
     assert summary["config"]["lr"] == pytest.approx(0.02 * 2 / 16)  # linear scaling rule
+    # COCOeval's per-image matches, kept for paired comparisons, re-accumulate to its mAP.
+    import numpy as np
+
+    from tasks.common.per_sample import load_per_sample
+    from tasks.report.metrics import WeightedCocoAP
+
+    kept = load_per_sample(run_dir)
+    assert kept["image_id"].tolist() == [1, 2, 3] and kept["det_matched"].shape[1] == 10
+    assert WeightedCocoAP(kept, np.arange(3))(np.ones((1, 3)))[0] == pytest.approx(max(final["mAP"], 0), abs=1e-6)
 
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in history if r["split"] == "train"]

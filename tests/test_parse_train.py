@@ -56,18 +56,26 @@ def test_evaluate_cli_matches_training_and_numpy(trained_run, capsys):
 
     model, _, _ = parse_evaluate.load_trained_model(run_dir)
     model.eval()
-    inter, union = np.zeros(150), np.zeros(150)
+    per_image = []  # each image's (intersection, union) per class
     for item in ADE20K(root, "validation", train_transform=False):
         h, w = item["label"].shape
-        padded = nn.functional.pad(item["image"][None], (0, 96 - w, 0, 96 - h))
+        # padded as the evaluation pads (to multiples of 32): the pyramid pooling sees the padding
+        padded = nn.functional.pad(item["image"][None], (0, -w % 32, 0, -h % 32))
         with torch.no_grad():
             pred = model(padded)[0, :, :h, :w].argmax(0).numpy()
         label = item["label"].numpy()
         valid = label != 255
-        for c in range(150):
-            inter[c] += np.sum((pred == c) & (label == c) & valid)
-            union[c] += np.sum(((pred == c) | (label == c)) & valid)
+        per_image.append([[np.sum((pred == c) & (label == c) & valid) for c in range(150)],
+                          [np.sum(((pred == c) | (label == c)) & valid) for c in range(150)]])
+    inter, union = np.array(per_image).sum(axis=0)
     assert scores["miou"] == pytest.approx(np.mean(inter[union > 0] / union[union > 0]), abs=1e-9)
+    # The final evaluation's per-image counts, kept for paired comparisons, are these very counts.
+    from tasks.common.per_sample import load_per_sample
+
+    kept = load_per_sample(run_dir)
+    assert kept["index"].tolist() == list(range(len(per_image)))
+    assert kept["intersection"].tolist() == np.array(per_image)[:, 0].tolist()
+    assert kept["union"].tolist() == np.array(per_image)[:, 1].tolist()
     capsys.readouterr()
     parse_evaluate.main(["--checkpoint", str(run_dir / "checkpoints" / "last"), "--data-root",
                                        str(root), "--num-workers", "0", "--multi-scale", "--scales", "64",
@@ -75,6 +83,43 @@ def test_evaluate_cli_matches_training_and_numpy(trained_run, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["flip"] is True and printed["images"] == 1 and printed["scales"] == [64]
     assert 0.0 <= printed["miou"] <= 1.0 and len(printed["per_class_iou"]) == 150
+
+
+def test_each_process_scores_its_own_images_once(trained_run, monkeypatch):
+    """Two processes' shares of the per-image counts are disjoint and together the one-process
+    result (each share here as the other process would gather it)."""
+    import contextlib
+
+    import accelerate.utils
+    from tasks.data.ade20k import ADE20K
+
+    class Rank:  # the parts of an Accelerator that the evaluation uses, for process `rank` of 2
+        num_processes, device = 2, torch.device("cpu")
+
+        def __init__(self, rank):
+            self.process_index, self.is_main_process = rank, rank == 0
+
+        def unwrap_model(self, model):
+            return model
+
+        def autocast(self):
+            return contextlib.nullcontext()
+
+        def reduce(self, tensor, reduction):
+            return tensor
+
+    monkeypatch.setattr(accelerate.utils, "gather_object", lambda rows: rows)  # each share as it is
+    root, run_dir, _ = trained_run
+    model, _, _ = parse_evaluate.load_trained_model(run_dir)
+    data = ADE20K(root, "validation", train_transform=False)
+    whole = parse_evaluate.evaluate_segmentation(model, data, num_workers=0, per_image=True, progress=False)
+    shares = [parse_evaluate.evaluate_segmentation(model, data, Rank(rank), num_workers=0, per_image=True,
+                                                   progress=False)["per_image"] for rank in (0, 1)]
+    indices = [share["index"].tolist() for share in shares]
+    assert sorted(indices[0] + indices[1]) == list(range(len(data))) and not set(indices[0]) & set(indices[1])
+    for share in shares:
+        assert share["intersection"].tolist() == whole["per_image"]["intersection"][share["index"]].tolist()
+        assert share["labelled"].tolist() == whole["per_image"]["labelled"][share["index"]].tolist()
 
 
 def test_resume_continues_the_run(trained_run):

@@ -183,12 +183,12 @@ def test_a_resumed_wandb_offline_run_is_one_run(tmp_path, monkeypatch):
 
 
 def test_overheads_keep_their_sign_and_variant_names_their_options():
-    from tasks.report.plots import _variant_name
+    from tasks.report.plots import variant_name
     from tasks.report.table import _overhead
 
     assert _overhead((2_000_000, 1_900_000), 1e6, "M") == "2.00M → 1.90M (-5.00%)"
     assert _overhead((2_000_000, 2_100_000), 1e6, "M") == "2.00M → 2.10M (+5.00%)"
-    assert _variant_name("bam(dilation=1)") == "BAM(dilation=1)" and _variant_name("bam-c") == "BAM-C"
+    assert variant_name("bam(dilation=1)") == "BAM(dilation=1)" and variant_name("bam-c") == "BAM-C"
 
 
 def test_interrupted_and_failed_runs_are_not_seeds(runs_dir, capsys):

@@ -114,6 +114,29 @@ def test_resume_reaches_the_uninterrupted_weights(data, tmp_path):
     assert steps[0] == 1 and steps[-1] == 6
 
 
+def test_paired_run_ends_with_the_comparison_of_each_set(data, tmp_path, capsys):
+    """``--attention none bam``: two runs, then PSNR and SSIM differences per set with intervals."""
+    import csv
+
+    second = _write_crops(tmp_path / "second", embedded_sr_images("test")[::-1], 36, 4)
+    argv = [*TINY, "--train-dir", str(data["train"]), "--sets", str(data["bench"]), str(second),
+            "--output-dir", str(tmp_path / "runs"), "--run-name", "pair", "--max-steps", "2", "--eval-every", "0",
+            "--num-samples", "0", "--wandb", "disabled", "--attention-interval", "1", "--attention", "none", "bam"]
+    none, bam = sr_train.main(argv)
+    assert (none["attention"], bam["attention"]) == ("none", "bam") and bam["params"] > none["params"]
+    folder = tmp_path / "runs" / "sr-quick-x4-comparison"
+    rows = list(csv.DictReader((folder / "comparison.csv").open()))
+    assert [r["metric"] for r in rows] == ["psnr/bench", "ssim/bench", "psnr/second", "ssim/second"]
+    for row in rows:
+        assert int(row["items"]) == (3 if row["metric"].endswith("bench") else 4)
+        assert float(row["low"]) <= float(row["delta"]) <= float(row["high"]) and row["interval_over"] == "images"
+        metric = row["metric"]
+        assert float(row["delta"]) == pytest.approx(bam["final"][metric] - none["final"][metric])
+    printed = capsys.readouterr().out
+    assert "PSNR on second (dB)" in printed and "95% percentile bootstrap over images" in printed
+    assert (folder / "forest.png").is_file() and "PSNR on bench" in (folder / "comparison.md").read_text()
+
+
 def test_upscale_folder(trained, data, tmp_path, capsys):
     out = tmp_path / "sr"
     sr_upscale.main(["--checkpoint", str(trained), "--input", str(data["bench"]), "--output", str(out),

@@ -61,6 +61,11 @@ def evaluate_coco(coco_gt, results: list[dict], image_ids: Iterable[int] | None 
     ``image_ids`` restricts the evaluation to the images that were actually run (all images of
     ``coco_gt`` otherwise). No detections at all scores 0 wherever there is ground truth and
     -1 where there is none (e.g. ``AP_large`` without large objects), as COCOeval does."""
+    return coco_metrics(run_cocoeval(coco_gt, results, image_ids, verbose))
+
+
+def run_cocoeval(coco_gt, results: list[dict], image_ids: Iterable[int] | None = None, verbose: bool = False):
+    """The evaluated, accumulated and summarised ``COCOeval`` of :func:`evaluate_coco`."""
     from pycocotools.cocoeval import COCOeval
 
     known = set(coco_gt.getImgIds())
@@ -76,6 +81,11 @@ def evaluate_coco(coco_gt, results: list[dict], image_ids: Iterable[int] | None 
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
+    return evaluator
+
+
+def coco_metrics(evaluator) -> dict[str, float]:
+    """The metrics of :func:`evaluate_coco` from a summarised ``COCOeval``."""
     stats = evaluator.stats
     # precision: [iou threshold, recall, category, area range, max detections]; area 0 = all,
     # max detections index 2 = 100, as COCOeval's own summary.
@@ -85,6 +95,54 @@ def evaluate_coco(coco_gt, results: list[dict], image_ids: Iterable[int] | None 
         metrics[key] = _mean_valid(precision[index, :, :, 0, 2])
     metrics.update(AP_small=float(stats[3]), AP_medium=float(stats[4]), AP_large=float(stats[5]))
     return metrics
+
+
+def per_image_matches(evaluator) -> dict[str, np.ndarray]:
+    """What a paired bootstrap over images needs from an evaluated ``COCOeval``, as arrays.
+
+    The detections COCOeval ranks for AP (area "all", the 100 best of each image and category),
+    in its own order (category, then image, then score): ``det_image`` (position in
+    ``image_id``), ``det_category``, ``det_score``, and per IoU threshold (``iou_thresholds``)
+    ``det_matched`` / ``det_ignored`` (matched a ground truth / matched a crowd region); and per
+    image and category with any, ``gt_count``: the ground truths that count (not crowd) at
+    ``gt_image``, ``gt_category``. AP can be re-accumulated from these on any weighting of the
+    images (``tasks.report.metrics.WeightedCocoAP``) without the annotation file. The boxes
+    themselves are left out: a comparison never needs them, and they would double the file.
+    """
+    params = evaluator.params
+    position = {int(image_id): i for i, image_id in enumerate(params.imgIds)}
+    everything, max_detections = list(params.areaRng[0]), params.maxDets[-1]
+    det = {"image": [], "category": [], "score": [], "matched": [], "ignored": []}
+    gt = {"image": [], "category": [], "count": []}
+    for entry in evaluator.evalImgs:
+        if entry is None or list(entry["aRng"]) != everything or entry["maxDet"] != max_detections:
+            continue
+        image, category = position[int(entry["image_id"])], int(entry["category_id"])
+        scores = np.asarray(entry["dtScores"][:max_detections], dtype=np.float64)
+        det["image"].append(np.full(len(scores), image))
+        det["category"].append(np.full(len(scores), category))
+        det["score"].append(scores)
+        det["matched"].append(np.asarray(entry["dtMatches"])[:, :max_detections].T > 0)
+        det["ignored"].append(np.asarray(entry["dtIgnore"])[:, :max_detections].T.astype(bool))
+        counted = int(np.count_nonzero(np.asarray(entry["gtIgnore"]) == 0))
+        if counted:
+            for key, value in (("image", image), ("category", category), ("count", counted)):
+                gt[key].append(value)
+    thresholds = len(params.iouThrs)
+
+    def joined(parts, dtype, shape=(0,)):
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(shape, dtype)
+
+    return {
+        "image_id": np.asarray(params.imgIds, dtype=np.int64),
+        "iou_thresholds": np.asarray(params.iouThrs, dtype=np.float64),
+        "det_image": joined(det["image"], np.int32), "det_category": joined(det["category"], np.int32),
+        "det_score": joined(det["score"], np.float64),
+        "det_matched": joined(det["matched"], bool, (0, thresholds)),
+        "det_ignored": joined(det["ignored"], bool, (0, thresholds)),
+        "gt_image": np.asarray(gt["image"], dtype=np.int32), "gt_category": np.asarray(gt["category"], dtype=np.int32),
+        "gt_count": np.asarray(gt["count"], dtype=np.int32),
+    }
 
 
 @torch.no_grad()
@@ -119,9 +177,11 @@ def merge_records(records: Iterable[dict[str, Any]]) -> tuple[list[dict], list[i
     return results, sorted(seen)
 
 
-def evaluate_distributed(model, loader, coco_gt, accelerator=None, progress: bool = True) -> dict[str, float]:
+def evaluate_distributed(model, loader, coco_gt, accelerator=None, progress: bool = True,
+                         per_image: bool = False) -> dict[str, Any]:
     """Predict on every process's shard, gather on the main process, run COCOeval there once,
-    and give every process the same metrics."""
+    and give every process the same metrics. ``per_image``: the main process's metrics also hold
+    ``"per_sample"``, the :func:`per_image_matches` of that evaluation."""
     device = accelerator.device if accelerator is not None else next(model.parameters()).device
     main = accelerator is None or accelerator.is_main_process
     records = predict(model, loader, device=device, progress=progress and main)
@@ -129,15 +189,17 @@ def evaluate_distributed(model, loader, coco_gt, accelerator=None, progress: boo
         from accelerate.utils import broadcast_object_list, gather_object
 
         records = gather_object(records)
-        metrics = [None]
-        if main:
-            results, image_ids = merge_records(records)
-            metrics = [evaluate_coco(coco_gt, results, image_ids)]
+    evaluator = None
+    if main:
+        results, image_ids = merge_records(records)
+        evaluator = run_cocoeval(coco_gt, results, image_ids)
+    metrics = [coco_metrics(evaluator) if main else None]
+    if accelerator is not None and accelerator.num_processes > 1:
         broadcast_object_list(metrics)
-        return metrics[0]
-    results, image_ids = merge_records(records)
-    return evaluate_coco(coco_gt, results, image_ids)
+    if per_image and main:  # the trainer keeps the main process's copy only
+        return {**metrics[0], "per_sample": per_image_matches(evaluator)}
+    return metrics[0]
 
 
-__all__ = ["evaluate_coco", "detections_to_coco", "predict", "merge_records", "evaluate_distributed",
-           "METRIC_KEYS", "AP_KEYS", "IOU_THRESHOLDS"]
+__all__ = ["evaluate_coco", "run_cocoeval", "coco_metrics", "per_image_matches", "detections_to_coco", "predict",
+           "merge_records", "evaluate_distributed", "METRIC_KEYS", "AP_KEYS", "IOU_THRESHOLDS"]

@@ -116,7 +116,8 @@ class DetectionEvaluator:
         from tasks.detect.coco_eval import evaluate_distributed
         from tasks.detect.visualize import save_detection_panels
 
-        metrics = evaluate_distributed(model, self.loader(accelerator), self.dataset.coco, accelerator)
+        # per-image matches: what a paired comparison with another run needs (tasks.report)
+        metrics = evaluate_distributed(model, self.loader(accelerator), self.dataset.coco, accelerator, per_image=True)
         if accelerator.is_main_process and self.num_vis:
             panels = save_detection_panels(model, self.dataset, range(self.num_vis), self.run_dir / "detections",
                                            prefix=f"step{step:07d}_", score_threshold=self.vis_score,
@@ -284,6 +285,12 @@ class DetectTask(Task):
 
     def report(self, args: argparse.Namespace, run_dir: Path, summary: dict) -> None:
         _write_detection_report(run_dir, summary, args.attention)
+
+    def compare(self, run_dirs, group: str, args: argparse.Namespace) -> None:
+        """Box AP differences with their intervals over the validation images."""
+        from tasks.report import report_paired_runs
+
+        report_paired_runs(run_dirs, args.output_dir, group, f"Detection: baseline vs attention — {group}")
 
 
 TASK = DetectTask()

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
@@ -26,7 +27,7 @@ from tasks.data.ade20k import (
     scaled_size,
 )
 from tasks.utils.progress import progress as progress_bar
-from tasks.parse.metrics import ConfusionMeter, shard_indices
+from tasks.parse.metrics import ConfusionMeter, confusion_matrix, shard_indices
 from tasks.parse.visualize import prediction_panel
 
 MULTI_SCALES = TRAIN_SHORT_SIDES
@@ -75,14 +76,41 @@ def eval_loader(dataset, accelerator=None, num_workers: int = 2) -> DataLoader:
                       num_workers=num_workers, collate_fn=collate_segmentation, pin_memory=torch.cuda.is_available())
 
 
+def _image_counts(position: int, matrix: torch.Tensor) -> tuple[int, np.ndarray, np.ndarray, int]:
+    """One image's ``(index, per-class intersection, per-class union, labelled pixels)``."""
+    intersection = matrix.diag()
+    union = matrix.sum(dim=0) + matrix.sum(dim=1) - intersection
+    return position, intersection.numpy(), union.numpy(), int(matrix.sum())
+
+
+def _gather_per_image(rows: list[tuple[int, np.ndarray, np.ndarray, int]], accelerator,
+                      num_classes: int) -> dict[str, np.ndarray]:
+    """Every process's ``(index, intersection, union, labelled)`` rows, each image once, in order."""
+    if accelerator is not None and accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        rows = gather_object(rows)  # the shards are disjoint (shard_indices): no image twice
+    rows = sorted(rows, key=lambda row: row[0])
+    index = np.array([row[0] for row in rows], dtype=np.int64)
+    if len(np.unique(index)) != len(index):
+        raise RuntimeError("an evaluation image was scored twice")
+    counts = lambda column: (np.stack([row[column] for row in rows]) if rows  # noqa: E731
+                             else np.zeros((0, num_classes), dtype=np.int64))
+    return {"index": index, "intersection": counts(1), "union": counts(2),
+            "labelled": np.array([row[3] for row in rows], dtype=np.int64)}
+
+
 @torch.no_grad()
 def evaluate_segmentation(model: torch.nn.Module, dataset, accelerator=None, scales: Sequence[int] | None = None,
                           flip: bool = False, num_workers: int = 2, num_visuals: int = 0,
-                          max_images: int | None = None, progress: bool = True) -> dict:
+                          max_images: int | None = None, progress: bool = True, per_image: bool = False) -> dict:
     """Pixel accuracy, mIoU, mean accuracy and per-class IoU of ``model`` on ``dataset``.
 
     Returns the :func:`~tasks.parse.metrics.scores_from_confusion` dict plus ``"visuals"``: up to
-    ``num_visuals`` ``(name, panel)`` pictures of this process's first images.
+    ``num_visuals`` ``(name, panel)`` pictures of this process's first images. ``per_image`` adds
+    ``"per_image"``: each image's ``index`` in ``dataset`` and its per-class ``intersection`` and
+    ``union`` pixel counts (images x classes) and ``labelled`` pixels, gathered from every process:
+    what a paired comparison of two runs resamples.
     """
     device = accelerator.device if accelerator is not None else next(model.parameters()).device
     if accelerator is not None:
@@ -96,12 +124,13 @@ def evaluate_segmentation(model: torch.nn.Module, dataset, accelerator=None, sca
     was_training = model.training
     model.eval()
     meter = ConfusionMeter(num_classes, ignore_index, device=device)
-    visuals = []
+    visuals, rows = [], []
     loader = eval_loader(dataset, accelerator, num_workers)
+    images = loader.dataset.indices  # this process's share, in loading order
     show = progress and (accelerator is None or accelerator.is_main_process)
     if show:
         loader = progress_bar(loader, desc="evaluate", leave=False)
-    for batch in loader:
+    for position, batch in zip(images, loader):
         height, width = batch["size"][0].tolist()
         image = batch["image"][:, :, :height, :width].to(device, non_blocking=True)
         label = batch["label"][:, :height, :width].to(device, non_blocking=True)
@@ -111,7 +140,10 @@ def evaluate_segmentation(model: torch.nn.Module, dataset, accelerator=None, sca
         else:
             probabilities = predict_probabilities(model, image, scales, flip)
         prediction = probabilities.argmax(dim=1)
-        meter.update(prediction, label)
+        matrix = confusion_matrix(prediction, label, num_classes, ignore_index)
+        meter.matrix += matrix
+        if per_image:
+            rows.append(_image_counts(position, matrix.cpu()))
         if len(visuals) < num_visuals:
             panel = prediction_panel(denormalize(image[0]), prediction[0].cpu().numpy(), label[0].cpu().numpy(),
                                      ignore_index=ignore_index)
@@ -120,6 +152,8 @@ def evaluate_segmentation(model: torch.nn.Module, dataset, accelerator=None, sca
     model.train(was_training)
     scores = meter.compute(getattr(base, "class_names", None))
     scores["visuals"] = visuals
+    if per_image:
+        scores["per_image"] = _gather_per_image(rows, accelerator, num_classes)
     return scores
 
 

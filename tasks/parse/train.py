@@ -131,8 +131,8 @@ def make_evaluate_fn(val_set, args, run_dir: Path, tracker: Tracker):
     def evaluate(model: nn.Module, accelerator, step: int) -> dict:
         scores = evaluate_segmentation(model, val_set, accelerator, num_workers=args.num_workers,
                                        num_visuals=args.num_visuals if accelerator.is_main_process else 0,
-                                       max_images=args.eval_images)
-        visuals = scores.pop("visuals")
+                                       max_images=args.eval_images, per_image=True)
+        visuals, per_image = scores.pop("visuals"), scores.pop("per_image")
         if accelerator.is_main_process:
             write_json_atomic(run_dir / "eval" / f"step_{step:07d}.json", scores)
             if visuals:
@@ -141,7 +141,7 @@ def make_evaluate_fn(val_set, args, run_dir: Path, tracker: Tracker):
                                    step, caption="image | prediction | ground truth")
         return {"miou": 100.0 * scores["miou"], "pixel_acc": 100.0 * scores["pixel_acc"],
                 "mean_acc": 100.0 * scores["mean_acc"], "classes_present": float(scores["classes_present"]),
-                "per_class_iou": scores["per_class_iou"]}
+                "per_class_iou": scores["per_class_iou"], "per_sample": per_image}
 
     return evaluate
 
@@ -276,6 +276,12 @@ class ParseTask(Task):
               f"(best mIoU {best.get('miou', nan):.2f} at step {summary['best_step']}); effective batch "
               f"{summary['effective_batch_size']}; {summary['params'] / 1e6:.2f}M params, "
               f"{summary['macs'] / 1e9:.1f} GMACs at {args.macs_size}x{args.macs_size}", flush=True)
+
+    def compare(self, run_dirs, group: str, args: argparse.Namespace) -> None:
+        """mIoU and pixel-accuracy differences with their intervals over the validation images."""
+        from tasks.report import report_paired_runs
+
+        report_paired_runs(run_dirs, args.output_dir, group, f"Scene parsing: baseline vs attention — {group}")
 
 
 def network_kwargs(args, num_classes: int) -> dict:

@@ -13,9 +13,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from tasks.common.per_sample import PER_SAMPLE_FILE
 from tasks.report.wandb_offline import find_offline_runs, read_offline_run
 
 BASELINE = "none"
+
+# Config fields that do not make two runs incomparable: who the run is (seed, names, folders),
+# how often it logged, and everything that belongs to the attention being compared (its name,
+# placement and options, and the parameter and MAC counts it changes). Every other field, at any
+# depth (``model.global_residual``, ``scale``, ``sets``, ``protocol``, ``recipe.lr``...), must be
+# equal for a baseline and a variant to share a row; a field nobody listed here therefore keeps
+# runs apart rather than mixing them.
+_NOT_SETTINGS = frozenset({
+    "seed", "name", "run_name", "group", "tags", "experiment", "data_root", "output_dir", "resume",
+    "log_every", "eval_every", "checkpoint_every",
+    "attention", "placement", "attention_options", "attention_kwargs", "attention_interval", "attention_sites",
+    "variant", "params", "macs", "macs_v1", "encoder_weights_missing", "encoder_weights_unexpected",
+})
+_NOT_SETTING_PREFIXES = ("params_", "macs_")
+# Pretrained weights may differ in file (a BAM backbone has BAM's weights); whether there are any
+# does matter.
+_WEIGHT_FILES = ("encoder_weights", "backbone_weights")
 
 
 @dataclass
@@ -40,10 +58,17 @@ class Run:
     status: str = ""  # the trainer's "completed", "interrupted", "failed: ..."; "" when not recorded
     label: str = ""  # how a paper table prints this run's row, when it belongs to one
     paper: dict[str, float] = field(default_factory=dict)  # that row's figures in the paper
+    setting: tuple[tuple[str, str], ...] = ()  # what else must match to compare (:func:`comparable_setting`)
+    per_sample_file: str = ""  # the final evaluation's per-sample results, where the source has them
 
     @property
     def network(self) -> tuple[str, str, str]:
         return (self.task, self.dataset, self.arch)
+
+    @property
+    def comparable(self) -> tuple:
+        """Runs that may share a row of a report: same network and same :attr:`setting`."""
+        return (self.network, self.setting)
 
     def metric(self, name: str, which: str = "final") -> float | None:
         values = self.final if which == "final" else (self.best or self.final)
@@ -74,6 +99,61 @@ def _attention_label(info: dict[str, Any]) -> str:
     if attention == "bam" and placement == "block":
         return "bam-c"
     return attention
+
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{str(key).replace('/', '.')}"  # W&B spells nested keys a/b
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _is_setting(name: str) -> bool:
+    leaf = name.rpartition(".")[2]
+    # "_wandb" and the like: the logger's own bookkeeping
+    return leaf not in _NOT_SETTINGS and not leaf.startswith(_NOT_SETTING_PREFIXES) and not name.startswith("_")
+
+
+def comparable_setting(config: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The fields of a run's config that a baseline and a variant must share to be compared
+    (evaluation sets, protocol, model options other than the attention, recipe...), as sorted
+    ``(dotted name, JSON value)`` pairs."""
+    flat = _flatten(config)
+    setting = {name: json.dumps(value, sort_keys=True, default=str)
+               for name, value in flat.items() if _is_setting(name)}
+    for name in _WEIGHT_FILES:
+        if name in setting:
+            setting[name] = json.dumps(flat[name] is not None)
+    return tuple(sorted(setting.items()))
+
+
+def setting_labels(runs: Iterable[Run]) -> dict[tuple, str]:
+    """For every (network, setting): what sets it apart from the other settings of its network,
+    e.g. ``model.global_residual=true`` ("" when the network ran with one setting only)."""
+    by_network: dict[tuple, set] = {}
+    for run in runs:
+        by_network.setdefault(run.network, set()).add(run.setting)
+    labels = {}
+    for network, settings in by_network.items():
+        values = [dict(s) for s in settings]
+        names = sorted({name for v in values for name in v})
+        differing = [n for n in names if len({v.get(n, "–") for v in values}) > 1]
+        for setting, value in zip(settings, values):
+            labels[(network, setting)] = ", ".join(f"{n}={value.get(n, '–')}" for n in differing)
+    return labels
+
+
+def group_comparable(runs: Iterable[Run]) -> dict[tuple, dict[str, list[Run]]]:
+    """``{(network, setting): {attention variant: runs}}``: only runs of one network scored the same
+    way with the same options (evaluation sets, protocol, model options...) share a group."""
+    groups: dict[tuple, dict[str, list[Run]]] = {}
+    for run in runs:
+        groups.setdefault(run.comparable, {}).setdefault(run.attention, []).append(run)
+    return {key: groups[key] for key in sorted(groups)}
 
 
 def run_from_summary(summary: dict[str, Any], history: list[dict[str, Any]], source: str) -> Run:
@@ -107,6 +187,7 @@ def run_from_summary(summary: dict[str, Any], history: list[dict[str, Any]], sou
         status=str(get("status") or ""),
         label=str(experiment.get("label") or ""),
         paper=dict(experiment.get("paper") or {}),
+        setting=comparable_setting(config),
     )
 
 
@@ -129,7 +210,13 @@ def load_local_run(run_dir: Path) -> Run:
                 raise ValueError(f"{history_file}, line {number}: not valid JSON ({error})") from None
             if row.get("split", "eval") == "eval":
                 history.append(row)
-    return run_from_summary(summary, history, str(run_dir))
+    run = run_from_summary(summary, history, str(run_dir))
+    run.per_sample_file = _existing(run_dir / PER_SAMPLE_FILE)
+    return run
+
+
+def _existing(path: Path) -> str:
+    return str(path) if path.is_file() else ""
 
 
 def load_offline_wandb_run(folder: Path) -> Run:
@@ -141,12 +228,15 @@ def _run_from_wandb(data: dict[str, Any]) -> Run:
     summary = {**data["config"], **{k: v for k, v in data["summary"].items() if not k.startswith("_")}}
     summary.setdefault("group", data["group"])
     summary.setdefault("name", data["name"] or data["id"])
+    summary.setdefault("config", dict(data["config"]))
     # The trainer logs final/best metrics in the W&B summary as "final/<metric>", "best/<metric>".
     for part in ("final", "best"):
         if not isinstance(summary.get(part), dict):
             summary[part] = {k[len(part) + 1:]: v for k, v in data["summary"].items() if k.startswith(f"{part}/")}
     history = [{"step": row.get("_step", row.get("step")), **row} for row in data["history"]]
-    return run_from_summary(summary, history, data["folder"])
+    run = run_from_summary(summary, history, data["folder"])
+    run.per_sample_file = data.get("per_sample_file") or _existing(Path(data["folder"]) / "files" / PER_SAMPLE_FILE)
+    return run
 
 
 def _merge_resumed(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -180,8 +270,19 @@ def load_api_runs(path: str, group: str | None = None) -> list[Run]:  # pragma: 
     # An API run carries what an offline folder does: the same conversion applies.
     return [_run_from_wandb({"id": remote.id, "name": remote.name, "group": remote.group or "",
                                "config": dict(remote.config), "summary": {k: v for k, v in remote.summary.items()},
-                               "history": list(remote.scan_history()), "folder": remote.url})
+                               "history": list(remote.scan_history()), "folder": remote.url,
+                               "per_sample_file": _download_per_sample(remote)})
             for remote in api.runs(path, filters=filters)]
+
+
+def _download_per_sample(remote) -> str:  # pragma: no cover - needs a network
+    """The run's per_sample.npz, fetched into ``reports/.wandb-files/<run id>/`` ("" if it has none)."""
+    folder = Path("reports") / ".wandb-files" / remote.id
+    try:
+        remote.file(PER_SAMPLE_FILE).download(root=str(folder), replace=True)
+    except Exception:  # noqa: BLE001 - an older run without the file, or no access to it
+        return ""
+    return _existing(folder / PER_SAMPLE_FILE)
 
 
 def discover_runs(paths: Iterable[str | Path], group: str | None = None) -> list[Run]:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import statistics
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Sequence
 
-from tasks.report.runs import BASELINE, Run
+from tasks.report.runs import BASELINE, Run, group_comparable, setting_labels
 
 
 @dataclass
@@ -44,6 +43,11 @@ class Row:
     protocol: str = ""
     label: str = ""  # the paper's name of the variant's row
     paper: tuple[float | None, float | None] = (None, None)  # the paper's baseline, variant figures
+    setting: str = ""  # what sets this row's runs apart from other rows of the same network
+
+    @property
+    def network_label(self) -> str:
+        return f"{self.network[2]} ({self.setting})" if self.setting else self.network[2]
 
     @property
     def delta(self) -> float | None:
@@ -63,13 +67,11 @@ def _first(values):
 
 
 def build_rows(runs: Sequence[Run], metric: str | None = None, which: str = "final") -> list[Row]:
-    """Group runs by network and attention variant, averaging over seeds."""
-    by_network: dict[tuple, dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
-    for run in runs:
-        by_network[run.network][run.attention].append(run)
+    """Group comparable runs (:func:`group_comparable`) by attention variant, averaging over seeds."""
+    labels = setting_labels(runs)
     rows = []
-    for network in sorted(by_network):
-        variants = by_network[network]
+    for comparable, variants in group_comparable(runs).items():
+        network = comparable[0]
         base_runs = variants.get(BASELINE, [])
         reference = (base_runs or next(iter(variants.values())))[0]
         name = metric or reference.primary_metric
@@ -85,6 +87,7 @@ def build_rows(runs: Sequence[Run], metric: str | None = None, which: str = "fin
                 protocol=reference.protocol,
                 label=group[0].label,
                 paper=(_first(r.paper.get(name) for r in base_runs), _first(r.paper.get(name) for r in group)),
+                setting=labels.get(comparable, ""),
             ))
     return rows
 
@@ -122,7 +125,7 @@ def markdown_table(rows: Sequence[Row]) -> str:
         arrow = "↑" if row.mode == "max" else "↓"
         metric = f"{row.metric} {arrow}" + (f" ({row.protocol})" if row.protocol else "")
         lines.append(
-            f"| {row.network[0]} | {row.network[1]} | {row.network[2]} | {metric} | "
+            f"| {row.network[0]} | {row.network[1]} | {row.network_label} | {metric} | "
             f"{row.baseline.format(digits) if row.baseline else '–'} | {row.label or row.variant} | "
             f"{row.value.format(digits) if row.value else '–'} | {delta} | "
             f"{_overhead(row.params, 1e6, 'M')} | {_overhead(row.macs, 1e9, 'G')} |"
@@ -134,13 +137,13 @@ def markdown_table(rows: Sequence[Row]) -> str:
 def csv_table(rows: Sequence[Row]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["task", "dataset", "network", "metric", "mode", "protocol", "variant",
+    writer.writerow(["task", "dataset", "network", "setting", "metric", "mode", "protocol", "variant",
                      "baseline_mean", "baseline_std", "baseline_n", "variant_mean", "variant_std",
                      "variant_n", "delta", "baseline_params", "variant_params", "baseline_macs",
                      "variant_macs"])
     for row in rows:
         b, v = row.baseline, row.value
-        writer.writerow([*row.network, row.metric, row.mode, row.protocol, row.variant,
+        writer.writerow([*row.network, row.setting, row.metric, row.mode, row.protocol, row.variant,
                          b.mean if b else "", b.std if b else "", b.n if b else 0,
                          v.mean if v else "", v.std if v else "", v.n if v else 0,
                          "" if row.delta is None else row.delta,
@@ -150,16 +153,17 @@ def csv_table(rows: Sequence[Row]) -> str:
 
 def all_metrics_table(runs: Sequence[Run], which: str = "final") -> str:
     """Every final metric of every (network, variant), averaged over seeds: the detail table."""
-    grouped: dict[tuple, list[Run]] = defaultdict(list)
-    for run in runs:
-        grouped[(*run.network, run.attention)].append(run)
+    labels = setting_labels(runs)
     names = sorted({k for run in runs for k, v in (run.final if which == "final" else run.best).items()
                     if isinstance(v, (int, float))})
     lines = ["| network | variant | " + " | ".join(names) + " |", "| --- | --- |" + " --- |" * len(names)]
-    for key in sorted(grouped):
-        cells = []
-        for name in names:
-            stat = summarize([r.metric(name, which) for r in grouped[key]])
-            cells.append(stat.format(_digits(name)) if stat else "–")
-        lines.append(f"| {key[2]} ({key[1]}) | {key[3]} | " + " | ".join(cells) + " |")
+    for comparable, variants in group_comparable(runs).items():
+        (_, dataset, arch), setting = comparable[0], labels.get(comparable, "")
+        for variant in sorted(variants):
+            cells = []
+            for name in names:
+                stat = summarize([r.metric(name, which) for r in variants[variant]])
+                cells.append(stat.format(_digits(name)) if stat else "–")
+            where = f"{dataset}, {setting}" if setting else dataset
+            lines.append(f"| {arch} ({where}) | {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

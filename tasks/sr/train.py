@@ -55,8 +55,9 @@ class SREvaluator:
         self.final_step = final_step
         self.last_results: dict[str, dict[str, Any]] = {}
 
-    def __call__(self, model: torch.nn.Module, accelerator, step: int) -> dict[str, float]:
-        metrics = {}
+    def __call__(self, model: torch.nn.Module, accelerator, step: int) -> dict[str, Any]:
+        metrics: dict[str, Any] = {}
+        per_image = {}  # what a paired comparison with another run needs (tasks.report)
         sets = self.sets.items()
         if self.final_step is not None and step < self.final_step:
             sets = list(sets)[:1]
@@ -64,9 +65,13 @@ class SREvaluator:
             result = score_set(dataset, model, self.protocol, accelerator)
             self.last_results[name] = result
             metrics[f"psnr/{name}"], metrics[f"ssim/{name}"] = result["psnr"], result["ssim"]
+            images = result["images"]
+            per_image[f"{name}/names"] = list(images)
+            per_image[f"{name}/psnr"] = [scores["psnr"] for scores in images.values()]
+            per_image[f"{name}/ssim"] = [scores["ssim"] for scores in images.values()]
         if accelerator.is_main_process and self.num_samples:
             self.save_samples(model, accelerator.device, step)
-        return metrics
+        return {**metrics, "per_sample": per_image}
 
     @torch.no_grad()
     def save_samples(self, model: torch.nn.Module, device, step: int) -> list[Path]:
@@ -265,12 +270,17 @@ class SRTask(Task):
         _write_sr_report(run_dir, summary, summary.get("bicubic") or {}, args)
 
     def compare(self, run_dirs: Sequence[Path], group: str, args: argparse.Namespace) -> None:
+        """Per set, bicubic and both networks (tasks.sr.compare), then the differences with their
+        intervals over the set's images (tasks.report), in ``<output-dir>/<group>-comparison``."""
+        from tasks.report import report_paired_runs
         from tasks.sr.compare import write_sr_comparison
 
         output = Path(args.output_dir) / f"{group}-comparison"
-        text = write_sr_comparison(run_dirs, output)
-        print(f"\n{text}\ncomparison written to {output}: sr_comparison.md, psnr_curves.png, samples/*.png "
-              f"(runs: {', '.join(str(d) for d in run_dirs)})", flush=True)
+        print(f"\n{write_sr_comparison(run_dirs, output)}", flush=True)
+        report_paired_runs(run_dirs, args.output_dir, group, f"SRResNet: baseline vs attention — {group}")
+        print(f"\ncomparison of {', '.join(str(d) for d in run_dirs)} written to {output}: sr_comparison.md "
+              "(per set, with bicubic), comparison.md (differences with 95% intervals), psnr_curves.png, "
+              "forest.png, samples/*.png", flush=True)
 
 
 def _set_source(name: str) -> str:
