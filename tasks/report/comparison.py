@@ -142,6 +142,10 @@ def _compare_variant(comparable, labels, variant: str, baselines: Sequence[Run],
         p_value = mcnemar.p_value if mcnemar else None
         words = verdict(numbers["delta"], numbers["interval"], spec.mode, spec.unit, variant_name(variant),
                         spec.digits, p_value=p_value)
+        if numbers["interval"].levels == "images" and not words.startswith("within noise"):
+            # One run per model: the interval holds these two trained networks to their test items;
+            # another seed may move both. Say so where the claim is read.
+            words += " (one seed each: over test items only)"
         comparisons.append(Comparison(network, labels.get(comparable, ""), variant, spec, numbers["items"],
                                       numbers["baseline"], numbers["value"], numbers["delta"], numbers["interval"],
                                       decide(numbers["interval"], spec.mode, p_value), words, per_seed, mcnemar,
