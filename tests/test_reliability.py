@@ -1,0 +1,119 @@
+"""Faults a real run meets, tried the way a user meets them: each gives one clear line naming the
+file or setting, and nothing trained is lost. docs/reliability.md lists every trial with its test."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tasks.data.embedded import embedded_sr_images
+from test_parse_data import write_tiny_ade20k
+from test_sr_train import TINY as SR_TINY
+from test_sr_train import _write_crops
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Each run gets its own Accelerator; clear Accelerate's process-wide singletons after."""
+    yield
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+def _cli_error(capsys, main, argv) -> str:
+    """The stderr of a command that must stop with exit code 2."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err.strip()
+
+
+def _error_line(stderr: str) -> str:
+    """The one ``error: ...`` line, checked to be alone (no traceback around it)."""
+    assert "Traceback" not in stderr and "Caught" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def sr_data(tmp_path_factory) -> dict:
+    base = tmp_path_factory.mktemp("srdata")
+    return {"train": _write_crops(base / "train", embedded_sr_images("train"), 40, 4),
+            "bench": _write_crops(base / "bench", embedded_sr_images("test"), 36, 2), "base": base}
+
+
+def _sr_argv(sr_data, out: Path, *extra: str, train: Path | None = None) -> list[str]:
+    return [*SR_TINY, "--train-dir", str(train or sr_data["train"]), "--sets", str(sr_data["bench"]),
+            "--output-dir", str(out), "--run-name", "run", "--wandb", "disabled", "--num-samples", "0", *extra]
+
+
+# -- 3. errors inside DataLoader workers -------------------------------------------------------------
+def test_truncated_jpeg_in_a_worker_reads_like_without_workers(sr_data, tmp_path, capsys):
+    from tasks.sr import train as sr_train
+
+    train = tmp_path / "train"
+    shutil.copytree(sr_data["train"], train)
+    photo = embedded_sr_images("train")[0][:48, :48]
+    Image.fromarray(photo).save(train / "broken.jpg", quality=95)
+    data = (train / "broken.jpg").read_bytes()
+    (train / "broken.jpg").write_bytes(data[: len(data) * 2 // 3])  # the header survives, the pixels do not
+    lines = {}
+    for workers in ("0", "1"):
+        argv = _sr_argv(sr_data, tmp_path / f"out{workers}", "--max-steps", "4", "--num-workers", workers,
+                        "--no-cache", train=train)
+        lines[workers] = _error_line(_cli_error(capsys, sr_train.main, argv))
+    assert lines["1"] == lines["0"]
+    assert str(train / "broken.jpg") in lines["1"] and len(lines["1"]) < 300
+
+
+def test_bad_ade20k_label_in_a_worker_reads_like_without_workers(tmp_path, capsys):
+    from tasks.parse import train as parse_train
+    from test_parse_train import TINY as PARSE_TINY
+
+    root = write_tiny_ade20k(tmp_path / "data")
+    label_file = root / "ADEChallengeData2016/annotations/training/ADE_train_00000001.png"
+    label = np.array(Image.open(label_file))
+    label[3, 3] = 151  # one class more than ADE20K has
+    Image.fromarray(label).save(label_file)
+    lines = {}
+    for workers in ("0", "1"):
+        argv = ["--data-root", str(root), "--output-dir", str(tmp_path / f"out{workers}"), "--max-steps", "3",
+                "--batch-size", "1", *PARSE_TINY, "--num-workers", workers]
+        lines[workers] = _error_line(_cli_error(capsys, parse_train.main, argv))
+    assert lines["1"] == lines["0"]
+    assert str(label_file) in lines["1"] and "151" in lines["1"]
+
+
+def test_worker_message_is_the_last_exception_and_debug_shows_the_traceback(monkeypatch, capsys):
+    from torch.utils.data import DataLoader, Dataset
+
+    from tasks.common.cli import run_cli
+
+    class Broken(Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, index):
+            try:
+                raise OSError("decoder stopped")
+            except OSError as error:  # chained, as read_image does: the user reads the last one
+                raise ValueError("cannot read image /data/x.jpg:\nimage file is truncated") from error
+
+    def first_batch():
+        return next(iter(DataLoader(Broken(), num_workers=1)))
+
+    assert _error_line(_cli_error(capsys, run_cli, first_batch)) == \
+        "error: cannot read image /data/x.jpg: image file is truncated"
+    monkeypatch.setenv("BAM_DEBUG", "1")
+    stderr = _cli_error(capsys, run_cli, first_batch)
+    assert "decoder stopped" in stderr and "__getitem__" in stderr  # the worker's own traceback
+    assert stderr.splitlines()[-1] == "error: cannot read image /data/x.jpg: image file is truncated"
