@@ -117,3 +117,79 @@ def test_worker_message_is_the_last_exception_and_debug_shows_the_traceback(monk
     stderr = _cli_error(capsys, run_cli, first_batch)
     assert "decoder stopped" in stderr and "__getitem__" in stderr  # the worker's own traceback
     assert stderr.splitlines()[-1] == "error: cannot read image /data/x.jpg: image file is truncated"
+
+
+# -- 4. damaged checkpoints, checkpoints of another task ------------------------------------------------
+def _toy_run(tmp_path: Path) -> Path:
+    from test_trainer import make_trainer
+
+    make_trainer(tmp_path / "run", max_steps=10).fit()
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize("file, damage", [
+    ("model.safetensors", "truncate"), ("model.safetensors", "garbage"), ("optimizer.bin", "truncate"),
+    ("optimizer.bin", "flip"), ("random_states_0.pkl", "truncate"),
+])
+def test_resume_from_a_damaged_checkpoint_names_the_file(tmp_path, file, damage):
+    from test_trainer import make_trainer
+
+    run = _toy_run(tmp_path)
+    path = run / "checkpoints" / "last" / file
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        path.write_bytes(bytes(range(256)) * 4)
+    else:  # one flipped byte in the middle: a zip member's checksum no longer matches
+        data = bytearray(data)
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+    with pytest.raises(ValueError) as error:
+        make_trainer(run, max_steps=12, resume=True).fit()
+    message = str(error.value)
+    assert message.startswith(f"--resume: {path} is damaged (") and "other settings" not in message
+
+
+def test_resume_from_a_truncated_sr_checkpoint_is_one_line(sr_data, tmp_path, capsys):
+    from tasks.sr import train as sr_train
+
+    sr_train.main(_sr_argv(sr_data, tmp_path, "--max-steps", "2", "--eval-every", "2"))
+    weights = tmp_path / "run" / "checkpoints" / "last" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    capsys.readouterr()
+    line = _error_line(_cli_error(capsys, sr_train.main, _sr_argv(sr_data, tmp_path, "--max-steps", "3",
+                                                                  "--resume")))
+    assert f"{weights} is damaged (not a complete safetensors file" in line
+
+
+def _model_files(tmp_path: Path) -> dict[str, Path]:
+    """A tiny SR model and a tiny classifier, saved as the trainer saves them (no training)."""
+    from tasks.common.model_io import ModelDescription, save_model
+
+    sr = ModelDescription("tasks.sr.model:srresnet", {"num_blocks": 1, "channels": 8}, "sr", {})
+    classify = ModelDescription("tasks.classify.train:network_from_config",
+                                {"arch": "resnet20", "dataset": "cifar100", "attention": "bam",
+                                 "placement": "bottleneck", "num_classes": 10}, "classify",
+                                {"dataset": "digits", "mean": [0.5] * 3, "std": [0.25] * 3, "image_size": 32})
+    for name, description in (("sr", sr), ("classify", classify)):
+        save_model(tmp_path / name, description.build(), description)
+    return {"sr": tmp_path / "sr", "classify": tmp_path / "classify"}
+
+
+def test_a_checkpoint_of_another_task_names_the_task_it_was_made_for(sr_data, tmp_path, capsys):
+    from tasks.analysis import selectivity
+    from tasks.sr import evaluate as sr_evaluate
+    from tasks.sr import upscale as sr_upscale
+
+    files = _model_files(tmp_path)
+    made_for = f"{files['classify'] / 'network.json'} holds a model made for the 'classify' task"
+    line = _error_line(_cli_error(capsys, sr_upscale.main, ["--checkpoint", str(files["classify"]), "--input",
+                                                            str(sr_data["bench"]), "--output", str(tmp_path / "up")]))
+    assert made_for in line and "takes models of the 'sr' task" in line
+    line = _error_line(_cli_error(capsys, sr_evaluate.main, ["--checkpoint", str(files["classify"]), "--sets",
+                                                             str(sr_data["bench"]), "--device", "cpu"]))
+    assert made_for in line and "takes models of the 'sr' task" in line
+    assert selectivity.main(["--checkpoint", str(files["sr"])]) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert "made for the 'sr' task" in line and "takes models of the 'classify' task" in line

@@ -206,9 +206,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: <checkpoint>/selectivity)")
     args = parser.parse_args(argv)
     try:
-        models = {"BAM": load_model(args.checkpoint)}
+        models = {"BAM": load_model(args.checkpoint, task="classify")}  # class selectivity needs classes
         if args.baseline:
-            models = {"baseline": load_model(args.baseline), **models}
+            models = {"baseline": load_model(args.baseline, task="classify"), **models}
         record = models["BAM"][1]
         images, num_classes = evaluation_set(record, args.data_root)
         if args.max_images is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -33,6 +34,7 @@ __all__ = [
     "save_checkpoint",
     "link_checkpoint",
     "repair_best",
+    "find_damaged_file",
 ]
 
 STATE_FILE = "trainer_state.json"
@@ -99,6 +101,48 @@ def read_trainer_state(directory: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"checkpoint state file missing: {path}") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"checkpoint state file is not valid JSON: {path} ({error})") from None
+
+
+def _file_problem(path: Path) -> str | None:
+    """What is wrong with one file of a checkpoint, judged by its format's own checks; None if fine.
+
+    safetensors files must cover their header's tensors; ``torch.save`` files are zip archives
+    whose members carry CRCs (a torn or flipped byte shows, without unpickling anything)."""
+    if not path.is_file():
+        return None
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), "pt") as handle:
+                handle.keys()
+        except (SafetensorError, OSError) as error:
+            return f"not a complete safetensors file: {error}"
+    elif path.suffix in (".bin", ".pkl", ".pt"):
+        if not zipfile.is_zipfile(path):
+            return "not a complete PyTorch file (truncated?)"
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError) as error:
+            return f"unreadable PyTorch file: {error}"
+        if bad is not None:
+            return f"corrupt data in its member {bad} (checksum mismatch)"
+    elif path.suffix == ".json":
+        try:
+            json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            return f"not valid JSON: {error}"
+    return None
+
+
+def find_damaged_file(directory: str | os.PathLike) -> tuple[Path, str] | None:
+    """The first truncated or corrupt file of a checkpoint folder and what is wrong with it."""
+    for path in sorted(Path(directory).iterdir()):
+        problem = _file_problem(path)
+        if problem is not None:
+            return path, problem
+    return None
 
 
 def _swap_in(tmp: Path, final: Path) -> None:

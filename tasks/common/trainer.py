@@ -29,8 +29,8 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from tasks.common.checkpoint import (find_resume_checkpoint, link_checkpoint, read_trainer_state, repair_best,
-                                     save_checkpoint)
+from tasks.common.checkpoint import (find_damaged_file, find_resume_checkpoint, link_checkpoint, read_trainer_state,
+                                     repair_best, save_checkpoint)
 from tasks.common.distributed import decided_on_main_process, make_accelerator, sync_buffers
 from tasks.common.model_io import ModelDescription, save_model
 from tasks.common.nonfinite import NonFiniteLossError, check_losses, check_weights
@@ -220,6 +220,11 @@ class Trainer:
         return path
 
     def _load(self, checkpoint: Path) -> None:
+        damaged = find_damaged_file(checkpoint)
+        if damaged is not None:  # a torn file is not a settings mismatch: say which file it is
+            path, problem = damaged
+            raise ValueError(f"--resume: {path} is damaged ({problem}), so {checkpoint} cannot be resumed; "
+                             "give --resume another checkpoint of the run (e.g. checkpoints/best) or a good copy")
         try:
             self.accelerator.load_state(str(checkpoint))
         except (RuntimeError, ValueError, KeyError) as error:  # another network, optimizer or file set

@@ -76,7 +76,7 @@ def _upscale_files(args: argparse.Namespace) -> int:
     from tasks.data.images import read_rgb
     from tasks.common.model_io import load_model
 
-    model, record = load_model(args.checkpoint, map_location="cpu")
+    model, record = load_model(args.checkpoint, map_location="cpu", task="sr")
     files, base = _inputs(Path(args.input))
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
