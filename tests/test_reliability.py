@@ -193,3 +193,125 @@ def test_a_checkpoint_of_another_task_names_the_task_it_was_made_for(sr_data, tm
     assert selectivity.main(["--checkpoint", str(files["sr"])]) == 2
     line = _error_line(capsys.readouterr().err)
     assert "made for the 'sr' task" in line and "takes models of the 'classify' task" in line
+
+
+# -- 6. read-only or full output folders ----------------------------------------------------------------
+@pytest.fixture()
+def read_only(monkeypatch):
+    """Make folders unwritable: permission bits, and for root (who ignores them) a refusing probe."""
+    import os
+    import tempfile
+
+    folders: list[Path] = []
+    real_mkstemp = tempfile.mkstemp
+
+    def refusing_mkstemp(*args, dir=None, **kwargs):  # noqa: A002 - tempfile's own name
+        if dir is not None and any(Path(dir).resolve().is_relative_to(f.resolve()) for f in folders):
+            raise PermissionError(13, "Permission denied", str(dir))
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refusing_mkstemp)
+
+    def make(folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o555)
+        folders.append(folder)
+        return folder
+
+    yield make
+    for folder in folders:
+        os.chmod(folder, 0o755)
+
+
+def _never(what: str):
+    def fail(*args, **kwargs):
+        raise AssertionError(f"{what} ran before the output folder was checked")
+    return fail
+
+
+def test_read_only_output_folder_stops_before_any_work(sr_data, tmp_path, read_only, monkeypatch, capsys):
+    from tasks.classify import train as classify_train
+    from tasks.sr import train as sr_train
+    from tasks.sr import upscale as sr_upscale
+
+    locked = read_only(tmp_path / "locked")
+    monkeypatch.setattr(sr_train.SRTask, "data", _never("loading the SR data"))
+    line = _error_line(_cli_error(capsys, sr_train.main, _sr_argv(sr_data, locked, "--max-steps", "2")))
+    assert line == f"error: --output-dir {locked} is not writable (Permission denied): choose another folder or " \
+                   "fix its permissions"
+    monkeypatch.setattr(classify_train.ClassifyTask, "data", _never("loading the digits"))
+    argv = ["--output-dir", str(locked / "classify"), "--max-steps", "2", "--wandb", "disabled"]
+    assert f"--output-dir {locked / 'classify'} is not writable" in _error_line(
+        _cli_error(capsys, classify_train.main, argv))
+    monkeypatch.setattr("tasks.common.model_io.load_model", _never("loading the model"))
+    argv = ["--checkpoint", str(tmp_path / "any"), "--input", str(sr_data["bench"]), "--output", str(locked / "x4")]
+    assert f"--output {locked / 'x4'} is not writable" in _error_line(_cli_error(capsys, sr_upscale.main, argv))
+
+
+def test_too_little_free_space_is_found_before_training(sr_data, tmp_path, monkeypatch, capsys):
+    from collections import namedtuple
+
+    from tasks.sr import train as sr_train
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr("tasks.utils.files.shutil.disk_usage", lambda path: usage(2**30, 2**30 - 2**20, 2**20))
+    monkeypatch.setattr("tasks.common.trainer.Trainer.fit", _never("training"))
+    line = _error_line(_cli_error(capsys, sr_train.main, _sr_argv(sr_data, tmp_path, "--max-steps", "2")))
+    assert line.startswith(f"error: the run folder {tmp_path / 'run'} has 1 MB free, fewer than the ")
+    assert "needed for a checkpoint" in line
+
+
+def _fill_the_disk_at_save(monkeypatch, failing_call: int) -> None:
+    """Accelerate's model.safetensors write fails as a full disk makes it fail, at call ``failing_call``."""
+    import accelerate.utils.other
+    from safetensors import SafetensorError
+
+    real = accelerate.utils.other.safe_save_file
+    calls = {"n": 0}
+
+    def save_file(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == failing_call:
+            raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                                  'message: "No space left on device" })')
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(accelerate.utils.other, "safe_save_file", save_file)
+
+
+def test_disk_full_during_a_save_says_where_the_last_good_checkpoint_is(sr_data, tmp_path, monkeypatch, capsys):
+    from tasks.common.checkpoint import read_trainer_state
+    from tasks.sr import train as sr_train
+
+    _fill_the_disk_at_save(monkeypatch, failing_call=2)  # the save at step 2 works, the one at step 4 does not
+    argv = _sr_argv(sr_data, tmp_path, "--max-steps", "4", "--eval-every", "2")
+    line = _error_line(_cli_error(capsys, sr_train.main, argv))
+    last = tmp_path / "run" / "checkpoints" / "last"
+    assert line.startswith(f"error: could not write the checkpoint {last} at step 4 (SafetensorError: ")
+    assert "No space left on device" in line
+    assert line.endswith(f"the last complete checkpoint is {last} (step 2); make room and continue it with --resume")
+    assert read_trainer_state(last)["step"] == 2 and not (last.parent / "last.tmp").exists()
+    monkeypatch.undo()  # room again: the run continues from step 2
+    [summary] = sr_train.main([*argv, "--resume"])
+    assert summary["steps"] == 4 and summary["status"] == "completed"
+
+
+def test_disk_full_while_upscaling_keeps_the_images_written(sr_data, tmp_path, monkeypatch, capsys):
+    from tasks.sr import upscale as sr_upscale
+    from tasks.utils.files import write_png_atomic
+
+    written = []
+
+    def fill_up(path, image):
+        if written:
+            raise OSError(28, "No space left on device")
+        written.append(write_png_atomic(path, image))
+
+    monkeypatch.setattr(sr_upscale, "write_png_atomic", fill_up)
+    files = _model_files(tmp_path)
+    out = tmp_path / "x4"
+    line = _error_line(_cli_error(capsys, sr_upscale.main, ["--checkpoint", str(files["sr"]), "--input",
+                                                            str(sr_data["bench"]), "--output", str(out)]))
+    assert line == f"error: could not write {out / 'crop1.png'} (No space left on device); the 1 image(s) before " \
+                   f"it are complete in {out}"
+    assert written == [out / "crop0.png"] and Image.open(written[0]).size == (144, 144)

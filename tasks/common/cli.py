@@ -180,19 +180,21 @@ def user_message(error: BaseException) -> str:
 def run_cli(main_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call ``main_fn``; turn expected failures into ``error: ...`` on stderr and exit code 2.
 
-    Expected failures are bad input (ValueError, FileNotFoundError, NotADirectoryError) and a
-    non-finite loss; anything else is a bug and keeps its traceback. ``BAM_DEBUG=1`` prints the traceback of expected failures as well (for an error
-    in a DataLoader worker, the worker's). After a success, the processes of a multi-process run
-    leave their process group together.
+    Expected failures are bad input (ValueError, FileNotFoundError, NotADirectoryError), a
+    non-finite loss and a file that could not be written (``WriteError``: a full disk, say);
+    anything else is a bug and keeps its traceback. ``BAM_DEBUG=1`` prints the traceback of
+    expected failures as well (for an error in a DataLoader worker, the worker's). After a success,
+    the processes of a multi-process run leave their process group together.
     """
     from tasks.common.distributed import shutdown_distributed
     from tasks.common.nonfinite import NonFiniteLossError
+    from tasks.utils.files import WriteError
 
     try:
         result = main_fn(*args, **kwargs)
         shutdown_distributed()
         return result
-    except (ValueError, FileNotFoundError, NotADirectoryError, NonFiniteLossError) as error:
+    except (ValueError, FileNotFoundError, NotADirectoryError, NonFiniteLossError, WriteError) as error:
         if os.environ.get(DEBUG_VARIABLE, "").lower() not in ("", "0", "false", "no"):
             traceback.print_exception(error, file=sys.stderr)
         print(f"error: {user_message(error)}", file=sys.stderr, flush=True)

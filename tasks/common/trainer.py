@@ -267,15 +267,22 @@ class Trainer:
         try:
             self._train()
         except NonFiniteLossError:
-            self._finish("failed: non-finite loss", exit_code=1)
+            self._finish_after_failure("failed: non-finite loss")
             raise
         except KeyboardInterrupt:
-            self._finish("interrupted", exit_code=1)
+            self._finish_after_failure("interrupted")
             raise
         except Exception as error:
-            self._finish(f"failed: {type(error).__name__}", exit_code=1)
+            self._finish_after_failure(f"failed: {type(error).__name__}")
             raise
         return self._finish("completed")
+
+    def _finish_after_failure(self, status: str) -> None:
+        """Record the failure without hiding it: on a full disk the summary may not be writable."""
+        try:
+            self._finish(status, exit_code=1)
+        except OSError as error:
+            print(f"warning: could not record the failed run's summary in {self.run_dir} ({error})", flush=True)
 
     def _train(self) -> None:
         acc, settings = self.accelerator, self.settings
@@ -450,10 +457,9 @@ class Trainer:
                 save_per_sample(folder, per_sample)
 
         data_rng = lambda folder: self._data_rng.save(folder / f"data_rng_{acc.process_index}.pt")  # noqa: E731
+        best = (lambda last: link_checkpoint(last, self.run_dir / "checkpoints" / "best")) if self._improved else None
         last = save_checkpoint(acc, self.run_dir / "checkpoints" / "last", self._progress(), extra=export,
-                               per_process=data_rng)
-        if self._improved and self.is_main_process:
-            link_checkpoint(last, self.run_dir / "checkpoints" / "best")
+                               per_process=data_rng, then=best)
         self._improved = False
         return last
 
