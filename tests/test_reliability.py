@@ -315,3 +315,46 @@ def test_disk_full_while_upscaling_keeps_the_images_written(sr_data, tmp_path, m
     assert line == f"error: could not write {out / 'crop1.png'} (No space left on device); the 1 image(s) before " \
                    f"it are complete in {out}"
     assert written == [out / "crop0.png"] and Image.open(written[0]).size == (144, 144)
+
+
+# -- 5. annotations checked before training; a failing evaluation keeps the trained steps ---------------
+def test_coco_validation_boxes_without_area_stop_before_the_first_step(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("pycocotools")
+    from tasks.detect import train as detect_train
+    from test_detect_data import write_tiny_coco
+
+    root = tmp_path / "data"
+    write_tiny_coco(root, "train", seed=1)
+    write_tiny_coco(root, "val", seed=2)
+    val = root / "coco" / "annotations" / "instances_val2017.json"
+    content = json.loads(val.read_text())
+    for annotation in content["annotations"]:
+        annotation.pop("area")
+    val.write_text(json.dumps(content))
+    monkeypatch.setattr("tasks.common.trainer.Trainer.fit", _never("training"))
+    argv = ["--data-root", str(root), "--output-dir", str(tmp_path / "runs"), "--max-steps", "2", "--batch-size", "2",
+            "--min-size", "128", "--max-size", "128", "--num-workers", "0", "--wandb", "disabled"]
+    line = _error_line(_cli_error(capsys, detect_train.main, argv))
+    assert line.startswith(f"error: {val}, image id 1: annotation 1 has no 'area' (COCO evaluation needs")
+
+
+def test_a_failing_final_evaluation_keeps_the_trained_steps(tmp_path):
+    from tasks.common.checkpoint import read_trainer_state
+    from test_trainer import make_trainer, mae_evaluate, NoisyLinearData
+
+    scores = mae_evaluate(NoisyLinearData())
+
+    def evaluate(model, accelerator, step):
+        if step == 8:  # e.g. ground truth the metric cannot read, found only now
+            raise KeyError("area")
+        return scores(model, accelerator, step)
+
+    run = tmp_path / "run"
+    with pytest.raises(KeyError) as error:
+        make_trainer(run, max_steps=8, eval_every=5, evaluate_fn=evaluate).fit()
+    last = run / "checkpoints" / "last"
+    assert read_trainer_state(last)["step"] == 8  # written although the evaluation failed
+    assert error.value.__notes__ == [f"(evaluation at step 8 failed; the weights of step 8 are saved in {last}: fix "
+                                     "the cause and run the same command with --resume to evaluate them)"]
+    summary = make_trainer(run, max_steps=8, eval_every=5, resume=True).fit()  # the cause fixed: only evaluates
+    assert summary["steps"] == 8 and summary["final"]["count"] == 37 and summary["status"] == "completed"

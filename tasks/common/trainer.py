@@ -310,7 +310,7 @@ class Trainer:
                         self._log_train(window, bar)
                         window = _Window()
                     if self._due(settings.eval_every) or last_step:
-                        self._evaluate_and_record(bar)
+                        self._evaluate_keeping_the_steps(bar)
                     # An improving evaluation is saved at once: `best` is a copy of `last`, so it
                     # holds the evaluated weights even when checkpoint_every differs from eval_every.
                     if self._due(settings.save_every) or last_step or self._improved:
@@ -326,7 +326,7 @@ class Trainer:
         finally:
             bar.close()
         if self.last_eval_step != self.step:  # resumed at or past max_steps: make sure final numbers exist
-            self._evaluate_and_record(None)
+            self._evaluate_keeping_the_steps(None)
             self.save()
 
     def _due(self, every: int) -> bool:
@@ -419,6 +419,21 @@ class Trainer:
             self.tracker.log(scalars, self.step, split="eval")
             text = "  ".join(f"{k}={v:.4f}" for k, v in scalars.items())
             (bar.write if bar is not None else print)(f"step {self.step}: {text}")
+
+    def _evaluate_keeping_the_steps(self, bar) -> None:
+        """Evaluate; when the evaluation fails, save the trained weights first, then re-raise with a
+        note saying where they are (a bad evaluation file must not cost the training)."""
+        try:
+            self._evaluate_and_record(bar)
+        except Exception as error:
+            self._improved = False
+            try:
+                where = f"the weights of step {self.step} are saved in {self.save()}"
+            except Exception as save_error:  # noqa: BLE001 - the evaluation's error stays the one raised
+                where = f"saving the weights of step {self.step} failed too ({save_error})"
+            error.add_note(f"(evaluation at step {self.step} failed; {where}: fix the cause and run the same "
+                           "command with --resume to evaluate them)")
+            raise
 
     def _better(self, value: float, reference: float) -> bool:
         return value > reference if self.settings.best_mode == "max" else value < reference
