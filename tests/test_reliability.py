@@ -358,3 +358,83 @@ def test_a_failing_final_evaluation_keeps_the_trained_steps(tmp_path):
                                      "the cause and run the same command with --resume to evaluate them)"]
     summary = make_trainer(run, max_steps=8, eval_every=5, resume=True).fit()  # the cause fixed: only evaluates
     assert summary["steps"] == 8 and summary["final"]["count"] == 37 and summary["status"] == "completed"
+
+
+# -- 7. optimiser options given with --resume ------------------------------------------------------------
+def _toy_trainer(run: Path, lr: float, schedule: str, max_steps: int, resume: bool = False, momentum: float = 0.9,
+                 stop_at: int | None = None):
+    """A small regression run whose options include the optimiser's (as --lr and --momentum are);
+    ``stop_at`` ends it early (as a kill would) on a schedule made for ``max_steps``."""
+    from accelerate.utils import set_seed
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+    from tasks.common.trainer import TrainConfig, Trainer
+    from tasks.data.sampling import EpochSeededSampler
+    from test_trainer import NoisyLinearData, mae_evaluate
+
+    set_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    schedulers = {
+        "step": lambda: torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.5),
+        "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max_steps, eta_min=lr / 100),
+        "one-cycle": lambda: torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max_steps),
+    }
+    data = NoisyLinearData()
+    loader = DataLoader(data, batch_size=5, sampler=EpochSeededSampler(len(data), 0))
+    settings = TrainConfig(max_steps=stop_at or max_steps, eval_every=4, best_metric="mae", best_mode="min", resume=resume,
+                           log_every=1, progress=False, task="toy")
+    return Trainer(model, optimizer, loader, lambda m, b: nn.functional.mse_loss(m(b[0]), b[1]), settings, run,
+                   evaluate_fn=mae_evaluate(data), scheduler=schedulers[schedule](),
+                   config={"lr": lr, "momentum": momentum})
+
+
+def _logged_rates(run: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {row["step"]: row["lr"] for row in rows if row["split"] == "train"}
+
+
+@pytest.mark.parametrize("schedule", ["step", "cosine"])
+def test_a_new_rate_on_resume_is_applied_and_recorded(tmp_path, schedule, capsys):
+    _toy_trainer(tmp_path / "fresh", lr=0.02, schedule=schedule, max_steps=10).fit()
+    _toy_trainer(tmp_path / "run", lr=0.01, schedule=schedule, max_steps=10, stop_at=4).fit()
+    capsys.readouterr()
+    summary = _toy_trainer(tmp_path / "run", lr=0.02, schedule=schedule, max_steps=10, momentum=0.5,
+                           resume=True).fit()
+    note = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("note: --resume"))
+    assert "momentum 0.9 -> 0.5" in note and "lr 0.01 -> 0.02" in note and note.endswith(
+        "from step 4 on (recorded in config.json as optimizer_changes)")
+    changes = [{"step": 4, "changed": {"momentum": [0.9, 0.5], "lr": [0.01, 0.02]}}]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["optimizer_changes"] == changes and config["lr"] == 0.02
+    assert summary["config"]["optimizer_changes"] == changes
+    # From the resumed step on, the schedule is the one a run started at the new rate follows.
+    resumed, fresh = _logged_rates(tmp_path / "run"), _logged_rates(tmp_path / "fresh")
+    assert [resumed[s] for s in range(1, 5)] == pytest.approx([fresh[s] / 2 for s in range(1, 5)], rel=1e-12)
+    assert [resumed[s] for s in range(5, 11)] == pytest.approx([fresh[s] for s in range(5, 11)], rel=1e-12)
+    # A second resume without changes keeps the record of the first one.
+    _toy_trainer(tmp_path / "run", lr=0.02, schedule=schedule, max_steps=12, momentum=0.5, resume=True).fit()
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["optimizer_changes"] == changes
+
+
+def test_a_new_rate_under_a_schedule_that_cannot_take_it_is_refused(tmp_path):
+    _toy_trainer(tmp_path / "run", lr=0.01, schedule="one-cycle", max_steps=10, stop_at=4).fit()
+    # (OneCycleLR starts at max_lr / 25: 0.0004 for 0.01)
+    with pytest.raises(ValueError, match=r"--resume: this run asks for a learning rate of 0.0008, but .*last was "
+                                         r"trained with 0.0004 and its OneCycleLR schedule cannot take a new rate"):
+        _toy_trainer(tmp_path / "run", lr=0.02, schedule="one-cycle", max_steps=10, resume=True).fit()
+    # The same options as before resume as ever.
+    assert _toy_trainer(tmp_path / "run", lr=0.01, schedule="one-cycle", max_steps=10, resume=True).fit()["steps"] == 10
+
+
+def test_sr_lr_on_resume_is_the_rate_used_and_recorded(sr_data, tmp_path):
+    from tasks.sr import train as sr_train
+
+    common = ("--eval-every", "2", "--lr-schedule", "constant")
+    sr_train.main(_sr_argv(sr_data, tmp_path, "--max-steps", "2", *common, "--lr", "0.001"))
+    sr_train.main(_sr_argv(sr_data, tmp_path, "--max-steps", "4", *common, "--lr", "0.0005", "--resume"))
+    run = tmp_path / "run"
+    assert _logged_rates(run) == {1: 0.001, 2: 0.001, 3: 0.0005, 4: 0.0005}
+    config = json.loads((run / "config.json").read_text())
+    assert config["lr"] == 0.0005 and config["optimizer_changes"] == [{"step": 2, "changed": {"lr": [0.001, 0.0005]}}]

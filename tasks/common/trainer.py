@@ -31,6 +31,7 @@ from accelerate.utils import set_seed
 
 from tasks.common.checkpoint import (find_damaged_file, find_resume_checkpoint, link_checkpoint, read_trainer_state,
                                      repair_best, save_checkpoint)
+from tasks.common.optimizer_settings import apply_requested_settings, optimizer_settings
 from tasks.common.distributed import decided_on_main_process, make_accelerator, sync_buffers
 from tasks.common.model_io import ModelDescription, save_model
 from tasks.common.nonfinite import NonFiniteLossError, check_losses, check_weights
@@ -166,6 +167,7 @@ class Trainer:
         self._improved = False
         self._lr = float("nan")
         self._per_sample: Mapping[str, Any] | None = None  # of the latest evaluation
+        self.optimizer_changes: list[dict[str, Any]] = []  # settings changed on --resume, by step
 
     @property
     def is_main_process(self) -> bool:
@@ -200,11 +202,16 @@ class Trainer:
         checkpoint = decided_on_main_process(self._find_checkpoint, acc)
         state: dict[str, Any] = {}
         if checkpoint is not None:
+            requested = optimizer_settings(self.optimizer)  # what this run's options ask for
             self._load(checkpoint)
             state = read_trainer_state(checkpoint)
             self._restore(state, checkpoint)
+            self._take_requested_settings(requested, checkpoint)
             if acc.is_main_process:
                 repair_best(self.run_dir, checkpoint, self.best_step)
+        if self.optimizer_changes:  # the record says from which step each setting held
+            self.config["optimizer_changes"] = self.optimizer_changes
+            self.tracker.config["optimizer_changes"] = self.optimizer_changes
         self.environment = environment_info()
         if acc.is_main_process:
             write_json_atomic(self.run_dir / "config.json", self.config)
@@ -241,6 +248,7 @@ class Trainer:
         self.best, self.final = dict(state.get("best") or {}), dict(state.get("final") or {})
         self.last_eval_step = state.get("last_eval_step")
         self.previous_wall_time = float(state.get("wall_time_s") or 0.0)
+        self.optimizer_changes = list(state.get("optimizer_changes") or [])
         if not self.is_main_process:
             return
         print(f"resumed from {checkpoint} at step {self.step}", flush=True)
@@ -254,6 +262,19 @@ class Trainer:
             print(f"warning: the checkpoint was written by a run of {saved_max_steps} steps, this one "
                   f"has {self.settings.max_steps}: the learning-rate schedule restored from it keeps its "
                   "original length", flush=True)
+
+    def _take_requested_settings(self, requested: list[dict[str, Any]], checkpoint: Path) -> None:
+        """Optimiser options that differ from the checkpoint's apply from this step on (and are
+        recorded), or stop the run when its schedule cannot take them (ValueError saying how)."""
+        scheduler = getattr(self.scheduler, "scheduler", self.scheduler)  # Accelerate wraps it
+        changed = apply_requested_settings(self.optimizer, scheduler, requested, checkpoint)
+        if not changed:
+            return
+        self.optimizer_changes.append({"step": self.step, "changed": changed})
+        if self.is_main_process:
+            text = ", ".join(f"{name} {old} -> {new}" for name, (old, new) in changed.items())
+            print(f"note: --resume with other optimiser settings than {checkpoint}: {text} from step {self.step} "
+                  "on (recorded in config.json as optimizer_changes)", flush=True)
 
     def _count_params(self) -> int:
         return sum(p.numel() for p in self.accelerator.unwrap_model(self.model).parameters())
@@ -447,7 +468,7 @@ class Trainer:
             "best_metric": settings.best_metric, "best_mode": settings.best_mode, "best_value": self.best_value,
             "best_step": self.best_step, "best": self.best, "final": self.final,
             "last_eval_step": self.last_eval_step, "wall_time_s": self.wall_time(),
-            "tracker_run_id": self.tracker.run_id,
+            "tracker_run_id": self.tracker.run_id, "optimizer_changes": self.optimizer_changes,
         }
 
     def save(self) -> Path:
