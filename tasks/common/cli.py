@@ -89,7 +89,7 @@ def add_run_args(parser: argparse.ArgumentParser, defaults: dict | None = None) 
                        help="train in the channels_last memory layout (faster convolutions on tensor-core "
                             "GPUs, with --mixed-precision bf16 or fp16)")
     group.add_argument("--wandb", choices=WANDB_MODES, default=d["wandb"],
-                       help="W&B mode; auto = online with an API key and a reachable host, else offline to disk")
+                       help="W&B mode; auto = online with an API key and an API that answers, else offline to disk")
     group.add_argument("--wandb-project", default=d["wandb_project"], help="W&B project (default: %(default)s)")
     group.add_argument("--group", default=d["group"],
                        help="experiment group shared by the runs to compare (e.g. baseline and BAM)")
