@@ -137,3 +137,31 @@ def test_two_process_classification_run_logs_the_scores_of_its_checkpoint(tmp_pa
     scores = json.loads(_run_in_one_process([str(script), str(run / "checkpoints" / "last"), "64", "16"]))
     assert scores["num_images"] == 64
     assert scores == {k: summary["final"][k] for k in scores}  # top-1, top-5 error and loss, every digit
+
+
+@pytest.mark.slow
+def test_detect_evaluate_splits_the_images_over_processes(tmp_path):
+    pytest.importorskip("pycocotools")
+    import torch
+
+    from tasks.common.model_io import ModelDescription, save_model
+    from tasks.detect import evaluate as detect_evaluate
+    from test_detect_data import BAD_IMAGES, CLEAN_IMAGES, write_tiny_coco
+
+    root = write_tiny_coco(tmp_path / "data", "val", images=CLEAN_IMAGES + BAD_IMAGES)  # 5 images: uneven shares
+    kwargs = {"num_classes": 8, "attention": "bam", "fpn": True, "trainable_layers": 5, "min_size": 128,
+              "max_size": 128, "frozen_bn": False, "box_batch_size_per_image": 8}
+    description = ModelDescription("tasks.detect.model:fasterrcnn_resnet101", kwargs, "detect", {})
+    torch.manual_seed(0)
+    save_model(tmp_path / "detector", description.build(), description)
+    arguments = ["--checkpoint", str(tmp_path / "detector"), "--data-root", str(root), "--batch-size", "1",
+                 "--num-workers", "0", "--device", "cpu", "--json"]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(free_port()), "-m", "tasks.detect.evaluate", *arguments]
+    done = subprocess.run(command, capture_output=True, text=True, env=_environment(), cwd=REPO, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    double = json.loads(done.stdout[done.stdout.index("{"):])  # one JSON document: printed by the main process
+    single = detect_evaluate.evaluate_checkpoint(tmp_path / "detector", root, batch_size=1, device="cpu")
+    assert double["images"] == single["images"] == 5
+    assert double["metrics"] == pytest.approx(single["metrics"], abs=1e-12)
