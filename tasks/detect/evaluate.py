@@ -1,9 +1,9 @@
 """Evaluate a trained detector on COCO val2017 with COCOeval (box APs of the paper's Table 5).
 
     python -m tasks.detect.evaluate --checkpoint runs/fasterrcnn-resnet101-c4-bam-s0 --data-root /data
-    python -m tasks.detect.evaluate --checkpoint runs/x/checkpoints/best/model.pt --max-images 500 --json
+    python -m tasks.detect.evaluate --checkpoint runs/x/checkpoints/best --max-images 500 --json
 
-``--checkpoint`` takes a ``model.pt``, a checkpoint folder or a run folder (its best checkpoint).
+``--checkpoint`` takes a ``network.json``, a checkpoint folder or a run folder (its best checkpoint).
 Prints a Markdown table in % (or the metrics as JSON, fractions in [0, 1], with ``--json``);
 ``--vis N --out DIR`` also saves N detection | ground-truth panels. Under ``accelerate launch``
 the images are split over the processes, each scored once, and the main process prints.
@@ -29,7 +29,7 @@ __all__ = ["build_parser", "evaluate_checkpoint", "main"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tasks.detect.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="model.pt, checkpoint folder or run folder")
+    parser.add_argument("--checkpoint", required=True, help="network.json, checkpoint folder or run folder")
     parser.add_argument("--split", default="val", choices=("train", "val"), help="COCO 2017 split (default: val)")
     parser.add_argument("--max-images", type=int, default=None, help="first N images only (default: all)")
     parser.add_argument("--batch-size", type=int, default=2)

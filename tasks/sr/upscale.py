@@ -64,7 +64,7 @@ def _inputs(path: Path) -> tuple[list[Path], Path]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tasks.sr.upscale", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="model.pt, checkpoint folder or run folder")
+    parser.add_argument("--checkpoint", required=True, help="network.json, checkpoint folder or run folder")
     parser.add_argument("--input", required=True, help="an image or a folder of images")
     parser.add_argument("--output", required=True, help="folder for the SR PNGs")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
