@@ -438,3 +438,20 @@ def test_sr_lr_on_resume_is_the_rate_used_and_recorded(sr_data, tmp_path):
     assert _logged_rates(run) == {1: 0.001, 2: 0.001, 3: 0.0005, 4: 0.0005}
     config = json.loads((run / "config.json").read_text())
     assert config["lr"] == 0.0005 and config["optimizer_changes"] == [{"step": 2, "changed": {"lr": [0.001, 0.0005]}}]
+
+
+# -- docs/reliability.md ---------------------------------------------------------------------------------
+def test_every_row_of_the_reliability_table_names_tests_that_exist():
+    import re
+
+    repo = Path(__file__).resolve().parents[1]
+    text = (repo / "docs" / "reliability.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| fault")]
+    assert len(rows) >= 20
+    for row in rows:
+        named = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", row.rsplit("|", 2)[-2])
+        assert named, f"a row without a test: {row[:80]}"
+        for file, name in named:
+            assert re.search(rf"^def {name}\(", (repo / file).read_text(), re.M), f"{file}::{name} does not exist"
+    for file, name in re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", text):  # the ones below the table too
+        assert re.search(rf"^def {name}\(", (repo / file).read_text(), re.M), f"{file}::{name} does not exist"
