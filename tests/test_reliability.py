@@ -383,8 +383,8 @@ def _toy_trainer(run: Path, lr: float, schedule: str, max_steps: int, resume: bo
     }
     data = NoisyLinearData()
     loader = DataLoader(data, batch_size=5, sampler=EpochSeededSampler(len(data), 0))
-    settings = TrainConfig(max_steps=stop_at or max_steps, eval_every=4, best_metric="mae", best_mode="min", resume=resume,
-                           log_every=1, progress=False, task="toy")
+    settings = TrainConfig(max_steps=stop_at or max_steps, eval_every=4, best_metric="mae", best_mode="min",
+                           resume=resume, log_every=1, progress=False, task="toy")
     return Trainer(model, optimizer, loader, lambda m, b: nn.functional.mse_loss(m(b[0]), b[1]), settings, run,
                    evaluate_fn=mae_evaluate(data), scheduler=schedulers[schedule](),
                    config={"lr": lr, "momentum": momentum})

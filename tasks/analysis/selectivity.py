@@ -195,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m tasks.analysis.selectivity", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="run folder, checkpoint folder or network.json of a network with BAM")
+    parser.add_argument("--checkpoint", required=True,
+                        help="run folder, checkpoint folder or network.json of a network with BAM")
     parser.add_argument("--baseline", help="the same for the same network without BAM")
     add_data_args(parser)
     parser.add_argument("--max-images", type=int, help="use N evaluation images spread evenly over the set "

@@ -73,9 +73,9 @@ def _refuse_unscalable(scheduler, differences, checkpoint: Path) -> None:
                          "with the checkpoint's rate (leave the option as it was) or start a new run without --resume")
     ratios = {new / old for old, new in rates}
     if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR) and len(ratios) > 1:
-        raise ValueError(f"--resume: the parameter groups' learning rates change by different factors {sorted(ratios)}, "
-                         f"but the cosine schedule of {checkpoint} has one floor for all; change them alike or "
-                         "start a new run without --resume")
+        raise ValueError(f"--resume: the parameter groups' learning rates change by different factors "
+                         f"{sorted(ratios)}, but the cosine schedule of {checkpoint} has one floor for all; change "
+                         "them alike or start a new run without --resume")
 
 
 def _rescale_rate(optimizer, scheduler, index: int, old: float, new: float) -> None:
