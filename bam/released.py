@@ -79,8 +79,10 @@ _RULES = {
     "pytorchcv": [
         (re.compile(r"^features\.init_block\.conv\.conv\." + _PARAM), lambda m: f"conv1.{m[1]}"),
         (re.compile(r"^features\.init_block\.conv\.bn\." + _PARAM), lambda m: f"bn1.{m[1]}"),
-        (re.compile(r"^features\.stage(\d+)\.unit(\d+)\.(body\.conv(\d)|identity_conv)\.(conv|bn)\."
-                    + _PARAM), _pytorchcv_resnet),
+        # Every unit of pytorchcv's bamresnet.py is a BamResUnit holding a plain ResUnit as
+        # `res_unit` (beside its optional `bam`), so the residual layers sit one level deeper.
+        (re.compile(r"^features\.stage(\d+)\.unit(\d+)\.res_unit\.(body\.conv(\d)|identity_conv)\."
+                    r"(conv|bn)\." + _PARAM), _pytorchcv_resnet),
         (re.compile(r"^output\." + _PARAM), lambda m: f"fc.{m[1]}"),
         # pytorchcv puts the BAM at the entrance of each stage's first unit, which is the exit of
         # the previous stage: stage2.unit1.bam is the BAM after torchvision's layer1.
@@ -95,7 +97,8 @@ def convert_released_state_dict(state_dict: Mapping[str, torch.Tensor],
     """Rename a released BAM-ResNet state dict to a torchvision ResNet with ``bam-released``.
 
     ``source="jongchan"``: the authors' code (``bam1.channel_att.gate_c.gate_c_fc_0.weight``);
-    ``source="pytorchcv"``: pytorchcv's ``bam_resnet*`` (``features.stage2.unit1.bam.ch_att...``).
+    ``source="pytorchcv"``: pytorchcv's ``bam_resnet*`` (``features.stage2.unit1.bam.ch_att...``,
+    ``features.stage1.unit1.res_unit.body.conv1.conv.weight``).
     A ``module.`` prefix (DataParallel) is removed and a whole checkpoint with a ``state_dict``
     entry is accepted. Keys that match no rule raise a ``ValueError`` listing them.
     """

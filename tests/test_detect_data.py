@@ -162,7 +162,7 @@ def _rewrite_annotations(root: Path, change) -> None:
 
 @pytest.mark.parametrize("change, message", [
     (lambda c: c["annotations"][0].update(category_id=99), r"image id 1: category ids \[99\].*\[1, 3, 7\]"),
-    (lambda c: c["annotations"][0].pop("bbox"), r"image id 1: annotation 1: 'bbox'"),
+    (lambda c: c["annotations"][0].pop("bbox"), r"image id 1: annotation 1 has no 'bbox'"),
     (lambda c: c["annotations"][0].update(bbox=[1, 2, float("nan"), 4]), r"image id 1: annotation 1: non-finite"),
     (lambda c: c["images"][1].pop("width"), r"image id 2: image records need .*'width'"),
 ])
@@ -171,6 +171,34 @@ def test_bad_annotations_are_named(tmp_path, change, message):
     _rewrite_annotations(root, change)
     with pytest.raises(ValueError, match=r"instances_val2017\.json, " + message):
         CocoDetection(root, split="val")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.pop("categories"), r"\.json is not a COCO instances annotation file: it needs a list of "
+                                    r"'categories' and has none"),
+    (lambda c: c.pop("images"), r"\.json is not a COCO instances annotation file: it needs a list of 'images'"),
+    (lambda c: c.update(images=[]), r"\.json lists no images"),
+    (lambda c: [a.pop("area") for a in c["annotations"]],
+     r"\.json, image id 1: annotation 1 has no 'area' \(COCO evaluation needs them for every box\); 10 of 10"),
+    (lambda c: c["annotations"][2].pop("iscrowd"), r"\.json, image id 2: annotation 3 has no 'iscrowd'"),
+])
+def test_annotation_files_missing_what_pycocotools_needs_are_named(tmp_path, change, message):
+    """pycocotools would raise a KeyError (categories), the loader a misleading "no images left",
+    COCOeval a KeyError after training (area, iscrowd): each is found when the set is built."""
+    root = write_tiny_coco(tmp_path, "val", images=CLEAN_IMAGES + BAD_IMAGES)
+    _rewrite_annotations(root, change)
+    with pytest.raises(ValueError, match=message):
+        CocoDetection(root, split="val")
+
+
+def test_training_annotations_need_no_area(tmp_path):
+    root = write_tiny_coco(tmp_path, "train")
+    path = root / "coco" / "annotations" / "instances_train2017.json"
+    content = json.loads(path.read_text())
+    for annotation in content["annotations"]:
+        annotation.pop("area")
+    path.write_text(json.dumps(content))
+    assert len(CocoDetection(root, split="train")) == 3  # boxes are enough to train on
 
 
 def test_annotation_file_that_is_a_list_is_named(tmp_path):

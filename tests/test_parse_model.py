@@ -44,6 +44,23 @@ def test_any_input_size_and_batch_one_training():
     assert model.encoder.conv1.weight.grad is not None and model.decoder.classifier.weight.grad is not None
 
 
+def test_bam_changes_the_output_against_the_same_weights_without_it():
+    torch.manual_seed(0)
+    model = UperNet(num_classes=5, backbone="resnet18", attention="bam", channels=16).eval()
+    baseline = UperNet(num_classes=5, backbone="resnet18", channels=16).eval()
+    missing, unexpected = baseline.load_state_dict(model.state_dict(), strict=False)  # same base, no BAM
+    assert not missing and unexpected and all(".attention." in key for key in unexpected)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        with_bam, without = model(x), baseline(x)
+    assert not torch.allclose(with_bam, without, atol=1e-4)  # the BAMs really refine the features
+    model.train()
+    model(torch.randn(2, 3, 64, 64)).mean().backward()
+    # Every weight of the three BAMs learns (two linear layers and four convolutions each).
+    weights = [p.grad for p in model.encoder.attention.parameters() if p.dim() > 1]
+    assert len(weights) == 3 * 6 and all(g is not None and g.abs().sum() > 0 for g in weights)
+
+
 def test_decoder_layout():
     model = UperNet(num_classes=7, backbone="resnet18", channels=32)
     head = model.decoder

@@ -182,6 +182,107 @@ def test_failed_online_start_falls_back_to_offline(tmp_path, no_wandb_env, monke
     assert f"wandb sync {tmp_path / 'wandb' / 'offline-run-x'}" in output
 
 
+class _Server:
+    """A local W&B host that is there and is not: it refuses connections, accepts them and never
+    answers, or answers plain HTTP (the probe) but never the API."""
+
+    def __init__(self, kind: str) -> None:
+        import socket
+        import threading
+
+        self.kind, self.held, self.http = kind, [], None
+        if kind == "api-hangs":
+            from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+            class Handler(BaseHTTPRequestHandler):
+                def do_HEAD(self):
+                    self.send_response(200)
+                    self.end_headers()
+
+                def do_POST(self):  # GraphQL: never answered
+                    time.sleep(120)
+
+                def log_message(self, *args):
+                    pass
+
+            self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+            self.http.daemon_threads = True
+            self.port = self.http.server_address[1]
+            threading.Thread(target=self.http.serve_forever, daemon=True).start()
+            return
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
+        if kind == "refuses":
+            self.socket.close()
+            return
+        self.socket.listen(16)
+
+        def accept():
+            while True:
+                try:
+                    self.held.append(self.socket.accept()[0])  # and then silence
+                except OSError:
+                    return
+
+        threading.Thread(target=accept, daemon=True).start()
+
+    def close(self) -> None:
+        if self.http is not None:
+            self.http.shutdown()
+            self.http.server_close()
+        elif self.kind != "refuses":
+            self.socket.close()
+        for connection in self.held:
+            connection.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, mode", [("refuses", "auto"), ("silent", "auto"), ("api-hangs", "auto"),
+                                        ("silent", "online")])
+def test_a_key_without_network_records_offline_in_full_within_the_bound(tmp_path, no_wandb_env, monkeypatch,
+                                                                        capsys, kind, mode):
+    import wandb
+
+    wandb.teardown()  # W&B's service keeps the address it started with: a fresh one sees this server
+    server = _Server(kind)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.port}")
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setenv("BAM_WANDB_TIMEOUT", "2")  # the default is 15 s
+    try:
+        start = time.monotonic()
+        tracker = Tracker(tmp_path / "run", {"lr": 0.1}, project="bam-test", mode=mode, task="sr")
+        tracker.start(run_id="keep1234")
+        for step in (1, 2):
+            tracker.log({"loss": 1.0 / step}, step)
+        offline = tracker.offline_dir()
+        tracker.finish()
+        elapsed = time.monotonic() - start
+    finally:
+        server.close()
+    # probe (<= 2 s) + online start (<= 2 s) + tear-down + offline start, on a shared machine
+    assert elapsed < 20, elapsed
+    assert tracker.mode == "offline" and tracker.run_id == "keep1234"  # a resumed run keeps its W&B run
+    output = capsys.readouterr().out
+    said = [line for line in output.splitlines() if "offline instead" in line]
+    expected = "could not start online" if kind == "api-hangs" or mode == "online" else "did not answer within 2 s"
+    assert len(said) == 1 and expected in said[0], output
+    records = wait_for_records(next(offline.glob("run-keep1234.wandb")))
+    history = [{_key(item): _value(item) for item in r.history.item}
+               for r in records if r.WhichOneof("record_type") == "history"]
+    assert [(h["_step"], h["train/loss"]) for h in history if "train/loss" in h] == [(1, 1.0), (2, 0.5)]
+
+
+def test_wandb_timeout_setting_is_checked(monkeypatch):
+    from tasks.common.tracking import online_timeout
+
+    monkeypatch.setenv("BAM_WANDB_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="BAM_WANDB_TIMEOUT='soon' must be a positive number of seconds"):
+        online_timeout()
+    monkeypatch.setenv("BAM_WANDB_TIMEOUT", "2.5")
+    assert online_timeout() == 2.5
+
+
 def test_only_the_main_process_writes(tmp_path, monkeypatch):
     from accelerate import PartialState
 

@@ -225,8 +225,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m tasks.analysis.attention_maps", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="run folder or model.pt of a network with BAM")
-    parser.add_argument("--baseline", help="run folder or model.pt of the same network without BAM")
+    parser.add_argument("--checkpoint", required=True,
+                        help="run folder, checkpoint folder or network.json of a network with BAM")
+    parser.add_argument("--baseline", help="the same for the same network without BAM")
     parser.add_argument("--images", nargs="+", required=True, help="image files or folders")
     parser.add_argument("--output", type=Path, help="folder for the PNGs (default: <checkpoint>/attention)")
     parser.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], default="disabled",

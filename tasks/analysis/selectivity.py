@@ -195,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m tasks.analysis.selectivity", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="run folder or model.pt of a network with BAM")
-    parser.add_argument("--baseline", help="run folder or model.pt of the same network without BAM")
+    parser.add_argument("--checkpoint", required=True,
+                        help="run folder, checkpoint folder or network.json of a network with BAM")
+    parser.add_argument("--baseline", help="the same for the same network without BAM")
     add_data_args(parser)
     parser.add_argument("--max-images", type=int, help="use N evaluation images spread evenly over the set "
                         "(not the first N: an ImageNet folder is sorted by class)")
@@ -206,9 +207,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: <checkpoint>/selectivity)")
     args = parser.parse_args(argv)
     try:
-        models = {"BAM": load_model(args.checkpoint)}
+        models = {"BAM": load_model(args.checkpoint, task="classify")}  # class selectivity needs classes
         if args.baseline:
-            models = {"baseline": load_model(args.baseline), **models}
+            models = {"baseline": load_model(args.baseline, task="classify"), **models}
         record = models["BAM"][1]
         images, num_classes = evaluation_set(record, args.data_root)
         if args.max_images is not None:

@@ -11,7 +11,9 @@ two renames (``os.replace``)::
 
 Every step is atomic, so a run killed at any moment leaves at least one complete checkpoint among
 ``<name>``, ``<name>.tmp`` and ``<name>.old``; :func:`resolve_checkpoint` finds it (and finishes an
-interrupted swap), and a directory without the state file is never loaded.
+interrupted swap), and a directory without the state file is never loaded. A save that fails (a
+full disk, a folder gone read-only) raises :class:`CheckpointWriteError` on every process, naming
+the last complete checkpoint, and removes its incomplete copy.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Callable
 
-from tasks.utils.files import write_json_atomic
+from tasks.utils.files import WriteError, write_json_atomic
 
 __all__ = [
     "STATE_FILE",
@@ -33,9 +36,29 @@ __all__ = [
     "save_checkpoint",
     "link_checkpoint",
     "repair_best",
+    "CheckpointWriteError",
+    "checkpoint_bytes",
+    "last_complete",
+    "find_damaged_file",
 ]
 
 STATE_FILE = "trainer_state.json"
+
+
+class CheckpointWriteError(WriteError):
+    """A checkpoint could not be written; the message says why and where the last complete one is."""
+
+
+class _StepFailed(Exception):
+    """A step of a save failed on some process (the text says which and how)."""
+
+
+def _write_errors() -> tuple[type[BaseException], ...]:
+    """What a full disk or an unwritable folder raises while saving: the OS's error, torch.save's
+    RuntimeError and safetensors' own error."""
+    from safetensors import SafetensorError
+
+    return OSError, RuntimeError, SafetensorError
 
 
 def is_complete(directory: str | os.PathLike) -> bool:
@@ -101,6 +124,48 @@ def read_trainer_state(directory: str | os.PathLike) -> dict:
         raise ValueError(f"checkpoint state file is not valid JSON: {path} ({error})") from None
 
 
+def _file_problem(path: Path) -> str | None:
+    """What is wrong with one file of a checkpoint, judged by its format's own checks; None if fine.
+
+    safetensors files must cover their header's tensors; ``torch.save`` files are zip archives
+    whose members carry CRCs (a torn or flipped byte shows, without unpickling anything)."""
+    if not path.is_file():
+        return None
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), "pt") as handle:
+                handle.keys()
+        except (SafetensorError, OSError) as error:
+            return f"not a complete safetensors file: {error}"
+    elif path.suffix in (".bin", ".pkl", ".pt"):
+        if not zipfile.is_zipfile(path):
+            return "not a complete PyTorch file (truncated?)"
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError) as error:
+            return f"unreadable PyTorch file: {error}"
+        if bad is not None:
+            return f"corrupt data in its member {bad} (checksum mismatch)"
+    elif path.suffix == ".json":
+        try:
+            json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            return f"not valid JSON: {error}"
+    return None
+
+
+def find_damaged_file(directory: str | os.PathLike) -> tuple[Path, str] | None:
+    """The first truncated or corrupt file of a checkpoint folder and what is wrong with it."""
+    for path in sorted(Path(directory).iterdir()):
+        problem = _file_problem(path)
+        if problem is not None:
+            return path, problem
+    return None
+
+
 def _swap_in(tmp: Path, final: Path) -> None:
     old = _sibling(final, ".old")
     if old.exists():
@@ -111,34 +176,100 @@ def _swap_in(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _together(accelerator, action: Callable[[], None]) -> None:
+    """``action()`` on every process, then every process learns whether any of them failed to
+    write, and all raise together (a plain barrier would leave the others waiting for ever)."""
+    failure = None
+    try:
+        action()
+    except _write_errors() as error:
+        failure = error
+    text = None if failure is None else f"{type(failure).__name__}: {' '.join(str(failure).split())}"
+    if accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        texts = [t for t in gather_object([text]) if t is not None]
+    else:
+        texts = [text] if text is not None else []
+    if texts:
+        raise _StepFailed(texts[0]) from failure
+
+
+def _fresh_folder(tmp: Path) -> None:
+    if tmp.exists():  # a leftover of a save killed midway: incomplete by construction
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+
+
+def _complete_and_swap(tmp: Path, directory: Path, state: dict, extra: Callable[[Path], None] | None) -> None:
+    if extra is not None:
+        extra(tmp)
+    write_json_atomic(tmp / STATE_FILE, state)  # last file written: marks it complete
+    _swap_in(tmp, directory)
+
+
+def last_complete(directory: str | os.PathLike) -> Path | None:
+    """The complete checkpoint under ``directory``'s name without renaming anything (any process)."""
+    directory = Path(directory)
+    for candidate in (directory, _sibling(directory, ".tmp"), _sibling(directory, ".old")):
+        if is_complete(candidate):
+            return candidate
+    return None
+
+
+def _last_good(directory: Path) -> str:
+    found = last_complete(directory)
+    if found is None:
+        return "no complete checkpoint has been written yet"
+    try:
+        step = read_trainer_state(found).get("step")
+    except (OSError, ValueError):
+        step = "?"
+    return f"the last complete checkpoint is {found} (step {step}); make room and continue it with --resume"
+
+
 def save_checkpoint(accelerator, directory: str | os.PathLike, state: dict,
                     extra: Callable[[Path], None] | None = None,
-                    per_process: Callable[[Path], None] | None = None) -> Path:
+                    per_process: Callable[[Path], None] | None = None,
+                    then: Callable[[Path], None] | None = None) -> Path:
     """Save the accelerator's state and ``state`` (JSON) to ``directory`` atomically.
 
     Every process must call it (Accelerate writes one RNG file per process); only the main process
     touches the file system otherwise. ``extra(folder)`` (main process) and ``per_process(folder)``
     (every process) may add files before the checkpoint is marked complete, so they are part of
-    the atomic swap.
+    the atomic swap; ``then(directory)`` (main process) runs once it is in place (e.g. copy it to
+    ``best``). A failed write raises :class:`CheckpointWriteError` on every process.
     """
     directory = Path(directory)
     tmp = _sibling(directory, ".tmp")
-    if accelerator.is_main_process:
-        if tmp.exists():  # a leftover of a save killed midway: incomplete by construction
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    if per_process is not None:
-        per_process(tmp)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if extra is not None:
-            extra(tmp)
-        write_json_atomic(tmp / STATE_FILE, state)  # last file written: marks it complete
-        _swap_in(tmp, directory)
-    accelerator.wait_for_everyone()
+    main = accelerator.is_main_process
+
+    def write_state() -> None:
+        accelerator.save_state(str(tmp))
+        if per_process is not None:
+            per_process(tmp)
+
+    try:
+        _together(accelerator, lambda: _fresh_folder(tmp) if main else None)
+        _together(accelerator, write_state)
+        _together(accelerator, lambda: _complete_and_swap(tmp, directory, state, extra) if main else None)
+        if then is not None:
+            _together(accelerator, lambda: then(directory) if main else None)
+    except _StepFailed as failure:
+        if main and not is_complete(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)  # an incomplete copy only takes the space left
+        raise CheckpointWriteError(f"could not write the checkpoint {directory} at step {state.get('step')} "
+                                   f"({failure}); {_last_good(directory)}") from failure.__cause__
     return directory
+
+
+def checkpoint_bytes(model) -> int:
+    """Disk space a save may need, from the model's size: the weights twice (Accelerate's copy
+    and network.safetensors), optimizer state of up to twice the weights (Adam's two moments),
+    and all of it twice while the new checkpoint is written beside the last one; plus room for
+    the small files."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return 2 * (2 * weights + 2 * weights) + 16 * 2**20
 
 
 def link_checkpoint(source: str | os.PathLike, directory: str | os.PathLike) -> Path:
@@ -159,8 +290,12 @@ def link_checkpoint(source: str | os.PathLike, directory: str | os.PathLike) -> 
             shutil.copy2(src, dst)
 
     # The state file is linked last so that an interrupted copy is never taken for a checkpoint.
-    shutil.copytree(source, tmp, copy_function=link_or_copy, ignore=shutil.ignore_patterns(STATE_FILE))
-    link_or_copy(str(source / STATE_FILE), str(tmp / STATE_FILE))
+    try:
+        shutil.copytree(source, tmp, copy_function=link_or_copy, ignore=shutil.ignore_patterns(STATE_FILE))
+        link_or_copy(str(source / STATE_FILE), str(tmp / STATE_FILE))
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # a partial copy would only hold on to disk space
+        raise
     _swap_in(tmp, directory)
     return directory
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,9 +15,14 @@ from tasks.common.distributed import MIXED_PRECISION_CHOICES
 from tasks.common.tracking import WANDB_MODES
 
 __all__ = ["add_run_args", "add_data_args", "add_attention_arg", "run_dir_for", "run_cli", "positive_int",
-           "non_negative_int"]
+           "non_negative_int", "user_message", "DEBUG_VARIABLE"]
 
 MAX_SEED = 2**32 - 1  # NumPy's seed range
+DEBUG_VARIABLE = "BAM_DEBUG"  # set to 1: expected failures print their full traceback too
+# How PyTorch hands a DataLoader worker's exception to the main process: the same type, with the
+# worker's formatted traceback as its message.
+_WORKER_ERROR = re.compile(r"Caught (?P<type>\w+) in (?:DataLoader worker process \d+|pin memory thread[^.]*)\.\n"
+                           r"Original (?P<traceback>Traceback .*)", re.S)
 
 
 def positive_int(text: str) -> int:
@@ -86,7 +93,7 @@ def add_run_args(parser: argparse.ArgumentParser, defaults: dict | None = None) 
                        help="torch.compile the training steps; reduce-overhead adds CUDA graphs (fixed batch "
                             "shapes, GPU). Checkpoints and evaluation are the same as without (default: %(default)s)")
     group.add_argument("--wandb", choices=WANDB_MODES, default=d["wandb"],
-                       help="W&B mode; auto = online with an API key and a reachable host, else offline to disk")
+                       help="W&B mode; auto = online with an API key and an API that answers, else offline to disk")
     group.add_argument("--wandb-project", default=d["wandb_project"], help="W&B project (default: %(default)s)")
     group.add_argument("--group", default=d["group"],
                        help="experiment group shared by the runs to compare (e.g. baseline and BAM)")
@@ -148,23 +155,53 @@ def run_dir_for(args: argparse.Namespace, default_name: str) -> Path:
     return decided_on_main_process(lambda: _choose_run_dir(args, default_name), state)
 
 
+def _final_exception_text(formatted: str, type_name: str) -> str:
+    """The message of the last exception in a formatted traceback (after its last frame)."""
+    lines = formatted.rstrip("\n").split("\n")
+    frames = [i for i, line in enumerate(lines) if line.startswith("  File ")]
+    start = frames[-1] + 1 if frames else 0
+    while start < len(lines) and lines[start].startswith("    "):  # the frame's source line and markers
+        start += 1
+    text = "\n".join(lines[start:])
+    return re.sub(rf"^(?:[\w.]+\.)?{re.escape(type_name)}(?:: |$)", "", text, count=1)
+
+
+def user_message(error: BaseException) -> str:
+    """One line for the user: the error's message and notes, whitespace collapsed.
+
+    An error raised inside a DataLoader worker reaches the main process as a copy whose message is
+    the worker's whole traceback; the user reads the worker's own message instead, the same line
+    as with ``--num-workers 0``.
+    """
+    text = str(error)
+    worker = _WORKER_ERROR.match(text)
+    if worker:
+        text = _final_exception_text(worker["traceback"], worker["type"])
+    parts = [text, *getattr(error, "__notes__", ())]
+    return " ".join(" ".join(parts).split()) or type(error).__name__
+
+
 def run_cli(main_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call ``main_fn``; turn expected failures into ``error: ...`` on stderr and exit code 2.
 
-    Expected failures are bad input (ValueError, FileNotFoundError, NotADirectoryError) and a
-    non-finite loss; anything else is a bug and keeps its traceback. After a success, the
-    processes of a multi-process run leave their process group together.
+    Expected failures are bad input (ValueError, FileNotFoundError, NotADirectoryError), a
+    non-finite loss and a file that could not be written (``WriteError``: a full disk, say);
+    anything else is a bug and keeps its traceback. ``BAM_DEBUG=1`` prints the traceback of
+    expected failures as well (for an error in a DataLoader worker, the worker's). After a success,
+    the processes of a multi-process run leave their process group together.
     """
     from tasks.common.distributed import shutdown_distributed
     from tasks.common.nonfinite import NonFiniteLossError
+    from tasks.utils.files import WriteError
 
     try:
         result = main_fn(*args, **kwargs)
         shutdown_distributed()
         return result
-    except (ValueError, FileNotFoundError, NotADirectoryError, NonFiniteLossError) as error:
-        message = " ".join(str(error).split()) or type(error).__name__
-        print(f"error: {message}", file=sys.stderr, flush=True)
+    except (ValueError, FileNotFoundError, NotADirectoryError, NonFiniteLossError, WriteError) as error:
+        if os.environ.get(DEBUG_VARIABLE, "").lower() not in ("", "0", "false", "no"):
+            traceback.print_exception(error, file=sys.stderr)
+        print(f"error: {user_message(error)}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         print("interrupted (resume with --resume)", file=sys.stderr, flush=True)

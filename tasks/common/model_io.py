@@ -169,7 +169,8 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     file = find_model_file(path)
     description = read_description(file)
     if task is not None and description.task != task:
-        raise ValueError(f"{file} holds a model of the {description.task!r} task, not of {task!r}")
+        raise ValueError(f"{file} holds a model made for the {description.task!r} task ({description.builder}); "
+                         f"this command takes models of the {task!r} task")
     model = description.build(file)
     state = _load_weights(file.with_name(WEIGHTS_FILE), map_location)
     try:

@@ -23,13 +23,15 @@ from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from tasks.common.checkpoint import checkpoint_bytes
 from tasks.common.cli import add_run_args, run_cli, run_dir_for
 from tasks.common.compile import note_once
-from tasks.common.distributed import make_accelerator
+from tasks.common.distributed import decided_on_main_process, make_accelerator
 from tasks.common.model_io import ModelDescription
 from tasks.common.tracking import Tracker
 from tasks.common.trainer import EvaluateFn, TrainConfig, Trainer
 from tasks.data.sampling import EpochSeededSampler
+from tasks.utils.files import check_writable
 
 __all__ = ["Task", "RunInfo", "Schedule", "main", "train", "train_all", "steps_per_epoch", "training_loader"]
 
@@ -176,6 +178,9 @@ def train(task: Task, args: argparse.Namespace) -> dict:
     """Train and evaluate one run of ``task`` (one ``--attention`` value); returns its summary."""
     task.check(args)
     accelerator = make_accelerator(args.mixed_precision, fixed_shapes=task.fixed_shapes)
+    if args.resume in (False, True, None) or args.run_name:  # the run goes under --output-dir
+        # Before the data loads: a read-only folder is found in a second, not at the first save.
+        decided_on_main_process(lambda: check_writable(args.output_dir, "--output-dir"), accelerator)
     with accelerator.main_process_first():  # one process downloads/decodes/caches, the others wait
         data = task.data(args, accelerator)
     batch = task.batch_size(args, accelerator.num_processes)
@@ -186,6 +191,9 @@ def train(task: Task, args: argparse.Namespace) -> dict:
     optimizer, scheduler = task.optimizer(args, model, data, schedule)
     info = task.describe(args, data, model, schedule)
     run_dir = run_dir_for(args, info.name)
+    decided_on_main_process(lambda: check_writable(run_dir, "the run folder", checkpoint_bytes(model),
+                                                   "a checkpoint (the new one is written beside the last)"),
+                            accelerator)
     group = args.group or info.group
     config = {"task": task.name, **info.config, "group": group, "batch_size_per_process": batch,
               "global_batch_size": batch * accelerator.num_processes}

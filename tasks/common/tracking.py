@@ -3,8 +3,14 @@
 W&B is imported lazily and only by the main process. It never prompts and never stops a run: an
 online start that fails falls back to offline, and any other W&B failure prints one warning and the
 run goes on with local files only. Mode ``auto`` goes online only when an API key is configured
-*and* the W&B host answers within two seconds; otherwise the run is recorded offline under
-``run_dir/wandb/offline-run-*`` (upload later with ``wandb sync``).
+*and* the W&B API answers an HTTP request within three seconds (a port that accepts connections
+and then says nothing, as a proxy or firewall may, does not count); otherwise the run is recorded
+offline under ``run_dir/wandb/offline-run-*`` (upload later with ``wandb sync``).
+
+An online start may take ``BAM_WANDB_TIMEOUT`` seconds (default 15); when it fails, the failed
+start is torn down and the run is recorded offline under the same run id (a resumed run goes on
+with its W&B run), or under a fresh id if W&B still holds the old one, so the offline record
+always has the whole history. The whole fallback stays under about 30 seconds.
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ from __future__ import annotations
 import json
 import netrc
 import os
-import socket
 import uuid
 import warnings
 from pathlib import Path
@@ -21,10 +26,29 @@ from urllib.parse import urlparse
 
 from tasks.utils.processes import is_main_process
 
-__all__ = ["Tracker", "resolve_wandb_mode", "wandb_api_key_configured", "default_tags", "WANDB_MODES"]
+__all__ = ["Tracker", "resolve_wandb_mode", "wandb_api_key_configured", "default_tags", "online_timeout",
+           "WANDB_MODES", "TIMEOUT_VARIABLE"]
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 METRICS_FILE = "metrics.jsonl"
+TIMEOUT_VARIABLE = "BAM_WANDB_TIMEOUT"
+DEFAULT_TIMEOUT_S = 15.0  # an online start; with the probe, the tear-down and the offline start, ~25 s at most
+PROBE_TIMEOUT_S = 3.0
+OFFLINE_INIT_TIMEOUT_S = 60.0  # W&B's local service only: no network involved
+
+
+def online_timeout() -> float:
+    """Seconds an online W&B start may take (``BAM_WANDB_TIMEOUT``, default 15)."""
+    text = os.environ.get(TIMEOUT_VARIABLE, "")
+    if not text:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise ValueError(f"{TIMEOUT_VARIABLE}={text!r} must be a positive number of seconds")
+    return value
 
 
 def _wandb_host() -> tuple[str, int]:
@@ -42,11 +66,23 @@ def wandb_api_key_configured() -> bool:
         return False
 
 
-def _host_reachable(timeout: float = 2.0) -> bool:
+def _api_url() -> str:
+    return os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+
+
+def _api_reachable(timeout: float) -> bool:
+    """True when the W&B API answers an HTTP request within ``timeout`` seconds, whatever its
+    status (401 and 404 are answers); a connection that opens and then stays silent is not."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
     try:
-        with socket.create_connection(_wandb_host(), timeout=timeout):
+        with urllib.request.urlopen(urllib.request.Request(_api_url(), method="HEAD"), timeout=timeout):
             return True
-    except OSError:
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError):  # ValueError: a bad URL
         return False
 
 
@@ -54,8 +90,8 @@ def resolve_wandb_mode(mode: str = "auto") -> str:
     """Turn ``auto|online|offline|disabled`` into the mode W&B will really run in.
 
     ``auto`` honours an explicit ``WANDB_MODE``/``WANDB_DISABLED`` environment setting, then goes
-    online only with a key and a reachable host. ``online`` without a key falls back to offline
-    (W&B would otherwise prompt for a login).
+    online only with a key and an API that answers (saying so when it does not). ``online``
+    without a key falls back to offline (W&B would otherwise prompt for a login).
     """
     if mode not in WANDB_MODES:
         raise ValueError(f"--wandb must be one of {', '.join(WANDB_MODES)}, got {mode!r}")
@@ -65,8 +101,15 @@ def resolve_wandb_mode(mode: str = "auto") -> str:
         env_mode = os.environ.get("WANDB_MODE", "").lower()
         if env_mode in ("online", "offline", "disabled", "dryrun"):
             mode = "offline" if env_mode == "dryrun" else env_mode
+        elif not wandb_api_key_configured():
+            return "offline"
         else:
-            return "online" if wandb_api_key_configured() and _host_reachable() else "offline"
+            timeout = min(PROBE_TIMEOUT_S, online_timeout())
+            if _api_reachable(timeout):
+                return "online"
+            print(f"note: W&B at {_api_url()} did not answer within {timeout:g} s; recording offline instead "
+                  "(upload later with `wandb sync`)", flush=True)
+            return "offline"
     if mode == "online" and not wandb_api_key_configured():
         warnings.warn("--wandb online: no W&B API key configured (WANDB_API_KEY or `wandb login`); "
                       "recording offline instead", stacklevel=2)
@@ -101,6 +144,15 @@ def _flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value.tolist() if hasattr(value, "tolist") else value  # tensors, numpy
     return flat
+
+
+def _forget_failed_start(wandb) -> None:
+    """End what a failed ``wandb.init`` left running: W&B's service keeps the run id reserved
+    otherwise, and the offline start under it fails with "run ID ... is in use"."""
+    try:
+        wandb.teardown()
+    except Exception:  # noqa: BLE001 - nothing was left, or nothing can be done: the fresh id remains
+        pass
 
 
 class Tracker:
@@ -153,26 +205,35 @@ class Tracker:
             self._warn("wandb is not installed; metrics go to metrics.jsonl only")
             return
         # Online can still fail (a wrong key, the network gone since the probe): then record
-        # offline to disk, which `wandb sync` uploads later, rather than not at all.
-        for mode in [self.mode] + (["offline"] if self.mode == "online" else []):
+        # offline to disk, which `wandb sync` uploads later, rather than not at all. Offline under
+        # the same id first (a resumed run stays one W&B run), else under a fresh one.
+        attempts = [(self.mode, self.run_id)]
+        if self.mode == "online":
+            attempts += [("offline", self.run_id), ("offline", uuid.uuid4().hex[:8])]
+        for number, (mode, run_id) in enumerate(attempts, start=1):
             try:
-                self._run = wandb.init(
-                    project=self.project, group=self.group, job_type=self.task or None, tags=self.tags,
-                    config=self.config, name=self.name, dir=str(self.run_dir), id=self.run_id,
-                    resume="allow", mode=mode,
-                    settings=wandb.Settings(silent=True, init_timeout=60, x_disable_viewer=True),
-                )
+                self._run = self._init(wandb, mode, run_id)
             except Exception as error:  # W&B must never stop training
-                reason = f"{type(error).__name__}: {error}"
-                if mode == "online":
-                    print(f"warning: W&B could not start online ({reason}); recording offline instead",
-                          flush=True)
+                reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+                if number < len(attempts):
+                    if mode == "online":
+                        print(f"warning: W&B could not start online ({reason}); recording offline instead",
+                              flush=True)
+                        _forget_failed_start(wandb)
                     continue
                 self._warn(f"W&B could not start ({reason})")
                 self._run = None
                 return
-            self.mode = mode
+            self.mode, self.run_id = mode, run_id
             return
+
+    def _init(self, wandb, mode: str, run_id: str):
+        timeout = online_timeout() if mode == "online" else OFFLINE_INIT_TIMEOUT_S
+        return wandb.init(
+            project=self.project, group=self.group, job_type=self.task or None, tags=self.tags,
+            config=self.config, name=self.name, dir=str(self.run_dir), id=run_id, resume="allow", mode=mode,
+            settings=wandb.Settings(silent=True, init_timeout=timeout, x_disable_viewer=True),
+        )
 
     def _warn(self, message: str) -> None:
         if not self._warned:

@@ -32,9 +32,10 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from tasks.common.checkpoint import (find_resume_checkpoint, link_checkpoint, read_trainer_state, repair_best,
-                                     save_checkpoint)
+from tasks.common.checkpoint import (find_damaged_file, find_resume_checkpoint, link_checkpoint, read_trainer_state,
+                                     repair_best, save_checkpoint)
 from tasks.common.compile import begin_step, check_mode, compile_for_training
+from tasks.common.optimizer_settings import apply_requested_settings, optimizer_settings
 from tasks.common.distributed import decided_on_main_process, make_accelerator, sync_buffers
 from tasks.common.model_io import ModelDescription, save_model
 from tasks.common.nonfinite import NonFiniteLossError, check_losses, check_weights
@@ -174,6 +175,7 @@ class Trainer:
         self._improved = False
         self._lr = float("nan")
         self._per_sample: Mapping[str, Any] | None = None  # of the latest evaluation
+        self.optimizer_changes: list[dict[str, Any]] = []  # settings changed on --resume, by step
 
     @property
     def is_main_process(self) -> bool:
@@ -209,11 +211,16 @@ class Trainer:
         checkpoint = decided_on_main_process(self._find_checkpoint, acc)
         state: dict[str, Any] = {}
         if checkpoint is not None:
+            requested = optimizer_settings(self.optimizer)  # what this run's options ask for
             self._load(checkpoint)
             state = read_trainer_state(checkpoint)
             self._restore(state, checkpoint)
+            self._take_requested_settings(requested, checkpoint)
             if acc.is_main_process:
                 repair_best(self.run_dir, checkpoint, self.best_step)
+        if self.optimizer_changes:  # the record says from which step each setting held
+            self.config["optimizer_changes"] = self.optimizer_changes
+            self.tracker.config["optimizer_changes"] = self.optimizer_changes
         self.environment = environment_info()
         if acc.is_main_process:
             write_json_atomic(self.run_dir / "config.json", self.config)
@@ -229,6 +236,11 @@ class Trainer:
         return path
 
     def _load(self, checkpoint: Path) -> None:
+        damaged = find_damaged_file(checkpoint)
+        if damaged is not None:  # a torn file is not a settings mismatch: say which file it is
+            path, problem = damaged
+            raise ValueError(f"--resume: {path} is damaged ({problem}), so {checkpoint} cannot be resumed; "
+                             "give --resume another checkpoint of the run (e.g. checkpoints/best) or a good copy")
         try:
             self.accelerator.load_state(str(checkpoint))
         except (RuntimeError, ValueError, KeyError) as error:  # another network, optimizer or file set
@@ -245,6 +257,7 @@ class Trainer:
         self.best, self.final = dict(state.get("best") or {}), dict(state.get("final") or {})
         self.last_eval_step = state.get("last_eval_step")
         self.previous_wall_time = float(state.get("wall_time_s") or 0.0)
+        self.optimizer_changes = list(state.get("optimizer_changes") or [])
         if not self.is_main_process:
             return
         print(f"resumed from {checkpoint} at step {self.step}", flush=True)
@@ -259,6 +272,19 @@ class Trainer:
                   f"has {self.settings.max_steps}: the learning-rate schedule restored from it keeps its "
                   "original length", flush=True)
 
+    def _take_requested_settings(self, requested: list[dict[str, Any]], checkpoint: Path) -> None:
+        """Optimiser options that differ from the checkpoint's apply from this step on (and are
+        recorded), or stop the run when its schedule cannot take them (ValueError saying how)."""
+        scheduler = getattr(self.scheduler, "scheduler", self.scheduler)  # Accelerate wraps it
+        changed = apply_requested_settings(self.optimizer, scheduler, requested, checkpoint)
+        if not changed:
+            return
+        self.optimizer_changes.append({"step": self.step, "changed": changed})
+        if self.is_main_process:
+            text = ", ".join(f"{name} {old} -> {new}" for name, (old, new) in changed.items())
+            print(f"note: --resume with other optimiser settings than {checkpoint}: {text} from step {self.step} "
+                  "on (recorded in config.json as optimizer_changes)", flush=True)
+
     def _count_params(self) -> int:
         return sum(p.numel() for p in self.accelerator.unwrap_model(self.model).parameters())
 
@@ -271,15 +297,22 @@ class Trainer:
         try:
             self._train()
         except NonFiniteLossError:
-            self._finish("failed: non-finite loss", exit_code=1)
+            self._finish_after_failure("failed: non-finite loss")
             raise
         except KeyboardInterrupt:
-            self._finish("interrupted", exit_code=1)
+            self._finish_after_failure("interrupted")
             raise
         except Exception as error:
-            self._finish(f"failed: {type(error).__name__}", exit_code=1)
+            self._finish_after_failure(f"failed: {type(error).__name__}")
             raise
         return self._finish("completed")
+
+    def _finish_after_failure(self, status: str) -> None:
+        """Record the failure without hiding it: on a full disk the summary may not be writable."""
+        try:
+            self._finish(status, exit_code=1)
+        except OSError as error:
+            print(f"warning: could not record the failed run's summary in {self.run_dir} ({error})", flush=True)
 
     def _train(self) -> None:
         acc, settings = self.accelerator, self.settings
@@ -307,7 +340,7 @@ class Trainer:
                         self._log_train(window, bar)
                         window = _Window()
                     if self._due(settings.eval_every) or last_step:
-                        self._evaluate_and_record(bar)
+                        self._evaluate_keeping_the_steps(bar)
                     # An improving evaluation is saved at once: `best` is a copy of `last`, so it
                     # holds the evaluated weights even when checkpoint_every differs from eval_every.
                     if self._due(settings.save_every) or last_step or self._improved:
@@ -323,7 +356,7 @@ class Trainer:
         finally:
             bar.close()
         if self.last_eval_step != self.step:  # resumed at or past max_steps: make sure final numbers exist
-            self._evaluate_and_record(None)
+            self._evaluate_keeping_the_steps(None)
             self.save()
 
     def _due(self, every: int) -> bool:
@@ -418,6 +451,21 @@ class Trainer:
             text = "  ".join(f"{k}={v:.4f}" for k, v in scalars.items())
             (bar.write if bar is not None else print)(f"step {self.step}: {text}")
 
+    def _evaluate_keeping_the_steps(self, bar) -> None:
+        """Evaluate; when the evaluation fails, save the trained weights first, then re-raise with a
+        note saying where they are (a bad evaluation file must not cost the training)."""
+        try:
+            self._evaluate_and_record(bar)
+        except Exception as error:
+            self._improved = False
+            try:
+                where = f"the weights of step {self.step} are saved in {self.save()}"
+            except Exception as save_error:  # noqa: BLE001 - the evaluation's error stays the one raised
+                where = f"saving the weights of step {self.step} failed too ({save_error})"
+            error.add_note(f"(evaluation at step {self.step} failed; {where}: fix the cause and run the same "
+                           "command with --resume to evaluate them)")
+            raise
+
     def _better(self, value: float, reference: float) -> bool:
         return value > reference if self.settings.best_mode == "max" else value < reference
 
@@ -430,7 +478,7 @@ class Trainer:
             "best_metric": settings.best_metric, "best_mode": settings.best_mode, "best_value": self.best_value,
             "best_step": self.best_step, "best": self.best, "final": self.final,
             "last_eval_step": self.last_eval_step, "wall_time_s": self.wall_time(),
-            "tracker_run_id": self.tracker.run_id,
+            "tracker_run_id": self.tracker.run_id, "optimizer_changes": self.optimizer_changes,
         }
 
     def save(self) -> Path:
@@ -455,10 +503,9 @@ class Trainer:
                 save_per_sample(folder, per_sample)
 
         data_rng = lambda folder: self._data_rng.save(folder / f"data_rng_{acc.process_index}.pt")  # noqa: E731
+        best = (lambda last: link_checkpoint(last, self.run_dir / "checkpoints" / "best")) if self._improved else None
         last = save_checkpoint(acc, self.run_dir / "checkpoints" / "last", self._progress(), extra=export,
-                               per_process=data_rng)
-        if self._improved and self.is_main_process:
-            link_checkpoint(last, self.run_dir / "checkpoints" / "best")
+                               per_process=data_rng, then=best)
         self._improved = False
         return last
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -57,8 +58,55 @@ def coco_paths(root: str | Path, split: str, year: int = 2017) -> tuple[Path, Pa
     return image_dir, ann_file
 
 
-def load_coco_api(ann_file: str | Path):
-    """pycocotools' ``COCO`` index of an annotation file, quietly, with clear errors."""
+_TOP_LEVEL = ("images", "annotations", "categories")
+_ANNOTATION_KEYS = ("id", "image_id", "category_id", "bbox")
+_EVALUATION_KEYS = ("area", "iscrowd")  # COCOeval reads both for every ground-truth box
+
+
+def _read_json(ann_file: Path) -> dict:
+    try:
+        content = json.loads(ann_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{ann_file} is not a readable JSON file ({error})") from None
+    if not isinstance(content, dict):
+        raise ValueError(f"{ann_file} is not a COCO instances annotation file: it holds a "
+                         f"{type(content).__name__}, not an object with {', '.join(_TOP_LEVEL)}")
+    return content
+
+
+def check_coco_content(content: dict, ann_file: Path, for_evaluation: bool = False) -> None:
+    """Refuse, naming the file and the first faulty record, what pycocotools or COCOeval would
+    stumble over later (a ``KeyError`` deep inside, possibly after a whole training run).
+
+    ``for_evaluation``: the file is the ground truth of an evaluation, whose boxes COCOeval also
+    needs an ``area`` and an ``iscrowd`` for.
+    """
+    for key in _TOP_LEVEL:
+        if not isinstance(content.get(key), list):
+            found = "has none" if key not in content else f"has a {type(content[key]).__name__}"
+            raise ValueError(f"{ann_file} is not a COCO instances annotation file: it needs a list of {key!r} "
+                             f"and {found}")
+    if not content["images"]:
+        raise ValueError(f"{ann_file} lists no images")
+    for image in content["images"]:
+        if not isinstance(image, dict) or "id" not in image:
+            raise ValueError(f"{ann_file}: every image record needs an 'id', got {image!r}"[:500])
+    needed = _ANNOTATION_KEYS + (_EVALUATION_KEYS if for_evaluation else ())
+    for annotation in content["annotations"]:
+        missing = [key for key in needed if not isinstance(annotation, dict) or key not in annotation]
+        if missing:
+            bad = [a for a in content["annotations"] if not isinstance(a, dict) or any(k not in a for k in needed)]
+            where = (f"image id {annotation.get('image_id')}: annotation {annotation.get('id')}"
+                     if isinstance(annotation, dict) else f"annotation {annotation!r}")
+            purpose = " (COCO evaluation needs them for every box)" if set(missing) & set(_EVALUATION_KEYS) else ""
+            raise ValueError(f"{ann_file}, {where} has no {', '.join(map(repr, missing))}{purpose}; "
+                             f"{len(bad)} of {len(content['annotations'])} annotations lack one of "
+                             f"{', '.join(needed)}")
+
+
+def load_coco_api(ann_file: str | Path, for_evaluation: bool = False):
+    """pycocotools' ``COCO`` index of an annotation file, quietly, its content checked first
+    (:func:`check_coco_content`), with errors that name the file."""
     try:
         from pycocotools.coco import COCO
     except ImportError as error:  # optional dependency
@@ -66,10 +114,15 @@ def load_coco_api(ann_file: str | Path):
     ann_file = Path(ann_file)
     if not ann_file.is_file():
         raise FileNotFoundError(f"COCO annotation file not found: {ann_file}")
+    content = _read_json(ann_file)
+    check_coco_content(content, ann_file, for_evaluation)
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints timing lines
-            return COCO(str(ann_file))
-    except (ValueError, KeyError, TypeError, AssertionError) as error:  # pycocotools asserts a dict
+            coco = COCO()
+            coco.dataset = content
+            coco.createIndex()
+            return coco
+    except (ValueError, KeyError, TypeError, AssertionError) as error:
         raise ValueError(f"{ann_file} is not a COCO instances annotation file: {error!r}") from error
 
 
@@ -146,7 +199,9 @@ class CocoDetection(Dataset):
             raise FileNotFoundError(f"COCO image folder not found: {self.image_dir}")
         self.train = split == "train" if train is None else train
         self.flip_prob = flip_prob if self.train else 0.0
-        self.coco = load_coco_api(self.ann_file)
+        # An evaluation set's ground truth is checked for what COCOeval needs too, now, not when the
+        # first evaluation runs after training.
+        self.coco = load_coco_api(self.ann_file, for_evaluation=not self.train)
         self.categories = {c["id"]: c["name"] for c in self.coco.loadCats(self.coco.getCatIds())}
         if any(not isinstance(i, int) or i < 1 for i in self.categories):
             raise ValueError(f"{self.ann_file}: category ids must be integers >= 1 (0 is the detector's "
@@ -224,5 +279,5 @@ def collate_detection(batch: Sequence[tuple[torch.Tensor, dict]]) -> tuple[list,
     return list(images), list(targets)
 
 
-__all__ = ["CocoDetection", "coco_paths", "load_coco_api", "convert_annotations", "hflip",
+__all__ = ["CocoDetection", "coco_paths", "load_coco_api", "check_coco_content", "convert_annotations", "hflip",
            "collate_detection", "LAYOUT"]

@@ -1,11 +1,12 @@
 """Evaluate a trained detector on COCO val2017 with COCOeval (box APs of the paper's Table 5).
 
     python -m tasks.detect.evaluate --checkpoint runs/fasterrcnn-resnet101-c4-bam-s0 --data-root /data
-    python -m tasks.detect.evaluate --checkpoint runs/x/checkpoints/best/model.pt --max-images 500 --json
+    python -m tasks.detect.evaluate --checkpoint runs/x/checkpoints/best --max-images 500 --json
 
-``--checkpoint`` takes a ``model.pt``, a checkpoint folder or a run folder (its best checkpoint).
+``--checkpoint`` takes a ``network.json``, a checkpoint folder or a run folder (its best checkpoint).
 Prints a Markdown table in % (or the metrics as JSON, fractions in [0, 1], with ``--json``);
-``--vis N --out DIR`` also saves N detection | ground-truth panels.
+``--vis N --out DIR`` also saves N detection | ground-truth panels. Under ``accelerate launch``
+the images are split over the processes, each scored once, and the main process prints.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 
 from tasks.utils.files import write_json_atomic
+from tasks.utils.processes import is_main_process, world_size
 from tasks.common.cli import add_data_args, run_cli
 
 __all__ = ["build_parser", "evaluate_checkpoint", "main"]
@@ -27,7 +29,7 @@ __all__ = ["build_parser", "evaluate_checkpoint", "main"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tasks.detect.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="model.pt, checkpoint folder or run folder")
+    parser.add_argument("--checkpoint", required=True, help="network.json, checkpoint folder or run folder")
     parser.add_argument("--split", default="val", choices=("train", "val"), help="COCO 2017 split (default: val)")
     parser.add_argument("--max-images", type=int, default=None, help="first N images only (default: all)")
     parser.add_argument("--batch-size", type=int, default=2)
@@ -60,15 +62,18 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
         raise ValueError("--vis needs --out (the folder for the panels)")
     model, record = load_model(checkpoint, task="detect")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    accelerator = _accelerator_if_launched(device)
+    if accelerator is not None:
+        device = accelerator.device  # this process's GPU, or the CPU
     model.to(device).eval()
     dataset = CocoDetection(resolve_root(data_root), split=split, train=False, remove_empty=False)
     evaluator = DetectionEvaluator(dataset, Path(out or "."), tracker=None, batch_size=batch_size,
                                    num_workers=num_workers, max_images=max_images, num_vis=0)
-    metrics = evaluate_distributed(model, evaluator.loader(), dataset.coco, accelerator=None,
+    metrics = evaluate_distributed(model, evaluator.loader(accelerator), dataset.coco, accelerator=accelerator,
                                    progress=sys.stderr.isatty())
     result = {"checkpoint": str(checkpoint), "split": split, "images": len(evaluator.indices),
               "model": record.kwargs, "metrics": metrics}
-    if out is not None:
+    if out is not None and is_main_process():
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         if vis:
@@ -78,11 +83,22 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
     return result
 
 
+def _accelerator_if_launched(device: torch.device):
+    """Several processes (``accelerate launch``) share the images out; one process needs nothing."""
+    if world_size() <= 1:
+        return None
+    from tasks.common.distributed import make_accelerator
+
+    return make_accelerator("no", cpu=device.type == "cpu", fixed_shapes=False)
+
+
 def _run(args: argparse.Namespace) -> dict[str, Any]:
     from tasks.detect.train import ap_table
 
     result = evaluate_checkpoint(args.checkpoint, args.data_root, args.split, args.max_images, args.batch_size,
                                  args.num_workers, args.device, args.vis, args.vis_score, args.out)
+    if not is_main_process():
+        return result
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:

@@ -8,8 +8,8 @@ Recipe (Detectron's "1x" schedule, which torchvision's detection reference follo
 momentum 0.9, weight decay 1e-4, lr 0.02 for 16 images per step scaled linearly with the total
 batch, linear warm-up over 1000 steps from lr/1000, 90k steps at 16 images (scaled inversely
 with the batch), lr x0.1 at 2/3 and 8/9 of the schedule; horizontal flips; short side 800, long
-side at most 1333. The run folder gets ``checkpoints/{last,best}`` (each with a self-describing
-``model.pt`` for ``python -m tasks.detect.evaluate``), ``metrics.jsonl``, ``detections/*.png``
+side at most 1333. The run folder gets ``checkpoints/{last,best}`` (each with ``network.safetensors``
++ ``network.json`` for ``python -m tasks.detect.evaluate``), ``metrics.jsonl``, ``detections/*.png``
 (detections | ground truth), ``summary.json`` and ``summary.md`` (box APs next to the paper's).
 """
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from tasks.common.cli import run_cli
-from tasks.utils.files import write_png_atomic
+from tasks.utils.files import WriteError, check_writable, write_png_atomic
 from tasks.utils.images import to_hwc_uint8
 from tasks.utils.progress import progress
 
@@ -64,7 +64,7 @@ def _inputs(path: Path) -> tuple[list[Path], Path]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tasks.sr.upscale", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="model.pt, checkpoint folder or run folder")
+    parser.add_argument("--checkpoint", required=True, help="network.json, checkpoint folder or run folder")
     parser.add_argument("--input", required=True, help="an image or a folder of images")
     parser.add_argument("--output", required=True, help="folder for the SR PNGs")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -76,20 +76,24 @@ def _upscale_files(args: argparse.Namespace) -> int:
     from tasks.data.images import read_rgb
     from tasks.common.model_io import load_model
 
-    model, record = load_model(args.checkpoint, map_location="cpu")
+    output = check_writable(args.output, "--output")  # before anything is loaded or computed
+    model, record = load_model(args.checkpoint, map_location="cpu", task="sr")
     files, base = _inputs(Path(args.input))
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: no CUDA GPU is available (use --device cpu)")
     model = model.to(device).eval()
     scale = int(record.kwargs.get("scale", getattr(model, "scale", 4)))
-    output = Path(args.output)
-    for file in progress(files, desc=f"upscaling x{scale}", unit="img"):
+    for done, file in enumerate(progress(files, desc=f"upscaling x{scale}", unit="img")):
         lr = torch.from_numpy(read_rgb(file)).permute(2, 0, 1)[None].float().div(255).to(device)
         sr = upscale_image(model, lr, scale, tile=args.tile)
         target = (output / file.relative_to(base)).with_suffix(".png")
-        # Rounded by the rule the metrics use on SR outputs (MATLAB's uint8: round half up).
-        write_png_atomic(target, to_hwc_uint8(sr))  # never a half-written PNG
+        try:
+            # Rounded by the rule the metrics use on SR outputs (MATLAB's uint8: round half up).
+            write_png_atomic(target, to_hwc_uint8(sr))  # never a half-written PNG
+        except OSError as error:  # a full disk mid-way: what was written is complete and kept
+            raise WriteError(f"could not write {target} ({error.strerror or error}); the {done} image(s) before it "
+                             f"are complete in {output}") from error
     print(f"wrote {len(files)} image(s) upscaled x{scale} to {output}")
     return len(files)
 

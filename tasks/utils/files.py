@@ -9,11 +9,51 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_path", "write_text_atomic", "write_json_atomic", "write_png_atomic", "json_default"]
+__all__ = ["atomic_path", "write_text_atomic", "write_json_atomic", "write_png_atomic", "json_default",
+           "WriteError", "check_writable"]
+
+
+class WriteError(OSError):
+    """A file could not be written (full disk, read-only folder); the message says which file, why,
+    and what was kept. Commands print it as one line."""
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 2**20:,.0f} MB"
+
+
+def check_writable(folder: str | os.PathLike, what: str = "output folder", needed_bytes: int = 0,
+                   needed_for: str = "the outputs") -> Path:
+    """Create ``folder`` if needed and write a probe file in it, so that a read-only or full
+    output folder stops a command before it spends time, not at its first save.
+
+    ``ValueError`` names ``what`` (the option, e.g. ``--output-dir``) and the folder: not
+    writable, or fewer than ``needed_bytes`` free (for ``needed_for``). The probe really writes:
+    permission bits alone do not tell (root ignores them, a read-only mount does not show in them).
+    """
+    folder = Path(folder).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ValueError(f"{what} {folder} is not writable ({reason}): choose another folder or fix its "
+                         "permissions") from None
+    free = shutil.disk_usage(folder).free
+    if free < needed_bytes:
+        raise ValueError(f"{what} {folder} has {_megabytes(free)} free, fewer than the {_megabytes(needed_bytes)} "
+                         f"needed for {needed_for}: free some space or choose another folder")
+    return folder
 
 
 @contextlib.contextmanager

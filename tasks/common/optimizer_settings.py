@@ -1,0 +1,113 @@
+"""Optimiser options given together with ``--resume``: applied from the resumed step on, or refused.
+
+``accelerator.load_state`` restores the optimiser's parameter groups as they were saved, so a new
+``--lr`` (or momentum, weight decay, betas) would silently lose against the checkpoint while the
+run's record showed the new value. Instead the options of the resumed command win from the
+resumed step on, and the trainer records the change (``optimizer_changes`` in ``config.json``).
+
+A new base learning rate rescales the schedule: the current rate, the scheduler's ``base_lrs``
+and, for cosine annealing, its floor (which this repository sets as a fraction of ``--lr``) are
+multiplied by new / old, which continues every schedule below exactly as if it had started from
+the new rate. Other schedulers keep state that cannot be rescaled safely, so a new rate is
+refused there with a message saying what to do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["optimizer_settings", "apply_requested_settings"]
+
+# Schedulers whose next rate is the current one times a factor (or base_lrs times a factor).
+_RESCALABLE = (torch.optim.lr_scheduler.LambdaLR, torch.optim.lr_scheduler.MultiplicativeLR,
+               torch.optim.lr_scheduler.StepLR, torch.optim.lr_scheduler.MultiStepLR,
+               torch.optim.lr_scheduler.ExponentialLR, torch.optim.lr_scheduler.CosineAnnealingLR)
+_NOT_SETTINGS = ("params", "lr", "initial_lr")
+
+
+def optimizer_settings(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
+    """Each parameter group's hyperparameters; ``lr`` is the base rate (a scheduler's ``initial_lr``)."""
+    groups = []
+    for group in optimizer.param_groups:
+        settings = {key: value for key, value in group.items() if key not in _NOT_SETTINGS}
+        settings["lr"] = group.get("initial_lr", group["lr"])
+        groups.append(settings)
+    return groups
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except (RuntimeError, TypeError, ValueError):  # tensors of several elements
+        return a is b
+
+
+def _plain(value: Any) -> Any:
+    """A setting as JSON can hold it (betas are tuples, a rate may be a tensor)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _differences(requested: list[dict], loaded: list[dict]) -> list[tuple[int, str, Any, Any]]:
+    """(group, setting, checkpoint's value, requested value) for every setting that differs."""
+    found = []
+    for index, (want, have) in enumerate(zip(requested, loaded)):
+        for key, value in want.items():
+            if key in have and not _same(have[key], value):
+                found.append((index, key, have[key], value))
+    return found
+
+
+def _refuse_unscalable(scheduler, differences, checkpoint: Path) -> None:
+    rates = [(old, new) for _, key, old, new in differences if key == "lr"]
+    if not rates or scheduler is None:
+        return
+    if not isinstance(scheduler, _RESCALABLE):
+        old, new = rates[0]
+        raise ValueError(f"--resume: this run asks for a learning rate of {new}, but {checkpoint} was trained with "
+                         f"{old} and its {type(scheduler).__name__} schedule cannot take a new rate midway; resume "
+                         "with the checkpoint's rate (leave the option as it was) or start a new run without --resume")
+    ratios = {new / old for old, new in rates}
+    if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR) and len(ratios) > 1:
+        raise ValueError(f"--resume: the parameter groups' learning rates change by different factors "
+                         f"{sorted(ratios)}, but the cosine schedule of {checkpoint} has one floor for all; change "
+                         "them alike or start a new run without --resume")
+
+
+def _rescale_rate(optimizer, scheduler, index: int, old: float, new: float) -> None:
+    ratio = new / old
+    group = optimizer.param_groups[index]
+    group["lr"] = group["lr"] * ratio
+    if "initial_lr" in group:
+        group["initial_lr"] = new
+    if scheduler is None:
+        return
+    scheduler.base_lrs[index] = new
+    if getattr(scheduler, "_last_lr", None) is not None:
+        scheduler._last_lr[index] = group["lr"]
+    if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+        scheduler.eta_min *= ratio  # once: the groups' ratios were checked to be one
+
+
+def apply_requested_settings(optimizer: torch.optim.Optimizer, scheduler, requested: list[dict[str, Any]],
+                             checkpoint: Path) -> dict[str, list]:
+    """Give the optimiser restored from ``checkpoint`` the ``requested`` settings (taken with
+    :func:`optimizer_settings` before loading); returns ``{setting: [checkpoint's, new]}``.
+
+    ``ValueError`` (before anything changes) when the rate changes under a scheduler that cannot
+    be rescaled."""
+    differences = _differences(requested, optimizer_settings(optimizer))
+    _refuse_unscalable(scheduler, differences, checkpoint)
+    changed: dict[str, list] = {}
+    for index, key, old, new in differences:
+        if key == "lr":
+            _rescale_rate(optimizer, scheduler, index, old, new)
+        else:
+            optimizer.param_groups[index][key] = new
+        label = key if len(requested) == 1 else f"{key} (group {index})"
+        changed[label] = [_plain(old), _plain(new)]
+    return changed
