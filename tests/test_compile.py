@@ -20,18 +20,18 @@ from torch import nn
 
 import bam
 from tasks.common.cli import add_run_args
-from tasks.common import compile as compile_module
 from tasks.common.compile import BACKEND_ENV, compile_for_training
 from tasks.common.run import Task
 from tasks.common.trainer import TrainConfig
 from tasks.sr import train as sr_train
 from tasks.sr.model import srresnet
+from tasks.utils import messages
 
 
 @pytest.fixture(autouse=True)
 def traced_without_codegen(monkeypatch):
     monkeypatch.setenv(BACKEND_ENV, "aot_eager")
-    monkeypatch.setattr(compile_module, "_noted", set())  # each test sees its own notes
+    monkeypatch.setattr(messages, "_noted", set())  # each test sees its own notes
     yield
     from accelerate.state import AcceleratorState, GradientState
 

@@ -19,21 +19,34 @@ def test_bam_example_runs_and_matches_its_comments(capsys):
     assert len(maps) == 3 and all({"channel", "spatial", "combined"} <= set(m) for m in maps.values())
 
 
-def test_first_command_runs_the_paired_main_job_without_launcher_warnings():
-    """The README's first command: the paired quick SR run under `accelerate launch` with the
-    repository's one-process settings, so the launcher has nothing to guess and warn about."""
-    import os
-    import subprocess
-    import sys
-
+def test_first_command_is_the_paired_main_job_in_one_process_on_every_core():
+    """The README's first command: the paired quick SR run, started with plain `python` (one
+    process with every CPU thread; `accelerate launch` would set OMP_NUM_THREADS=1 and warn about
+    the values it guesses)."""
     first = re.search(r"```bash\n(.*?)```", README.read_text(), re.S).group(1).splitlines()
     command = next(line for line in first if "launch/sr.py" in line)
-    assert "--config_file launch/one_process.yaml" in command and "--preset quick" in command
-    assert "--attention none bam" in command
-    repo = README.parent
-    done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                           str(repo / "launch" / "one_process.yaml"), str(repo / "launch" / "sr.py"), "--help"],
-                          capture_output=True, text=True, cwd=repo, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(repo)})
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "were not passed" not in done.stderr and "--global-residual" in done.stdout
+    assert command.startswith("pip install -e . && python launch/sr.py ")
+    assert "--preset quick" in command and "--attention none bam" in command
+
+
+def test_a_single_cpu_process_on_one_thread_says_how_to_use_every_core(monkeypatch, capsys):
+    import torch
+
+    from tasks.common import distributed
+    from tasks.utils import messages
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(distributed.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(messages, "_noted", set())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        distributed._note_cpu_threads(num_processes=1)
+        distributed._note_cpu_threads(num_processes=1)  # once
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert out.count("note: training on the CPU with 1 of its 8 threads") == 1
+    assert "python launch/sr.py" in out and "--num_cpu_threads_per_process 8" in out
+    distributed._note_cpu_threads(num_processes=2)  # one thread per process is right for several
+    assert capsys.readouterr().out == ""

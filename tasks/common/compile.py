@@ -29,20 +29,12 @@ import os
 import torch
 from torch import nn
 
-__all__ = ["COMPILE_MODES", "BACKEND_ENV", "compile_for_training", "uses_cuda_graphs", "begin_step",
-           "note_once"]
+from tasks.utils.messages import note_once
+
+__all__ = ["COMPILE_MODES", "BACKEND_ENV", "compile_for_training", "uses_cuda_graphs", "begin_step", "check_mode"]
 
 COMPILE_MODES = ("off", "default", "reduce-overhead")
 BACKEND_ENV = "BAM_COMPILE_BACKEND"
-
-_noted: set[str] = set()
-
-
-def note_once(text: str) -> None:
-    """Print ``note: text`` the first time only (paired runs build one trainer each)."""
-    if text not in _noted:
-        _noted.add(text)
-        print(f"note: {text}", flush=True)
 
 
 def check_mode(mode: str) -> None:

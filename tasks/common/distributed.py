@@ -10,6 +10,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration
 
+from tasks.utils.messages import note_once
 from tasks.utils.processes import world_size
 
 __all__ = ["MIXED_PRECISION_CHOICES", "make_accelerator", "cpu_processes_wanted", "prepare_eval_loader",
@@ -44,7 +45,7 @@ def make_accelerator(mixed_precision: str | None = "no", cpu: bool = False,
         # fp32 matrix products may use TF32, as cuDNN's convolutions already do by default.
         torch.set_float32_matmul_precision("high")
         torch.backends.cudnn.benchmark = fixed_shapes
-    return Accelerator(
+    accelerator = Accelerator(
         mixed_precision=mixed_precision,
         cpu=cpu,
         # Schedulers are defined in optimizer steps of this loop; Accelerate would otherwise step
@@ -53,6 +54,20 @@ def make_accelerator(mixed_precision: str | None = "no", cpu: bool = False,
         # A plain shuffling DataLoader gets a sampler whose order depends on (seed, epoch) only.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
+    if accelerator.device.type == "cpu":
+        _note_cpu_threads(accelerator.num_processes)
+    return accelerator
+
+
+def _note_cpu_threads(num_processes: int) -> None:
+    """``accelerate launch`` sets OMP_NUM_THREADS=1 unless told otherwise: a single CPU process
+    then computes on one core of many (the SR quick run took 9 minutes instead of 5). Say so,
+    with what to do; the setting itself is the user's to change."""
+    cores = os.cpu_count() or 1
+    if num_processes == 1 and torch.get_num_threads() == 1 < cores and os.environ.get("OMP_NUM_THREADS") == "1":
+        note_once(f"training on the CPU with 1 of its {cores} threads (OMP_NUM_THREADS=1, the `accelerate launch` "
+                  f"default): run the launcher with plain `python` (e.g. `python launch/sr.py ...`), or pass "
+                  f"`accelerate launch --num_cpu_threads_per_process {cores}`")
 
 
 def prepare_eval_loader(accelerator: Accelerator, loader: torch.utils.data.DataLoader):

@@ -25,12 +25,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from tasks.common.checkpoint import checkpoint_bytes
 from tasks.common.cli import add_run_args, run_cli, run_dir_for
-from tasks.common.compile import note_once
 from tasks.common.distributed import decided_on_main_process, make_accelerator
 from tasks.common.model_io import ModelDescription
 from tasks.common.tracking import Tracker
 from tasks.common.trainer import EvaluateFn, TrainConfig, Trainer
 from tasks.data.sampling import EpochSeededSampler
+from tasks.utils.messages import note_once
 from tasks.utils.files import check_writable
 
 __all__ = ["Task", "RunInfo", "Schedule", "main", "train", "train_all", "steps_per_epoch", "training_loader"]
