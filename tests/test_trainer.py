@@ -96,7 +96,8 @@ def make_trainer(run_dir, *, max_steps=20, seed=0, resume=False, loss_hook=None,
     train_config = TrainConfig(max_steps=max_steps, eval_every=eval_every, best_metric=best_metric,
                                best_mode=best_mode, seed=seed, resume=resume, log_every=3, task="toy", progress=False,
                                **settings)
-    return Trainer(model, optimizer, loader, loss_fn, train_config, run_dir, description=description, evaluate_fn=evaluate_fn or mae_evaluate(data),
+    return Trainer(model, optimizer, loader, loss_fn, train_config, run_dir, description=description,
+                   evaluate_fn=evaluate_fn or mae_evaluate(data),
                    scheduler=scheduler, accelerator=accelerator, tracker=tracker,
                    config={"arch": "mlp", "attention": "none", "dataset": "toy", "lr": 1e-2})
 

@@ -58,14 +58,13 @@ def add_data_args(parser: argparse.ArgumentParser, defaults: dict | None = None)
     return parser
 
 
-def add_attention_arg(parser, choices, default: str | list[str], help_extra: str = "") -> None:
+def add_attention_arg(parser: argparse.ArgumentParser, choices, default: str | list[str]) -> None:
     """``--attention NAME [NAME ...]``: one run per value, same seed, data order and evaluation,
     in one experiment group, then their comparison (``--attention none bam``)."""
-    parser.add_argument("--attention", nargs="+", default=[default] if isinstance(default, str) else list(default),
-                        metavar="NAME",
-                        help=f"one of {', '.join(choices)} (default: {' '.join([default] if isinstance(default, str) else default)}); "
-                             "several values train one run each and compare them, e.g. --attention none bam"
-                             + (f"; {help_extra}" if help_extra else ""))
+    defaults = [default] if isinstance(default, str) else list(default)
+    parser.add_argument("--attention", nargs="+", default=defaults, metavar="NAME",
+                        help=f"one of {', '.join(choices)} (default: {' '.join(defaults)}); several values train "
+                             "one run each and compare them, e.g. --attention none bam")
 
 
 def add_run_args(parser: argparse.ArgumentParser, defaults: dict | None = None) -> argparse.ArgumentParser:

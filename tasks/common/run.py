@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from tasks.common.checkpoint import checkpoint_bytes
-from tasks.common.cli import add_run_args, run_cli, run_dir_for
+from tasks.common.cli import add_attention_arg, add_run_args, run_cli, run_dir_for
 from tasks.common.distributed import decided_on_main_process, make_accelerator
 from tasks.common.model_io import ModelDescription
 from tasks.common.tracking import Tracker
@@ -86,8 +86,6 @@ class Task:
         return self.build_parser().parse_args(argv)
 
     def build_parser(self) -> argparse.ArgumentParser:
-        from tasks.common.cli import add_attention_arg
-
         parser = argparse.ArgumentParser(prog=self.prog, description=self.description,
                                          formatter_class=argparse.RawDescriptionHelpFormatter)
         self.add_arguments(parser)
@@ -200,9 +198,9 @@ def train(task: Task, args: argparse.Namespace) -> dict:
     tracker = Tracker(run_dir, config, project=args.wandb_project, group=group, tags=[*info.tags, *(args.tags or [])],
                       mode=args.wandb, task=task.name, name=run_dir.name)
     settings = TrainConfig(max_steps=schedule.max_steps, eval_every=schedule.eval_every, log_every=args.log_every,
-                           best_metric=info.primary_metric or task.primary_metric, best_mode=task.primary_mode, seed=args.seed,
-                           resume=args.resume, grad_clip=schedule.grad_clip, channels_last=args.channels_last,
-                           compile=args.compile, task=task.name)
+                           best_metric=info.primary_metric or task.primary_metric, best_mode=task.primary_mode,
+                           seed=args.seed, resume=args.resume, grad_clip=schedule.grad_clip,
+                           channels_last=args.channels_last, compile=args.compile, task=task.name)
     trainer = Trainer(model, optimizer, loader, task.loss(args), settings, run_dir,
                       evaluate_fn=task.evaluator(args, data, run_dir, tracker), scheduler=scheduler,
                       tracker=tracker, accelerator=accelerator, config=config, description=info.description,

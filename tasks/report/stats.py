@@ -142,8 +142,12 @@ def mcnemar_exact(baseline_correct: np.ndarray, variant_correct: np.ndarray) -> 
 
 
 def _signed(value: float, digits: int) -> str:
+    """``+0.42``; a value that rounds to zero but is not zero keeps one significant digit
+    (``-3e-05``): a bound just below 0 must not read as 0 beside the word "worse"."""
     text = f"{value:+.{digits}f}"
-    return "+0." + "0" * digits if text.startswith("-") and float(text) == 0 else text
+    if float(text) == 0:
+        return f"{value:+.1g}" if value != 0 else "+0." + "0" * digits
+    return text
 
 
 def decide(interval: Interval, mode: str, p_value: float | None = None, alpha: float = 0.05) -> str:

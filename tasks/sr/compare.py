@@ -132,8 +132,8 @@ def _set_table(set_name: str, dataset, runs: Sequence[SRRun], bicubic: dict, bia
                      f"| {run.summary.get('wall_time_s', 0):.0f} s |")
     if len(runs) == 2:
         base, other = runs
-        lines.append(f"| **{other.label} − {base.label}** | {other.score('psnr', set_name) - base.score('psnr', set_name):+.4f} "
-                     f"| {other.score('ssim', set_name) - base.score('ssim', set_name):+.4f} | | "
+        psnr, ssim = (other.score(m, set_name) - base.score(m, set_name) for m in ("psnr", "ssim"))
+        lines.append(f"| **{other.label} − {base.label}** | {psnr:+.4f} | {ssim:+.4f} | | "
                      f"| {(other.summary['params'] - base.summary['params']) / 1e6:+.3f}M "
                      f"| {(other.summary['macs'] - base.summary['macs']) / 1e9:+.3f}G | |")
     return lines + [""]

@@ -151,7 +151,8 @@ class SRTask(Task):
                                "(default: the preset's folder under the data root)")
         data.add_argument("--scale", type=int, help="SR factor, 2 or 4")
         data.add_argument("--patch-size", type=int, help="HR crop side (a multiple of --scale)")
-        data.add_argument("--sets", nargs="+", help="evaluation sets: names under <data root>/sr, folders, or 'embedded'")
+        data.add_argument("--sets", nargs="+",
+                          help="evaluation sets: names under <data root>/sr, folders, or 'embedded'")
         data.add_argument("--protocol", choices=sorted(PROTOCOLS), help="evaluation protocol")
         data.add_argument("--curve-sets", choices=("all", "first"),
                           help="sets scored at the evaluations before the last one: all, or the first only "
