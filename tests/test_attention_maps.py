@@ -37,7 +37,7 @@ def test_panels_for_a_checkpoint_and_its_baseline(tmp_path, checkpoints, capsys)
     assert written == ["attention_a.png", "attention_gray.png"]
     with Image.open(out / "attention_a.png") as panel:
         assert panel.width > 500 and panel.height > 500  # 4 rows x 4 columns of readable plots
-    printed = capsys.readouterr().out  # the inputs were not the network's 64x64: it says so
+    printed = capsys.readouterr().err  # the inputs were not the network's 64x64: it says so
     assert f"{images / 'a.png'} is 70x50: resized (short side 64) and center-cropped to 64x64" in printed
 
 

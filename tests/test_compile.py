@@ -114,7 +114,7 @@ def test_reduce_overhead_falls_back_on_the_cpu_and_says_so_once(capsys):
     for _ in range(2):
         compiled = compile_for_training(small_srresnet(), "reduce-overhead", "cpu")
         compiled(torch.rand(2, 3, 6, 6)).sum().backward()
-    notes = [line for line in capsys.readouterr().out.splitlines() if "reduce-overhead" in line]
+    notes = [line for line in capsys.readouterr().err.splitlines() if "reduce-overhead" in line]
     assert len(notes) == 1 and "CUDA device" in notes[0] and "--compile default" in notes[0]
     model = nn.Linear(2, 2)
     assert compile_for_training(model, "off", "cpu") is model
@@ -130,7 +130,7 @@ def test_varying_shape_tasks_refuse_cuda_graphs(capsys):
     with pytest.raises(ValueError, match="--compile reduce-overhead .* parse batches change shape"):
         Parsing().check(argparse.Namespace(attention="none", compile="reduce-overhead"))
     Parsing().check(argparse.Namespace(attention="none", compile="default"))
-    assert "recompile" in capsys.readouterr().out
+    assert "recompile" in capsys.readouterr().err
     Fixed().check(argparse.Namespace(attention="none", compile="reduce-overhead"))
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.common import compile as compile_module
 from tasks.common.compile import BACKEND_ENV
+from tasks.utils import messages
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "device_check.sh"
@@ -70,11 +70,11 @@ def test_tiny_run_without_wandb_writes_every_table_and_target(tmp_path, sr_data_
 def test_tiny_compiled_steps_feed_the_pipeline(tmp_path, sr_data_root, monkeypatch, capsys):
     """The compiled mode (CUDA graphs on a GPU, plain compile here) and the pipeline reusing it."""
     monkeypatch.setenv(BACKEND_ENV, "aot_eager")  # Inductor's C++ would take minutes here
-    monkeypatch.setattr(compile_module, "_noted", set())  # notes said by earlier tests are said again
+    monkeypatch.setattr(messages, "_noted", set())  # notes said by earlier tests are said again
     module = _load_device_check()
     out = tmp_path / "check"
     module.main([str(out), "--tiny", "--jobs", "sr16", "--data-root", str(sr_data_root)])
-    assert "CUDA graphs, which need a CUDA device" in capsys.readouterr().out
+    assert "CUDA graphs, which need a CUDA device" in capsys.readouterr().err
     record = json.loads((out / "results.json").read_text())
     compiled = [m for m in record["steps"] if m["mode"] == "compile-cudagraphs"]
     assert len(compiled) == 1 and set(compiled[0]["rates"]) == {"none", "bam"}

@@ -45,7 +45,7 @@ def test_a_single_cpu_process_on_one_thread_says_how_to_use_every_core(monkeypat
         distributed._note_cpu_threads(num_processes=1)  # once
     finally:
         torch.set_num_threads(threads)
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert out.count("note: training on the CPU with 1 of its 8 threads") == 1
     assert "python launch/sr.py" in out and "--num_cpu_threads_per_process 8" in out
     distributed._note_cpu_threads(num_processes=2)  # one thread per process is right for several

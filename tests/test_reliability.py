@@ -402,7 +402,7 @@ def test_a_new_rate_on_resume_is_applied_and_recorded(tmp_path, schedule, capsys
     capsys.readouterr()
     summary = _toy_trainer(tmp_path / "run", lr=0.02, schedule=schedule, max_steps=10, momentum=0.5,
                            resume=True).fit()
-    note = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("note: --resume"))
+    note = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("note: --resume"))
     assert "momentum 0.9 -> 0.5" in note and "lr 0.01 -> 0.02" in note and note.endswith(
         "from step 4 on (recorded in config.json as optimizer_changes)")
     changes = [{"step": 4, "changed": {"momentum": [0.9, 0.5], "lr": [0.01, 0.02]}}]

@@ -141,7 +141,7 @@ def test_wandb_failure_never_stops_the_run(tmp_path, no_wandb_env, monkeypatch, 
     tracker.log({"loss": 0.5}, 2)
     tracker.log_images({"x": np.zeros((2, 2, 3), np.uint8)}, 2)
     tracker.finish()
-    output = capsys.readouterr().out
+    output = capsys.readouterr().err
     assert output.count("warning: W&B could not start (RuntimeError: service crashed)") == 1
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
 
@@ -177,7 +177,7 @@ def test_failed_online_start_falls_back_to_offline(tmp_path, no_wandb_env, monke
     assert modes == ["online", "offline"] and tracker.mode == "offline"
     assert run.logged == [(1, {"train/loss": 1.0})]
     tracker.finish()
-    output = capsys.readouterr().out
+    output = "".join(capsys.readouterr())  # the warning on stderr, the sync command on stdout
     assert "W&B could not start online (RuntimeError: invalid API key); recording offline instead" in output
     assert f"wandb sync {tmp_path / 'wandb' / 'offline-run-x'}" in output
 
@@ -263,7 +263,7 @@ def test_a_key_without_network_records_offline_in_full_within_the_bound(tmp_path
     # probe (<= 2 s) + online start (<= 2 s) + tear-down + offline start, on a shared machine
     assert elapsed < 20, elapsed
     assert tracker.mode == "offline" and tracker.run_id == "keep1234"  # a resumed run keeps its W&B run
-    output = capsys.readouterr().out
+    output = capsys.readouterr().err
     said = [line for line in output.splitlines() if "offline instead" in line]
     expected = "could not start online" if kind == "api-hangs" or mode == "online" else "did not answer within 2 s"
     assert len(said) == 1 and expected in said[0], output

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bam import BAM, attention_targets, capture_attention, find_bottlenecks
+from tasks.utils.messages import note
 
 # More modules than this (BAM-C: one per block) are shown one per resolution: the last of each.
 MAX_COLUMNS = 6
@@ -135,8 +136,8 @@ def load_image(path: Path, size: int) -> np.ndarray:
 
     picture = Image.fromarray(read_rgb(path))
     if picture.size != (size, size):
-        print(f"note: {path} is {picture.width}x{picture.height}: resized (short side {size}) and center-cropped "
-              f"to {size}x{size}, the network's input size", flush=True)
+        note(f"{path} is {picture.width}x{picture.height}: resized (short side {size}) and center-cropped "
+             f"to {size}x{size}, the network's input size")
     scale = size / min(picture.size)
     picture = picture.resize((max(size, round(picture.width * scale)), max(size, round(picture.height * scale))),
                              Image.BICUBIC)

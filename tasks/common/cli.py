@@ -13,6 +13,7 @@ from typing import Any, Callable
 from tasks.common.compile import COMPILE_MODES
 from tasks.common.distributed import MIXED_PRECISION_CHOICES
 from tasks.common.tracking import WANDB_MODES
+from tasks.utils.messages import note
 
 __all__ = ["add_run_args", "add_data_args", "add_attention_arg", "run_dir_for", "run_cli", "positive_int",
            "non_negative_int", "user_message", "DEBUG_VARIABLE"]
@@ -131,7 +132,7 @@ def _choose_run_dir(args: argparse.Namespace, default_name: str) -> Path:
     while _used(base.with_name(f"{base.name}-{counter}")):
         counter += 1
     chosen = base.with_name(f"{base.name}-{counter}")
-    print(f"note: {base} already holds a run (use --resume to continue it); writing to {chosen}", flush=True)
+    note(f"{base} already holds a run (use --resume to continue it); writing to {chosen}")
     return chosen
 
 

@@ -25,6 +25,7 @@ from typing import Any, Iterable, Mapping
 from urllib.parse import urlparse
 
 from tasks.utils.processes import is_main_process
+from tasks.utils.messages import note, warn
 
 __all__ = ["Tracker", "resolve_wandb_mode", "wandb_api_key_configured", "default_tags", "online_timeout",
            "WANDB_MODES", "TIMEOUT_VARIABLE"]
@@ -107,8 +108,8 @@ def resolve_wandb_mode(mode: str = "auto") -> str:
             timeout = min(PROBE_TIMEOUT_S, online_timeout())
             if _api_reachable(timeout):
                 return "online"
-            print(f"note: W&B at {_api_url()} did not answer within {timeout:g} s; recording offline instead "
-                  "(upload later with `wandb sync`)", flush=True)
+            note(f"W&B at {_api_url()} did not answer within {timeout:g} s; recording offline instead "
+                 "(upload later with `wandb sync`)")
             return "offline"
     if mode == "online" and not wandb_api_key_configured():
         warnings.warn("--wandb online: no W&B API key configured (WANDB_API_KEY or `wandb login`); "
@@ -217,8 +218,7 @@ class Tracker:
                 reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
                 if number < len(attempts):
                     if mode == "online":
-                        print(f"warning: W&B could not start online ({reason}); recording offline instead",
-                              flush=True)
+                        warn(f"W&B could not start online ({reason}); recording offline instead")
                         _forget_failed_start(wandb)
                     continue
                 self._warn(f"W&B could not start ({reason})")
@@ -238,7 +238,7 @@ class Tracker:
     def _warn(self, message: str) -> None:
         if not self._warned:
             self._warned = True
-            print(f"warning: {message}; continuing with local files in {self.run_dir}", flush=True)
+            warn(f"{message}; continuing with local files in {self.run_dir}")
         self._run = None
 
     def _wandb_call(self, what: str, function, *args, **kwargs) -> None:

@@ -45,6 +45,7 @@ from tasks.common.summary import build_summary, environment_info, write_summary
 from tasks.common.tracking import Tracker
 from tasks.utils.files import write_json_atomic
 from tasks.utils.progress import progress
+from tasks.utils.messages import note, warn
 
 __all__ = ["Trainer", "TrainConfig", "NonFiniteLossError"]
 
@@ -232,7 +233,7 @@ class Trainer:
         # May finish an interrupted checkpoint swap: one process only (decided_on_main_process).
         path = find_resume_checkpoint(self.run_dir, self.settings.resume)
         if self.settings.resume and path is None:
-            print(f"note: no checkpoint in {self.run_dir / 'checkpoints'}; starting from step 0", flush=True)
+            note(f"no checkpoint in {self.run_dir / 'checkpoints'}; starting from step 0")
         return path
 
     def _load(self, checkpoint: Path) -> None:
@@ -263,14 +264,14 @@ class Trainer:
         print(f"resumed from {checkpoint} at step {self.step}", flush=True)
         saved_epoch_length = state.get("steps_per_epoch")
         if saved_epoch_length not in (None, self.steps_per_epoch):
-            print(f"warning: the checkpoint had {saved_epoch_length} optimizer steps per epoch, now "
-                  f"{self.steps_per_epoch} (batch size or process count changed): the data order "
-                  "will differ from the original run", flush=True)
+            warn(f"the checkpoint had {saved_epoch_length} optimizer steps per epoch, now "
+                 f"{self.steps_per_epoch} (batch size or process count changed): the data order "
+                 "will differ from the original run")
         saved_max_steps = state.get("max_steps")
         if self.scheduler is not None and saved_max_steps not in (None, self.settings.max_steps):
-            print(f"warning: the checkpoint was written by a run of {saved_max_steps} steps, this one "
-                  f"has {self.settings.max_steps}: the learning-rate schedule restored from it keeps its "
-                  "original length", flush=True)
+            warn(f"the checkpoint was written by a run of {saved_max_steps} steps, this one "
+                 f"has {self.settings.max_steps}: the learning-rate schedule restored from it keeps its "
+                 "original length")
 
     def _take_requested_settings(self, requested: list[dict[str, Any]], checkpoint: Path) -> None:
         """Optimiser options that differ from the checkpoint's apply from this step on (and are
@@ -282,8 +283,8 @@ class Trainer:
         self.optimizer_changes.append({"step": self.step, "changed": changed})
         if self.is_main_process:
             text = ", ".join(f"{name} {old} -> {new}" for name, (old, new) in changed.items())
-            print(f"note: --resume with other optimiser settings than {checkpoint}: {text} from step {self.step} "
-                  "on (recorded in config.json as optimizer_changes)", flush=True)
+            note(f"--resume with other optimiser settings than {checkpoint}: {text} from step {self.step} "
+                 "on (recorded in config.json as optimizer_changes)")
 
     def _count_params(self) -> int:
         return sum(p.numel() for p in self.accelerator.unwrap_model(self.model).parameters())
@@ -312,7 +313,7 @@ class Trainer:
         try:
             self._finish(status, exit_code=1)
         except OSError as error:
-            print(f"warning: could not record the failed run's summary in {self.run_dir} ({error})", flush=True)
+            warn(f"could not record the failed run's summary in {self.run_dir} ({error})")
 
     def _train(self) -> None:
         acc, settings = self.accelerator, self.settings

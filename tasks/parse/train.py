@@ -38,6 +38,7 @@ from tasks.parse.model import BACKBONES, UperNet, describe_load_report, paramete
 from tasks.parse.visualize import save_panels
 from tasks.utils.files import write_json_atomic, write_text_atomic
 from tasks.utils.processes import is_main_process
+from tasks.utils.messages import note
 
 ATTENTIONS = ("none", "bam", "bam-released", "se", "cbam")
 PRIMARY_METRIC = "miou"
@@ -223,8 +224,8 @@ class ParseTask(Task):
             if is_main_process():
                 print(describe_load_report(args.encoder_weights, args.encoder_load_report), flush=True)
         elif is_main_process():
-            print("note: no --encoder-weights: the encoder starts from random weights (the paper's runs start "
-                  "from ImageNet weights)", flush=True)
+            note("no --encoder-weights: the encoder starts from random weights (the paper's runs start "
+                 "from ImageNet weights)")
         return prepare_model(model, data.num_processes, data.device_type)
 
     def optimizer(self, args: argparse.Namespace, model: nn.Module, data: ParseData, schedule: Schedule):

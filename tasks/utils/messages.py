@@ -1,16 +1,31 @@
-"""Notes to the user: printed once per process, and by the main process only."""
+"""Notes and warnings to the user, on stderr (stdout is left to results a script may parse), by the main process
+only."""
 
 from __future__ import annotations
 
+import sys
+
 from tasks.utils.processes import is_main_process
 
-__all__ = ["note_once"]
+__all__ = ["note", "note_once", "warn"]
 
 _noted: set[str] = set()
 
 
+def note(text: str) -> None:
+    """Print ``note: text`` on stderr, from the main process only."""
+    if is_main_process():
+        print(f"note: {text}", file=sys.stderr, flush=True)
+
+
 def note_once(text: str) -> None:
-    """Print ``note: text`` the first time only (a paired run builds one trainer per module)."""
+    """Like :func:`note`, the first time only (a paired run builds one trainer per module)."""
     if text not in _noted and is_main_process():
         _noted.add(text)
-        print(f"note: {text}", flush=True)
+        note(text)
+
+
+def warn(text: str) -> None:
+    """Print ``warning: text`` on stderr, from the main process only."""
+    if is_main_process():
+        print(f"warning: {text}", file=sys.stderr, flush=True)
