@@ -672,7 +672,7 @@ def test_resume_with_another_length_warns_that_the_schedule_keeps_its_own(tmp_pa
     make_trainer(tmp_path / "run", max_steps=10).fit()
     capsys.readouterr()
     make_trainer(tmp_path / "run", max_steps=15, resume=True).fit()
-    assert "run of 10 steps, this one has 15" in capsys.readouterr().out
+    assert "run of 10 steps, this one has 15" in capsys.readouterr().err
 
 
 def test_per_sample_results_stay_with_the_weights_they_scored(tmp_path):
