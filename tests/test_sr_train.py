@@ -15,6 +15,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from tasks.data.embedded import embedded_sr_images
+from tasks.report.runs import discover_runs
+from tasks.report.wandb_offline import find_offline_runs, read_offline_run
 from tasks.sr import evaluate as sr_evaluate
 from tasks.sr import train as sr_train
 from tasks.sr import upscale as sr_upscale
@@ -135,6 +137,7 @@ def test_paired_run_ends_with_the_comparison_of_each_set(data, tmp_path, capsys)
     printed = capsys.readouterr().out
     assert "PSNR on second (dB)" in printed and "95% percentile bootstrap over images" in printed
     assert (folder / "forest.png").is_file() and "PSNR on bench" in (folder / "comparison.md").read_text()
+    assert not (folder / "wandb").exists()  # --wandb disabled: the comparison is not logged either
 
 
 def test_upscale_folder(trained, data, tmp_path, capsys):
@@ -262,6 +265,21 @@ def test_paired_run_trains_both_networks_alike_and_compares_them(data, tmp_path,
     with Image.open(panels[0]) as panel:
         assert panel.width == 4 * 36 + 3 * 4  # bicubic | SRResNet | SRResNet+BAM | HR, 36 px each
     assert str(comparison) in capsys.readouterr().out  # the last lines say where it is
+    # The comparison is a W&B run of the group too: its table and pictures, its Markdown files.
+    (logged,) = find_offline_runs(comparison / "wandb")
+    record = read_offline_run(logged)
+    assert (record["job_type"], record["group"]) == ("comparison", "sr-quick-x4-gr")
+    (history,) = record["history"]
+    kinds = {key.rpartition("/")[0]: value for key, value in history.items() if key.endswith("/_type")}
+    assert kinds.pop("comparison/differences") == "table-file"
+    rows = len((comparison / "comparison.csv").read_text().splitlines()) - 1
+    assert history["comparison/differences/nrows"] == rows and rows > 0
+    assert set(kinds) == {"comparison/forest", "comparison/psnr_curves",
+                          *(f"comparison/samples/{p.stem}" for p in panels)}
+    assert set(kinds.values()) == {"image-file"}
+    assert {"comparison.md", "sr_comparison.md"} <= {p.name for p in (logged / "files").glob("*.md")}
+    # ... and the report of the folder still compares the two training runs only.
+    assert sorted(run.attention for run in discover_runs([tmp_path])) == ["bam", "none"]
 
 
 def test_curve_sets_first_scores_the_other_sets_at_the_end_only(data, tmp_path):

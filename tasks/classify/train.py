@@ -381,7 +381,8 @@ class ClassifyTask(Task):
         """Top-1/top-5 error differences with McNemar's test and their intervals over the samples."""
         from tasks.report import report_paired_runs
 
-        report_paired_runs(run_dirs, args.output_dir, group, f"Classification: baseline vs attention — {group}")
+        report_paired_runs(run_dirs, args.output_dir, group, f"Classification: baseline vs attention — {group}",
+                           **self.wandb_settings(args))
 
 
 def resolve_args(args) -> argparse.Namespace:

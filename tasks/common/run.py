@@ -146,6 +146,10 @@ class Task:
     def compare(self, run_dirs: Sequence[Path], group: str, args: argparse.Namespace) -> None:
         """Main process, after a paired run (``--attention none bam``): write and print the comparison."""
 
+    def wandb_settings(self, args: argparse.Namespace) -> dict[str, str]:
+        """What logging a paired run's comparison to W&B needs (the runs' own project and mode)."""
+        return {"task": self.name, "wandb_project": args.wandb_project, "wandb_mode": args.wandb}
+
 
 def _check_compile_for_varying_shapes(task: str, mode: str) -> None:
     if mode == "reduce-overhead":  # one CUDA graph (and its memory) per shape: refuse, do not thrash

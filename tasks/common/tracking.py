@@ -21,7 +21,7 @@ import os
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import urlparse
 
 from tasks.utils.processes import is_main_process
@@ -165,12 +165,13 @@ class Tracker:
 
     def __init__(self, run_dir: str | os.PathLike, config: Mapping[str, Any], project: str = "bam",
                  group: str | None = None, tags: Iterable[str] = (), mode: str = "auto", task: str = "",
-                 name: str | None = None) -> None:
+                 name: str | None = None, job_type: str | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.config = dict(config)
         self.project = project
         self.group = group
         self.task = task
+        self.job_type = job_type or task or None  # a training run's job is its task
         self.name = name or self.run_dir.name
         self.tags = default_tags(self.config, task, tags)
         self.requested_mode = mode
@@ -230,7 +231,7 @@ class Tracker:
     def _init(self, wandb, mode: str, run_id: str):
         timeout = online_timeout() if mode == "online" else OFFLINE_INIT_TIMEOUT_S
         return wandb.init(
-            project=self.project, group=self.group, job_type=self.task or None, tags=self.tags,
+            project=self.project, group=self.group, job_type=self.job_type, tags=self.tags,
             config=self.config, name=self.name, dir=str(self.run_dir), id=run_id, resume="allow", mode=mode,
             settings=wandb.Settings(silent=True, init_timeout=timeout, x_disable_viewer=True),
         )
@@ -282,6 +283,22 @@ class Tracker:
             self._warn(f"W&B image conversion failed ({type(error).__name__}: {error})")
             return
         self._wandb_call("log_images", self._run.log, logged, step=int(step))
+
+    def log_table(self, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], step: int) -> None:
+        """Log a table to W&B (callers write their own CSV or Markdown copy)."""
+        if not self.is_main:
+            return
+        self.start()
+        if self._run is None:
+            return
+        try:
+            import wandb
+
+            table = wandb.Table(columns=list(columns), data=[list(row) for row in rows])
+        except Exception as error:
+            self._warn(f"W&B table conversion failed ({type(error).__name__}: {error})")
+            return
+        self._wandb_call("log_table", self._run.log, {key: table}, step=int(step))
 
     def save_file(self, path: str | os.PathLike) -> None:
         """Keep a file of the run folder with the W&B run (uploaded with it, or by ``wandb sync``)."""

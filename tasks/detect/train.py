@@ -290,7 +290,8 @@ class DetectTask(Task):
         """Box AP differences with their intervals over the validation images."""
         from tasks.report import report_paired_runs
 
-        report_paired_runs(run_dirs, args.output_dir, group, f"Detection: baseline vs attention — {group}")
+        report_paired_runs(run_dirs, args.output_dir, group, f"Detection: baseline vs attention — {group}",
+                           **self.wandb_settings(args))
 
 
 TASK = DetectTask()

@@ -282,7 +282,8 @@ class ParseTask(Task):
         """mIoU and pixel-accuracy differences with their intervals over the validation images."""
         from tasks.report import report_paired_runs
 
-        report_paired_runs(run_dirs, args.output_dir, group, f"Scene parsing: baseline vs attention — {group}")
+        report_paired_runs(run_dirs, args.output_dir, group, f"Scene parsing: baseline vs attention — {group}",
+                           **self.wandb_settings(args))
 
 
 def network_kwargs(args, num_classes: int) -> dict:

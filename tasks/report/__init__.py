@@ -4,6 +4,6 @@
 :func:`report_paired_runs`) at the end of a paired run (``--attention none bam``).
 """
 
-from tasks.report.comparison import compare_runs, report_paired_runs, write_comparison
+from tasks.report.comparison import compare_runs, comparison_folder, report_paired_runs, write_comparison
 
-__all__ = ["compare_runs", "report_paired_runs", "write_comparison"]
+__all__ = ["compare_runs", "comparison_folder", "report_paired_runs", "write_comparison"]

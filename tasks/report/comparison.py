@@ -23,6 +23,7 @@ import numpy as np
 from tasks.common.per_sample import load_per_sample
 from tasks.report.metrics import MetricSpec, align, metric_specs
 from tasks.report.plots import plot_forest, variant_name
+from tasks.report.publish import log_comparison
 from tasks.report.runs import BASELINE, Run, discover_runs, group_comparable, setting_labels
 from tasks.report.stats import (RESAMPLING_SEED, Interval, McNemar, bootstrap_difference, decide, mcnemar_exact,
                                 verdict)
@@ -30,7 +31,7 @@ from tasks.report.table import Stat, summarize
 from tasks.utils.files import write_text_atomic
 
 __all__ = ["Comparison", "SeedResult", "compare_runs", "comparison_markdown", "comparison_csv", "write_comparison",
-           "write_comparison_files", "report_paired_runs", "COMPARISON_FILES"]
+           "write_comparison_files", "report_paired_runs", "comparison_folder", "COMPARISON_FILES"]
 
 COMPARISON_FILES = ("comparison.md", "comparison.csv", "forest.png")
 
@@ -268,15 +269,24 @@ def write_comparison_files(comparisons: Sequence[Comparison], notes: Sequence[st
     return table
 
 
-def report_paired_runs(run_dirs: Sequence[str | Path], output_dir: str | Path, group: str, title: str) -> Path | None:
+def comparison_folder(output_dir: str | Path, group: str) -> Path:
+    """Where a paired run's comparison goes: ``<output-dir>/<group>-comparison``."""
+    return Path(output_dir) / f"{group or 'paired'}-comparison"
+
+
+def report_paired_runs(run_dirs: Sequence[str | Path], output_dir: str | Path, group: str, title: str,
+                       task: str = "", wandb_project: str = "bam", wandb_mode: str = "disabled") -> Path | None:
     """The end of a paired training run (``--attention none bam``): the comparison of its runs
-    written to ``output_dir/<group>-comparison/`` and printed. Never fails the finished runs: a
-    comparison that cannot be made says why (``python -m tasks.report`` can redo it later)."""
-    folder = Path(output_dir) / f"{group or 'paired'}-comparison"
+    written to ``output_dir/<group>-comparison/``, printed, and logged to W&B as a run of the group
+    with everything in that folder (a task's own files written there first included). Never fails
+    the finished runs: a comparison that cannot be made says why (``python -m tasks.report`` can
+    redo it later)."""
+    folder = comparison_folder(output_dir, group)
     try:
         table = write_comparison(run_dirs, folder, title)
     except (FileNotFoundError, ValueError) as error:
         print(f"comparison not written: {error}", flush=True)
         return None
     print(f"\n{title}\n\n{table}\nwrote {folder / 'comparison.md'}, comparison.csv and forest.png", flush=True)
+    log_comparison(folder, [Path(d) for d in run_dirs], group, task, wandb_project, wandb_mode)
     return folder

@@ -1,9 +1,15 @@
-"""Publish a comparison as a W&B Report (needs an API key, a network and ``wandb-workspaces``)."""
+"""Publish a comparison to W&B: the comparison folder of a paired run as a run of its group
+(offline without a key or a network), and a W&B Report (needs an API key, a network and
+``wandb-workspaces``)."""
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
 from typing import Sequence
 
+from tasks.common.tracking import Tracker
+from tasks.report.runs import COMPARISON_JOB
 from tasks.report.table import Row
 
 
@@ -50,3 +56,34 @@ def create_wandb_report(project_path: str, group: str | None, table_markdown: st
 def rows_metrics(rows: Sequence[Row]) -> list[str]:
     """The metric names the curves should show, in table order, without repeats."""
     return list(dict.fromkeys(f"eval/{row.metric}" for row in rows))
+
+
+def log_comparison(folder: Path, run_dirs: Sequence[Path], group: str, task: str, project: str, mode: str) -> None:
+    """Log a paired run's comparison folder as one W&B run of the group (job type "comparison"):
+    the differences table, its pictures (forest plot, curves, samples) and its Markdown files."""
+    if mode == "disabled" or not folder.is_dir():
+        return
+    config = {"task": task, "group": group, "compared_runs": [str(d) for d in run_dirs]}
+    tracker = Tracker(folder, config, project=project, group=group, tags=[COMPARISON_JOB], mode=mode, task=task,
+                      name=folder.name, job_type=COMPARISON_JOB)
+    table = folder / "comparison.csv"
+    if table.is_file():
+        with open(table, newline="") as handle:
+            lines = list(csv.reader(handle))
+        if lines:
+            tracker.log_table("comparison/differences", lines[0], [[_cell(v) for v in row] for row in lines[1:]],
+                              step=0)
+    pictures = sorted([*folder.glob("*.png"), *folder.glob("samples/*.png")])
+    tracker.log_images({f"comparison/{p.relative_to(folder).with_suffix('').as_posix()}": p for p in pictures},
+                       step=0)
+    for text in sorted(folder.glob("*.md")):
+        tracker.save_file(text)
+    tracker.finish()
+
+
+def _cell(text: str) -> float | str:
+    """A CSV cell as W&B should sort it: numbers as numbers."""
+    try:
+        return float(text)
+    except ValueError:
+        return text

@@ -16,6 +16,9 @@ from typing import Any, Iterable
 from tasks.common.per_sample import PER_SAMPLE_FILE
 from tasks.report.wandb_offline import find_offline_runs, read_offline_run
 
+# The job type of the W&B run that holds a paired run's comparison: left out of the runs compared.
+COMPARISON_JOB = "comparison"
+
 BASELINE = "none"
 
 # Config fields that do not make two runs incomparable: who the run is (seed, names, folders),
@@ -272,7 +275,7 @@ def load_api_runs(path: str, group: str | None = None) -> list[Run]:  # pragma: 
                                "config": dict(remote.config), "summary": {k: v for k, v in remote.summary.items()},
                                "history": list(remote.scan_history()), "folder": remote.url,
                                "per_sample_file": _download_per_sample(remote)})
-            for remote in api.runs(path, filters=filters)]
+            for remote in api.runs(path, filters=filters) if remote.job_type != COMPARISON_JOB]
 
 
 def _download_per_sample(remote) -> str:  # pragma: no cover - needs a network
@@ -307,6 +310,8 @@ def discover_runs(paths: Iterable[str | Path], group: str | None = None) -> list
         if any(d in folder.parents for d in local_dirs):
             continue  # already read from summary.json
         data = read_offline_run(folder)
+        if data["job_type"] == COMPARISON_JOB:
+            continue  # a paired run's comparison, not a run to compare
         by_id.setdefault(data["id"] or str(folder), []).append(data)
     runs += [_run_from_wandb(_merge_resumed(parts)) for parts in by_id.values()]
     if group:

@@ -273,12 +273,13 @@ class SRTask(Task):
     def compare(self, run_dirs: Sequence[Path], group: str, args: argparse.Namespace) -> None:
         """Per set, bicubic and both networks (tasks.sr.compare), then the differences with their
         intervals over the set's images (tasks.report), in ``<output-dir>/<group>-comparison``."""
-        from tasks.report import report_paired_runs
+        from tasks.report import comparison_folder, report_paired_runs
         from tasks.sr.compare import write_sr_comparison
 
-        output = Path(args.output_dir) / f"{group}-comparison"
+        output = comparison_folder(args.output_dir, group)
         print(f"\n{write_sr_comparison(run_dirs, output)}", flush=True)
-        report_paired_runs(run_dirs, args.output_dir, group, f"SRResNet: baseline vs attention — {group}")
+        report_paired_runs(run_dirs, args.output_dir, group, f"SRResNet: baseline vs attention — {group}",
+                           **self.wandb_settings(args))
         print(f"\ncomparison of {', '.join(str(d) for d in run_dirs)} written to {output}: sr_comparison.md "
               "(per set, with bicubic), comparison.md (differences with 95% intervals), psnr_curves.png, "
               "forest.png, samples/*.png", flush=True)
