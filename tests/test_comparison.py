@@ -26,15 +26,21 @@ def two_runs(tmp_path_factory):
     # machine: wait until both logs hold the final metrics.
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (
-            len(find_offline_runs(root)) == 2
-            and all("final/top1_err" in read_offline_run(f)["summary"] for f in find_offline_runs(root))):
+            len(_training_logs(root)) == 2
+            and all("final/top1_err" in read_offline_run(f)["summary"] for f in _training_logs(root))):
         time.sleep(0.1)
     return root, summaries
 
 
+def _training_logs(root):
+    return find_offline_runs(root / "e2e-none") + find_offline_runs(root / "e2e-bam")
+
+
 def test_report_of_two_real_runs(two_runs, tmp_path, capsys):
     root, summaries = two_runs
-    assert len(find_offline_runs(root)) == 2  # both runs recorded to W&B offline
+    assert len(_training_logs(root)) == 2  # both runs recorded to W&B offline, and their comparison:
+    (comparison,) = find_offline_runs(root / "e2e-comparison")
+    assert read_offline_run(comparison)["job_type"] == "comparison"
     out = tmp_path / "report"
     assert report([str(root), "--group", "e2e", "--output", str(out)]) == 0
     rows = list(__import__("csv").DictReader((out / "report.csv").open()))
@@ -59,7 +65,8 @@ def test_report_of_two_real_runs(two_runs, tmp_path, capsys):
 
 def test_offline_wandb_folders_give_the_same_table(two_runs):
     root, summaries = two_runs
-    runs = discover_runs(find_offline_runs(root))  # W&B's files only, not summary.json
+    assert len(find_offline_runs(root)) == 3
+    runs = discover_runs(find_offline_runs(root))  # W&B's files only, not summary.json; not the comparison
     by_attention = {run.attention: run for run in runs}
     assert set(by_attention) == {"none", "bam"}
     for attention, run in by_attention.items():
