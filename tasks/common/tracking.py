@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import urlparse
 
-from tasks.utils.processes import is_main_process
 from tasks.utils.messages import note, warn
+from tasks.utils.processes import is_main_process
 
 __all__ = ["Tracker", "resolve_wandb_mode", "wandb_api_key_configured", "default_tags", "online_timeout",
            "WANDB_MODES", "TIMEOUT_VARIABLE"]

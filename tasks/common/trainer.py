@@ -44,8 +44,8 @@ from tasks.common.rng import DataRNG, rng_fork, seed_loader_generator, set_epoch
 from tasks.common.summary import build_summary, environment_info, write_summary
 from tasks.common.tracking import Tracker
 from tasks.utils.files import write_json_atomic
-from tasks.utils.progress import progress
 from tasks.utils.messages import note, warn
+from tasks.utils.progress import progress
 
 __all__ = ["Trainer", "TrainConfig", "NonFiniteLossError"]
 

@@ -37,8 +37,8 @@ from tasks.parse.evaluate import evaluate_segmentation
 from tasks.parse.model import BACKBONES, UperNet, describe_load_report, parameter_breakdown
 from tasks.parse.visualize import save_panels
 from tasks.utils.files import write_json_atomic, write_text_atomic
-from tasks.utils.processes import is_main_process
 from tasks.utils.messages import note
+from tasks.utils.processes import is_main_process
 
 ATTENTIONS = ("none", "bam", "bam-released", "se", "cbam")
 PRIMARY_METRIC = "miou"
