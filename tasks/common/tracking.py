@@ -265,27 +265,20 @@ class Tracker:
 
     def log_images(self, images: Mapping[str, Any], step: int, caption: str | Mapping[str, str] | None = None) -> None:
         """Log PIL images, HxWx3 arrays or image paths to W&B (callers save their own PNGs)."""
-        if not self.is_main:
-            return
-        self.start()
-        if self._run is None:
-            return
-        try:
-            import wandb
+        def convert(wandb) -> dict[str, Any]:
+            return {key: wandb.Image(str(image) if isinstance(image, (str, os.PathLike)) else image,
+                                     caption=caption.get(key) if isinstance(caption, Mapping) else caption)
+                    for key, image in images.items()}
 
-            logged = {}
-            for key, image in images.items():
-                text = caption.get(key) if isinstance(caption, Mapping) else caption
-                if isinstance(image, (str, os.PathLike)):
-                    image = str(image)
-                logged[key] = wandb.Image(image, caption=text)
-        except Exception as error:
-            self._warn(f"W&B image conversion failed ({type(error).__name__}: {error})")
-            return
-        self._wandb_call("log_images", self._run.log, logged, step=int(step))
+        self._log_media("image", convert, step)
 
     def log_table(self, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], step: int) -> None:
         """Log a table to W&B (callers write their own CSV or Markdown copy)."""
+        self._log_media("table", lambda wandb: {key: wandb.Table(columns=list(columns), data=[list(r) for r in rows])},
+                        step)
+
+    def _log_media(self, kind: str, convert, step: int) -> None:
+        """Log the W&B objects ``convert(wandb)`` makes; a failed conversion is warned about, never raised."""
         if not self.is_main:
             return
         self.start()
@@ -294,11 +287,11 @@ class Tracker:
         try:
             import wandb
 
-            table = wandb.Table(columns=list(columns), data=[list(row) for row in rows])
+            logged = convert(wandb)
         except Exception as error:
-            self._warn(f"W&B table conversion failed ({type(error).__name__}: {error})")
+            self._warn(f"W&B {kind} conversion failed ({type(error).__name__}: {error})")
             return
-        self._wandb_call("log_table", self._run.log, {key: table}, step=int(step))
+        self._wandb_call(f"log_{kind}s", self._run.log, logged, step=int(step))
 
     def save_file(self, path: str | os.PathLike) -> None:
         """Keep a file of the run folder with the W&B run (uploaded with it, or by ``wandb sync``)."""
