@@ -30,8 +30,8 @@ from tasks.common.model_io import ModelDescription
 from tasks.common.tracking import Tracker
 from tasks.common.trainer import EvaluateFn, TrainConfig, Trainer
 from tasks.data.sampling import EpochSeededSampler
-from tasks.utils.messages import note_once
 from tasks.utils.files import check_writable
+from tasks.utils.messages import note_once
 
 __all__ = ["Task", "RunInfo", "Schedule", "main", "train", "train_all", "steps_per_epoch", "training_loader"]
 

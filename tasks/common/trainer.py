@@ -35,10 +35,10 @@ from accelerate.utils import set_seed
 from tasks.common.checkpoint import (find_damaged_file, find_resume_checkpoint, link_checkpoint, read_trainer_state,
                                      repair_best, save_checkpoint)
 from tasks.common.compile import begin_step, check_mode, compile_for_training
-from tasks.common.optimizer_settings import apply_requested_settings, optimizer_settings
 from tasks.common.distributed import decided_on_main_process, make_accelerator, sync_buffers
 from tasks.common.model_io import ModelDescription, save_model
 from tasks.common.nonfinite import NonFiniteLossError, check_losses, check_weights
+from tasks.common.optimizer_settings import apply_requested_settings, optimizer_settings
 from tasks.common.per_sample import PER_SAMPLE_FILE, PER_SAMPLE_KEY, save_per_sample
 from tasks.common.rng import DataRNG, rng_fork, seed_loader_generator, set_epoch
 from tasks.common.summary import build_summary, environment_info, write_summary
@@ -281,10 +281,9 @@ class Trainer:
         if not changed:
             return
         self.optimizer_changes.append({"step": self.step, "changed": changed})
-        if self.is_main_process:
-            text = ", ".join(f"{name} {old} -> {new}" for name, (old, new) in changed.items())
-            note(f"--resume with other optimiser settings than {checkpoint}: {text} from step {self.step} "
-                 "on (recorded in config.json as optimizer_changes)")
+        text = ", ".join(f"{name} {old} -> {new}" for name, (old, new) in changed.items())
+        note(f"--resume with other optimiser settings than {checkpoint}: {text} from step {self.step} "
+             "on (recorded in config.json as optimizer_changes)")
 
     def _count_params(self) -> int:
         return sum(p.numel() for p in self.accelerator.unwrap_model(self.model).parameters())

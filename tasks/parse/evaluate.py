@@ -27,7 +27,7 @@ from tasks.data.ade20k import (
     scaled_size,
 )
 from tasks.utils.progress import progress as progress_bar
-from tasks.parse.metrics import ConfusionMeter, confusion_matrix, shard_indices
+from tasks.parse.metrics import ConfusionMeter, shard_indices
 from tasks.parse.visualize import prediction_panel
 
 MULTI_SCALES = TRAIN_SHORT_SIDES
@@ -140,8 +140,7 @@ def evaluate_segmentation(model: torch.nn.Module, dataset, accelerator=None, sca
         else:
             probabilities = predict_probabilities(model, image, scales, flip)
         prediction = probabilities.argmax(dim=1)
-        matrix = confusion_matrix(prediction, label, num_classes, ignore_index)
-        meter.matrix += matrix
+        matrix = meter.update(prediction, label)
         if per_image:
             rows.append(_image_counts(position, matrix.cpu()))
         if len(visuals) < num_visuals:

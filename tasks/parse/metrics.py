@@ -67,9 +67,12 @@ class ConfusionMeter:
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
 
-    def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
-        self.matrix += confusion_matrix(prediction, target.to(self.matrix.device), self.num_classes,
-                                        self.ignore_index).to(self.matrix.device)
+    def update(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Add a batch; returns the batch's own confusion matrix (an image's, for a batch of one)."""
+        matrix = confusion_matrix(prediction, target.to(self.matrix.device), self.num_classes,
+                                  self.ignore_index).to(self.matrix.device)
+        self.matrix += matrix
+        return matrix
 
     def reduce(self, accelerator=None) -> torch.Tensor:
         """Sum over processes (each must have evaluated a disjoint share of the images)."""

@@ -24,16 +24,14 @@ from tasks.common.per_sample import load_per_sample
 from tasks.report.metrics import MetricSpec, align, metric_specs
 from tasks.report.plots import plot_forest, variant_name
 from tasks.report.publish import log_comparison
-from tasks.report.runs import BASELINE, Run, discover_runs, group_comparable, setting_labels
+from tasks.report.runs import BASELINE, Run, discover_runs, group_comparable, network_label, setting_labels
 from tasks.report.stats import (RESAMPLING_SEED, Interval, McNemar, bootstrap_difference, decide, mcnemar_exact,
                                 verdict)
 from tasks.report.table import Stat, summarize
 from tasks.utils.files import write_text_atomic
 
 __all__ = ["Comparison", "SeedResult", "compare_runs", "comparison_markdown", "comparison_csv", "write_comparison",
-           "write_comparison_files", "report_paired_runs", "comparison_folder", "COMPARISON_FILES"]
-
-COMPARISON_FILES = ("comparison.md", "comparison.csv", "forest.png")
+           "write_comparison_files", "report_paired_runs", "comparison_folder"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +62,10 @@ class Comparison:
     per_seed: list[SeedResult] = field(default_factory=list)  # seeds that both models ran
     mcnemar: McNemar | None = None  # one seed per model: the exact test on their discordant items
     protocol: str = ""
+
+    @property
+    def network_label(self) -> str:
+        return network_label(self.network[2], self.setting)
 
 
 def _load_samples(runs: Iterable[Run], notes: list[str]) -> dict[int, dict[str, np.ndarray]]:
@@ -201,10 +203,6 @@ def _metric_cell(c: Comparison) -> str:
     return f"{c.spec.label}{unit} {arrow}"
 
 
-def _network_cell(c: Comparison) -> str:
-    return f"{c.network[2]} ({c.setting})" if c.setting else c.network[2]
-
-
 def interval_note(comparisons: Sequence[Comparison]) -> str:
     """The sentence every comparison table carries: which interval it shows."""
     kinds = sorted({c.interval.kind for c in comparisons})
@@ -224,7 +222,7 @@ def comparison_markdown(comparisons: Sequence[Comparison], notes: Sequence[str] 
     for c in comparisons:
         digits = c.spec.digits
         lines.append(
-            f"| {c.network[0]} | {c.network[1]} | {_network_cell(c)} | {_metric_cell(c)} | {c.items} | "
+            f"| {c.network[0]} | {c.network[1]} | {c.network_label} | {_metric_cell(c)} | {c.items} | "
             f"{c.baseline.format(digits)} | {variant_name(c.variant)} | {c.value.format(digits)} | "
             f"{_signed(c.delta, digits)} | {_interval_cell(c)} | {c.interval.levels} | {_p_cell(c)} | "
             f"{_per_seed_cell(c)} | {c.verdict} |")

@@ -100,10 +100,9 @@ _DECISION_COLOURS = {"better": "#2ca02c", "worse": "#d62728", "within noise": "#
 def _forest_label(comparison) -> str:
     c = comparison
     arrow = "↑" if c.spec.mode == "max" else "↓"
-    network = f"{c.network[2]} ({c.setting})" if c.setting else c.network[2]
     items = f"{c.items:,} {'samples' if c.network[0] == 'classify' else 'images'}"
     seeds = f", {c.value.n} seeds" if c.value.n > 1 else ""
-    return f"{c.spec.label} {arrow} ({items}{seeds})\n{network}, {c.network[1]}: +{variant_name(c.variant)}"
+    return f"{c.spec.label} {arrow} ({items}{seeds})\n{c.network_label}, {c.network[1]}: +{variant_name(c.variant)}"
 
 
 def plot_forest(comparisons, path: Path, title: str = "") -> Path | None:

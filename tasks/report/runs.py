@@ -150,6 +150,11 @@ def setting_labels(runs: Iterable[Run]) -> dict[tuple, str]:
     return labels
 
 
+def network_label(arch: str, setting: str) -> str:
+    """How a table names a network: its architecture, and what sets its runs apart if anything."""
+    return f"{arch} ({setting})" if setting else arch
+
+
 def group_comparable(runs: Iterable[Run]) -> dict[tuple, dict[str, list[Run]]]:
     """``{(network, setting): {attention variant: runs}}``: only runs of one network scored the same
     way with the same options (evaluation sets, protocol, model options...) share a group."""

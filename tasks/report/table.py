@@ -8,7 +8,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Sequence
 
-from tasks.report.runs import BASELINE, Run, group_comparable, setting_labels
+from tasks.report.runs import BASELINE, Run, group_comparable, network_label, setting_labels
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Row:
 
     @property
     def network_label(self) -> str:
-        return f"{self.network[2]} ({self.setting})" if self.setting else self.network[2]
+        return network_label(self.network[2], self.setting)
 
     @property
     def delta(self) -> float | None:

@@ -1,5 +1,5 @@
-"""Notes and warnings to the user, on stderr (stdout is left to results a script may parse), by the main process
-only."""
+"""Notes and warnings to the user: on stderr (stdout is left to results a script may parse), from
+the main process only."""
 
 from __future__ import annotations
 
