@@ -10,7 +10,7 @@ from PIL import Image
 import torch
 
 from tasks.classify import recipes, train
-from tasks.common.run import steps_per_epoch
+from tasks.common.run import per_process_batch, steps_per_epoch
 from tasks.data.sampling import SeededDataset
 
 
@@ -42,7 +42,7 @@ def test_epoch_schedule_in_steps_equals_epoch_stepped_multisteplr():
     """Stepping our scheduler every optimizer step gives the lr an epoch-stepped MultiStepLR gives."""
     recipe = recipes.get_recipe("cifar-resnet")
     # The global batch of the recipe is split over processes, so an epoch has as many steps on 4 GPUs.
-    assert recipes.per_process_batch(recipe.batch_size, 4) == 32
+    assert per_process_batch(recipe.batch_size, 4) == 32
     epoch_steps = steps_per_epoch(50_000, recipe.batch_size)
     assert epoch_steps == 390  # 50,000 // 128, last partial batch dropped
     schedule = recipes.schedule_steps(recipe, epoch_steps)
@@ -62,7 +62,7 @@ def test_epoch_schedule_in_steps_equals_epoch_stepped_multisteplr():
 
 def test_batch_must_split_over_processes():
     with pytest.raises(ValueError, match="divisible"):
-        recipes.per_process_batch(128, 3)
+        per_process_batch(128, 3)
     with pytest.raises(ValueError, match="fewer than one batch"):
         steps_per_epoch(100, 128)
 

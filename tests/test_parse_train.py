@@ -12,7 +12,7 @@ from tasks.parse import train as parse_train
 from tasks.parse.evaluate import predict_probabilities
 from test_parse_data import write_tiny_ade20k
 
-TINY = ["--backbone", "resnet18", "--decoder-channels", "16", "--short-sides", "64", "--max-long-side", "96",
+TINY = ["--batch-size", "2", "--backbone", "resnet18", "--decoder-channels", "16", "--short-sides", "64", "--max-long-side", "96",
         "--num-workers", "0", "--wandb", "disabled", "--macs-size", "64", "--log-every", "1", "--num-visuals", "2"]
 
 
@@ -170,7 +170,7 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     root = write_tiny_ade20k(tmp_path / "data")
     with pytest.raises(SystemExit):
         parse_train.main(["--data-root", str(root), "--output-dir", str(tmp_path / "runs"), "--attention", "bam",
-                         "--batch-size", "1", *TINY])
+                         *TINY, "--batch-size", "1"])
     assert "--batch-size 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parse_evaluate.cli(["--checkpoint", str(tmp_path / "missing")])
@@ -216,9 +216,9 @@ def test_prediction_panel_layout_and_overlay():
 
 def test_defaults_are_csails_upernet_recipe():
     """config/ade20k-resnet50-upernet.yaml of CSAILVision: SGD 0.02, momentum 0.9, wd 1e-4, poly 0.9,
-    2 images per GPU, 30 epochs x 5000 iterations, short sides 300..600, long side <= 1000."""
+    16 images per step (8 GPUs x 2), 30 epochs x 5000 iterations, short sides 300..600, long side <= 1000."""
     args = parse_train.TASK.build_parser().parse_args([])
     assert (args.lr, args.momentum, args.weight_decay, args.poly_power) == (0.02, 0.9, 1e-4, 0.9)
-    assert (args.batch_size, args.max_steps) == (2, 30 * 5000)
+    assert (args.batch_size, args.max_steps) == (16, 30 * 5000)
     assert (args.short_sides, args.max_long_side) == ([300, 375, 450, 525, 600], 1000)
     assert (args.backbone, args.decoder_channels) == ("resnet50", 512)

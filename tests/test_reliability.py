@@ -87,7 +87,7 @@ def test_bad_ade20k_label_in_a_worker_reads_like_without_workers(tmp_path, capsy
     lines = {}
     for workers in ("0", "1"):
         argv = ["--data-root", str(root), "--output-dir", str(tmp_path / f"out{workers}"), "--max-steps", "3",
-                "--batch-size", "1", *PARSE_TINY, "--num-workers", workers]
+                *PARSE_TINY, "--num-workers", workers]
         lines[workers] = _error_line(_cli_error(capsys, parse_train.main, argv))
     assert lines["1"] == lines["0"]
     assert str(label_file) in lines["1"] and "151" in lines["1"]

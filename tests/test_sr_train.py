@@ -192,16 +192,23 @@ def test_bad_inputs(data, tmp_path, capsys):
     assert "NoSuchSet" in message
 
 
-def test_presets_set_defaults_and_options_override():
-    srgan = sr_train.parse_args([])  # the default preset is SRGAN's recipe (reference facts section 4)
-    assert (srgan.preset, srgan.patch_size, srgan.batch_size, srgan.lr, srgan.betas, srgan.max_steps) == \
-        ("srgan", 96, 16, 1e-4, (0.9, 0.999), 1_000_000)
-    assert (srgan.scale, srgan.num_blocks, srgan.channels, srgan.attention) == (4, 16, 64, ["none"])
+def test_presets_set_defaults_and_options_override(monkeypatch):
+    # No option: the main job on whatever the machine has, baseline and BAM.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    main_job = sr_train.parse_args([])
+    assert (main_job.preset, main_job.attention, main_job.global_residual) == ("quick", ["none", "bam"], True)
+    assert (main_job.preset_values["train_subdir"], main_job.sets, main_job.eval_every) == \
+        ("sr/train/T91", ["Set5", "Set14", "B100"], 300)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    gpu = sr_train.parse_args([])
+    assert (gpu.preset, gpu.patch_size, gpu.batch_size, gpu.sets) == ("quick-gpu", 96, 16, ["Set5", "Set14", "B100"])
+    # The SRGAN recipe the paper used.
+    srgan = sr_train.parse_args(["--preset", "srgan"])
+    assert (srgan.patch_size, srgan.batch_size, srgan.lr, srgan.betas, srgan.max_steps) == \
+        (96, 16, 1e-4, (0.9, 0.999), 1_000_000)
+    assert (srgan.scale, srgan.num_blocks, srgan.channels, srgan.attention) == (4, 16, 64, ["none", "bam"])
     t91 = sr_train.parse_args(["--preset", "t91", "--max-steps", "7", "--attention", "bam", "--betas", "0.5", "0.9"])
     assert (t91.max_steps, t91.attention, t91.betas, t91.patch_size, t91.eval_every) == (7, ["bam"], (0.5, 0.9), 96, 2000)
-    quick = sr_train.parse_args(["--preset", "quick"])
-    assert quick.attention == ["none", "bam"] and quick.max_steps <= 2000 and quick.global_residual is True
-    assert (quick.preset_values["train_subdir"], quick.sets, quick.eval_every) == ("sr/train/T91", ["Set5", "Set14"], 300)
     assert sr_train.parse_args(["--preset", "quick", "--no-global-residual"]).global_residual is False
     assert srgan.global_residual is False and t91.global_residual is False  # SRGAN's SRResNet
 
@@ -213,7 +220,7 @@ def test_missing_default_training_folder_names_it(tmp_path, capsys):
 
 
 def test_quick_preset_reads_the_shipped_sets_without_a_data_root(monkeypatch):
-    """T91, Set5 and Set14 ship in datasets/sr, the default data root: no download, no variable."""
+    """T91, Set5, Set14 and B100 ship in datasets/sr, the default data root: no download, no variable."""
     from tasks.data.root import data_root
 
     monkeypatch.delenv("BAM_DATA_ROOT", raising=False)

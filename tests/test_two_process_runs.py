@@ -88,7 +88,7 @@ def test_two_process_sr_run_logs_the_scores_of_its_checkpoint(tmp_path):
     run = tmp_path / "runs" / "two"
     _launch_two(tmp_path, "launch/sr.py", [
         "--preset", "quick", "--attention", "bam", "--no-global-residual", "--num-blocks", "2", "--channels", "8",
-        "--attention-interval", "1", "--patch-size", "24", "--batch-size", "2", "--num-workers", "0",
+        "--attention-interval", "1", "--patch-size", "24", "--batch-size", "4", "--num-workers", "0",
         "--max-steps", "4", "--eval-every", "2", "--num-samples", "0", "--wandb", "disabled",
         "--train-dir", str(train), "--sets", str(bench), "--output-dir", str(tmp_path / "runs"), "--run-name", "two"])
     _statistics_differed_before_the_last_sync(tmp_path)

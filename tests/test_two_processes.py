@@ -40,7 +40,7 @@ def test_scene_parsing_trains_as_two_processes(tmp_path):
                        "--run-name", "two", "--attention", "bam", "--backbone", "resnet18",
                        "--decoder-channels", "16", "--short-sides", "64", "--max-long-side", "96",
                        "--num-workers", "0", "--macs-size", "64", "--max-steps", "2", "--eval-every", "2",
-                       "--batch-size", "2", "--num-visuals", "0", "--wandb", "disabled", cwd=REPO)
+                       "--batch-size", "4", "--num-visuals", "0", "--wandb", "disabled", cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / "runs" / "two" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["config"]["num_processes"] == 2
@@ -52,10 +52,10 @@ def test_detection_trains_as_two_processes(tmp_path):
     pytest.importorskip("pycocotools")
     root = tmp_path / "data"
     more = [(f"00000000001{i}.jpg", width, height, boxes) for i, (_, width, height, boxes) in enumerate(CLEAN_IMAGES)]
-    write_tiny_coco(root, "train", images=CLEAN_IMAGES + more, seed=1)  # 6 images: a batch of 2 x 2 processes
+    write_tiny_coco(root, "train", images=CLEAN_IMAGES + more, seed=1)  # 6 images: a batch of 4 = 2 x 2 processes
     write_tiny_coco(root, "val", seed=2)
     done = _launch_two("detect.py", "--data-root", str(root), "--output-dir", str(tmp_path / "runs"),
-                       "--run-name", "two", "--attention", "bam", "--fpn", "--max-steps", "1", "--batch-size", "2",
+                       "--run-name", "two", "--attention", "bam", "--fpn", "--max-steps", "1", "--batch-size", "4",
                        "--min-size", "96", "--max-size", "96", "--rois-per-image", "8", "--warmup-steps", "1",
                        "--eval-every", "0", "--num-workers", "0", "--num-vis", "0", "--wandb", "disabled", cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -98,15 +98,6 @@ def with_overrides(recipe: Recipe, **values) -> Recipe:
     return replace(recipe, **values)
 
 
-def per_process_batch(global_batch: int, world_size: int) -> int:
-    """Split the recipe's global batch over processes so the recipe holds on any number of GPUs."""
-    if global_batch % world_size:
-        raise ValueError(
-            f"batch size {global_batch} does not split evenly over {world_size} processes; "
-            "pick a --batch-size divisible by the number of processes"
-        )
-    return global_batch // world_size
-
 
 @dataclass(frozen=True)
 class StepSchedule:

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 from tasks.classify import recipes
 from tasks.common.distributed import prepare_eval_loader
 from tasks.common.model_io import ModelDescription, model_builder
-from tasks.common.run import RunInfo, Schedule, Task, main as run_main
+from tasks.common.run import RunInfo, Schedule, Task, main as run_main, per_process_batch
 from tasks.data.sampling import SeededDataset
 from tasks.utils.processes import world_size
 from tasks.utils.progress import progress
@@ -262,7 +262,6 @@ class ClassifyTask(Task):
     description = ("Train an image classifier with or without BAM (top-1/top-5 error, params, MACs). "
                    "Without arguments: a quick CPU run on the embedded digits data set.")
     attentions = ATTENTIONS
-    default_attention = "bam"
     run_defaults = {"output_dir": "runs/classify", "eval_every": None}
     primary_metric = PRIMARY_METRIC
     primary_mode = "min"
@@ -317,7 +316,7 @@ class ClassifyTask(Task):
         return collate_pair
 
     def batch_size(self, args: argparse.Namespace, num_processes: int) -> int:
-        return args.batch_size or recipes.per_process_batch(args.recipe.batch_size, num_processes)
+        return per_process_batch(args.batch_size or args.recipe.batch_size, num_processes)
 
     def schedule(self, args: argparse.Namespace, data: ClassifyData, steps_per_epoch: int) -> ClassifySchedule:
         milestones = recipes.schedule_steps(args.recipe, steps_per_epoch)

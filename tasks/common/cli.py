@@ -107,7 +107,8 @@ def add_run_args(parser: argparse.ArgumentParser, defaults: dict | None = None) 
     group.add_argument("--num-workers", type=non_negative_int, default=d["num_workers"],
                        help="data loading worker processes per training process (default: %(default)s)")
     group.add_argument("--batch-size", type=positive_int, default=d["batch_size"],
-                       help="batch size per process (default: %(default)s)")
+                       help="training batch over all processes, split evenly between them (default: "
+                            "the recipe's, %(default)s)")
     return parser
 
 

@@ -4,6 +4,7 @@ processes, answers decided once on the main process, and a clean exit from the p
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -55,19 +56,31 @@ def make_accelerator(mixed_precision: str | None = "no", cpu: bool = False,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
     if accelerator.device.type == "cpu":
-        _note_cpu_threads(accelerator.num_processes)
+        _use_every_core(accelerator.num_processes)
     return accelerator
 
 
-def _note_cpu_threads(num_processes: int) -> None:
-    """``accelerate launch`` sets OMP_NUM_THREADS=1 unless told otherwise: a single CPU process
-    then computes on one core of many (the SR quick run took 9 minutes instead of 5). Say so,
-    with what to do; the setting itself is the user's to change."""
-    cores = os.cpu_count() or 1
-    if num_processes == 1 and torch.get_num_threads() == 1 < cores and os.environ.get("OMP_NUM_THREADS") == "1":
-        note_once(f"training on the CPU with 1 of its {cores} threads (OMP_NUM_THREADS=1, the `accelerate launch` "
-                  f"default): run the launcher with plain `python` (e.g. `python launch/sr.py ...`), or pass "
-                  f"`accelerate launch --num_cpu_threads_per_process {cores}`")
+def _launcher_set_one_thread() -> bool:
+    """True when ``accelerate launch`` put OMP_NUM_THREADS=1 in this process's environment by its own
+    default, not because the user asked: the launcher (our parent) did not have the variable."""
+    if os.environ.get("OMP_NUM_THREADS") != "1" or "ACCELERATE_DYNAMO_BACKEND" not in os.environ:
+        return False  # not one thread, or not started by `accelerate launch`
+    try:
+        parent = Path(f"/proc/{os.getppid()}/environ").read_bytes().split(b"\0")
+    except OSError:  # no /proc (not Linux): the user's intent cannot be told, keep their setting
+        return False
+    return not any(entry.startswith(b"OMP_NUM_THREADS=") for entry in parent)
+
+
+def _use_every_core(num_processes: int) -> None:
+    """A single CPU process computes on every core. ``accelerate launch`` sets OMP_NUM_THREADS=1
+    unless told otherwise, which made the main SR job take 9 minutes instead of 5; a thread count
+    the user set (OMP_NUM_THREADS, or the launcher's --num_cpu_threads_per_process) is kept."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if num_processes == 1 and torch.get_num_threads() == 1 < cores and _launcher_set_one_thread():
+        torch.set_num_threads(cores)
+        note_once(f"one CPU process: computing on all {cores} cores (`accelerate launch` had set OMP_NUM_THREADS=1; "
+                  "set OMP_NUM_THREADS yourself to choose)")
 
 
 def prepare_eval_loader(accelerator: Accelerator, loader: torch.utils.data.DataLoader):

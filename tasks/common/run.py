@@ -33,7 +33,8 @@ from tasks.data.sampling import EpochSeededSampler
 from tasks.utils.files import check_writable
 from tasks.utils.messages import note_once
 
-__all__ = ["Task", "RunInfo", "Schedule", "main", "train", "train_all", "steps_per_epoch", "training_loader"]
+__all__ = ["Task", "RunInfo", "Schedule", "main", "train", "train_all", "steps_per_epoch", "training_loader",
+           "per_process_batch"]
 
 
 @dataclass
@@ -72,7 +73,8 @@ class Task:
     prog: str | None = None
     description = ""
     attentions: Sequence[str] = ("none", "bam")
-    default_attention: str | Sequence[str] = "none"
+    # Every training command's default: the baseline, then BAM, then their comparison.
+    default_attention: Sequence[str] = ("none", "bam")
     run_defaults: dict[str, Any] = {}
     primary_metric = "loss"
     primary_mode = "min"
@@ -115,8 +117,12 @@ class Task:
         return None
 
     def batch_size(self, args: argparse.Namespace, num_processes: int) -> int:
-        """Per-process training batch."""
-        return args.batch_size
+        """Per-process training batch: ``--batch-size`` is the global batch, split over the processes."""
+        return per_process_batch(args.batch_size, num_processes)
+
+    def batch_statistics_span_processes(self, accelerator) -> bool:
+        """True when BatchNorm takes its statistics over every process's batch (SyncBN)."""
+        return False
 
     def schedule(self, args: argparse.Namespace, data: Any, steps_per_epoch: int) -> Schedule:
         """Steps and evaluations; ``steps_per_epoch`` counts whole global batches."""
@@ -168,11 +174,20 @@ def training_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: i
                       pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0)
 
 
+def per_process_batch(global_batch: int, num_processes: int) -> int:
+    """``--batch-size`` means the global batch in every task (a recipe's batch holds on any number of
+    processes); each process takes an equal share."""
+    if global_batch % num_processes:
+        raise ValueError(f"--batch-size {global_batch} does not split evenly over {num_processes} processes; "
+                         "pick a --batch-size divisible by the number of processes")
+    return global_batch // num_processes
+
+
 def steps_per_epoch(num_items: int, global_batch: int) -> int:
     """Whole global batches in one epoch (the last partial batch is dropped)."""
     if num_items < global_batch:
         raise ValueError(f"the training set has {num_items} items, fewer than one batch of {global_batch} "
-                         "(--batch-size per process x processes); lower --batch-size")
+                         "(--batch-size); lower --batch-size")
     return num_items // global_batch
 
 
@@ -183,9 +198,12 @@ def train(task: Task, args: argparse.Namespace) -> dict:
     if args.resume in (False, True, None) or args.run_name:  # the run goes under --output-dir
         # Before the data loads: a read-only folder is found in a second, not at the first save.
         decided_on_main_process(lambda: check_writable(args.output_dir, "--output-dir"), accelerator)
+    batch = task.batch_size(args, accelerator.num_processes)
+    if batch < 2 and args.attention != "none" and not task.batch_statistics_span_processes(accelerator):
+        raise ValueError(f"--batch-size {args.batch_size} over {accelerator.num_processes} process(es) gives "
+                         f"{batch} sample per process: the attention's BatchNorm needs at least 2 in training")
     with accelerator.main_process_first():  # one process downloads/decodes/caches, the others wait
         data = task.data(args, accelerator)
-    batch = task.batch_size(args, accelerator.num_processes)
     loader = training_loader(task.train_set(data), batch, args.seed, args.num_workers, task.collate(data))
     schedule = task.schedule(args, data, steps_per_epoch(len(loader.dataset), batch * accelerator.num_processes))
     set_seed(args.seed)  # the initial weights depend on the seed only (the same on every process)

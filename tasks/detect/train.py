@@ -25,6 +25,7 @@ import torch
 from tasks.common.model_io import ModelDescription
 from tasks.common.run import RunInfo, Schedule, Task, main as run_main
 from tasks.utils.files import write_text_atomic
+from tasks.utils.processes import world_size
 
 __all__ = ["DetectTask", "main", "DetectionEvaluator", "detection_loss", "warmup_multistep",
            "MODEL_BUILDER", "PAPER_TABLE5"]
@@ -45,9 +46,6 @@ PAPER_TABLE5 = {
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if args.batch_size < 2 and args.attention != "none":
-        raise ValueError("--batch-size must be at least 2 per process with --attention bam: BAM's BatchNorm "
-                         "needs batch statistics in training")
     for name in ("min_size", "max_size", "rois_per_image", "num_vis"):
         if getattr(args, name) < (0 if name == "num_vis" else 1):
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
@@ -181,8 +179,7 @@ class DetectTask(Task):
     prog = "accelerate launch launch/detect.py"
     description = __doc__
     attentions = ("none", "bam")
-    default_attention = "none"
-    run_defaults = {"batch_size": 2, "eval_every": 10_000, "log_every": 20}
+    run_defaults = {"batch_size": REFERENCE_BATCH, "eval_every": 10_000, "log_every": 20}
     primary_metric = PRIMARY_METRIC
     primary_mode = "max"
     fixed_shapes = False
@@ -213,7 +210,7 @@ class DetectTask(Task):
         evaluation = parser.add_argument_group("evaluation")
         evaluation.add_argument("--eval-images", type=int, default=None,
                                 help="evaluate on the first N validation images only (default: all)")
-        evaluation.add_argument("--eval-batch-size", type=int, default=None, help="default: --batch-size")
+        evaluation.add_argument("--eval-batch-size", type=int, default=None, help="per process (default: the training batch per process)")
         evaluation.add_argument("--num-vis", type=int, default=4, help="images drawn at each evaluation")
         evaluation.add_argument("--vis-score", type=float, default=0.5, help="score threshold of drawn boxes")
 
@@ -227,7 +224,7 @@ class DetectTask(Task):
 
         root = data_root(args.data_root)
         return DetectData(CocoDetection(root, split="train"), CocoDetection(root, split="val"),
-                          args.batch_size * accelerator.num_processes)
+                          args.batch_size)
 
     def collate(self, data: DetectData):
         from tasks.data.coco import collate_detection
@@ -280,7 +277,7 @@ class DetectTask(Task):
             summary_extra={"paper": PAPER_TABLE5[args.attention], "metric_units": "fraction (paper: %)"})
 
     def evaluator(self, args: argparse.Namespace, data: DetectData, run_dir: Path, tracker) -> DetectionEvaluator:
-        return DetectionEvaluator(data.val, run_dir, tracker, args.eval_batch_size or args.batch_size,
+        return DetectionEvaluator(data.val, run_dir, tracker, args.eval_batch_size or self.batch_size(args, world_size()),
                                   args.num_workers, args.eval_images, args.num_vis, args.vis_score)
 
     def report(self, args: argparse.Namespace, run_dir: Path, summary: dict) -> None:

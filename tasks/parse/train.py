@@ -162,8 +162,8 @@ class ParseTask(Task):
     prog = "accelerate launch launch/parse.py"
     description = __doc__.split("\n\n")[0]
     attentions = ATTENTIONS
-    default_attention = "none"
-    run_defaults = {"output_dir": "runs/parse", "eval_every": 5000, "batch_size": 2, "max_steps": DEFAULT_MAX_STEPS}
+    # CSAIL's batch: 8 GPUs x 2 images.
+    run_defaults = {"output_dir": "runs/parse", "eval_every": 5000, "batch_size": 16, "max_steps": DEFAULT_MAX_STEPS}
     primary_metric = PRIMARY_METRIC
     primary_mode = "max"
     fixed_shapes = False
@@ -201,17 +201,15 @@ class ParseTask(Task):
     def data(self, args: argparse.Namespace, accelerator) -> ParseData:
         world, device_type = accelerator.num_processes, accelerator.device.type
         sync_bn = uses_sync_bn(world, device_type)
-        bn_batch = args.batch_size * (world if sync_bn else 1)
-        if bn_batch < 2 and args.attention != "none":
-            raise ValueError(f"--batch-size {args.batch_size} gives batch norm {bn_batch} image(s) per statistic: "
-                             "the attention's channel MLP (BatchNorm1d on pooled vectors) needs at least 2 in "
-                             "training; use --batch-size 2 or more" + ("" if sync_bn else " (SyncBN is off here)"))
         train, val = build_datasets(args)
         if accelerator.is_main_process:
             bn = "SyncBN" if sync_bn else "plain BN" + (" (one process)" if world == 1 else " (CPU has no SyncBN)")
-            print(f"effective batch size {args.batch_size * world} = {args.batch_size} per process x {world} "
-                  f"process(es) x 1 accumulation step (CSAIL's recipe: 16 = 2 x 8 GPUs); {bn}", flush=True)
+            print(f"batch size {args.batch_size} = {args.batch_size // world} per process x {world} "
+                  f"process(es) (CSAIL's recipe: 16 = 2 x 8 GPUs); {bn}", flush=True)
         return ParseData(train, val, world, sync_bn, device_type)
+
+    def batch_statistics_span_processes(self, accelerator) -> bool:
+        return uses_sync_bn(accelerator.num_processes, accelerator.device.type)
 
     def collate(self, data: ParseData):
         return collate_segmentation
@@ -240,7 +238,7 @@ class ParseTask(Task):
         counts = count_macs_of(args, num_classes)
         params = dict(parameter_breakdown(model))
         report = args.encoder_load_report
-        effective_batch = args.batch_size * data.num_processes
+        effective_batch = args.batch_size
         config = {
             "dataset": args.dataset, "arch": f"upernet-{args.backbone}", "backbone": args.backbone,
             "decoder_channels": args.decoder_channels,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from tasks.common.cli import run_cli
 from tasks.sr.metrics import DEFAULT_PROTOCOL, PROTOCOLS, bicubic_baseline, score_sr
@@ -59,60 +59,70 @@ class SavedResults:
         return image
 
 
-class _Indexed(Dataset):
-    """Adds each item's position, so gathered results can be checked for duplicates and gaps."""
+# Images scored in one forward pass at most: bounded by HR pixels (B100's 100 images of 480x320 go
+# 8 at a time; a 2-megapixel image alone), so memory stays that of one large image.
+BATCH_PIXELS = 1_300_000
 
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
 
-    def __len__(self) -> int:
-        return len(self.dataset)
+def same_shape_batches(dataset: Dataset, max_pixels: int = BATCH_PIXELS) -> list[list[int]]:
+    """Indices of ``dataset`` in batches of images of one shape (B100 has two), in set order within
+    each shape. The batches do not depend on the number of processes, so every image is computed
+    the same way however the batches are shared out."""
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for index in range(len(dataset)):
+        by_shape.setdefault(tuple(dataset[index]["hr"].shape), []).append(index)
+    batches = []
+    for shape, indices in by_shape.items():
+        per_batch = max(1, max_pixels // (shape[-1] * shape[-2]))
+        batches += [indices[i:i + per_batch] for i in range(0, len(indices), per_batch)]
+    return batches
 
-    def __getitem__(self, index: int) -> dict:
-        return {**self.dataset[index], "index": index}
+
+def _score_batch(dataset: Dataset, indices: list[int], upscale, protocol: str, device) -> torch.Tensor:
+    """Rows ``(index, psnr, ssim)`` of one batch of same-shape images."""
+    items = [dataset[i] for i in indices]
+    lr = torch.stack([item["lr"] for item in items]).to(device)
+    hr = torch.stack([item["hr"] for item in items]).to(device)
+    gray = torch.tensor([item["gray"] for item in items], device=device)
+    scale = dataset.scale
+    if isinstance(upscale, SavedResults):
+        saved = torch.cat([upscale.image(dataset.name, item["name"], hr.shape) for item in items])
+        scores = score_sr(saved.to(device), quantize(hr), scale, protocol, gray=gray)
+    elif upscale == BICUBIC:
+        scores = bicubic_baseline(quantize(hr), scale, protocol, gray=gray)
+    else:
+        sr = upscale(lr)  # (a model prepared for mixed precision keeps its autocast forward)
+        scores = score_sr(sr.float(), hr, scale, protocol, gray=gray, value_range=1.0)
+    index = torch.tensor(indices, dtype=torch.float64, device=device)
+    return torch.stack([index, scores["psnr"], scores["ssim"]], dim=1).cpu()
 
 
 @torch.no_grad()
 def score_set(dataset: Dataset, upscale: Callable[[torch.Tensor], torch.Tensor] | str | SavedResults,
               protocol: str, accelerator=None, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Mean PSNR/SSIM of ``upscale`` (LR [0,1] -> SR [0,1], ``"bicubic"``, or the images of a
-    :class:`SavedResults` folder) over ``dataset`` (a :class:`tasks.data.sr.SRBenchmark`). With an
-    ``accelerator`` the images are shared out over the processes and gathered back with
-    ``gather_for_metrics``: every image is counted once.
+    :class:`SavedResults` folder) over ``dataset`` (a :class:`tasks.data.sr.SRBenchmark`), images
+    of one shape batched together. With an ``accelerator`` the batches are shared out over the
+    processes and gathered back: every image is counted once.
 
     Returns ``{"psnr", "ssim", "images": {name: {"psnr", "ssim"}}}`` (same on every process).
     """
-    scale = dataset.scale
-    loader = DataLoader(_Indexed(dataset), batch_size=1, shuffle=False, num_workers=0)
+    batches = same_shape_batches(dataset)
+    rank, processes = 0, 1
     if accelerator is not None:
-        from tasks.common.distributed import prepare_eval_loader
+        rank, processes, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    rows = [_score_batch(dataset, indices, upscale, protocol, device) for indices in batches[rank::processes]]
+    if processes > 1:
+        from accelerate.utils import gather_object
 
-        loader = prepare_eval_loader(accelerator, loader)
-        device = accelerator.device
-    gathered, names = [], {}
-    for batch in loader:
-        lr, hr = batch["lr"].to(device), batch["hr"].to(device)
-        gray = batch["gray"].to(device)
-        if isinstance(upscale, SavedResults):
-            saved = upscale.image(dataset.name, dataset[int(batch["index"])]["name"], hr.shape)
-            scores = score_sr(saved.to(device), quantize(hr), scale, protocol, gray=gray)
-        elif upscale == BICUBIC:
-            scores = bicubic_baseline(quantize(hr), scale, protocol, gray=gray)
-        else:
-            sr = upscale(lr)  # (a model prepared for mixed precision keeps its autocast forward)
-            scores = score_sr(sr.float(), hr, scale, protocol, gray=gray, value_range=1.0)
-        row = torch.stack([batch["index"].to(device, torch.float64), scores["psnr"], scores["ssim"]], dim=1)
-        if accelerator is not None:
-            row = accelerator.gather_for_metrics(row)  # per batch: drops the padding of uneven shards
-        gathered.append(row.cpu())
-    rows = torch.cat(gathered) if gathered else torch.zeros(0, 3, dtype=torch.float64)
+        rows = gather_object(rows)  # between this run's own processes: no file is read
+    rows = torch.cat(rows) if rows else torch.zeros(0, 3, dtype=torch.float64)
     indices = sorted(int(i) for i in rows[:, 0])
     if indices != list(range(len(dataset))):
         raise RuntimeError(f"evaluation of {getattr(dataset, 'name', 'a set')} saw images {indices}, "
                            f"expected each of 0..{len(dataset) - 1} once")
     rows = rows[rows[:, 0].argsort()]
-    for index, value_psnr, value_ssim in rows.tolist():
-        names[dataset[int(index)]["name"]] = {"psnr": value_psnr, "ssim": value_ssim}
+    names = {dataset[int(index)]["name"]: {"psnr": psnr, "ssim": ssim} for index, psnr, ssim in rows.tolist()}
     return {"psnr": float(rows[:, 1].mean()), "ssim": float(rows[:, 2].mean()), "images": names}
 
 

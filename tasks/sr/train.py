@@ -1,8 +1,8 @@
-"""Train SRResNet (with or without BAM) on a folder of HR images, scored on Set5/Set14.
+"""Train SRResNet and SRResNet+BAM on a folder of HR images, score them, and compare them.
 
-    accelerate launch launch/sr.py --preset quick --attention none bam   # minutes on a CPU, no download
-    accelerate launch launch/sr.py --preset t91 --attention none bam
-    accelerate launch launch/sr.py --train-dir /data/DIV2K_train_HR --attention bam   # SRGAN recipe
+    accelerate launch launch/sr.py                  # the main job: minutes, no download, CPU or GPU
+    accelerate launch launch/sr.py --preset t91     # one GPU, the SRGAN recipe on T91
+    accelerate launch launch/sr.py --preset srgan --train-dir /data/DIV2K_train_HR --attention bam
 
 Presets (``tasks.sr.presets``) set every default; each command-line option overrides them. The
 run folder gets ``checkpoints/{last,best}`` (each with ``network.safetensors`` + ``network.json``
@@ -24,7 +24,7 @@ from tasks.common.model_io import ModelDescription
 from tasks.common.run import RunInfo, Schedule, Task, main as run_main
 from tasks.sr.evaluate import BICUBIC, format_table, load_sets, score_set
 from tasks.sr.metrics import PROTOCOLS
-from tasks.sr.presets import get_preset, list_presets
+from tasks.sr.presets import default_preset, get_preset, list_presets
 
 __all__ = ["SRTask", "SREvaluator", "main", "parse_args", "make_loss", "MODEL_BUILDER"]
 
@@ -117,8 +117,7 @@ def _presets_help() -> str:
         p = get_preset(name)
         lines.append(f"  {name:6s} train on <data root>/{p['train_subdir']}; x{p['scale']}, {p['patch_size']}px HR "
                      f"crops, batch {p['batch_size']}, Adam lr {p['lr']:g}, {p['max_steps']:,} steps, eval every "
-                     f"{p['eval_every']:,} on {'/'.join(p['sets'])}, {model_label(p['global_residual'])}, "
-                     f"attention {' '.join(p['attention'])}")
+                     f"{p['eval_every']:,} on {'/'.join(p['sets'])}, {model_label(p['global_residual'])}")
     return "\n".join(lines)
 
 
@@ -143,8 +142,9 @@ class SRTask(Task):
     # -- options --------------------------------------------------------------------------------
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.epilog = _presets_help()
-        parser.add_argument("--preset", default="srgan", choices=list_presets(),
-                            help="recipe that sets the defaults below (default: %(default)s)")
+        parser.add_argument("--preset", default=default_preset(), choices=list_presets(),
+                            help="recipe that sets the defaults below (default: quick-gpu with a GPU, quick "
+                                 "without: %(default)s here)")
         data = parser.add_argument_group("data")
         data.add_argument("--train-dir", nargs="+", default=None,
                           help="folder(s) of HR training images, searched recursively "
@@ -182,7 +182,7 @@ class SRTask(Task):
         parser = self.build_parser()
         known, _ = parser.parse_known_args(argv)
         preset = get_preset(known.preset)
-        parser.set_defaults(**{k: v for k, v in preset.items() if k not in ("train_dir", "betas")})
+        parser.set_defaults(**{k: v for k, v in preset.items() if k != "betas"})
         args = parser.parse_args(argv)
         args.betas = tuple(args.betas) if args.betas else tuple(preset["betas"])
         args.preset_values = preset
