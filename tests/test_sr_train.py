@@ -71,7 +71,8 @@ def test_run_folder_contents(trained, data):
     assert set(summary["final"]) == {"psnr/bench", "ssim/bench"}
     # The bicubic column is the same number `evaluate --model bicubic` gives on that folder.
     bicubic = sr_evaluate.score_set(sr_evaluate.load_sets([data["bench"]], 4)["bench"], "bicubic", "basicsr")
-    assert summary["bicubic"]["bench"]["psnr"] == pytest.approx(bicubic["psnr"], abs=1e-9)
+    assert summary["reference"]["name"] == "bicubic"
+    assert summary["reference"]["metrics"]["psnr/bench"] == pytest.approx(bicubic["psnr"], abs=1e-9)
     markdown = (trained / "summary.md").read_text()
     assert "model vs bicubic" in markdown and "| bench |" in markdown and "basicsr" in markdown
 
@@ -264,7 +265,7 @@ def test_paired_run_trains_both_networks_alike_and_compares_them(data, tmp_path,
     assert "| SRResNet |" in text and "| SRResNet+BAM |" in text and "**SRResNet+BAM − SRResNet**" in text
     assert f"{bam['final']['psnr/bench'] - base['final']['psnr/bench']:+.4f}" in text
     assert "cannot say: whether BAM helps" in text and "after 1,000,000 updates" in text
-    gains = [s["final"]["psnr/bench"] - s["bicubic"]["bench"]["psnr"] for s in (base, bam)]
+    gains = [s["final"]["psnr/bench"] - s["reference"]["metrics"]["psnr/bench"] for s in (base, bam)]
     assert ("Not above bicubic" in text) == (min(gains) <= 0)  # never claims more than the numbers
     assert (comparison / "psnr_curves.png").is_file()
     panels = sorted((comparison / "samples").glob("*.png"))

@@ -217,7 +217,8 @@ def write_sr_comparison(run_dirs: Sequence[str | Path], output: str | Path) -> s
     scale = int(config["scale"])
     protocol = config.get("protocol", "basicsr")
     datasets = dict(zip(sets, load_sets(config.get("set_sources") or sets, scale, config.get("data_root")).values()))
-    bicubic = runs[0].summary.get("bicubic") or {}
+    bicubic = {name: {m: runs[0].summary["reference"]["metrics"][f"{m}/{name}"] for m in ("psnr", "ssim")}
+               for name in sets}
     first = datasets[sets[0]]
     outputs = _final_outputs(runs, first, protocol)
     lines = [f"## {' vs '.join(run.label for run in runs)}, x{scale}, protocol `{config.get('protocol')}`", "",

@@ -242,7 +242,9 @@ class SRTask(Task):
         lr_side = args.patch_size // args.scale
         params, macs = count_params(model), count_macs(model, (3, lr_side, lr_side))
         macs_input = f"3x{lr_side}x{lr_side} LR ({args.patch_size}x{args.patch_size} HR patch)"
-        bicubic = {name: {"psnr": r["psnr"], "ssim": r["ssim"]} for name, r in data.bicubic.items()}
+        # What every table sets both networks against: bicubic, scored the same way.
+        reference = {"name": "bicubic", "metrics": {f"{metric}/{name}": r[metric] for name, r in data.bicubic.items()
+                                                    for metric in ("psnr", "ssim")}}
         config = {
             "arch": "srresnet", "attention": args.attention, "dataset": data.train_label, "preset": args.preset,
             "model": kwargs, "scale": args.scale, "patch_size": args.patch_size, "batch_size": args.batch_size,
@@ -258,7 +260,7 @@ class SRTask(Task):
             group=f"sr-{args.preset}-x{args.scale}{variant}", config=config, tags=[args.preset],
             description=ModelDescription(MODEL_BUILDER, kwargs, self.name,
                                          {"protocol": args.protocol, "train": data.train_label}),
-            summary_extra={"macs": macs, "macs_input": macs_input, "protocol": args.protocol, "bicubic": bicubic,
+            summary_extra={"macs": macs, "macs_input": macs_input, "protocol": args.protocol, "reference": reference,
                            "preset": args.preset},
             primary_metric=f"psnr/{next(iter(data.sets))}")
 
@@ -268,7 +270,8 @@ class SRTask(Task):
                            final_step=final_step)
 
     def report(self, args: argparse.Namespace, run_dir: Path, summary: dict) -> None:
-        _write_sr_report(run_dir, summary, summary.get("bicubic") or {}, args)
+        bicubic = _results_from(summary["reference"]["metrics"], summary["config"]["sets"])
+        _write_sr_report(run_dir, summary, bicubic, args)
 
     def compare(self, run_dirs: Sequence[Path], group: str, args: argparse.Namespace) -> None:
         """Per set, bicubic and both networks (tasks.sr.compare), then the differences with their
