@@ -1,12 +1,15 @@
 """One registry of attention modules, chosen by name (``create_attention("bam", 256)``).
 
 Like timm's ``get_attn``, an attention argument may be a registered name, an ``nn.Module``
-class (built as ``cls(channels, **kwargs)``), or "no attention" (None, "" or "none"). This is the
-one place that knows what "none" means: everything else asks :func:`get_attention`.
+class (built as ``cls(channels, **kwargs)``), or "no attention" (None, "" or "none"). The
+registry maps each name to a class, or to a ``functools.partial`` of one that fixes some of its
+arguments. This is the one place that knows what "none" means: everything else asks
+:func:`get_attention`.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, Union
 
 from torch import nn
@@ -15,33 +18,37 @@ from .bam import BAM
 from .cbam import CBAM
 from .se import SqueezeExcitation
 
-__all__ = ["AttentionSpec", "create_attention", "get_attention", "list_attentions", "register_attention"]
+__all__ = ["AttentionSpec", "ATTENTIONS", "create_attention", "get_attention", "list_attentions",
+           "register_attention", "attention_class"]
 
 # What an ``attention=`` argument may be throughout ``bam``.
 AttentionSpec = Union[str, type[nn.Module], None]
 
 # Spellings of "no attention": the command lines' "none", and an empty option.
 _NO_ATTENTION = ("", "none")
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+ATTENTIONS: dict[str, Callable[..., nn.Module]] = {
+    "bam": BAM,
+    # The forward pass of the authors' released code and checkpoints: x * (1 + sigmoid(Mc * Ms)),
+    # no BN at the end of the branches.
+    "bam-released": partial(BAM, combine="product", final_bn=False),
+    "se": SqueezeExcitation,
+    "cbam": CBAM,
+}
 
 
-def register_attention(name: str) -> Callable:
-    """Decorator registering ``builder(channels, **kwargs) -> nn.Module`` under ``name``."""
-
-    def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _NO_ATTENTION:
-            raise ValueError(f"{name!r} means no attention; register the module under another name")
-        if name in _REGISTRY:
-            raise ValueError(f"attention {name!r} is already registered")
-        _REGISTRY[name] = builder
-        return builder
-
-    return decorator
+def register_attention(name: str, builder: Callable[..., nn.Module]) -> None:
+    """Add ``builder(channels, **kwargs) -> nn.Module`` (a class or a ``partial`` of one) as ``name``."""
+    if name in _NO_ATTENTION:
+        raise ValueError(f"{name!r} means no attention; register the module under another name")
+    if name in ATTENTIONS:
+        raise ValueError(f"attention {name!r} is already registered")
+    ATTENTIONS[name] = builder
 
 
 def list_attentions(include_none: bool = False) -> list[str]:
     """Names accepted by :func:`create_attention`; ``include_none`` puts "none" first (for choices)."""
-    return ["none", *sorted(_REGISTRY)] if include_none else sorted(_REGISTRY)
+    return ["none", *sorted(ATTENTIONS)] if include_none else sorted(ATTENTIONS)
 
 
 def get_attention(attention: AttentionSpec) -> Callable[..., nn.Module] | None:
@@ -53,41 +60,25 @@ def get_attention(attention: AttentionSpec) -> Callable[..., nn.Module] | None:
     if attention is None or attention in _NO_ATTENTION:
         return None
     if isinstance(attention, str):
-        if attention not in _REGISTRY:
+        if attention not in ATTENTIONS:
             raise ValueError(f"unknown attention {attention!r}; valid names: {', '.join(list_attentions(True))}")
-        return _REGISTRY[attention]
+        return ATTENTIONS[attention]
     if isinstance(attention, type) and issubclass(attention, nn.Module):
         return attention
     raise TypeError(f"attention must be a registered name ({', '.join(list_attentions(True))}), an nn.Module "
                     f"subclass built as cls(channels, **kwargs), or None; got {attention!r}")
 
 
+def attention_class(attention: AttentionSpec) -> type[nn.Module] | None:
+    """The module class ``attention`` builds (None for no attention): what to look for in a network."""
+    builder = get_attention(attention)
+    return getattr(builder, "func", builder)
+
+
 def create_attention(attention: AttentionSpec, channels: int, **kwargs) -> nn.Module | None:
     """Build the attention module for a ``channels``-channel feature map; None for no attention."""
     builder = get_attention(attention)
+    if isinstance(builder, partial) and set(kwargs) & set(builder.keywords):
+        fixed = ", ".join(sorted(set(kwargs) & set(builder.keywords)))
+        raise ValueError(f"{attention!r} fixes {fixed}; use 'bam' to choose it")
     return None if builder is None else builder(channels, **kwargs)
-
-
-@register_attention("bam")
-def _bam(channels: int, **kwargs) -> nn.Module:
-    return BAM(channels, **kwargs)
-
-
-@register_attention("bam-released")
-def _bam_released(channels: int, **kwargs) -> nn.Module:
-    # The forward pass of the authors' released code and checkpoints: x * (1 + sigmoid(Mc * Ms)),
-    # no BN at the end of the branches.
-    for fixed in ("combine", "final_bn"):
-        if fixed in kwargs:
-            raise ValueError(f"'bam-released' fixes {fixed}; use 'bam' to choose it")
-    return BAM(channels, combine="product", final_bn=False, **kwargs)
-
-
-@register_attention("se")
-def _se(channels: int, **kwargs) -> nn.Module:
-    return SqueezeExcitation(channels, **kwargs)
-
-
-@register_attention("cbam")
-def _cbam(channels: int, **kwargs) -> nn.Module:
-    return CBAM(channels, **kwargs)

@@ -7,7 +7,8 @@
 - ``tasks.sr``, ``tasks.classify``, ``tasks.parse``, ``tasks.detect``: one task each;
 - ``tasks.report``, ``tasks.analysis``, ``tasks.profile``: comparisons, attention maps and
   class selectivity, parameter and MAC counts against the paper;
-- ``tasks.zoo``: ``load_zoo()`` registers every task's networks in ``bam``'s registry.
+- ``tasks.networks``: every network of the repository by name (``build_network("resnet50", "cifar100",
+  attention="bam")``); the task packages register their own.
 
 See ``docs/architecture.md`` for which part may import which.
 """

@@ -8,7 +8,7 @@ from PIL import Image
 from tasks.analysis.attention_maps import main, record_features
 from tasks.classify.train import network_from_config
 from tasks.common.model_io import ModelDescription, save_model
-from tasks.zoo import build_network
+from tasks.networks import build_network
 
 
 @pytest.fixture

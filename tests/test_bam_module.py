@@ -7,7 +7,7 @@ from torch import nn
 
 from bam import (BAM, CBAM, ChannelGate, SpatialGate, SqueezeExcitation, create_attention, get_attention,
                  list_attentions)
-from bam.registry import register_attention
+from bam.registry import attention_class, register_attention
 
 
 def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
@@ -310,9 +310,14 @@ def test_registry():
     with pytest.raises(ValueError, match="valid names: .*bam.*cbam"):
         create_attention("bma", 32)
     with pytest.raises(ValueError, match="already registered"):
-        register_attention("bam")(BAM)
+        register_attention("bam", BAM)
     with pytest.raises(ValueError, match="means no attention"):
-        register_attention("none")(BAM)
+        register_attention("none", BAM)
+    # A partial of a class fixes what it stands for; the registry names the class it builds.
+    released = create_attention("bam-released", 32)
+    assert isinstance(released, BAM) and released.combine_mode == "product" and attention_class("bam-released") is BAM
+    with pytest.raises(ValueError, match="fixes final_bn"):
+        create_attention("bam-released", 32, final_bn=True)
 
 
 class ScaleGate(nn.Module):

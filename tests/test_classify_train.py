@@ -99,7 +99,7 @@ def test_seeded_samples_repeat_augmentation_per_sample_seed():
 def _digits_run(output_dir, name, steps, *extra):
     [summary] = train.main([
         "--dataset", "digits", "--arch", "preresnet110", "--attention", "bam", "--max-steps", str(steps),
-        "--batch-size", "4", "--eval-batch-size", "16", "--eval-images", "40", "--num-workers", "0",
+        "--batch-size", "4", "--eval-batch-size", "16", "--max-images", "40", "--num-workers", "0",
         "--wandb", "disabled", "--output-dir", str(output_dir), "--run-name", name, "--log-every", "1",
         "--eval-every", "2", *extra,
     ])

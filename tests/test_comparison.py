@@ -18,7 +18,7 @@ from tasks.report.wandb_offline import find_offline_runs, read_offline_run
 def two_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     common = ["--dataset", "digits", "--arch", "resnet20", "--max-steps", "3", "--eval-every", "2",
-              "--batch-size", "8", "--eval-images", "40", "--output-dir", str(root), "--group", "e2e",
+              "--batch-size", "8", "--max-images", "40", "--output-dir", str(root), "--group", "e2e",
               "--wandb", "offline", "--log-every", "1"]
     # One paired command, as a user runs it: both runs, then their comparison (e2e-comparison/).
     summaries = {s["attention"]: s for s in classify(common + ["--attention", "none", "bam", "--run-name", "e2e"])}

@@ -146,7 +146,7 @@ def test_compile_option():
 
 # -- through the SR command line ----------------------------------------------------------------
 SMALL = ["--preset", "quick", "--attention", "bam", "--sets", "embedded", "--num-blocks", "4", "--channels", "8",
-         "--patch-size", "24", "--batch-size", "2", "--num-workers", "0", "--seed", "5", "--num-samples", "0",
+         "--patch-size", "24", "--batch-size", "2", "--num-workers", "0", "--seed", "5", "--num-pictures", "0",
          "--wandb", "disabled", "--lr-schedule", "constant", "--eval-every", "3"]
 
 

@@ -86,7 +86,7 @@ def test_resnet50_macs_in_both_layouts():
 
 
 def test_cifar_resnet50_macs():
-    from tasks.zoo import build_network  # the registry with the repository's networks in it
+    from tasks.networks import build_network  # the registry with the repository's networks in it
 
     with torch.device("meta"):
         base = to_resnet_v1(build_network("resnet50", "cifar100"))

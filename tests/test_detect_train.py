@@ -127,7 +127,7 @@ def test_tiny_training_run_and_evaluation(tmp_path, capsys):
     argv = ["--data-root", str(root), "--output-dir", str(tmp_path / "runs"), "--run-name", "tiny",
             "--attention", "bam", "--fpn", "--max-steps", "2", "--batch-size", "2", "--min-size", "128",
             "--max-size", "128", "--rois-per-image", "8", "--warmup-steps", "1", "--eval-every", "0",
-            "--log-every", "1", "--num-workers", "0", "--num-vis", "1", "--wandb", "disabled"]
+            "--log-every", "1", "--num-workers", "0", "--num-pictures", "1", "--wandb", "disabled"]
     [summary] = train.main(argv)
     assert summary["steps"] == 2 and summary["primary_metric"] == "mAP" and summary["attention"] == "bam"
     final = summary["final"]

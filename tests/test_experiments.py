@@ -8,7 +8,7 @@ import shlex
 import pytest
 import torch
 
-from bam.architectures import list_networks
+from tasks.networks import list_networks
 from tasks.classify import experiments, train
 
 

@@ -133,7 +133,7 @@ def violations_in(part: str | None) -> list[str]:
     ("tasks.utils.fake", "from tasks.data.root import data_root", ["tasks.data.root"]),
     ("tasks.common.fake", "from tasks import parse", ["tasks.parse"]),
     ("tasks.common.fake", "import tasks.profile.counts", ["tasks.profile.counts"]),
-    ("tasks.common.fake", "from tasks.zoo import load_zoo", ["tasks.zoo"]),
+    ("tasks.common.fake", "from tasks.networks import load_zoo", ["tasks.networks"]),
     ("tasks.sr.fake", "import launch.sr", ["launch.sr"]),
     ("tasks.sr.fake", "import datasets", ["datasets"]),
     ("launch.fake", "from datasets import load_dataset", ["datasets"]),
@@ -141,7 +141,7 @@ def violations_in(part: str | None) -> list[str]:
     ("bam.fake", "from . import registry\nfrom .placement import attach_attention\nimport torch", []),
     ("tasks.data.fake", "from tasks.utils.files import write_json_atomic\nfrom . import images", []),
     ("tasks.common.fake", "from bam import count_params\nfrom tasks.data.sampling import key_generator", []),
-    ("tasks.profile.fake", "from tasks.zoo import load_zoo\nfrom tasks.parse.model import UperNet", []),
+    ("tasks.profile.fake", "from tasks.networks import load_zoo\nfrom tasks.parse.model import UperNet", []),
     ("launch.fake", "from tasks.sr.train import main", []),
 ])
 def test_the_checker_catches_violations(module, source, expected):
@@ -192,8 +192,6 @@ else:
 import torch
 import torchvision
 
-from bam import architectures
-
 model = torchvision.models.resnet50()
 assert bam.attach_attention(model, "bam", input_size=(3, 224, 224)) == ["layer1", "layer2", "layer3"]
 assert bam.count_params(model) == 25_918_689, bam.count_params(model)
@@ -202,22 +200,11 @@ with bam.capture_attention(model) as maps, torch.no_grad():
     model(torch.randn(1, 3, 64, 64))
 assert sorted(maps) == ["layer1", "layer2", "layer3"] and maps["layer1"]["spatial"].shape == (1, 1, 16, 16)
 
-assert architectures.list_networks() == []
-try:
-    architectures.build_network("resnet18")
-except ValueError as error:
-    assert "none registered yet" in str(error), error
-else:
-    raise AssertionError("an empty registry built a network")
-architectures.register_dataset("tiny", (3, 64, 64), num_classes=10)
-architectures.register_network("resnet18", datasets=("imagenet", "tiny"), resnet_blocks="basic")(
-    torchvision.models.resnet18)
-assert architectures.list_networks("tiny") == ["resnet18"]
-net = architectures.build_network("resnet18", "tiny", attention="bam-c")
-assert net.fc.out_features == 10 and len(net.attention) == 8
+net = torchvision.models.resnet18(num_classes=10)
+assert len(bam.attach_attention(net, "bam", placement="block", input_size=(3, 64, 64))) == 8
 with torch.device("meta"):
-    net = architectures.build_network("resnet18", attention=bam.SqueezeExcitation, layout="v1")
-assert list(net.attention) == ["layer1", "layer2", "layer3"]
+    net = torchvision.models.resnet18()
+    assert bam.attach_attention(net, bam.SqueezeExcitation) == ["layer1", "layer2", "layer3"]
 
 converted = bam.convert_released_state_dict({"module.bam1.channel_att.gate_c.gate_c_fc_0.weight": torch.ones(1)})
 assert list(converted) == ["attention.layer1.channel.fc1.weight"]

@@ -51,7 +51,7 @@ def ade_root(tmp_path):
 
 
 def test_label_shift_and_class_names(ade_root):
-    data = ADE20K(ade_root, "validation")
+    data = ADE20K(ade_root, "val")
     assert len(data) == 3 and len(ADE20K_CLASSES) == 150 == len(set(ADE20K_CLASSES))
     raw = np.array(Image.open(data.samples[0][1]))
     label = data[0]["label"].numpy()
@@ -63,14 +63,14 @@ def test_label_shift_and_class_names(ade_root):
 
 
 def test_image_normalised_and_aligned(ade_root):
-    item = ADE20K(ade_root, "validation")[1]
+    item = ADE20K(ade_root, "val")[1]
     image = item["image"] * torch.tensor(IMAGENET_STD).view(3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     red_where_class0 = image[0][item["label"] == 0].mean() - image[2][item["label"] == 0].mean()
     assert red_where_class0 > 0.6  # pixels of raw class 1 are red in the image
 
 
 def test_collate_pads_labels_with_ignore_never_a_class(ade_root):
-    data = ADE20K(ade_root, "validation")
+    data = ADE20K(ade_root, "val")
     batch = collate_segmentation([data[0], data[1]])  # 64x80 and 80x64 -> 96x96
     assert batch["image"].shape == (2, 3, 96, 96) and batch["label"].shape == (2, 96, 96)
     assert batch["size"].tolist() == [[64, 80], [80, 64]]
@@ -86,7 +86,7 @@ def test_collate_pads_labels_with_ignore_never_a_class(ade_root):
 def test_train_transform_scale_cap_and_flip_alignment(ade_root):
     assert scaled_size(64, 400, 300, 1000) == (160, 1000)  # long side capped
     assert scaled_size(400, 300, 450, 1000) == (600, 450)
-    data = ADE20K(ade_root, "training")
+    data = ADE20K(ade_root, "train")
     image, label, _ = data.load(0)
     flipped_image, flipped_label = TrainTransform(short_sides=(64,), flip=True)(image, label, _FlipAlways())
     assert np.array_equal(np.array(flipped_label), np.array(label)[:, ::-1])
@@ -129,7 +129,7 @@ def test_label_value_above_class_count_names_file(ade_root):
     label = np.array(Image.open(path))
     label[3, 3] = 151
     Image.fromarray(label).save(path)
-    data = ADE20K(ade_root, "validation")
+    data = ADE20K(ade_root, "val")
     with pytest.raises(ValueError, match=r"ADE_valid_00000001\.png.*151"):
         data[1]
 
@@ -137,19 +137,19 @@ def test_label_value_above_class_count_names_file(ade_root):
 def test_missing_label_names_image(ade_root):
     (ade_root / "ADEChallengeData2016/annotations/training/ADE_train_00000002.png").unlink()
     with pytest.raises(FileNotFoundError, match="ADE_train_00000002.jpg"):
-        ADE20K(ade_root, "training")
+        ADE20K(ade_root, "train")
 
 
 def test_size_mismatch_names_both_files(ade_root):
     path = ade_root / "ADEChallengeData2016/annotations/validation/ADE_valid_00000000.png"
     Image.fromarray(np.ones((10, 10), np.uint8)).save(path)
     with pytest.raises(ValueError, match=r"ADE_valid_00000000\.jpg.*ADE_valid_00000000\.png"):
-        ADE20K(ade_root, "validation")[0]
+        ADE20K(ade_root, "val")[0]
 
 
 def test_missing_folder_says_layout(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"ADEChallengeData2016/images/\{training,validation\}"):
-        ADE20K(tmp_path, "training")
+        ADE20K(tmp_path, "train")
     with pytest.raises(ValueError, match="split"):
         ADE20K(tmp_path, "test")
 
@@ -194,7 +194,7 @@ def test_broken_label_png_names_the_file(ade_root, damage):
         noisy = np.random.default_rng(0).integers(0, 151, (64, 80), dtype=np.uint8)
         Image.fromarray(noisy).save(path)
         path.write_bytes(path.read_bytes()[:300])
-    data = ADE20K(ade_root, "validation")
+    data = ADE20K(ade_root, "val")
     with pytest.raises(ValueError, match=r"ADE_valid_00000002\.png.*cannot read label"):
         data[2]
 
@@ -215,5 +215,5 @@ def test_16bit_label_value_that_lands_on_the_ignore_index_is_an_error(tmp_path):
 def test_hidden_macos_resource_files_are_skipped(ade_root):
     images = ade_root / "ADEChallengeData2016" / "images" / "validation"
     (images / "._ADE_valid_00000000.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
-    assert [p.name for p, _ in ADE20K(ade_root, "validation").samples] == [
+    assert [p.name for p, _ in ADE20K(ade_root, "val").samples] == [
         "ADE_valid_00000000.jpg", "ADE_valid_00000001.jpg", "ADE_valid_00000002.jpg"]

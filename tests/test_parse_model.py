@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision
 
-from tasks.parse.model import UperNet, build_upernet, describe_load_report, load_encoder_weights, parameter_breakdown
+from tasks.parse.model import UperNet, describe_load_report, load_encoder_weights, parameter_breakdown
 
 
 def csail_upernet_decoder_params(stage_channels, num_classes, width=512, scales=4):
@@ -121,13 +121,6 @@ def test_load_encoder_weights_reports_and_errors(tmp_path):
         model.load_encoder_weights(tmp_path / "nothere.pt")
 
 
-def test_builder_rejects_unknown_names():
-    with pytest.raises(ValueError, match="upernet-resnet50"):
-        build_upernet("upernet-vgg16")
-    with pytest.raises(ValueError, match="num_classes"):
-        build_upernet("upernet-resnet18", dataset="mydata")
-
-
 def test_bam_on_encoder_bottlenecks_and_bam_classifier_checkpoint(tmp_path):
     from bam import attach_attention
 
@@ -157,7 +150,7 @@ def test_bam_on_encoder_bottlenecks_and_bam_classifier_checkpoint(tmp_path):
 
 def test_registry_profile_build_and_mac_split():
     from bam import count_macs
-    from bam.architectures import build_network, input_size_for, list_networks
+    from tasks.networks import build_network, input_size_for, list_networks
     from tasks.parse.model import breakdown
 
     assert "upernet-resnet50" in list_networks("ade20k") and input_size_for("ade20k") == (3, 512, 512)

@@ -13,7 +13,7 @@ from tasks.parse.evaluate import predict_probabilities
 from test_parse_data import write_tiny_ade20k
 
 TINY = ["--batch-size", "2", "--backbone", "resnet18", "--decoder-channels", "16", "--short-sides", "64", "--max-long-side", "96",
-        "--num-workers", "0", "--wandb", "disabled", "--macs-size", "64", "--log-every", "1", "--num-visuals", "2"]
+        "--num-workers", "0", "--wandb", "disabled", "--macs-size", "64", "--log-every", "1", "--num-pictures", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_evaluate_cli_matches_training_and_numpy(trained_run, capsys):
     model, _, _ = parse_evaluate.load_trained_model(run_dir)
     model.eval()
     per_image = []  # each image's (intersection, union) per class
-    for item in ADE20K(root, "validation", train_transform=False):
+    for item in ADE20K(root, "val", train_transform=False):
         h, w = item["label"].shape
         # padded as the evaluation pads (to multiples of 32): the pyramid pooling sees the padding
         padded = nn.functional.pad(item["image"][None], (0, -w % 32, 0, -h % 32))
@@ -111,7 +111,7 @@ def test_each_process_scores_its_own_images_once(trained_run, monkeypatch):
     monkeypatch.setattr(accelerate.utils, "gather_object", lambda rows: rows)  # each share as it is
     root, run_dir, _ = trained_run
     model, _, _ = parse_evaluate.load_trained_model(run_dir)
-    data = ADE20K(root, "validation", train_transform=False)
+    data = ADE20K(root, "val", train_transform=False)
     whole = parse_evaluate.evaluate_segmentation(model, data, num_workers=0, per_image=True, progress=False)
     shares = [parse_evaluate.evaluate_segmentation(model, data, Rank(rank), num_workers=0, per_image=True,
                                                    progress=False)["per_image"] for rank in (0, 1)]
@@ -173,7 +173,7 @@ def test_cli_errors_are_clear(tmp_path, capsys):
                          *TINY, "--batch-size", "1"])
     assert "--batch-size 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        parse_evaluate.cli(["--checkpoint", str(tmp_path / "missing")])
+        parse_evaluate.main(["--checkpoint", str(tmp_path / "missing")])
     assert f"model not found: {tmp_path / 'missing'}" in capsys.readouterr().err
 
 

@@ -331,7 +331,7 @@ def test_torch_compile_with_attention_hooks():
     ("densenet100_bc", ["features.denseblock1", "features.denseblock2"], [216, 300]),
 ])
 def test_cifar_networks(arch, expected, channels):
-    from tasks.zoo import build_network  # the registry with the repository's networks in it
+    from tasks.networks import build_network  # the registry with the repository's networks in it
 
     with torch.device("meta"):
         model = build_network(arch, "cifar100")

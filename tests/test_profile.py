@@ -22,7 +22,8 @@ def rows() -> list[dict]:
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     try:
-        code = main(list(args))
+        main(list(args))
+        code = 0
     except SystemExit as exit_:
         code = exit_.code
     captured = capsys.readouterr()

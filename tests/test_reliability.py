@@ -53,7 +53,7 @@ def sr_data(tmp_path_factory) -> dict:
 
 def _sr_argv(sr_data, out: Path, *extra: str, train: Path | None = None) -> list[str]:
     return [*SR_TINY, "--train-dir", str(train or sr_data["train"]), "--sets", str(sr_data["bench"]),
-            "--output-dir", str(out), "--run-name", "run", "--wandb", "disabled", "--num-samples", "0", *extra]
+            "--output-dir", str(out), "--run-name", "run", "--wandb", "disabled", "--num-pictures", "0", *extra]
 
 
 # -- 3. errors inside DataLoader workers -------------------------------------------------------------
@@ -369,7 +369,7 @@ def _toy_trainer(run: Path, lr: float, schedule: str, max_steps: int, resume: bo
     from torch import nn
     from torch.utils.data import DataLoader
 
-    from tasks.common.trainer import TrainConfig, Trainer
+    from tasks.common.trainer import TrainConfig, Trainer, loss_step
     from tasks.data.sampling import EpochSeededSampler
     from test_trainer import NoisyLinearData, mae_evaluate
 
@@ -385,7 +385,7 @@ def _toy_trainer(run: Path, lr: float, schedule: str, max_steps: int, resume: bo
     loader = DataLoader(data, batch_size=5, sampler=EpochSeededSampler(len(data), 0))
     settings = TrainConfig(max_steps=stop_at or max_steps, eval_every=4, best_metric="mae", best_mode="min",
                            resume=resume, log_every=1, progress=False, task="toy")
-    return Trainer(model, optimizer, loader, lambda m, b: nn.functional.mse_loss(m(b[0]), b[1]), settings, run,
+    return Trainer(model, optimizer, loader, loss_step(lambda m, b: nn.functional.mse_loss(m(b[0]), b[1])), settings, run,
                    evaluate_fn=mae_evaluate(data), scheduler=schedulers[schedule](),
                    config={"lr": lr, "momentum": momentum})
 

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from tasks.data.embedded import EMBEDDED_SPLITS, embedded_sr_files, embedded_sr_images, write_embedded_images
 from tasks.data.imresize import bicubic_degrade
-from tasks.data.sr import (EpochSeededSampler, SRBenchmark, SRPairedFolder, SRTrainFolder, find_benchmark,
+from tasks.data.sr import (EpochSeededSampler, SRBenchmark, SRTrainFolder, find_benchmark,
                          list_benchmarks, prepare_subimages)
 
 RNG = np.random.default_rng(0)
@@ -83,84 +83,6 @@ def test_augmentations_are_the_eight_symmetries(tmp_path):
     assert seen == set(range(8))
     plain = SRTrainFolder(tmp_path, scale=2, patch_size=16, augment=False)
     assert np.array_equal((plain[(0, 5)]["hr"] * 255).round().byte().permute(1, 2, 0).numpy(), pixels)
-
-
-def test_train_folder_errors_name_file_or_setting(tmp_path, train_dir):
-    with pytest.raises(ValueError, match="patch_size=30.*scale=4"):
-        SRTrainFolder(train_dir, scale=4, patch_size=30)
-    with pytest.raises(FileNotFoundError, match="missing"):
-        SRTrainFolder(tmp_path / "missing")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="empty"):
-        SRTrainFolder(tmp_path / "empty")
-    with pytest.raises(ValueError, match="b.png is 33x36"):  # strict: the first small file
-        SRTrainFolder(train_dir, scale=4, patch_size=36, skip_small=False)
-    with pytest.warns(UserWarning, match="skipping 1 of 3.*b.png"):
-        data = SRTrainFolder(train_dir, scale=4, patch_size=36)
-    assert [f.name for f in data.files] == ["a.png", "c.jpg"]
-    with pytest.raises(ValueError, match="smaller than the 64x64"):  # nothing large enough
-        SRTrainFolder(train_dir, scale=4, patch_size=64)
-
-
-# -- paired folders --------------------------------------------------------------------------------
-
-def test_paired_folder_matches_stems_and_crops_aligned(tmp_path):
-    (tmp_path / "hr").mkdir()
-    for name in ["0001", "0002"]:
-        lr = _save(tmp_path / "lr" / f"{name}x2.png", (10, 12, 3))
-        Image.fromarray(np.kron(lr, np.ones((2, 2, 1), np.uint8))).save(tmp_path / "hr" / f"{name}.png")
-    data = SRPairedFolder(tmp_path / "lr", tmp_path / "hr", scale=2)
-    assert len(data) == 2 and data[1]["name"] == "0002"
-    assert data[0]["lr"].shape == (3, 10, 12) and data[0]["hr"].shape == (3, 20, 24)
-    crops = SRPairedFolder(tmp_path / "lr", tmp_path / "hr", scale=2, patch_size=8)
-    for seed in range(5):
-        item = crops[(0, seed)]
-        assert item["lr"].shape == (3, 4, 4)
-        torch.testing.assert_close(item["hr"], item["lr"].repeat_interleave(2, 1).repeat_interleave(2, 2))
-
-
-def test_paired_folder_errors(tmp_path):
-    _save(tmp_path / "lr" / "a.png", (10, 10, 3))
-    _save(tmp_path / "hr" / "a.png", (20, 21, 3))
-    with pytest.raises(ValueError, match=r"size mismatch.*a\.png"):
-        SRPairedFolder(tmp_path / "lr", tmp_path / "hr", scale=2)
-    _save(tmp_path / "lr" / "lonely.png", (10, 10, 3))
-    with pytest.raises(ValueError, match="LR without HR.*lonely.png"):
-        SRPairedFolder(tmp_path / "lr", tmp_path / "hr", scale=2)
-
-
-def test_paired_folder_refuses_two_files_for_one_image(tmp_path):
-    _save(tmp_path / "hr" / "a.png", (20, 20, 3))
-    _save(tmp_path / "lr" / "a.png", (10, 10, 3))
-    _save(tmp_path / "lr" / "ax2.png", (10, 10, 3))  # would silently replace a.png
-    with pytest.raises(ValueError, match=r"a\.png and .*ax2\.png both match"):
-        SRPairedFolder(tmp_path / "lr", tmp_path / "hr", scale=2)
-
-
-# -- benchmarks ------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("layout", ["flat", "HR", "GTmod12", "original", "huang"])
-def test_benchmark_layouts(tmp_path, layout):
-    folder = tmp_path / "sr" / "MySet"
-    for name, shape in [("img_001", (26, 31, 3)), ("img_002", (24, 24))]:
-        if layout == "huang":
-            _save(folder / "image_SRF_4" / f"{name}_SRF_4_HR.png", shape)
-            _save(folder / "image_SRF_4" / f"{name}_SRF_4_LR.png", (6, 6, 3))
-        else:
-            _save(folder / ("" if layout == "flat" else layout) / f"{name}.png", shape)
-    if layout == "HR":
-        _save(folder / "LR_bicubic" / "x4" / "img_001.png", (6, 7, 3))  # shipped LR files are ignored
-    if layout == "flat":
-        (folder / "._img_001.png").write_bytes(b"macOS resource fork, not an image")  # skipped
-    data = SRBenchmark("myset", 4, data_root=tmp_path)  # by name, case-insensitive
-    assert data.name == "MySet" and len(data) == 2
-    first, second = data[0], data[1]
-    assert first["name"] == "img_001" and first["hr"].shape == (3, 24, 28) and first["lr"].shape == (3, 6, 7)
-    assert not first["gray"] and second["gray"] and first["scale"] == 4
-    hr_uint8 = (first["hr"] * 255).round().to(torch.uint8)
-    torch.testing.assert_close(first["lr"], bicubic_degrade(hr_uint8, 4).float() / 255)
-    assert list_benchmarks(tmp_path) == ["MySet"]
-    assert SRBenchmark(folder, 4).name == "MySet"  # by path
 
 
 def test_benchmark_errors(tmp_path):

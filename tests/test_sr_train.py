@@ -100,7 +100,7 @@ def test_checkpoint_reevaluates_to_the_logged_numbers(trained, data, capsys):
 def test_resume_reaches_the_uninterrupted_weights(data, tmp_path):
     # A run stopped by --max-steps 3 stands for a killed one, so the learning rate must not depend
     # on --max-steps as the cosine schedule does (schedulers' own resume: tests/test_trainer.py).
-    common = ["--eval-every", "3", "--wandb", "disabled", "--num-samples", "0", "--lr-schedule", "constant"]
+    common = ["--eval-every", "3", "--wandb", "disabled", "--num-pictures", "0", "--lr-schedule", "constant"]
     _train(data, tmp_path / "a", "--max-steps", "6", *common)
     _train(data, tmp_path / "b", "--max-steps", "3", *common)
     halfway = load_file(str(tmp_path / "b" / "run" / "checkpoints" / "last" / "model.safetensors"))
@@ -124,7 +124,7 @@ def test_paired_run_ends_with_the_comparison_of_each_set(data, tmp_path, capsys)
     second = _write_crops(tmp_path / "second", embedded_sr_images("test")[::-1], 36, 4)
     argv = [*TINY, "--train-dir", str(data["train"]), "--sets", str(data["bench"]), str(second),
             "--output-dir", str(tmp_path / "runs"), "--run-name", "pair", "--max-steps", "2", "--eval-every", "0",
-            "--num-samples", "0", "--wandb", "disabled", "--attention-interval", "1", "--attention", "none", "bam"]
+            "--num-pictures", "0", "--wandb", "disabled", "--attention-interval", "1", "--attention", "none", "bam"]
     none, bam = sr_train.main(argv)
     assert (none["attention"], bam["attention"]) == ("none", "bam") and bam["params"] > none["params"]
     folder = tmp_path / "runs" / "sr-quick-x4-comparison"
@@ -292,7 +292,7 @@ def test_paired_run_trains_both_networks_alike_and_compares_them(data, tmp_path,
 
 def test_curve_sets_first_scores_the_other_sets_at_the_end_only(data, tmp_path):
     summary = _train(data, tmp_path, "--sets", str(data["bench"]), str(data["train"]), "--curve-sets", "first",
-                     "--max-steps", "4", "--eval-every", "2", "--wandb", "disabled", "--num-samples", "0")
+                     "--max-steps", "4", "--eval-every", "2", "--wandb", "disabled", "--num-pictures", "0")
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     evals = {r["step"]: r for r in rows if r["split"] == "eval"}
     assert "psnr/bench" in evals[2] and "psnr/train" not in evals[2]  # the curve's set only

@@ -89,7 +89,7 @@ def test_two_process_sr_run_logs_the_scores_of_its_checkpoint(tmp_path):
     _launch_two(tmp_path, "launch/sr.py", [
         "--preset", "quick", "--attention", "bam", "--no-global-residual", "--num-blocks", "2", "--channels", "8",
         "--attention-interval", "1", "--patch-size", "24", "--batch-size", "4", "--num-workers", "0",
-        "--max-steps", "4", "--eval-every", "2", "--num-samples", "0", "--wandb", "disabled",
+        "--max-steps", "4", "--eval-every", "2", "--num-pictures", "0", "--wandb", "disabled",
         "--train-dir", str(train), "--sets", str(bench), "--output-dir", str(tmp_path / "runs"), "--run-name", "two"])
     _statistics_differed_before_the_last_sync(tmp_path)
     summary = json.loads((run / "summary.json").read_text())
@@ -129,7 +129,7 @@ def test_two_process_classification_run_logs_the_scores_of_its_checkpoint(tmp_pa
     # the ones a single process forms.
     _launch_two(tmp_path, "launch/classify.py", [
         "--dataset", "digits", "--arch", "resnet20", "--attention", "bam", "--max-steps", "3", "--eval-every", "3",
-        "--batch-size", "8", "--eval-images", "64", "--eval-batch-size", "16", "--num-workers", "0",
+        "--batch-size", "8", "--max-images", "64", "--eval-batch-size", "16", "--num-workers", "0",
         "--wandb", "disabled", "--output-dir", str(tmp_path / "runs"), "--run-name", "two"])
     _statistics_differed_before_the_last_sync(tmp_path)
     summary = json.loads((run / "summary.json").read_text())

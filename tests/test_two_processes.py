@@ -40,7 +40,7 @@ def test_scene_parsing_trains_as_two_processes(tmp_path):
                        "--run-name", "two", "--attention", "bam", "--backbone", "resnet18",
                        "--decoder-channels", "16", "--short-sides", "64", "--max-long-side", "96",
                        "--num-workers", "0", "--macs-size", "64", "--max-steps", "2", "--eval-every", "2",
-                       "--batch-size", "4", "--num-visuals", "0", "--wandb", "disabled", cwd=REPO)
+                       "--batch-size", "4", "--num-pictures", "0", "--wandb", "disabled", cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / "runs" / "two" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["config"]["num_processes"] == 2
@@ -57,7 +57,7 @@ def test_detection_trains_as_two_processes(tmp_path):
     done = _launch_two("detect.py", "--data-root", str(root), "--output-dir", str(tmp_path / "runs"),
                        "--run-name", "two", "--attention", "bam", "--fpn", "--max-steps", "1", "--batch-size", "4",
                        "--min-size", "96", "--max-size", "96", "--rois-per-image", "8", "--warmup-steps", "1",
-                       "--eval-every", "0", "--num-workers", "0", "--num-vis", "0", "--wandb", "disabled", cwd=REPO)
+                       "--eval-every", "0", "--num-workers", "0", "--num-pictures", "0", "--wandb", "disabled", cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / "runs" / "two" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["config"]["num_processes"] == 2

@@ -14,7 +14,6 @@ gate), sorted, so its spread (how strongly the module picks channels) reads at a
 from __future__ import annotations
 
 import argparse
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -29,13 +28,6 @@ from tasks.utils.messages import note
 
 # More modules than this (BAM-C: one per block) are shown one per resolution: the last of each.
 MAX_COLUMNS = 6
-
-# Normalisation of the data sets the classification task trains on.
-_NORMALISATION = {
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 224),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 32),
-}
-
 
 @contextmanager
 def record_features(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
@@ -151,14 +143,12 @@ def _to_tensor(image: np.ndarray, mean, std) -> torch.Tensor:
 
 
 def _preprocessing(record) -> tuple[tuple, tuple, int]:
+    """How the network's training images were normalised, as its classification run recorded it."""
     extra = record.extra
-    if {"mean", "std", "image_size"} <= set(extra):
-        return tuple(extra["mean"]), tuple(extra["std"]), int(extra["image_size"])
-    dataset = record.kwargs.get("dataset", "imagenet")
-    if dataset not in _NORMALISATION:
-        raise ValueError(f"do not know how images of data set {dataset!r} were normalised; "
-                         "the checkpoint's extra must hold mean, std and image_size")
-    return _NORMALISATION[dataset]
+    if not {"mean", "std", "image_size"} <= set(extra):
+        raise ValueError("the checkpoint does not say how its images were normalised (mean, std, image_size): "
+                         "attention maps are drawn for classification runs of this repository")
+    return tuple(extra["mean"]), tuple(extra["std"]), int(extra["image_size"])
 
 
 @torch.no_grad()
@@ -220,9 +210,8 @@ def _panel_maps(model: nn.Module, key: str, maps: dict[str, torch.Tensor]) -> di
     return panel
 
 
-def main(argv: list[str] | None = None) -> int:
-    from tasks.data.images import list_images
-    from tasks.common.model_io import load_model
+def build_parser() -> argparse.ArgumentParser:
+    from tasks.common.tracking import WANDB_MODES
 
     parser = argparse.ArgumentParser(prog="python -m tasks.analysis.attention_maps", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -230,22 +219,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="run folder, checkpoint folder or network.json of a network with BAM")
     parser.add_argument("--baseline", help="the same for the same network without BAM")
     parser.add_argument("--images", nargs="+", required=True, help="image files or folders")
-    parser.add_argument("--output", type=Path, help="folder for the PNGs (default: <checkpoint>/attention)")
-    parser.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], default="disabled",
-                        help="also log the panels to W&B (job type 'analysis')")
+    parser.add_argument("--output-dir", type=Path, help="folder for the PNGs (default: <checkpoint>/attention)")
+    parser.add_argument("--wandb", choices=WANDB_MODES, default="disabled",
+                        help="also log the panels to W&B (default: %(default)s)")
     parser.add_argument("--wandb-project", default="bam")
-    args = parser.parse_args(argv)
-    try:
-        model, record = load_model(args.checkpoint)
-        baseline = load_model(args.baseline)[0] if args.baseline else None
-        files = [f for item in args.images for f in (list_images(item) if Path(item).is_dir() else [Path(item)])]
-        mean, std, size = _preprocessing(record)
-        output = args.output or (Path(args.checkpoint) if Path(args.checkpoint).is_dir()
+    return parser
+
+
+def _draw(args: argparse.Namespace) -> list[Path]:
+    from tasks.common.model_io import load_model
+    from tasks.data.images import list_images
+
+    model, record = load_model(args.checkpoint)
+    baseline = load_model(args.baseline)[0] if args.baseline else None
+    files = [f for item in args.images for f in (list_images(item) if Path(item).is_dir() else [Path(item)])]
+    mean, std, size = _preprocessing(record)
+    output = args.output_dir or (Path(args.checkpoint) if Path(args.checkpoint).is_dir()
                                  else Path(args.checkpoint).parent) / "attention"
-        written = attention_panels(model, files, output, mean, std, size, baseline)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    written = attention_panels(model, files, output, mean, std, size, baseline)
     for path in written:
         print(path)
     if args.wandb != "disabled":
@@ -255,8 +246,14 @@ def main(argv: list[str] | None = None) -> int:
                           project=args.wandb_project, mode=args.wandb, task="analysis")
         tracker.log_images({f"attention/{p.stem}": p for p in written}, step=0)
         tracker.finish()
-    return 0
+    return written
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    from tasks.common.cli import run_cli
+
+    return run_cli(_draw, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

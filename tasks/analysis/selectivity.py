@@ -14,7 +14,6 @@ out (NaN).
 from __future__ import annotations
 
 import argparse
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -22,7 +21,7 @@ from typing import Iterable, Iterator
 import torch
 from torch import nn
 
-from tasks.common.cli import add_data_args
+from tasks.common.cli import add_data_args, positive_int
 
 
 def class_selectivity(activity: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -187,44 +186,43 @@ def _add_to_run_summary(checkpoint: Path, numbers: dict) -> None:
         write_summary(checkpoint, summary)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from torch.utils.data import DataLoader, Subset
-
-    from tasks.common.model_io import load_model
-    from tasks.utils.files import write_json_atomic
-
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tasks.analysis.selectivity", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True,
                         help="run folder, checkpoint folder or network.json of a network with BAM")
     parser.add_argument("--baseline", help="the same for the same network without BAM")
     add_data_args(parser)
-    parser.add_argument("--max-images", type=int, help="use N evaluation images spread evenly over the set "
+    parser.add_argument("--max-images", type=positive_int, help="use N evaluation images spread evenly over the set "
                         "(not the first N: an ImageNet folder is sorted by class)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass (default: 64)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--output", type=Path, help="folder for the PNGs and selectivity.json "
+    parser.add_argument("--output-dir", type=Path, help="folder for the PNGs and selectivity.json "
                         "(default: <checkpoint>/selectivity)")
-    args = parser.parse_args(argv)
-    try:
-        models = {"BAM": load_model(args.checkpoint, task="classify")}  # class selectivity needs classes
-        if args.baseline:
-            models = {"baseline": load_model(args.baseline, task="classify"), **models}
-        record = models["BAM"][1]
-        images, num_classes = evaluation_set(record, args.data_root)
-        if args.max_images is not None:
-            images = Subset(images, spread_indices(len(images), args.max_images))
-        size = int(record.extra.get("image_size", 224))
-        results = {}
-        for label, (model, _) in models.items():
-            loader = DataLoader(images, batch_size=args.batch_size)
-            results[label] = stage_selectivity(model, loader, stage_layers(model, (3, size, size)), num_classes,
-                                               args.device)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return parser
+
+
+def _measure(args: argparse.Namespace) -> dict:
+    from torch.utils.data import DataLoader, Subset
+
+    from tasks.common.model_io import load_model
+    from tasks.utils.files import write_json_atomic
+
+    models = {"BAM": load_model(args.checkpoint, task="classify")}  # class selectivity needs classes
+    if args.baseline:
+        models = {"baseline": load_model(args.baseline, task="classify"), **models}
+    record = models["BAM"][1]
+    images, num_classes = evaluation_set(record, args.data_root)
+    if args.max_images is not None:
+        images = Subset(images, spread_indices(len(images), args.max_images))
+    size = int(record.extra.get("image_size", 224))
+    results = {}
+    for label, (model, _) in models.items():
+        loader = DataLoader(images, batch_size=args.batch_size)
+        results[label] = stage_selectivity(model, loader, stage_layers(model, (3, size, size)), num_classes,
+                                           args.device)
     checkpoint = Path(args.checkpoint)
-    output = args.output or (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "selectivity"
+    output = args.output_dir or (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "selectivity"
     files = plot_selectivity(results, output, title=str(record.kwargs.get("arch", "")))
     numbers = {label: {stage: stage_numbers(v) for stage, v in stages.items()} for label, stages in results.items()}
     write_json_atomic(output / "selectivity.json", numbers)
@@ -233,8 +231,14 @@ def main(argv: list[str] | None = None) -> int:
         print(label + ": " + ", ".join(f"{stage} mean " + ("-" if n["mean"] is None else f"{n['mean']:.3f}")
                                        for stage, n in stages.items()))
     print("\n".join(str(f) for f in files))
-    return 0
+    return numbers
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from tasks.common.cli import run_cli
+
+    return run_cli(_measure, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,5 +1,5 @@
 
 
 # The classification networks join bam's registry whenever the task is used, so that
-# ``bam.architectures.build_network("resnet50", "cifar100")`` works in every part of it.
+# ``tasks.networks.build_network("resnet50", "cifar100")`` works in every part of it.
 from . import models  # noqa: F401

@@ -96,7 +96,7 @@ def add_extra_blocks(model: nn.Module, arch: str, dataset: str, num_classes: int
     initialised the way the network initialises it (taken from an independently built instance).
     Returns the stages that grew.
     """
-    from bam.architectures import build_network, input_size_for
+    from tasks.networks import build_network, input_size_for
     from bam.placement import find_bottlenecks
 
     fresh = build_network(arch, dataset, num_classes=num_classes, model_kwargs=model_kwargs)
@@ -120,7 +120,7 @@ def add_extra_blocks(model: nn.Module, arch: str, dataset: str, num_classes: int
 def network_from_config(arch: str, dataset: str, attention: str, placement: str | None, num_classes: int,
                         model_kwargs: dict | None = None, attention_kwargs: dict | None = None) -> nn.Module:
     """The network of a run, rebuilt from plain values (the builder that ``network.json`` names)."""
-    from bam.architectures import build_network
+    from tasks.networks import build_network
 
     model_kwargs = dict(model_kwargs or {})
     if attention == "extra-block":
@@ -167,7 +167,7 @@ def count_macs_of(model: nn.Module, args) -> dict:
     touched. ResNet bottleneck networks also get ``macs_v1``: the same network with the stride in
     the first 1x1 conv of each bottleneck, the layout of the paper's GFLOPs (counted on a copy).
     """
-    from bam.architectures import get_network_entry, input_size_for
+    from tasks.networks import get_network_entry, input_size_for
     from bam.counting import count_macs, to_resnet_v1
 
     dataset = network_dataset(args.dataset)
@@ -258,11 +258,12 @@ class ClassifySchedule(Schedule):
 
 class ClassifyTask(Task):
     name = "classify"
+    title = "Classification"
     prog = "python -m tasks.classify"
     description = ("Train an image classifier with or without BAM (top-1/top-5 error, params, MACs). "
                    "Without arguments: a quick CPU run on the embedded digits data set.")
     attentions = ATTENTIONS
-    run_defaults = {"output_dir": "runs/classify", "eval_every": None}
+    run_defaults = {"eval_every": None}
     primary_metric = PRIMARY_METRIC
     primary_mode = "min"
 
@@ -293,8 +294,6 @@ class ClassifyTask(Task):
         recipe.add_argument("--nesterov", action="store_true", default=None)
         recipe.add_argument("--dropout", type=float, default=None, help="dropout inside WideResNet blocks")
         parser.add_argument("--eval-batch-size", type=int, default=None, help="default: twice the training batch")
-        parser.add_argument("--eval-images", type=int, default=None, metavar="N",
-                            help="evaluate on the first N evaluation images only (quick checks; not a benchmark number)")
         parser.add_argument("--download", action="store_true", help="download CIFAR-100 if it is missing")
         parser.add_argument("--experiment", default=None, metavar="TABLE:ROW",
                             help="record the paper table row this run reproduces (set by tasks.classify.experiments)")
@@ -305,10 +304,8 @@ class ClassifyTask(Task):
 
     def data(self, args: argparse.Namespace, accelerator) -> ClassifyData:
         train_set, eval_set, num_classes = build_datasets(args)
-        if args.eval_images is not None:
-            if not 0 < args.eval_images <= len(eval_set):
-                raise ValueError(f"--eval-images must be in 1..{len(eval_set)}, got {args.eval_images}")
-            eval_set = Subset(eval_set, range(args.eval_images))
+        if args.max_images is not None:
+            eval_set = Subset(eval_set, range(min(args.max_images, len(eval_set))))
         # torchvision transforms draw from the global RNGs: seeded per sample, they resume exactly.
         return ClassifyData(SeededDataset(train_set), eval_set, num_classes)
 
@@ -376,18 +373,10 @@ class ClassifyTask(Task):
               + (f" ({macs_v1 / 1e9:.3f} on the paper's v1 layout)" if macs_v1 else "")
               + "".join(f"\ncurves: {path}" for path in curves))
 
-    def compare(self, run_dirs, group: str, args: argparse.Namespace) -> None:
-        """Top-1/top-5 error differences with McNemar's test and their intervals over the samples."""
-        from tasks.report import report_paired_runs
-
-        report_paired_runs(run_dirs, args.output_dir, group, f"Classification: baseline vs attention — {group}",
-                           **self.wandb_settings(args))
-
-
 def resolve_args(args) -> argparse.Namespace:
     """Fill dataset-dependent defaults and check names (one run's options); ValueError lists the
     valid choices."""
-    from bam.architectures import list_networks
+    from tasks.networks import list_networks
 
     dataset = network_dataset(args.dataset)
     if args.arch is None:
@@ -450,7 +439,9 @@ TASK = ClassifyTask()
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    return run_main(TASK, argv)
+    from tasks.report import report_paired_runs
+
+    return run_main(TASK, argv, compare=report_paired_runs)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from tasks.common.distributed import MIXED_PRECISION_CHOICES
 from tasks.common.tracking import WANDB_MODES
 from tasks.utils.messages import note
 
-__all__ = ["add_run_args", "add_data_args", "add_attention_arg", "run_dir_for", "run_cli", "positive_int",
+__all__ = ["add_run_args", "add_data_args", "add_evaluation_args", "evaluation_folder", "add_attention_arg", "run_dir_for", "run_cli", "positive_int",
            "non_negative_int", "user_message", "DEBUG_VARIABLE"]
 
 MAX_SEED = 2**32 - 1  # NumPy's seed range
@@ -47,6 +47,13 @@ def _seed(text: str) -> int:
     return value
 
 
+def _decay(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a decay in [0, 1), e.g. 0.999, got {text}")
+    return value
+
+
 def _has_option(parser: argparse.ArgumentParser, option: str) -> bool:
     return option in parser._option_string_actions
 
@@ -57,6 +64,39 @@ def add_data_args(parser: argparse.ArgumentParser, defaults: dict | None = None)
         parser.add_argument("--data-root", default=(defaults or {}).get("data_root"),
                             help="data root (default: $BAM_DATA_ROOT, else the repository's datasets/ folder)")
     return parser
+
+
+def add_evaluation_args(parser: argparse.ArgumentParser, *, splits: tuple[str, ...] = (),
+                        pictures: bool = False, workers: bool = True) -> argparse.ArgumentParser:
+    """The options every evaluation command spells the same way: ``--checkpoint``, ``--data-root``,
+    ``--split``, ``--max-images``, ``--num-pictures``, ``--output-dir``, ``--device``, ``--json``."""
+    parser.add_argument("--checkpoint", required=True,
+                        help="a run folder (its best checkpoint), a checkpoint folder or its network.json")
+    add_data_args(parser)
+    if splits:
+        parser.add_argument("--split", default=splits[-1], choices=splits, help="default: %(default)s")
+    parser.add_argument("--max-images", type=positive_int, default=None, metavar="N",
+                        help="the first N images only (default: all)")
+    if pictures:
+        parser.add_argument("--num-pictures", type=non_negative_int, default=0, metavar="N",
+                            help="save pictures of the first N predictions in --output-dir (default: %(default)s)")
+    parser.add_argument("--output-dir", type=Path, default=None,
+                        help="folder for what the command writes (default: beside the checkpoint's run)")
+    parser.add_argument("--device", default=None, help="default: cuda if a GPU is there, else cpu")
+    if workers:
+        parser.add_argument("--num-workers", type=non_negative_int, default=2,
+                            help="data loading worker processes (default: %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    return parser
+
+
+def evaluation_folder(model_file: str | os.PathLike) -> Path:
+    """Where an evaluation command writes by default: ``<run>/evaluation`` for a checkpoint of a
+    run (``<run>/checkpoints/<name>/network.json``), else beside the model file."""
+    folder = Path(model_file).parent
+    if folder.parent.name == "checkpoints":
+        folder = folder.parent.parent
+    return folder / "evaluation"
 
 
 def add_attention_arg(parser: argparse.ArgumentParser, choices, default: str | list[str]) -> None:
@@ -74,6 +114,7 @@ def add_run_args(parser: argparse.ArgumentParser, defaults: dict | None = None) 
         "output_dir": "runs", "run_name": None, "seed": 0, "mixed_precision": None, "wandb": "auto",
         "wandb_project": "bam", "group": None, "tags": [], "eval_every": 1000, "max_steps": None,
         "log_every": 50, "num_workers": min(4, os.cpu_count() or 1), "batch_size": None, "compile": "off",
+        "ema": None, "num_pictures": 0,
     }
     d.update(defaults or {})
     add_data_args(parser, defaults)
@@ -106,6 +147,14 @@ def add_run_args(parser: argparse.ArgumentParser, defaults: dict | None = None) 
                        help="log training metrics every N steps (default: %(default)s)")
     group.add_argument("--num-workers", type=non_negative_int, default=d["num_workers"],
                        help="data loading worker processes per training process (default: %(default)s)")
+    group.add_argument("--max-images", type=positive_int, default=None, metavar="N",
+                       help="evaluate on the first N images of each evaluation set only (quick checks, not a "
+                            "benchmark number; default: all)")
+    group.add_argument("--num-pictures", type=non_negative_int, default=d["num_pictures"], metavar="N",
+                       help="pictures of the predictions saved at each evaluation (default: %(default)s)")
+    group.add_argument("--ema", type=_decay, default=d["ema"], metavar="DECAY",
+                       help="evaluate and export an exponential moving average of the weights, e.g. 0.999, with "
+                            "BatchNorm statistics of its own (default: %(default)s)")
     group.add_argument("--batch-size", type=positive_int, default=d["batch_size"],
                        help="training batch over all processes, split evenly between them (default: "
                             "the recipe's, %(default)s)")
@@ -193,6 +242,7 @@ def run_cli(main_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """
     from tasks.common.distributed import shutdown_distributed
     from tasks.common.nonfinite import NonFiniteLossError
+    from tasks.common.stopping import RunInterrupted
     from tasks.utils.files import WriteError
 
     try:
@@ -204,6 +254,14 @@ def run_cli(main_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             traceback.print_exception(error, file=sys.stderr)
         print(f"error: {user_message(error)}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    except RunInterrupted as stop:  # saved: say how to go on, exit with a code a job script can act on
+        from tasks.utils.processes import is_main_process
+
+        if is_main_process():
+            print(str(stop), file=sys.stderr, flush=True)
+        shutdown_distributed()
+        raise SystemExit(stop.exit_code) from None
     except KeyboardInterrupt:
-        print("interrupted (resume with --resume)", file=sys.stderr, flush=True)
+        print("interrupted at once: the last complete checkpoint, if there is one, is kept (the same command "
+              "with --resume continues from it)", file=sys.stderr, flush=True)
         raise SystemExit(130) from None

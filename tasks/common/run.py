@@ -28,7 +28,9 @@ from tasks.common.cli import add_attention_arg, add_run_args, run_cli, run_dir_f
 from tasks.common.distributed import decided_on_main_process, make_accelerator
 from tasks.common.model_io import ModelDescription
 from tasks.common.tracking import Tracker
-from tasks.common.trainer import EvaluateFn, TrainConfig, Trainer
+from tasks.common.ema import WeightAverage, averaged_step
+from tasks.common.stopping import ignore_stop_signals
+from tasks.common.trainer import EvaluateFn, StepFn, TrainConfig, Trainer, loss_step
 from tasks.data.sampling import EpochSeededSampler
 from tasks.utils.files import check_writable
 from tasks.utils.messages import note_once
@@ -70,6 +72,7 @@ class Task:
     """
 
     name = "task"
+    title = "Task"  # how comparison titles name it
     prog: str | None = None
     description = ""
     attentions: Sequence[str] = ("none", "bam")
@@ -92,7 +95,7 @@ class Task:
                                          formatter_class=argparse.RawDescriptionHelpFormatter)
         self.add_arguments(parser)
         add_attention_arg(parser, self.attentions, self.default_attention)
-        add_run_args(parser, self.run_defaults)
+        add_run_args(parser, {"output_dir": f"runs/{self.name}", **self.run_defaults})
         return parser
 
     def check(self, args: argparse.Namespace) -> None:
@@ -139,6 +142,12 @@ class Task:
         """``loss(model, batch) -> loss`` or ``(loss, {name: float})``."""
         raise NotImplementedError
 
+    def training_step(self, args: argparse.Namespace) -> StepFn:
+        """``step(run, batch) -> {name: value}``: one optimizer step (see
+        :class:`tasks.common.trainer.TrainingStep`). The default is forward, :meth:`loss`, backward
+        and one optimiser update; a task with a second loss term, network or optimiser overrides it."""
+        return loss_step(self.loss(args))
+
     def describe(self, args: argparse.Namespace, data: Any, model: nn.Module, schedule: Schedule) -> RunInfo:
         raise NotImplementedError
 
@@ -148,13 +157,6 @@ class Task:
 
     def report(self, args: argparse.Namespace, run_dir: Path, summary: dict) -> None:
         """Main process, after training: write and print the task's result table."""
-
-    def compare(self, run_dirs: Sequence[Path], group: str, args: argparse.Namespace) -> None:
-        """Main process, after a paired run (``--attention none bam``): write and print the comparison."""
-
-    def wandb_settings(self, args: argparse.Namespace) -> dict[str, str]:
-        """What logging a paired run's comparison to W&B needs (the runs' own project and mode)."""
-        return {"task": self.name, "wandb_project": args.wandb_project, "wandb_mode": args.wandb}
 
 
 def _check_compile_for_varying_shapes(task: str, mode: str) -> None:
@@ -170,7 +172,7 @@ def training_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: i
     """The training loader of every task: an epoch order that is a function of (seed, epoch), per-
     sample augmentation seeds, whole batches only."""
     return DataLoader(dataset, batch_size=batch_size, sampler=EpochSeededSampler(len(dataset), seed=seed),
-                      num_workers=num_workers, collate_fn=collate, drop_last=True,
+                      num_workers=num_workers, collate_fn=collate, drop_last=True, worker_init_fn=ignore_stop_signals,
                       pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0)
 
 
@@ -208,25 +210,31 @@ def train(task: Task, args: argparse.Namespace) -> dict:
     schedule = task.schedule(args, data, steps_per_epoch(len(loader.dataset), batch * accelerator.num_processes))
     set_seed(args.seed)  # the initial weights depend on the seed only (the same on every process)
     model = task.model(args, data)
+    _check_holds_attention(model, args.attention)
     optimizer, scheduler = task.optimizer(args, model, data, schedule)
     info = task.describe(args, data, model, schedule)
+    step_fn, average = task.training_step(args), None
+    if args.ema is not None:  # made beside the network on its device; evaluated and exported instead of it
+        average = WeightAverage(model.to(accelerator.device), args.ema)
+        step_fn = averaged_step(step_fn, task.loss(args), average)
     run_dir = run_dir_for(args, info.name)
     decided_on_main_process(lambda: check_writable(run_dir, "the run folder", checkpoint_bytes(model),
                                                    "a checkpoint (the new one is written beside the last)"),
                             accelerator)
     group = args.group or info.group
-    config = {"task": task.name, **info.config, "group": group, "batch_size_per_process": batch,
-              "global_batch_size": batch * accelerator.num_processes}
+    config = {"task": task.name, **info.config, "group": group, "batch_size": args.batch_size,
+              "batch_size_per_process": batch, "ema": args.ema}
     tracker = Tracker(run_dir, config, project=args.wandb_project, group=group, tags=[*info.tags, *(args.tags or [])],
                       mode=args.wandb, task=task.name, name=run_dir.name)
     settings = TrainConfig(max_steps=schedule.max_steps, eval_every=schedule.eval_every, log_every=args.log_every,
                            best_metric=info.primary_metric or task.primary_metric, best_mode=task.primary_mode,
                            seed=args.seed, resume=args.resume, grad_clip=schedule.grad_clip,
                            channels_last=args.channels_last, compile=args.compile, task=task.name)
-    trainer = Trainer(model, optimizer, loader, task.loss(args), settings, run_dir,
+    trainer = Trainer(model, optimizer, loader, step_fn, settings, run_dir,
                       evaluate_fn=task.evaluator(args, data, run_dir, tracker), scheduler=scheduler,
                       tracker=tracker, accelerator=accelerator, config=config, description=info.description,
-                      summary_extra=info.summary_extra)
+                      summary_extra=info.summary_extra, state={"ema": average} if average else None,
+                      evaluated=(lambda: average.module) if average else None)
     summary = trainer.fit()
     summary["run_dir"] = str(run_dir)
     if accelerator.is_main_process:
@@ -242,8 +250,23 @@ def _one_run_args(args: argparse.Namespace, attention: str, paired: bool) -> arg
     return single
 
 
-def train_all(task: Task, args: argparse.Namespace) -> list[dict]:
-    """One run per ``--attention`` value; with several, one shared group and their comparison."""
+def _check_holds_attention(model: nn.Module, attention: str) -> None:
+    """A run named after a module must contain it: otherwise a comparison would set two identical
+    networks against each other."""
+    from bam import attention_class, list_attentions
+
+    if attention not in list_attentions():
+        return  # "none", or a variant that is not a module (classification's extra-block)
+    kind = attention_class(attention)
+    if not any(isinstance(module, kind) for module in model.modules()):
+        raise ValueError(f"--attention {attention}: the network built from these options holds no {attention} "
+                         "module (are there fewer blocks than --attention-interval?)")
+
+
+def train_all(task: Task, args: argparse.Namespace, compare: Callable | None = None) -> list[dict]:
+    """One run per ``--attention`` value; with several, one shared group and ``compare`` of
+    their folders (main process): ``compare(run_dirs, output_dir, group, title, task=...,
+    wandb_project=..., wandb_mode=...)``, the report every task writes (:mod:`tasks.report`)."""
     attentions = list(dict.fromkeys(args.attention))  # "none none" is one run
     paired = len(attentions) > 1
     if paired and args.resume not in (False, True, None):
@@ -253,14 +276,18 @@ def train_all(task: Task, args: argparse.Namespace) -> list[dict]:
     for single in runs:  # every run's options are checked before the first one trains
         task.check(single)
     summaries = [train(task, single) for single in runs]
-    if paired:
+    if paired and compare is not None:
         from tasks.utils.processes import is_main_process
 
         if is_main_process():
-            task.compare([Path(s["run_dir"]) for s in summaries], summaries[0].get("group") or "", args)
+            group = summaries[0].get("group") or ""
+            compare([Path(s["run_dir"]) for s in summaries], args.output_dir, group,
+                    f"{task.title}: baseline vs attention — {group}", task=task.name,
+                    wandb_project=args.wandb_project, wandb_mode=args.wandb)
     return summaries
 
 
-def main(task: Task, argv: Sequence[str] | None = None) -> list[dict]:
-    """The command line of ``task``: parse, train every run, turn bad input into one line."""
-    return run_cli(lambda: train_all(task, task.parse_args(argv)))
+def main(task: Task, argv: Sequence[str] | None = None, compare: Callable | None = None) -> list[dict]:
+    """The command line of ``task``: parse, train every run (and compare them), turn bad input
+    and stop signals into one line."""
+    return run_cli(lambda: train_all(task, task.parse_args(argv), compare))

@@ -1,9 +1,15 @@
 """The training loop every task shares, on top of Hugging Face Accelerate.
 
+The loop owns what is the same for every task: steps and epochs, evaluation and checkpoint
+cadence, ``last`` and ``best`` checkpoints (written atomically, see :mod:`tasks.common.checkpoint`),
+exact resume, logging, stopping on a signal (:mod:`tasks.common.stopping`) and the summary. The
+training step itself belongs to the task: ``step_fn(step, batch)`` gets a :class:`TrainingStep`
+(the network to call, ``backward``, ``update``) and returns what to log, so a task that adds a
+second loss term, a second network or an average of the weights does it in its own step.
+:func:`loss_step` makes the usual step (forward, loss, backward, one optimiser) from a loss.
+
 The loop counts optimizer steps (``max_steps``); epochs follow from the length of the prepared
-loader. It evaluates and checkpoints every ``eval_every`` steps and at the end, keeps ``last`` and
-``best`` checkpoints (written atomically, see :mod:`tasks.common.checkpoint`), and resumes to the
-exact step. On the CPU a resumed run reaches bit-identical weights to an uninterrupted one because
+loader. On the CPU a resumed run reaches bit-identical weights to an uninterrupted one because
 
 * the RNG states are part of the checkpoint (``accelerator.save_state``);
 * data loading runs on its own RNG stream and evaluation under a forked RNG, so neither consumes
@@ -21,7 +27,6 @@ checkpoints and resume use the network itself, eager (see :mod:`tasks.common.com
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -31,6 +36,7 @@ from typing import Any, Callable, Mapping
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from safetensors.torch import load_file, save_file
 
 from tasks.common.checkpoint import (find_damaged_file, find_resume_checkpoint, link_checkpoint, read_trainer_state,
                                      repair_best, save_checkpoint)
@@ -38,18 +44,20 @@ from tasks.common.compile import begin_step, check_mode, compile_for_training
 from tasks.common.distributed import decided_on_main_process, make_accelerator, sync_buffers
 from tasks.common.model_io import ModelDescription, save_model
 from tasks.common.nonfinite import NonFiniteLossError, check_losses, check_weights
-from tasks.common.optimizer_settings import apply_requested_settings, optimizer_settings
 from tasks.common.per_sample import PER_SAMPLE_FILE, PER_SAMPLE_KEY, save_per_sample
+from tasks.common.resume import apply_requested_settings, check_unchanged, optimizer_settings
 from tasks.common.rng import DataRNG, rng_fork, seed_loader_generator, set_epoch
+from tasks.common.stopping import EvaluationInterrupted, RunInterrupted, RunLock, StopSignals
 from tasks.common.summary import build_summary, environment_info, write_summary
 from tasks.common.tracking import Tracker
 from tasks.utils.files import write_json_atomic
 from tasks.utils.messages import note, warn
 from tasks.utils.progress import progress
 
-__all__ = ["Trainer", "TrainConfig", "NonFiniteLossError"]
+__all__ = ["Trainer", "TrainConfig", "TrainingStep", "loss_step", "NonFiniteLossError"]
 
 EvaluateFn = Callable[[torch.nn.Module, Accelerator, int], Mapping[str, Any]]
+StepFn = Callable[["TrainingStep", Any], Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,6 @@ class TrainConfig:
     seed: int = 0
     resume: bool | str = False
     grad_clip: float | None = None
-    grad_accum_steps: int = 1
     channels_last: bool = False
     compile: str = "off"  # tasks.common.compile.COMPILE_MODES
     progress: bool = True
@@ -84,8 +91,6 @@ class TrainConfig:
             raise ValueError(f"log_every must be positive, got {self.log_every}")
         if self.best_mode not in ("max", "min"):
             raise ValueError(f"best_mode must be 'max' or 'min', got {self.best_mode!r}")
-        if not isinstance(self.grad_accum_steps, int) or self.grad_accum_steps < 1:
-            raise ValueError(f"grad_accum_steps must be a positive integer, got {self.grad_accum_steps!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
         check_mode(self.compile)
@@ -93,6 +98,68 @@ class TrainConfig:
     @property
     def save_every(self) -> int:
         return self.eval_every if self.checkpoint_every is None else self.checkpoint_every
+
+
+class TrainingStep:
+    """What a task's training step works with (one object per run, handed to every step).
+
+    ``model`` is the network to call (the compiled wrapper under ``--compile``; under CUDA graphs
+    a replay overwrites the previous step's outputs: keep numbers, not output tensors, across
+    steps); ``network`` the network itself (weights, for an average of them); ``step`` the number
+    of the step being taken (1-based). :meth:`backward` and :meth:`update` do what every step
+    needs done the same way: the non-finite checks, mixed-precision scaling, gradient clipping.
+    """
+
+    def __init__(self, trainer: "Trainer") -> None:
+        self._trainer = trainer
+        self.accelerator = trainer.accelerator
+        self.optimizer, self.scheduler = trainer.optimizer, trainer.scheduler
+        self.model = trainer._train_model
+        self.network = trainer.accelerator.unwrap_model(trainer.model)
+        self.step = 0
+        self.losses: list[float] = []  # this step's losses, each the mean over processes
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Check ``loss`` is finite on every process (else stop, keeping the last good checkpoint)
+        and back-propagate it."""
+        acc, settings = self.accelerator, self._trainer.settings
+        losses = acc.gather(loss.detach().float().reshape(1))
+        check_losses(losses, self.step, self._trainer.run_dir, acc.mixed_precision, settings.grad_clip)
+        acc.backward(loss)
+        self.losses.append(float(losses.mean()))
+
+    def update(self, optimizer: torch.optim.Optimizer | None = None, scheduler=None) -> dict[str, float]:
+        """Clip the gradients (``--grad-clip``), step the optimiser and its scheduler, clear the
+        gradients; returns ``{"grad_norm": ...}`` when clipping."""
+        acc, settings = self.accelerator, self._trainer.settings
+        optimizer = optimizer or self.optimizer
+        scheduler = scheduler if optimizer is not self.optimizer else self.scheduler
+        logs = {}
+        if settings.grad_clip is not None:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            logs["grad_norm"] = float(acc.clip_grad_norm_(params, settings.grad_clip))
+            # fp16's loss scaler skips such steps by itself; otherwise they would poison the weights.
+            if acc.mixed_precision != "fp16":
+                check_losses(torch.tensor([logs["grad_norm"]]), self.step, self._trainer.run_dir,
+                             acc.mixed_precision, settings.grad_clip, what="gradient norm")
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        return logs
+
+
+def loss_step(loss_fn: Callable) -> StepFn:
+    """The usual training step from ``loss_fn(model, batch) -> loss or (loss, {name: value})``:
+    forward and loss, backward, one optimiser update."""
+
+    def step(run: TrainingStep, batch) -> dict[str, Any]:
+        output = loss_fn(run.model, batch)
+        loss, logs = output if isinstance(output, tuple) else (output, {})
+        run.backward(loss)
+        return {**logs, **run.update()}
+
+    return step
 
 
 def _batch_size(batch: Any) -> int:
@@ -127,33 +194,38 @@ def _plain(value: Any) -> Any:
 class Trainer:
     """Train ``model`` for ``settings.max_steps`` optimizer steps; see the module docstring.
 
-    ``loss_fn(model, batch)`` returns a loss tensor or ``(loss, {name: float})``; with
-    ``settings.compile`` it gets the compiled wrapper (under CUDA graphs the next step's replay
-    overwrites this step's outputs: keep numbers, not output tensors, across steps).
-    ``evaluate_fn(model, accelerator, step)`` returns ``{metric: value}`` already reduced over the
-    processes (shard its loader with ``tasks.common.distributed.prepare_eval_loader`` and use
-    ``accelerator.gather_for_metrics``); it gets the unwrapped model in eval mode under
-    ``torch.no_grad``. Non-scalar values (per-class lists...) reach the summary's final/best but
-    not the history; a ``"per_sample"`` entry (``{name: array}``, see :mod:`tasks.common.per_sample`)
-    is stored with the checkpoint of the weights it scored and, for the final evaluation, beside
-    the summary. ``config`` is the run's record (``config.json``, W&B config, summary);
-    ``description`` says how to rebuild the network: every checkpoint then holds
-    ``network.safetensors`` + ``network.json`` for the evaluation tools. ``summary_extra`` adds
-    fields to the summary. ``accelerator`` defaults to ``make_accelerator()``.
+    ``step_fn(step, batch)`` takes one optimizer step (see :class:`TrainingStep`, :func:`loss_step`)
+    and returns ``{name: number}`` to log. ``evaluate_fn(model, accelerator, step)`` returns
+    ``{metric: value}`` already reduced over the processes (shard its loader with
+    ``tasks.common.distributed.prepare_eval_loader`` and use ``accelerator.gather_for_metrics``);
+    it gets the evaluated network in eval mode under ``torch.no_grad``. Non-scalar values
+    (per-class lists...) reach the summary's final/best but not the history; a ``"per_sample"``
+    entry (``{name: array}``, see :mod:`tasks.common.per_sample`) is stored with the checkpoint of
+    the weights it scored and, for the final evaluation, beside the summary.
+
+    ``state`` names more objects a step keeps (an average of the weights, a second network...):
+    each has ``state_dict()``/``load_state_dict()`` of tensors, is saved in every checkpoint as
+    ``<name>.safetensors`` and restored on resume. ``evaluated`` returns the network that is
+    evaluated, chosen as ``best`` and exported (default: the trained one). ``config`` is the run's
+    record (``config.json``, W&B config, summary; a resumed run may not change it, see
+    :mod:`tasks.common.resume`); ``description`` says how to rebuild the network: every
+    checkpoint then holds ``network.safetensors`` + ``network.json`` for the evaluation tools.
     """
 
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, train_loader, loss_fn: Callable,
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, train_loader, step_fn: StepFn,
                  settings: TrainConfig, run_dir, *, evaluate_fn: EvaluateFn | None = None, scheduler=None,
                  tracker: Tracker | None = None, accelerator: Accelerator | None = None,
                  config: Mapping[str, Any] | None = None, description: ModelDescription | None = None,
-                 summary_extra: Mapping[str, Any] | None = None) -> None:
+                 summary_extra: Mapping[str, Any] | None = None, state: Mapping[str, Any] | None = None,
+                 evaluated: Callable[[], torch.nn.Module] | None = None) -> None:
         if not hasattr(train_loader, "__len__"):
             raise ValueError("train_loader must have a length (a map-style data set): epochs and exact "
                              "resume are derived from it")
         self.settings = settings
         self.accelerator = accelerator or make_accelerator("no")
         self.model, self.optimizer, self.train_loader, self.scheduler = model, optimizer, train_loader, scheduler
-        self.loss_fn, self.evaluate_fn = loss_fn, evaluate_fn
+        self.step_fn, self.evaluate_fn = step_fn, evaluate_fn
+        self.state, self._evaluated = dict(state or {}), evaluated
         self.run_dir = Path(run_dir)
         self.description, self.summary_extra = description, dict(summary_extra or {})
         self.config = dict(config or {})
@@ -176,11 +248,18 @@ class Trainer:
         self._improved = False
         self._lr = float("nan")
         self._per_sample: Mapping[str, Any] | None = None  # of the latest evaluation
-        self.optimizer_changes: list[dict[str, Any]] = []  # settings changed on --resume, by step
+        self.optimizer_changes: list[dict[str, Any]] = []  # optimiser settings changed on --resume, by step
+        self.resume_changes: list[dict[str, Any]] = []  # other settings changed on --resume, by step
+        self._stop = StopSignals()
+        self._lock = RunLock(self.run_dir)
 
     @property
     def is_main_process(self) -> bool:
         return self.accelerator.is_main_process
+
+    def evaluated_network(self) -> torch.nn.Module:
+        """The network that is evaluated, kept as ``best`` and exported."""
+        return self._evaluated() if self._evaluated else self.accelerator.unwrap_model(self.model)
 
     # -- set-up ---------------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -188,6 +267,7 @@ class Trainer:
         self._segment_start = time.perf_counter()
         if acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+        decided_on_main_process(self._lock.acquire, acc)  # before anything in the folder is read
         # The same seed on every process while preparing: Accelerate's seedable sampler takes its
         # seed from torch here, and all processes must shuffle alike to split one permutation.
         set_seed(settings.seed)
@@ -201,27 +281,26 @@ class Trainer:
         self._train_model = compile_for_training(self.model, settings.compile, acc.device)
         set_seed(settings.seed, device_specific=True)  # then different dropout masks per process
         self._data_rng = DataRNG(settings.seed, acc.process_index)
-        # An optimizer step never spans two epochs: leftover micro-batches (< grad_accum_steps) are skipped.
-        self.steps_per_epoch = len(self.train_loader) // settings.grad_accum_steps
+        self.steps_per_epoch = len(self.train_loader)
         if self.steps_per_epoch == 0:
-            raise ValueError(f"the training loader yields {len(self.train_loader)} batch(es) per epoch and process "
-                             f"({acc.num_processes} process(es)), fewer than one optimizer step of "
-                             f"{settings.grad_accum_steps} batch(es): lower --batch-size or the accumulation")
+            raise ValueError(f"the training loader yields no batch per epoch and process ({acc.num_processes} "
+                             "process(es)): lower --batch-size")
         self._prepared = True
 
         checkpoint = decided_on_main_process(self._find_checkpoint, acc)
         state: dict[str, Any] = {}
         if checkpoint is not None:
+            state = read_trainer_state(checkpoint)
+            self._check_resumable(state, checkpoint)
             requested = optimizer_settings(self.optimizer)  # what this run's options ask for
             self._load(checkpoint)
-            state = read_trainer_state(checkpoint)
             self._restore(state, checkpoint)
             self._take_requested_settings(requested, checkpoint)
             if acc.is_main_process:
                 repair_best(self.run_dir, checkpoint, self.best_step)
-        if self.optimizer_changes:  # the record says from which step each setting held
-            self.config["optimizer_changes"] = self.optimizer_changes
-            self.tracker.config["optimizer_changes"] = self.optimizer_changes
+        for key in ("optimizer_changes", "resume_changes"):  # the record says from which step each setting held
+            if getattr(self, key):
+                self.config[key] = self.tracker.config[key] = getattr(self, key)
         self.environment = environment_info()
         if acc.is_main_process:
             write_json_atomic(self.run_dir / "config.json", self.config)
@@ -236,6 +315,20 @@ class Trainer:
             note(f"no checkpoint in {self.run_dir / 'checkpoints'}; starting from step 0")
         return path
 
+    def _check_resumable(self, state: Mapping[str, Any], checkpoint: Path) -> None:
+        """Refuse options that would make the resumed run another run; record the others."""
+        saved = dict(state.get("config") or {})
+        for key in ("optimizer_changes", "resume_changes"):
+            saved.pop(key, None)
+        requested = {k: v for k, v in self.config.items() if k not in ("optimizer_changes", "resume_changes")}
+        changed = check_unchanged(saved, requested, checkpoint) if saved else {}
+        changed = {k: v for k, v in changed.items() if k.rpartition(".")[2] not in _OPTIMIZER_FIELDS}
+        self.resume_changes = list(state.get("resume_changes") or [])
+        if changed:
+            self.resume_changes.append({"step": int(state["step"]), "changed": changed})
+            text = ", ".join(f"{name} {old} -> {new}" for name, (old, new) in changed.items())
+            note(f"--resume: {text} from step {state['step']} on (recorded in config.json as resume_changes)")
+
     def _load(self, checkpoint: Path) -> None:
         damaged = find_damaged_file(checkpoint)
         if damaged is not None:  # a torn file is not a settings mismatch: say which file it is
@@ -244,7 +337,9 @@ class Trainer:
                              "give --resume another checkpoint of the run (e.g. checkpoints/best) or a good copy")
         try:
             self.accelerator.load_state(str(checkpoint))
-        except (RuntimeError, ValueError, KeyError) as error:  # another network, optimizer or file set
+            for name, holder in self.state.items():
+                holder.load_state_dict(load_file(str(checkpoint / f"{name}.safetensors")))
+        except (RuntimeError, ValueError, KeyError, FileNotFoundError) as error:  # another network or file set
             detail = " ".join(str(error).split())[:500]
             raise ValueError(f"--resume: {checkpoint} does not fit this run's model, optimizer or "
                              f"scheduler (was it written with other settings?): {detail}") from None
@@ -265,8 +360,8 @@ class Trainer:
         saved_epoch_length = state.get("steps_per_epoch")
         if saved_epoch_length not in (None, self.steps_per_epoch):
             warn(f"the checkpoint had {saved_epoch_length} optimizer steps per epoch, now "
-                 f"{self.steps_per_epoch} (batch size or process count changed): the data order "
-                 "will differ from the original run")
+                 f"{self.steps_per_epoch} (the training set changed size): the data order will differ "
+                 "from the original run")
         saved_max_steps = state.get("max_steps")
         if self.scheduler is not None and saved_max_steps not in (None, self.settings.max_steps):
             warn(f"the checkpoint was written by a run of {saved_max_steps} steps, this one "
@@ -286,26 +381,44 @@ class Trainer:
              "on (recorded in config.json as optimizer_changes)")
 
     def _count_params(self) -> int:
-        return sum(p.numel() for p in self.accelerator.unwrap_model(self.model).parameters())
+        return sum(p.numel() for p in self.evaluated_network().parameters())
 
     # -- main loop ------------------------------------------------------------------------------
     def fit(self) -> dict:
-        """Train to ``max_steps`` (evaluating and checkpointing on the way); return the summary."""
+        """Train to ``max_steps`` (evaluating and checkpointing on the way); return the summary.
+
+        A stop signal ends the run after a save with :class:`RunInterrupted` (see
+        :mod:`tasks.common.stopping`)."""
         if self._prepared:
             raise RuntimeError("Trainer.fit() can only be called once")
-        self._setup()
-        try:
-            self._train()
-        except NonFiniteLossError:
-            self._finish_after_failure("failed: non-finite loss")
-            raise
-        except KeyboardInterrupt:
-            self._finish_after_failure("interrupted")
-            raise
-        except Exception as error:
-            self._finish_after_failure(f"failed: {type(error).__name__}")
-            raise
+        with self._stop:
+            try:
+                self._setup()
+                stopped = self._train()
+                if stopped is not None:
+                    raise self._interrupted(stopped)
+            except RunInterrupted:
+                raise
+            except NonFiniteLossError:
+                self._finish_after_failure("failed: non-finite loss")
+                raise
+            except KeyboardInterrupt:
+                self._finish_after_failure("interrupted")
+                raise
+            except Exception as error:
+                if self._prepared:
+                    self._finish_after_failure(f"failed: {type(error).__name__}")
+                raise
+            finally:
+                self._lock.release()
         return self._finish("completed")
+
+    def _interrupted(self, signum: int) -> RunInterrupted:
+        name = StopSignals.name(signum)
+        self._finish(f"interrupted by {name}", exit_code=128 + signum)
+        return RunInterrupted(signum, f"stopped by {name} at step {self.step} of {self.settings.max_steps}, saved in "
+                                      f"{self.run_dir / 'checkpoints' / 'last'}: run the same command with "
+                                      "--resume to continue")
 
     def _finish_after_failure(self, status: str) -> None:
         """Record the failure without hiding it: on a full disk the summary may not be writable."""
@@ -314,97 +427,82 @@ class Trainer:
         except OSError as error:
             warn(f"could not record the failed run's summary in {self.run_dir} ({error})")
 
-    def _train(self) -> None:
+    def _train(self) -> int | None:
+        """Train to ``max_steps``; the signal it stopped on, if one came."""
         acc, settings = self.accelerator, self.settings
         self.model.train()
+        step = TrainingStep(self)
+        if self.step and self.last_eval_step != self.step and self._due(settings.eval_every):
+            stopped = self._evaluate_and_save(None)  # an evaluation a signal cut short: its weights were saved
+            if stopped is not None:
+                return stopped
         bar = progress(total=settings.max_steps, initial=self.step, desc=settings.task or "train", unit="step",
                        main_process=acc.is_main_process and settings.progress)
         window = _Window()
         try:
             while self.step < settings.max_steps:
                 epoch, done = divmod(self.step, self.steps_per_epoch)
-                seen = done * settings.grad_accum_steps
-                loader = acc.skip_first_batches(self.train_loader, seen) if seen else self.train_loader
+                loader = acc.skip_first_batches(self.train_loader, done) if done else self.train_loader
                 set_epoch(loader, epoch)
                 seed_loader_generator(loader, settings.seed + acc.process_index, epoch)
                 if done == 0:  # each epoch's loading stream starts fresh; mid-epoch, the restored one goes on
                     self._data_rng.reseed(epoch)
                 batches = iter(loader)
                 for _ in range(self.steps_per_epoch - done):
-                    loss, extras, samples = self._train_step(batches)
+                    logs, samples = self._take_step(step, batches)
                     self.step += 1
-                    window.add(loss, extras, samples)
+                    window.add(logs, samples)
                     bar.update(1)
                     last_step = self.step == settings.max_steps
                     if self.step % settings.log_every == 0 or last_step:
                         self._log_train(window, bar)
                         window = _Window()
-                    if self._due(settings.eval_every) or last_step:
-                        self._evaluate_keeping_the_steps(bar)
-                    # An improving evaluation is saved at once: `best` is a copy of `last`, so it
-                    # holds the evaluated weights even when checkpoint_every differs from eval_every.
-                    if self._due(settings.save_every) or last_step or self._improved:
-                        self.save()
+                    stopped = self._stop.agreed(acc)
+                    if stopped is not None:
+                        self._save_stopping()
+                        return stopped
+                    if self._due(settings.eval_every) or last_step or self._due(settings.save_every):
+                        stopped = self._evaluate_and_save(bar)
+                        if stopped is not None:
+                            return stopped
                     if self.step >= settings.max_steps:
                         break
                 else:
-                    # Run the loader to its end (leftover micro-batches, if any) so Accelerate
-                    # closes the epoch cleanly instead of keeping an abandoned iterator active.
+                    # Run the loader to its end so Accelerate closes the epoch cleanly instead of
+                    # keeping an abandoned iterator active.
                     with self._data_rng.active():
                         for _ in batches:
                             pass
         finally:
             bar.close()
         if self.last_eval_step != self.step:  # resumed at or past max_steps: make sure final numbers exist
-            self._evaluate_keeping_the_steps(None)
-            self.save()
+            return self._evaluate_and_save(None)
+        return None
 
     def _due(self, every: int) -> bool:
         return every > 0 and self.step % every == 0
 
-    def _train_step(self, batches) -> tuple[float, dict[str, float], int]:
-        """One optimizer step over ``grad_accum_steps`` micro-batches; returns (loss, extras, samples)."""
-        acc, settings = self.accelerator, self.settings
-        accumulate = settings.grad_accum_steps
-        loss_sum, extras_sum, samples = 0.0, {}, 0
-        for micro in range(accumulate):
-            with self._data_rng.active():  # data loading never consumes the training RNG
-                batch = next(batches, None)
-            if batch is None:
-                raise RuntimeError("the training loader yielded fewer batches than its length")
-            samples += _batch_size(batch) * acc.num_processes
-            last = micro == accumulate - 1
-            # Gradients are all-reduced once per optimizer step, on the last micro-batch.
-            with contextlib.nullcontext() if last else acc.no_sync(self.model):
-                begin_step(settings.compile, acc.device)
-                with acc.autocast():
-                    output = self.loss_fn(self._train_model, batch)
-                loss, extras = output if isinstance(output, tuple) else (output, {})
-                losses = acc.gather(loss.detach().float().reshape(1))
-                check_losses(losses, self.step + 1, self.run_dir, acc.mixed_precision, settings.grad_clip)
-                acc.backward(loss / accumulate if accumulate > 1 else loss)
-            loss_sum += float(losses.mean())
-            for key, value in extras.items():
-                extras_sum[key] = extras_sum.get(key, 0.0) + float(value)
-        extras = {k: v / accumulate for k, v in extras_sum.items()}
-        if settings.grad_clip is not None:
-            extras["grad_norm"] = float(acc.clip_grad_norm_(self.model.parameters(), settings.grad_clip))
-            # fp16's loss scaler skips such steps by itself; otherwise they would poison the weights.
-            if acc.mixed_precision != "fp16":
-                check_losses(torch.tensor([extras["grad_norm"]]), self.step + 1, self.run_dir,
-                             acc.mixed_precision, settings.grad_clip, what="gradient norm")
-        self._lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
-        self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss_sum / accumulate, extras, samples
+    def _take_step(self, step: TrainingStep, batches) -> tuple[dict[str, float], int]:
+        acc = self.accelerator
+        with self._data_rng.active():  # data loading never consumes the training RNG
+            batch = next(batches, None)
+        if batch is None:
+            raise RuntimeError("the training loader yielded fewer batches than its length")
+        step.step, step.losses = self.step + 1, []
+        self._lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
+        begin_step(self.settings.compile, acc.device)
+        with acc.autocast():
+            logs = {k: float(v) for k, v in (self.step_fn(step, batch) or {}).items()}
+        if not step.losses:
+            raise RuntimeError("the training step did not call step.backward(loss)")
+        logs["loss"] = sum(step.losses)
+        return logs, _batch_size(batch) * acc.num_processes
 
     def _log_train(self, window: "_Window", bar) -> None:
         acc = self.accelerator
         metrics = window.means()
-        if acc.num_processes > 1 and window.extras:  # the loss is already gathered; extras are local
-            names = sorted(window.extras)
+        names = sorted(k for k in metrics if k != "loss")
+        if acc.num_processes > 1 and names:  # the loss is already the mean over processes; the rest is local
             values = acc.reduce(torch.tensor([metrics[n] for n in names], device=acc.device), "mean")
             metrics.update(dict(zip(names, values.tolist())))
         metrics["lr"] = self._lr
@@ -418,23 +516,24 @@ class Trainer:
         """Run ``evaluate_fn`` (eval mode, no grad, training RNG untouched) and return plain values."""
         if self.evaluate_fn is None:
             return {}
-        sync_buffers(self.model, self.accelerator)  # every process scores the statistics that are saved
-        self.model.eval()
+        network = self.evaluated_network()
+        sync_buffers(network, self.accelerator)  # every process scores the statistics that are saved
+        network.eval()
+        self._stop.interrupt_evaluation = self.accelerator.num_processes == 1
         try:
             with rng_fork(), torch.no_grad():
-                metrics = self.evaluate_fn(self.accelerator.unwrap_model(self.model), self.accelerator, self.step)
+                metrics = self.evaluate_fn(network, self.accelerator, self.step)
         finally:
-            self.model.train()
+            self._stop.interrupt_evaluation = False
+            network.train()
         if not isinstance(metrics, Mapping):
             raise TypeError(f"evaluate_fn must return a dict of metrics, got {type(metrics).__name__}")
         metrics = dict(metrics)
         self._per_sample = metrics.pop(PER_SAMPLE_KEY, None)
         return {str(k): _plain(v) for k, v in metrics.items()}
 
-    def _evaluate_and_record(self, bar) -> None:
-        metrics = self.evaluate()
+    def _record(self, metrics: dict[str, Any], bar) -> None:
         self.final, self.last_eval_step = metrics, self.step
-        self._improved = False
         name = self.settings.best_metric
         if name is not None and metrics:
             if name not in metrics:
@@ -451,13 +550,19 @@ class Trainer:
             text = "  ".join(f"{k}={v:.4f}" for k, v in scalars.items())
             (bar.write if bar is not None else print)(f"step {self.step}: {text}")
 
-    def _evaluate_keeping_the_steps(self, bar) -> None:
-        """Evaluate; when the evaluation fails, save the trained weights first, then re-raise with a
-        note saying where they are (a bad evaluation file must not cost the training)."""
+    def _evaluate_and_save(self, bar) -> int | None:
+        """Evaluate when due and save. When the evaluation fails, the trained weights are saved
+        first and the error re-raised with a note saying where they are (a bad evaluation file
+        must not cost the training); when a signal cuts it short, they are saved and the signal
+        returned."""
+        self._improved = False
         try:
-            self._evaluate_and_record(bar)
+            if self._due(self.settings.eval_every) or self.step >= self.settings.max_steps:
+                self._record(self.evaluate(), bar)
+        except EvaluationInterrupted:
+            self._save_stopping()
+            return self._stop.signum
         except Exception as error:
-            self._improved = False
             try:
                 where = f"the weights of step {self.step} are saved in {self.save()}"
             except Exception as save_error:  # noqa: BLE001 - the evaluation's error stays the one raised
@@ -465,6 +570,12 @@ class Trainer:
             error.add_note(f"(evaluation at step {self.step} failed; {where}: fix the cause and run the same "
                            "command with --resume to evaluate them)")
             raise
+        self.save()
+        return self._stop.agreed(self.accelerator)  # a signal that came during the evaluation
+
+    def _save_stopping(self) -> None:
+        self._improved = False
+        self.save()
 
     def _better(self, value: float, reference: float) -> bool:
         return value > reference if self.settings.best_mode == "max" else value < reference
@@ -479,6 +590,7 @@ class Trainer:
             "best_step": self.best_step, "best": self.best, "final": self.final,
             "last_eval_step": self.last_eval_step, "wall_time_s": self.wall_time(),
             "tracker_run_id": self.tracker.run_id, "optimizer_changes": self.optimizer_changes,
+            "resume_changes": self.resume_changes, "config": self.config,
         }
 
     def save(self) -> Path:
@@ -489,18 +601,21 @@ class Trainer:
         good checkpoint.
         """
         acc = self.accelerator
-        model = acc.unwrap_model(self.model)
         reduce = (lambda count: acc.reduce(count.to(acc.device), "sum").cpu()) if acc.num_processes > 1 else None
-        check_weights(model, self.step, self.run_dir, reduce)
-        sync_buffers(self.model, acc)
-        network = acc.unwrap_model(model, keep_fp32_wrapper=False)
+        check_weights(acc.unwrap_model(self.model), self.step, self.run_dir, reduce)
+        network = self.evaluated_network()
+        sync_buffers(network, acc)
         per_sample = self._per_sample if self.last_eval_step == self.step else None
+        held = {name: holder.state_dict() for name, holder in self.state.items()}
 
         def export(folder: Path) -> None:  # main process, before the checkpoint is marked complete
             if self.description is not None:
-                save_model(folder, network, self.description)
+                save_model(folder, acc.unwrap_model(network, keep_fp32_wrapper=False), self.description)
             if per_sample is not None:
                 save_per_sample(folder, per_sample)
+            for name, tensors in held.items():
+                save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                          str(folder / f"{name}.safetensors"))
 
         data_rng = lambda folder: self._data_rng.save(folder / f"data_rng_{acc.process_index}.pt")  # noqa: E731
         best = (lambda last: link_checkpoint(last, self.run_dir / "checkpoints" / "best")) if self._improved else None
@@ -535,24 +650,27 @@ class Trainer:
         return summary
 
 
+# Optimiser settings are applied and recorded by apply_requested_settings (optimizer_changes).
+_OPTIMIZER_FIELDS = ("lr", "betas", "momentum", "weight_decay")
+
+
 class _Window:
-    """Running means of the loss and extra metrics between two log lines, plus throughput."""
+    """Running means of the logged values between two log lines, plus throughput."""
 
     def __init__(self) -> None:
         self.start = time.perf_counter()
-        self.steps, self.samples, self.loss = 0, 0, 0.0
-        self.extras: dict[str, float] = {}
+        self.steps, self.samples = 0, 0
+        self.sums: dict[str, float] = {}
 
-    def add(self, loss: float, extras: Mapping[str, float], samples: int) -> None:
+    def add(self, logs: Mapping[str, float], samples: int) -> None:
         self.steps += 1
         self.samples += samples
-        self.loss += loss
-        for key, value in extras.items():
-            self.extras[key] = self.extras.get(key, 0.0) + value
+        for key, value in logs.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
 
     def means(self) -> dict[str, float]:
         steps = max(self.steps, 1)
-        return {"loss": self.loss / steps, **{k: v / steps for k, v in self.extras.items()}}
+        return {k: v / steps for k, v in self.sums.items()}
 
     def rates(self) -> dict[str, float]:
         elapsed = max(time.perf_counter() - self.start, 1e-9)

@@ -224,24 +224,32 @@ class SegmentationFolder(Dataset):
         return {"image": to_tensor(image), "label": torch.from_numpy(np.array(label, dtype=np.int64)), "name": name}
 
 
+# The splits every command names (train, val) and the folders ADE20K keeps them in.
+SPLIT_FOLDERS = {"train": "training", "val": "validation"}
+
+
+def split_folder(split: str) -> str:
+    if split not in SPLIT_FOLDERS:
+        raise ValueError(f"split must be one of {', '.join(SPLIT_FOLDERS)}, got {split!r}")
+    return SPLIT_FOLDERS[split]
+
+
 class ADE20K(SegmentationFolder):
     """ADE20K SceneParsing 2016 under ``root/ADEChallengeData2016`` (or ``root`` itself if it is that
-    folder). ``split`` is ``"training"`` or ``"validation"``; ``train_transform=True`` applies the
-    recipe's random rescale + flip (default for the training split)."""
+    folder). ``split`` is ``"train"`` or ``"val"`` (the folders ``training`` and ``validation``);
+    ``train_transform=True`` applies the recipe's random rescale + flip (default for the training split)."""
 
     NUM_CLASSES = 150
-    SPLITS = ("training", "validation")
 
-    def __init__(self, root: str | Path, split: str = "training", train_transform: bool | None = None,
+    def __init__(self, root: str | Path, split: str = "train", train_transform: bool | None = None,
                  short_sides: Sequence[int] = TRAIN_SHORT_SIDES, max_long_side: int = MAX_LONG_SIDE):
-        if split not in self.SPLITS:
-            raise ValueError(f"split must be one of {self.SPLITS}, got {split!r}")
+        folder = split_folder(split)
         base = Path(root)
         if base.name != "ADEChallengeData2016":
             base = base / "ADEChallengeData2016"
-        train_transform = split == "training" if train_transform is None else train_transform
+        train_transform = split == "train" if train_transform is None else train_transform
         transform = TrainTransform(short_sides, max_long_side) if train_transform else None
-        super().__init__(base / "images" / split, base / "annotations" / split, self.NUM_CLASSES,
+        super().__init__(base / "images" / folder, base / "annotations" / folder, self.NUM_CLASSES,
                          ignore_index=IGNORE_INDEX, label_offset=1, transform=transform,
                          class_names=ADE20K_CLASSES, layout_hint=f"<data-root>/{ADE20K_LAYOUT}")
         self.split = split

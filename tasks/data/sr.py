@@ -36,7 +36,7 @@ from tasks.utils.processes import is_main_process
 from tasks.utils.progress import progress
 
 __all__ = [
-    "SRTrainFolder", "SRPairedFolder", "SRBenchmark", "EpochSeededSampler", "list_benchmarks",
+    "SRTrainFolder", "SRBenchmark", "EpochSeededSampler", "list_benchmarks",
     "find_benchmark", "prepare_subimages", "random_patch", "KNOWN_BENCHMARKS", "EMBEDDED_BENCHMARK",
 ]
 
@@ -189,15 +189,6 @@ class SRTrainFolder(Dataset):
         return _lr_hr(patch, self.scale)
 
 
-# --- paired folders ------------------------------------------------------------------------------
-
-def _pair_key(relative: Path, scale: int) -> str:
-    """Matching key of a file: relative path without extension, without the usual LR/HR suffixes
-    (DIV2K's ``0001x4``, ``_LR``/``_HR``)."""
-    stem = re.sub(rf"(?:[_-]?[xX]{scale}|[_-](?:LR|HR|lr|hr))$", "", relative.stem)
-    return str(relative.parent / stem)
-
-
 def _header_size(path: Path) -> tuple[int, int]:
     """(width, height) from the file header, without decoding the pixels."""
     from PIL import Image
@@ -207,73 +198,6 @@ def _header_size(path: Path) -> tuple[int, int]:
             return image.size
     except (OSError, SyntaxError, Image.DecompressionBombError) as error:
         raise ValueError(f"cannot read image {path}: {error}") from error
-
-
-class SRPairedFolder(Dataset):
-    """LR/HR pairs from two folders, matched by relative path and file stem (``0001x4.png``,
-    ``0001_LR.png`` also match ``0001.png``). Whole images when ``patch_size`` is None, else
-    aligned random crops (``patch_size`` on the HR side) with optional augmentation."""
-
-    def __init__(self, lr_dir, hr_dir, scale: int, patch_size: int | None = None,
-                 augment: bool | None = None) -> None:
-        self.scale = _check_scale(scale)
-        self.patch_size = None if patch_size is None else _check_patch(patch_size, self.scale)
-        self.augment = self.patch_size is not None if augment is None else bool(augment)
-        lr_dir, hr_dir = Path(lr_dir).expanduser(), Path(hr_dir).expanduser()
-        lr, hr = self._index(lr_dir), self._index(hr_dir)
-        lonely_lr = sorted(str(lr[k]) for k in lr.keys() - hr.keys())
-        lonely_hr = sorted(str(hr[k]) for k in hr.keys() - lr.keys())
-        if lonely_lr or lonely_hr:
-            parts = [f"{what} ({len(files)}): {', '.join(files[:5])}{' ...' if len(files) > 5 else ''}"
-                     for what, files in (("LR without HR", lonely_lr), ("HR without LR", lonely_hr)) if files]
-            raise ValueError(f"unmatched images between {lr_dir} and {hr_dir}: " + "; ".join(parts))
-        self.pairs = [(lr[k], hr[k]) for k in sorted(lr)]
-        for lr_file, hr_file in self.pairs:
-            self._check_sizes(lr_file, hr_file, _header_size(lr_file), _header_size(hr_file))
-
-    def _index(self, folder: Path) -> dict[str, Path]:
-        """Matching key -> file; two files of one folder with the same key (``a.png`` and
-        ``a.jpg``, ``0001.png`` and ``0001x4.png``) are an error, not a silent overwrite."""
-        index: dict[str, Path] = {}
-        for path in list_images(folder):
-            key = _pair_key(path.relative_to(folder), self.scale)
-            if key in index:
-                raise ValueError(f"{index[key]} and {path} both match the image {key!r} "
-                                 f"(scale={self.scale}); keep one of them")
-            index[key] = path
-        return index
-
-    def _check_sizes(self, lr_file, hr_file, lr_size, hr_size) -> None:
-        want = (lr_size[0] * self.scale, lr_size[1] * self.scale)
-        if tuple(hr_size) != want:
-            raise ValueError(
-                f"size mismatch at scale={self.scale}: HR {hr_file} is {hr_size[0]}x{hr_size[1]}, "
-                f"LR {lr_file} is {lr_size[0]}x{lr_size[1]} (expected HR {want[0]}x{want[1]})")
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, key) -> dict:
-        index, generator = key_generator(key)
-        lr_file, hr_file = self.pairs[index]
-        lr, hr = read_rgb(lr_file), read_rgb(hr_file)
-        self._check_sizes(lr_file, hr_file, lr.shape[1::-1], hr.shape[1::-1])
-        if self.patch_size is not None:
-            lr, hr = self._crop(lr, hr, lr_file, generator)
-        return {"name": hr_file.stem, "lr": _to_tensor(lr).float().div_(255),
-                "hr": _to_tensor(hr).float().div_(255)}
-
-    def _crop(self, lr, hr, name, generator):
-        size = self.patch_size // self.scale
-        h, w = lr.shape[:2]
-        if h < size or w < size:
-            raise ValueError(f"LR image {name} is {w}x{h}, smaller than the {size}x{size} LR crop "
-                             f"(patch_size={self.patch_size}, scale={self.scale})")
-        top, left = _random_origin(h, w, size, generator)
-        s = self.scale
-        lr = lr[top:top + size, left:left + size]
-        hr = hr[top * s:(top + size) * s, left * s:(left + size) * s]
-        return _augment([lr, hr], generator) if self.augment else (lr, hr)
 
 
 # --- benchmark sets ------------------------------------------------------------------------------

@@ -5,7 +5,8 @@
 
 ``--checkpoint`` takes a ``network.json``, a checkpoint folder or a run folder (its best checkpoint).
 Prints a Markdown table in % (or the metrics as JSON, fractions in [0, 1], with ``--json``);
-``--vis N --out DIR`` also saves N detection | ground-truth panels. Under ``accelerate launch``
+``--num-pictures N`` also saves N detection | ground-truth panels (in ``--output-dir``, default
+``<run>/evaluation``, with ``metrics.json``). Under ``accelerate launch``
 the images are split over the processes, each scored once, and the main process prints.
 """
 
@@ -21,7 +22,7 @@ import torch
 
 from tasks.utils.files import write_json_atomic
 from tasks.utils.processes import is_main_process, world_size
-from tasks.common.cli import add_data_args, run_cli
+from tasks.common.cli import add_evaluation_args, evaluation_folder, positive_int, run_cli
 
 __all__ = ["build_parser", "evaluate_checkpoint", "main"]
 
@@ -29,24 +30,17 @@ __all__ = ["build_parser", "evaluate_checkpoint", "main"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tasks.detect.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="network.json, checkpoint folder or run folder")
-    parser.add_argument("--split", default="val", choices=("train", "val"), help="COCO 2017 split (default: val)")
-    parser.add_argument("--max-images", type=int, default=None, help="first N images only (default: all)")
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--num-workers", type=int, default=2)
-    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    parser.add_argument("--vis", type=int, default=0, help="detection panels to save (needs --out)")
-    parser.add_argument("--vis-score", type=float, default=0.5)
-    parser.add_argument("--out", default=None, help="folder for the panels and metrics.json")
-    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    add_data_args(parser)
+    add_evaluation_args(parser, splits=("train", "val"), pictures=True)
+    parser.add_argument("--batch-size", type=positive_int, default=2, help="images per forward pass (default: 2)")
+    parser.add_argument("--picture-score", type=float, default=0.5,
+                        help="score threshold of the boxes drawn (default: %(default)s)")
     return parser
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None, split: str = "val",
                         max_images: int | None = None, batch_size: int = 2, num_workers: int = 0,
-                        device: str | None = None, vis: int = 0, vis_score: float = 0.5,
-                        out: str | Path | None = None) -> dict[str, Any]:
+                        device: str | None = None, num_pictures: int = 0, picture_score: float = 0.5,
+                        output_dir: str | Path | None = None) -> dict[str, Any]:
     """Rebuild the detector from ``checkpoint`` and score it; returns ``{"metrics", "images", ...}``."""
     from tasks.data.coco import CocoDetection
     from tasks.data.root import data_root as resolve_root
@@ -56,30 +50,30 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
     from tasks.detect.train import DetectionEvaluator
     from tasks.detect.visualize import save_detection_panels
 
+    from tasks.common.model_io import find_model_file
+
     if max_images is not None and max_images < 1:
         raise ValueError(f"--max-images must be positive, got {max_images}")
-    if vis and out is None:
-        raise ValueError("--vis needs --out (the folder for the panels)")
     model, record = load_model(checkpoint, task="detect")
+    output_dir = Path(output_dir) if output_dir else evaluation_folder(find_model_file(checkpoint))
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     accelerator = _accelerator_if_launched(device)
     if accelerator is not None:
         device = accelerator.device  # this process's GPU, or the CPU
     model.to(device).eval()
     dataset = CocoDetection(resolve_root(data_root), split=split, train=False, remove_empty=False)
-    evaluator = DetectionEvaluator(dataset, Path(out or "."), tracker=None, batch_size=batch_size,
-                                   num_workers=num_workers, max_images=max_images, num_vis=0)
+    evaluator = DetectionEvaluator(dataset, output_dir, tracker=None, batch_size=batch_size,
+                                   num_workers=num_workers, max_images=max_images, num_pictures=0)
     metrics = evaluate_distributed(model, evaluator.loader(accelerator), dataset.coco, accelerator=accelerator,
                                    progress=sys.stderr.isatty())
     result = {"checkpoint": str(checkpoint), "split": split, "images": len(evaluator.indices),
               "model": record.kwargs, "metrics": metrics}
-    if out is not None and is_main_process():
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        if vis:
-            save_detection_panels(model, dataset, range(min(vis, len(dataset))), out / "detections",
-                                  score_threshold=vis_score, device=device)
-        write_json_atomic(out / "metrics.json", result)
+    if is_main_process():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if num_pictures:
+            save_detection_panels(model, dataset, range(min(num_pictures, len(dataset))), output_dir,
+                                  score_threshold=picture_score, device=device)
+        write_json_atomic(output_dir / "metrics.json", result)
     return result
 
 
@@ -96,7 +90,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     from tasks.detect.train import ap_table
 
     result = evaluate_checkpoint(args.checkpoint, args.data_root, args.split, args.max_images, args.batch_size,
-                                 args.num_workers, args.device, args.vis, args.vis_score, args.out)
+                                 args.num_workers, args.device, args.num_pictures, args.picture_score,
+                                 args.output_dir)
     if not is_main_process():
         return result
     if args.json:

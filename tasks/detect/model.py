@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from bam import attach_attention
-from bam.architectures import register_dataset, register_network
+from tasks.networks import register_dataset, register_network
 from torchvision.models import resnet101
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.detection import FasterRCNN
@@ -207,17 +207,12 @@ def fasterrcnn_resnet101(
     return detector
 
 
-# The registry (bam.architectures) lists the detector next to the classification networks, so
+# The registry (tasks.networks) lists the detector next to the classification networks, so
 # `python -m tasks.profile fasterrcnn-resnet101 --dataset coco` and the tasks find it by name. COCO
 # inputs are resized to a short side of 800 (long side at most 1333).
 register_dataset("coco", (3, 800, 1333), num_classes=91)
 register_network("fasterrcnn-resnet101", datasets=("coco",), places_attention=True)(fasterrcnn_resnet101)
 
 
-def attention_modules(detector: nn.Module) -> nn.ModuleDict:
-    """The BAM modules of a detector built here (empty for ``attention="none"``)."""
-    return detector.attention
-
-
 __all__ = ["fasterrcnn_resnet101", "build_resnet101_trunk", "load_backbone_weights",
-           "attention_modules", "ResNetC4Backbone", "ResNetC5Head"]
+           "ResNetC4Backbone", "ResNetC5Head"]

@@ -46,8 +46,8 @@ PAPER_TABLE5 = {
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    for name in ("min_size", "max_size", "rois_per_image", "num_vis"):
-        if getattr(args, name) < (0 if name == "num_vis" else 1):
+    for name in ("min_size", "max_size", "rois_per_image"):
+        if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.min_size > args.max_size:
         raise ValueError(f"--min-size {args.min_size} is larger than --max-size {args.max_size}")
@@ -57,8 +57,6 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--lr-milestones are fractions of --max-steps in (0, 1), got {args.lr_milestones}")
     if args.lr is not None and not args.lr > 0:
         raise ValueError(f"--lr must be positive, got {args.lr}")
-    if args.eval_images is not None and args.eval_images < 1:
-        raise ValueError(f"--eval-images must be positive, got {args.eval_images}")
     if args.backbone_weights is not None and not Path(args.backbone_weights).exists():
         raise FileNotFoundError(f"--backbone-weights: {args.backbone_weights} does not exist")
 
@@ -93,12 +91,12 @@ class DetectionEvaluator:
     (main process), named after the step they show."""
 
     def __init__(self, dataset, run_dir: Path, tracker, batch_size: int = 2, num_workers: int = 0,
-                 max_images: int | None = None, num_vis: int = 4, vis_score: float = 0.5) -> None:
+                 max_images: int | None = None, num_pictures: int = 4, picture_score: float = 0.5) -> None:
         self.dataset, self.run_dir, self.tracker = dataset, Path(run_dir), tracker
         self.batch_size, self.num_workers = batch_size, num_workers
         count = len(dataset) if max_images is None else min(max_images, len(dataset))
         self.indices = list(range(count))
-        self.num_vis, self.vis_score = min(num_vis, count), vis_score
+        self.num_pictures, self.picture_score = min(num_pictures, count), picture_score
 
     def loader(self, accelerator=None):
         from tasks.data.coco import collate_detection
@@ -116,11 +114,11 @@ class DetectionEvaluator:
 
         # per-image matches: what a paired comparison with another run needs (tasks.report)
         metrics = evaluate_distributed(model, self.loader(accelerator), self.dataset.coco, accelerator, per_image=True)
-        if accelerator.is_main_process and self.num_vis:
-            panels = save_detection_panels(model, self.dataset, range(self.num_vis), self.run_dir / "detections",
-                                           prefix=f"step{step:07d}_", score_threshold=self.vis_score,
+        if accelerator.is_main_process and self.num_pictures:
+            panels = save_detection_panels(model, self.dataset, range(self.num_pictures), self.run_dir / "detections",
+                                           prefix=f"step{step:07d}_", score_threshold=self.picture_score,
                                            device=accelerator.device)
-            self.tracker.log_images(panels, step, caption=f"detections (score >= {self.vis_score}) | ground truth")
+            self.tracker.log_images(panels, step, caption=f"detections (score >= {self.picture_score}) | ground truth")
         return metrics
 
 
@@ -176,10 +174,11 @@ class DetectData:
 
 class DetectTask(Task):
     name = "detect"
+    title = "Detection"
     prog = "accelerate launch launch/detect.py"
     description = __doc__
     attentions = ("none", "bam")
-    run_defaults = {"batch_size": REFERENCE_BATCH, "eval_every": 10_000, "log_every": 20}
+    run_defaults = {"batch_size": REFERENCE_BATCH, "eval_every": 10_000, "log_every": 20, "num_pictures": 4}
     primary_metric = PRIMARY_METRIC
     primary_mode = "max"
     fixed_shapes = False
@@ -208,11 +207,9 @@ class DetectTask(Task):
                            help="fractions of --max-steps where the lr drops x0.1 (default: 2/3 8/9)")
         optim.add_argument("--grad-clip", type=float, default=None)
         evaluation = parser.add_argument_group("evaluation")
-        evaluation.add_argument("--eval-images", type=int, default=None,
-                                help="evaluate on the first N validation images only (default: all)")
         evaluation.add_argument("--eval-batch-size", type=int, default=None, help="per process (default: the training batch per process)")
-        evaluation.add_argument("--num-vis", type=int, default=4, help="images drawn at each evaluation")
-        evaluation.add_argument("--vis-score", type=float, default=0.5, help="score threshold of drawn boxes")
+        evaluation.add_argument("--picture-score", type=float, default=0.5,
+                                help="score threshold of the boxes drawn (default: %(default)s)")
 
     def check(self, args: argparse.Namespace) -> None:
         super().check(args)
@@ -266,7 +263,7 @@ class DetectTask(Task):
             "weight_decay": args.weight_decay, "warmup_steps": args.warmup_steps,
             "lr_milestones": [round(m * schedule.max_steps) for m in args.lr_milestones],
             "max_steps": schedule.max_steps, "train_images": len(data.train), "val_images": len(data.val),
-            "eval_images": args.eval_images or len(data.val), "params": count_params(model),
+            "eval_images": min(args.max_images or len(data.val), len(data.val)), "params": count_params(model),
             "train_data_stats": data.train.stats,
         }
         return RunInfo(
@@ -278,24 +275,18 @@ class DetectTask(Task):
 
     def evaluator(self, args: argparse.Namespace, data: DetectData, run_dir: Path, tracker) -> DetectionEvaluator:
         return DetectionEvaluator(data.val, run_dir, tracker, args.eval_batch_size or self.batch_size(args, world_size()),
-                                  args.num_workers, args.eval_images, args.num_vis, args.vis_score)
+                                  args.num_workers, args.max_images, args.num_pictures, args.picture_score)
 
     def report(self, args: argparse.Namespace, run_dir: Path, summary: dict) -> None:
         _write_detection_report(run_dir, summary, args.attention)
-
-    def compare(self, run_dirs, group: str, args: argparse.Namespace) -> None:
-        """Box AP differences with their intervals over the validation images."""
-        from tasks.report import report_paired_runs
-
-        report_paired_runs(run_dirs, args.output_dir, group, f"Detection: baseline vs attention — {group}",
-                           **self.wandb_settings(args))
-
 
 TASK = DetectTask()
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    return run_main(TASK, argv)
+    from tasks.report import report_paired_runs
+
+    return run_main(TASK, argv, compare=report_paired_runs)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
-from tasks.common.cli import add_data_args
+from tasks.common.cli import add_evaluation_args, evaluation_folder, run_cli
 from tasks.data.ade20k import (
     IGNORE_INDEX, MAX_LONG_SIDE, SIZE_DIVISOR, TRAIN_SHORT_SIDES, collate_segmentation, denormalize, round_up,
     scaled_size,
@@ -102,12 +102,12 @@ def _gather_per_image(rows: list[tuple[int, np.ndarray, np.ndarray, int]], accel
 
 @torch.no_grad()
 def evaluate_segmentation(model: torch.nn.Module, dataset, accelerator=None, scales: Sequence[int] | None = None,
-                          flip: bool = False, num_workers: int = 2, num_visuals: int = 0,
+                          flip: bool = False, num_workers: int = 2, num_pictures: int = 0,
                           max_images: int | None = None, progress: bool = True, per_image: bool = False) -> dict:
     """Pixel accuracy, mIoU, mean accuracy and per-class IoU of ``model`` on ``dataset``.
 
     Returns the :func:`~tasks.parse.metrics.scores_from_confusion` dict plus ``"visuals"``: up to
-    ``num_visuals`` ``(name, panel)`` pictures of this process's first images. ``per_image`` adds
+    ``num_pictures`` ``(name, panel)`` pictures of this process's first images. ``per_image`` adds
     ``"per_image"``: each image's ``index`` in ``dataset`` and its per-class ``intersection`` and
     ``union`` pixel counts (images x classes) and ``labelled`` pixels, gathered from every process:
     what a paired comparison of two runs resamples.
@@ -143,7 +143,7 @@ def evaluate_segmentation(model: torch.nn.Module, dataset, accelerator=None, sca
         matrix = meter.update(prediction, label)
         if per_image:
             rows.append(_image_counts(position, matrix.cpu()))
-        if len(visuals) < num_visuals:
+        if len(visuals) < num_pictures:
             panel = prediction_panel(denormalize(image[0]), prediction[0].cpu().numpy(), label[0].cpu().numpy(),
                                      ignore_index=ignore_index)
             visuals.append((batch["name"][0], panel))
@@ -161,20 +161,11 @@ def evaluate_segmentation(model: torch.nn.Module, dataset, accelerator=None, sca
 # --------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tasks.parse.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True,
-                        help="a run folder of tasks.parse.train (its best checkpoint), a checkpoint folder "
-                             "(run/checkpoints/last), or its network.json")
-    add_data_args(parser)
-    parser.add_argument("--split", default="validation", choices=("training", "validation"))
+    add_evaluation_args(parser, splits=("train", "val"), pictures=True)
     parser.add_argument("--multi-scale", action="store_true",
                         help=f"average over short sides {MULTI_SCALES} and the mirrored image")
     parser.add_argument("--scales", type=int, nargs="+", default=None, help="short sides for --multi-scale")
     parser.add_argument("--flip", action="store_true", help="also average with the mirrored image")
-    parser.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images")
-    parser.add_argument("--num-workers", type=int, default=2)
-    parser.add_argument("--save-predictions", type=int, default=0, metavar="N",
-                        help="write the first N prediction pictures next to the checkpoint's run (predictions/eval)")
-    parser.add_argument("--json", action="store_true", help="print the scores as JSON")
     parser.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
     return parser
 
@@ -197,39 +188,36 @@ def format_scores(scores: dict, title: str = "") -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
+def _evaluate(args: argparse.Namespace) -> dict:
     from tasks.common.distributed import make_accelerator
 
-    from tasks.data.ade20k import ADE20K, SegmentationFolder
+    from tasks.data.ade20k import ADE20K, SegmentationFolder, split_folder
     from tasks.data.root import data_root
     from tasks.parse.visualize import save_panels
 
-    args = build_parser().parse_args(argv)
     if args.scales and not args.multi_scale:
         raise ValueError("--scales needs --multi-scale")
-    accelerator = make_accelerator(args.mixed_precision, fixed_shapes=False)
+    accelerator = make_accelerator(args.mixed_precision, cpu=args.device == "cpu", fixed_shapes=False)
     model, model_file, config = load_trained_model(args.checkpoint)
     model.to(accelerator.device)
     root = data_root(args.data_root)
     if config.get("dataset") == "folder":  # a run of `--dataset folder`: the same layout and labels
-        dataset = SegmentationFolder(root / "images" / args.split, root / "annotations" / args.split,
+        folder = split_folder(args.split)
+        dataset = SegmentationFolder(root / "images" / folder, root / "annotations" / folder,
                                      num_classes=config["num_classes"], label_offset=config.get("label_offset", 1))
     else:
         dataset = ADE20K(root, args.split, train_transform=False)
     scales = (args.scales or MULTI_SCALES) if args.multi_scale else None
     flip = args.flip or args.multi_scale
     scores = evaluate_segmentation(model, dataset, accelerator, scales=scales, flip=flip,
-                                   num_workers=args.num_workers, num_visuals=args.save_predictions,
+                                   num_workers=args.num_workers, num_pictures=args.num_pictures,
                                    max_images=args.max_images)
     visuals = scores.pop("visuals")
     scores.update(checkpoint=str(model_file), split=args.split, scales=list(scales) if scales else "original",
                   flip=flip, images=min(len(dataset), args.max_images or len(dataset)))
     if accelerator.is_main_process:
         if visuals:
-            folder = model_file.parent
-            if folder.parent.name == "checkpoints":
-                folder = folder.parent.parent
-            save_panels(visuals, folder / "predictions" / ("eval-multiscale" if scales else "eval"))
+            save_panels(visuals, args.output_dir or evaluation_folder(model_file))
         if args.json:
             print(json.dumps(scores, indent=2))
         else:
@@ -238,11 +226,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return scores
 
 
-def cli(argv: Sequence[str] | None = None) -> None:
-    from tasks.common.cli import run_cli
-
-    run_cli(main, argv)
+def main(argv: Sequence[str] | None = None) -> dict:
+    return run_cli(_evaluate, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
-    cli()
+    main()

@@ -188,33 +188,15 @@ def describe_load_report(path: str | Path, report: dict[str, list[str]]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Builders and counting
+# Counting
 # --------------------------------------------------------------------------------------------
-def upernet_resnet50(num_classes: int = 150, attention: str = "none", **kwargs) -> UperNet:
-    return UperNet(num_classes=num_classes, backbone="resnet50", attention=attention, **kwargs)
-
-
-def build_upernet(arch: str = "upernet-resnet50", dataset: str = "ade20k", attention: str = "none",
-                  placement: str = "bottleneck", num_classes: int | None = None, **attention_kwargs) -> UperNet:
-    """Builder with the ``bam.architectures`` signature; ``arch`` is ``upernet-<torchvision resnet>``."""
-    backbone = arch.removeprefix("upernet-")
-    if not arch.startswith("upernet-") or backbone not in BACKBONES:
-        raise ValueError(f"unknown scene-parsing network {arch!r}; valid: {[f'upernet-{b}' for b in BACKBONES]}")
-    if num_classes is None:
-        if dataset != "ade20k":
-            raise ValueError(f"num_classes is required for dataset {dataset!r} (ADE20K has 150)")
-        num_classes = 150
-    return UperNet(num_classes=num_classes, backbone=backbone, attention=attention, placement=placement,
-                   **attention_kwargs)
-
-
 def parameter_breakdown(model: UperNet) -> dict[str, int]:
     """Parameters of the whole model, the encoder (its attention modules included), those
     attention modules alone, and the decoder.
 
     Attention lives in ``model.encoder.attention`` when built by :class:`UperNet`, or in
     ``model.attention`` when ``bam.attach_attention`` was applied to the whole model (as
-    ``bam.architectures.build_network`` does); both count as encoder.
+    ``tasks.networks.build_network`` does); both count as encoder.
     """
     count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
     attention = sum(count(m) for m in (getattr(model.encoder, "attention", None), getattr(model, "attention", None))
@@ -249,7 +231,7 @@ ADE20K_PROFILE_SIZE = (3, 512, 512)  # the usual ADE20K crop; training sizes var
 def _register() -> None:
     from functools import partial
 
-    from bam.architectures import register_dataset, register_network
+    from tasks.networks import register_dataset, register_network
 
     register_dataset("ade20k", ADE20K_PROFILE_SIZE, 150)
     for backbone in BACKBONES:

@@ -55,8 +55,8 @@ def build_datasets(args) -> tuple[SegmentationFolder, SegmentationFolder]:
 
     root = data_root(args.data_root)
     if args.dataset == "ade20k":
-        train = ADE20K(root, "training", short_sides=args.short_sides, max_long_side=args.max_long_side)
-        return train, ADE20K(root, "validation", train_transform=False)
+        train = ADE20K(root, "train", short_sides=args.short_sides, max_long_side=args.max_long_side)
+        return train, ADE20K(root, "val", train_transform=False)
     if args.num_classes is None:
         raise ValueError("--dataset folder needs --num-classes")
     layout = "<data-root>/images/{training,validation}/* and <data-root>/annotations/{training,validation}/*.png"
@@ -131,8 +131,8 @@ def make_evaluate_fn(val_set, args, run_dir: Path, tracker: Tracker):
 
     def evaluate(model: nn.Module, accelerator, step: int) -> dict:
         scores = evaluate_segmentation(model, val_set, accelerator, num_workers=args.num_workers,
-                                       num_visuals=args.num_visuals if accelerator.is_main_process else 0,
-                                       max_images=args.eval_images, per_image=True)
+                                       num_pictures=args.num_pictures if accelerator.is_main_process else 0,
+                                       max_images=args.max_images, per_image=True)
         visuals, per_image = scores.pop("visuals"), scores.pop("per_image")
         if accelerator.is_main_process:
             write_json_atomic(run_dir / "eval" / f"step_{step:07d}.json", scores)
@@ -159,11 +159,12 @@ class ParseData:
 
 class ParseTask(Task):
     name = "parse"
+    title = "Scene parsing"
     prog = "accelerate launch launch/parse.py"
     description = __doc__.split("\n\n")[0]
     attentions = ATTENTIONS
     # CSAIL's batch: 8 GPUs x 2 images.
-    run_defaults = {"output_dir": "runs/parse", "eval_every": 5000, "batch_size": 16, "max_steps": DEFAULT_MAX_STEPS}
+    run_defaults = {"eval_every": 5000, "batch_size": 16, "max_steps": DEFAULT_MAX_STEPS, "num_pictures": 4}
     primary_metric = PRIMARY_METRIC
     primary_mode = "max"
     fixed_shapes = False
@@ -189,9 +190,6 @@ class ParseTask(Task):
         recipe.add_argument("--short-sides", type=int, nargs="+", default=list(TRAIN_SHORT_SIDES),
                             help="training short sides (one drawn per image)")
         recipe.add_argument("--max-long-side", type=int, default=MAX_LONG_SIDE)
-        parser.add_argument("--eval-images", type=int, default=None,
-                            help="evaluate on the first N validation images only (default: all)")
-        parser.add_argument("--num-visuals", type=int, default=4, help="prediction pictures per evaluation")
         parser.add_argument("--macs-size", type=int, default=512, help="square input side for the MAC count")
 
     def check(self, args: argparse.Namespace) -> None:
@@ -251,7 +249,7 @@ class ParseTask(Task):
             "short_sides": list(args.short_sides), "max_long_side": args.max_long_side, "ignore_index": IGNORE_INDEX,
             "label_offset": data.train.label_offset, "grad_accumulation": 1,
             "effective_batch_size": effective_batch, "sync_bn": data.sync_bn, "max_steps": schedule.max_steps,
-            "train_images": len(data.train), "eval_images": min(len(data.val), args.eval_images or len(data.val)),
+            "train_images": len(data.train), "eval_images": min(len(data.val), args.max_images or len(data.val)),
             "data_root": str(args.data_root) if args.data_root else None,
             "params_encoder": params["encoder"], "params_decoder": params["decoder"],
             "params_attention": params["attention"], **counts,
@@ -275,14 +273,6 @@ class ParseTask(Task):
               f"(best mIoU {best.get('miou', nan):.2f} at step {summary['best_step']}); effective batch "
               f"{summary['effective_batch_size']}; {summary['params'] / 1e6:.2f}M params, "
               f"{summary['macs'] / 1e9:.1f} GMACs at {args.macs_size}x{args.macs_size}", flush=True)
-
-    def compare(self, run_dirs, group: str, args: argparse.Namespace) -> None:
-        """mIoU and pixel-accuracy differences with their intervals over the validation images."""
-        from tasks.report import report_paired_runs
-
-        report_paired_runs(run_dirs, args.output_dir, group, f"Scene parsing: baseline vs attention — {group}",
-                           **self.wandb_settings(args))
-
 
 def network_kwargs(args, num_classes: int) -> dict:
     """Arguments of ``tasks.parse.model.upernet`` for these options (what ``network.json`` keeps)."""
@@ -319,7 +309,9 @@ TASK = ParseTask()
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    return run_main(TASK, argv)
+    from tasks.report import report_paired_runs
+
+    return run_main(TASK, argv, compare=report_paired_runs)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@
 - ``tasks.profile.table``: docs/model-zoo.md, every figure of the paper beside ours;
 - ``tasks.profile.cli``: the command line.
 
-The networks come from every task (``tasks.zoo.load_zoo``); ``bam`` itself knows none of them.
+The networks come from every task (``tasks.networks``); ``bam`` itself knows none of them.
 """
 from tasks.profile.cli import build_parser, main
 from tasks.profile.counts import default_layout, profile_network

@@ -1,8 +1,6 @@
 """``python -m tasks.profile [arch] [options]``: see ``tasks/profile/cli.py`` (``--help``)."""
 
-import sys
-
 from tasks.profile.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -5,10 +5,10 @@ import argparse
 import json
 from pathlib import Path
 
-from bam.architectures import input_size_for, list_datasets, list_networks, network_datasets
+from tasks.networks import input_size_for, list_datasets, list_networks, network_datasets
 from tasks.profile.counts import CLI_ATTENTIONS, profile_network
 from tasks.profile.table import paper_table
-from tasks.zoo import load_zoo
+from tasks.networks import load_zoo
 
 __all__ = ["build_parser", "main"]
 
@@ -75,9 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _profile(args: argparse.Namespace) -> dict | str:
     if args.paper_table:
         text = paper_table()
         if args.write:
@@ -86,22 +84,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {args.write}")
         else:
             print(text, end="")
-        return 0
+        return text
     if args.write:
-        parser.error("--write goes with --paper-table")
+        raise ValueError("--write goes with --paper-table")
     if not args.arch:
-        parser.error(f"give a network name (one of: {', '.join(list_networks())}) or --paper-table")
+        raise ValueError(f"give a network name (one of: {', '.join(list_networks())}) or --paper-table")
     if args.arch not in list_networks():
-        parser.error(f"unknown architecture {args.arch!r}; valid names: {', '.join(list_networks())}")
+        raise ValueError(f"unknown architecture {args.arch!r}; valid names: {', '.join(list_networks())}")
     input_size = None
     if args.input_size:
         if min(args.input_size) < 1:
-            parser.error(f"--input-size must be positive, got {args.input_size}")
+            raise ValueError(f"--input-size must be positive, got {args.input_size}")
         channels = input_size_for(args.dataset or network_datasets(args.arch)[0])[0]
         input_size = (channels, *args.input_size)
-    try:
-        result = profile_network(args.arch, args.dataset, args.attention, args.layout, args.placement, input_size)
-    except ValueError as error:
-        parser.error(str(error))
+    result = profile_network(args.arch, args.dataset, args.attention, args.layout, args.placement, input_size)
     print(json.dumps(result, indent=2) if args.json else _text_report(result))
-    return 0
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict | str:
+    from tasks.common.cli import run_cli
+
+    return run_cli(_profile, build_parser().parse_args(argv))

@@ -10,12 +10,12 @@ import functools
 
 import torch
 
-from bam.architectures import (build_network, default_placement, get_network_entry, input_size_for,
+from tasks.networks import (build_network, default_placement, get_network_entry, input_size_for,
                                network_datasets, resolve_attention, valid_attentions)
 from bam.counting import count_macs, count_params
 from bam.placement import attach_attention
 from tasks.profile.paper import PAPER
-from tasks.zoo import load_zoo
+from tasks.networks import load_zoo
 
 __all__ = ["CLI_ATTENTIONS", "default_layout", "profile_network"]
 

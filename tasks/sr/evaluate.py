@@ -149,13 +149,15 @@ def format_table(results: Mapping[str, Mapping[str, float]], protocol: str, scal
     return "\n".join(lines)
 
 
-def load_sets(names, scale: int, data_root=None) -> dict[str, Dataset]:
-    """``{set name: SRBenchmark}`` (the sets are the same under every protocol)."""
+def load_sets(names, scale: int, data_root=None, max_images: int | None = None) -> dict[str, Dataset]:
+    """``{set name: SRBenchmark}`` (the sets are the same under every protocol), each cut to its
+    first ``max_images`` images when given."""
     from tasks.data.sr import SRBenchmark
 
     sets = {}
     for name in names:
         dataset = SRBenchmark(name, scale=scale, data_root=data_root)
+        dataset.files = dataset.files[:max_images]
         sets[dataset.name] = dataset
     return sets
 

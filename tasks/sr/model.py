@@ -86,12 +86,12 @@ class SRResNet(nn.Module):
             nn.init.zeros_(self.tail.weight)
             nn.init.zeros_(self.tail.bias)
 
-        from bam import get_attention  # the core's registry: None for "none", raises on unknown names
+        from bam import create_attention, get_attention  # the core's registry: None for "none"
 
-        builder = get_attention(attention)
+        builder = get_attention(attention)  # raises on unknown names
         self.attention_name = attention
         self.attention_positions = list(range(attention_interval, num_blocks + 1, attention_interval)) if builder else []
-        self.attention = nn.ModuleDict({f"block{position}": builder(channels, **attention_kwargs)
+        self.attention = nn.ModuleDict({f"block{position}": create_attention(attention, channels, **attention_kwargs)
                                         for position in self.attention_positions})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -45,10 +45,10 @@ class SREvaluator:
     """``evaluate_fn`` for the Trainer: PSNR/SSIM per set (gathered over processes) and sample
     panels (main process), named after the step they show."""
 
-    def __init__(self, sets: Mapping[str, Any], protocol: str, run_dir: Path, tracker, num_samples: int = 2,
+    def __init__(self, sets: Mapping[str, Any], protocol: str, run_dir: Path, tracker, num_pictures: int = 2,
                  bicubic: Mapping[str, Any] | None = None, final_step: int | None = None) -> None:
         self.sets, self.protocol, self.run_dir = dict(sets), protocol, Path(run_dir)
-        self.tracker, self.num_samples = tracker, num_samples
+        self.tracker, self.num_pictures = tracker, num_pictures
         self.bicubic = dict(bicubic or {})  # score_set's results for the bicubic baseline, per set
         # Before final_step only the first set is scored (--curve-sets first): the curve and the
         # choice of `best` need no more, and the larger sets cost most of a CPU run's evaluations.
@@ -69,7 +69,7 @@ class SREvaluator:
             per_image[f"{name}/names"] = list(images)
             per_image[f"{name}/psnr"] = [scores["psnr"] for scores in images.values()]
             per_image[f"{name}/ssim"] = [scores["ssim"] for scores in images.values()]
-        if accelerator.is_main_process and self.num_samples:
+        if accelerator.is_main_process and self.num_pictures:
             self.save_samples(model, accelerator.device, step)
         return {**metrics, "per_sample": per_image}
 
@@ -80,7 +80,7 @@ class SREvaluator:
 
         name, dataset = next(iter(self.sets.items()))
         images, paths = {}, []
-        for index in range(min(self.num_samples, len(dataset))):
+        for index in range(min(self.num_pictures, len(dataset))):
             item = dataset[index]
             lr = item["lr"][None].to(device)
             sr = model(lr).float()
@@ -129,9 +129,11 @@ def model_label(global_residual: bool, attention: str = "none") -> str:
 
 class SRTask(Task):
     name = "sr"
+    title = "Super-resolution"
     prog = "accelerate launch launch/sr.py"
     description = __doc__
     primary_mode = "max"
+    run_defaults = {"num_pictures": 2}
 
     @property
     def attentions(self) -> list[str]:
@@ -174,8 +176,6 @@ class SRTask(Task):
         optim.add_argument("--lr-schedule", choices=("constant", "cosine"),
                            help="constant (the SRGAN recipe) or cosine decay to 1%% of --lr over the run")
         optim.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (default: off)")
-        parser.add_argument("--num-samples", type=int, default=2,
-                            help="SR | bicubic | HR panels saved at each evaluation (default: %(default)s)")
 
     def parse_args(self, argv: Sequence[str] | None) -> argparse.Namespace:
         """Parse with the preset's values as defaults, so every explicit option wins."""
@@ -197,9 +197,9 @@ class SRTask(Task):
         if args.patch_size <= 0 or args.patch_size % args.scale:
             raise ValueError(f"--patch-size {args.patch_size} must be a positive multiple of --scale {args.scale} "
                              f"(the LR patch is patch-size / scale pixels)")
-        for name in ("num_blocks", "channels", "attention_interval", "repeat", "batch_size", "num_samples"):
+        for name in ("num_blocks", "channels", "attention_interval", "repeat", "batch_size"):
             value = getattr(args, name)
-            if value is None or value < (0 if name == "num_samples" else 1):
+            if value is None or value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
         if not args.lr > 0:
             raise ValueError(f"--lr must be positive, got {args.lr}")
@@ -213,7 +213,7 @@ class SRTask(Task):
         sources, label = _train_sources(args, root)
         train = SRTrainFolder(sources, scale=args.scale, patch_size=args.patch_size, cache=bool(args.cache),
                               repeat=args.repeat)
-        sets = load_sets(args.sets, args.scale, args.data_root)
+        sets = load_sets(args.sets, args.scale, args.data_root, args.max_images)
         # Deterministic and cheap: once, on the main process (the panels and the report use it).
         bicubic = ({name: score_set(ds, BICUBIC, args.protocol) for name, ds in sets.items()}
                    if accelerator.is_main_process else {})
@@ -266,27 +266,12 @@ class SRTask(Task):
 
     def evaluator(self, args: argparse.Namespace, data: SRData, run_dir: Path, tracker) -> SREvaluator:
         final_step = args.max_steps if args.curve_sets == "first" else None
-        return SREvaluator(data.sets, args.protocol, run_dir, tracker, args.num_samples, bicubic=data.bicubic,
+        return SREvaluator(data.sets, args.protocol, run_dir, tracker, args.num_pictures, bicubic=data.bicubic,
                            final_step=final_step)
 
     def report(self, args: argparse.Namespace, run_dir: Path, summary: dict) -> None:
         bicubic = _results_from(summary["reference"]["metrics"], summary["config"]["sets"])
         _write_sr_report(run_dir, summary, bicubic, args)
-
-    def compare(self, run_dirs: Sequence[Path], group: str, args: argparse.Namespace) -> None:
-        """Per set, bicubic and both networks (tasks.sr.compare), then the differences with their
-        intervals over the set's images (tasks.report), in ``<output-dir>/<group>-comparison``."""
-        from tasks.report import comparison_folder, report_paired_runs
-        from tasks.sr.compare import write_sr_comparison
-
-        output = comparison_folder(args.output_dir, group)
-        print(f"\n{write_sr_comparison(run_dirs, output)}", flush=True)
-        report_paired_runs(run_dirs, args.output_dir, group, f"SRResNet: baseline vs attention — {group}",
-                           **self.wandb_settings(args))
-        print(f"\ncomparison of {', '.join(str(d) for d in run_dirs)} written to {output}: sr_comparison.md "
-              "(per set, with bicubic), comparison.md (differences with 95% intervals), psnr_curves.png, "
-              "forest.png, samples/*.png", flush=True)
-
 
 def _set_source(name: str) -> str:
     """How to find an evaluation set again: a folder's absolute path, else its name."""
@@ -352,7 +337,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    return run_main(TASK, argv)
+    from tasks.report import report_paired_runs
+
+    return run_main(TASK, argv, compare=report_paired_runs)
 
 
 if __name__ == "__main__":

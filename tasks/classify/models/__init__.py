@@ -1,17 +1,17 @@
-"""Classification networks of the BAM paper, registered in ``bam.architectures`` on import.
+"""Classification networks of the BAM paper, registered in ``tasks.networks`` on import.
 
 CIFAR-100 (Tables 2, 3, 10): ``resnet50`` / ``resnet101`` (CIFAR stem), ``preresnet110``,
 ``wrn28_8``, ``wrn28_10``, ``wrn40_10``, ``resnext29_8x64d``, ``resnext29_16x64d``,
 ``densenet100_bc``, and ``resnet20`` (not in the paper: a small network for CPU demos). ImageNet (Table 4): ``resnet18``, ``resnet50``, ``resnet101``, ``wrn18_1.5``,
 ``wrn18_2.0``, ``resnext50_32x4d``, ``mobilenet_v2``, ``squeezenet1_1``.
 Importing this package declares the CIFAR-100 data set (bam's registry knows ImageNet only) and
-registers every network above; build them with ``bam.architectures.build_network(name, dataset=...)``.
+registers every network above; build them with ``tasks.networks.build_network(name, dataset=...)``.
 """
 from __future__ import annotations
 
 from functools import partial
 
-from bam.architectures import register_dataset, register_network
+from tasks.networks import register_dataset, register_network
 
 from . import imagenet
 from .cifar_resnet import CifarResNet, SmallCifarResNet, cifar_resnet50, cifar_resnet101, resnet20

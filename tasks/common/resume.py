@@ -1,5 +1,11 @@
-"""Optimiser options given together with ``--resume``: applied from the resumed step on, or refused.
+"""What ``--resume`` may change, and how.
 
+A resumed run is the same run: options that would change the network, the data, the loss or the
+seed are refused (:func:`check_unchanged`, one line naming the option and the checkpoint's value).
+How long it trains, how often it evaluates and logs, how it runs (processes, workers, compile,
+precision) and the optimiser settings may change; they are recorded with the step they hold from.
+
+Optimiser options given together with ``--resume`` apply from the resumed step on, or are refused:
 ``accelerator.load_state`` restores the optimiser's parameter groups as they were saved, so a new
 ``--lr`` (or momentum, weight decay, betas) would silently lose against the checkpoint while the
 run's record showed the new value. Instead the options of the resumed command win from the
@@ -19,7 +25,15 @@ from typing import Any
 
 import torch
 
-__all__ = ["optimizer_settings", "apply_requested_settings"]
+__all__ = ["optimizer_settings", "apply_requested_settings", "check_unchanged", "CHANGEABLE"]
+
+# Config fields (by their last name) that a resumed run may change: the schedule's length and
+# cadence, how the run executes, and the optimiser settings (applied by apply_requested_settings).
+CHANGEABLE = frozenset({
+    "max_steps", "epochs", "eval_every", "log_every", "checkpoint_every", "num_workers", "compile", "channels_last",
+    "mixed_precision", "num_processes", "batch_size_per_process", "progress", "tags", "group", "num_pictures",
+    "lr", "betas", "momentum", "weight_decay", "grad_clip", "optimizer_changes", "resume_changes",
+})
 
 # Schedulers whose next rate is the current one times a factor (or base_lrs times a factor).
 _RESCALABLE = (torch.optim.lr_scheduler.LambdaLR, torch.optim.lr_scheduler.MultiplicativeLR,
@@ -110,4 +124,35 @@ def apply_requested_settings(optimizer: torch.optim.Optimizer, scheduler, reques
             optimizer.param_groups[index][key] = new
         label = key if len(requested) == 1 else f"{key} (group {index})"
         changed[label] = [_plain(old), _plain(new)]
+    return changed
+
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _option(name: str) -> str:
+    """The command-line option behind a config field: ``model.global_residual`` -> ``--global-residual``."""
+    return "--" + name.rpartition(".")[2].replace("_", "-")
+
+
+def check_unchanged(saved: dict[str, Any], requested: dict[str, Any], checkpoint: Path) -> dict[str, list]:
+    """Refuse (ValueError) a resumed run whose config differs from the checkpoint's in a field
+    that is not :data:`CHANGEABLE`; return the changeable fields that differ, ``{field: [old, new]}``."""
+    old, new = _flatten(saved), _flatten(requested)
+    changed = {}
+    for name in sorted(set(old) | set(new)):
+        if _same(old.get(name), new.get(name)) or _plain(old.get(name)) == _plain(new.get(name)):
+            continue
+        if name.rpartition(".")[2] not in CHANGEABLE:
+            raise ValueError(f"--resume: {_option(name)} would change {name} from {old.get(name)!r} (the value in "
+                             f"{checkpoint}) to {new.get(name)!r}; a resumed run keeps its network, data, loss and "
+                             "seed: resume without it, or start a new run")
+        changed[name] = [_plain(old.get(name)), _plain(new.get(name))]
     return changed

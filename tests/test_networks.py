@@ -12,7 +12,7 @@ import torch
 import torchvision
 
 from bam import count_params
-from bam.architectures import (build_network, get_network_entry, input_size_for, list_networks,
+from tasks.networks import (build_network, get_network_entry, input_size_for, list_networks,
                                network_datasets, register_network)
 from tasks.classify.models import CifarResNeXt, PreResNet, WideResNet, cifar_densenet_bc
 
@@ -213,7 +213,7 @@ def test_bad_names_are_reported(kwargs, message):
 
 
 def test_register_network_for_another_dataset():
-    from bam import architectures
+    from tasks import networks
 
     @register_network("tiny-test-net", datasets=("cifar100",))
     def tiny(num_classes: int = 100) -> torch.nn.Module:
@@ -226,9 +226,9 @@ def test_register_network_for_another_dataset():
         with pytest.raises(ValueError, match="unknown data set .no-such-dataset."):
             register_network("tiny-test-net", datasets=("no-such-dataset",))(tiny)
     finally:
-        architectures._NETWORKS.pop("tiny-test-net", None)
+        networks._NETWORKS.pop("tiny-test-net", None)
 
 
 def test_bam_imports_without_tasks():
-    code = "import sys, bam, bam.architectures; assert 'tasks' not in sys.modules, 'tasks imported'"
+    code = "import sys, bam; assert 'tasks' not in sys.modules, 'tasks imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

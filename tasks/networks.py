@@ -1,15 +1,13 @@
-"""Name -> network registry: build any registered network, with attention, by name.
+"""The repository's networks by name: build any of them, with attention, by name.
 
 A network is registered once per data set it exists for (a ResNet50 may have an ImageNet and a
 CIFAR variant) with a builder ``builder(num_classes=...) -> nn.Module``. ``build_network``
 builds it, optionally converts a ResNet to the v1 stride layout, and places attention with
 ``bam.attach_attention`` -- one generic call, never a per-network table.
 
-The registry starts empty, knowing one data set, ImageNet (the default of these functions and
-of ``attach_attention``'s input size). It names no network: whoever defines networks registers
-them (the tasks of this repository do so when their model modules are imported)::
-
-    from bam.architectures import build_network, register_dataset, register_network
+The task packages register their networks when their model modules are imported; :func:`load_zoo`
+imports them all (the profile command, the tests of the paper's tables, a network rebuilt in a
+fresh process)::
 
     register_dataset("my-data", (3, 128, 128), num_classes=10)
 
@@ -20,19 +18,26 @@ them (the tasks of this repository do so when their model modules are imported):
 """
 from __future__ import annotations
 
+import importlib
 import inspect
 from dataclasses import dataclass
 from typing import Callable
 
 from torch import nn
 
-from .counting import to_resnet_v1
-from .placement import attach_attention
-from .registry import AttentionSpec, get_attention, list_attentions
+from bam import attach_attention, get_attention, list_attentions, to_resnet_v1
+from bam.registry import AttentionSpec
 
 __all__ = ["ATTENTION_ALIASES", "LAYOUTS", "DatasetInfo", "NetworkEntry", "build_network", "default_placement",
            "get_network_entry", "input_size_for", "list_datasets", "list_networks", "network_datasets",
-           "register_dataset", "register_network", "resolve_attention", "valid_attentions"]
+           "register_dataset", "register_network", "resolve_attention", "valid_attentions", "load_zoo", "PROVIDERS"]
+
+# Modules that register networks (and their data sets) when imported.
+PROVIDERS = (
+    "tasks.classify.models",  # the classification networks of Tables 2-4 and 10 (cifar100, imagenet)
+    "tasks.parse.model",      # UperNet for scene parsing (ade20k)
+    "tasks.detect.model",     # Faster R-CNN for detection (coco)
+)
 
 LAYOUTS = ("v1", "v1.5")
 # CLI-level attention names that are an attention module plus a placement.
@@ -96,11 +101,13 @@ def register_network(name: str, datasets: tuple[str, ...] | list[str] | str = ("
 
 def list_datasets() -> list[str]:
     """Declared data set names, sorted."""
+    load_zoo()
     return sorted(_DATASETS)
 
 
 def list_networks(dataset: str | None = None) -> list[str]:
     """Registered network names (those available for ``dataset`` if given), sorted."""
+    load_zoo()
     if dataset is not None:
         _check_dataset(dataset)
         return sorted(name for name, entries in _NETWORKS.items() if dataset in entries)
@@ -119,16 +126,16 @@ def input_size_for(dataset: str) -> tuple[int, int, int]:
 
 
 def _check_dataset(dataset: str) -> DatasetInfo:
+    load_zoo()
     if dataset not in _DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; valid names: {', '.join(sorted(_DATASETS))}")
     return _DATASETS[dataset]
 
 
 def _check_network(arch: str) -> None:
+    load_zoo()
     if arch not in _NETWORKS:
-        # An empty registry is a missing import, not a typo: say so.
-        known = ", ".join(list_networks()) or "none registered yet (import the modules that register them)"
-        raise ValueError(f"unknown architecture {arch!r}; valid names: {known}")
+        raise ValueError(f"unknown architecture {arch!r}; valid names: {', '.join(list_networks())}")
 
 
 def get_network_entry(arch: str, dataset: str = "imagenet") -> NetworkEntry:
@@ -217,3 +224,10 @@ def _builder_kwargs(entry: NetworkEntry, num_classes: int | None, model_kwargs: 
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     return kwargs
+
+
+def load_zoo() -> None:
+    """Register every network of the repository (every lookup does it first; the imports are
+    cached, so it costs nothing after the first call)."""
+    for module in PROVIDERS:
+        importlib.import_module(module)

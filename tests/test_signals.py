@@ -1,0 +1,169 @@
+"""A scheduler's signal (SIGTERM, SIGUSR1) or Ctrl-C (SIGINT) saves the run at the step it reached,
+records that step, exits with 128 + the signal, and the same command with --resume ends with the
+weights of an uninterrupted run: in the trainer (mid-step and mid-evaluation), through the SR
+command in one process, and in two gloo processes under `accelerate launch`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tasks.common.checkpoint import read_trainer_state
+from tasks.common.stopping import RunInterrupted
+from tasks.common.summary import load_summary
+from test_trainer import free_port, make_trainer, mae_evaluate, read_metrics, weights
+
+REPO = Path(__file__).resolve().parents[1]
+SIGNALS = [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT]
+
+
+def _signal_at_step(signum: int, step: int):
+    def hook(call: int) -> None:  # the loss of step `call`: the signal lands inside the step
+        if call == step:
+            os.kill(os.getpid(), signum)
+    return hook
+
+
+@pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: signal.Signals(s).name)
+def test_a_signal_mid_step_saves_that_step_and_resumes_bit_for_bit(tmp_path, signum):
+    straight = make_trainer(tmp_path / "straight")
+    straight.fit()
+    with pytest.raises(RunInterrupted) as stop:
+        make_trainer(tmp_path / "run", loss_hook=_signal_at_step(signum, 7)).fit()
+    assert stop.value.exit_code == 128 + signum
+    assert "step 7 of 20" in str(stop.value) and "--resume" in str(stop.value)
+    assert read_trainer_state(tmp_path / "run" / "checkpoints" / "last")["step"] == 7  # not the step-5 checkpoint
+    summary = load_summary(tmp_path / "run")
+    assert summary["steps"] == 7 and summary["status"] == f"interrupted by {signal.Signals(signum).name}"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are given back
+    resumed = make_trainer(tmp_path / "run", resume=True)
+    assert resumed.fit()["status"] == "completed"
+    expected, got = weights(straight), weights(resumed)
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+def test_a_signal_mid_evaluation_saves_the_trained_steps_first(tmp_path):
+    straight = make_trainer(tmp_path / "straight")
+    straight.fit()
+    plain = mae_evaluate(straight.train_loader.dataset)
+    evaluated = []
+
+    def evaluate(model, accelerator, step):
+        evaluated.append(step)
+        if step == 10:  # SIGTERM arrives while the step-10 evaluation runs: it is abandoned
+            os.kill(os.getpid(), signal.SIGTERM)
+            pytest.fail("the evaluation went on after the signal")
+        return plain(model, accelerator, step)
+
+    with pytest.raises(RunInterrupted):
+        make_trainer(tmp_path / "run", evaluate_fn=evaluate).fit()
+    state = read_trainer_state(tmp_path / "run" / "checkpoints" / "last")
+    assert (state["step"], state["last_eval_step"]) == (10, 5)  # the weights of step 10, not yet scored
+    resumed = make_trainer(tmp_path / "run", resume=True)
+    resumed.fit()  # scores step 10 first, then goes on
+    expected, got = weights(straight), weights(resumed)
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    evals = lambda run: [(m["step"], m["mae"]) for m in read_metrics(tmp_path / run) if m["split"] == "eval"]  # noqa: E731
+    assert evals("run") == evals("straight")
+
+
+# -- through the command line ----------------------------------------------------------------------
+def _sr_arguments(data: dict, out: Path, *extra: str) -> list[str]:
+    from test_sr_train import TINY
+
+    return [*TINY, "--max-steps", "120", "--eval-every", "40", "--train-dir", str(data["train"]), "--sets",
+            str(data["bench"]), "--output-dir", str(out), "--run-name", "run", "--wandb", "disabled",
+            "--num-pictures", "0", *extra]
+
+
+def _environment() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "",
+            "WANDB_MODE": "disabled", "BAM_COMPILE_BACKEND": ""}
+
+
+def _steps_logged(run: Path) -> int:
+    try:
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+    return max((row["step"] for row in rows), default=0)
+
+
+def _interrupt(command: list[str], run: Path, signum: int, after_step: int, group: bool = False):
+    """Start ``command``, send ``signum`` once the run has logged ``after_step``, wait for the end."""
+    process = subprocess.Popen(command, env=_environment(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=group)
+    while _steps_logged(run) < after_step and process.poll() is None:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before the signal was sent"
+    (os.killpg if group else os.kill)(process.pid, signum)  # a group: what Ctrl-C in a terminal reaches
+    out, err = process.communicate(timeout=120)
+    return process.returncode, out, err
+
+
+def _final_weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "checkpoints" / "last" / "network.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def sr_data(tmp_path_factory) -> dict:
+    from tasks.data.embedded import embedded_sr_images
+    from test_sr_train import _write_crops
+
+    base = tmp_path_factory.mktemp("signal-data")
+    return {"train": _write_crops(base / "train", embedded_sr_images("train"), 40, 6),
+            "bench": _write_crops(base / "bench", embedded_sr_images("test"), 36, 3)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_the_sr_command_stops_on_a_signal_and_resumes_to_the_uninterrupted_weights(sr_data, tmp_path, signum):
+    launcher = [sys.executable, str(REPO / "launch" / "sr.py")]
+    straight = subprocess.run([*launcher, *_sr_arguments(sr_data, tmp_path / "straight")], env=_environment(),
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    # With a data-loading worker: Ctrl-C reaches it too, and must not print its own traceback.
+    arguments = _sr_arguments(sr_data, tmp_path / "cut", "--num-workers", "1")
+    code, _, err = _interrupt([*launcher, *arguments], tmp_path / "cut" / "run", signum, after_step=30,
+                              group=signum == signal.SIGINT)
+    assert code == 128 + signum, err[-2000:]
+    summary = load_summary(tmp_path / "cut" / "run")
+    state = read_trainer_state(tmp_path / "cut" / "run" / "checkpoints" / "last")
+    assert summary["status"].startswith("interrupted by") and summary["steps"] == state["step"] < 120
+    assert "Traceback" not in err and f"at step {state['step']} of 120" in err and "--resume" in err
+    resumed = subprocess.run([*launcher, *arguments, "--resume"], env=_environment(), cwd=REPO,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    expected, got = _final_weights(tmp_path / "straight" / "run"), _final_weights(tmp_path / "cut" / "run")
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+@pytest.mark.slow
+def test_two_processes_stop_together_on_sigterm_to_the_launcher_and_resume(sr_data, tmp_path):
+    def launch(out: Path, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                "--main_process_port", str(free_port()), str(REPO / "launch" / "sr.py"),
+                *_sr_arguments(sr_data, out, "--batch-size", "4", *extra)]
+
+    straight = subprocess.run(launch(tmp_path / "straight"), env=_environment(), cwd=REPO, capture_output=True,
+                              text=True, timeout=600)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    code, _, err = _interrupt(launch(tmp_path / "cut"), tmp_path / "cut" / "run", signal.SIGTERM, after_step=30)
+    assert code == 128 + signal.SIGTERM, err[-3000:]
+    state = read_trainer_state(tmp_path / "cut" / "run" / "checkpoints" / "last")
+    assert load_summary(tmp_path / "cut" / "run")["steps"] == state["step"] < 120
+    resumed = subprocess.run(launch(tmp_path / "cut", "--resume"), env=_environment(), cwd=REPO,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    expected, got = _final_weights(tmp_path / "straight" / "run"), _final_weights(tmp_path / "cut" / "run")
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
