@@ -31,8 +31,8 @@ def test_panels_for_a_checkpoint_and_its_baseline(tmp_path, checkpoints, capsys)
     Image.fromarray(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(images / "a.png")
     Image.fromarray(rng.integers(0, 255, (40, 40), dtype=np.uint8)).save(images / "gray.jpg")
     out = tmp_path / "maps"
-    assert main(["--checkpoint", str(checkpoints["bam"]), "--baseline", str(checkpoints["none"]),
-                 "--images", str(images), "--output", str(out)]) == 0
+    main(["--checkpoint", str(checkpoints["bam"]), "--baseline", str(checkpoints["none"]),
+          "--images", str(images), "--output-dir", str(out)])
     written = sorted(p.name for p in out.glob("*.png"))
     assert written == ["attention_a.png", "attention_gray.png"]
     with Image.open(out / "attention_a.png") as panel:
@@ -44,7 +44,9 @@ def test_panels_for_a_checkpoint_and_its_baseline(tmp_path, checkpoints, capsys)
 def test_refuses_a_network_without_attention(tmp_path, checkpoints, capsys):
     image = tmp_path / "x.png"
     Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(image)
-    assert main(["--checkpoint", str(checkpoints["none"]), "--images", str(image)]) == 2
+    with pytest.raises(SystemExit) as stop:
+        main(["--checkpoint", str(checkpoints["none"]), "--images", str(image)])
+    assert stop.value.code == 2
     assert "no attention modules" in capsys.readouterr().err
 
 

@@ -77,8 +77,8 @@ def test_offline_wandb_folders_give_the_same_table(two_runs):
 def test_selectivity_and_attention_maps_of_the_runs(two_runs, tmp_path, capsys):
     root, _ = two_runs
     out = tmp_path / "selectivity"
-    assert selectivity.main(["--checkpoint", str(root / "e2e-bam"), "--baseline", str(root / "e2e-none"),
-                             "--max-images", "60", "--output", str(out)]) == 0
+    selectivity.main(["--checkpoint", str(root / "e2e-bam"), "--baseline", str(root / "e2e-none"),
+                      "--max-images", "60", "--output-dir", str(out)])
     assert sorted(p.name for p in out.glob("*.png")) == ["selectivity_stage1.png", "selectivity_stage2.png"]
     numbers = json.loads((out / "selectivity.json").read_text())
     assert set(numbers) == {"baseline", "BAM"} and set(numbers["BAM"]) == {"layer1", "layer2"}
@@ -87,6 +87,6 @@ def test_selectivity_and_attention_maps_of_the_runs(two_runs, tmp_path, capsys):
 
     image = tmp_path / "digit.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(image)
-    assert attention_maps.main(["--checkpoint", str(root / "e2e-bam"), "--baseline", str(root / "e2e-none"),
-                                "--images", str(image), "--output", str(tmp_path / "maps")]) == 0
+    attention_maps.main(["--checkpoint", str(root / "e2e-bam"), "--baseline", str(root / "e2e-none"),
+                         "--images", str(image), "--output-dir", str(tmp_path / "maps")])
     assert (tmp_path / "maps" / "attention_digit.png").is_file()

@@ -137,6 +137,12 @@ def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _derived(name: str) -> bool:
+    """Counts that follow from other fields (parameters, MACs): the field that made them differ is named instead."""
+    leaf = name.rpartition(".")[2]
+    return leaf in ("params", "macs") or leaf.startswith(("params_", "macs_"))
+
+
 def _option(name: str) -> str:
     """The command-line option behind a config field: ``model.global_residual`` -> ``--global-residual``."""
     return "--" + name.rpartition(".")[2].replace("_", "-")
@@ -147,8 +153,9 @@ def check_unchanged(saved: dict[str, Any], requested: dict[str, Any], checkpoint
     that is not :data:`CHANGEABLE`; return the changeable fields that differ, ``{field: [old, new]}``."""
     old, new = _flatten(saved), _flatten(requested)
     changed = {}
-    for name in sorted(set(old) | set(new)):
-        if _same(old.get(name), new.get(name)) or _plain(old.get(name)) == _plain(new.get(name)):
+    # A preset or recipe decides many fields at once: name it first when it changed.
+    for name in sorted(set(old) | set(new), key=lambda n: (n.rpartition(".")[2] not in ("preset", "recipe"), n)):
+        if _derived(name) or _same(old.get(name), new.get(name)) or _plain(old.get(name)) == _plain(new.get(name)):
             continue
         if name.rpartition(".")[2] not in CHANGEABLE:
             raise ValueError(f"--resume: {_option(name)} would change {name} from {old.get(name)!r} (the value in "

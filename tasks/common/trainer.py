@@ -244,7 +244,8 @@ class Trainer:
         self.final: dict[str, Any] = {}
         self.last_eval_step: int | None = None
         self.previous_wall_time = 0.0
-        self._prepared = False
+        self._prepared = False  # fit() was called
+        self._started = False  # set up: the run's record is its own from here on
         self._improved = False
         self._lr = float("nan")
         self._per_sample: Mapping[str, Any] | None = None  # of the latest evaluation
@@ -307,6 +308,7 @@ class Trainer:
             self.tracker.start(run_id=state.get("tracker_run_id"))
             self.tracker.truncate_history(self.step if checkpoint is not None else -1)
             self.tracker.update_summary({"params": self._count_params()})
+        self._started = True
 
     def _find_checkpoint(self) -> Path | None:
         # May finish an interrupted checkpoint swap: one process only (decided_on_main_process).
@@ -403,10 +405,11 @@ class Trainer:
                 self._finish_after_failure("failed: non-finite loss")
                 raise
             except KeyboardInterrupt:
-                self._finish_after_failure("interrupted")
+                if self._started:
+                    self._finish_after_failure("interrupted")
                 raise
             except Exception as error:
-                if self._prepared:
+                if self._started:  # a run refused while setting up leaves the folder as it was
                     self._finish_after_failure(f"failed: {type(error).__name__}")
                 raise
             finally:

@@ -1,7 +1,7 @@
 """Score an SR model, the bicubic baseline, or anyone's SR images, on benchmark sets.
 
-    python -m tasks.sr.evaluate --model bicubic --sets Set5 Set14
-    python -m tasks.sr.evaluate --checkpoint runs/sr-t91-bam/ --sets Set5 Set14 --json
+    python -m tasks.sr.evaluate --model bicubic                   # Set5, Set14 and B100
+    python -m tasks.sr.evaluate --checkpoint runs/sr/RUN --self-ensemble --json
     python -m tasks.sr.evaluate --results my_method/ --sets Set5 Set14     # my_method/Set5/baby.png, ...
 
 ``--checkpoint`` takes a run folder (its best checkpoint), a checkpoint folder
@@ -10,14 +10,16 @@ found as ``DIR/<set>/<stem of the HR image>.<png|jpg|bmp>`` and of the HR image'
 a multiple of the scale (as BasicSR's folder script scores them). Sets are names under
 ``<data root>/sr`` (Set5, Set14, B100, Urban100...), folders, or ``embedded`` (held-out
 scikit-image photographs). Scores are means of per-image PSNR and SSIM under the chosen protocol
-(see ``tasks.sr.metrics.PROTOCOLS``). Under ``accelerate launch`` the images are split over the
-processes, each scored once, and the main process prints.
+(see ``tasks.sr.metrics.PROTOCOLS``). ``--self-ensemble`` adds the x8 self-ensemble's rows
+(``Set5+x8``...). Under ``accelerate launch`` the images are split over the processes, each scored
+once, and the main process prints.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -31,6 +33,7 @@ from tasks.utils.images import quantize
 __all__ = ["score_set", "score_sets", "format_table", "main", "BICUBIC", "SavedResults"]
 
 BICUBIC = "bicubic"
+ENSEMBLE_SUFFIX = "+x8"  # the rows of the x8 self-ensemble: Set5+x8, ...
 RESULT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 
 
@@ -163,7 +166,7 @@ def load_sets(names, scale: int, data_root=None, max_images: int | None = None) 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from tasks.common.cli import add_data_args
+    from tasks.common.cli import add_data_args, positive_int
 
     parser = argparse.ArgumentParser(prog="python -m tasks.sr.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -171,13 +174,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     what.add_argument("--checkpoint", help="run folder, checkpoint folder or network.json of an SR model")
     what.add_argument("--model", choices=[BICUBIC], help="score a baseline instead of a trained model")
     what.add_argument("--results", metavar="DIR", help="score the SR images in DIR/<set>/<image>.png")
-    parser.add_argument("--sets", nargs="+", default=["Set5", "Set14"], help="set names or folders")
+    parser.add_argument("--sets", nargs="+", default=["Set5", "Set14", "B100"],
+                        help="set names under <data root>/sr, or folders (default: %(default)s)")
+    parser.add_argument("--max-images", type=positive_int, default=None, metavar="N",
+                        help="the first N images of each set only (default: all)")
+    parser.add_argument("--self-ensemble", action="store_true",
+                        help="also score the x8 self-ensemble of the model (mean over flips and rotations), as "
+                             "rows of its own (<set>+x8)")
     parser.add_argument("--scale", type=int, default=None, help="SR factor (default: the checkpoint's, else 4)")
     parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default=DEFAULT_PROTOCOL)
     parser.add_argument("--json", action="store_true",
-                        help='print {"Set5": {"psnr": mean, "ssim": mean, "images": {"baby": {"psnr", "ssim"}}}}')
+                        help='print {"Set5": {"psnr": mean, "ssim": mean, "images": {"baby": {"psnr", "ssim"}}}} '
+                             '(the infinite PSNR of an exact image is null)')
     add_data_args(parser)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="default: cuda if a GPU is there, else cpu")
     return parser.parse_args(argv)
 
 
@@ -199,21 +209,38 @@ def _what_to_score(args: argparse.Namespace) -> tuple[Any, int, str]:
 def _evaluate(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     from tasks.common.distributed import make_accelerator
 
-    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: no CUDA GPU is available (use --device cpu)")
-    accelerator = make_accelerator("no", cpu=torch.device(args.device).type == "cpu")
+    accelerator = make_accelerator("no", cpu=device.type == "cpu")
     upscale, scale, name = _what_to_score(args)
+    if args.self_ensemble and not isinstance(upscale, torch.nn.Module):
+        raise ValueError("--self-ensemble needs --checkpoint (a network to run on the flipped and rotated inputs)")
     if isinstance(upscale, torch.nn.Module):
         upscale = upscale.to(accelerator.device)
-    sets = load_sets(args.sets, scale, args.data_root)
+    sets = load_sets(args.sets, scale, args.data_root, args.max_images)
     results = score_sets(sets, upscale, args.protocol, accelerator)  # each image once, over the processes
+    if args.self_ensemble:
+        from tasks.sr.ensemble import SelfEnsemble
+
+        ensemble = score_sets(sets, SelfEnsemble(upscale), args.protocol, accelerator)
+        results.update({f"{set_name}{ENSEMBLE_SUFFIX}": scores for set_name, scores in ensemble.items()})
     if accelerator.is_main_process:
         if args.json:
-            print(json.dumps(results))
+            print(json.dumps(_json_safe(results), allow_nan=False))
         else:
             print(f"model: {name}")
             print(format_table(results, args.protocol, scale))
     return results
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with infinite and NaN floats as None: JSON has no Infinity (an exact image's PSNR)."""
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:

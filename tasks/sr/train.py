@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from tasks.common.model_io import ModelDescription
 from tasks.common.run import RunInfo, Schedule, Task, main as run_main
-from tasks.sr.evaluate import BICUBIC, format_table, load_sets, score_set
+from tasks.sr.evaluate import BICUBIC, ENSEMBLE_SUFFIX, format_table, load_sets, score_set
 from tasks.sr.metrics import PROTOCOLS
 from tasks.sr.presets import default_preset, get_preset, list_presets
 
@@ -43,26 +43,35 @@ def make_loss(name: str):
 
 class SREvaluator:
     """``evaluate_fn`` for the Trainer: PSNR/SSIM per set (gathered over processes) and sample
-    panels (main process), named after the step they show."""
+    panels (main process), named after the step they show.
+
+    Before ``final_step`` only the first set is scored when ``curve_first`` (``--curve-sets
+    first``): the curve and the choice of ``best`` need no more, and the larger sets cost most of a
+    CPU run's evaluations. At ``final_step`` ``self_ensemble`` adds every set's x8 self-ensemble
+    as a set of its own (``Set5+x8``)."""
 
     def __init__(self, sets: Mapping[str, Any], protocol: str, run_dir: Path, tracker, num_pictures: int = 2,
-                 bicubic: Mapping[str, Any] | None = None, final_step: int | None = None) -> None:
+                 bicubic: Mapping[str, Any] | None = None, final_step: int = 0, curve_first: bool = False,
+                 self_ensemble: bool = False) -> None:
         self.sets, self.protocol, self.run_dir = dict(sets), protocol, Path(run_dir)
         self.tracker, self.num_pictures = tracker, num_pictures
         self.bicubic = dict(bicubic or {})  # score_set's results for the bicubic baseline, per set
-        # Before final_step only the first set is scored (--curve-sets first): the curve and the
-        # choice of `best` need no more, and the larger sets cost most of a CPU run's evaluations.
-        self.final_step = final_step
+        self.final_step, self.curve_first, self.self_ensemble = final_step, curve_first, self_ensemble
         self.last_results: dict[str, dict[str, Any]] = {}
 
     def __call__(self, model: torch.nn.Module, accelerator, step: int) -> dict[str, Any]:
         metrics: dict[str, Any] = {}
         per_image = {}  # what a paired comparison with another run needs (tasks.report)
-        sets = self.sets.items()
-        if self.final_step is not None and step < self.final_step:
-            sets = list(sets)[:1]
-        for name, dataset in sets:
-            result = score_set(dataset, model, self.protocol, accelerator)
+        final = step >= self.final_step
+        scored = [(name, dataset, model) for name, dataset in self.sets.items()]
+        if self.curve_first and not final:
+            scored = scored[:1]
+        if self.self_ensemble and final:
+            from tasks.sr.ensemble import SelfEnsemble
+
+            scored += [(name + ENSEMBLE_SUFFIX, dataset, SelfEnsemble(model)) for name, dataset in self.sets.items()]
+        for name, dataset, network in scored:
+            result = score_set(dataset, network, self.protocol, accelerator)
             self.last_results[name] = result
             metrics[f"psnr/{name}"], metrics[f"ssim/{name}"] = result["psnr"], result["ssim"]
             images = result["images"]
@@ -159,6 +168,9 @@ class SRTask(Task):
         data.add_argument("--curve-sets", choices=("all", "first"),
                           help="sets scored at the evaluations before the last one: all, or the first only "
                                "(its curve and the best checkpoint; every set is scored at the end)")
+        data.add_argument("--self-ensemble", action="store_true",
+                          help="at the end, also score the x8 self-ensemble (mean over flips and rotations) of "
+                               "each set, as a set of its own (<set>+x8)")
         data.add_argument("--repeat", type=int, help="visits of each training image per epoch")
         data.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
                           help="keep decoded training images in memory (small sets)")
@@ -203,6 +215,10 @@ class SRTask(Task):
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
         if not args.lr > 0:
             raise ValueError(f"--lr must be positive, got {args.lr}")
+        if args.attention != "none" and args.attention_interval > args.num_blocks:
+            raise ValueError(f"--attention {args.attention}: the network built from these options holds no "
+                             f"{args.attention} module (--attention-interval {args.attention_interval} is more than "
+                             f"--num-blocks {args.num_blocks})")
 
     # -- the pieces of one run -----------------------------------------------------------------
     def data(self, args: argparse.Namespace, accelerator) -> SRData:
@@ -243,8 +259,11 @@ class SRTask(Task):
         params, macs = count_params(model), count_macs(model, (3, lr_side, lr_side))
         macs_input = f"3x{lr_side}x{lr_side} LR ({args.patch_size}x{args.patch_size} HR patch)"
         # What every table sets both networks against: bicubic, scored the same way.
-        reference = {"name": "bicubic", "metrics": {f"{metric}/{name}": r[metric] for name, r in data.bicubic.items()
-                                                    for metric in ("psnr", "ssim")}}
+        # (bicubic commutes with flips and rotations: its x8 self-ensemble is itself)
+        ensembles = [ENSEMBLE_SUFFIX] if args.self_ensemble else []
+        reference = {"name": "bicubic", "metrics": {f"{metric}/{name}{suffix}": r[metric]
+                                                    for name, r in data.bicubic.items()
+                                                    for suffix in ["", *ensembles] for metric in ("psnr", "ssim")}}
         config = {
             "arch": "srresnet", "attention": args.attention, "dataset": data.train_label, "preset": args.preset,
             "model": kwargs, "scale": args.scale, "patch_size": args.patch_size, "batch_size": args.batch_size,
@@ -265,13 +284,14 @@ class SRTask(Task):
             primary_metric=f"psnr/{next(iter(data.sets))}")
 
     def evaluator(self, args: argparse.Namespace, data: SRData, run_dir: Path, tracker) -> SREvaluator:
-        final_step = args.max_steps if args.curve_sets == "first" else None
         return SREvaluator(data.sets, args.protocol, run_dir, tracker, args.num_pictures, bicubic=data.bicubic,
-                           final_step=final_step)
+                           final_step=args.max_steps, curve_first=args.curve_sets == "first",
+                           self_ensemble=args.self_ensemble)
 
     def report(self, args: argparse.Namespace, run_dir: Path, summary: dict) -> None:
-        bicubic = _results_from(summary["reference"]["metrics"], summary["config"]["sets"])
-        _write_sr_report(run_dir, summary, bicubic, args)
+        sets = list(summary["config"]["sets"])
+        sets += [name + ENSEMBLE_SUFFIX for name in sets] if args.self_ensemble else []
+        _write_sr_report(run_dir, summary, sets, _results_from(summary["reference"]["metrics"], sets), args)
 
 def _set_source(name: str) -> str:
     """How to find an evaluation set again: a folder's absolute path, else its name."""
@@ -301,12 +321,11 @@ def _results_from(metrics: Mapping[str, float], sets) -> dict[str, dict[str, flo
             for name in sets if f"psnr/{name}" in metrics}
 
 
-def _write_sr_report(run_dir: Path, summary: Mapping[str, Any], baseline, args) -> None:
+def _write_sr_report(run_dir: Path, summary: Mapping[str, Any], sets: Sequence[str], baseline, args) -> None:
     """Add the model-vs-bicubic table to summary.md and print it."""
     from tasks.common.summary import render_markdown
     from tasks.utils.files import write_text_atomic
 
-    sets = summary["config"]["sets"]
     label = model_label(args.global_residual, args.attention)
     tables = []
     checkpoints = [("best", summary.get("best_step"))]
