@@ -214,7 +214,7 @@ def test_model_arguments_are_checked_against_the_weights_before_anything_is_buil
     # Built for real, 1,200 channels would take about 600 MB before the weights are compared.
     result = _in_a_fresh_process(f"""
         from tasks.common.model_io import load_model
-        import tasks.sr.model  # imported by the loader; not the memory under test
+        import bam, tasks.sr.model  # imported by the builder; not the memory under test
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         try:
             load_model({str(path)!r})
