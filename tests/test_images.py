@@ -78,6 +78,20 @@ def test_list_images_sorted_recursive_and_filtered(tmp_path):
     assert [p.name for p in list_images(tmp_path, recursive=False)] == ["a.JPG", "z.png"]
 
 
+def test_list_images_follows_linked_folders_once(tmp_path):
+    """A data set assembled from links: every linked image counts, and a link back up ends."""
+    pixel = Image.new("RGB", (2, 2))
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    for name in ["data/own.png", "elsewhere/a.png", "elsewhere/deep/b.png", "elsewhere/deep/c.png"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        pixel.save(tmp_path / name)
+    (data / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (elsewhere / "deep" / "up").symlink_to(tmp_path, target_is_directory=True)  # a cycle through data/
+    (data / "own-link.png").symlink_to(tmp_path / "elsewhere" / "a.png")
+    names = [p.relative_to(data).as_posix() for p in list_images(data)]
+    assert names == ["linked/a.png", "linked/deep/b.png", "linked/deep/c.png", "own-link.png", "own.png"]
+
+
 def test_list_images_errors_name_the_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         list_images(tmp_path / "nowhere")

@@ -157,13 +157,16 @@ def test_tiled_upscale_matches_whole_image(trained):
     with_bam, _ = load_model(trained)
     plain = srresnet(num_blocks=2, channels=8)  # the trained base weights without the BAMs
     plain.load_state_dict(with_bam.state_dict(), strict=False)
-    lr = torch.rand(1, 3, 29, 23, generator=torch.Generator().manual_seed(0))
+    image = np.random.default_rng(0).integers(0, 256, (29, 23, 3), dtype=np.uint8)
     for model in (plain.eval(), with_bam.eval()):
-        whole = sr_upscale.upscale_image(model, lr, 4)
-        tiled = sr_upscale.upscale_image(model, lr, 4, tile=10)
+        whole = sr_upscale.upscale_image(model, image, 4).astype(int)
+        context = sr_upscale.profile_network(model, 4).context
+        tiled = sr_upscale.upscale_image(model, image, 4, tile=10, context=context).astype(int)
         # Convolutions see the same context in a tile; BAM's channel attention averages over the
         # tile instead of the image, as the upscale docstring says: close, not equal.
-        torch.testing.assert_close(tiled, whole, atol=1e-5 if model is plain else 1e-3, rtol=0)
+        assert np.abs(tiled - whole).max() <= 1
+        if model is plain:  # the same result up to float rounding
+            assert (tiled != whole).mean() < 1e-3
 
 
 def _error(capsys, argv) -> str:

@@ -372,3 +372,38 @@ def test_load_summary_errors_name_the_file(tmp_path):
     (tmp_path / "summary.json").write_text("{")
     with pytest.raises(ValueError, match="not valid JSON: .*summary.json"):
         load_summary(tmp_path)
+
+
+def test_a_run_folder_that_is_not_utf8_gets_one_warning_and_local_files(tmp_path, no_wandb_env, capfd):
+    import os
+
+    run = tmp_path / os.fsdecode(b"run-\xff")  # a byte that is not UTF-8, as old file systems hold
+    tracker = Tracker(run, {"train_dir": os.fsdecode(b"/data/t\xe9l\xe9")}, mode="offline", task="sr")
+    tracker.log({"loss": 1.0}, 1)
+    tracker.finish()
+    [line] = capfd.readouterr().err.splitlines()  # no logging tracebacks (the stray byte prints as an escape or "?")
+    assert line.startswith("warning: W&B cannot record in ") and (
+        ": its path is not valid UTF-8, and W&B takes UTF-8 paths only (rename the folder to have the run in W&B "
+        "too); continuing with local files in ") in line
+    assert json.loads((run / "metrics.jsonl").read_text()) == {"step": 1, "split": "train", "loss": 1.0}
+
+
+def test_wandb_stays_quiet_and_records_with_home_unset(tmp_path):
+    """Schedulers may start jobs without HOME: W&B's service then prints its whole log on stderr."""
+    import os
+    import sys
+
+    # (without WANDB_SERVICE too: a W&B service this process started would do the child's work)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HOME", "XDG_CACHE_HOME", "WANDB_CACHE_DIR", "WANDB_MODE", "WANDB_SERVICE")}
+    script = ("from tasks.common.tracking import Tracker\n"
+              f"tracker = Tracker({str(tmp_path / 'run')!r}, {{'lr': 0.1}}, mode='offline', task='sr')\n"
+              "tracker.log({'loss': 1.0}, 1)\n"
+              "tracker.finish()\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    sync = f"W&B run recorded offline; upload it with: wandb sync {tmp_path / 'run' / 'wandb' / 'offline-run-'}"
+    assert result.stdout.startswith(sync)
+    assert (tmp_path / "run" / "wandb" / "cache").is_dir()  # W&B's own logs, in the run folder
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))

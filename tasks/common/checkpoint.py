@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -120,15 +121,45 @@ def read_trainer_state(directory: str | os.PathLike) -> dict:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint state file missing: {path}") from None
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, RecursionError) as error:
         raise ValueError(f"checkpoint state file is not valid JSON: {path} ({error})") from None
+
+
+# What Accelerate reads from its random-number file (it skips the file silently when it cannot, and
+# the resumed run then draws other numbers than the original).
+_RNG_FILE = "random_states_0.pkl"
+_RNG_KEYS = ("random_state", "numpy_random_seed", "torch_manual_seed")
+
+
+def _pickle_problem(path: Path) -> str | None:
+    """Load a ``torch.save`` file as Accelerate will, with ``weights_only`` (tensors and plain data
+    only, nothing that runs code), mapped rather than read; what is wrong, or None."""
+    import pickle
+
+    from accelerate.utils import load
+
+    try:
+        content = load(path, map_location="cpu", mmap=True)
+    except pickle.UnpicklingError as error:  # a pickle that names a function: it would run code
+        named = re.search(r"GLOBAL ([\w.]+)", str(error))
+        what = f" ({named.group(1)})" if named else ""
+        return f"it holds an object other than tensors and plain data{what}, which is not loaded: unpickling it " \
+               "could run code"
+    except (RuntimeError, ValueError, OSError, EOFError) as error:
+        return f"unreadable PyTorch file: {' '.join(str(error).split())[:200]}"
+    if path.name.startswith("random_states_"):
+        missing = [key for key in _RNG_KEYS if not isinstance(content, dict) or key not in content]
+        if missing:
+            return f"not Accelerate's random-number state (no {', '.join(missing)})"
+    return None
 
 
 def _file_problem(path: Path) -> str | None:
     """What is wrong with one file of a checkpoint, judged by its format's own checks; None if fine.
 
     safetensors files must cover their header's tensors; ``torch.save`` files are zip archives
-    whose members carry CRCs (a torn or flipped byte shows, without unpickling anything)."""
+    whose members carry CRCs (a torn or flipped byte shows), and they must load with
+    ``weights_only`` as Accelerate loads them."""
     if not path.is_file():
         return None
     if path.suffix == ".safetensors":
@@ -140,29 +171,41 @@ def _file_problem(path: Path) -> str | None:
         except (SafetensorError, OSError) as error:
             return f"not a complete safetensors file: {error}"
     elif path.suffix in (".bin", ".pkl", ".pt"):
-        if not zipfile.is_zipfile(path):
-            return "not a complete PyTorch file (truncated?)"
         try:
             with zipfile.ZipFile(path) as archive:
                 bad = archive.testzip()
-        except (zipfile.BadZipFile, OSError) as error:
-            return f"unreadable PyTorch file: {error}"
+        except zipfile.BadZipFile:
+            return "not a complete PyTorch file (truncated?)"
+        except OSError as error:
+            return f"it cannot be read ({error.strerror or error})"
         if bad is not None:
             return f"corrupt data in its member {bad} (checksum mismatch)"
+        return _pickle_problem(path)
     elif path.suffix == ".json":
         try:
             json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
             return f"not valid JSON: {error}"
     return None
 
 
 def find_damaged_file(directory: str | os.PathLike) -> tuple[Path, str] | None:
-    """The first truncated or corrupt file of a checkpoint folder and what is wrong with it."""
-    for path in sorted(Path(directory).iterdir()):
+    """The first truncated, corrupt, unsafe or missing file of a checkpoint folder and what is wrong
+    with it. A folder whose path is not UTF-8 raises ValueError: Accelerate loads its weights with
+    safetensors, which opens only UTF-8 paths."""
+    directory = Path(directory)
+    try:
+        str(directory.resolve()).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"--resume: {directory} cannot be resumed: its path is not valid UTF-8, and the safetensors "
+                         "library Accelerate loads checkpoints with opens only UTF-8 paths; rename the folder "
+                         "(or the one above it that has the name) and resume from there") from None
+    for path in sorted(directory.iterdir()):
         problem = _file_problem(path)
         if problem is not None:
             return path, problem
+    if not (directory / _RNG_FILE).is_file():
+        return directory / _RNG_FILE, "it is missing, and without it the resumed run would draw other random numbers"
     return None
 
 

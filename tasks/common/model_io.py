@@ -9,7 +9,10 @@ A trained network is saved as two files side by side (in every checkpoint folder
 ``kwargs``, e.g. ``"tasks.sr.model:srresnet"``. Only functions marked with
 :func:`model_builder` in a module of this repository's ``tasks`` package are accepted, so a
 description from somebody else can choose among our builders and their arguments, never run
-code of its own. Nothing here unpickles a file.
+code of its own. Nothing here unpickles a file. The arguments are checked against the tensor
+shapes in the weights file's header before any memory is spent on weights: the network is first
+built on the meta device (shapes only), so ``"channels": 12000`` in a small file is refused, not
+allocated.
 
 Files of the earlier pickle format (``model.pt``) are refused with the command that converts
 them: ``python -m tasks.common.model_io convert OLD.pt`` (it reads them with
@@ -19,9 +22,11 @@ them: ``python -m tasks.common.model_io convert OLD.pt`` (it reads them with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -32,7 +37,8 @@ from torch import nn
 from tasks.utils.files import atomic_path, write_json_atomic
 
 __all__ = ["FORMAT", "WEIGHTS_FILE", "DESCRIPTION_FILE", "ModelDescription", "model_builder", "save_model",
-           "find_model_file", "load_model", "read_state_dict", "convert_legacy"]
+           "find_model_file", "load_model", "read_safetensors", "read_safetensors_shapes", "read_state_dict",
+           "convert_legacy"]
 
 FORMAT = "bam-model/2"
 WEIGHTS_FILE = "network.safetensors"
@@ -144,7 +150,7 @@ def read_description(file: str | os.PathLike) -> ModelDescription:
     file = Path(file)
     try:
         record = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise ValueError(f"{file} is not a readable model description ({error})") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         found = record.get("format") if isinstance(record, dict) else type(record).__name__
@@ -165,29 +171,103 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     """Rebuild the network saved by :func:`save_model` and load its weights strictly.
 
     ``task`` (e.g. ``"sr"``): refuse a model made for another task, naming the task it was made for.
+    The stored arguments must build exactly the tensors the weights file holds (checked on the meta
+    device first, so no memory goes to a network that does not fit).
     """
     file = find_model_file(path)
     description = read_description(file)
     if task is not None and description.task != task:
         raise ValueError(f"{file} holds a model made for the {description.task!r} task ({description.builder}); "
                          f"this command takes models of the {task!r} task")
+    weights = file.with_name(WEIGHTS_FILE)
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} not found (the weights that belong to {file})")
+    stored = read_safetensors_shapes(weights)
+    with _at_most_tensors(len(stored), weights), torch.device("meta"):
+        built = {name: tuple(t.shape) for name, t in description.build(file).state_dict().items()}
+    if built != stored:  # e.g. a file from a version whose network had other layers, or edited arguments
+        raise ValueError(f"{weights}: the stored weights do not fit the network that {description.builder} builds "
+                         f"from the stored arguments ({_differences(stored, built)})")
     model = description.build(file)
-    state = _load_weights(file.with_name(WEIGHTS_FILE), map_location)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:  # e.g. a file from a version whose network had other layers
-        summary = " ".join(str(error).split())[:500]
-        raise ValueError(f"{file.with_name(WEIGHTS_FILE)}: the stored weights do not fit the network that "
-                         f"{description.builder} builds from the stored arguments ({summary})") from None
+    model.load_state_dict(read_safetensors(weights, map_location))
     return model, description
 
 
-def _load_weights(file: Path, map_location) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+@contextlib.contextmanager
+def _at_most_tensors(stored: int, weights: Path):
+    """Stop a build that registers far more parameters and buffers than the ``stored`` tensors: a
+    stored argument (a block count of millions) must not cost minutes and gigabytes even on the meta
+    device. Builders may register some tensors twice (a layer replaced after it was built), hence
+    the margin."""
+    from torch.nn.modules import module
 
-    if not file.is_file():
-        raise FileNotFoundError(f"{file} not found (the weights that belong to {file.with_name(DESCRIPTION_FILE)})")
+    count = 0
+
+    def counted(_module, _name, value):
+        nonlocal count
+        count += value is not None
+        if count > 4 * stored + 100:
+            raise ValueError(f"the stored arguments build far more tensors than the {stored} that {weights} holds")
+
+    handles = [module.register_module_parameter_registration_hook(counted),
+               module.register_module_buffer_registration_hook(counted)]
     try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _differences(stored: dict[str, tuple], built: dict[str, tuple], shown: int = 3) -> str:
+    """The first ``shown`` differences in the network's own order, and how many more there are."""
+    lines = [f"{name}: stored {list(stored[name])}, built {list(shape)}" if name in stored else
+             f"{name}: built, not stored" for name, shape in built.items() if stored.get(name) != shape]
+    lines += [f"{name}: stored, not built" for name in stored if name not in built]
+    more = f"; and {len(lines) - shown} more" if len(lines) > shown else ""
+    return "; ".join(lines[:shown]) + more
+
+
+_SAFETENSORS_MAX_HEADER = 100_000_000  # the safetensors library's own limit
+
+
+def read_safetensors_shapes(file: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes a safetensors file declares, from its header alone (no tensor is read).
+
+    The format: an 8-byte little-endian header length, a JSON header mapping names to dtype, shape
+    and byte range, then the data. A header that does not cover the file (truncated) is refused.
+    """
+    file = Path(file)
+    try:
+        with open(file, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size < 8:
+                raise ValueError(f"{size} bytes")
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if length > min(size - 8, _SAFETENSORS_MAX_HEADER):
+                raise ValueError(f"a header of {length} bytes in a file of {size}")
+            header = json.loads(handle.read(length))
+        entries = {name: entry for name, entry in header.items() if name != "__metadata__"}
+        shapes = {name: tuple(int(n) for n in entry["shape"]) for name, entry in entries.items()}
+        end = max((int(entry["data_offsets"][1]) for entry in entries.values()), default=0)
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as error:
+        raise ValueError(f"{file} is not a readable safetensors file (truncated or corrupt?): {error}") from None
+    if 8 + length + end != size:
+        raise ValueError(f"{file} is not a readable safetensors file (truncated or corrupt?): its header describes "
+                         f"{8 + length + end} bytes, the file has {size}")
+    return shapes
+
+
+def read_safetensors(file: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file. The safetensors library opens only UTF-8 paths; a file
+    under any other name is read by Python and handed over as bytes."""
+    from safetensors.torch import load, load_file
+
+    file = Path(file)
+    try:
+        try:
+            str(file).encode("utf-8")
+        except UnicodeEncodeError:
+            return {name: tensor.to(map_location) for name, tensor in load(file.read_bytes()).items()}
         return load_file(str(file), device=str(map_location))
     except Exception as error:  # safetensors' own errors: truncated or foreign data
         raise ValueError(f"{file} is not a readable safetensors file (truncated or corrupt?): {error}") from None
@@ -213,9 +293,7 @@ def read_state_dict(path: str | os.PathLike, anchor: str = "conv1.weight") -> di
     file = _find_weight_file(Path(path).expanduser())
     try:
         if file.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(file))
+            state = read_safetensors(file)
         else:
             state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:  # corrupt or foreign file: name it instead of a pickle trace

@@ -11,6 +11,12 @@ An online start may take ``BAM_WANDB_TIMEOUT`` seconds (default 15); when it fai
 start is torn down and the run is recorded offline under the same run id (a resumed run goes on
 with its W&B run), or under a fresh id if W&B still holds the old one, so the offline record
 always has the whole history. The whole fallback stays under about 30 seconds.
+
+W&B keeps its own logs in its cache folder (``$WANDB_CACHE_DIR``, else ``$XDG_CACHE_HOME`` or
+``~/.cache``); when that cannot be made (``HOME`` unset, as under some schedulers, or read-only) it
+goes to ``run_dir/wandb/cache``, where W&B would otherwise print its whole log on stderr. A run
+folder whose path is not UTF-8 gets one warning and local files only: W&B's service takes UTF-8
+paths only.
 """
 
 from __future__ import annotations
@@ -147,6 +153,21 @@ def _flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _wandb_cache_usable() -> bool:
+    """Whether W&B's cache folder, where its service writes its logs, exists or can be made."""
+    if os.environ.get("WANDB_CACHE_DIR"):
+        return True  # the user's choice
+    base = os.environ.get("XDG_CACHE_HOME") or (os.environ.get("HOME") and os.path.join(os.environ["HOME"], ".cache"))
+    if not base:
+        return False
+    folder = Path(base, "wandb")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)  # as W&B would
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
+
+
 def _forget_failed_start(wandb) -> None:
     """End what a failed ``wandb.init`` left running: W&B's service keeps the run id reserved
     otherwise, and the offline start under it fails with "run ID ... is in use"."""
@@ -200,7 +221,15 @@ class Tracker:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.mode == "disabled":
             return
+        try:
+            str(self.run_dir.resolve()).encode("utf-8")
+        except UnicodeEncodeError:
+            self._warn(f"W&B cannot record in {self.run_dir}: its path is not valid UTF-8, and W&B takes UTF-8 "
+                       "paths only (rename the folder to have the run in W&B too)")
+            return
         os.environ.setdefault("WANDB_SILENT", "true")
+        if not _wandb_cache_usable():
+            os.environ["WANDB_CACHE_DIR"] = str(self.run_dir / "wandb" / "cache")
         try:
             import wandb
         except ImportError:

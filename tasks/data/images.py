@@ -22,7 +22,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ def is_image_file(path: str | os.PathLike) -> bool:
 
 
 def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
-    """Sorted image files of ``folder`` (and its sub-folders when ``recursive``).
+    """Sorted image files of ``folder`` (and its sub-folders when ``recursive``, linked ones too).
 
     Hidden files and folders (names starting with '.') are skipped.
     """
@@ -50,17 +50,27 @@ def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]
         raise FileNotFoundError(f"image folder not found: {folder}")
     if not folder.is_dir():
         raise ValueError(f"not a folder: {folder}")
-    candidates = folder.rglob("*") if recursive else folder.iterdir()
-    files = sorted(
-        p for p in candidates
-        if p.is_file() and is_image_file(p)
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+    candidates = _walk(folder) if recursive else (p for p in folder.iterdir() if not p.name.startswith("."))
+    files = sorted(p for p in candidates if p.is_file() and is_image_file(p))
     if not files:
         kinds = "/".join(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
         where = " (searched recursively)" if recursive else ""
         raise ValueError(f"no images ({kinds}) in folder {folder}{where}")
     return files
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    """The non-hidden files under ``folder``, through linked folders (a data set assembled from
+    links is common), each real folder once: a link back to a parent folder would loop for ever."""
+    seen: set[tuple[int, int]] = set()
+    for root, folders, names in os.walk(folder, followlinks=True):
+        status = os.stat(root)
+        if (status.st_dev, status.st_ino) in seen:
+            folders.clear()
+            continue
+        seen.add((status.st_dev, status.st_ino))
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        yield from (Path(root, name) for name in names if not name.startswith("."))
 
 
 def read_rgb(path: str | os.PathLike, exif: bool = True) -> np.ndarray:

@@ -1,7 +1,9 @@
 """Files that readers never see half written: a temporary file in the same folder, then a rename.
 
 ``os.replace`` is atomic on POSIX and Windows when source and target share a folder, so a reader
-(or a run killed midway) finds either the old file or the new one, never a torn one.
+(or a run killed midway) finds either the old file or the new one, never a torn one. The file gets
+the permissions a plain ``open()`` would give it (0644 under umask 022, 0664 under umask 002), so
+that a group shares results on a shared disk, not the 0600 of a temporary file.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -56,6 +59,21 @@ def check_writable(folder: str | os.PathLike, what: str = "output folder", neede
     return folder
 
 
+def _umask() -> int:
+    """The process's umask. Linux shows it in /proc; elsewhere it can only be read by setting it,
+    which leaves a moment in which another thread would create files with the probe value."""
+    try:
+        with open("/proc/self/status") as status:
+            found = re.search(r"^Umask:\s*([0-7]+)$", status.read(), re.M)
+        if found:
+            return int(found.group(1), 8)
+    except OSError:
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffix, so writers that pick a format by
@@ -67,6 +85,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        # After the writer, which may have replaced the file (safetensors does): mkstemp's 0600, or
+        # the writer's, would keep the file from the group. A file system without Unix permissions
+        # (some network mounts) refuses chmod and has its own rules.
+        with contextlib.suppress(OSError):
+            tmp.chmod(0o666 & ~_umask())
         with open(tmp, "rb+") as handle:  # on disk before the rename makes it visible
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -75,9 +98,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically."""
+    """Write ``text`` to ``path`` atomically, in UTF-8. A path that is not UTF-8 reaches ``text`` as
+    Python's surrogates (a run named after its folder); its bytes are written as ``\\xNN``, so the
+    file stays valid UTF-8."""
+    data = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace").encode("utf-8")
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_bytes(data)
     return Path(path)
 
 
