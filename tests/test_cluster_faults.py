@@ -71,7 +71,7 @@ def test_upscale_refuses_two_inputs_with_one_output(tmp_path, capsys):
     _photo(photos / "photo.png", seed=1)
     _photo(photos / "photo.jpg", seed=2)
     out = tmp_path / "x4"
-    line = _cli_error(capsys, upscale.main, ["--checkpoint", str(model), "--input", str(photos), "--output", str(out)])
+    line = _cli_error(capsys, upscale.main, ["--checkpoint", str(model), "--input", str(photos), "--output-dir", str(out)])
     assert line == (f"error: {photos / 'photo.jpg'} and {photos / 'photo.png'} would both be upscaled to "
                     f"{out / 'photo.png'}: rename one of them or upscale them separately")
     assert not out.exists()  # refused before anything was written
@@ -88,12 +88,12 @@ def test_upscale_refuses_to_replace_its_inputs(tmp_path, capsys):
 
     def refused(output: Path, source: Path | None = None) -> str:
         return _cli_error(capsys, upscale.main, ["--checkpoint", str(model), "--input", str(source or photos),
-                                                 "--output", str(output)])
+                                                 "--output-dir", str(output)])
 
-    assert refused(photos) == (f"error: --output {photos} is the --input folder: the upscaled PNGs would replace or "
+    assert refused(photos) == (f"error: --output-dir {photos} is the --input folder: the upscaled PNGs would replace or "
                                "mix with the originals; choose another folder")
-    assert refused(photos / "x4") == (f"error: --output {photos / 'x4'}: writing {photos / 'x4' / 'a.png'} would "
-                                      f"replace the input {photos / 'x4' / 'a.png'}; choose an --output outside "
+    assert refused(photos / "x4") == (f"error: --output-dir {photos / 'x4'}: writing {photos / 'x4' / 'a.png'} would "
+                                      f"replace the input {photos / 'x4' / 'a.png'}; choose an --output-dir outside "
                                       "the input folder")
     assert "would replace the input" in refused(photos, source=photos / "a.png")  # one file, into its own folder
     assert _snapshot(photos) == before
@@ -134,12 +134,12 @@ def test_upscale_tiles_an_image_that_would_not_fit_and_says_so(tmp_path, monkeyp
     _photo(photos / "big.png", 96, 80)
     _photo(photos / "small.png", 8, 8)
     common = ["--checkpoint", str(model), "--input", str(photos)]
-    upscale.main([*common, "--output", str(tmp_path / "whole"), "--tile", "0"])
+    upscale.main([*common, "--output-dir", str(tmp_path / "whole"), "--tile", "0"])
     capsys.readouterr()
     # 96x80 LR pixels at 2 KB each (4 copies of 8 channels x 16 output pixels in float32) take 15 MB
     # whole; with 16 MB free, half of it holds tiles of 32 with their 12 pixels of context.
     monkeypatch.setattr(upscale, "free_memory", lambda device: 16 * 2**20)
-    upscale.main([*common, "--output", str(tmp_path / "auto")])
+    upscale.main([*common, "--output-dir", str(tmp_path / "auto")])
     notes = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if "note: " in line]
     assert len(notes) == 1 and notes[0].endswith(
         f"note: {photos / 'big.png'} (80x96) would need about 15 MB to upscale whole, more than half of the 16 MB "
@@ -192,7 +192,7 @@ def test_an_allocation_failure_is_one_line_with_a_hint(tmp_path):
     photo = _photo(tmp_path / "photos" / "wide.png", 700, 800)  # whole: about 1 GB, in 0.5 GB of room
     result = _in_a_fresh_process(f"""
         from tasks.sr import upscale
-        upscale.main(["--checkpoint", {str(model)!r}, "--input", {str(photo)!r}, "--output", {str(tmp_path / "x4")!r},
+        upscale.main(["--checkpoint", {str(model)!r}, "--input", {str(photo)!r}, "--output-dir", {str(tmp_path / "x4")!r},
                       "--tile", "0"])
         """, limit_gb=0.5)
     assert result.returncode == 2, result.stderr

@@ -185,7 +185,7 @@ def test_a_checkpoint_of_another_task_names_the_task_it_was_made_for(sr_data, tm
     files = _model_files(tmp_path)
     made_for = f"{files['classify'] / 'network.json'} holds a model made for the 'classify' task"
     line = _error_line(_cli_error(capsys, sr_upscale.main, ["--checkpoint", str(files["classify"]), "--input",
-                                                            str(sr_data["bench"]), "--output", str(tmp_path / "up")]))
+                                                            str(sr_data["bench"]), "--output-dir", str(tmp_path / "up")]))
     assert made_for in line and "takes models of the 'sr' task" in line
     line = _error_line(_cli_error(capsys, sr_evaluate.main, ["--checkpoint", str(files["classify"]), "--sets",
                                                              str(sr_data["bench"]), "--device", "cpu"]))
@@ -243,7 +243,7 @@ def test_read_only_output_folder_stops_before_any_work(sr_data, tmp_path, read_o
     assert f"--output-dir {locked / 'classify'} is not writable" in _error_line(
         _cli_error(capsys, classify_train.main, argv))
     monkeypatch.setattr("tasks.common.model_io.load_model", _never("loading the model"))
-    argv = ["--checkpoint", str(tmp_path / "any"), "--input", str(sr_data["bench"]), "--output", str(locked / "x4")]
+    argv = ["--checkpoint", str(tmp_path / "any"), "--input", str(sr_data["bench"]), "--output-dir", str(locked / "x4")]
     assert f"--output {locked / 'x4'} is not writable" in _error_line(_cli_error(capsys, sr_upscale.main, argv))
 
 
@@ -310,7 +310,7 @@ def test_disk_full_while_upscaling_keeps_the_images_written(sr_data, tmp_path, m
     files = _model_files(tmp_path)
     out = tmp_path / "x4"
     line = _error_line(_cli_error(capsys, sr_upscale.main, ["--checkpoint", str(files["sr"]), "--input",
-                                                            str(sr_data["bench"]), "--output", str(out)]))
+                                                            str(sr_data["bench"]), "--output-dir", str(out)]))
     assert line == f"error: could not write {out / 'crop1.png'} (No space left on device); the 1 image(s) before " \
                    f"it are complete in {out}"
     assert written == [out / "crop0.png"] and Image.open(written[0]).size == (144, 144)

@@ -143,7 +143,7 @@ def test_paired_run_ends_with_the_comparison_of_each_set(data, tmp_path, capsys)
 
 def test_upscale_folder(trained, data, tmp_path, capsys):
     out = tmp_path / "sr"
-    sr_upscale.main(["--checkpoint", str(trained), "--input", str(data["bench"]), "--output", str(out),
+    sr_upscale.main(["--checkpoint", str(trained), "--input", str(data["bench"]), "--output-dir", str(out),
                      "--device", "cpu"])
     files = sorted(out.glob("*.png"))
     assert [f.name for f in files] == sorted(f.name for f in data["bench"].glob("*.png"))

@@ -1,12 +1,12 @@
 """Upscale your own images with a trained SR model.
 
-    python -m tasks.sr.upscale --checkpoint runs/sr-t91/ --input photos/ --output photos_x4/
+    python -m tasks.sr.upscale --checkpoint runs/sr-t91/ --input photos/ --output-dir photos_x4/
 
 ``--checkpoint`` takes a run folder (best checkpoint), a checkpoint folder or its ``network.json``.
 ``--input`` is one image or a folder (searched recursively, linked folders included); outputs are
 PNGs with the input's relative path, so ``photo.jpg`` gives ``photo.png``. Two inputs that would
 give one output (``photo.png`` and ``photo.jpg``) and an output that would replace an input
-(``--output`` equal to ``--input``, or a folder inside it that holds inputs of the same names) are
+(``--output-dir`` equal to ``--input``, or a folder inside it that holds inputs of the same names) are
 refused before anything is written.
 
 An image whose pass would not fit in the free memory (an estimate from the network's largest
@@ -196,7 +196,7 @@ def _inputs(path: Path, output: Path) -> tuple[list[Path], Path]:
     if not path.exists():
         raise FileNotFoundError(f"--input {path} does not exist")
     if output.resolve() == path.resolve():
-        raise ValueError(f"--output {output} is the --input folder: the upscaled PNGs would replace or mix with the "
+        raise ValueError(f"--output-dir {output} is the --input folder: the upscaled PNGs would replace or mix with the "
                          "originals; choose another folder")
     return list_images(path), path
 
@@ -213,8 +213,8 @@ def _targets(files: list[Path], base: Path, output: Path) -> list[Path]:
             raise ValueError(f"{first_of[target]} and {file} would both be upscaled to {target}: rename one of them "
                              "or upscale them separately")
         if target.resolve() in inputs:
-            raise ValueError(f"--output {output}: writing {target} would replace the input "
-                             f"{inputs[target.resolve()]}; choose an --output outside the input folder")
+            raise ValueError(f"--output-dir {output}: writing {target} would replace the input "
+                             f"{inputs[target.resolve()]}; choose an --output-dir outside the input folder")
         first_of[target] = file
         targets.append(target)
     return targets
@@ -225,8 +225,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="network.json, checkpoint folder or run folder")
     parser.add_argument("--input", required=True, help="an image or a folder of images")
-    parser.add_argument("--output", required=True, help="folder for the SR PNGs")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--output-dir", required=True, help="folder for the SR PNGs")
+    parser.add_argument("--device", default=None, help="default: cuda if a GPU is there, else cpu")
     parser.add_argument("--tile", type=non_negative_int, default=None,
                         help="LR tile size (default: tiles only for images that would not fit in memory; 0: never)")
     return parser.parse_args(argv)
@@ -267,12 +267,12 @@ def _upscale_files(args: argparse.Namespace) -> int:
     from tasks.data.images import read_rgb
     from tasks.common.model_io import load_model
 
-    output = Path(args.output).expanduser()
+    output = Path(args.output_dir).expanduser()
     files, base = _inputs(Path(args.input).expanduser(), output)
     targets = _targets(files, base, output)  # nothing is written before this
-    output = check_writable(output, "--output")  # before anything is loaded or computed
+    output = check_writable(output, "--output-dir")  # before anything is loaded or computed
     model, record = load_model(args.checkpoint, map_location="cpu", task="sr")
-    device = torch.device(args.device)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: no CUDA GPU is available (use --device cpu)")
     model = model.to(device).eval()
