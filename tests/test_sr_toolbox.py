@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -101,6 +103,26 @@ def test_evaluate_prints_the_ensemble_rows(data, tmp_path, capsys):  # noqa: F81
     assert printed["bench+x8"]["psnr"] != printed["bench"]["psnr"]
     with pytest.raises(SystemExit):
         sr_evaluate.main(["--model", "bicubic", "--sets", str(data["bench"]), "--self-ensemble"])
+
+
+def test_upscale_writes_the_ensemble(data, tmp_path):  # noqa: F811
+    from PIL import Image
+
+    from tasks.common.model_io import load_model
+    from tasks.data.images import read_rgb
+    from tasks.sr import upscale
+    from tasks.utils.images import quantize
+
+    _run(data, tmp_path, "--max-steps", "2", "--eval-every", "0")
+    photo = sorted(data["bench"].glob("*.png"))[0]
+    upscale.main(["--checkpoint", str(tmp_path / "run"), "--input", str(photo), "--output-dir",
+                  str(tmp_path / "x8"), "--self-ensemble", "--tile", "0", "--device", "cpu"])
+    model, _ = load_model(tmp_path / "run")
+    lr = torch.from_numpy(read_rgb(photo)).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        expected = quantize(SelfEnsemble(model.eval())(lr)[0].clamp(0, 1)).permute(1, 2, 0).numpy()
+    written = np.asarray(Image.open(tmp_path / "x8" / photo.name))
+    assert np.abs(written.astype(int) - expected.astype(int)).max() <= 1  # float rounding at .5 only
 
 
 def test_training_scores_the_ensemble_at_the_end(data, tmp_path):  # noqa: F811

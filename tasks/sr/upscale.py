@@ -7,7 +7,8 @@
 PNGs with the input's relative path, so ``photo.jpg`` gives ``photo.png``. Two inputs that would
 give one output (``photo.png`` and ``photo.jpg``) and an output that would replace an input
 (``--output-dir`` equal to ``--input``, or a folder inside it that holds inputs of the same names) are
-refused before anything is written.
+refused before anything is written. ``--self-ensemble`` writes the mean over the 8 flips and
+rotations of each image (EDSR's "+"), for 8 times the compute.
 
 An image whose pass would not fit in the free memory (an estimate from the network's largest
 activation; on the CPU the least of the system's, the cgroup's and ``ulimit -v``'s room) is
@@ -227,6 +228,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--input", required=True, help="an image or a folder of images")
     parser.add_argument("--output-dir", required=True, help="folder for the SR PNGs")
     parser.add_argument("--device", default=None, help="default: cuda if a GPU is there, else cpu")
+    parser.add_argument("--self-ensemble", action="store_true",
+                        help="the mean over the 8 flips and rotations of each image (8 times the compute)")
     parser.add_argument("--tile", type=non_negative_int, default=None,
                         help="LR tile size (default: tiles only for images that would not fit in memory; 0: never)")
     return parser.parse_args(argv)
@@ -277,7 +280,11 @@ def _upscale_files(args: argparse.Namespace) -> int:
         raise ValueError(f"--device {args.device}: no CUDA GPU is available (use --device cpu)")
     model = model.to(device).eval()
     scale = int(record.kwargs.get("scale", getattr(model, "scale", 4)))
-    profile = profile_network(model, scale)
+    profile = profile_network(model, scale)  # the ensemble runs the same network, one transform at a time
+    if args.self_ensemble:
+        from tasks.sr.ensemble import SelfEnsemble
+
+        model = SelfEnsemble(model)
     noted = False
     for done, (file, target) in enumerate(progress(list(zip(files, targets)), desc=f"upscaling x{scale}", unit="img")):
         image = read_rgb(file)
