@@ -147,23 +147,50 @@ def test_the_sr_command_stops_on_a_signal_and_resumes_to_the_uninterrupted_weigh
     assert all(torch.equal(expected[k], got[k]) for k in expected)
 
 
-@pytest.mark.slow
-def test_two_processes_stop_together_on_sigterm_to_the_launcher_and_resume(sr_data, tmp_path):
-    def launch(out: Path, *extra: str) -> list[str]:
-        return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                "--main_process_port", str(free_port()), str(REPO / "launch" / "sr.py"),
-                *_sr_arguments(sr_data, out, "--batch-size", "4", *extra)]
+def _launch(out: Path, data: dict, *extra: str, machines: int = 1, rank: int = 0, port: int = 0) -> list[str]:
+    """Two gloo processes under `accelerate launch`: on one machine, or one on each of two
+    "machines" that meet on loopback (the multi-node path)."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", str(machines), "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
+            "--main_process_port", str(port or free_port()), "--mixed_precision", "no", "--dynamo_backend", "no",
+            str(REPO / "launch" / "sr.py"), *_sr_arguments(data, out, "--batch-size", "4", *extra)]
 
-    straight = subprocess.run(launch(tmp_path / "straight"), env=_environment(), cwd=REPO, capture_output=True,
-                              text=True, timeout=600)
+
+def _two_machines(out: Path, data: dict, *extra: str) -> list[subprocess.Popen]:
+    port = free_port()
+    return [subprocess.Popen(_launch(out, data, *extra, machines=2, rank=rank, port=port), env=_environment(),
+                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for rank in (0, 1)]
+
+
+@pytest.mark.slow
+def test_two_machines_stop_together_on_sigterm_and_resume_to_the_one_machine_weights(sr_data, tmp_path):
+    """SLURM signals the launcher on every node; each node's processes finish the step, all save one
+    checkpoint together, and the requeued command (--resume) ends where an uninterrupted run ends."""
+    straight = subprocess.run(_launch(tmp_path / "straight", sr_data), env=_environment(), cwd=REPO,
+                              capture_output=True, text=True, timeout=600)
     assert straight.returncode == 0, straight.stderr[-2000:]
-    code, _, err = _interrupt(launch(tmp_path / "cut"), tmp_path / "cut" / "run", signal.SIGTERM, after_step=30)
-    assert code == 128 + signal.SIGTERM, err[-3000:]
-    state = read_trainer_state(tmp_path / "cut" / "run" / "checkpoints" / "last")
-    assert load_summary(tmp_path / "cut" / "run")["steps"] == state["step"] < 120
-    resumed = subprocess.run(launch(tmp_path / "cut", "--resume"), env=_environment(), cwd=REPO,
-                             capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    expected, got = _final_weights(tmp_path / "straight" / "run"), _final_weights(tmp_path / "cut" / "run")
+    run = tmp_path / "cut" / "run"
+    machines = _two_machines(tmp_path / "cut", sr_data)
+    while _steps_logged(run) < 30 and all(m.poll() is None for m in machines):
+        time.sleep(0.05)
+    assert all(m.poll() is None for m in machines), "the run ended before the signal was sent"
+    for machine in machines:
+        machine.send_signal(signal.SIGTERM)
+    outputs = [machine.communicate(timeout=120) for machine in machines]
+    assert [m.returncode for m in machines] == [128 + signal.SIGTERM] * 2, outputs[0][1][-3000:]
+    state = read_trainer_state(run / "checkpoints" / "last")
+    assert load_summary(run)["steps"] == state["step"] < 120 and state["num_processes"] == 2
+    machines = _two_machines(tmp_path / "cut", sr_data, "--resume")
+    outputs = [machine.communicate(timeout=600) for machine in machines]
+    assert [m.returncode for m in machines] == [0, 0], outputs[0][1][-3000:]
+    expected, got = _final_weights(tmp_path / "straight" / "run"), _final_weights(run)
     assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+def test_the_slurm_script_is_valid_bash_and_requeues_on_the_stop_codes():
+    script = REPO / "launch" / "slurm.sbatch"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    text = script.read_text()
+    assert "--resume" in text and "--requeue" in text and "--signal=USR1@" in text
+    assert "-eq 138" in text and "-eq 143" in text and "SIGUSR1" in text

@@ -192,6 +192,43 @@ def test_resumed_run_reaches_bit_identical_weights(tmp_path, global_rng_data):
     assert train_steps == sorted(set(train_steps))
 
 
+def test_a_task_takes_its_own_step_with_a_second_loss_term_and_network(tmp_path):
+    """The step belongs to the task: a second loss term from a second network with its own
+    optimiser (here a critic of the outputs, as a GAN's discriminator would be) needs nothing of
+    the shared loop but TrainingStep's backward and update, and its state is checkpointed."""
+    critic = nn.Linear(1, 1)
+    critic_optimizer = torch.optim.SGD(critic.parameters(), lr=0.1)
+
+    class Critic:  # what the trainer keeps for the step: a state dict of tensors
+        def state_dict(self):
+            return critic.state_dict()
+
+        def load_state_dict(self, state):
+            critic.load_state_dict(state)
+
+    def step(run, batch):
+        x, y = batch
+        prediction = run.model(x)
+        pixel = nn.functional.mse_loss(prediction, y)
+        adversarial = critic(prediction).mean()
+        run.backward(pixel + 0.01 * adversarial)
+        logs = run.update()
+        critic_optimizer.zero_grad()  # the generator's step left gradients in the critic
+        run.backward(-critic(prediction.detach()).mean())
+        run.update(critic_optimizer)
+        return {**logs, "pixel": pixel.item(), "adversarial": adversarial.item()}
+
+    trainer = make_trainer(tmp_path / "run", max_steps=6, eval_every=3)
+    before = critic.weight.detach().clone()
+    trainer.state, trainer.step_fn = {"critic": Critic()}, step
+    trainer.fit()
+    assert not torch.equal(critic.weight, before)  # the second network trained too
+    logged = [m for m in read_metrics(tmp_path / "run") if m["split"] == "train"][-1]
+    assert {"pixel", "adversarial", "loss"} <= set(logged)
+    saved = load_file(str(tmp_path / "run" / "checkpoints" / "last" / "critic.safetensors"))
+    assert torch.equal(saved["weight"], critic.weight.detach())
+
+
 def test_data_loading_does_not_touch_the_training_rng(tmp_path):
     # Loading draws from its own stream: the global RNG seen by training is unaffected by it.
     # No dropout: training draws only the randn(7) below, so its stream is predictable at every
