@@ -379,3 +379,13 @@ def test_docs_load_downloaded_checkpoints_with_weights_only():
     text = (REPO / "docs" / "released-checkpoints.md").read_text()
     calls = re.findall(r"torch\.load\(([^()]*(?:\([^()]*\)[^()]*)*)\)", text)
     assert calls and all("weights_only=True" in call for call in calls), calls
+
+
+def test_a_run_name_too_long_for_a_folder_is_refused_in_one_line(tmp_path, capsys):
+    from tasks.classify.train import main as classify
+
+    line = _cli_error(capsys, classify, ["--run-name", "r" * 300, "--output-dir", str(tmp_path), "--max-steps", "1",
+                                         "--attention", "none", "--wandb", "disabled"])
+    assert line == "error: --run-name is 300 bytes long; a run folder name may have at most 241 (file names stop " \
+                   "at 255 bytes)"
+    assert list(tmp_path.iterdir()) == []

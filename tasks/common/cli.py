@@ -165,6 +165,21 @@ def _used(path: Path) -> bool:
     return path.exists() and any(path.iterdir())
 
 
+# A file name may have this many bytes on the usual file systems (ext4, XFS, APFS, NTFS in UTF-16
+# units); room is kept for the "-2" a second run of the same name gets, and for "-comparison".
+_MAX_NAME_BYTES = 255 - len("-comparison-99")
+
+
+def _check_folder_name(name: str) -> None:
+    """Refuse a run name that no file system takes as one folder name, before anything is created."""
+    if "/" in name or name in ("", ".", ".."):
+        raise ValueError(f"--run-name {name!r} must be one folder name (no '/')")
+    size = len(name.encode("utf-8", "surrogateescape"))
+    if size > _MAX_NAME_BYTES:
+        raise ValueError(f"--run-name is {size} bytes long; a run folder name may have at most {_MAX_NAME_BYTES} "
+                         "(file names stop at 255 bytes)")
+
+
 def _choose_run_dir(args: argparse.Namespace, default_name: str) -> Path:
     resume = getattr(args, "resume", False)
     if resume not in (False, True, None) and not getattr(args, "run_name", None):
@@ -174,7 +189,9 @@ def _choose_run_dir(args: argparse.Namespace, default_name: str) -> Path:
             return path.parent.parent
         if (path / "checkpoints").is_dir():
             return path
-    base = Path(args.output_dir) / (getattr(args, "run_name", None) or default_name)
+    name = getattr(args, "run_name", None) or default_name
+    _check_folder_name(name)
+    base = Path(args.output_dir) / name
     if resume or not _used(base):
         return base
     # A finished or crashed run of the same name: never overwrite it silently.
