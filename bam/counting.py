@@ -1,4 +1,4 @@
-"""Parameters and MACs in the paper's convention (reference facts, section 3).
+"""Parameters and MACs in the paper's convention.
 
 The paper's "GFLOPs" are multiply-accumulates of convolutions and linear layers only (no BN,
 activation or pooling), counted on ResNet v1 (stride on a bottleneck's first 1x1 conv).

@@ -1,6 +1,6 @@
 """PSNR and SSIM for super-resolution, batched in torch (CPU or GPU), float64 throughout.
 
-Conventions (reference facts, section 4; BasicSR's ``calculate_psnr`` / ``calculate_ssim``):
+Conventions (those of BasicSR's ``calculate_psnr`` / ``calculate_ssim``, which current SR papers follow):
 
 * images are (N, 3, H, W) or (3, H, W) tensors with values in 0..255 (uint8 or float);
 * ``y_channel=True`` scores the Y of MATLAB's ``rgb2ycbcr`` (BT.601, offset 16, not rounded);
