@@ -274,18 +274,12 @@ class SRTask(Task):
         _write_sr_report(run_dir, summary, bicubic, args)
 
     def compare(self, run_dirs: Sequence[Path], group: str, args: argparse.Namespace) -> None:
-        """Per set, bicubic and both networks (tasks.sr.compare), then the differences with their
-        intervals over the set's images (tasks.report), in ``<output-dir>/<group>-comparison``."""
-        from tasks.report import comparison_folder, report_paired_runs
-        from tasks.sr.compare import write_sr_comparison
+        """PSNR/SSIM differences with their intervals over each set's images, beside bicubic, with
+        the curves, the per-image picture and the panels of the final networks (tasks.report)."""
+        from tasks.report import report_paired_runs
 
-        output = comparison_folder(args.output_dir, group)
-        print(f"\n{write_sr_comparison(run_dirs, output)}", flush=True)
         report_paired_runs(run_dirs, args.output_dir, group, f"SRResNet: baseline vs attention — {group}",
                            **self.wandb_settings(args))
-        print(f"\ncomparison of {', '.join(str(d) for d in run_dirs)} written to {output}: sr_comparison.md "
-              "(per set, with bicubic), comparison.md (differences with 95% intervals), psnr_curves.png, "
-              "forest.png, samples/*.png", flush=True)
 
 
 def _set_source(name: str) -> str:
