@@ -10,9 +10,10 @@ import pytest
 
 from tasks.common.per_sample import save_per_sample
 from tasks.report.__main__ import main as report_main
-from tasks.report.comparison import (comparison_markdown, compare_runs, report_paired_runs, write_comparison)
+from tasks.report.comparison import comparison_markdown, compare_runs, report_paired_runs, write_comparison
 from tasks.report.formatting import count, signed
-from tasks.report.runs import discover_runs
+from tasks.report.plots import axis_title, curve_metrics, variant_name
+from tasks.report.runs import _run_from_wandb, discover_runs
 from tasks.report.stats import Interval, verdict
 
 SAMPLES = 400
@@ -129,12 +130,10 @@ def test_cli_reports_missing_folder(tmp_path, capsys):
 
 
 def test_axis_titles_name_the_metric_and_its_unit():
-    from tasks.report.plots import axis_title
-
     assert axis_title("psnr/Set5") == "PSNR on Set5 (dB)"
     assert axis_title("ssim/Set14") == "SSIM on Set14"
     assert axis_title("top1_err") == "top-1 error (%)"
-    assert axis_title("loss") == "loss"
+    assert axis_title("loss") == "evaluation loss" and axis_title("AP_small") == "AP_small"
 
 
 def test_a_run_reached_twice_counts_once(runs_dir):
@@ -158,8 +157,6 @@ def test_a_line_cut_by_a_kill_is_skipped_and_a_bad_file_is_named(runs_dir):
 
 
 def test_signed_numbers_follow_one_rule_in_the_table_and_the_verdict():
-    from tasks.report.plots import variant_name
-
     assert (signed(0.4242, 2), signed(-3e-5, 2), signed(0.0, 2), signed(-0.004, 4)) == \
         ("+0.42", "-3e-05", "+0.00", "-0.0040")
     assert (count(5), count(50_000), count(1_547_011), count(2_227_000_000), count(None)) == \
@@ -200,3 +197,21 @@ def test_every_paired_run_gets_a_comparison_folder_of_its_own(runs_dir, tmp_path
     # the same runs again (a resumed paired run): their own comparison is rewritten in place
     assert report_paired_runs(second, out, "exp", "second again") == out / "exp-comparison-2"
     assert not (out / "exp-comparison-3").exists()
+
+
+def test_a_run_fetched_from_the_wandb_api_reads_like_its_folder():
+    # what the W&B API gives for a run the trainer logged: flat "final/..." summary keys, history
+    # rows of training ("train/...") and evaluation ("eval/...") under "_step"
+    run = _run_from_wandb({
+        "id": "abc", "name": "sr-bam", "group": "g", "folder": "https://wandb.ai/me/bam/runs/abc",
+        "per_sample_file": "",
+        "config": {"task": "sr", "arch": "srresnet", "dataset": "T91", "attention": "bam", "seed": 0,
+                   "primary_metric": "psnr/Set5", "primary_mode": "max"},
+        "summary": {"final/psnr/Set5": 30.5, "best/psnr/Set5": 30.6, "steps": 200, "_runtime": 9.0},
+        "history": [{"_step": 100, "train/loss": 0.1}, {"_step": 100, "eval/psnr/Set5": 29.5},
+                    {"_step": 200, "eval/psnr/Set5": 30.5, "eval/ssim/Set5": 0.85, "eval/num_images": 5}],
+    })
+    assert (run.network, run.attention, run.group, run.steps) == (("sr", "T91", "srresnet"), "bam", "g", 200)
+    assert run.metric("psnr/Set5") == 30.5 and run.metric("psnr/Set5", "best") == 30.6
+    assert run.curve("psnr/Set5") == ([100, 200], [29.5, 30.5])
+    assert curve_metrics([run]) == ["psnr/Set5", "ssim/Set5"]  # what the curves draw: no training loss, no count

@@ -447,7 +447,8 @@ def write_comparison(runs: Sequence[Run], folder: str | Path, title: str, resamp
     for heading, stem, variants in _networks(runs):
         parts += _network_section(variants, heading, stem, folder)
     parts += ["## Runs", ""]
-    parts += [f"- `{r.name}`: {r.arch}, {line_label(r.attention)}, seed {r.seed}: {r.source}" for r in runs]
+    order = sorted(runs, key=lambda r: (r.comparable, r.attention != BASELINE, r.attention, r.seed or 0, r.source))
+    parts += [f"- `{r.name}`: {r.arch}, {line_label(r.attention)}, seed {r.seed}: {r.source}" for r in order]
     text = "\n".join(parts) + "\n"
     write_text_atomic(folder / "comparison.md", text)
     write_text_atomic(folder / "comparison.csv", comparison_csv(comparisons))

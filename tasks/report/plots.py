@@ -21,7 +21,7 @@ _REFERENCE_COLOUR = "#1f77b4"
 
 # Axis titles for the tasks' primary metrics; others are shown by name.
 _AXIS_TITLES = {"top1_err": "top-1 error (%)", "top5_err": "top-5 error (%)", "miou": "mIoU",
-                "pixel_acc": "pixel accuracy", "mAP": "box mAP@[.5:.95]"}
+                "pixel_acc": "pixel accuracy", "mAP": "box mAP@[.5:.95]", "loss": "evaluation loss"}
 
 
 def _pyplot():
@@ -131,6 +131,7 @@ def plot_network_curves(variants: Mapping[str, Sequence[Run]], path: Path, title
         ax.set_xlim(0, last_step * 1.04 or 1)
         ax.set_title(axis_title(metric), fontsize=10)
         ax.set_xlabel("training step", fontsize=9)
+        ax.ticklabel_format(axis="y", useOffset=False)  # 25.9609, not 0.0009 + 2.596e1
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -237,15 +238,15 @@ def _forest_panel(ax, rows, unit: str) -> None:
 _SET_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
 
-def plot_per_image(scores: Mapping[str, Mapping[str, tuple]], path: Path, title: str, metric: str = "PSNR (dB)",
-                   named: int = 3) -> Path:
+def plot_per_image(scores: Mapping[str, Mapping[str, tuple]], path: Path, title: str, metric: str = "PSNR",
+                   unit: str = "dB", named: int = 3) -> Path:
     """``scores[variant][set] = (names, baseline values, variant values)``, one point per image.
 
     One row per variant. Left: the variant's score against the baseline's, the diagonal drawn
     (above it: the variant does better on that image). Right: the same points with the diagonal
     turned flat, the difference against the baseline's score, so that differences far smaller
-    than the spread of image difficulty can be seen; the ``named`` largest gains and losses are
-    labelled with the image's name.
+    than the spread of image difficulty can be seen; the ``named`` largest gains (above) and
+    losses (below) are labelled with the image's name.
     """
     plt = _pyplot()
     fig, axes = plt.subplots(len(scores), 2, figsize=(11.0, 4.6 * len(scores) + 0.4), dpi=120, squeeze=False)
@@ -265,32 +266,41 @@ def plot_per_image(scores: Mapping[str, Mapping[str, tuple]], path: Path, title:
         left.set_xlim(low - margin, high + margin)
         left.set_ylim(low - margin, high + margin)
         left.set_aspect("equal")
-        left.set_xlabel(f"baseline {metric}", fontsize=9)
-        left.set_ylabel(f"{name} {metric}", fontsize=9)
+        left.set_xlabel(f"baseline {metric} ({unit})", fontsize=9)
+        left.set_ylabel(f"{name} {metric} ({unit})", fontsize=9)
         left.set_title(f"{name} against baseline, one point per image", fontsize=10)
+        left.legend(fontsize=8, loc="upper left")
         right.axhline(0.0, color="black", linewidth=1, linestyle="--")
-        deltas.sort()
-        # The largest gains, then the largest losses, each label a line further from its neighbours
-        # (points of the extremes often lie close together); fewer than 2 x named images: once each.
-        extremes = dict.fromkeys([(row, -1) for row in deltas[::-1][:named]] + [(row, 1) for row in deltas[:named]])
-        shown = set()
-        for rank, ((delta, base, label), direction) in enumerate(extremes):
-            if label in shown:
-                continue
-            shown.add(label)
-            right.annotate(label, (base, delta), xytext=(10, direction * (4 + 9 * (rank % named))),
-                           textcoords="offset points", fontsize=7, va="center",
-                           arrowprops={"arrowstyle": "-", "color": "#999999", "linewidth": 0.6})
-        right.set_xlabel(f"baseline {metric}", fontsize=9)
-        right.set_ylabel(f"{name} − baseline", fontsize=9)
+        _name_extremes(right, sorted(deltas), named)
+        right.set_xlabel(f"baseline {metric} ({unit})", fontsize=9)
+        right.set_ylabel(f"{metric} difference, {name} − baseline ({unit})", fontsize=9)
         right.set_title(f"difference per image (above 0: {name} better)", fontsize=10)
         for ax in (left, right):
             ax.grid(alpha=0.3)
             ax.tick_params(labelsize=8)
-        left.legend(fontsize=8, loc="upper left")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _name_extremes(ax, deltas: Sequence[tuple[float, float, str]], named: int) -> None:
+    """Label the ``named`` largest gains in rows above the cloud and the largest losses in rows
+    below it, one row each (the extremes often lie close together), a line to each point; sorted
+    ``(difference, x, name)`` rows, a set of fewer than 2 x named images labelled once each."""
+    values = [d for d, _, _ in deltas]
+    spread = (max(values) - min(values)) or 1.0
+    ax.set_ylim(min(values) - 0.35 * spread, max(values) + 0.35 * spread)  # room for the rows
+    middle = np.mean(ax.get_xlim())
+    shown = set()
+    for top, rows in ((True, deltas[::-1][:named]), (False, deltas[:named])):
+        for rank, (delta, x, label) in enumerate(rows):
+            if label in shown:
+                continue
+            shown.add(label)
+            row = 0.96 - 0.07 * rank if top else 0.04 + 0.07 * rank
+            ax.annotate(label, (x, delta), xytext=(x, row), textcoords=("data", "axes fraction"), fontsize=7,
+                        va="center", ha="left" if x < middle else "right",
+                        arrowprops={"arrowstyle": "-", "color": "#999999", "linewidth": 0.6})

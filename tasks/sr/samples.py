@@ -13,6 +13,8 @@ import torch
 from PIL import Image
 
 from tasks.common.panels import side_by_side
+from tasks.report.formatting import signed
+from tasks.report.plots import variant_name
 from tasks.utils.files import write_png_atomic
 from tasks.utils.images import quantize, to_hwc_uint8
 
@@ -49,8 +51,6 @@ def save_panel(panel: Image.Image, path: str | os.PathLike) -> Path:
 
 # -- comparisons ---------------------------------------------------------------------------------
 def _label(attention: str) -> str:
-    from tasks.report.plots import variant_name
-
     return "SRResNet" + ("" if attention == "none" else f"+{variant_name(attention)}")
 
 
@@ -71,20 +71,20 @@ def _honest_note(variants: Mapping[str, Sequence], sets: Sequence[str], bicubic:
     this length can say of the difference between them."""
     gains = {(attention, s): _mean(runs, f"psnr/{s}") - bicubic[f"psnr/{s}"]
              for attention, runs in variants.items() for s in sets if f"psnr/{s}" in bicubic}
-    below = [f"{_label(a)} on {s} ({gain:+.2f} dB)" for (a, s), gain in gains.items() if gain <= 0]
+    below = [f"{_label(a)} on {s} ({signed(gain, 2)} dB)" for (a, s), gain in gains.items() if gain <= 0]
     facts = (f"Not above bicubic: {', '.join(below)}." if below else
-             f"Every network ends above bicubic on every set (by at least {min(gains.values()):+.2f} dB)."
+             f"Every network ends above bicubic on every set (by at least {signed(min(gains.values()), 2)} dB)."
              if gains else "")
     steps = min(int(run.steps or 0) for runs in variants.values() for run in runs)
-    paper = ", ".join(f"{PAPER_GAIN_DB[s]:+.2f} dB on {s}" for s in sets if s in PAPER_GAIN_DB)
+    paper = ", ".join(f"{signed(PAPER_GAIN_DB[s], 2)} dB on {s}" for s in sets if s in PAPER_GAIN_DB)
     if steps >= PAPER_UPDATES:
-        return f"{facts} Every network had the paper's {PAPER_UPDATES:,} updates; its Table 8 gain: {paper}."
+        return f"{facts} Every network had the paper's {PAPER_UPDATES:,} updates; its Table 8 gain: {paper}.".strip()
     return (f"{facts} What runs of {steps:,} updates each can say: whether the pipeline trains the networks "
             f"the same way and how far each gets; the difference between them is mostly where short "
             f"trainings happened to end. What they cannot say: whether BAM helps. The paper's Table 8 gain "
             f"({paper or 'Set5 +0.11 dB, Set14 +0.03 dB'}) comes after {PAPER_UPDATES:,} updates and is smaller "
             f"than the spread of short runs over seeds and test images: train longer (the t91 or srgan preset) "
-            f"and read the interval of the difference.")
+            f"and read the interval of the difference.").strip()
 
 
 @dataclass
@@ -117,7 +117,6 @@ def _final_networks(runs: Sequence, folder: Path, stem: str, count: int = 2) -> 
     the bicubic | networks | HR panels of its first ``count`` images (written under ``folder``)."""
     from tasks.common.model_io import load_model
     from tasks.data.imresize import imresize
-    from tasks.report.formatting import signed
     from tasks.sr.evaluate import BICUBIC, load_sets, score_set
 
     missing = [run.source for run in runs if run.folder is None]
