@@ -14,7 +14,6 @@ from tasks.common.per_sample import save_per_sample
 from tasks.report.__main__ import main as report_main
 from tasks.report.comparison import compare_runs, write_comparison
 from tasks.report.runs import discover_runs
-from tasks.report.table import build_rows
 
 SR_CONFIG = {"arch": "srresnet", "dataset": "T91", "scale": 4, "patch_size": 96, "sets": ["Set5", "Set14"],
              "protocol": "basicsr", "lr": 1e-4, "model": {"scale": 4, "num_blocks": 16, "channels": 64,
@@ -124,7 +123,7 @@ def test_several_seeds_give_mean_std_per_model_per_seed_differences_and_a_two_le
         classify_run(tmp_path, "none", seed, base1, base1 | (rng.random(400) < 0.5))
         better = base1 | (~base1 & (rng.random(400) < 0.25))
         classify_run(tmp_path, "bam", seed, better, better | (rng.random(400) < 0.5))
-    text = write_comparison([tmp_path], tmp_path / "out", "three seeds")
+    text = write_comparison(discover_runs([tmp_path]), tmp_path / "out", "three seeds")
     top1 = by_metric(compare_runs(discover_runs([tmp_path]))[0])["top1_err"]
     assert top1.baseline.n == top1.value.n == 3 and top1.baseline.std > 0
     assert [r.seed for r in top1.per_seed] == [0, 1, 2] and all(r.delta < 0 for r in top1.per_seed)
@@ -234,19 +233,22 @@ def test_runs_scored_differently_never_share_a_row(tmp_path):
         write_run(tmp_path / f"bam-{name}", "sr", "bam", 0, {**SR_CONFIG, **change}, final, per_sample,
                   "psnr/Set5", "max")
     runs = discover_runs([tmp_path])
-    rows = build_rows(runs)
-    assert len(rows) == 5 and len({r.setting for r in rows}) == 5
-    labelled = {r.setting: r for r in rows}
-    with_gr = labelled["model.global_residual=true, protocol=\"basicsr\", scale=4, sets=[\"Set5\", \"Set14\"]"]
-    without = labelled["model.global_residual=false, protocol=\"basicsr\", scale=4, sets=[\"Set5\", \"Set14\"]"]
-    # each row's numbers come from its own runs
-    assert with_gr.value.mean > with_gr.baseline.mean and without.value.mean == without.baseline.mean
-    assert all(r.baseline is None for r in rows if r not in (with_gr, without))
-    comparisons, _ = compare_runs(runs)
-    decisions = {(c.setting, c.spec.name): c.decision for c in comparisons}
+    comparisons, notes = compare_runs(runs)
     assert len(comparisons) == 8  # 4 metrics x the two settings that have both models
-    assert decisions[(with_gr.setting, "psnr/Set5")] == "better"
-    assert decisions[(without.setting, "psnr/Set5")] == "within noise"
+    settings = {c.setting for c in comparisons}
+    with_gr = "model.global_residual=true, protocol=\"basicsr\", scale=4, sets=[\"Set5\", \"Set14\"]"
+    without = "model.global_residual=false, protocol=\"basicsr\", scale=4, sets=[\"Set5\", \"Set14\"]"
+    assert settings == {with_gr, without}
+    # each row's numbers come from its own runs
+    decisions = {(c.setting, c.spec.name): c for c in comparisons}
+    assert decisions[(with_gr, "psnr/Set5")].decision == "better"
+    assert decisions[(without, "psnr/Set5")].decision == "within noise"
+    assert decisions[(without, "psnr/Set5")].delta == 0.0
+    # the three BAM runs without a baseline scored alike: named, with their numbers, never compared
+    unpaired = [n for n in notes if "no baseline run" in n]
+    assert len(unpaired) == 3 and all("psnr/Set5: BAM " in n for n in unpaired)
+    assert {next(part for part in ("y-only", "scale=2", "sets=[\"Set5\"]") if part in n) for n in unpaired} == {
+        "y-only", "scale=2", "sets=[\"Set5\"]"}
 
 
 def test_report_cli_prints_verdicts_and_writes_the_forest_plot(tmp_path, capsys):
@@ -255,7 +257,7 @@ def test_report_cli_prints_verdicts_and_writes_the_forest_plot(tmp_path, capsys)
     assert report_main([str(tmp_path / "runs"), "--group", "g", "--output", str(out), "--resamples", "2000"]) == 0
     printed = capsys.readouterr().out
     assert "BAM better by" in printed and "2,000 resamples, seed 2018" in printed
-    assert (out / "forest.png").is_file() and "forest.png" in (out / "report.md").read_text()
+    assert (out / "forest.png").is_file() and "](forest.png)" in (out / "comparison.md").read_text()
     rows = list(csv.DictReader((out / "comparison.csv").open()))
     assert [r["metric"] for r in rows] == ["psnr/Set5", "ssim/Set5", "psnr/Set14", "ssim/Set14"]
     assert all(float(r["low"]) <= float(r["delta"]) <= float(r["high"]) for r in rows)
@@ -269,14 +271,16 @@ def test_wandb_report_is_built_offline_with_the_table_and_a_filter_that_selects_
 
     from tasks.report.publish import build_wandb_report
 
-    comparison = "| sr | T91 | srresnet | PSNR on Set5 (dB) ↑ | ... | BAM better by 0.42 dB [+0.18, +0.66] |\n"
-    report = build_wandb_report("me/bam", group, "| means |\n", comparison, ["eval/psnr/Set5"], "title")
-    markdown = [b.text for b in report.blocks if isinstance(b, wr.MarkdownBlock)]
-    assert comparison in markdown and "| means |\n" in markdown
+    table = "| T91 | srresnet | BAM | PSNR on Set5 (dB) ↑ | ... | BAM better by 0.42 dB [+0.18, +0.66] |"
+    comparison = f"# title\n\n{table}\n\n![differences with their intervals](forest.png)\n"
+    report = build_wandb_report("me/bam", group, comparison, ["psnr/Set5"], "title")
+    (markdown,) = [b.text for b in report.blocks if isinstance(b, wr.MarkdownBlock)]
+    assert table in markdown and "forest.png" not in markdown  # a local picture W&B does not have
     (grid,) = [b for b in report.blocks if isinstance(b, wr.PanelGrid)]
+    assert [panel.y for panel in grid.panels] == [["eval/psnr/Set5"]]
     (runset,) = grid.runsets
     # The filter string, converted the way the library converts it before saving:
     converted = expr.filters_tree_to_v2(expr.expr_to_filters(runset.filters))
     assert converted["filters"] == [{"key": {"section": "run", "name": "group"}, "op": "=", "value": group,
                                      "disabled": False}]
-    assert build_wandb_report("me/bam", None, "", "", [], "t").blocks[-1].runsets[0].filters == ""
+    assert build_wandb_report("me/bam", None, "", [], "t").blocks[-1].runsets[0].filters == ""

@@ -1,43 +1,44 @@
-"""The comparison report: loading runs from every source, the table's numbers, the files it writes."""
+"""The comparison folder: loading runs, the one table (means over seeds, references, costs), the
+files it writes, the rounding of signed numbers, and a folder of its own for every comparison."""
 
 import csv
-import io
 import json
 import statistics
 
+import numpy as np
 import pytest
 
+from tasks.common.per_sample import save_per_sample
 from tasks.report.__main__ import main as report_main
-from tasks.report.runs import discover_runs
-from tasks.report.table import build_rows, csv_table, markdown_table
-from tasks.report.wandb_offline import find_offline_runs, read_offline_run
+from tasks.report.comparison import comparison_markdown, compare_runs, report_paired_runs, write_comparison
+from tasks.report.formatting import count, signed
+from tasks.report.plots import axis_title, curve_metrics, variant_name
+from tasks.report.runs import _run_from_wandb, discover_runs
+from tasks.report.stats import Interval, verdict
 
-
-def finish_offline(run) -> None:
-    """``run.finish()``, then wait for W&B's writer (another process, which can lag behind finish()
-    on a loaded machine) to have put the run's summary into its log file."""
-    import time
-    from pathlib import Path
-
-    folder = Path(run.dir).parent
-    run.finish()
-    deadline = time.monotonic() + 60
-    while not read_offline_run(folder)["summary"] and time.monotonic() < deadline:
-        time.sleep(0.1)
+SAMPLES = 400
 
 
 def write_run(folder, *, attention, seed, top1, curve, params, macs, arch="wrn28_8", group="exp", **extra):
+    """A finished classification run as the trainer leaves it: summary.json, metrics.jsonl and
+    per_sample.npz, whose samples give exactly the ``top1`` error (in %)."""
     folder.mkdir(parents=True)
+    wrong = round(top1 * SAMPLES / 100)
+    correct1 = np.arange(SAMPLES) >= wrong
+    correct5 = np.arange(SAMPLES) >= wrong // 4
     summary = {
         "task": "classify", "name": folder.name, "group": group, "arch": arch, "attention": attention,
         "dataset": "cifar100", "seed": seed, "config": {"placement": "bottleneck"}, "params": params,
-        "macs": macs, "final": {"top1_err": top1, "top5_err": top1 / 4}, "best": {"top1_err": top1 - 0.1},
-        "primary_metric": "top1_err", "primary_mode": "min", "history_file": "metrics.jsonl", **extra,
+        "macs": macs, "wall_time_s": 100.0 if attention == "none" else 120.0, "status": "completed",
+        "final": {"top1_err": 100 * (1 - correct1.mean()), "top5_err": 100 * (1 - correct5.mean())},
+        "best": {"top1_err": top1 - 0.1}, "primary_metric": "top1_err", "primary_mode": "min",
+        "history_file": "metrics.jsonl", **extra,
     }
     (folder / "summary.json").write_text(json.dumps(summary))
     lines = [json.dumps({"step": step, "split": "eval", "top1_err": value}) for step, value in curve]
     lines.append(json.dumps({"step": 5, "split": "train", "loss": 1.0}))
     (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    save_per_sample(folder, {"index": np.arange(SAMPLES), "top1": correct1, "top5": correct5})
 
 
 @pytest.fixture
@@ -53,20 +54,29 @@ def runs_dir(tmp_path):
     return root
 
 
-def test_table_means_spread_and_overheads(runs_dir):
+def top1_row(runs):
+    comparisons, _ = compare_runs(runs, resamples=500)
+    return next(c for c in comparisons if c.spec.name == "top1_err")
+
+
+def test_one_table_has_means_spread_per_seed_differences_and_costs(runs_dir, tmp_path):
     runs = discover_runs([runs_dir], group="exp")
     assert len(runs) == 4
-    (row,) = build_rows(runs)
-    assert row.variant == "bam" and row.metric == "top1_err" and row.mode == "min"
+    row = top1_row(runs)
+    assert row.variant == "bam" and row.spec.mode == "min"
     assert row.baseline.mean == pytest.approx(21.5) and row.baseline.n == 2
     assert row.baseline.std == pytest.approx(statistics.stdev([21.0, 22.0]))
-    assert row.value.mean == pytest.approx(19.75)
-    assert row.delta == pytest.approx(-1.75) and row.improved  # lower error is better
-    text = markdown_table([row])
-    assert "21.50 ± 0.71 (n=2)" in text and "-1.75 ✓" in text
-    assert "23.40M → 23.42M (+0.09%)" in text and "3.00G → 3.03G (+1.00%)" in text
-    record = next(csv.DictReader(io.StringIO(csv_table([row]))))
+    assert row.value.mean == pytest.approx(19.75) and row.delta == pytest.approx(-1.75)
+    assert [r.delta for r in row.per_seed] == [pytest.approx(-1.0), pytest.approx(-2.5)]
+    text = write_comparison(runs, tmp_path / "out", "t", resamples=500)
+    assert "21.50 ± 0.71 (n=2)" in text and "| -1.75 |" in text and "s0: -1.00, s1: -2.50" in text
+    assert "parameters 23.400M → 23.420M (+0.09%), MACs 3.000G → 3.030G (+1.00%), wall time 100 s → 120 s " \
+           "(+20.00%), mean per run" in text
+    assert text.count("| top-1 error (pts) ↓ |") == 1  # one table: no second one about the same runs
+    record = next(csv.DictReader((tmp_path / "out" / "comparison.csv").open()))
     assert float(record["delta"]) == pytest.approx(-1.75) and record["variant_n"] == "2"
+    assert (record["baseline_params"], record["variant_params"]) == ("23400000", "23420000")
+    assert sorted(json.loads(record["variant_runs"])) == [str(runs_dir / "bam-0"), str(runs_dir / "bam-1")]
 
 
 def test_ablation_rows_stay_apart_with_the_papers_figures(tmp_path):
@@ -77,30 +87,41 @@ def test_ablation_rows_stay_apart_with_the_papers_figures(tmp_path):
         write_run(root / row, attention=attention, seed=0, top1=top1, curve=[(5, top1)], params=1, macs=1,
                   variant=variant, experiment={"table": "table1a", "row": row, "label": f"row {row}",
                                                "paper": {"top1_err": paper}})
-    table = build_rows(discover_runs([root]))
-    assert [(r.variant, r.label) for r in table] == [("bam", "row d4"), ("bam(dilation=1)", "row d1")]
-    assert [r.delta for r in table] == [pytest.approx(-1.5), pytest.approx(-0.5)]
-    assert table[1].paper == (18.18, 17.24)
-    text = markdown_table(table)
-    assert "paper (baseline → variant)" in text and "18.18 → 17.24" in text and "| row d1 |" in text
+    comparisons, _ = compare_runs(discover_runs([root]), resamples=200)
+    top1 = [c for c in comparisons if c.spec.name == "top1_err"]
+    assert [(c.variant, c.label) for c in top1] == [("bam", "row d4"), ("bam(dilation=1)", "row d1")]
+    assert [c.delta for c in top1] == [pytest.approx(-1.5), pytest.approx(-0.5)]
+    assert top1[1].reference == ("paper", 18.18, 17.24)
+    text = comparison_markdown(comparisons)
+    assert "| reference |" in text and "paper 18.18 → 17.24" in text and "| row d1 |" in text
+    top5 = next(c for c in comparisons if c.spec.name == "top5_err")
+    assert top5.reference == ("", None, None) and "| – |" in text  # the paper has no figure for it
 
 
-def test_best_metrics_and_group_filter(runs_dir):
-    (row,) = build_rows(discover_runs([runs_dir], group="exp"), which="best")
-    assert row.baseline.mean == pytest.approx(21.4)
+def test_runs_without_a_reference_get_no_reference_column(runs_dir):
+    comparisons, _ = compare_runs(discover_runs([runs_dir], group="exp"), resamples=200)
+    assert "reference" not in comparison_markdown(comparisons)
+
+
+def test_group_filter(runs_dir):
+    assert {r.group for r in discover_runs([runs_dir], group="exp")} == {"exp"}
     with pytest.raises(FileNotFoundError, match="group 'missing'"):
         discover_runs([runs_dir], group="missing")
 
 
-def test_cli_writes_markdown_csv_and_curves(runs_dir, tmp_path, capsys):
+def test_cli_writes_the_comparison_folder(runs_dir, tmp_path, capsys):
     out = tmp_path / "report"
-    assert report_main([str(runs_dir), "--group", "exp", "--output", str(out)]) == 0
-    assert "| classify | cifar100 | wrn28_8 |" in capsys.readouterr().out
-    assert (out / "report.csv").is_file()
-    markdown = (out / "report.md").read_text()
+    assert report_main([str(runs_dir), "--group", "exp", "--output", str(out), "--resamples", "300"]) == 0
+    assert "| cifar100 | wrn28_8 | BAM | top-1 error (pts) ↓ |" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.csv", "comparison.md",
+                                                     "curves_classify_cifar100_wrn28_8.png", "forest.png"]
+    markdown = (out / "comparison.md").read_text()
     png = out / "curves_classify_cifar100_wrn28_8.png"
-    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert png.name in markdown
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({png.name})" in markdown
+    # the same folder written again for other runs keeps no picture of the first ones
+    (out / "curves_classify_cifar10_resnet.png").write_bytes(png.read_bytes())
+    assert report_main([str(runs_dir), "--group", "exp", "--output", str(out), "--resamples", "300"]) == 0
+    assert not (out / "curves_classify_cifar10_resnet.png").exists()
 
 
 def test_cli_reports_missing_folder(tmp_path, capsys):
@@ -108,42 +129,17 @@ def test_cli_reports_missing_folder(tmp_path, capsys):
     assert "nope does not exist" in capsys.readouterr().err
 
 
-def test_reads_wandb_offline_runs(tmp_path, monkeypatch):
-    wandb = pytest.importorskip("wandb")
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    for attention, value in [("none", 30.0), ("bam", 30.5)]:
-        run = wandb.init(project="bam", dir=str(tmp_path), group="sr-test", job_type="sr",
-                         config={"task": "sr", "arch": "srresnet", "dataset": "t91",
-                                 "attention": attention, "seed": 0,
-                                 "primary_metric": "Set5/psnr", "primary_mode": "max"})
-        for step, psnr in [(1, value - 1), (2, value)]:
-            run.log({"eval/Set5/psnr": psnr}, step=step)
-        run.summary["final/Set5/psnr"] = value
-        run.summary["params"] = 1_500_000
-        finish_offline(run)
-    folders = find_offline_runs(tmp_path)
-    assert len(folders) == 2
-    raw = read_offline_run(folders[0])
-    assert raw["group"] == "sr-test" and raw["config"]["arch"] == "srresnet"
-    runs = discover_runs([tmp_path])
-    (row,) = build_rows(runs)
-    assert row.baseline.mean == pytest.approx(30.0) and row.value.mean == pytest.approx(30.5)
-    assert sorted(r.curve("Set5/psnr")[1][-1] for r in runs) == [30.0, 30.5]
-
-
 def test_axis_titles_name_the_metric_and_its_unit():
-    from tasks.report.plots import axis_title
-
     assert axis_title("psnr/Set5") == "PSNR on Set5 (dB)"
     assert axis_title("ssim/Set14") == "SSIM on Set14"
     assert axis_title("top1_err") == "top-1 error (%)"
-    assert axis_title("loss") == "loss"
+    assert axis_title("loss") == "evaluation loss" and axis_title("AP_small") == "AP_small"
 
 
 def test_a_run_reached_twice_counts_once(runs_dir):
     runs = discover_runs([runs_dir, runs_dir / "base-0", str(runs_dir) + "/../runs"], group="exp")
     assert len(runs) == 4
-    (row,) = build_rows(runs)
+    row = top1_row(runs)
     assert row.baseline.n == 2 and row.value.n == 2
 
 
@@ -160,35 +156,15 @@ def test_a_line_cut_by_a_kill_is_skipped_and_a_bad_file_is_named(runs_dir):
         discover_runs([runs_dir / "bam-1"])
 
 
-def test_a_resumed_wandb_offline_run_is_one_run(tmp_path, monkeypatch):
-    wandb = pytest.importorskip("wandb")
-    import time
-
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    config = {"task": "sr", "arch": "srresnet", "dataset": "t91", "attention": "bam", "seed": 0,
-              "primary_metric": "Set5/psnr", "primary_mode": "max"}
-    # first attempt: killed after step 3 (its last checkpoint was at step 2); the resume redoes step 3
-    for steps, final in (([1, 2, 3], None), ([3, 4], 31.0)):
-        run = wandb.init(project="bam", dir=str(tmp_path), id="resumed1", resume="allow", config=config)
-        for step in steps:
-            run.log({"eval/Set5/psnr": 20.0 + step + (0.5 if final else 0.0)}, step=step)
-        if final:
-            run.summary["final/Set5/psnr"] = final
-        finish_offline(run)
-        time.sleep(1.1)  # offline folders are named by the second they started
-    assert len(find_offline_runs(tmp_path)) == 2
-    (run,) = discover_runs([tmp_path])
-    assert run.metric("Set5/psnr") == 31.0
-    assert run.curve("Set5/psnr") == ([1, 2, 3, 4], [21.0, 22.0, 23.5, 24.5])
-
-
-def test_overheads_keep_their_sign_and_variant_names_their_options():
-    from tasks.report.plots import variant_name
-    from tasks.report.table import _overhead
-
-    assert _overhead((2_000_000, 1_900_000), 1e6, "M") == "2.00M → 1.90M (-5.00%)"
-    assert _overhead((2_000_000, 2_100_000), 1e6, "M") == "2.00M → 2.10M (+5.00%)"
+def test_signed_numbers_follow_one_rule_in_the_table_and_the_verdict():
+    assert (signed(0.4242, 2), signed(-3e-5, 2), signed(0.0, 2), signed(-0.004, 4)) == \
+        ("+0.42", "-3e-05", "+0.00", "-0.0040")
+    assert (count(5), count(50_000), count(1_547_011), count(2_227_000_000), count(None)) == \
+        ("5", "50,000", "1.547M", "2.227G", "–")
     assert variant_name("bam(dilation=1)") == "BAM(dilation=1)" and variant_name("bam-c") == "BAM-C"
+    # A bound just below 0 reads the same in the interval column and in the verdict.
+    words = verdict(-0.0017, Interval(-0.0034, -3e-5, 0.95, 1000, 0, "images"), "max", "", "BAM", 2)
+    assert words == "BAM worse by 0.002 [-0.003, -3e-05]"
 
 
 def test_interrupted_and_failed_runs_are_not_seeds(runs_dir, capsys):
@@ -198,7 +174,7 @@ def test_interrupted_and_failed_runs_are_not_seeds(runs_dir, capsys):
               macs=3_030_000_000, status="failed: non-finite loss")
     write_run(runs_dir / "bam-4", attention="bam", seed=4, top1=19.0, curve=[(10, 39.0), (20, 19.0)],
               params=23_420_000, macs=3_030_000_000, status="completed")
-    (row,) = build_rows(discover_runs([runs_dir], group="exp"))
+    row = top1_row(discover_runs([runs_dir], group="exp"))
     assert row.value.n == 3 and row.value.mean == pytest.approx((20.0 + 19.5 + 19.0) / 3)
     err = capsys.readouterr().err
     assert "bam-2 (status 'interrupted')" in err and "bam-3 (status 'failed: non-finite loss')" in err
@@ -206,29 +182,36 @@ def test_interrupted_and_failed_runs_are_not_seeds(runs_dir, capsys):
         discover_runs([runs_dir / "bam-2"])
 
 
-def test_a_torn_wandb_log_keeps_the_records_before_the_tear(tmp_path, monkeypatch):
-    wandb = pytest.importorskip("wandb")
-    import shutil
+def test_every_paired_run_gets_a_comparison_folder_of_its_own(runs_dir, tmp_path, capsys):
+    first = [runs_dir / "base-0", runs_dir / "bam-0"]
+    second = [runs_dir / "base-1", runs_dir / "bam-1"]
+    out = tmp_path / "out"
+    assert report_paired_runs(first, out, "exp", "first") == out / "exp-comparison"
+    before = (out / "exp-comparison" / "comparison.md").read_text()
+    assert report_paired_runs(second, out, "exp", "second") == out / "exp-comparison-2"
+    assert (out / "exp-comparison" / "comparison.md").read_text() == before  # the first is kept
+    assert "# second" in (out / "exp-comparison-2" / "comparison.md").read_text()
+    captured = capsys.readouterr()
+    assert "holds the comparison of other runs; writing this one to" in captured.err
+    assert f"written to {out / 'exp-comparison-2'}" in captured.out  # says where it went
+    # the same runs again (a resumed paired run): their own comparison is rewritten in place
+    assert report_paired_runs(second, out, "exp", "second again") == out / "exp-comparison-2"
+    assert not (out / "exp-comparison-3").exists()
 
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    run = wandb.init(project="bam", dir=str(tmp_path / "whole"), config={"task": "sr"})
-    values = [step + 0.123456789 for step in range(40)]
-    for step, value in enumerate(values):
-        run.log({"eval/psnr": value}, step=step)
-    finish_offline(run)
-    (folder,) = find_offline_runs(tmp_path / "whole")
-    full = read_offline_run(folder)["history"]
-    assert [row["eval/psnr"] for row in full] == values
-    log = next(folder.glob("run-*.wandb"))
-    data = log.read_bytes()
-    marker = data.index(b"25.123456789")
-    cut_short = data[:len(data) * 2 // 3]  # a write cut off by a kill
-    # a record whose bytes were damaged: it still parses (as 27.12...), only its CRC tells
-    damaged = data[:marker] + b"27" + data[marker + 2:]
-    for name, content in (("cut", cut_short), ("damaged", damaged)):
-        torn = tmp_path / name / folder.name
-        shutil.copytree(folder, torn)
-        (torn / log.name).write_bytes(content)
-        history = read_offline_run(torn)["history"]
-        assert 0 < len(history) < 40 and history == full[:len(history)], name
-    assert len(history) == 25  # read up to the damaged record, none after it
+
+def test_a_run_fetched_from_the_wandb_api_reads_like_its_folder():
+    # what the W&B API gives for a run the trainer logged: flat "final/..." summary keys, history
+    # rows of training ("train/...") and evaluation ("eval/...") under "_step"
+    run = _run_from_wandb({
+        "id": "abc", "name": "sr-bam", "group": "g", "folder": "https://wandb.ai/me/bam/runs/abc",
+        "per_sample_file": "",
+        "config": {"task": "sr", "arch": "srresnet", "dataset": "T91", "attention": "bam", "seed": 0,
+                   "primary_metric": "psnr/Set5", "primary_mode": "max"},
+        "summary": {"final/psnr/Set5": 30.5, "best/psnr/Set5": 30.6, "steps": 200, "_runtime": 9.0},
+        "history": [{"_step": 100, "train/loss": 0.1}, {"_step": 100, "eval/psnr/Set5": 29.5},
+                    {"_step": 200, "eval/psnr/Set5": 30.5, "eval/ssim/Set5": 0.85, "eval/num_images": 5}],
+    })
+    assert (run.network, run.attention, run.group, run.steps) == (("sr", "T91", "srresnet"), "bam", "g", 200)
+    assert run.metric("psnr/Set5") == 30.5 and run.metric("psnr/Set5", "best") == 30.6
+    assert run.curve("psnr/Set5") == ([100, 200], [29.5, 30.5])
+    assert curve_metrics([run]) == ["psnr/Set5", "ssim/Set5"]  # what the curves draw: no training loss, no count

@@ -4,6 +4,7 @@ The runs are tiny (SRResNet with 2 blocks of 8 channels, 24x24 HR patches, a few
 crops of real photographs (scikit-image's bundled samples) written as PNG files.
 """
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -16,7 +17,6 @@ from safetensors.torch import load_file
 
 from tasks.data.embedded import embedded_sr_images
 from tasks.report.runs import discover_runs
-from tasks.report.wandb_offline import find_offline_runs, read_offline_run
 from tasks.sr import evaluate as sr_evaluate
 from tasks.sr import train as sr_train
 from tasks.sr import upscale as sr_upscale
@@ -263,32 +263,36 @@ def test_paired_run_trains_both_networks_alike_and_compares_them(data, tmp_path,
         assert [r["step"] for r in rows if r["split"] == "eval"] == [2, 4]
         assert list((Path(summary["run_dir"]) / "wandb").glob("offline-run-*"))
     comparison = tmp_path / "sr-quick-x4-gr-comparison"
-    text = (comparison / "sr_comparison.md").read_text()
-    assert "### bench (3 images)" in text and "| bicubic |" in text and "global bicubic residual" in text
-    assert "| SRResNet |" in text and "| SRResNet+BAM |" in text and "**SRResNet+BAM − SRResNet**" in text
-    assert f"{bam['final']['psnr/bench'] - base['final']['psnr/bench']:+.4f}" in text
+    text = (comparison / "comparison.md").read_text()
+    rows = list(csv.DictReader((comparison / "comparison.csv").open()))
+    assert [r["metric"] for r in rows] == ["psnr/bench", "ssim/bench"]
+    psnr = rows[0]
+    assert (psnr["items"], psnr["reference"]) == ("3", "bicubic")
+    assert float(psnr["reference_baseline"]) == pytest.approx(base["reference"]["metrics"]["psnr/bench"])
+    assert float(psnr["delta"]) == pytest.approx(bam["final"]["psnr/bench"] - base["final"]["psnr/bench"])
+    assert "| PSNR on bench (dB) ↑ | 3 | bicubic " in text and "global bicubic residual" in text
     assert "cannot say: whether BAM helps" in text and "after 1,000,000 updates" in text
     gains = [s["final"]["psnr/bench"] - s["reference"]["metrics"]["psnr/bench"] for s in (base, bam)]
     assert ("Not above bicubic" in text) == (min(gains) <= 0)  # never claims more than the numbers
-    assert (comparison / "psnr_curves.png").is_file()
-    panels = sorted((comparison / "samples").glob("*.png"))
-    assert len(panels) == 2
-    with Image.open(panels[0]) as panel:
+    assert "Mean colour error of the final networks on bench" in text and "BAM does better on " in text
+    pictures = sorted(p.relative_to(comparison).as_posix() for p in [*comparison.glob("*.png"),
+                                                                       *comparison.glob("samples/*.png")])
+    panels = [p for p in pictures if p.startswith("samples/")]
+    assert len(pictures) == 5 and len(panels) == 2 and "forest.png" in pictures
+    assert {p.split("_")[0] for p in pictures} == {"curves", "per", "forest.png", "samples/sr"}
+    assert all(f"]({p})" in text for p in pictures)
+    with Image.open(comparison / panels[0]) as panel:
         assert panel.width == 4 * 36 + 3 * 4  # bicubic | SRResNet | SRResNet+BAM | HR, 36 px each
-    assert str(comparison) in capsys.readouterr().out  # the last lines say where it is
-    # The comparison is a W&B run of the group too: its table and pictures, its Markdown files.
-    (logged,) = find_offline_runs(comparison / "wandb")
-    record = read_offline_run(logged)
-    assert (record["job_type"], record["group"]) == ("comparison", "sr-quick-x4-gr")
-    (history,) = record["history"]
-    kinds = {key.rpartition("/")[0]: value for key, value in history.items() if key.endswith("/_type")}
-    assert kinds.pop("comparison/differences") == "table-file"
-    rows = len((comparison / "comparison.csv").read_text().splitlines()) - 1
-    assert history["comparison/differences/nrows"] == rows and rows > 0
-    assert set(kinds) == {"comparison/forest", "comparison/psnr_curves",
-                          *(f"comparison/samples/{p.stem}" for p in panels)}
-    assert set(kinds.values()) == {"image-file"}
-    assert {"comparison.md", "sr_comparison.md"} <= {p.name for p in (logged / "files").glob("*.md")}
+    assert f"written to {comparison}" in capsys.readouterr().out  # the last lines say where it is
+    # The comparison is a W&B run of the group too: its table, every picture, comparison.md.
+    (logged,) = (comparison / "wandb").glob("offline-run-*")
+    media = logged / "files" / "media"
+    logged_pictures = {p.relative_to(media / "images" / "comparison").as_posix().rsplit("_0_", 1)[0]
+                       for p in media.rglob("*.png")}
+    assert logged_pictures == {p[:-len(".png")] for p in pictures}
+    (table,) = (media / "table" / "comparison").glob("differences_*.table.json")
+    assert len(json.loads(table.read_text())["data"]) == len(rows)
+    assert (logged / "files" / "comparison.md").is_file()
     # ... and the report of the folder still compares the two training runs only.
     assert sorted(run.attention for run in discover_runs([tmp_path])) == ["bam", "none"]
 

@@ -1,23 +1,36 @@
-"""Validation curves of baseline and attention runs on one axis (PNG)."""
+"""The pictures of a comparison (PNG): validation curves, the forest plot of the differences, and
+per-image scores of two models against each other."""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from tasks.report.runs import BASELINE, Run, group_comparable, setting_labels
+from tasks.report.formatting import count, signed
 
 # Baseline in grey, BAM in the colour people associate with "ours"; other variants after.
 _COLOURS = {BASELINE: "#555555", "bam": "#d62728", "bam-c": "#ff7f0e", "bam-released": "#9467bd",
             "se": "#1f77b4", "cbam": "#2ca02c"}
+_REFERENCE_COLOUR = "#1f77b4"
 
 
 # Axis titles for the tasks' primary metrics; others are shown by name.
 _AXIS_TITLES = {"top1_err": "top-1 error (%)", "top5_err": "top-5 error (%)", "miou": "mIoU",
-                "pixel_acc": "pixel accuracy", "mAP": "box mAP@[.5:.95]"}
+                "pixel_acc": "pixel accuracy", "mAP": "box mAP@[.5:.95]", "loss": "evaluation loss"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def axis_title(metric: str) -> str:
@@ -35,6 +48,11 @@ def variant_name(variant: str) -> str:
     return name.upper() + paren + options
 
 
+def line_label(variant: str) -> str:
+    return "baseline" if variant == BASELINE else f"+{variant_name(variant)}"
+
+
+# -- validation curves -----------------------------------------------------------------------------
 def _mean_curve(runs: Sequence[Run], metric: str):
     """Mean over seeds at the steps every run evaluated, with the min-max band."""
     curves = [run.curve(metric) for run in runs]
@@ -49,50 +67,108 @@ def _mean_curve(runs: Sequence[Run], metric: str):
     return np.array(common), table.mean(0), table.min(0), table.max(0), len(curves)
 
 
-def plot_curves(runs: Sequence[Run], out_dir: Path, metric: str | None = None) -> list[Path]:
-    """One PNG per network; returns the files written."""
-    import matplotlib
+# What evaluations record beside their metrics: how much was scored, not how well.
+_NOT_METRICS = frozenset({"step", "split", "num_images", "classes_present"})
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    labels = setting_labels(runs)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written, per_network = [], defaultdict(int)
-    for comparable, variants in group_comparable(runs).items():
-        (task, dataset, arch), setting = comparable[0], labels.get(comparable, "")
-        per_network[comparable[0]] += 1  # a second setting of a network gets its own file
-        name = metric or next(iter(variants.values()))[0].primary_metric
-        fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-        drawn = False
+def curve_metrics(runs: Sequence[Run]) -> list[str]:
+    """Every metric the runs' evaluations recorded, in the order the first evaluation lists them."""
+    names = {}
+    for run in runs:
+        for row in run.history:
+            names.update({k: None for k, v in row.items()
+                          if k not in _NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool)})
+    return list(names)
+
+
+def _grid(metrics: Sequence[str]) -> tuple[int, int]:
+    """Rows and columns of the panels: SR's ``psnr/Set5``, ``ssim/Set5``, ``psnr/Set14``... as one
+    row per kind and one column per set; any other list three panels to a row."""
+    kinds = {m.partition("/")[0] for m in metrics}
+    places = {m.partition("/")[2] for m in metrics}
+    if all("/" in m for m in metrics) and len(kinds) * len(places) == len(metrics):
+        return len(kinds), len(places)
+    columns = min(3, len(metrics))
+    return math.ceil(len(metrics) / columns), columns
+
+
+def _ordered(metrics: Sequence[str]) -> list[str]:
+    kinds = list(dict.fromkeys(m.partition("/")[0] for m in metrics))
+    places = list(dict.fromkeys(m.partition("/")[2] for m in metrics))
+    if _grid(metrics) == (len(kinds), len(places)) and all("/" in m for m in metrics):
+        return [f"{kind}/{place}" for kind in kinds for place in places]
+    return list(metrics)
+
+
+def plot_network_curves(variants: Mapping[str, Sequence[Run]], path: Path, title: str) -> Path | None:
+    """One panel per evaluated metric: the mean over seeds of each model's curve, the min-max band
+    over seeds, and the reference (e.g. bicubic) as a dashed line where the runs record one."""
+    runs = [run for group in variants.values() for run in group]
+    metrics = _ordered(curve_metrics(runs))
+    if not metrics:
+        return None
+    plt = _pyplot()
+    rows, columns = _grid(metrics)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.4 * rows + 0.5), dpi=120, squeeze=False)
+    last_step = max((step for run in runs for step in run.curve(metrics[0])[0]), default=0)
+    last_step = max([last_step, *(int(run.steps or 0) for run in runs)])
+    reference = next((run.reference for run in runs if run.reference.get("metrics")), {})
+    for ax, metric in zip(axes.flat, metrics):
         for variant in sorted(variants, key=lambda v: (v != BASELINE, v)):
-            curve = _mean_curve(variants[variant], name)
+            curve = _mean_curve(variants[variant], metric)
             if curve is None:
                 continue
             steps, mean, low, high, n = curve
-            colour = _COLOURS.get(variant, None)
-            label = ("baseline" if variant == BASELINE else f"+{variant_name(variant)}") + (f" (n={n})" if n > 1 else "")
-            (line,) = ax.plot(steps, mean, marker="o" if len(steps) < 30 else None, ms=3, color=colour, label=label)
+            label = line_label(variant) + (f" (n={n})" if n > 1 else "")
+            (line,) = ax.plot(steps, mean, marker="o" if len(steps) < 30 else None, ms=3,
+                              color=_COLOURS.get(variant), label=label)
             if n > 1:  # the band in its line's colour, also where the colour came from matplotlib's cycle
                 ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
-            drawn = True
-        if not drawn:
-            plt.close(fig)
-            continue
-        ax.set_title(f"{arch} on {dataset} ({task})" + (f"\n{setting}" if setting else ""), fontsize=10)
-        ax.set_xlabel("training step")
-        ax.set_ylabel(axis_title(name))
+        value = reference.get("metrics", {}).get(metric)
+        if value is not None:
+            ax.axhline(value, color=_REFERENCE_COLOUR, linestyle="--", linewidth=1, label=reference.get("name"))
+        # One step axis for every panel: a metric scored only at the end is a dot there.
+        ax.set_xlim(0, last_step * 1.04 or 1)
+        ax.set_title(axis_title(metric), fontsize=10)
+        ax.set_xlabel("training step", fontsize=9)
+        ax.ticklabel_format(axis="y", useOffset=False)  # 25.9609, not 0.0009 + 2.596e1
+        ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        suffix = f"_{per_network[comparable[0]]}" if per_network[comparable[0]] > 1 else ""
-        path = out_dir / f"curves_{task}_{dataset}_{arch}{suffix}.png".replace("/", "-")
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
+        ax.legend(fontsize=8)
+    for ax in axes.flat[len(metrics):]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def curves_file(network: tuple[str, str, str], index: int) -> str:
+    """``curves_<task>_<dataset>_<arch>.png``; a second setting of a network gets ``_2``."""
+    task, dataset, arch = network
+    return f"curves_{task}_{dataset}_{arch}{f'_{index}' if index > 1 else ''}.png".replace("/", "-")
+
+
+def network_title(network: tuple[str, str, str], setting: str) -> str:
+    task, dataset, arch = network
+    return f"{arch} on {dataset} ({task})" + (f"\n{setting}" if setting else "")
+
+
+def plot_curves(runs: Sequence[Run], out_dir: Path) -> list[Path]:
+    """The curves of every network (and setting) of ``runs``, one PNG each; returns the files."""
+    labels = setting_labels(runs)
+    written, per_network = [], defaultdict(int)
+    for comparable, variants in group_comparable(runs).items():
+        per_network[comparable[0]] += 1
+        path = plot_network_curves(variants, out_dir / curves_file(comparable[0], per_network[comparable[0]]),
+                                   network_title(comparable[0], labels.get(comparable, "")))
+        written += [path] if path else []
     return written
 
 
+# -- forest plot -----------------------------------------------------------------------------------
 # Verdict colours of the forest plot: what a reader should see first.
 _DECISION_COLOURS = {"better": "#2ca02c", "worse": "#d62728", "within noise": "#7f7f7f"}
 
@@ -100,7 +176,7 @@ _DECISION_COLOURS = {"better": "#2ca02c", "worse": "#d62728", "within noise": "#
 def _forest_label(comparison) -> str:
     c = comparison
     arrow = "↑" if c.spec.mode == "max" else "↓"
-    items = f"{c.items:,} {'samples' if c.network[0] == 'classify' else 'images'}"
+    items = f"{count(c.items)} {'samples' if c.network[0] == 'classify' else 'images'}"
     seeds = f", {c.value.n} seeds" if c.value.n > 1 else ""
     return f"{c.spec.label} {arrow} ({items}{seeds})\n{c.network_label}, {c.network[1]}: +{variant_name(c.variant)}"
 
@@ -110,11 +186,7 @@ def plot_forest(comparisons, path: Path, title: str = "") -> Path | None:
     unit (dB, pts, AP, SSIM), a zero line, colours by verdict, the numbers on the right."""
     if not comparisons:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     units: dict[str, list] = defaultdict(list)
     for comparison in comparisons:
         units[comparison.spec.unit].append(comparison)
@@ -147,8 +219,9 @@ def _forest_panel(ax, rows, unit: str) -> None:
     ax.set_ylim(-0.7, len(rows) - 0.3)
     right = ax.twinx()  # the numbers beside each row: nobody has to read them off the axis
     right.set_ylim(ax.get_ylim())
-    right.set_yticks(positions, [f"{c.delta:+.{c.spec.digits}f} [{c.interval.low:+.{c.spec.digits}f}, "
-                                 f"{c.interval.high:+.{c.spec.digits}f}]" for c in rows], fontsize=8)
+    digits = [c.spec.digits for c in rows]
+    right.set_yticks(positions, [f"{signed(c.delta, d)} [{signed(c.interval.low, d)}, {signed(c.interval.high, d)}]"
+                                 for c, d in zip(rows, digits)], fontsize=8)
     low = min(min(c.interval.low for c in rows), 0.0)
     high = max(max(c.interval.high for c in rows), 0.0)
     margin = 0.08 * (high - low) or 1e-3
@@ -159,3 +232,75 @@ def _forest_panel(ax, rows, unit: str) -> None:
     ax.set_xlabel(f"Δ = variant − baseline ({unit or 'SSIM'}); 95% bootstrap interval over {' / '.join(kinds)}",
                   fontsize=9)
     ax.grid(axis="x", alpha=0.3)
+
+
+# -- per-image scores ------------------------------------------------------------------------------
+_SET_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+
+
+def plot_per_image(scores: Mapping[str, Mapping[str, tuple]], path: Path, title: str, metric: str = "PSNR",
+                   unit: str = "dB", named: int = 3) -> Path:
+    """``scores[variant][set] = (names, baseline values, variant values)``, one point per image.
+
+    One row per variant. Left: the variant's score against the baseline's, the diagonal drawn
+    (above it: the variant does better on that image). Right: the same points with the diagonal
+    turned flat, the difference against the baseline's score, so that differences far smaller
+    than the spread of image difficulty can be seen; the ``named`` largest gains (above) and
+    losses (below) are labelled with the image's name.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(scores), 2, figsize=(11.0, 4.6 * len(scores) + 0.4), dpi=120, squeeze=False)
+    for (left, right), (variant, sets) in zip(axes, scores.items()):
+        name = variant_name(variant)
+        every = np.concatenate([np.concatenate([base, var]) for _, base, var in sets.values()])
+        low, high = every.min(), every.max()
+        margin = 0.04 * (high - low) or 0.5
+        deltas = []
+        for colour, (set_name, (names, base, var)) in zip(_SET_COLOURS * 4, sets.items()):
+            label = f"{set_name} ({len(names)})"
+            left.scatter(base, var, s=18, color=colour, alpha=0.8, label=label, edgecolors="none")
+            right.scatter(base, var - base, s=18, color=colour, alpha=0.8, label=label, edgecolors="none")
+            deltas += [(float(v - b), float(b), f"{set_name}/{n}") for n, b, v in zip(names, base, var)]
+        left.plot([low - margin, high + margin], [low - margin, high + margin], color="black", linewidth=1,
+                  linestyle="--", label="equal")
+        left.set_xlim(low - margin, high + margin)
+        left.set_ylim(low - margin, high + margin)
+        left.set_aspect("equal")
+        left.set_xlabel(f"baseline {metric} ({unit})", fontsize=9)
+        left.set_ylabel(f"{name} {metric} ({unit})", fontsize=9)
+        left.set_title(f"{name} against baseline, one point per image", fontsize=10)
+        left.legend(fontsize=8, loc="upper left")
+        right.axhline(0.0, color="black", linewidth=1, linestyle="--")
+        _name_extremes(right, sorted(deltas), named)
+        right.set_xlabel(f"baseline {metric} ({unit})", fontsize=9)
+        right.set_ylabel(f"{metric} difference, {name} − baseline ({unit})", fontsize=9)
+        right.set_title(f"difference per image (above 0: {name} better)", fontsize=10)
+        for ax in (left, right):
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=8)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _name_extremes(ax, deltas: Sequence[tuple[float, float, str]], named: int) -> None:
+    """Label the ``named`` largest gains in rows above the cloud and the largest losses in rows
+    below it, one row each (the extremes often lie close together), a line to each point; sorted
+    ``(difference, x, name)`` rows, a set of fewer than 2 x named images labelled once each."""
+    values = [d for d, _, _ in deltas]
+    spread = (max(values) - min(values)) or 1.0
+    ax.set_ylim(min(values) - 0.35 * spread, max(values) + 0.35 * spread)  # room for the rows
+    middle = np.mean(ax.get_xlim())
+    shown = set()
+    for top, rows in ((True, deltas[::-1][:named]), (False, deltas[:named])):
+        for rank, (delta, x, label) in enumerate(rows):
+            if label in shown:
+                continue
+            shown.add(label)
+            row = 0.96 - 0.07 * rank if top else 0.04 + 0.07 * rank
+            ax.annotate(label, (x, delta), xytext=(x, row), textcoords=("data", "axes fraction"), fontsize=7,
+                        va="center", ha="left" if x < middle else "right",
+                        arrowprops={"arrowstyle": "-", "color": "#999999", "linewidth": 0.6})

@@ -10,7 +10,6 @@ from typing import Sequence
 
 from tasks.common.tracking import Tracker
 from tasks.report.runs import COMPARISON_JOB
-from tasks.report.table import Row
 
 
 def group_filter(group: str | None) -> str:
@@ -20,47 +19,39 @@ def group_filter(group: str | None) -> str:
     return f"Group = {group!r}" if group else ""
 
 
-def build_wandb_report(project_path: str, group: str | None, table_markdown: str, comparison_markdown: str,
-                       metrics: Sequence[str], title: str):
-    """The W&B Report (not saved): the means table, the paired comparison with its intervals and
-    verdicts, and the validation curves of the group's runs."""
+def build_wandb_report(project_path: str, group: str | None, comparison_markdown: str, metrics: Sequence[str],
+                       title: str):
+    """The W&B Report (not saved): the comparison (``comparison.md`` without its local pictures)
+    and the validation curves of the group's runs, one panel per metric."""
     try:
         import wandb_workspaces.reports.v2 as wr
     except ImportError as error:
-        raise ValueError("--wandb-report needs the W&B reports library: pip install -e '.[reports]' (wandb-workspaces)") from error
+        raise ValueError("--wandb-report needs the W&B reports library: "
+                         "pip install -e '.[reports]' (wandb-workspaces)") from error
     entity, _, project = project_path.partition("/")
     if not entity or not project:
         raise ValueError(f"--wandb-report takes ENTITY/PROJECT, got {project_path!r}")
     runset = wr.Runset(entity=entity, project=project, name=group or "all runs", filters=group_filter(group))
-    panels = [wr.LinePlot(x="Step", y=[name], title=name) for name in metrics]
+    panels = [wr.LinePlot(x="Step", y=[f"eval/{name}"], title=name) for name in metrics]
     report = wr.Report(entity=entity, project=project, title=title,
                        description="Baseline vs BAM, made by python -m tasks.report")
-    report.blocks = [
-        wr.H1("Baseline vs BAM"),
-        wr.MarkdownBlock(text=table_markdown),
-        wr.H2("Is the difference bigger than the noise?"),
-        wr.MarkdownBlock(text=comparison_markdown),
-        wr.PanelGrid(runsets=[runset], panels=panels),
-    ]
+    text = "\n".join(line for line in comparison_markdown.splitlines() if not line.startswith("!["))
+    report.blocks = [wr.MarkdownBlock(text=text), wr.PanelGrid(runsets=[runset], panels=panels)]
     return report
 
 
-def create_wandb_report(project_path: str, group: str | None, table_markdown: str, comparison_markdown: str,
-                        metrics: Sequence[str], title: str) -> str:  # pragma: no cover - needs a network
+def create_wandb_report(project_path: str, group: str | None, comparison_markdown: str, metrics: Sequence[str],
+                        title: str) -> str:  # pragma: no cover - needs a network
     """Create (save) the :func:`build_wandb_report` report; return its URL."""
-    report = build_wandb_report(project_path, group, table_markdown, comparison_markdown, metrics, title)
+    report = build_wandb_report(project_path, group, comparison_markdown, metrics, title)
     report.save()
     return report.url
 
 
-def rows_metrics(rows: Sequence[Row]) -> list[str]:
-    """The metric names the curves should show, in table order, without repeats."""
-    return list(dict.fromkeys(f"eval/{row.metric}" for row in rows))
-
-
 def log_comparison(folder: Path, run_dirs: Sequence[Path], group: str, task: str, project: str, mode: str) -> None:
     """Log a paired run's comparison folder as one W&B run of the group (job type "comparison"):
-    the differences table, its pictures (forest plot, curves, samples) and its Markdown files."""
+    the table (``comparison.csv``), every picture (forest plot, curves, per-image picture, panels)
+    and ``comparison.md``."""
     if mode == "disabled" or not folder.is_dir():
         return
     config = {"task": task, "group": group, "compared_runs": [str(d) for d in run_dirs]}

@@ -1,22 +1,22 @@
-"""Load finished runs from local run folders, W&B offline folders or the W&B API.
+"""Load finished runs from local run folders or the W&B API.
 
-Every source is turned into the same :class:`Run`, so the table and the plots never care where a
-run came from. The fields follow the run summary every task writes (``summary.json``).
+Both sources are turned into the same :class:`Run`, so the table and the plots never care where a
+run came from. The fields follow the run summary every task writes (``summary.json``); its
+history is the run's ``metrics.jsonl``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from tasks.common.per_sample import PER_SAMPLE_FILE
-from tasks.report.wandb_offline import find_offline_runs, read_offline_run
+from tasks.utils.messages import note
 
-# The job type of the W&B run that holds a paired run's comparison: left out of the runs compared.
+# The job type of the W&B run that holds a paired run's comparison: not a run to compare.
 COMPARISON_JOB = "comparison"
 
 BASELINE = "none"
@@ -63,6 +63,10 @@ class Run:
     paper: dict[str, float] = field(default_factory=dict)  # that row's figures in the paper
     setting: tuple[tuple[str, str], ...] = ()  # what else must match to compare (:func:`comparable_setting`)
     per_sample_file: str = ""  # the final evaluation's per-sample results, where the source has them
+    reference: dict[str, Any] = field(default_factory=dict)  # {"name": "bicubic", "metrics": {...}} (SR)
+    steps: int | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    folder: Path | None = None  # the run folder (checkpoints...), for a local run
 
     @property
     def network(self) -> tuple[str, str, str]:
@@ -89,11 +93,8 @@ class Run:
 
 
 def _lookup(values: dict[str, Any], name: str) -> Any:
-    """Find a metric whether or not a logger prefixed it with ``eval/`` or ``val/``."""
-    for key in (name, f"eval/{name}", f"val/{name}"):
-        if key in values and isinstance(values[key], (int, float)):
-            return values[key]
-    return None
+    value = values.get(name)
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _attention_label(info: dict[str, Any]) -> str:
@@ -196,6 +197,9 @@ def run_from_summary(summary: dict[str, Any], history: list[dict[str, Any]], sou
         label=str(experiment.get("label") or ""),
         paper=dict(experiment.get("paper") or {}),
         setting=comparable_setting(config),
+        reference=dict(summary.get("reference") or {}),
+        steps=get("steps"),
+        config=dict(config),
     )
 
 
@@ -220,6 +224,7 @@ def load_local_run(run_dir: Path) -> Run:
                 history.append(row)
     run = run_from_summary(summary, history, str(run_dir))
     run.per_sample_file = _existing(run_dir / PER_SAMPLE_FILE)
+    run.folder = run_dir
     return run
 
 
@@ -227,12 +232,8 @@ def _existing(path: Path) -> str:
     return str(path) if path.is_file() else ""
 
 
-def load_offline_wandb_run(folder: Path) -> Run:
-    return _run_from_wandb(read_offline_run(folder))
-
-
 def _run_from_wandb(data: dict[str, Any]) -> Run:
-    """A :class:`Run` from a W&B run as ``read_offline_run`` returns it (config, summary, history)."""
+    """A :class:`Run` from a W&B API run (id, name, group, config, summary, history, folder)."""
     summary = {**data["config"], **{k: v for k, v in data["summary"].items() if not k.startswith("_")}}
     summary.setdefault("group", data["group"])
     summary.setdefault("name", data["name"] or data["id"])
@@ -241,32 +242,16 @@ def _run_from_wandb(data: dict[str, Any]) -> Run:
     for part in ("final", "best"):
         if not isinstance(summary.get(part), dict):
             summary[part] = {k[len(part) + 1:]: v for k, v in data["summary"].items() if k.startswith(f"{part}/")}
-    history = [{"step": row.get("_step", row.get("step")), **row} for row in data["history"]]
+    # The trainer logs evaluations to W&B as "eval/<metric>": the history keeps those rows, as
+    # metrics.jsonl holds them.
+    history = []
+    for row in data["history"]:
+        metrics = {key[len("eval/"):]: value for key, value in row.items() if key.startswith("eval/")}
+        if metrics:
+            history.append({"step": row.get("_step"), **metrics})
     run = run_from_summary(summary, history, data["folder"])
-    run.per_sample_file = data.get("per_sample_file") or _existing(Path(data["folder"]) / "files" / PER_SAMPLE_FILE)
+    run.per_sample_file = data["per_sample_file"]
     return run
-
-
-def _merge_resumed(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """One run from the offline folders of one W&B run id, oldest first.
-
-    Offline, every resume of a run starts a new ``offline-run-<time>-<id>`` folder. The later
-    folder's config and summary win; its history replaces the earlier rows from its first step on
-    (a resumed run redoes the steps after its last checkpoint).
-    """
-    merged = dict(parts[0], config=dict(parts[0]["config"]), summary=dict(parts[0]["summary"]),
-                  history=list(parts[0]["history"]))
-    for part in parts[1:]:
-        steps = [row.get("_step") for row in part["history"] if row.get("_step") is not None]
-        if steps:
-            merged["history"] = [row for row in merged["history"]
-                                 if row.get("_step") is None or row["_step"] < min(steps)]
-        merged["history"] += part["history"]
-        merged["config"].update(part["config"])
-        merged["summary"].update(part["summary"])
-        merged.update({key: part[key] or merged[key] for key in ("name", "group", "job_type", "tags")},
-                      folder=part["folder"])
-    return merged
 
 
 def load_api_runs(path: str, group: str | None = None) -> list[Run]:  # pragma: no cover - needs a network
@@ -275,7 +260,6 @@ def load_api_runs(path: str, group: str | None = None) -> list[Run]:  # pragma: 
 
     api = wandb.Api()
     filters = {"group": group} if group else {}
-    # An API run carries what an offline folder does: the same conversion applies.
     return [_run_from_wandb({"id": remote.id, "name": remote.name, "group": remote.group or "",
                                "config": dict(remote.config), "summary": {k: v for k, v in remote.summary.items()},
                                "history": list(remote.scan_history()), "folder": remote.url,
@@ -294,43 +278,29 @@ def _download_per_sample(remote) -> str:  # pragma: no cover - needs a network
 
 
 def discover_runs(paths: Iterable[str | Path], group: str | None = None) -> list[Run]:
-    """Load every run found under ``paths``; local summaries win over their own W&B folders.
-
-    A run reached through several of ``paths`` (a folder and its parent) is read once, and the
-    offline folders of one resumed W&B run are merged into one run, so that neither counts as
-    another seed.
-    """
+    """Load every finished run found under ``paths`` (folders holding a ``summary.json``). A run
+    reached through several of ``paths`` (a folder and its parent) is read once, so that it never
+    counts as another seed."""
     paths = [Path(path) for path in paths]
-    local_dirs: dict[Path, None] = {}
-    offline: dict[Path, None] = {}
+    run_dirs: dict[Path, None] = {}
     for path in paths:
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist (expected a run folder or a folder of runs)")
         found = [path / "summary.json"] if (path / "summary.json").is_file() else path.rglob("summary.json")
-        local_dirs.update(dict.fromkeys(sorted(p.parent.resolve() for p in found)))
-        offline.update(dict.fromkeys(folder.resolve() for folder in find_offline_runs(path)))
-    runs = [load_local_run(d) for d in local_dirs]
-    by_id: dict[str, list[dict[str, Any]]] = {}
-    for folder in sorted(offline, key=lambda f: f.name):  # offline-run-<time>-<id>: oldest first
-        if any(d in folder.parents for d in local_dirs):
-            continue  # already read from summary.json
-        data = read_offline_run(folder)
-        if data["job_type"] == COMPARISON_JOB:
-            continue  # a paired run's comparison, not a run to compare
-        by_id.setdefault(data["id"] or str(folder), []).append(data)
-    runs += [_run_from_wandb(_merge_resumed(parts)) for parts in by_id.values()]
+        run_dirs.update(dict.fromkeys(sorted(p.parent.resolve() for p in found)))
+    runs = [load_local_run(d) for d in run_dirs]
     if group:
         runs = [r for r in runs if r.group == group]
     finished = []
     for run in runs:
         why = unfinished_reason(run)
         if why:
-            print(f"note: leaving out {run.source} ({why})", file=sys.stderr)
+            note(f"leaving out {run.source} ({why})")
         else:
             finished.append(run)
     if not finished:
         where = ", ".join(map(str, paths))
-        raise FileNotFoundError(f"no finished runs (summary.json or W&B offline run) found under {where}"
+        raise FileNotFoundError(f"no finished runs (summary.json) found under {where}"
                                 + (f" in group {group!r}" if group else "")
                                 + (f"; {len(runs)} unfinished left out" if runs else ""))
     return finished

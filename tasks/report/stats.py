@@ -19,6 +19,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from tasks.report.formatting import signed
+
 __all__ = ["RESAMPLES", "COSTLY_RESAMPLES", "RESAMPLING_SEED", "CONFIDENCE", "Statistic", "Interval", "McNemar",
            "resample_weights", "bootstrap_difference", "mcnemar_exact", "decide", "verdict", "weighted_mean"]
 
@@ -141,15 +143,6 @@ def mcnemar_exact(baseline_correct: np.ndarray, variant_correct: np.ndarray) -> 
     return McNemar(baseline_only, variant_only, p_value)
 
 
-def _signed(value: float, digits: int) -> str:
-    """``+0.42``; a value that rounds to zero but is not zero keeps one significant digit
-    (``-3e-05``): a bound just below 0 must not read as 0 beside the word "worse"."""
-    text = f"{value:+.{digits}f}"
-    if float(text) == 0:
-        return f"{value:+.1g}" if value != 0 else "+0." + "0" * digits
-    return text
-
-
 def decide(interval: Interval, mode: str, p_value: float | None = None, alpha: float = 0.05) -> str:
     """"better" or "worse" (the variant) only when the whole interval lies on one side of 0 and,
     where a test's ``p_value`` is given, it is below ``alpha`` too; "within noise" otherwise.
@@ -168,9 +161,9 @@ def verdict(delta: float, interval: Interval, mode: str, unit: str, variant: str
     """Words for a difference (``variant − baseline``) that cannot claim more than the interval
     (:func:`decide`): ``BAM better by 0.42 dB [+0.18, +0.66]``, ``within noise: +0.05 dB
     [-0.12, +0.21]``; the bracket is always the interval of the signed difference."""
-    bounds = f"[{_signed(interval.low, digits)}, {_signed(interval.high, digits)}]"
+    bounds = f"[{signed(interval.low, digits)}, {signed(interval.high, digits)}]"
     unit = f" {unit}" if unit else ""
     decision = decide(interval, mode, p_value, alpha)
     if decision == "within noise":
-        return f"within noise: {_signed(delta, digits)}{unit} {bounds}"
-    return f"{variant} {decision} by {abs(delta):.{digits}f}{unit} {bounds}"
+        return f"within noise: {signed(delta, digits)}{unit} {bounds}"
+    return f"{variant} {decision} by {signed(abs(delta), digits)[1:]}{unit} {bounds}"

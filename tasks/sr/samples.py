@@ -1,21 +1,29 @@
-"""Side-by-side SR panels (PNG files and W&B images): SR | bicubic | HR, or bicubic | models | HR."""
+"""SR pictures: side-by-side panels (PNG files and W&B images), SR | bicubic | HR during training,
+and what a comparison of SR runs shows of their final networks (:func:`comparison_section`)."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 
 from tasks.common.panels import side_by_side
+from tasks.report.formatting import signed
+from tasks.report.plots import variant_name
 from tasks.utils.files import write_png_atomic
-from tasks.utils.images import to_hwc_uint8
+from tasks.utils.images import quantize, to_hwc_uint8
 
-__all__ = ["make_panel", "save_panel"]
+__all__ = ["make_panel", "save_panel", "comparison_section"]
 
 _GAP = 4          # white pixels between panels
+# The BAM paper's Table 8 (its own SRResNet training, 10^6 updates): BAM minus baseline, in dB.
+PAPER_GAIN_DB = {"Set5": 31.6688 - 31.5548, "Set14": 28.2827 - 28.2529}
+PAPER_UPDATES = 1_000_000
 
 
 def _center_crop(image: np.ndarray, size: int | None) -> np.ndarray:
@@ -29,7 +37,7 @@ def _center_crop(image: np.ndarray, size: int | None) -> np.ndarray:
 def make_panel(images: Sequence, labels: Sequence[str], crop: int | None = 256) -> Image.Image:
     """The images side by side (same size), optionally their central ``crop`` pixels, each under
     its label (``\\n`` starts another line): SR | bicubic | HR during training, bicubic | SRResNet |
-    SRResNet+BAM | HR after a paired run. Images: CxHxW (or 1xCxHxW) tensors in [0, 1], rounded as
+    SRResNet+BAM | HR in a comparison. Images: CxHxW (or 1xCxHxW) tensors in [0, 1], rounded as
     the metrics round them, or HxWx3 uint8 arrays."""
     tiles = [_center_crop(to_hwc_uint8(x), crop) for x in images]
     if len({t.shape for t in tiles}) != 1:
@@ -39,3 +47,118 @@ def make_panel(images: Sequence, labels: Sequence[str], crop: int | None = 256) 
 
 def save_panel(panel: Image.Image, path: str | os.PathLike) -> Path:
     return write_png_atomic(path, panel)
+
+
+# -- comparisons ---------------------------------------------------------------------------------
+def _label(attention: str) -> str:
+    return "SRResNet" + ("" if attention == "none" else f"+{variant_name(attention)}")
+
+
+def _network_words(config: Mapping) -> str:
+    model = config.get("model") or {}
+    base = "SRResNet with a global bicubic residual (--global-residual; not SRGAN's network)" \
+        if model.get("global_residual") else "SRGAN's SRResNet"
+    return (f"{base}, x{config.get('scale')}, {model.get('num_blocks')} blocks of {model.get('channels')} channels, "
+            f"attention after every {model.get('attention_interval')}th block")
+
+
+def _mean(runs, metric: str) -> float:
+    return float(np.mean([run.metric(metric) for run in runs]))
+
+
+def _honest_note(variants: Mapping[str, Sequence], sets: Sequence[str], bicubic: Mapping[str, float]) -> str:
+    """What the numbers say of each network against bicubic without rounding up, and what runs of
+    this length can say of the difference between them."""
+    gains = {(attention, s): _mean(runs, f"psnr/{s}") - bicubic[f"psnr/{s}"]
+             for attention, runs in variants.items() for s in sets if f"psnr/{s}" in bicubic}
+    below = [f"{_label(a)} on {s} ({signed(gain, 2)} dB)" for (a, s), gain in gains.items() if gain <= 0]
+    facts = (f"Not above bicubic: {', '.join(below)}." if below else
+             f"Every network ends above bicubic on every set (by at least {signed(min(gains.values()), 2)} dB)."
+             if gains else "")
+    steps = min(int(run.steps or 0) for runs in variants.values() for run in runs)
+    paper = ", ".join(f"{signed(PAPER_GAIN_DB[s], 2)} dB on {s}" for s in sets if s in PAPER_GAIN_DB)
+    if steps >= PAPER_UPDATES:
+        return f"{facts} Every network had the paper's {PAPER_UPDATES:,} updates; its Table 8 gain: {paper}.".strip()
+    return (f"{facts} What runs of {steps:,} updates each can say: whether the pipeline trains the networks "
+            f"the same way and how far each gets; the difference between them is mostly where short "
+            f"trainings happened to end. What they cannot say: whether BAM helps. The paper's Table 8 gain "
+            f"({paper or 'Set5 +0.11 dB, Set14 +0.03 dB'}) comes after {PAPER_UPDATES:,} updates and is smaller "
+            f"than the spread of short runs over seeds and test images: train longer (the t91 or srgan preset) "
+            f"and read the interval of the difference.").strip()
+
+
+@dataclass
+class _Outputs:
+    """A network's outputs on one set: the images, their PSNR, and the mean colour error."""
+
+    images: list[torch.Tensor]
+    psnr: list[float]
+    colour_error: list[float]  # mean of SR minus HR per channel, 0-255 levels
+
+
+@torch.no_grad()
+def _outputs(model: torch.nn.Module, dataset, protocol: str) -> _Outputs:
+    from tasks.sr.metrics import score_sr
+
+    totals, pixels, images, psnrs = torch.zeros(3, dtype=torch.float64), 0, [], []
+    for item in dataset:
+        sr = model(item["lr"][None]).float()[0].clamp(0, 1)
+        images.append(sr)
+        psnrs.append(float(score_sr(sr, item["hr"], dataset.scale, protocol, gray=item["gray"],
+                                    value_range=1.0)["psnr"][0]))
+        difference = quantize(sr).double() - quantize(item["hr"]).double()
+        totals += difference.sum(dim=(1, 2))
+        pixels += difference[0].numel()
+    return _Outputs(images, psnrs, (totals / pixels).tolist())
+
+
+def _final_networks(runs: Sequence, folder: Path, stem: str, count: int = 2) -> list[str]:
+    """Each run's final network (``checkpoints/last``) on the first set: the colour error line and
+    the bicubic | networks | HR panels of its first ``count`` images (written under ``folder``)."""
+    from tasks.common.model_io import load_model
+    from tasks.data.imresize import imresize
+    from tasks.sr.evaluate import BICUBIC, load_sets, score_set
+
+    missing = [run.source for run in runs if run.folder is None]
+    if missing:
+        raise FileNotFoundError(f"no checkpoints at hand for {', '.join(missing)} (runs fetched from W&B)")
+    config = runs[0].config
+    protocol = config.get("protocol", "basicsr")
+    source = (config.get("set_sources") or config["sets"])[0]
+    dataset = next(iter(load_sets([source], int(config["scale"]), config.get("data_root")).values()))
+    outputs = [_outputs(load_model(run.folder / "checkpoints" / "last", task="sr")[0].eval(), dataset, protocol)
+               for run in runs]
+    bicubic_scores = score_set(dataset, BICUBIC, protocol)["images"]
+    labels = [_label(run.attention) for run in runs]
+    colour = "; ".join(f"{label} {'/'.join(signed(v, 2) for v in out.colour_error)}"
+                       for label, out in zip(labels, outputs))
+    lines = [f"Mean colour error of the final networks on {dataset.name} (SR − HR per channel R/G/B, 0–255 "
+             f"levels; near 0 when the colours are right): {colour}.", ""]
+    for index in range(min(count, len(dataset))):
+        item = dataset[index]
+        bicubic = quantize(imresize(quantize(item["lr"]).double(), float(dataset.scale)), peak=255).double() / 255
+        images = [bicubic, *(out.images[index] for out in outputs), item["hr"]]
+        captions = [f"bicubic\n{bicubic_scores[item['name']]['psnr']:.2f} dB",
+                    *(f"{label}\n{out.psnr[index]:.2f} dB" for label, out in zip(labels, outputs)), "HR"]
+        name = f"{stem}{dataset.name}_{item['name']}.png"
+        path = save_panel(make_panel(images, captions), folder / "samples" / name)
+        lines.append(f"![{path.stem}](samples/{path.name})")
+    return lines
+
+
+def comparison_section(variants: Mapping[str, Sequence], folder: Path, stem: str = "") -> list[str]:
+    """What a comparison of SR runs (``tasks.report``) adds to its network's section, as Markdown
+    lines: the network in words, what runs of this length can and cannot say, and from the final
+    network of each model (first seed): its mean colour error on the first set and bicubic |
+    baseline | variants | HR panels of that set's first images, captioned with their PSNR.
+    ``variants``: ``{attention: runs}``, the baseline first; panels go to ``folder/samples``."""
+    first = next(iter(variants.values()))[0]
+    config = first.config
+    lines = [f"Network: {_network_words(config)}; {first.steps or 0:,} updates, protocol "
+             f"`{config.get('protocol')}`, final checkpoints.", "",
+             _honest_note(variants, list(config.get("sets") or []), first.reference.get("metrics") or {}), ""]
+    try:
+        lines += _final_networks([runs[0] for runs in variants.values()], folder, stem)
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        lines.append(f"No panels or colour error: {error}.")
+    return lines

@@ -295,6 +295,7 @@ class SRTask(Task):
         sets += [name + ENSEMBLE_SUFFIX for name in sets] if args.self_ensemble else []
         _write_sr_report(run_dir, summary, sets, _results_from(summary["reference"]["metrics"], sets), args)
 
+
 def _set_source(name: str) -> str:
     """How to find an evaluation set again: a folder's absolute path, else its name."""
     return str(Path(name).resolve()) if Path(name).is_dir() else name
