@@ -647,8 +647,8 @@ class Trainer:
                 self.tracker.save_file(save_per_sample(self.run_dir / PER_SAMPLE_FILE, self._per_sample))
             write_summary(self.run_dir, summary)
             keys = ("final", "best", "best_step", "steps", "params", "macs", "wall_time_s", "status",
-                    "primary_metric")
-            self.tracker.update_summary({k: summary[k] for k in keys})
+                    "primary_metric", "reference", "experiment")  # what a report fetched from W&B reads
+            self.tracker.update_summary({k: summary[k] for k in keys if summary.get(k) is not None})
             self.tracker.finish(exit_code=exit_code)
         return summary
 
