@@ -235,15 +235,12 @@ class ADE20K(SegmentationFolder):
 
 def palette(num_classes: int = 256) -> np.ndarray:
     """Distinct colours per class (bit-interleaved, as in the PASCAL VOC palette), uint8 Nx3."""
-    colours = np.zeros((num_classes, 3), dtype=np.uint8)
-    for index in range(num_classes):
-        value, code = index + 1, [0, 0, 0]  # +1 so class 0 is not black
-        for bit in range(8):
-            for channel in range(3):
-                code[channel] |= ((value >> channel) & 1) << (7 - bit)
-            value >>= 3
-        colours[index] = code
-    return colours
+    value = np.arange(num_classes) + 1  # +1 so class 0 is not black
+    colours = np.zeros((num_classes, 3), dtype=np.int64)
+    for bit in range(8):
+        for channel in range(3):
+            colours[:, channel] |= ((value >> (3 * bit + channel)) & 1) << (7 - bit)
+    return colours.astype(np.uint8)
 
 
 def colorize(label: np.ndarray, ignore_index: int = IGNORE_INDEX) -> np.ndarray:

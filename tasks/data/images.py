@@ -159,10 +159,8 @@ def _normalize(array: np.ndarray, path: Path) -> np.ndarray:
 
 def _read_tiff(path: Path) -> np.ndarray | None:
     """16-bit and float TIFFs through tifffile (Pillow truncates 16-bit RGB); None -> use Pillow."""
-    try:
-        import tifffile
-    except ImportError:
-        return None
+    import tifffile  # installed with scikit-image
+
     try:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages[0]

@@ -177,10 +177,6 @@ def _benchmark_files(folder: Path, scale: int) -> list[Path]:
                      f"in {'/, '.join(_HR_SUBFOLDERS)}/ and in image_SRF_{scale}/*_HR.png)")
 
 
-def _image_name(path: Path) -> str:
-    return re.sub(r"(?:_SRF_\d+)?_HR$", "", path.stem)
-
-
 def find_benchmark(name_or_dir: str | os.PathLike, scale: int = 4,
                    data_root: str | os.PathLike | None = None) -> tuple[str, list[Path]]:
     """(set name, HR files) of a benchmark given by folder path or by name under ``<root>/sr``."""
@@ -223,15 +219,13 @@ def list_benchmarks(data_root: str | os.PathLike | None = None, scale: int = 4) 
 
 
 class SRBenchmark(Dataset):
-    """An SR test set: HR cropped to a multiple of ``scale``, LR by MATLAB bicubic (uint8).
+    """An SR test set: HR cropped to a multiple of ``scale``, LR remade from it by MATLAB bicubic
+    (uint8) as for training (LR files shipped with a set are ignored).
 
-    ``name_or_dir``: a set name under ``<data_root>/sr`` (Set5, Set14, B100, Urban100, ...;
-    case-insensitive), a folder in one of the usual layouts (flat, ``HR/``, ``GTmod12/``,
-    ``original/``, ``image_SRF_<s>/*_HR.png``), or ``"embedded"`` for the held-out scikit-image
-    photographs. LR files shipped with a set are ignored: LR is always remade from HR the same
-    way as for training. Items: ``{"name", "lr", "hr", "gray", "scale"}`` with ``gray`` telling
-    whether the file was single-channel (the older Y-only SR protocol scores those on raw gray
-    values). Items are computed once and kept in memory.
+    ``name_or_dir``: a set name under ``<data_root>/sr`` (case-insensitive), a folder in one of the
+    usual layouts (flat, ``HR/``, ``GTmod12/``, ``original/``, ``image_SRF_<s>/*_HR.png``), or
+    ``"embedded"``. Items (computed once, kept in memory): ``{"name", "lr", "hr", "gray", "scale"}``,
+    ``gray`` telling whether the file was single-channel (the Y-only protocol scores those raw).
     """
 
     def __init__(self, name_or_dir, scale: int = 4, data_root=None) -> None:
@@ -247,13 +241,13 @@ class SRBenchmark(Dataset):
             path = self.files[index]
             image = read_image(path)
             gray = image.ndim == 2
-            if gray:
-                image = np.repeat(image[:, :, None], 3, axis=2)
+            image = np.repeat(image[:, :, None], 3, axis=2) if gray else image
             hr = modcrop(_to_tensor(image), self.scale)
             if min(hr.shape[-2:]) < self.scale:
                 raise ValueError(f"benchmark image {path} is smaller than the scale {self.scale}")
             lr = bicubic_degrade(hr, self.scale)
-            self._items[index] = {"name": _image_name(path), "lr": lr.float().div_(255),
+            name = re.sub(r"(?:_SRF_\d+)?_HR$", "", path.stem)  # img_001_SRF_4_HR -> img_001
+            self._items[index] = {"name": name, "lr": lr.float().div_(255),
                                   "hr": hr.float().div_(255), "gray": gray, "scale": self.scale}
         return self._items[index]
 
@@ -269,8 +263,7 @@ def _starts(length: int, size: int, step: int) -> list[int]:
     return starts
 
 
-def prepare_subimages(src: str | os.PathLike, dst: str | os.PathLike, size: int = 480,
-                      step: int = 240, compress_level: int = 3) -> int:
+def prepare_subimages(src: str | os.PathLike, dst: str | os.PathLike, size: int = 480, step: int = 240) -> int:
     """Cut every image of ``src`` (recursive) into overlapping ``size`` x ``size`` RGB PNGs in
     ``dst`` (BasicSR-style extraction): ``<relative folder>/<stem>_s001.png``, ... Images smaller
     than ``size`` are kept whole. Existing outputs are skipped, so an interrupted run resumes;
@@ -299,8 +292,8 @@ def prepare_subimages(src: str | os.PathLike, dst: str | os.PathLike, size: int 
         for target, top, left in _tiles(folder, path.stem, *image.shape[:2], size, step):
             if target.exists():
                 continue
-            tile = image[top:top + size, left:left + size]
-            write_png_atomic(target, tile, compress_level=compress_level)
+            # zlib level 3 writes twice as fast as Pillow's 6 for files about 3% larger
+            write_png_atomic(target, image[top:top + size, left:left + size], compress_level=3)
             written += 1
     return written
 
