@@ -8,7 +8,7 @@ feature map there. Last row: each stage's channel attention (BAM's sigmoid(Mc), 
 gate), sorted, so its spread (how strongly the module picks channels) reads at a glance.
 
     python -m tasks.analysis.attention_maps --checkpoint runs/bam --baseline runs/base \\
-        --images photos/ --output runs/bam/attention
+        --images photos/ --output-dir runs/bam/attention
 """
 
 from __future__ import annotations
