@@ -197,9 +197,7 @@ def lookup_row(spec: str) -> tuple[Experiment, Run]:
 
 @dataclass(frozen=True)
 class PlannedRun:
-    experiment: Experiment
     run: Run
-    seed: int
     run_dir: Path
     argv: tuple[str, ...]  # arguments of `python -m tasks.classify`
 
@@ -225,7 +223,7 @@ def plan(experiment: Experiment, seeds: list[int], output_dir: str | Path, extra
                 "--resume",  # an interrupted run continues in its own folder; a new one starts at step 0
                 *extra,
             ]
-            planned.append(PlannedRun(experiment, run, seed, group_dir / name, tuple(argv)))
+            planned.append(PlannedRun(run, group_dir / name, tuple(argv)))
     return planned
 
 
