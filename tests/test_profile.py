@@ -44,7 +44,7 @@ def test_resnet50_imagenet_json_matches_table4(capsys):
 
 
 def test_macs_by_hand_and_layouts():
-    # ResNet50 at 224: 4.09 G on torchvision's v1.5 layout, 3.86 G on v1 (reference facts, section 3).
+    # ResNet50 at 224: 4.09 G on torchvision's v1.5 layout, 3.86 G on v1 (the paper's Table 4 figure).
     assert f"{profile_network('resnet50', 'imagenet', 'none', layout='v1.5')['macs'] / 1e9:.2f}" == "4.09"
     # A direct count for a tiny conv net: 3x3 conv 3->8 on 32x32 (no padding: 30x30) + linear 8->10.
     tiny = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
@@ -105,7 +105,7 @@ def test_rows_match_the_paper_or_say_why(rows):
         assert differs == (key in NOTES), key
         assert "{" not in row["note"], key
     missed = {(r["dataset"], r["arch"]) for r in rows if r["attention"] == "bam" and not r["params_match"]}
-    # Every +BAM parameter figure of Tables 3 and 4 but the four documented ones (reference facts, section 2).
+    # Every +BAM parameter figure of Tables 3 and 4 but the four explained in docs/model-zoo.md.
     assert missed == {("cifar100", "preresnet110"), ("cifar100", "wrn40_10"), ("cifar100", "resnext29_16x64d"),
                       ("imagenet", "mobilenet_v2")}
     assert sum(r["attention"] == "bam" for r in rows) == 17

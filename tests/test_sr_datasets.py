@@ -12,10 +12,12 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from tasks.data.embedded import EMBEDDED_SPLITS, embedded_sr_files, embedded_sr_images, write_embedded_images
+from tasks.data.embedded import EMBEDDED_SPLITS, embedded_sr_files, embedded_sr_images
+from tasks.data.images import read_image
 from tasks.data.imresize import bicubic_degrade
 from tasks.data.sr import (EpochSeededSampler, SRBenchmark, SRTrainFolder, find_benchmark,
                          list_benchmarks, prepare_subimages)
+from tasks.utils.files import write_png_atomic
 
 RNG = np.random.default_rng(0)
 PREPARE_SR = Path(__file__).resolve().parents[1] / "datasets" / "prepare_sr.py"
@@ -174,7 +176,8 @@ def test_embedded_sets_train_and_benchmark(tmp_path):
     bench = SRBenchmark("embedded", 4)
     assert [item["name"] for item in bench] == ["chelsea", "coffee", "camera"]
     assert bench[0]["hr"].shape == (3, 300, 448)
-    written = write_embedded_images(tmp_path / "emb", "test")
+    written = [write_png_atomic(tmp_path / "emb" / f"{path.stem}.png", read_image(path))  # gray stays gray
+               for path in embedded_sr_files("test")]
     gray = {item["name"]: item["gray"] for item in SRBenchmark(tmp_path / "emb", 4)}
     assert gray == {"camera": True, "chelsea": False, "coffee": False}
     assert len(written) == 3

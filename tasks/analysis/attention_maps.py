@@ -8,7 +8,7 @@ feature map there. Last row: each stage's channel attention (BAM's sigmoid(Mc), 
 gate), sorted, so its spread (how strongly the module picks channels) reads at a glance.
 
     python -m tasks.analysis.attention_maps --checkpoint runs/bam --baseline runs/base \\
-        --images photos/ --output runs/bam/attention
+        --images photos/ --output-dir runs/bam/attention
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.transforms import functional as TF
 
 from bam import BAM, attention_targets, capture_attention, find_bottlenecks
 from tasks.utils.messages import note
@@ -29,13 +30,20 @@ from tasks.utils.messages import note
 # More modules than this (BAM-C: one per block) are shown one per resolution: the last of each.
 MAX_COLUMNS = 6
 
+
 @contextmanager
-def record_features(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
-    """Keep the (last) output of each named module; hooks added here see post-attention output."""
+def record_features(model: nn.Module, layers: Sequence[str],
+                    reduce: Callable[[torch.Tensor], torch.Tensor] = lambda out: out
+                    ) -> Iterator[dict[str, torch.Tensor]]:
+    """Keep ``reduce(output)`` of each named module's last call, in float on the CPU; hooks added
+    here see the post-attention output."""
     modules = dict(model.named_modules())
+    unknown = [name for name in layers if name not in modules]
+    if unknown:
+        raise ValueError(f"model has no module named {unknown[0]!r}")
     store: dict[str, torch.Tensor] = {}
     handles = [modules[name].register_forward_hook(
-        lambda _m, _i, out, name=name: store.__setitem__(name, out.detach().float().cpu()))
+        lambda _m, _i, out, name=name: store.__setitem__(name, reduce(out.detach().float()).cpu()))
         for name in layers]
     try:
         yield store
@@ -134,12 +142,7 @@ def load_image(path: Path, size: int) -> np.ndarray:
     picture = picture.resize((max(size, round(picture.width * scale)), max(size, round(picture.height * scale))),
                              Image.BICUBIC)
     left, top = (picture.width - size) // 2, (picture.height - size) // 2
-    return np.asarray(picture.crop((left, top, left + size, top + size)))
-
-
-def _to_tensor(image: np.ndarray, mean, std) -> torch.Tensor:
-    tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255
-    return ((tensor - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None])[None]
+    return np.array(picture.crop((left, top, left + size, top + size)))  # writable, as torch wants
 
 
 def _preprocessing(record) -> tuple[tuple, tuple, int]:
@@ -170,7 +173,7 @@ def attention_panels(bam_model: nn.Module, images: Sequence[Path], out_dir: Path
     written = []
     for path in images:
         image = load_image(path, size)
-        batch = _to_tensor(image, mean, std)
+        batch = TF.normalize(TF.to_tensor(image), mean, std)[None]
         with capture_attention(bam_model) as maps, record_features(bam_model, stages) as refined:
             bam_model(batch)
         attention = {path_of.get(key, key): _panel_maps(bam_model, key, values) for key, values in maps.items()}

@@ -14,9 +14,7 @@ out (NaN).
 from __future__ import annotations
 
 import argparse
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import torch
 from torch import nn
@@ -46,49 +44,29 @@ def class_selectivity(activity: torch.Tensor, labels: torch.Tensor, num_classes:
     return torch.where(top > 0, index, torch.full_like(index, float("nan")))
 
 
-@contextmanager
-def record_activity(model: nn.Module, layers: Iterable[str]) -> Iterator[dict[str, list[torch.Tensor]]]:
-    """Record the per-channel spatial mean of each named module's rectified output, ``mean(relu(F))``,
-    during the forwards (rectified before averaging: negative values must not cancel positive ones)."""
-    modules = dict(model.named_modules())
-    store: dict[str, list[torch.Tensor]] = {}
-    handles = []
-    for name in layers:
-        if name not in modules:
-            raise ValueError(f"model has no module named {name!r}")
-        store[name] = []
-
-        def hook(_module, _inputs, output, name=name):
-            store[name].append(output.detach().float().clamp_min(0).mean(dim=(2, 3)).cpu())
-
-        handles.append(modules[name].register_forward_hook(hook))
-    try:
-        yield store
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 @torch.no_grad()
 def stage_selectivity(model: nn.Module, loader, layers: list[str], num_classes: int,
-                      device: str | torch.device = "cpu", max_batches: int | None = None) -> dict[str, torch.Tensor]:
+                      device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """Selectivity index of every channel at each named stage, over a labelled loader.
 
     Hooks registered here run after any attention hook already on the same module, so for a
-    network with BAM they see the refined (post-BAM) features.
+    network with BAM they see the refined (post-BAM) features. A unit's activity is rectified
+    before the spatial mean: negative values must not cancel positive ones.
     """
+    from tasks.analysis.attention_maps import record_features
+
     model.eval().to(device)
-    labels = []
-    with record_activity(model, layers) as store:
-        for i, (images, targets) in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                break
+    labels, activity = [], {name: [] for name in layers}
+    with record_features(model, layers, reduce=lambda out: out.clamp_min(0).mean(dim=(2, 3))) as last:
+        for images, targets in loader:
             model(images.to(device))
             labels.append(targets.cpu())
+            for name in layers:
+                activity[name].append(last[name])
     if not labels:
         raise ValueError("class selectivity needs at least one batch of images; the data set is empty")
     labels = torch.cat(labels)
-    return {name: class_selectivity(torch.cat(store[name]), labels, num_classes) for name in layers}
+    return {name: class_selectivity(torch.cat(activity[name]), labels, num_classes) for name in layers}
 
 
 def stage_numbers(index: torch.Tensor) -> dict:
@@ -138,22 +116,13 @@ def plot_selectivity(results: dict[str, dict[str, torch.Tensor]], out_dir, title
 
 def evaluation_set(record, data_root: str | None):
     """The labelled evaluation images of the data set the checkpoint (its ModelDescription) was trained on."""
+    from tasks.classify.train import DATASETS, load_split
+
     dataset = record.extra.get("dataset") or record.kwargs.get("dataset")
-    if dataset == "digits":
-        from tasks.data.digits import NUM_CLASSES, build_digits
-
-        return build_digits(train=False), NUM_CLASSES
-    if dataset == "cifar100":
-        from tasks.data.cifar import NUM_CLASSES, build_cifar100
-
-        return build_cifar100(data_root, train=False), NUM_CLASSES
-    if dataset == "imagenet":
-        from tasks.data.imagenet import build_imagenet
-
-        images = build_imagenet(data_root, train=False)
-        return images, len(images.classes)
-    raise ValueError(f"class selectivity needs a classification checkpoint (digits, cifar100 or imagenet); "
-                     f"this one was trained on {dataset!r}")
+    if dataset not in DATASETS:
+        raise ValueError(f"class selectivity needs a classification checkpoint (digits, cifar100 or imagenet); "
+                         f"this one was trained on {dataset!r}")
+    return load_split(dataset, data_root, train=False)
 
 
 def stage_layers(model: nn.Module, input_size: tuple[int, int, int]) -> list[str]:

@@ -1,16 +1,13 @@
 """The paper's classification tables as runnable experiment definitions.
 
 ``python -m tasks.classify.experiments TABLE [--print-commands | --dry-run] [--seeds 0 1 2] [ARGS]``
-runs every run of a table one after the other (each one a ``python -m tasks.classify`` process),
-skipping runs that already finished and resuming interrupted ones, or prints the commands for a
-cluster (each command is safe to submit again: it resumes its run). Any further ``ARGS``
-(``--epochs``, ``--data-root``, ``--wandb`` ...) go to every run. Each run writes to
-``OUTPUT_DIR/TABLE/ROW-sSEED`` with the W&B group ``TABLE``, and ``OUTPUT_DIR/TABLE/experiment.json``
-lists the rows with the paper's numbers, so ``python -m tasks.report OUTPUT_DIR/TABLE`` can set our
-results beside the paper's.
+runs every row of a table (each a ``python -m tasks.classify`` process, further ``ARGS`` passed
+on), skipping finished runs and resuming interrupted ones, or prints the commands for a cluster.
+Runs go to ``OUTPUT_DIR/TABLE/ROW-sSEED`` (W&B group ``TABLE``); ``OUTPUT_DIR/TABLE/experiment.json``
+lists the rows with the paper's numbers for ``python -m tasks.report OUTPUT_DIR/TABLE``.
 
-Paper numbers are CIFAR-100 top-1 error (%), parameters in millions and GFLOPs (= GMACs), copied
-from the tables of Park et al. (BAM). Reading notes, where the paper is ambiguous:
+Paper numbers: CIFAR-100 top-1 error (%), parameters in millions and GFLOPs (= GMACs), copied from
+Park et al. (BAM). Where the paper is ambiguous:
 
 * Table 1(a) and 1(b): the text names ResNet50, but the table's base row and parameter counts
   (34.52M -> 34.61M, error 18.18) are those of ResNeXt29 8x64d, so the runs use ResNeXt29 8x64d.
@@ -34,8 +31,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tasks.utils.files import write_json_atomic
-
-DEFAULT_OUTPUT_DIR = "runs/classify"
 
 
 @dataclass(frozen=True)
@@ -125,26 +120,35 @@ def _table1c() -> Experiment:
                       tuple(rows))
 
 
-def _table2() -> Experiment:
+_BAM = ("bam", "BAM", "bam")  # (row suffix, label, --attention) of a compared variant
+
+
+def _compare(name: str, title: str, variants: tuple[tuple[str, str, str], ...], networks: tuple,
+             dataset: str = "cifar100", paper=_p) -> Experiment:
+    """Each network ``(arch, name, base figures, figures per variant...)``: its base row, then a row
+    ``ARCH-SUFFIX`` per variant."""
     rows = []
-    for arch, name, base, bam_c, bam in (
+    for arch, label, base, *figures in networks:
+        rows.append(Run(arch, label, arch, dataset=dataset, paper=paper(*base)))
+        rows += [Run(f"{arch}-{suffix}", f"{label} + {what}", arch, attention, dataset=dataset, paper=paper(*values))
+                 for (suffix, what, attention), values in zip(variants, figures)]
+    return Experiment(name, title, tuple(rows))
+
+
+def _imagenet_figures(top1: float, top5: float, params: float, gflops: float) -> dict:
+    return _p(top1, params, gflops, top5_err=top5)
+
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
+    _table1a(), _table1b(), _table1c(),
+    _compare("table2", "Table 2: BAM at the bottlenecks vs in every conv block (BAM-C), CIFAR-100",
+             (("bam-c", "BAM-C", "bam-c"), _BAM), (
         ("resnet50", "ResNet50", (21.49, 23.71, 1.22), (20.88, 28.98, 1.37), (20.00, 24.07, 1.25)),
         ("preresnet110", "PreResNet110", (22.22, 1.73, 0.245), (21.29, 2.17, 0.275), (21.96, 1.73, 0.246)),
         ("wrn28_8", "WideResNet28 (w=8)", (20.40, 23.40, 3.36), (20.06, 23.78, 3.39), (19.06, 23.42, 3.37)),
         (_RX, "ResNeXt29 8x64d", (18.18, 34.52, 4.99), (18.15, 35.60, 5.07), (16.71, 34.61, 5.00)),
-    ):
-        rows += [
-            Run(arch, name, arch, paper=_p(*base)),
-            Run(f"{arch}-bam-c", f"{name} + BAM-C", arch, "bam-c", paper=_p(*bam_c)),
-            Run(f"{arch}-bam", f"{name} + BAM", arch, "bam", paper=_p(*bam)),
-        ]
-    return Experiment("table2", "Table 2: BAM at the bottlenecks vs in every conv block (BAM-C), CIFAR-100",
-                      tuple(rows))
-
-
-def _table3() -> Experiment:
-    rows = []
-    for arch, name, base, bam in (
+    )),
+    _compare("table3", "Table 3: CIFAR-100 networks with and without BAM", (_BAM,), (
         ("resnet50", "ResNet50", (21.49, 23.71, 1.22), (20.00, 24.07, 1.25)),
         ("resnet101", "ResNet101", (20.00, 42.70, 2.44), (19.61, 43.06, 2.46)),
         ("preresnet110", "PreResNet110", (22.22, 1.726, 0.245), (21.96, 1.733, 0.246)),
@@ -154,17 +158,9 @@ def _table3() -> Experiment:
         (_RX, "ResNeXt29 8x64d", (18.18, 34.52, 4.99), (16.71, 34.61, 5.00)),
         ("resnext29_16x64d", "ResNeXt29 16x64d", (17.25, 68.25, 9.88), (16.39, 68.34, 9.90)),
         ("densenet100_bc", "DenseNet100-BC (k=12)", (21.95, 0.8, 0.29), (20.65, 0.84, 0.30)),
-    ):
-        rows += [
-            Run(arch, name, arch, paper=_p(*base)),
-            Run(f"{arch}-bam", f"{name} + BAM", arch, "bam", paper=_p(*bam)),
-        ]
-    return Experiment("table3", "Table 3: CIFAR-100 networks with and without BAM", tuple(rows))
-
-
-def _table4() -> Experiment:
-    rows = []
-    for arch, name, base, bam in (
+    )),
+    # ImageNet figures: top-1 error, top-5 error, params (M), GFLOPs.
+    _compare("table4", "Table 4: ImageNet-1k networks with and without BAM", (_BAM,), (
         ("resnet18", "ResNet18", (29.60, 10.55, 11.69, 1.81), (28.88, 10.01, 11.71, 1.82)),
         ("resnet50", "ResNet50", (24.56, 7.50, 25.56, 3.86), (24.02, 7.18, 25.92, 3.94)),
         ("resnet101", "ResNet101", (23.38, 6.88, 44.55, 7.57), (22.44, 6.29, 44.91, 7.65)),
@@ -173,40 +169,14 @@ def _table4() -> Experiment:
         ("resnext50_32x4d", "ResNeXt50 (32x4d)", (22.35, 6.01, 25.03, 3.77), (21.92, 5.89, 25.39, 3.85)),
         ("mobilenet_v2", "MobileNetV2", (28.27, 9.63, 3.505, 0.300), (27.50, 9.35, 3.516, 0.307)),
         ("squeezenet1_1", "SqueezeNet v1.1", (40.86, 18.88, 1.24, 0.290), (39.82, 17.68, 1.26, 0.304)),
-    ):
-        def paper(top1, top5, params, gflops):
-            return _p(top1, params, gflops, top5_err=top5)
-
-        rows += [
-            Run(arch, name, arch, dataset="imagenet", paper=paper(*base)),
-            Run(f"{arch}-bam", f"{name} + BAM", arch, "bam", dataset="imagenet", paper=paper(*bam)),
-        ]
-    return Experiment("table4", "Table 4: ImageNet-1k networks with and without BAM", tuple(rows))
-
-
-def _table10() -> Experiment:
-    rows = []
-    for arch, name, base, se, bam in (
+    ), dataset="imagenet", paper=_imagenet_figures),
+    _compare("table10", "Table 10: BAM vs SE (CIFAR-100)", (("se", "SE", "se"), _BAM), (
         ("resnet50", "ResNet50", (21.49, 23.71, 1.22), (20.72, 26.24, 1.23), (20.00, 24.07, 1.25)),
         ("preresnet110", "PreResNet110", (22.22, 1.73, 0.245), (21.85, 1.93, 0.245), (21.96, 1.73, 0.246)),
         ("wrn28_8", "WideResNet28 (w=8)", (20.40, 23.40, 3.36), (19.85, 23.58, 3.36), (19.06, 23.42, 3.37)),
         ("resnext29_16x64d", "ResNeXt29 16x64d", (17.25, 68.25, 9.88), (16.52, 68.81, 9.88), (16.39, 68.34, 9.9)),
-    ):
-        rows += [
-            Run(arch, name, arch, paper=_p(*base)),
-            Run(f"{arch}-se", f"{name} + SE", arch, "se", paper=_p(*se)),
-            Run(f"{arch}-bam", f"{name} + BAM", arch, "bam", paper=_p(*bam)),
-        ]
-    return Experiment("table10", "Table 10: BAM vs SE (CIFAR-100)", tuple(rows))
-
-
-EXPERIMENTS: dict[str, Experiment] = {
-    e.name: e for e in (_table1a(), _table1b(), _table1c(), _table2(), _table3(), _table4(), _table10())
-}
-
-
-def list_experiments() -> list[str]:
-    return list(EXPERIMENTS)
+    )),
+)}
 
 
 def get_experiment(name: str) -> Experiment:
@@ -227,9 +197,7 @@ def lookup_row(spec: str) -> tuple[Experiment, Run]:
 
 @dataclass(frozen=True)
 class PlannedRun:
-    experiment: Experiment
     run: Run
-    seed: int
     run_dir: Path
     argv: tuple[str, ...]  # arguments of `python -m tasks.classify`
 
@@ -255,27 +223,18 @@ def plan(experiment: Experiment, seeds: list[int], output_dir: str | Path, extra
                 "--resume",  # an interrupted run continues in its own folder; a new one starts at step 0
                 *extra,
             ]
-            planned.append(PlannedRun(experiment, run, seed, group_dir / name, tuple(argv)))
+            planned.append(PlannedRun(run, group_dir / name, tuple(argv)))
     return planned
 
 
 def write_manifest(experiment: Experiment, seeds: list[int], output_dir: str | Path) -> Path:
     """``OUTPUT_DIR/TABLE/experiment.json``: the table's rows, run folders and paper figures."""
-    group_dir = Path(output_dir) / experiment.name
-    group_dir.mkdir(parents=True, exist_ok=True)
-    manifest = {
-        "experiment": experiment.name,
-        "title": experiment.title,
-        "metric": experiment.metric,
-        "seeds": seeds,
-        "rows": [
-            {**asdict(run), "options": list(run.options), "runs": [f"{run.row}-s{s}" for s in seeds]}
-            for run in experiment.runs
-        ],
-    }
-    path = group_dir / "experiment.json"
-    write_json_atomic(path, manifest)  # the report reads it while runs go on
-    return path
+    rows = [{**asdict(run), "options": list(run.options), "runs": [f"{run.row}-s{s}" for s in seeds]}
+            for run in experiment.runs]
+    # Atomic: the report reads it while runs go on.
+    return write_json_atomic(Path(output_dir) / experiment.name / "experiment.json", {
+        "experiment": experiment.name, "title": experiment.title, "metric": experiment.metric, "seeds": seeds,
+        "rows": rows})
 
 
 def _command(launcher: str, argv: tuple[str, ...]) -> str:
@@ -294,7 +253,7 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--dry-run", action="store_true", help="list the runs, their status and the paper's numbers")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds to run every row with")
     parser.add_argument("--rows", nargs="+", default=None, help="only these rows of the table")
-    parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help="runs go to OUTPUT_DIR/TABLE/ROW-sSEED")
+    parser.add_argument("--output-dir", default="runs/classify", help="runs go to OUTPUT_DIR/TABLE/ROW-sSEED")
     parser.add_argument("--launcher", default="python -m tasks.classify",
                         help="command prefix of --print-commands, e.g. 'accelerate launch launch/classify.py'")
     return parser

@@ -1,18 +1,15 @@
-"""Training recipes for classification, named per network family (reference facts section 6).
+"""Training recipes for classification, named per network family, epoch-based as the papers state
+them (:func:`schedule_steps` turns epochs into optimizer steps).
 
-The recipes are epoch-based, as the papers state them; the shared Trainer counts optimizer steps,
-so :func:`schedule_steps` turns epochs into steps from the loader length and the world size.
-
-Momentum: plain (not Nesterov) SGD with momentum 0.9 for every family. The BAM paper reproduces
-its baselines in PyTorch with these exact CIFAR schedules (those of the widely used PyTorch CIFAR
-training code) and trains ImageNet with the PyTorch ImageNet example; both use plain momentum.
-The original Torch code of WRN, ResNeXt and DenseNet used Nesterov momentum: pass ``--nesterov``
-to follow it instead. Weight decay applies to every parameter, as in those recipes.
+Plain (not Nesterov) SGD with momentum 0.9 for every family: the BAM paper reproduces its baselines
+with these CIFAR schedules of the widely used PyTorch CIFAR training code and trains ImageNet with
+the PyTorch ImageNet example, both with plain momentum (``--nesterov`` follows the original Torch
+code of WRN, ResNeXt and DenseNet instead). Weight decay applies to every parameter.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -32,9 +29,6 @@ class Recipe:
     nesterov: bool = False
     dropout: float = 0.0  # only wide ResNets use it (inside each block)
     description: str = ""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 RECIPES: dict[str, Recipe] = {
@@ -98,7 +92,6 @@ def with_overrides(recipe: Recipe, **values) -> Recipe:
     return replace(recipe, **values)
 
 
-
 @dataclass(frozen=True)
 class StepSchedule:
     """An epoch-based recipe expressed in optimizer steps."""
@@ -108,37 +101,21 @@ class StepSchedule:
     steps_per_epoch: int
 
 
-def schedule_steps(recipe: Recipe, steps_in_epoch: int, epochs: int | None = None) -> StepSchedule:
-    epochs = recipe.epochs if epochs is None else epochs
-    return StepSchedule(
-        total_steps=epochs * steps_in_epoch,
-        milestone_steps=tuple(m * steps_in_epoch for m in recipe.milestones),
-        steps_per_epoch=steps_in_epoch,
-    )
+def schedule_steps(recipe: Recipe, steps_in_epoch: int) -> StepSchedule:
+    return StepSchedule(total_steps=recipe.epochs * steps_in_epoch,
+                        milestone_steps=tuple(m * steps_in_epoch for m in recipe.milestones),
+                        steps_per_epoch=steps_in_epoch)
 
 
 def build_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.SGD:
-    return torch.optim.SGD(
-        model.parameters(),
-        lr=recipe.lr,
-        momentum=recipe.momentum,
-        weight_decay=recipe.weight_decay,
-        nesterov=recipe.nesterov,
-    )
+    return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                           weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
 
 
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, recipe: Recipe, schedule: StepSchedule
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Step decay stepped once per optimizer step: lr = base * gamma^(milestones passed).
-
-    Step ``s`` belongs to epoch ``s // steps_per_epoch``, so the rate changes exactly at the
-    first step of each milestone epoch, like an epoch-stepped ``MultiStepLR``.
-    """
+def build_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe,
+                    schedule: StepSchedule) -> torch.optim.lr_scheduler.LambdaLR:
+    """lr = base * gamma^(milestones passed), stepped once per optimizer step: the rate changes at
+    the first step of each milestone epoch, like an epoch-stepped ``MultiStepLR``."""
     milestones = schedule.milestone_steps
-
-    def factor(step: int) -> float:
-        return recipe.gamma ** sum(step >= m for m in milestones)
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: recipe.gamma ** sum(step >= m for m in milestones))
 

@@ -1,21 +1,16 @@
 """``python -m tasks.classify``: train a classifier with or without attention; top-1/top-5 error.
 
-With no arguments it trains a small CIFAR network with BAM on the embedded digits data set (no
-download, a few minutes on a CPU). The paper's runs::
-
-    python -m tasks.classify --dataset cifar100 --arch resnet50 --attention bam
-    accelerate launch launch/classify.py --dataset imagenet --arch resnet50 --attention bam
-
-The recipe (epochs, batch, learning-rate schedule, weight decay) defaults to the network family's
-(see ``tasks.classify.recipes``); every field can be overridden on the command line. The loop,
-checkpoints, resume, W&B and summary files are the shared ``tasks.common`` machinery.
+With no arguments: a small CIFAR network on the embedded digits (no download, minutes on a CPU).
+The paper's runs: ``python -m tasks.classify --dataset cifar100 --arch resnet50 --attention bam``,
+``accelerate launch launch/classify.py --dataset imagenet ...``. The recipe defaults to the network
+family's (``tasks.classify.recipes``), each field overridable on the command line.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -32,12 +27,7 @@ from tasks.utils.progress import progress
 
 DATASETS = ("digits", "cifar100", "imagenet")
 ATTENTIONS = ("none", "bam", "bam-c", "se", "cbam", "bam-released", "extra-block")
-BAM_LIKE = ("bam", "bam-c", "bam-released")
-# SE and CBAM are block modules in their papers (Table 10 counts SE in every block).
-DEFAULT_PLACEMENT = {"se": "block", "cbam": "block"}
-# The no-argument default on digits: the small CIFAR ResNet-20, minutes on a CPU.
-DEFAULT_DIGITS_ARCH = "resnet20"
-PRIMARY_METRIC = "top1_err"
+DEFAULT_DIGITS_ARCH = "resnet20"  # the no-argument default: a small CIFAR ResNet, minutes on a CPU
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -46,24 +36,23 @@ def collate_pair(samples):
     return tuple(default_collate(samples))
 
 
-def build_datasets(args) -> tuple[Dataset, Dataset, int]:
-    """(train set, evaluation set, number of classes) of ``args.dataset``."""
-    if args.dataset == "digits":
+def load_split(dataset: str, data_root=None, train: bool = True, download: bool = False) -> tuple[Dataset, int]:
+    """(the training or evaluation split of ``dataset``, number of classes)."""
+    if dataset == "digits":
         from tasks.data.digits import NUM_CLASSES, build_digits
 
-        return build_digits(train=True), build_digits(train=False), NUM_CLASSES
-    if args.dataset == "cifar100":
+        return build_digits(train=train), NUM_CLASSES
+    if dataset == "cifar100":
         from tasks.data.cifar import NUM_CLASSES, build_cifar100
 
-        train = build_cifar100(args.data_root, train=True, download=args.download)
-        return train, build_cifar100(args.data_root, train=False), NUM_CLASSES
+        return build_cifar100(data_root, train=train, download=download), NUM_CLASSES
     from tasks.data.imagenet import build_imagenet
 
-    if args.download:
+    if download:
         raise ValueError("ImageNet cannot be downloaded automatically (it needs a licence from "
                          "image-net.org); put it at <data_root>/imagenet/{train,val}/CLASS/*.JPEG")
-    train = build_imagenet(args.data_root, train=True)
-    return train, build_imagenet(args.data_root, train=False), len(train.classes)
+    images = build_imagenet(data_root, train=train)
+    return images, len(images.classes)
 
 
 # ---------------------------------------------------------------------------------------- network
@@ -88,19 +77,17 @@ def attention_options(args) -> dict:
     return given
 
 
-def add_extra_blocks(model: nn.Module, arch: str, dataset: str, num_classes: int, model_kwargs: dict) -> list[str]:
+def add_extra_blocks(model: nn.Module, arch: str, dataset: str, num_classes: int, model_kwargs: dict) -> None:
     """Table 1(c)'s baseline: one more block of the stage's own type where BAM would go.
 
     At each bottleneck (the end of a stage, right before downsampling) the stage gets a copy of
-    its last block, i.e. the same topology with the same input and output width, freshly
-    initialised the way the network initialises it (taken from an independently built instance).
-    Returns the stages that grew.
+    its last block (same topology, input and output width), freshly initialised the way the
+    network initialises it (taken from an independently built instance).
     """
     from tasks.networks import build_network, input_size_for
     from bam.placement import find_bottlenecks
 
     fresh = build_network(arch, dataset, num_classes=num_classes, model_kwargs=model_kwargs)
-    grown = []
     for target in find_bottlenecks(model, input_size_for(dataset)):
         stage_name, module = target, model.get_submodule(target)
         if not isinstance(module, nn.Sequential):  # the target is a stage's last block
@@ -110,10 +97,7 @@ def add_extra_blocks(model: nn.Module, arch: str, dataset: str, num_classes: int
                 raise ValueError(f"--attention extra-block needs stages built as nn.Sequential; {arch} has "
                                  f"{type(module).__name__} at {target}")
             module = parent
-        block = copy.deepcopy(fresh.get_submodule(stage_name)[-1])
-        module.append(block)
-        grown.append(stage_name)
-    return grown
+        module.append(copy.deepcopy(fresh.get_submodule(stage_name)[-1]))
 
 
 @model_builder
@@ -146,27 +130,21 @@ def build_model(args, num_classes: int) -> nn.Module:
 
 def preprocessing(dataset: str) -> dict:
     """How the evaluation images were normalised, so tools can feed a saved model new images."""
-    if dataset == "digits":
-        from tasks.data.digits import digits_stats
-
-        mean, std = digits_stats()
-        return {"mean": list(mean), "std": list(std), "image_size": 32, "dataset": dataset}
-    if dataset == "cifar100":
-        from tasks.data.cifar import CIFAR100_MEAN, CIFAR100_STD
-
-        return {"mean": list(CIFAR100_MEAN), "std": list(CIFAR100_STD), "image_size": 32, "dataset": dataset}
+    from tasks.data.cifar import CIFAR100_MEAN, CIFAR100_STD
+    from tasks.data.digits import digits_stats
     from tasks.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
-    return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "image_size": 224, "dataset": dataset}
+    if dataset == "digits":
+        mean, std = digits_stats()
+    else:
+        mean, std = (CIFAR100_MEAN, CIFAR100_STD) if dataset == "cifar100" else (IMAGENET_MEAN, IMAGENET_STD)
+    return {"mean": list(mean), "std": list(std), "image_size": 224 if dataset == "imagenet" else 32,
+            "dataset": dataset}
 
 
 def count_macs_of(model: nn.Module, args) -> dict:
-    """MACs of one image at the data set's input size (conv + linear, ``bam.count_macs``).
-
-    ``count_macs`` runs one image in eval mode and restores the modes, so BN statistics are not
-    touched. ResNet bottleneck networks also get ``macs_v1``: the same network with the stride in
-    the first 1x1 conv of each bottleneck, the layout of the paper's GFLOPs (counted on a copy).
-    """
+    """MACs of one image at the data set's input size; ResNet bottleneck networks also get ``macs_v1``,
+    counted on a copy with the stride in the first 1x1 conv of each bottleneck (the paper's layout)."""
     from tasks.networks import get_network_entry, input_size_for
     from bam.counting import count_macs, to_resnet_v1
 
@@ -215,29 +193,25 @@ def make_evaluate_fn(eval_set: Dataset, batch_size: int, num_workers: int):
                         pin_memory=torch.cuda.is_available())
 
     def evaluate(model: nn.Module, accelerator, step: int) -> dict:
-        sharded = prepare_eval_loader(accelerator, loader)
-        hits1, hits5, losses, indices = [], [], [], []
-        for images, labels, index in progress(sharded, desc="eval", leave=False,
+        parts = [], [], [], []  # top-1 hits, top-5 hits, losses, indices
+        for images, labels, index in progress(prepare_eval_loader(accelerator, loader), desc="eval", leave=False,
                                               main_process=accelerator.is_main_process):
             with accelerator.autocast():
                 logits = model(images).float()
             correct = topk_correct(logits, labels)
             loss = F.cross_entropy(logits, labels, reduction="none")
             # gather_for_metrics drops the samples padded in to even out the last batch.
-            c1, c5, loss, index = accelerator.gather_for_metrics((correct[1], correct[5], loss, index))
-            hits1.append(c1.cpu())
-            hits5.append(c5.cpu())
-            losses.append(loss.cpu())
-            indices.append(index.cpu())
-        hits1, hits5 = torch.cat(hits1), torch.cat(hits5)
+            for part, value in zip(parts, accelerator.gather_for_metrics((correct[1], correct[5], loss, index))):
+                part.append(value.cpu())
+        hits1, hits5, losses, indices = (torch.cat(part) for part in parts)
         return {
             "top1_err": 100.0 * (1.0 - hits1.double().mean().item()),
             "top5_err": 100.0 * (1.0 - hits5.double().mean().item()),
-            "loss": torch.cat(losses).mean().item(),
+            "loss": losses.mean().item(),
             "num_images": float(len(hits1)),
             # per sample, for a paired comparison with another run (tasks.report): 50,000 ImageNet
             # images take about 0.5 MB
-            "per_sample": {"index": torch.cat(indices), "top1": hits1, "top5": hits5},
+            "per_sample": {"index": indices, "top1": hits1, "top5": hits5},
         }
 
     return evaluate
@@ -264,7 +238,7 @@ class ClassifyTask(Task):
                    "Without arguments: a quick CPU run on the embedded digits data set.")
     attentions = ATTENTIONS
     run_defaults = {"eval_every": None}
-    primary_metric = PRIMARY_METRIC
+    primary_metric = "top1_err"
     primary_mode = "min"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -303,7 +277,8 @@ class ClassifyTask(Task):
         resolve_args(args)
 
     def data(self, args: argparse.Namespace, accelerator) -> ClassifyData:
-        train_set, eval_set, num_classes = build_datasets(args)
+        train_set, num_classes = load_split(args.dataset, args.data_root, train=True, download=args.download)
+        eval_set, _ = load_split(args.dataset, args.data_root, train=False)
         if args.max_images is not None:
             eval_set = Subset(eval_set, range(min(args.max_images, len(eval_set))))
         # torchvision transforms draw from the global RNGs: seeded per sample, they resume exactly.
@@ -339,7 +314,7 @@ class ClassifyTask(Task):
         config = {
             "dataset": args.dataset, "arch": args.arch, "attention": args.attention, "placement": placement,
             "attention_options": attention_options(args), "num_classes": data.num_classes,
-            "recipe": args.recipe.to_dict(), "steps_per_epoch": epoch_steps,
+            "recipe": asdict(args.recipe), "steps_per_epoch": epoch_steps,
             "epochs": schedule.max_steps / epoch_steps, "max_steps": schedule.max_steps,
             "milestone_steps": list(schedule.milestones.milestone_steps), "train_images": len(data.train),
             "eval_images": len(data.eval), "data_root": str(args.data_root) if args.data_root else None,
@@ -347,7 +322,8 @@ class ClassifyTask(Task):
         }
         experiment = args.experiment_info
         return RunInfo(
-            name=f"{args.dataset}-{args.arch}-{args.attention}-s{args.seed}", group=default_group(args),
+            # Runs to compare share a W&B group: the same network, data set and recipe.
+            name=f"{args.dataset}-{args.arch}-{args.attention}-s{args.seed}", group=f"{args.dataset}-{args.arch}",
             config=config, tags=[experiment["table"]] if experiment else [],
             description=ModelDescription("tasks.classify.train:network_from_config",
                                          model_config(args, data.num_classes), self.name,
@@ -373,23 +349,24 @@ class ClassifyTask(Task):
               + (f" ({macs_v1 / 1e9:.3f} on the paper's v1 layout)" if macs_v1 else "")
               + "".join(f"\ncurves: {path}" for path in curves))
 
+
 def resolve_args(args) -> argparse.Namespace:
     """Fill dataset-dependent defaults and check names (one run's options); ValueError lists the
     valid choices."""
-    from tasks.networks import list_networks
+    from tasks.networks import default_placement, list_networks
 
     dataset = network_dataset(args.dataset)
+    if args.arch is None and args.dataset == "digits":
+        args.arch = DEFAULT_DIGITS_ARCH
     if args.arch is None:
-        args.arch = DEFAULT_DIGITS_ARCH if args.dataset == "digits" else None
-        if args.arch is None:
-            raise ValueError(f"--arch is required for {args.dataset}; valid: {', '.join(list_networks(dataset))}")
+        raise ValueError(f"--arch is required for {args.dataset}; valid: {', '.join(list_networks(dataset))}")
     if args.arch not in list_networks(dataset):
         raise ValueError(f"unknown architecture {args.arch!r} for --dataset {args.dataset}; valid names: "
                          f"{', '.join(list_networks(dataset))}")
     if args.attention not in ATTENTIONS:
         raise ValueError(f"unknown attention {args.attention!r}; valid names: {', '.join(ATTENTIONS)}")
     if args.placement is None:
-        args.placement = DEFAULT_PLACEMENT.get(args.attention, "bottleneck")
+        args.placement = default_placement(args.attention)
     if not isinstance(args.recipe, recipes.Recipe):
         base = recipes.get_recipe(args.recipe) if args.recipe else recipes.recipe_for(args.arch, args.dataset)
         args.recipe = recipes.with_overrides(
@@ -424,15 +401,8 @@ def _experiment_info(spec: str | None) -> dict | None:
 
 def variant_label(args) -> str:
     """The attention with its non-default settings, e.g. ``bam(dilation=1)``: what a table row differs by."""
-    options = attention_options(args)
-    if not options:
-        return args.attention
-    return f"{args.attention}({', '.join(f'{k}={v}' for k, v in sorted(options.items()))})"
-
-
-def default_group(args) -> str:
-    """Runs to compare share a W&B group: the same network, data set and recipe."""
-    return f"{args.dataset}-{args.arch}"
+    options = ", ".join(f"{k}={v}" for k, v in sorted(attention_options(args).items()))
+    return f"{args.attention}({options})" if options else args.attention
 
 
 TASK = ClassifyTask()

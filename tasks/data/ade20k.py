@@ -1,16 +1,10 @@
 """Scene-parsing data: ADE20K (SceneParsing 2016) and plain image/label folders.
 
-Label convention used everywhere in ``tasks.parse``: classes are ``0 .. num_classes-1`` and
-unlabeled pixels carry ``IGNORE_INDEX = 255``. ADE20K stores ``0 = unlabeled`` and ``1..150`` for
-the classes, so its raw values are shifted down by one (``label_offset=1``); 255 is chosen over -1
-so that labels still fit in ``uint8`` and the shift is a single subtraction.
-
-Two deliberate differences from CSAILVision's semantic-segmentation-pytorch loader:
-
-* padding (to a multiple of 32 and to the largest image of a batch) fills labels with the ignore
-  index, never with 0, which after the shift would be the real class "wall";
-* labels stay at full resolution: the model upsamples its logits to the input size, so the loss
-  and the metric see every labelled pixel instead of a nearest-neighbour 1/4 subsample.
+Labels are classes ``0 .. num_classes-1`` and ``IGNORE_INDEX = 255`` for unlabeled pixels (255, not
+-1, so labels stay ``uint8``). ADE20K stores ``0 = unlabeled`` and ``1..150``, hence
+``label_offset=1``. Unlike CSAILVision's loader, padding fills labels with the ignore index (never
+0, which is "wall" after the shift), and labels stay at full resolution (the model upsamples its
+logits, so loss and metric see every labelled pixel).
 """
 
 from __future__ import annotations
@@ -24,21 +18,18 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+from torchvision.transforms import functional as TF
 
+from tasks.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from tasks.data.images import list_images, read_rgb
+from tasks.data.sampling import split_key
 from tasks.utils.images import to_hwc_uint8
 
 IGNORE_INDEX = 255
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# Recipe of CSAILVision's ADE20K configs (reference facts, section 5).
+# The recipe of CSAILVision's ADE20K configs.
 TRAIN_SHORT_SIDES = (300, 375, 450, 525, 600)
 MAX_LONG_SIDE = 1000
 SIZE_DIVISOR = 32
-ADE20K_LAYOUT = (
-    "ADEChallengeData2016/images/{training,validation}/*.jpg and "
-    "ADEChallengeData2016/annotations/{training,validation}/*.png"
-)
 
 # objectInfo150 order (label value k+1 in the released PNGs is class k here).
 ADE20K_CLASSES = (
@@ -63,9 +54,6 @@ ADE20K_CLASSES = (
 )
 
 
-# --------------------------------------------------------------------------------------------
-# Transforms
-# --------------------------------------------------------------------------------------------
 def scaled_size(height: int, width: int, short_side: int, max_long_side: int = MAX_LONG_SIDE) -> tuple[int, int]:
     """Size after scaling the short side to ``short_side`` unless the long side would exceed the cap."""
     scale = min(short_side / min(height, width), max_long_side / max(height, width))
@@ -83,9 +71,8 @@ class TrainTransform:
     def __call__(self, image: Image.Image, label: Image.Image,
                  rng: random.Random | None = None) -> tuple[Image.Image, Image.Image]:
         rng = rng or random  # a per-sample RNG makes augmentation reproducible on resume
-        height, width = image.height, image.width
-        new_h, new_w = scaled_size(height, width, rng.choice(list(self.short_sides)), self.max_long_side)
-        if (new_h, new_w) != (height, width):
+        new_h, new_w = scaled_size(image.height, image.width, rng.choice(list(self.short_sides)), self.max_long_side)
+        if (new_w, new_h) != image.size:
             image = image.resize((new_w, new_h), Image.BILINEAR)
             label = label.resize((new_w, new_h), Image.NEAREST)  # never blend class ids
         if self.flip and rng.random() < 0.5:
@@ -96,10 +83,7 @@ class TrainTransform:
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """RGB PIL image -> float 3xHxW normalised with the ImageNet statistics."""
-    array = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (array - mean) / std
+    return TF.normalize(TF.to_tensor(image), IMAGENET_MEAN, IMAGENET_STD)
 
 
 def denormalize(image: torch.Tensor) -> np.ndarray:
@@ -113,17 +97,16 @@ def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def collate_segmentation(batch: list[dict], size_divisor: int = SIZE_DIVISOR,
-                         ignore_index: int = IGNORE_INDEX) -> dict:
-    """Pad images (with 0, i.e. the mean colour after normalisation) and labels (with the ignore
-    index) to the largest height/width in the batch, rounded up to ``size_divisor``.
+def collate_segmentation(batch: list[dict]) -> dict:
+    """Pad images (with 0, the mean colour after normalisation) and labels (with the ignore index)
+    to the batch's largest height and width, rounded up to ``SIZE_DIVISOR``.
 
     Returns ``image`` Bx3xHxW, ``label`` BxHxW (long), ``size`` Bx2 (the unpadded sizes) and ``name``.
     """
-    height = round_up(max(item["image"].shape[1] for item in batch), size_divisor)
-    width = round_up(max(item["image"].shape[2] for item in batch), size_divisor)
+    height = round_up(max(item["image"].shape[1] for item in batch), SIZE_DIVISOR)
+    width = round_up(max(item["image"].shape[2] for item in batch), SIZE_DIVISOR)
     images = batch[0]["image"].new_zeros(len(batch), 3, height, width)
-    labels = torch.full((len(batch), height, width), ignore_index, dtype=torch.long)
+    labels = torch.full((len(batch), height, width), IGNORE_INDEX, dtype=torch.long)
     for i, item in enumerate(batch):
         h, w = item["label"].shape
         images[i, :, :h, :w] = item["image"]
@@ -132,9 +115,6 @@ def collate_segmentation(batch: list[dict], size_divisor: int = SIZE_DIVISOR,
     return {"image": images, "label": labels, "size": sizes, "name": [item["name"] for item in batch]}
 
 
-# --------------------------------------------------------------------------------------------
-# Data sets
-# --------------------------------------------------------------------------------------------
 class SegmentationFolder(Dataset):
     """Images in ``images_dir`` paired by file stem with label PNGs in ``labels_dir``.
 
@@ -156,10 +136,9 @@ class SegmentationFolder(Dataset):
         self.class_names = tuple(class_names) if class_names else tuple(f"class_{i}" for i in range(num_classes))
         if len(self.class_names) != num_classes:
             raise ValueError(f"{len(self.class_names)} class names given for num_classes={num_classes}")
-        self.samples = self._pair_files(layout_hint)
+        self.samples = self._pair_files(f" (expected layout: {layout_hint})" if layout_hint else "")
 
-    def _pair_files(self, layout_hint: str | None) -> list[tuple[Path, Path]]:
-        hint = f" (expected layout: {layout_hint})" if layout_hint else ""
+    def _pair_files(self, hint: str) -> list[tuple[Path, Path]]:
         for folder in (self.images_dir, self.labels_dir):
             if not folder.is_dir():
                 raise FileNotFoundError(f"folder not found: {folder}{hint}")
@@ -191,8 +170,8 @@ class SegmentationFolder(Dataset):
             raise ValueError(f"{path}: label PNG must be single-channel (mode L or P), got mode {mode}")
         ignored = (raw < self.label_offset) | (raw == self.ignore_index)
         label = raw - self.label_offset
-        # From the raw values: with an offset, raw ignore_index + offset (a 16-bit label) must not
-        # turn into the ignore index silently.
+        # Judged on the raw values: with an offset, a 16-bit raw ignore_index + offset must not
+        # silently become the ignore index.
         bad = (label >= self.num_classes) & ~ignored
         label[ignored] = self.ignore_index
         if bad.any():
@@ -205,8 +184,7 @@ class SegmentationFolder(Dataset):
     def load(self, index: int) -> tuple[Image.Image, Image.Image, str]:
         """The untransformed RGB image, shifted label (mode L) and file stem of sample ``index``."""
         image_path, label_path = self.samples[index]
-        # Any mode (gray, RGBA, palette, 16-bit) to 8-bit RGB; errors name the file. The stored
-        # pixel grid is kept (no EXIF rotation): the label map refers to it.
+        # No EXIF rotation: the label map refers to the stored pixel grid.
         image = Image.fromarray(read_rgb(image_path, exif=False))
         label = Image.fromarray(self.read_label(label_path))
         if image.size != label.size:
@@ -215,16 +193,15 @@ class SegmentationFolder(Dataset):
         return image, label, image_path.stem
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        """``key`` is an index, or ``(index, sample_seed)`` from ``tasks.common.EpochSeededSampler``,
-        in which case the augmentation draws from ``random.Random(sample_seed)``."""
-        index, seed = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), None)
+        """``key``: an index, or ``(index, sample_seed)`` whose seed alone drives the augmentation."""
+        index, seed = split_key(key)
         image, label, name = self.load(index)
         if self.transform is not None:
             image, label = self.transform(image, label, None if seed is None else random.Random(seed))
         return {"image": to_tensor(image), "label": torch.from_numpy(np.array(label, dtype=np.int64)), "name": name}
 
 
-# The splits every command names (train, val) and the folders ADE20K keeps them in.
+# The splits every command names and the folders ADE20K keeps them in.
 SPLIT_FOLDERS = {"train": "training", "val": "validation"}
 
 
@@ -236,8 +213,8 @@ def split_folder(split: str) -> str:
 
 class ADE20K(SegmentationFolder):
     """ADE20K SceneParsing 2016 under ``root/ADEChallengeData2016`` (or ``root`` itself if it is that
-    folder). ``split`` is ``"train"`` or ``"val"`` (the folders ``training`` and ``validation``);
-    ``train_transform=True`` applies the recipe's random rescale + flip (default for the training split)."""
+    folder). ``train_transform`` (default: for the training split) applies the recipe's random
+    rescale and flip."""
 
     NUM_CLASSES = 150
 
@@ -247,34 +224,28 @@ class ADE20K(SegmentationFolder):
         base = Path(root)
         if base.name != "ADEChallengeData2016":
             base = base / "ADEChallengeData2016"
-        train_transform = split == "train" if train_transform is None else train_transform
-        transform = TrainTransform(short_sides, max_long_side) if train_transform else None
+        augment = split == "train" if train_transform is None else train_transform
         super().__init__(base / "images" / folder, base / "annotations" / folder, self.NUM_CLASSES,
-                         ignore_index=IGNORE_INDEX, label_offset=1, transform=transform,
-                         class_names=ADE20K_CLASSES, layout_hint=f"<data-root>/{ADE20K_LAYOUT}")
+                         label_offset=1, transform=TrainTransform(short_sides, max_long_side) if augment else None,
+                         class_names=ADE20K_CLASSES,
+                         layout_hint="<data-root>/ADEChallengeData2016/images/{training,validation}/*.jpg and "
+                                     "ADEChallengeData2016/annotations/{training,validation}/*.png")
         self.split = split
 
 
-# --------------------------------------------------------------------------------------------
-# Colours
-# --------------------------------------------------------------------------------------------
 def palette(num_classes: int = 256) -> np.ndarray:
     """Distinct colours per class (bit-interleaved, as in the PASCAL VOC palette), uint8 Nx3."""
-    colours = np.zeros((num_classes, 3), dtype=np.uint8)
-    for index in range(num_classes):
-        value, code = index + 1, [0, 0, 0]  # +1 so class 0 is not black
-        for bit in range(8):
-            for channel in range(3):
-                code[channel] |= ((value >> channel) & 1) << (7 - bit)
-            value >>= 3
-        colours[index] = code
-    return colours
+    value = np.arange(num_classes) + 1  # +1 so class 0 is not black
+    colours = np.zeros((num_classes, 3), dtype=np.int64)
+    for bit in range(8):
+        for channel in range(3):
+            colours[:, channel] |= ((value >> (3 * bit + channel)) & 1) << (7 - bit)
+    return colours.astype(np.uint8)
 
 
 def colorize(label: np.ndarray, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """HxW class ids -> HxWx3 uint8 colours; ignored pixels are black."""
     label = np.asarray(label)
-    colours = palette(256)
-    out = colours[np.clip(label, 0, 255).astype(np.int64)]
+    out = palette(256)[np.clip(label, 0, 255).astype(np.int64)]
     out[label == ignore_index] = 0
     return out

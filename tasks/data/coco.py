@@ -1,22 +1,15 @@
-"""COCO object detection in its released layout, as torchvision detection samples.
+"""COCO 2017 object detection in its released layout, as torchvision detection samples.
 
-Layout (download by hand from https://cocodataset.org/#download: ``train2017.zip``,
-``val2017.zip``, ``annotations_trainval2017.zip``; unzip into ``<data root>/coco``)::
+Layout (``train2017.zip``, ``val2017.zip`` and ``annotations_trainval2017.zip`` from
+https://cocodataset.org/#download, unzipped into ``<data root>/coco``): ``coco/{train2017,val2017}/*.jpg``
+and ``coco/annotations/instances_{train2017,val2017}.json``. 2017 train/val is the paper's split
+(trainval35k / minival).
 
-    <root>/coco/train2017/*.jpg
-    <root>/coco/val2017/*.jpg
-    <root>/coco/annotations/instances_train2017.json
-    <root>/coco/annotations/instances_val2017.json
-
-COCO 2017 train/val is the split the paper describes (Sec. 5.5: all 2014 training images plus the
-2014 validation images except 5,000 held out, i.e. trainval35k / minival).
-
-A sample is ``(image, target)``: ``image`` a float CxHxW tensor in [0, 1] (torchvision's detection
-transform normalises and resizes it), ``target`` a dict with ``boxes`` (float Nx4, x1 y1 x2 y2 in
-pixels), ``labels`` (int64 COCO category ids, so ``num_classes = 91``), ``image_id``, ``area`` and
-``iscrowd``. Conversion follows torchvision's detection reference: crowd regions are left out of the
-training targets (COCOeval treats them as "ignore" on its own), boxes are clipped to the image and
-boxes with no area left are dropped; for training, images without a usable box are skipped.
+A sample is ``(image, target)``: ``image`` a float CxHxW tensor in [0, 1], ``target`` a dict with
+``boxes`` (float Nx4, x1 y1 x2 y2 pixels), ``labels`` (COCO category ids, so ``num_classes = 91``),
+``image_id``, ``area`` and ``iscrowd``. As in torchvision's detection reference, crowd regions are
+left out of the targets (COCOeval ignores them on its own), boxes are clipped to the image, boxes
+with no area left are dropped and, for training, images without a usable box are skipped.
 """
 
 from __future__ import annotations
@@ -45,13 +38,13 @@ LAYOUT = (
 )
 
 
-def coco_paths(root: str | Path, split: str, year: int = 2017) -> tuple[Path, Path]:
+def coco_paths(root: str | Path, split: str) -> tuple[Path, Path]:
     """``(image_dir, annotation_file)`` of a split under ``<root>/coco``; clear error if absent."""
     if split not in SPLITS:
         raise ValueError(f"COCO split must be one of {SPLITS}, got {split!r}")
     base = Path(root) / "coco"
-    image_dir = base / f"{split}{year}"
-    ann_file = base / "annotations" / f"instances_{split}{year}.json"
+    image_dir = base / f"{split}2017"
+    ann_file = base / "annotations" / f"instances_{split}2017.json"
     for path in (ann_file, image_dir):
         if not path.exists():
             raise FileNotFoundError(f"COCO not found: {path} is missing. Expected {LAYOUT}")
@@ -126,8 +119,8 @@ def load_coco_api(ann_file: str | Path, for_evaluation: bool = False):
         raise ValueError(f"{ann_file} is not a COCO instances annotation file: {error!r}") from error
 
 
-def convert_annotations(annotations: Sequence[dict], width: int, height: int,
-                        keep_crowd: bool = False) -> tuple[dict[str, np.ndarray], int, int]:
+def convert_annotations(annotations: Sequence[dict], width: int,
+                        height: int) -> tuple[dict[str, np.ndarray], int, int]:
     """COCO annotations of one image -> arrays of xyxy boxes clipped to the image.
 
     Returns ``(arrays, clipped, dropped)``: how many boxes reached outside the image (clipped)
@@ -135,7 +128,7 @@ def convert_annotations(annotations: Sequence[dict], width: int, height: int,
     boxes, labels, areas, crowd = [], [], [], []
     clipped = dropped = 0
     for ann in annotations:
-        if ann.get("iscrowd", 0) and not keep_crowd:
+        if ann.get("iscrowd", 0):
             continue
         try:
             x, y, w, h = (float(v) for v in ann["bbox"])
@@ -175,30 +168,18 @@ def hflip(image: torch.Tensor, target: dict[str, Any]) -> tuple[torch.Tensor, di
 
 
 class CocoDetection(Dataset):
-    """COCO instances as torchvision detection samples.
+    """COCO instances of ``split`` (``"train"`` or ``"val"``) under ``<root>/coco``.
 
-    Args:
-        root: the data root (COCO under ``<root>/coco``); ignored when ``image_dir`` and
-            ``ann_file`` are given.
-        split: ``"train"`` or ``"val"``.
-        train: random horizontal flips; defaults to ``split == "train"``.
-        remove_empty: skip images with no usable box (torchvision's reference does this for
-            training only); defaults to ``train``.
-        image_dir, ann_file: explicit locations (other COCO-format data sets).
+    ``train`` (default: ``split == "train"``) flips half the images left-right; ``remove_empty``
+    (default: ``train``, as torchvision's reference) skips images with no usable box.
     """
 
-    def __init__(self, root: str | Path | None = None, split: str = "train", train: bool | None = None,
-                 remove_empty: bool | None = None, image_dir: str | Path | None = None,
-                 ann_file: str | Path | None = None, flip_prob: float = 0.5):
-        if image_dir is None or ann_file is None:
-            if root is None:
-                raise ValueError("CocoDetection needs a data root or both image_dir and ann_file")
-            image_dir, ann_file = coco_paths(root, split)
-        self.image_dir, self.ann_file = Path(image_dir), Path(ann_file)
+    def __init__(self, root: str | Path, split: str = "train", train: bool | None = None,
+                 remove_empty: bool | None = None):
+        self.image_dir, self.ann_file = coco_paths(root, split)
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"COCO image folder not found: {self.image_dir}")
         self.train = split == "train" if train is None else train
-        self.flip_prob = flip_prob if self.train else 0.0
         # An evaluation set's ground truth is checked for what COCOeval needs too, now, not when the
         # first evaluation runs after training.
         self.coco = load_coco_api(self.ann_file, for_evaluation=not self.train)
@@ -252,8 +233,7 @@ class CocoDetection(Dataset):
         path = self.image_dir / info["file_name"]
         if not path.is_file():
             raise FileNotFoundError(f"COCO image not found: {path} (image id {image_id} in {self.ann_file})")
-        # Any mode (gray, RGBA, 16-bit) to 8-bit RGB, errors naming the file; the stored pixel grid
-        # is kept (no EXIF rotation), as the boxes and torchvision's reference refer to it.
+        # No EXIF rotation: the boxes (and torchvision's reference) refer to the stored pixel grid.
         array = read_rgb(path, exif=False)
         if array.shape[:2] != (info["height"], info["width"]):
             raise ValueError(f"{path} is {array.shape[1]}x{array.shape[0]} pixels but {self.ann_file} "
@@ -261,14 +241,13 @@ class CocoDetection(Dataset):
         return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
 
     def __getitem__(self, key) -> tuple[torch.Tensor, dict[str, Any]]:
-        """``key``: an index, or ``(index, sample_seed)`` from :class:`EpochSeededSampler`, whose
-        seed alone decides the flip (so a resumed run sees the same augmentation)."""
+        """``key``: an index, or ``(index, sample_seed)`` whose seed alone decides the flip."""
         index, generator = key_generator(key)
         image_id = self.ids[index]
         image = self.load_image(image_id)
         target = {key: torch.from_numpy(value) for key, value in self.targets[image_id].items()}
         target["image_id"] = image_id
-        if self.flip_prob and float(torch.rand((), generator=generator)) < self.flip_prob:
+        if self.train and float(torch.rand((), generator=generator)) < 0.5:
             image, target = hflip(image, target)
         return image, target
 
@@ -278,6 +257,3 @@ def collate_detection(batch: Sequence[tuple[torch.Tensor, dict]]) -> tuple[list,
     images, targets = zip(*batch)
     return list(images), list(targets)
 
-
-__all__ = ["CocoDetection", "coco_paths", "load_coco_api", "check_coco_content", "convert_annotations", "hflip",
-           "collate_detection", "LAYOUT"]

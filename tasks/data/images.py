@@ -1,19 +1,12 @@
-"""Reading images from disk into 8-bit RGB arrays, whatever their mode.
+"""Reading images from disk into 8-bit arrays, whatever their mode; every loader uses ``read_rgb``.
 
-``read_rgb`` is the single entry point every loader uses. Conventions:
-
-* grayscale is replicated to three channels (as OpenCV's ``IMREAD_COLOR`` and BasicSR do);
-* alpha is dropped, not composited: the colour stored under a transparent pixel is kept, so
-  an RGBA file and its RGB version give the same pixels (again as BasicSR/OpenCV);
-* palette images are expanded through their palette;
-* 16-bit images are mapped to 8 bits by ``round(v * 255 / 65535)``. Pillow's own conversion
-  of 16-bit data clips (mode ``I;16`` -> ``L``) or keeps the high byte (16-bit RGB PNGs), so
-  16-bit PNGs are decoded by OpenCV (libpng: every colour type, interlaced or not) and 16-bit
-  TIFFs by ``tifffile``; Pillow reads everything else;
-* EXIF orientation is applied, so photos come out the way viewers show them (``exif=False``
-  keeps the stored pixel grid, which annotations such as label maps and boxes refer to);
-* a missing file raises ``FileNotFoundError``; an unreadable, truncated or unsupported file raises
-  ``ValueError``; both name the file.
+* gray is replicated to three channels and alpha is dropped, not composited (as OpenCV's
+  ``IMREAD_COLOR`` and BasicSR); palette images are expanded through their palette;
+* 16-bit values map to ``round(v * 255 / 65535)``: Pillow clips 16-bit gray and keeps the high byte
+  of 16-bit RGB, so 16-bit PNGs are decoded by OpenCV and 16-bit TIFFs by ``tifffile``;
+* EXIF orientation is applied (``exif=False`` keeps the stored pixel grid, which label maps and
+  boxes refer to);
+* a missing file raises ``FileNotFoundError``, an unreadable one ``ValueError``; both name the file.
 """
 
 from __future__ import annotations
@@ -22,7 +15,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -107,10 +100,9 @@ def read_image(path: str | os.PathLike, exif: bool = True) -> np.ndarray:
 
 
 def _decode(path: Path, exif: bool = True) -> np.ndarray:
-    with open(path, "rb") as handle:
-        png = _png_header(handle.read(32))
-    if png is not None and png.bit_depth == 16:
-        return _normalize(_read_png16(path, png), path)
+    png16 = _png16_header(path)
+    if png16 is not None:
+        return _normalize(_read_png16(path, *png16), path)
     if path.suffix.lower() in (".tif", ".tiff"):
         array = _read_tiff(path)
         if array is not None:
@@ -128,10 +120,8 @@ def _pil_to_array(image: Image.Image) -> np.ndarray:
         return np.asarray(image.convert("L") if mode == "1" else image)
     if mode in ("LA", "La"):
         return np.asarray(image.convert("LA"))[:, :, 0]
-    if mode in ("P", "PA"):
+    if mode in ("P", "PA", "RGBA", "RGBa", "RGBX"):
         # Through RGBA: a palette with transparency converts to RGB only with a warning.
-        return np.asarray(image.convert("RGBA"))[:, :, :3]
-    if mode in ("RGBA", "RGBa", "RGBX"):
         return np.asarray(image.convert("RGBA"))[:, :, :3]
     if mode.startswith("I") or mode == "F":
         return np.asarray(image)  # integer (16-bit) or float gray: scaled by _normalize
@@ -169,10 +159,8 @@ def _normalize(array: np.ndarray, path: Path) -> np.ndarray:
 
 def _read_tiff(path: Path) -> np.ndarray | None:
     """16-bit and float TIFFs through tifffile (Pillow truncates 16-bit RGB); None -> use Pillow."""
-    try:
-        import tifffile
-    except ImportError:
-        return None
+    import tifffile  # installed with scikit-image
+
     try:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages[0]
@@ -186,46 +174,28 @@ def _read_tiff(path: Path) -> np.ndarray | None:
         return None
 
 
-# --- 16-bit PNG ---------------------------------------------------------------------------------
-# Pillow decodes 16-bit RGB(A) PNGs by keeping the high byte of each sample (floor(v / 256)),
-# which is off by one level from round(v / 257) on many pixels; OpenCV hands over the 16-bit
-# samples themselves.
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_GRAY_TYPES = (0, 4)  # PNG colour types gray and gray + alpha (OpenCV hands the latter over as BGRA)
-_FROM_BGRA = [2, 1, 0, 3]  # OpenCV's channel order back to RGB(A)
-
-
-class _PngHeader(NamedTuple):
-    width: int
-    height: int
-    bit_depth: int
-    colour_type: int
-
-
-def _png_header(header: bytes) -> _PngHeader | None:
-    """The IHDR fields of a PNG file's first 26 bytes; None when it is not a PNG file."""
-    if len(header) < 26 or not header.startswith(_PNG_SIGNATURE) or header[12:16] != b"IHDR":
+def _png16_header(path: Path) -> tuple[int, int, int] | None:
+    """``(width, height, colour type)`` of a 16-bit PNG file; None for any other file."""
+    with open(path, "rb") as handle:
+        header = handle.read(26)
+    if len(header) < 26 or not header.startswith(b"\x89PNG\r\n\x1a\n") or header[12:16] != b"IHDR":
         return None
     width, height, bit_depth, colour_type = struct.unpack(">IIBB", header[16:26])
-    return _PngHeader(width, height, bit_depth, colour_type)
+    return (width, height, colour_type) if bit_depth == 16 else None
 
 
-def _check_png_size(path: Path, png: _PngHeader) -> None:
-    """Refuse absurd sizes before decoding: a corrupt header must not allocate terabytes."""
-    if png.width == 0 or png.height == 0:
-        raise ValueError(f"corrupt PNG file {path} (size {png.width}x{png.height})")
-    limit = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else None
-    if limit and png.width * png.height > limit:  # the limit Pillow applies to every other file
-        raise ValueError(f"image {path} is {png.width}x{png.height} pixels, over Pillow's "
-                         f"decompression-bomb limit of {limit} (PIL.Image.MAX_IMAGE_PIXELS)")
-
-
-def _read_png16(path: Path, png: _PngHeader) -> np.ndarray:
-    """A 16-bit PNG's samples as uint16: (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA."""
+def _read_png16(path: Path, width: int, height: int, colour_type: int) -> np.ndarray:
+    """A 16-bit PNG's samples as uint16 (OpenCV hands them over; Pillow keeps only the high byte):
+    (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA."""
     import cv2  # here, not at the top: ~0.1 s per DataLoader worker, and only 16-bit PNGs need it
 
-    _check_png_size(path, png)
+    # Absurd sizes refused before decoding: a corrupt header must not allocate terabytes.
+    if width == 0 or height == 0:
+        raise ValueError(f"corrupt PNG file {path} (size {width}x{height})")
+    limit = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else None
+    if limit and width * height > limit:  # the limit Pillow applies to every other file
+        raise ValueError(f"image {path} is {width}x{height} pixels, over Pillow's "
+                         f"decompression-bomb limit of {limit} (PIL.Image.MAX_IMAGE_PIXELS)")
     # imdecode over bytes read by numpy, not imread: OpenCV's imread fails on non-ASCII paths
     # on Windows.
     try:
@@ -234,8 +204,8 @@ def _read_png16(path: Path, png: _PngHeader) -> np.ndarray:
         raise ValueError(f"corrupt PNG file {path} ({error})") from error
     if array is None:  # libpng stopped: data cut short, bad checksum, broken compressed stream
         raise ValueError(f"truncated or corrupt PNG file {path}")
-    if array.ndim == 3 and png.colour_type in _GRAY_TYPES:
+    if array.ndim == 3 and colour_type in (0, 4):  # gray (+ alpha), handed over as BGR(A)
         return array[:, :, 0]  # a gray file stays 2-D (read_image's contract), alpha dropped
     if array.ndim == 3:
-        return array[:, :, _FROM_BGRA[:array.shape[2]]]
+        return array[:, :, [2, 1, 0, 3][:array.shape[2]]]  # BGR(A) back to RGB(A)
     return array

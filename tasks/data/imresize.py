@@ -11,11 +11,10 @@ The method, from MATLAB's definition:
 * the output size for a scale is ``ceil(in * scale)``; the dimension with the smaller scale is
   resized first (height first when equal).
 
-Each 1-D resize is a dense (out x in) matrix built once per size and cached, so a batch
-(N, C, H, W) is resized by two matmuls on any device. Computation stays in floating point
-across both passes, as in BasicSR's port; MATLAB itself rounds uint8 inputs to uint8 between
-the two passes, which moves a few pixels by one level. Neither PIL's nor torch's bicubic is
-this resizer.
+Each 1-D resize is a cached dense (out x in) matrix, so a batch (N, C, H, W) is resized by two
+matmuls on any device. Computation stays in floating point across both passes, as in BasicSR's
+port (MATLAB rounds uint8 inputs between the passes, which moves a few pixels by one level).
+Neither PIL's nor torch's bicubic is this resizer.
 """
 
 from __future__ import annotations
@@ -41,13 +40,13 @@ def cubic(x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     return inner * (ax <= 1) + outer * ((ax > 1) & (ax <= 2))
 
 
-@functools.lru_cache(maxsize=128)
-def _matrix_float64(in_len: int, out_len: int, scale: float, antialias: bool) -> np.ndarray:
-    width = 4.0
-    kernel = cubic
+@functools.lru_cache(maxsize=256)
+def resize_matrix(in_len: int, out_len: int, scale: float, antialias: bool = True,
+                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """The (out_len, in_len) matrix of MATLAB bicubic weights along one dimension (cached)."""
+    width, kernel = 4.0, cubic
     if scale < 1 and antialias:
-        width = 4.0 / scale
-        kernel = lambda t: scale * cubic(scale * t)  # noqa: E731 - stretched (antialiasing) kernel
+        width, kernel = 4.0 / scale, lambda t: scale * cubic(scale * t)  # stretched (antialiasing) kernel
     centre = np.arange(1, out_len + 1, dtype=np.float64) / scale + 0.5 * (1 - 1 / scale)
     left = np.floor(centre - width / 2)
     taps = int(math.ceil(width)) + 2  # MATLAB's count: covers the support for any centre
@@ -59,22 +58,7 @@ def _matrix_float64(in_len: int, out_len: int, scale: float, antialias: bool) ->
     folded = np.where(folded < in_len, folded, 2 * in_len - 1 - folded)
     matrix = np.zeros((out_len, in_len), dtype=np.float64)
     np.add.at(matrix, (np.repeat(np.arange(out_len), taps), folded.ravel()), weights.ravel())
-    matrix.setflags(write=False)
-    return matrix
-
-
-@functools.lru_cache(maxsize=128)
-def _matrix_on(in_len, out_len, scale, antialias, device: torch.device, dtype: torch.dtype):
-    matrix = _matrix_float64(in_len, out_len, scale, antialias)
-    return torch.from_numpy(matrix.copy()).to(device=device, dtype=dtype)
-
-
-def resize_matrix(in_len: int, out_len: int, scale: float, antialias: bool = True,
-                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64
-                  ) -> torch.Tensor:
-    """The (out_len, in_len) matrix of MATLAB bicubic weights along one dimension (cached)."""
-    return _matrix_on(int(in_len), int(out_len), float(scale), bool(antialias),
-                      torch.device(device), dtype)
+    return torch.from_numpy(matrix).to(device=device, dtype=dtype)
 
 
 def _output_sizes(height: int, width: int, scale, size) -> tuple[tuple[int, int], tuple[float, float]]:
@@ -121,8 +105,7 @@ def imresize(x: torch.Tensor, scale: float | Sequence[float] | None = None,
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """0..255 values as uint8, rounded like MATLAB's uint8 cast: :func:`tasks.utils.images.quantize`
-    on the 0..255 scale, kept under this name for the callers of this module."""
+    """0..255 values as uint8, rounded like MATLAB's uint8 cast."""
     return quantize(x, peak=255)
 
 

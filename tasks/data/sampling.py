@@ -1,28 +1,16 @@
-"""Deterministic, resumable sampling.
+"""Deterministic, resumable sampling: a resumed run sees the samples, order and augmentations of
+an uninterrupted one.
 
-A resumed run must see exactly the samples, in exactly the order, and with exactly the random
-augmentations of an uninterrupted run. Two things make that true here:
-
-* the visiting order of an epoch is a pure function of ``(seed, epoch)``;
-* each visit carries its own ``sample_seed``, a pure function of ``(seed, epoch, index)``, which the
-  data set uses for that sample's augmentation instead of a global or per-worker RNG.
-
-:class:`EpochSeededSampler` therefore yields ``(index, sample_seed)`` tuples. A data set that wants
-reproducible augmentation accepts such a key in ``__getitem__``::
-
-    def __getitem__(self, key):
-        index, generator = key_generator(key)      # generator is None for a plain int key
-        crop = random_crop(self.images[index], generator=generator)
-
-Plain integer keys (evaluation, or a user's own sampler) keep working: ``key_generator`` then
-returns ``None`` and torch falls back to its global RNG (``split_key`` gives the bare seed instead).
+:class:`EpochSeededSampler` yields ``(index, sample_seed)``: the order is a pure function of
+``(seed, epoch)``, each ``sample_seed`` one of ``(seed, epoch, index)``. A data set draws a sample's
+augmentation from that seed (``index, generator = key_generator(key)``) instead of a global or
+per-worker RNG; plain integer keys still work (``generator`` is then None: torch's global RNG).
 """
 
 from __future__ import annotations
 
-from typing import Iterator
-
 import random
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -30,15 +18,12 @@ from torch.utils.data import Dataset, Sampler
 
 __all__ = ["EpochSeededSampler", "SeededDataset", "sample_seed", "split_key", "key_generator"]
 
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
 def _splitmix64(x: np.ndarray) -> np.ndarray:
     """SplitMix64 finaliser: a fast, well-mixed bijection on uint64 (vectorised)."""
-    with np.errstate(over="ignore"):
-        x = (x + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
-        x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
-        x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps around, as SplitMix64 wants
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         return x ^ (x >> np.uint64(31))
 
 
@@ -68,10 +53,7 @@ class EpochSeededSampler(Sampler):
     def __init__(self, length: int, seed: int = 0, shuffle: bool = True) -> None:
         if int(length) <= 0:
             raise ValueError(f"EpochSeededSampler needs a non-empty data set, got length={length}")
-        self.length = int(length)
-        self.seed = int(seed)
-        self.shuffle = bool(shuffle)
-        self.epoch = 0
+        self.length, self.seed, self.shuffle, self.epoch = int(length), int(seed), bool(shuffle), 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -80,8 +62,7 @@ class EpochSeededSampler(Sampler):
         """The indices of the current epoch, in visiting order."""
         if not self.shuffle:
             return np.arange(self.length, dtype=np.int64)
-        generator = torch.Generator()
-        generator.manual_seed(int(_sample_seeds(self.seed, self.epoch, np.array([-1]))[0]))
+        generator = torch.Generator().manual_seed(int(_sample_seeds(self.seed, self.epoch, np.array([-1]))[0]))
         return torch.randperm(self.length, generator=generator).numpy()
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
@@ -105,11 +86,7 @@ def split_key(key) -> tuple[int, int | None]:
 def key_generator(key) -> tuple[int, torch.Generator | None]:
     """``(index, generator)``: a torch.Generator seeded from the key, or None for a plain index."""
     index, seed = split_key(key)
-    if seed is None:
-        return index, None
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    return index, generator
+    return index, None if seed is None else torch.Generator().manual_seed(seed)
 
 
 class SeededDataset(Dataset):

@@ -1,14 +1,13 @@
-"""The command line of ``python -m tasks.profile`` (see ``tasks/profile/__init__.py``)."""
+"""The command line of ``python -m tasks.profile``."""
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
 
-from tasks.networks import input_size_for, list_datasets, list_networks, network_datasets
+from tasks.networks import input_size_for, list_datasets, list_networks, load_zoo, network_datasets
 from tasks.profile.counts import CLI_ATTENTIONS, profile_network
 from tasks.profile.table import paper_table
-from tasks.networks import load_zoo
 
 __all__ = ["build_parser", "main"]
 

@@ -1,8 +1,8 @@
 """Parameters and MACs of a registered network with and without attention, beside the paper's figures.
 
-Counting follows the paper (reference facts, section 3): MACs of convolutions and linear layers,
-on the ResNet v1 stride layout by default. Networks are built on PyTorch's meta device, so even
-the 68M-parameter ResNeXt is counted in a moment without allocating its weights.
+Counted as the paper does: MACs of convolutions and linear layers, on the ResNet v1 stride layout
+by default. Networks are built on PyTorch's meta device (shapes only), so even the 68M-parameter
+ResNeXt is counted in a moment without allocating its weights.
 """
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ import functools
 
 import torch
 
-from tasks.networks import (build_network, default_placement, get_network_entry, input_size_for,
-                               network_datasets, resolve_attention, valid_attentions)
 from bam.counting import count_macs, count_params
 from bam.placement import attach_attention
+from tasks.networks import (build_network, default_placement, get_network_entry, input_size_for, load_zoo,
+                            network_datasets, resolve_attention, valid_attentions)
 from tasks.profile.paper import PAPER
-from tasks.networks import load_zoo
 
 __all__ = ["CLI_ATTENTIONS", "default_layout", "profile_network"]
 
@@ -34,12 +33,12 @@ def _counts(arch: str, dataset: str, layout: str, attention: str, placement: str
     """(params, MACs, attention sites, their widths, parts) of one configuration; cached.
 
     ``parts`` is the network's own split of the counts (e.g. UperNet's encoder and decoder) when
-    the network offers one through a ``profile_parts(input_size)`` method.
+    the network offers one through a ``profile_parts(input_size)`` method. MACs are None for
+    networks whose work depends on the data (a detector's proposals): meta tensors cannot run
+    their data-dependent operations, and a guess would mislead.
     """
-    # Meta tensors carry shapes only: parameter counts, shape tracing and FlopCounterMode all work
-    # on them, so even the 68M-parameter ResNeXt is counted without allocating its weights. Only
-    # the construction runs under the device context: tracing and counting run faster outside it,
-    # their tensors follow the parameters' device.
+    # Only the construction runs under the device context: tracing and counting run faster
+    # outside it, their tensors follow the parameters' device.
     attention, placement = resolve_attention(attention, placement)
     if get_network_entry(arch, dataset).places_attention:  # the builder attaches attention itself
         with torch.device("meta"):
@@ -52,16 +51,11 @@ def _counts(arch: str, dataset: str, layout: str, attention: str, placement: str
     modules = model.attention.values() if sites else ()
     widths = tuple(getattr(module, "channels", None) for module in modules)
     parts = model.eval().profile_parts(input_size) if callable(getattr(model, "profile_parts", None)) else None
-    return count_params(model), _macs_or_none(model, input_size), tuple(sites), widths, parts
-
-
-def _macs_or_none(model, input_size) -> int | None:
-    """MACs, or None for networks whose work depends on the data (a detector's proposals): shape-only
-    meta tensors cannot run their data-dependent operations, and a guess would mislead."""
     try:
-        return count_macs(model, input_size)
+        macs = count_macs(model, input_size)
     except NotImplementedError:
-        return None
+        macs = None
+    return count_params(model), macs, tuple(sites), widths, parts
 
 
 def profile_network(arch: str, dataset: str | None = None, attention: str = "bam", layout: str | None = None,

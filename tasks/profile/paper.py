@@ -1,8 +1,7 @@
 """The BAM paper's network figures, and why some of our counts differ from them.
 
 ``PAPER`` holds the parameters and GMACs as printed in Tables 2, 3, 4 and 10; ``NOTES`` says, for
-each row where our count differs at the paper's precision, why. ``tasks.profile`` compares them
-with counts of the networks in ``bam``'s registry and writes docs/model-zoo.md.
+each row where our count differs at the paper's precision, why.
 """
 from __future__ import annotations
 

@@ -1,43 +1,24 @@
-"""docs/model-zoo.md: every network figure of the BAM paper beside our counts.
-
-``paper_rows`` profiles each (network, attention) row of ``tasks.profile.paper.PAPER``;
-``paper_table`` renders them as Markdown, printing ours with the paper's precision.
-"""
+"""docs/model-zoo.md: every network figure of the BAM paper beside our counts, ours printed with the
+paper's precision."""
 from __future__ import annotations
 
 from tasks.profile.counts import profile_network
 from tasks.profile.paper import NOTES, PAPER, TWINS
 
-__all__ = ["format_like", "format_macs", "format_params", "matches", "paper_rows", "paper_table"]
+__all__ = ["paper_rows", "paper_table"]
 
 
-# ----------------------------------------------------------------------------------------------
-# Comparing with the paper's printed precision
 def _decimals(printed: str) -> int:
     number = printed.rstrip("MG")
     return len(number.split(".")[1]) if "." in number else 0
 
 
-def format_like(value: int, printed: str, scale: float) -> str:
+def _like(value: int, printed: str, scale: float) -> str:
     """``value / scale`` with as many decimals as the paper printed (``printed`` keeps its unit)."""
     unit = "M" if printed.endswith("M") else ""
     return f"{value / scale:.{_decimals(printed)}f}{unit}"
 
 
-def matches(value: int, printed: str, scale: float) -> bool:
-    return format_like(value, printed, scale) == printed
-
-
-def format_params(value: int, printed: str | None = None) -> str:
-    return format_like(value, printed, 1e6) if printed else f"{value / 1e6:.3f}M"
-
-
-def format_macs(value: int, printed: str | None = None) -> str:
-    return format_like(value, printed, 1e9) if printed else f"{value / 1e9:.3f}"
-
-
-# ----------------------------------------------------------------------------------------------
-# The comparison table of docs/model-zoo.md
 _SECTIONS = (
     ("Table 3: CIFAR-100, BAM at the bottlenecks", "cifar100", ("none", "bam")),
     ("Table 4: ImageNet-1K, BAM at the bottlenecks", "imagenet", ("none", "bam")),
@@ -60,13 +41,11 @@ def _gap(value: int, printed: str, scale: float) -> int:
 
 def _note(dataset: str, arch: str, attention: str, result: dict) -> str:
     figures = PAPER[(dataset, arch)]
-    template = NOTES.get((dataset, arch, attention), "")
-    twin = TWINS.get(arch, "")
-    return template.format(
+    return NOTES.get((dataset, arch, attention), "").format(
         params_m=result["params"] / 1e6, macs_g=result["macs"] / 1e9,
         overhead_params=result["overhead_params"], overhead_macs_g=result["overhead_macs"] / 1e9,
         num_sites=len(result["attention_sites"]), sites=", ".join(f"`{s}`" for s in result["attention_sites"]),
-        twin=twin,
+        twin=TWINS.get(arch, ""),
         params_gap=_gap(result["params"], figures[attention].params, 1e6),
         macs_gap_g=_gap(result["macs"], figures[attention].macs, 1e9) / 1e9)
 
@@ -76,15 +55,11 @@ def paper_rows() -> list[dict]:
     rows = []
     for title, dataset, attentions in _SECTIONS:
         for (row_dataset, arch), figures in PAPER.items():
-            if row_dataset != dataset:
-                continue
-            for attention in attentions:
-                if attention not in figures:
-                    continue
+            for attention in (a for a in attentions if row_dataset == dataset and a in figures):
                 result = profile_network(arch, dataset, attention)
                 figure = figures[attention]
-                params_ok = matches(result["params"], figure.params, 1e6)
-                macs_ok = matches(result["macs"], figure.macs, 1e9)
+                params_ok = _like(result["params"], figure.params, 1e6) == figure.params
+                macs_ok = _like(result["macs"], figure.macs, 1e9) == figure.macs
                 rows.append({"section": title, "dataset": dataset, "arch": arch, "attention": attention,
                              "layout": result["layout"] or "-", "params": result["params"], "macs": result["macs"],
                              "paper_params": figure.params, "paper_macs": figure.macs, "table": figure.table,
@@ -95,9 +70,7 @@ def paper_rows() -> list[dict]:
 
 
 def paper_table(rows: list[dict] | None = None) -> str:
-    """The Markdown comparison of every network figure of the paper with ours (docs/model-zoo.md).
-
-    ``rows`` are :func:`paper_rows` (computed when not given: they take a few seconds)."""
+    """The Markdown of docs/model-zoo.md from :func:`paper_rows` (computed when not given: a few seconds)."""
     lines = [
         "# Model zoo: parameters and MACs against the BAM paper",
         "",
@@ -123,8 +96,8 @@ def paper_table(rows: list[dict] | None = None) -> str:
                       "| network | attention | layout | params (ours / paper) | GMACs (ours / paper) | match "
                       "| attention after | why they differ |",
                       "|---|---|---|---|---|---|---|---|"]
-        params = f"{format_params(row['params'], row['paper_params'])} / {row['paper_params']}"
-        macs = f"{format_macs(row['macs'], row['paper_macs'])} / {row['paper_macs']}"
+        params = f"{_like(row['params'], row['paper_params'], 1e6)} / {row['paper_params']}"
+        macs = f"{_like(row['macs'], row['paper_macs'], 1e9)} / {row['paper_macs']}"
         mark = "✓" if row["params_match"] and row["macs_match"] else (
             "✗ " + " ".join(what for what, ok in (("params", row["params_match"]), ("MACs", row["macs_match"]))
                             if not ok))

@@ -1,9 +1,7 @@
-"""ResNet50 / ResNet101 for 32x32 inputs (the CIFAR variant used by the BAM paper).
+"""ResNet50 / ResNet101 for 32x32 inputs (the BAM paper's CIFAR variant), and the small ResNet-20.
 
-The network is torchvision's ImageNet ResNet with only the stem changed: a 3x3 stride-1
-convolution replaces the 7x7 stride-2 one and the max-pool is removed, so a 32x32 image reaches
-the last stage at 4x4 and the (adaptive) global average pool is the usual 4x4 pool. Reusing
-torchvision's class keeps the block definitions, initialisation and parameter names identical.
+torchvision's ResNet with only the stem changed (a 3x3 stride-1 convolution, no max-pool), so
+block definitions, initialisation and parameter names stay torchvision's.
 """
 from __future__ import annotations
 
@@ -64,11 +62,8 @@ class _BasicBlockA(nn.Module):
 
 
 class SmallCifarResNet(nn.Module):
-    """The CIFAR ResNet of He et al. (2016, Sec. 4.2): three stages of 16/32/64 channels, 6n+2 layers.
-
-    Not one of the paper's networks: the repository's small, fast network for CPU demos (the
-    embedded digits default) and quick checks.
-    """
+    """The CIFAR ResNet of He et al. (2016, Sec. 4.2): three stages of 16/32/64 channels, 6n+2 layers
+    (no network of the BAM paper: the small one of CPU demos and quick checks)."""
 
     def __init__(self, blocks_per_stage: int, num_classes: int = 100):
         super().__init__()

@@ -1,11 +1,5 @@
-"""DenseNet-BC for CIFAR (Huang et al., "Densely Connected Convolutional Networks", 2017).
-
-The standard CIFAR definition: a single 3x3 stem convolution with 2k channels (no BN, ReLU or
-pooling after it), three dense blocks of (depth - 4) / 6 bottleneck layers (BN-ReLU-1x1 conv to 4k,
-BN-ReLU-3x3 conv to k), transitions that halve the channels (compression 0.5) and average-pool by
-2, then BN-ReLU and a global pool. torchvision's ``DenseNet`` implements exactly these blocks, so it
-is reused with only its ImageNet stem replaced; module names stay torchvision's
-(``features.denseblock1``, ``features.transition1``, ...).
+"""DenseNet-BC for CIFAR (Huang et al., 2017): torchvision's ``DenseNet`` with the CIFAR stem, a single
+3x3 convolution to 2k channels and no BN, ReLU or pooling after it (module names stay torchvision's).
 """
 from __future__ import annotations
 

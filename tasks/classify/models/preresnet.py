@@ -1,10 +1,9 @@
 """Pre-activation ResNet for CIFAR (He et al., "Identity Mappings in Deep Residual Networks").
 
-``preresnet110`` is the 1.726M-parameter network of the BAM paper's Tables 2, 3 and 10: the older,
-widely used CIFAR definition that builds every depth >= 44 from bottleneck blocks and still takes
-(depth - 2) / 6 blocks per stage (18 for depth 110, i.e. really 164 layers deep). Stage widths are
-16/32/64 (x4 after each bottleneck), the projection shortcut is a bare 1x1 convolution applied to the
-block input, and a final BN-ReLU precedes the global pool.
+``preresnet110`` is the 1.726M-parameter network of the BAM paper's Tables 2, 3 and 10: the widely
+used CIFAR definition that builds every depth >= 44 from bottleneck blocks and still takes
+(depth - 2) / 6 blocks per stage (so depth 110 is really 164 layers deep); the projection shortcut
+is a bare 1x1 convolution of the block input.
 """
 from __future__ import annotations
 
@@ -83,9 +82,6 @@ class PreResNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
 
     def _make_layer(self, block: type[nn.Module], planes: int, blocks: int, stride: int) -> nn.Sequential:
         downsample = None

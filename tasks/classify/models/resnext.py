@@ -1,10 +1,6 @@
-"""ResNeXt-29 for CIFAR (Xie et al., "Aggregated Residual Transformations", 2017).
-
-The standard CIFAR definition: a 3x3 stem with 64 channels, then three stages of (depth - 2) / 9
-bottleneck blocks with output widths 256, 512, 1024. A block's inner width is
-``cardinality * base_width * (out_channels / 256)`` and its 3x3 convolution is grouped by
-``cardinality`` (so "8x64d" = 8 groups of 64 channels in the first stage). Stride sits on the
-grouped 3x3 convolution; the projection shortcut is a strided 1x1 convolution with BN.
+"""ResNeXt-29 for CIFAR (Xie et al., 2017): a 64-channel 3x3 stem, three stages of (depth - 2) / 9
+bottlenecks of widths 256, 512, 1024 whose grouped 3x3 convolution (``cardinality`` groups, inner
+width ``cardinality * base_width * out / 256``) carries the stride.
 """
 from __future__ import annotations
 
@@ -65,9 +61,6 @@ class CifarResNeXt(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 

@@ -1,9 +1,6 @@
-"""Wide Residual Networks for CIFAR (Zagoruyko & Komodakis, 2016).
-
-The standard CIFAR definition: a 3x3 stem with 16 channels, three stages of (depth - 4) / 6
-pre-activation basic blocks with widths 16k, 32k, 64k, dropout between the two convolutions of a
-block, and a final BN-ReLU before the global pool. When a block changes width or resolution its
-1x1 projection shortcut reads the pre-activated input, as in the authors' code.
+"""Wide Residual Networks for CIFAR (Zagoruyko & Komodakis, 2016): pre-activation basic blocks of
+widths 16k, 32k, 64k with dropout between their convolutions; as in the authors' code, a 1x1
+projection shortcut reads the pre-activated input.
 """
 from __future__ import annotations
 
@@ -58,9 +55,6 @@ class WideResNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
