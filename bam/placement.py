@@ -113,9 +113,9 @@ class _Call:
 
     @property
     def is_weight_layer(self) -> bool:
-        # A Linear applied to a 4D map is a pointwise conv on channels-last data (ConvNeXt blocks).
-        return self.is_conv or (isinstance(self.module, nn.Linear) and not self.children
-                                and self.out_size is not None)
+        """A conv producing a feature map (not ECA's Conv1d on pooled channels), or a Linear
+        applied to a map: a pointwise conv on channels-last data (ConvNeXt blocks)."""
+        return self.out_size is not None and (self.is_conv or (isinstance(self.module, nn.Linear) and not self.children))
 
     @property
     def downsamples(self) -> bool:
