@@ -559,24 +559,27 @@ def attached_attention(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def _holders(model: nn.Module, paths: list[str]) -> list[tuple[nn.Module, str]]:
-    """``(module, name)`` under which the attention after each path is registered (module doc)."""
+    """``(module, name)`` under which the attention after each path is registered (module doc),
+    creating ``model.attention`` where that is the place."""
     if not isinstance(model, _CONTAINERS):
         if hasattr(model, "attention"):
             raise ValueError(f"{type(model).__name__} already has an 'attention' attribute: the model uses that "
                              "name for something else")
         model.attention = nn.ModuleDict().train(model.training)
         return [(model.attention, attention_key(path)) for path in paths]
-    holders, seen = [], {}
+    holders, taken = [], {}
     for path in paths:
-        holder = model.get_submodule(path)
+        where, holder = path, model.get_submodule(path)
         while isinstance(holder, _CONTAINERS) and len(holder._modules):
-            holder = list(holder.children())[-1]
-        if isinstance(holder, _CONTAINERS) or hasattr(holder, "attention") or id(holder) in seen:
-            taken = f"'{seen[id(holder)]}' holds it" if id(holder) in seen else "that module has no room for it"
-            raise ValueError(f"cannot register the attention after {path!r} inside {type(model).__name__}, "
-                             f"whose forward runs its children ({taken}); attach to the network before taking "
-                             "it apart, or to a module that wraps the container")
-        seen[id(holder)] = path
+            name, holder = list(holder.named_children())[-1]
+            where = f"{where}.{name}"
+        problem = ("it is an empty container" if isinstance(holder, _CONTAINERS)
+                   else f"the attention after '{taken[id(holder)]}' is there" if id(holder) in taken
+                   else "it has an 'attention' attribute" if hasattr(holder, "attention") else None)
+        if problem:
+            raise ValueError(f"cannot register the attention after {path!r} in '{where}' ({problem}); "
+                             f"{type(model).__name__} runs its children, so it cannot hold it either")
+        taken[id(holder)] = path
         holders.append((holder, "attention"))
     return holders
 
