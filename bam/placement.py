@@ -25,10 +25,11 @@ Placement is then derived from that trace alone, never from a table of model nam
     - the stem is not: the levels that end before the network's first *block*, a module holding
       two or more convolutions in sequence at or above its output resolution (a ResNet
       ``Bottleneck``, a MobileNet inverted residual, a late-stride block; not a VGG-like stage
-      ending with its pool). The stem module (the outermost module holding the network's first
-      downsampling that ends within a sixteenth of the input's pixels: ResNet's ``conv1``, a deep
-      ResNet-D, VoVNet or FastViT ``stem``) and everything inside it are no blocks. ``stem=True`` lets stem levels with two or more
-      convolutions in sequence qualify.
+      ending with its pool). Modules holding the first downsampling are no blocks, nor, where
+      the network opens with a strided conv, anything in the stem module (the outermost module
+      holding that conv that ends within a sixteenth of the input's pixels: ResNet's ``conv1``,
+      a deep ResNet-D, VoVNet or FastViT ``stem``). ``stem=True`` lets stem levels with two or
+      more convolutions in sequence qualify.
     - after the first block, a level is a stage when it holds a convolution; in a network
       without blocks (VGG, a plain conv chain) when it holds two or more in sequence.
     - the final global pooling is no bottleneck: a pooling down to 1x1 is the classifier's (a
@@ -292,19 +293,25 @@ def _is_global_pooling(call: _Call) -> bool:
 
 
 def _stem_calls(trace: _Trace) -> set[_Call]:
-    """The calls that hold the network's first downsampling, and the stem module's insides: the
-    stem module is the outermost of them (below the root) that ends within two downsamplings of
-    the input (ResNet's ``conv1``, a deep ``stem`` Sequential, VoVNet's three-conv ``stem``)."""
-    first = next((leaf for leaf in trace.leaves if leaf.downsamples), None)
-    holders = []
-    while first is not None:
-        holders.append(first)
-        first = first.parent
-    if not holders:
-        return set()
-    smallest = _area(holders[0].in_size) / 16
-    stem = next((call for call in reversed(holders[:-1]) if _area(call.out_size or (0, 0)) >= smallest), None)
-    return set(holders) | (set(stem.descendants()) if stem is not None else set())
+    """The calls that are no blocks: those holding the network's first downsampling (the stem,
+    or a ``features`` Sequential holding it), and, where the network opens with a strided conv,
+    everything in the stem module: the outermost module holding that conv that ends within a
+    sixteenth of the input's pixels (ResNet's ``conv1``, a deep ``stem`` Sequential, VoVNet's
+    three-conv ``stem``). A network that first works at full resolution (DarkNet, CIFAR ResNets)
+    has no stem module."""
+    calls = set()
+    call = next((leaf for leaf in trace.leaves if leaf.downsamples), None)
+    while call is not None:
+        calls.add(call)
+        call = call.parent
+    first = next((leaf for leaf in trace.leaves if leaf.is_weight_layer), None)
+    if first is None or not first.downsamples:
+        return calls
+    smallest = _area(first.in_size) / 16
+    stem = first
+    while stem.parent is not None and stem.parent is not trace.root and _area(stem.parent.out_size or (0, 0)) >= smallest:
+        stem = stem.parent
+    return calls | {stem, *stem.descendants()}
 
 
 def _first_block_end(trace: _Trace) -> int | None:

@@ -114,14 +114,12 @@ def reference_and_sites(model: nn.Module, sites: list[str], x: torch.Tensor):
 
 
 # ------------------------------------------------------------------------------- the zoo
-# name, build kwargs (smaller depth or width where the family allows), where the reference and
-# this library define the stem differently: reference levels it counts that are stem here, and
-# sites here that the reference puts in its stem or head (each explained).
+# name, and build arguments that make the network smaller where its family allows
 ZOO = [
     # plain residual, inverted-residual and ConvNeXt-style networks, deep stems
     ("resnetblur18", {}), ("resnet10t", {}), ("efficientnet_blur_b0", {}), ("mobilenetv3_small_050", {}),
     ("convnext_atto", {}), ("regnetx_002", {}), ("hgnetv2_b0", {}), ("ese_vovnet19b_slim_dw", {}),
-    ("dla46_c", {}),
+    ("dla46_c", {}), ("darknet17", {}),  # DarkNet: a full-resolution stem conv, its first stage strides
     # strides applied late inside a block
     ("resnest14d", {}), ("resnetaa34d", {"layers": (1, 1, 1, 1)}),
     ("seresnextaa101d_32x8d", {"layers": (1, 1, 1, 1)}), ("resnet50_clip_gap", {}), ("ghostnet_050", {}),
@@ -135,6 +133,10 @@ ZOO_STEM_DIFFERS = {"dla46_c": 2}
 # Sites where timm's grouping has none: SelecSLS's head (one group for timm) downsamples twice,
 # and timm's feature_info lists head.1 at reduction 32 as a feature.
 ZOO_EXTRA_SITES = {"selecsls42b": ["head.1"]}
+
+
+def bam_grads(model: nn.Module) -> bool:
+    return all(p.grad is not None for m in attached_attention(model).values() for p in m.parameters())
 
 
 def check_network(name: str, **kwargs) -> nn.Module:
@@ -204,12 +206,10 @@ def test_hrnet_is_refused_and_named_sites_work():
     assert [m.channels for m in attached_attention(model).values()] == [128, 16, 32]
     model.train()
     model(torch.randn(2, *INPUT)).square().mean().backward()
-    assert all(p.grad is not None for m in attached_attention(model).values() for p in m.parameters())
+    assert bam_grads(model)
 
 
 # ---------------------------------------------------------------------- backbone idioms
-def bam_grads(model: nn.Module) -> bool:
-    return all(p.grad is not None for m in attached_attention(model).values() for p in m.parameters())
 
 
 def test_faster_rcnn_body():
