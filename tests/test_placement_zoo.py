@@ -25,6 +25,16 @@ from bam import BAM, attach_attention, attached_attention, attention_targets, ca
 INPUT = (3, 64, 96)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Maps of a few pixels: a second thread gains nothing here, and on a busy two-core machine it
+    # made this file several times slower (its threads wait for each other).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ------------------------------------------------------------------------------ the reference
 def _spatial(tensor) -> tuple[int, int] | None:
     if not isinstance(tensor, torch.Tensor) or tensor.dim() != 4:
