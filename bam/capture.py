@@ -10,6 +10,7 @@ from torch import nn
 
 from .bam import BAM
 from .cbam import CBAM
+from .placement import attached_attention
 from .se import SqueezeExcitation
 
 AttentionMaps = dict[str, dict[str, torch.Tensor]]
@@ -83,8 +84,8 @@ def capture_attention(model: nn.Module, accumulate: bool = False) -> Iterator[At
             model(images)
         maps["layer1"]["spatial"]  # B x 1 x H x W
 
-    Keys are the ``model.attention`` keys for attached modules (``"layer1"``), else the module's
-    qualified name. Each entry holds, detached and on the CPU in the forward's dtype:
+    Keys are the keys of :func:`bam.attention_targets` for attached modules (``"layer1"``), else
+    the module's qualified name. Each entry holds, detached and on the CPU in the forward's dtype:
 
     * BAM: ``channel`` (raw Mc, B x C x 1 x 1), ``spatial`` (raw Ms, B x 1 x H x W) and
       ``combined`` (M, B x C x H x W, as multiplied with F); a missing branch is left out.
@@ -98,9 +99,10 @@ def capture_attention(model: nn.Module, accumulate: bool = False) -> Iterator[At
     store: AttentionMaps = {}
     handles = []
     try:
+        keys = {id(module): key for key, module in attached_attention(model).items()}
         for name, module in model.named_modules():
             if isinstance(module, (BAM, CBAM, SqueezeExcitation)):
-                key = name[len("attention."):] if name.startswith("attention.") else (name or "attention")
+                key = keys.get(id(module), name or "attention")
                 handles += _hooks_for(module, _Recorder(store, key, accumulate))
         yield store
     finally:

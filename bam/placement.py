@@ -4,19 +4,39 @@ The network is traced once on a dummy input with forward hooks: every module cal
 position in the call tree, the feature maps it consumed and produced, and their resolutions.
 Placement is then derived from that trace alone, never from a table of model names.
 
-* **Bottlenecks** (the paper's placement): the feature map right before each spatial
-  downsampling between stages. Walking the call tree, each child call that lowers the resolution
-  is a downsampling step; the attention goes on the output of its preceding sibling, i.e. the
-  outermost module whose output is the last feature map of the level (``layer1`` rather than
+* **Resolutions.** A 4D tensor is N x C x H x W when its last two dims are a resolution that a
+  convolution, pooling or normalisation layer produced (or the input's); otherwise it is read as
+  N x H x W x C when its middle dims are one (ConvNeXt and MambaOut blocks work channels-last);
+  otherwise it is no feature map. A call *downsamples* when its output has at most half the pixels
+  of its input (a stride-2 conv, a pooling, timm's ``BlurPool2d``; a valid 3x3 conv does not).
+* **Bottlenecks** (the paper's placement): the feature map right before each downsampling between
+  stages. Walking the call tree, each child call that downsamples is a downsampling step; the
+  attention goes on the output of its preceding sibling (the child must consume that output), i.e.
+  the outermost module whose output is the last feature map of the level (``layer1`` rather than
   ``layer1.2.relu``). A downsampling child is looked into instead when it spans several
-  resolution levels (e.g. a ``features`` Sequential) or when it holds two or more convolutions at
-  its input resolution before its first downsampling (e.g. a VGG-like stage ending with a pool).
-  Two exclusions:
-    - the stem: a resolution level qualifies only when at least two convolutions produce feature
-      maps at it. ResNet's 112x112 level holds only the stride-2 stem conv (then BN, ReLU, max
-      pool), so it is skipped, while ``layer1``'s 56x56 level holds many.
-    - the final global pooling: a pooling down to 1x1 is the classifier's, not a bottleneck (a
+  resolution levels (e.g. a ``features`` Sequential) or when it is a stage that ends with its
+  downsampling: two or more convolutions at its input resolution, then the downsampling, and no
+  weight layer after it (a VGG-like stage ending with a pool). A residual block that applies its
+  stride late (anti-aliased ResNets, ResNeSt, Xception, GhostNet, NASNet cells) has weight layers
+  after its downsampling, so it is not looked into: the stage output before it is the site.
+  Convolutions count "in sequence": those reading the same input (RepVGG's or MobileOne's
+  parallel training branches) count once, so a reparameterized network reads the same.
+  Which resolution levels are stages:
+    - the stem is not: the levels that end before the network's first *block*, a module holding
+      two or more convolutions in sequence at or above its output resolution (a ResNet
+      ``Bottleneck``, a MobileNet inverted residual, a late-stride block; not a VGG-like stage
+      ending with its pool). Modules holding the first downsampling are no blocks, nor, where
+      the network opens with a strided conv, anything in the stem module (the outermost module
+      holding that conv that ends within a sixteenth of the input's pixels: ResNet's ``conv1``,
+      a deep ResNet-D, VoVNet or FastViT ``stem``). ``stem=True`` lets stem levels with two or
+      more convolutions in sequence qualify.
+    - after the first block, a level is a stage when it holds a convolution; in a network
+      without blocks (VGG, a plain conv chain) when it holds two or more in sequence.
+    - the final global pooling is no bottleneck: a pooling down to 1x1 is the classifier's (a
       strided conv down to 1x1, as in ResNet's layer4 on tiny inputs, still is one).
+  A site whose module returns a list (SelecSLS blocks) moves to the module inside it that
+  produces the list's feature map. Networks that run several resolutions side by side (HRNet)
+  have no single stage output: placement refuses them and asks for ``targets=``.
 * **Blocks** (BAM-C, Table 2): every convolution block. A block is a module call holding two or
   more convolutions (a Linear applied to a 4D map counts, as a pointwise conv); where a module
   has several such children (a stage of blocks), or wraps one child that is itself such a stage,
@@ -25,14 +45,25 @@ Placement is then derived from that trace alone, never from a table of model nam
 Modules called more than once per forward pass are never targets (a hook would fire on every
 call); such a candidate is skipped with a warning.
 
-Attention modules live in ``model.attention`` (an ``nn.ModuleDict`` keyed by the target's path
-with '.' replaced by '_') and are applied by forward hooks on the targets, so the base network's
-parameter names, and therefore its pretrained weights, are unchanged.
+Attention modules are applied by forward hooks on the targets, so the base network's parameter
+names, and therefore its pretrained weights, are unchanged, and they are registered as
+submodules so that ``state_dict``, ``.to()``, optimizers and DDP see them. Where they are
+registered depends on the model's top module:
+
+* most networks: ``model.attention``, an ``nn.ModuleDict`` keyed by the target's path with '.'
+  replaced by '_';
+* a container whose forward runs or iterates its children (``nn.Sequential``, an
+  ``nn.ModuleDict``/``nn.ModuleList`` subclass such as torchvision's ``IntermediateLayerGetter``
+  or timm's ``features_only`` networks), which would run a new child too: as ``attention`` on the
+  target itself, or, where the target is such a container as well, on its last submodule
+  (for a Sequential, the module that produces its output).
 """
 
 from __future__ import annotations
 
+import difflib
 import warnings
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 import torch
@@ -42,20 +73,19 @@ from .registry import AttentionSpec, get_attention
 
 PLACEMENTS = ("bottleneck", "block")
 
-# A resolution level must hold at least this many convolutions to be a stage (see module doc).
+# A resolution level must hold at least this many convolutions in sequence to be a stage.
 _MIN_CONVS_PER_LEVEL = 2
 
-
-# Leaf modules whose 4D inputs and outputs are always N x C x H x W. Other leaves (Linear,
-# LayerNorm, activations, permutations) may work on channels-last 4D tensors, as in ConvNeXt
-# blocks, whose last two dims are (W, C), not (H, W): their shapes are not read as resolutions.
-# Containers are read as N x C x H x W at their boundaries.
-_SPATIAL_LEAVES = (
+# Leaves whose 4D outputs are N x C x H x W by definition: their sizes are the resolutions a
+# feature map can have at this input size.
+_NCHW_LEAVES = (
     nn.modules.conv._ConvNd, nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
     nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
-    nn.modules.pooling._LPPoolNd, nn.FractionalMaxPool2d, nn.modules.batchnorm._BatchNorm,
-    nn.PixelShuffle, nn.PixelUnshuffle, nn.Upsample,
+    nn.modules.pooling._LPPoolNd, nn.FractionalMaxPool2d, nn.modules.batchnorm._BatchNorm, nn.GroupNorm,
 )
+
+# Modules whose forward runs their children in turn or iterates over them: a new child would run.
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
 @dataclass(eq=False)
@@ -64,59 +94,75 @@ class _Call:
     module: nn.Module
     parent: "_Call | None"
     start: int
+    inputs: list[torch.Tensor]  # every feature map it received
+    input: torch.Tensor | None  # the one it continues (see _main_input)
     end: int = -1
-    input: torch.Tensor | None = None
-    output: torch.Tensor | None = None
+    outputs: list[torch.Tensor] = field(default_factory=list)
     returns_tensor: bool = False  # a hook can only refine a module that returns a bare tensor
     children: list["_Call"] = field(default_factory=list)
+    in_size: tuple[int, int] | None = None
+    out_size: tuple[int, int] | None = None
+    channels_last: bool = False  # the output is N x H x W x C
 
     @property
-    def in_size(self) -> tuple[int, int] | None:
-        return _spatial_size(self.input)
-
-    @property
-    def out_size(self) -> tuple[int, int] | None:
-        return _spatial_size(self.output)
+    def output(self) -> torch.Tensor | None:
+        return self.outputs[0] if self.outputs else None
 
     @property
     def is_conv(self) -> bool:
         return isinstance(self.module, nn.modules.conv._ConvNd) and not self.children
 
     @property
-    def is_spatial(self) -> bool:
-        """Whether this call's 4D shapes can be read as N x C x H x W (see _SPATIAL_LEAVES)."""
-        return bool(self.children) or isinstance(self.module, _SPATIAL_LEAVES)
+    def is_weight_layer(self) -> bool:
+        """A conv producing a feature map (not ECA's Conv1d on pooled channels), or a Linear
+        applied to a map: a pointwise conv on channels-last data (ConvNeXt blocks)."""
+        return self.out_size is not None and (self.is_conv or (isinstance(self.module, nn.Linear) and not self.children))
 
     @property
     def downsamples(self) -> bool:
         a, b = self.in_size, self.out_size
-        return (self.is_spatial and a is not None and b is not None
-                and (b[0] < a[0] or b[1] < a[1]))
+        return (a is not None and b is not None and b[0] <= a[0] and b[1] <= a[1]
+                and 2 * b[0] * b[1] <= a[0] * a[1])
+
+    def consumes(self, other: "_Call | None") -> bool:
+        return other is not None and other.output is not None and any(_same_map(t, other.output) for t in self.inputs)
 
     def descendants(self):
         for child in self.children:
             yield child
             yield from child.descendants()
 
-
-def _spatial_size(tensor) -> tuple[int, int] | None:
-    if isinstance(tensor, torch.Tensor) and tensor.dim() == 4:
-        return int(tensor.shape[-2]), int(tensor.shape[-1])
-    return None
+    def leaves(self) -> list["_Call"]:
+        return [d for d in self.descendants() if not d.children]
 
 
-def _first_feature_map(value) -> torch.Tensor | None:
-    """The first 4D tensor in a module's inputs/outputs (DenseNet layers take lists)."""
+def _feature_maps(value, found: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+    """Every 4D tensor in a module's inputs or outputs, first seen first (DenseNet layers take lists)."""
+    found = [] if found is None else found
     if isinstance(value, torch.Tensor):
-        return value if value.dim() == 4 else None
-    if isinstance(value, (list, tuple)):
+        if value.dim() == 4 and all(value is not t for t in found):
+            found.append(value)
+    elif isinstance(value, (list, tuple)):
         for item in value:
-            found = _first_feature_map(item)
-            if found is not None:
-                return found
-    if isinstance(value, dict):
-        return _first_feature_map(list(value.values()))
-    return None
+            _feature_maps(item, found)
+    elif isinstance(value, dict):
+        _feature_maps(list(value.values()), found)
+    return found
+
+
+def _same_map(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """``a`` is ``b`` or a view of it (a permute between two modules, as channels-last nets do)."""
+    return a is b or a._base is b or (b._base is not None and (a is b._base or a._base is b._base))
+
+
+def _main_input(inputs: list[torch.Tensor], previous: _Call | None, parent: _Call | None) -> torch.Tensor | None:
+    """The input a call continues: its previous sibling's output or its parent's input when it
+    received them (NASNet cells take the two previous cells' outputs, the older one first)."""
+    for candidate in (previous.output if previous else None, parent.input if parent else None):
+        found = next((t for t in inputs if candidate is not None and _same_map(t, candidate)), None)
+        if found is not None:
+            return found
+    return inputs[0] if inputs else None
 
 
 class _Trace:
@@ -130,7 +176,7 @@ class _Trace:
         self.root: _Call | None = None
         self._stack: list[_Call] = []
         self._clock = 0
-        skip = _attention_module_ids(model)
+        skip = {id(m) for attention in attached_attention(model).values() for m in attention.modules()}
         handles = []
         for path, module in model.named_modules():
             if id(module) in skip:
@@ -146,17 +192,23 @@ class _Trace:
             model.eval()
             with torch.no_grad():
                 model(dummy.to(device=device, dtype=dtype))
+        except Exception as error:
+            raise ValueError(f"tracing {type(model).__name__} on a dummy input of size {tuple(input_size)} failed "
+                             f"({type(error).__name__}: {error}); pass the input_size it takes") from error
         finally:
             for handle in handles:
                 handle.remove()
             for module, mode in modes.items():
                 module.training = mode
+        self.leaves = [call for call in self.calls if not call.children]
+        self._read_sizes(tuple(map(int, input_size[1:])))
 
     def _pre_hook(self, path: str):
         def hook(module, args, kwargs):
             parent = self._stack[-1] if self._stack else None
-            call = _Call(path, module, parent, start=self._tick(),
-                         input=_first_feature_map((args, kwargs)))
+            previous = parent.children[-1] if parent is not None and parent.children else None
+            inputs = _feature_maps((args, kwargs))
+            call = _Call(path, module, parent, self._tick(), inputs, _main_input(inputs, previous, parent))
             if parent is None:
                 self.root = self.root or call
             else:
@@ -170,86 +222,157 @@ class _Trace:
     def _post_hook(self, module, args, output):
         call = self._stack.pop()
         call.end = self._tick()
-        call.output = _first_feature_map(output)
+        call.outputs = _feature_maps(output)
         call.returns_tensor = isinstance(output, torch.Tensor)
 
     def _tick(self) -> int:
         self._clock += 1
         return self._clock
 
+    def _read_sizes(self, input_hw: tuple[int, int]) -> None:
+        self.resolutions = {input_hw} | {
+            tuple(call.output.shape[-2:]) for call in self.leaves
+            if isinstance(call.module, _NCHW_LEAVES) and call.output is not None}
+        for call in self.calls:
+            call.in_size = self.size_of(call.input)
+            call.out_size = self.size_of(call.output)
+            call.channels_last = call.out_size is not None and tuple(call.output.shape[-2:]) != call.out_size
+
+    def size_of(self, tensor: torch.Tensor | None) -> tuple[int, int] | None:
+        """(H, W) of a feature map, N x C x H x W or else N x H x W x C; None if neither fits."""
+        if tensor is None:
+            return None
+        for size in (tuple(tensor.shape[-2:]), tuple(tensor.shape[1:3])):
+            if size in self.resolutions:
+                return size
+        return None
+
     def called_once(self, call: _Call) -> bool:
         return self.call_counts.get(id(call.module), 0) == 1
 
 
-def _attention_module_ids(model: nn.Module) -> set[int]:
-    attention = getattr(model, "attention", None)
-    if isinstance(attention, nn.Module):
-        return {id(m) for m in attention.modules()}
-    return set()
-
-
 # ----------------------------------------------------------------------------------- bottlenecks
+def _area(size: tuple[int, int]) -> int:
+    return size[0] * size[1]
+
+
+def _sequential_convs(layers) -> int:
+    """Convolutions in sequence among ``layers``: those reading the same input count once."""
+    return len({id(layer.input) for layer in layers if layer.is_weight_layer})
+
+
 def _count_levels(call: _Call) -> int:
-    """Resolutions a call goes through, not counting maps smaller than its output (such as the
-    1x1 of a squeeze-excitation inside a downsampling block)."""
+    """Resolutions a call goes through from its input to its output (not counting maps smaller
+    than its output, such as the 1x1 of a squeeze-excitation, or larger than its input, such as
+    an older input that a NASNet cell also reads)."""
     sizes = {call.in_size, call.out_size}
-    sizes.update(d.out_size for d in call.descendants() if d.is_spatial)
+    sizes.update(d.out_size for d in call.descendants())
     sizes.discard(None)
-    smallest = call.out_size[0] * call.out_size[1]
-    return sum(1 for h, w in sizes if h * w >= smallest)
+    return sum(1 for size in sizes if _area(call.out_size) <= _area(size) <= _area(call.in_size))
 
 
-def _convs_before_first_downsampling(call: _Call) -> int:
-    count = 0
-    for desc in call.descendants():
-        if desc.children:
-            continue
-        if desc.downsamples:
-            break
-        if desc.is_conv and desc.out_size == call.in_size:
-            count += 1
-    return count
+def _ends_with_its_downsampling(call: _Call) -> bool:
+    """A stage that ends with its downsampling (convs at its input resolution, then a pool)."""
+    leaves = call.leaves()
+    first = next((i for i, leaf in enumerate(leaves) if leaf.downsamples), None)
+    if first is None:
+        return False
+    before = [leaf for leaf in leaves[:first] if leaf.out_size == call.in_size]
+    return (_sequential_convs(before) >= _MIN_CONVS_PER_LEVEL
+            and not any(leaf.is_weight_layer for leaf in leaves[first + 1:]))
 
 
 def _is_global_pooling(call: _Call) -> bool:
     """A downsampling to 1x1 done by pooling (not by a strided conv, which a stage may hold on
     tiny inputs, e.g. ResNet's layer4 on 32x32 images)."""
-    out_h, out_w = call.out_size
-    if out_h * out_w != 1:
+    if _area(call.out_size) != 1:
         return False
-    leaves = [call] if not call.children else [d for d in call.descendants() if not d.children]
+    leaves = call.leaves() or [call]
     first = next((leaf for leaf in leaves if leaf.downsamples), None)
     return first is None or not first.is_conv
 
 
-def _level_is_stage(trace: _Trace, producer: _Call) -> bool:
-    """Whether the resolution level ending with ``producer``'s output holds enough convs."""
-    level = producer.out_size
-    area = level[0] * level[1]
-    convs = 0
-    leaves = [c for c in trace.calls if not c.children and c.is_spatial and c.end <= producer.end]
-    for leaf in reversed(leaves):
-        size = leaf.out_size
-        if size is None or size == level:
-            convs += leaf.is_conv and size == level
+def _stem_calls(trace: _Trace) -> set[_Call]:
+    """The calls that are no blocks: those holding the network's first downsampling (the stem,
+    or a ``features`` Sequential holding it), and, where the network opens with a strided conv,
+    everything in the stem module: the outermost module holding that conv that ends within a
+    sixteenth of the input's pixels (ResNet's ``conv1``, a deep ``stem`` Sequential, VoVNet's
+    three-conv ``stem``). A network that first works at full resolution (DarkNet, CIFAR ResNets)
+    has no stem module."""
+    calls = set()
+    call = next((leaf for leaf in trace.leaves if leaf.downsamples), None)
+    while call is not None:
+        calls.add(call)
+        call = call.parent
+    first = next((leaf for leaf in trace.leaves if leaf.is_weight_layer), None)
+    if first is None or not first.downsamples:
+        return calls
+    smallest = _area(first.in_size) / 16
+    stem = first
+    while stem.parent is not None and stem.parent is not trace.root and _area(stem.parent.out_size or (0, 0)) >= smallest:
+        stem = stem.parent
+    return calls | {stem, *stem.descendants()}
+
+
+def _first_block_end(trace: _Trace) -> int | None:
+    """When the network's first block ends (see the module doc); None if it has no block."""
+    stem = _stem_calls(trace)
+    inputs: dict[_Call, set[int]] = defaultdict(set)
+    for leaf in trace.leaves:
+        if not leaf.is_weight_layer:
             continue
-        if size[0] * size[1] > area:  # back in the previous, finer level: stop
+        call = leaf.parent
+        while call is not None and call is not trace.root:
+            # not the 1x1 maps of a classifier's MLP, nor a squeeze-excitation's inside a block
+            if call not in stem and call.out_size is not None and 1 < _area(call.out_size) <= _area(leaf.out_size):
+                inputs[call].add(id(leaf.input))
+            call = call.parent
+    blocks = (call for call, seen in sorted(inputs.items(), key=lambda item: item[0].end)
+              if len(seen) >= _MIN_CONVS_PER_LEVEL and not _ends_with_its_downsampling(call))
+    return next((call.end for call in blocks), None)
+
+
+def _level_is_stage(trace: _Trace, producer: _Call, first_block_end: int | None, stem: bool) -> bool:
+    """Whether the resolution level ending with ``producer``'s output is a stage (module doc)."""
+    after_first_block = first_block_end is not None and producer.end >= first_block_end
+    if first_block_end is not None and not after_first_block and not stem:
+        return False  # the stem
+    level = producer.out_size
+    layers = []
+    for leaf in reversed(trace.leaves):
+        if leaf.end > producer.end or leaf.out_size is None:
+            continue
+        if leaf.out_size == level:
+            layers.append(leaf)
+        elif _area(leaf.out_size) > _area(level):  # back in the previous, finer level: stop
             break
         # smaller maps inside the level (e.g. a squeeze-excitation's 1x1) do not end it
-    return convs >= _MIN_CONVS_PER_LEVEL
+    return _sequential_convs(layers) >= (1 if after_first_block else _MIN_CONVS_PER_LEVEL)
 
 
-def _bottleneck_producers(trace: _Trace) -> list[_Call]:
+def _check_single_resolution(trace: _Trace, model: nn.Module) -> None:
+    """Refuse networks whose stages run several resolutions side by side (HRNet)."""
+    for call in trace.calls[1:]:
+        sizes_in = {trace.size_of(t) for t in call.inputs} - {None}
+        sizes_out = {trace.size_of(t) for t in call.outputs} - {None}
+        if len(sizes_in) > 1 and len(sizes_out) > 1 and any(leaf.downsamples for leaf in call.leaves()):
+            raise ValueError(
+                f"{type(model).__name__} runs several resolutions side by side ('{call.path}' takes and returns "
+                f"feature maps at {sorted(sizes_out, reverse=True)}), so its stages have no single output before "
+                "each downsampling; name the modules to refine with attach_attention(..., targets=[...])")
+
+
+def _bottleneck_producers(trace: _Trace, stem: bool) -> list[_Call]:
     found: list[_Call] = []
+    first_block_end = _first_block_end(trace)
 
     def visit(node: _Call, entering: _Call | None) -> None:
-        previous = entering if (entering is not None and node.input is entering.output) else None
+        previous = entering if node.consumes(entering) else None
         for child in node.children:
-            before = previous
-            previous = child
+            before, previous = previous, child
             if child.input is None:
                 continue
-            if before is not None and child.input is not before.output:
+            if not child.consumes(before):
                 before = None  # not a chain: the child does not consume the sibling's output
             if child.out_size is None:
                 if child.children:  # e.g. a wrapped network returning logits
@@ -257,13 +380,12 @@ def _bottleneck_producers(trace: _Trace) -> list[_Call]:
                 continue
             if not child.downsamples:
                 continue
-            spans_levels = _count_levels(child) > 2
-            if spans_levels or _convs_before_first_downsampling(child) >= _MIN_CONVS_PER_LEVEL:
+            if _count_levels(child) > 2 or _ends_with_its_downsampling(child):
                 visit(child, before)
                 continue
             if before is None or _is_global_pooling(child):  # model input, or the classifier's
                 continue
-            if _level_is_stage(trace, before):
+            if _level_is_stage(trace, before, first_block_end, stem):
                 found.append(before)
 
     if trace.root is not None:
@@ -272,13 +394,8 @@ def _bottleneck_producers(trace: _Trace) -> list[_Call]:
 
 
 # ---------------------------------------------------------------------------------------- blocks
-def _is_weight_layer(call: _Call) -> bool:
-    # A Linear applied to a 4D map is a pointwise conv on channels-last data (ConvNeXt blocks).
-    return call.is_conv or (isinstance(call.module, nn.Linear) and call.input is not None)
-
-
 def _num_convs(call: _Call) -> int:
-    return sum(1 for d in [call, *call.descendants()] if _is_weight_layer(d))
+    return sum(1 for d in [call, *call.descendants()] if d.is_weight_layer)
 
 
 def _block_calls(node: _Call) -> list[_Call]:
@@ -295,18 +412,26 @@ def _block_calls(node: _Call) -> list[_Call]:
 # ------------------------------------------------------------------------------------ public API
 @dataclass(frozen=True)
 class InsertionPoint:
-    """A module after which attention goes, and the channel count of its output."""
+    """A module after which attention goes, the channel count and size of its output, and
+    whether that output is channels-last (N x H x W x C)."""
 
     path: str
     channels: int
     size: tuple[int, int]
+    channels_last: bool = False
 
 
-def _usable_target(trace: _Trace, call: _Call) -> bool:
-    """A hook can refine ``call``'s output only if its module runs once per forward pass (a
-    shared module, such as a ReLU reused inside a block, would fire on every call) and returns
-    a bare tensor."""
-    return bool(call.path) and trace.called_once(call) and call.returns_tensor
+def _point(call: _Call) -> InsertionPoint:
+    channels = call.output.shape[-1] if call.channels_last else call.output.shape[1]
+    return InsertionPoint(call.path, int(channels), call.out_size, call.channels_last)
+
+
+def _tensor_returning(call: _Call) -> _Call:
+    """``call``, or where it returns a list (SelecSLS blocks), the outermost module inside it
+    that returns the list's feature map."""
+    if call.returns_tensor:
+        return call
+    return next((d for d in call.descendants() if d.returns_tensor and d.output is call.output), call)
 
 
 def _points(trace: _Trace, calls: list[_Call], what: str) -> list[InsertionPoint]:
@@ -314,30 +439,36 @@ def _points(trace: _Trace, calls: list[_Call], what: str) -> list[InsertionPoint
     for call in calls:
         if call is trace.root or call.out_size is None:
             continue
-        if not _usable_target(trace, call):
+        call = _tensor_returning(call)
+        if not (call.path and trace.called_once(call) and call.returns_tensor):
             warnings.warn(f"{what}: skipping '{call.path}': it is called several times per "
                           "forward pass or does not return a plain tensor", stacklevel=3)
             continue
         if all(p.path != call.path for p in points):
-            points.append(InsertionPoint(call.path, int(call.output.shape[1]), call.out_size))
+            points.append(_point(call))
     return points
 
 
 def insertion_points(model: nn.Module, placement: str = "bottleneck",
-                     input_size: tuple[int, int, int] = (3, 224, 224)) -> list[InsertionPoint]:
-    """Insertion points (path, channels, feature size) for ``placement``, in forward order."""
+                     input_size: tuple[int, int, int] = (3, 224, 224), stem: bool = False) -> list[InsertionPoint]:
+    """Insertion points (path, channels, feature size) for ``placement``, in forward order.
+
+    ``stem=True`` also places bottlenecks in the stem (see the module doc).
+    """
     if placement not in PLACEMENTS:
         raise ValueError(f"unknown placement {placement!r}; choose one of {PLACEMENTS}")
     trace = _Trace(model, input_size)
     if placement == "bottleneck":
-        return _points(trace, _bottleneck_producers(trace), "find_bottlenecks")
+        _check_single_resolution(trace, model)
+        return _points(trace, _bottleneck_producers(trace, stem), "find_bottlenecks")
     blocks = _block_calls(trace.root) if trace.root is not None else []
     return _points(trace, blocks, "find_blocks")
 
 
-def find_bottlenecks(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224)) -> list[str]:
+def find_bottlenecks(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224),
+                     stem: bool = False) -> list[str]:
     """Qualified names of the modules after which BAM goes (right before each downsampling)."""
-    return [p.path for p in insertion_points(model, "bottleneck", input_size)]
+    return [p.path for p in insertion_points(model, "bottleneck", input_size, stem)]
 
 
 def find_blocks(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224)) -> list[str]:
@@ -345,18 +476,60 @@ def find_blocks(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 22
     return [p.path for p in insertion_points(model, "block", input_size)]
 
 
+def _nearby_names(model: nn.Module, path: str) -> str:
+    names = [name for name, _ in model.named_modules() if name]
+    parent = path.rpartition(".")[0]
+    if parent in names:
+        close = [name for name in names if name.rpartition(".")[0] == parent]
+    else:
+        close = set(difflib.get_close_matches(path, names, n=6, cutoff=0.5))
+        close = [name for name in names if name in close]  # in module order
+    return f"nearby names: {', '.join(close)}" if close else f"its top-level modules: {', '.join(names[:8])}"
+
+
+def _named_points(model: nn.Module, targets, input_size: tuple[int, int, int]) -> list[InsertionPoint]:
+    """Insertion points at the modules named in ``targets`` (channels read from a trace)."""
+    if isinstance(targets, str) or not targets:
+        raise ValueError(f"targets must be a non-empty list of module paths, got {targets!r}")
+    if len(set(targets)) < len(targets):
+        raise ValueError(f"targets: a module is named twice in {list(targets)}")
+    modules = dict(model.named_modules(remove_duplicate=False))
+    for path in targets:
+        if not path or path not in modules:
+            raise ValueError(f"targets: {type(model).__name__} has no module {path!r}; {_nearby_names(model, path)}")
+    trace = _Trace(model, input_size)
+    points = []
+    for path in targets:
+        calls = [call for call in trace.calls if call.module is modules[path]]
+        if not calls:
+            raise ValueError(f"targets: {path!r} does not run in a forward pass of {type(model).__name__} "
+                             f"on input_size={tuple(input_size)}")
+        if len(calls) > 1:
+            raise ValueError(f"targets: {path!r} runs {len(calls)} times in a forward pass of {type(model).__name__}; "
+                             "an attention hook would refine every call: name a module that runs once")
+        if not calls[0].returns_tensor or calls[0].out_size is None:
+            raise ValueError(f"targets: {path!r} does not return a feature map (a 4D tensor); name the module "
+                             "that returns the map to refine")
+        points.append(_point(calls[0]))
+    return points
+
+
 class AttentionHook:
     """Forward hook that replaces a module's output by ``attention(output)``.
 
     A small class rather than a closure so that ``copy.deepcopy`` and ``torch.save(model)`` work.
     It holds the attention module itself: ``nn.DataParallel`` replicas would share the original
-    (use DistributedDataParallel, as Accelerate does).
+    (use DistributedDataParallel, as Accelerate does). A channels-last output (N x H x W x C) is
+    refined as N x C x H x W and returned channels-last.
     """
 
-    def __init__(self, attention: nn.Module):
+    def __init__(self, attention: nn.Module, channels_last: bool = False):
         self.attention = attention
+        self.channels_last = channels_last
 
     def __call__(self, module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            return self.attention(output.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return self.attention(output)
 
 
@@ -365,54 +538,101 @@ def attention_key(path: str) -> str:
     return path.replace(".", "_")
 
 
-def attention_targets(model: nn.Module) -> dict[str, str]:
-    """``{path of the module an attention follows: that attention's key in model.attention}``.
-
-    Read from the hooks themselves, so it is right for any path (keys replace '.' by '_', which
-    cannot be undone for module names that contain '_').
-    """
-    owners = {id(module): key for key, module in getattr(model, "attention", {}).items()}
-    targets = {}
+def _attention_hooks(model: nn.Module):
     for path, module in model.named_modules():
         for hook in module._forward_hooks.values():
-            if isinstance(hook, AttentionHook) and id(hook.attention) in owners:
-                targets[path] = owners[id(hook.attention)]
-    return targets
+            if isinstance(hook, AttentionHook):
+                yield path, hook
+
+
+def attention_targets(model: nn.Module) -> dict[str, str]:
+    """``{path of the module an attention follows: that attention's key}``, in module order.
+
+    The key is the module's name in ``model.attention`` where it is registered there, else
+    :func:`attention_key` of the path (keys replace '.' by '_', which cannot be undone for module
+    names that contain '_', so this is read from the hooks themselves).
+    """
+    registered = getattr(model, "attention", None)
+    names = ({id(module): key for key, module in registered.items()}
+             if isinstance(registered, nn.ModuleDict) else {})
+    return {path: names.get(id(hook.attention), attention_key(path)) for path, hook in _attention_hooks(model)}
+
+
+def attached_attention(model: nn.Module) -> dict[str, nn.Module]:
+    """``{key: attention module}`` for every attention attached to ``model`` (keys as in
+    :func:`attention_targets`), wherever the modules are registered."""
+    modules = {path: hook.attention for path, hook in _attention_hooks(model)}
+    return {key: modules[path] for path, key in attention_targets(model).items()}
+
+
+def _holders(model: nn.Module, paths: list[str]) -> list[tuple[nn.Module, str]]:
+    """``(module, name)`` under which the attention after each path is registered (module doc),
+    creating ``model.attention`` where that is the place."""
+    if not isinstance(model, _CONTAINERS):
+        if hasattr(model, "attention"):
+            raise ValueError(f"{type(model).__name__} already has an 'attention' attribute: the model uses that "
+                             "name for something else")
+        model.attention = nn.ModuleDict().train(model.training)
+        return [(model.attention, attention_key(path)) for path in paths]
+    holders, taken = [], {}
+    for path in paths:
+        where, holder = path, model.get_submodule(path)
+        while isinstance(holder, _CONTAINERS) and len(holder._modules):
+            name, holder = list(holder.named_children())[-1]
+            where = f"{where}.{name}"
+        problem = ("it is an empty container" if isinstance(holder, _CONTAINERS)
+                   else f"the attention after '{taken[id(holder)]}' is there" if id(holder) in taken
+                   else "it has an 'attention' attribute" if hasattr(holder, "attention") else None)
+        if problem:
+            raise ValueError(f"cannot register the attention after {path!r} in '{where}' ({problem}); "
+                             f"{type(model).__name__} runs its children, so it cannot hold it either")
+        taken[id(holder)] = path
+        holders.append((holder, "attention"))
+    return holders
 
 
 def attach_attention(model: nn.Module, attention: AttentionSpec = "bam", placement: str = "bottleneck",
-                     input_size: tuple[int, int, int] = (3, 224, 224),
-                     **attention_kwargs) -> list[str]:
+                     input_size: tuple[int, int, int] = (3, 224, 224), targets: list[str] | None = None,
+                     stem: bool = False, **attention_kwargs) -> list[str]:
     """Attach ``attention`` modules to ``model`` in place; returns the target module paths.
 
     ``attention`` is what :func:`bam.create_attention` takes: a registered name, an ``nn.Module``
     class (built as ``cls(channels, **attention_kwargs)``), or None / "none", which does nothing
-    and returns ``[]``. The modules are stored in ``model.attention`` and applied by forward hooks,
-    so the base parameter names are unchanged: load pretrained base weights before attaching, or
-    with ``strict=False`` afterwards.
+    and returns ``[]``. The sites are found by tracing (``placement``, ``stem``: see
+    :func:`insertion_points`), or named: ``targets`` is a list of module paths, each refined on
+    its output (each must run once per forward pass and return a feature map). The modules are
+    applied by forward hooks, so the base parameter names are unchanged: load pretrained base
+    weights before attaching, or with ``strict=False`` afterwards. They are registered in
+    ``model.attention`` (or, for a container such as an ``nn.Sequential``, beside the targets;
+    :func:`attached_attention` finds them) and start in the model's train/eval mode.
     """
     builder = get_attention(attention)  # before tracing: a bad name fails at once
     if builder is None:
         return []
-    if hasattr(model, "attention"):
-        raise ValueError(
-            f"{type(model).__name__} already has an 'attention' attribute: attention was attached "
-            "already (attach once per model), or the model uses that name for something else"
-        )
-    points = insertion_points(model, placement, input_size)
+    attached = list(attention_targets(model))
+    if attached:
+        raise ValueError(f"{type(model).__name__} already has attention attached (after {', '.join(attached)}): "
+                         "attach once per model")
+    if targets is not None:
+        points = _named_points(model, targets, input_size)
+    else:
+        points = insertion_points(model, placement, input_size, stem)
     if not points:
         raise ValueError(
             f"found no {placement} insertion point in {type(model).__name__} for input_size="
-            f"{tuple(input_size)} (no downsampling between stages was seen in the trace)"
-        )
-    modules = nn.ModuleDict()
-    for point in points:
-        modules[attention_key(point.path)] = builder(point.channels, **attention_kwargs)
+            f"{tuple(input_size)} (no downsampling between stages was seen in the trace); name the "
+            "modules to refine with targets=[...]")
     param = next(model.parameters(), None)
-    if param is not None:
-        modules.to(device=param.device, dtype=param.dtype if param.is_floating_point() else None)
-    model.attention = modules
+    modules = []
     for point in points:
-        target = model.get_submodule(point.path)
-        target.register_forward_hook(AttentionHook(modules[attention_key(point.path)]))
+        module = builder(point.channels, **attention_kwargs)
+        if param is not None:
+            module.to(device=param.device, dtype=param.dtype if param.is_floating_point() else None)
+        modules.append(module.train(model.training))
+    for (holder, name), point, module in zip(_holders(model, [p.path for p in points]), points, modules):
+        if isinstance(holder, nn.ModuleDict):
+            holder[name] = module
+        else:
+            holder.add_module(name, module)
+        model.get_submodule(point.path).register_forward_hook(AttentionHook(module, point.channels_last))
     return [p.path for p in points]

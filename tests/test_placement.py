@@ -6,6 +6,7 @@ import pickle
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision.models as tvm
 from torch import nn
 
@@ -227,7 +228,7 @@ def test_base_parameter_names_unchanged_and_pretrained_weights_load():
 
 def test_attach_twice_none_and_bad_arguments():
     model, _ = resnet18_bam()
-    with pytest.raises(ValueError, match="already has an 'attention'"):
+    with pytest.raises(ValueError, match="already has attention attached"):
         attach_attention(model, "bam", input_size=(3, 32, 32))
     plain = tvm.resnet18(num_classes=10)
     assert attach_attention(plain, "none") == [] and not hasattr(plain, "attention")
@@ -320,6 +321,180 @@ def test_torch_compile_with_attention_hooks():
     torch.testing.assert_close(compiled(x), model(x))
     x2 = torch.randn(2, 3, 16, 12)
     assert not torch.allclose(model(x2), model(x))
+
+
+# ------------------------------------------------------------ strides, stems, layouts, lists
+def conv_relu(cin, cout, stride=1):
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.ReLU())
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(channels, channels, 3, padding=1), nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x):
+        return F.relu(x + self.conv2(F.relu(self.conv1(x))))
+
+
+class BlurPool(nn.Module):
+    """A stride-2 blur as a module of its own type (as timm's BlurPool2d): no conv, no pool."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.register_buffer("filt", torch.ones(channels, 1, 3, 3) / 9)
+
+    def forward(self, x):
+        return F.conv2d(x, self.filt, stride=2, padding=1, groups=x.shape[1])
+
+
+class LateStrideBlock(nn.Module):
+    """Two convs at the input resolution, then the stride, then a conv; a downsampling shortcut
+    (anti-aliased ResNets, ResNeSt, Xception blocks)."""
+
+    def __init__(self, cin, cout, blur=False):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(cin, cout, 3, padding=1), nn.Conv2d(cout, cout, 3, padding=1)
+        self.down = BlurPool(cout) if blur else nn.AvgPool2d(2)
+        self.conv3 = nn.Conv2d(cout, cout, 1)
+        self.shortcut = nn.Sequential(BlurPool(cin) if blur else nn.AvgPool2d(2), nn.Conv2d(cin, cout, 1))
+
+    def forward(self, x):
+        return F.relu(self.conv3(self.down(F.relu(self.conv2(F.relu(self.conv1(x)))))) + self.shortcut(x))
+
+
+class LateStrideNet(nn.Module):
+    """A deep stem (three convs, the first strided, then a max pool) and stages whose first block
+    strides late."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(conv_relu(3, 8, 2), conv_relu(8, 8), conv_relu(8, 16))
+        self.pool = nn.MaxPool2d(2)
+        self.stage1 = nn.Sequential(ResidualBlock(16), ResidualBlock(16))
+        self.stage2 = nn.Sequential(LateStrideBlock(16, 32), ResidualBlock(32))
+        self.stage3 = nn.Sequential(LateStrideBlock(32, 64, blur=True), ResidualBlock(64))
+
+    def forward(self, x):
+        return self.stage3(self.stage2(self.stage1(self.pool(self.stem(x))))).mean((2, 3))
+
+
+def test_late_strides_blur_pooling_and_the_stem():
+    model = LateStrideNet()
+    # before each late-stride block, not inside it; the blur is a downsampling; no stem site
+    assert find_bottlenecks(model, (3, 64, 64)) == ["stage1", "stage2"]
+    assert find_bottlenecks(model, (3, 64, 64), stem=True) == ["stem", "stage1", "stage2"]
+
+
+class ChannelsLastStage(nn.Module):
+    """Linear layers on N x H x W x C maps, as in ConvNeXt and MambaOut blocks."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.norm, self.fc1, self.fc2 = nn.LayerNorm(channels), nn.Linear(channels, 2 * channels), nn.Linear(
+            2 * channels, channels)
+
+    def forward(self, x):
+        return x + self.fc2(F.gelu(self.fc1(self.norm(x))))
+
+
+class ChannelsLastNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 4, stride=4)
+        self.stage1 = nn.Sequential(ChannelsLastStage(8), ChannelsLastStage(8))
+        self.down = nn.Conv2d(8, 16, 2, stride=2)
+        self.stage2 = ChannelsLastStage(16)
+
+    def forward(self, x):
+        x = self.stage1(self.stem(x).permute(0, 2, 3, 1))
+        return self.stage2(self.down(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+
+
+def test_channels_last_stage_is_refined_channels_first():
+    torch.manual_seed(0)
+    model = ChannelsLastNet()
+    points = insertion_points(model, input_size=(3, 32, 48))
+    assert [(p.path, p.channels, p.size, p.channels_last) for p in points] == [("stage1", 8, (8, 12), True)]
+    attach_attention(model, "bam", input_size=(3, 32, 48), reduction=4)
+    model.eval()
+    x = torch.randn(2, 3, 32, 48)
+    stage1 = model.stage1[1](model.stage1[0](model.stem(x).permute(0, 2, 3, 1)))  # its blocks: no hook
+    refined = model.attention["stage1"](stage1.permute(0, 3, 1, 2))
+    expected = model.stage2(model.down(refined).permute(0, 2, 3, 1))
+    torch.testing.assert_close(model(x), expected)
+
+
+class ListBlock(nn.Module):
+    """Takes and returns [features, skip], as SelecSLS blocks do."""
+
+    def __init__(self, cin, cout, stride=1):
+        super().__init__()
+        self.conv1, self.conv2 = conv_relu(cin, cout, stride), conv_relu(cout, cout)
+
+    def forward(self, x):
+        x = x if isinstance(x, list) else [x]
+        out = self.conv2(self.conv1(x[0]))
+        return [out, out]
+
+
+def test_site_returning_a_list_moves_to_the_module_producing_its_map():
+    model = nn.Sequential(conv_relu(3, 8, 2), ListBlock(8, 8), ListBlock(8, 16), ListBlock(16, 32, stride=2))
+    assert find_bottlenecks(model, (3, 32, 32)) == ["2.conv2"]
+
+
+# ------------------------------------------------------------------------------- named sites
+def test_named_targets_skip_the_trace_choice():
+    torch.manual_seed(0)
+    model = tvm.resnet18(num_classes=10).eval()
+    x = torch.randn(1, 3, 32, 32)
+    plain = model(x)
+    assert attach_attention(model, "bam", input_size=(3, 32, 32), targets=["layer2", "layer4.1"]) == [
+        "layer2", "layer4.1"]
+    assert {key: m.channels for key, m in model.attention.items()} == {"layer2": 128, "layer4_1": 512}
+    assert not model.attention.training  # the model's mode
+    assert not torch.allclose(model(x), plain)
+
+
+class Unused(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body, self.spare = conv_relu(3, 8), nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class PairOut(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x), x
+
+
+def test_named_targets_are_validated():
+    model = tvm.resnet18(num_classes=10)
+    size = (3, 32, 32)
+    with pytest.raises(ValueError, match=r"no module 'layer5'.*nearby names: layer1, layer2, layer3, layer4, layer4.0, layer4.1"):
+        attach_attention(model, "bam", input_size=size, targets=["layer5"])
+    with pytest.raises(ValueError, match=r"no module 'layer1.7'.*nearby names: layer1.0, layer1.1"):
+        attach_attention(model, "bam", input_size=size, targets=["layer1.7"])
+    with pytest.raises(ValueError, match="named twice"):
+        attach_attention(model, "bam", input_size=size, targets=["layer1", "layer1"])
+    with pytest.raises(ValueError, match="non-empty list"):
+        attach_attention(model, "bam", input_size=size, targets="layer1")
+    with pytest.raises(ValueError, match=r"'relu' runs 3 times in a forward pass"):
+        attach_attention(SharedActivation(), "bam", input_size=(3, 16, 16), targets=["relu"])
+    with pytest.raises(ValueError, match=r"'spare' does not run"):
+        attach_attention(Unused(), "bam", input_size=size, targets=["spare"])
+    with pytest.raises(ValueError, match=r"'0' does not return a feature map"):
+        attach_attention(nn.Sequential(PairOut()), "bam", input_size=size, targets=["0"])
+    trunk = nn.Sequential(*list(tvm.resnet18().children())[:-2])  # layer1 is refined in layer1.1
+    with pytest.raises(ValueError, match=r"after '4.1' in '4.1' \(the attention after '4' is there"):
+        attach_attention(trunk, "bam", input_size=size, targets=["4", "4.1"])
+    assert not hasattr(model, "attention") and not hasattr(trunk[4][1], "attention")  # nothing left behind
 
 
 # ----------------------------------------------------------------- the repository's CIFAR nets
