@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 
 import pytest
 import torch
@@ -233,52 +232,6 @@ def test_full_size_passes_are_those_the_docstring_counts():
     assert len(fused_forward) == 3 and kept_forward == fused_forward
     assert len(fused_forward) + len(fused_backward) == len(plain_forward) + len(plain_backward) == 8
     assert len(kept_backward) == 3 and len(fused_backward) - len(kept_backward) == 2  # the recomputed gate
-
-
-def test_global_avg_pool_matches_mean_and_gradcheck():
-    from bam.functional import global_avg_pool
-
-    x = torch.randn(3, 5, 4, 7, dtype=torch.float64, requires_grad=True)
-    torch.testing.assert_close(global_avg_pool(x), x.mean(dim=(2, 3)))
-    assert torch.autograd.gradcheck(global_avg_pool, (x,))
-    weight = torch.randn(3, 5, dtype=torch.float64)
-    (global_avg_pool(x) * weight).sum().backward()
-    torch.testing.assert_close(x.grad, (weight / 28)[:, :, None, None].expand_as(x))  # d mean / dx = 1/(HW)
-    with pytest.raises(ValueError, match="B x C x H x W"):
-        global_avg_pool(x[0])
-
-
-def _load_bench():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
-    spec = importlib.util.spec_from_file_location("bam_bench_smoke", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_bench_smoke_one_tiny_step():
-    """benchmarks/bench.py runs its code paths on tiny sizes (a smoke test, nothing timed)."""
-    bench = _load_bench()
-    device = torch.device("cpu")
-    rows = bench.module_benchmark((2, 32, 6, 6), device, "fp32", False, repeats=1, steps=1)
-    assert [row[0] for row in rows] == ["bam-plain", "bam-fused", "bam-fused-keep"]
-    plain, fused, keep = (row[3] for row in rows)  # full-size ops
-    assert keep < plain  # saving the gate removes full-size passes
-    net = bench.Network("sr", "SRResNet", bench.srresnet_x4, (3, 8, 8), (3, 32, 32), 2, "patch")
-    for variant in ("none", "bam-fused"):
-        with bench.bam_variant(variant):
-            rates = bench.step_throughput(net, "none" if variant == "none" else "bam", device, "fp32",
-                                          False, "eager", steps=1, warmup=0, repeats=1)
-        assert len(rates) == 1 and rates[0] > 0
-    from bam import BAM
-
-    assert BAM.forward is not bench._plain_forward  # variants are undone on exit
-    with pytest.raises(SystemExit):
-        bench.parse_args(["--variants", "bogus"])
 
 
 @pytest.mark.parametrize("combine", ["sum", "product"])
