@@ -153,8 +153,8 @@ def test_channels_last():
 def test_saves_no_full_size_attention_map():
     x, channel, spatial = (t.requires_grad_() for t in _inputs(b=2, c=16, h=8, w=8, seed=7))
     saved = {}
-    keep_gate = lambda *t: bam_refine(*t, recompute=False)  # noqa: E731
-    for name, fn in (("fused", bam_refine), ("plain", _plain), ("keep_gate", keep_gate)):
+    recompute = lambda *t: bam_refine(*t, recompute=True)  # noqa: E731
+    for name, fn in (("fused", recompute), ("plain", _plain), ("keep_gate", bam_refine)):
         sizes = []
         with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.numel()) or t, lambda t: t):
             fn(x, channel, spatial)
@@ -226,8 +226,8 @@ def test_full_size_passes_are_those_the_docstring_counts():
     """bam.functional's claims, checked by counting (timings belong in benchmarks/bench.py):
     plain ops 4 + 4 passes; fused 3 forward; recompute as many in all as plain; gate kept 3 + 3."""
     plain_forward, plain_backward = _passes(_plain)
-    fused_forward, fused_backward = _passes(bam_refine)
-    kept_forward, kept_backward = _passes(lambda *t: bam_refine(*t, recompute=False))
+    fused_forward, fused_backward = _passes(lambda *t: bam_refine(*t, recompute=True))
+    kept_forward, kept_backward = _passes(bam_refine)  # the default keeps the gate
     assert len(plain_forward) == 4 and len(plain_backward) == 4
     assert len(fused_forward) == 3 and kept_forward == fused_forward
     assert len(fused_forward) + len(fused_backward) == len(plain_forward) + len(plain_backward) == 8
