@@ -38,7 +38,7 @@ def _spatial_mean(x: torch.Tensor) -> torch.Tensor:
     """Mean over H and W (B x C x H x W -> B x C; ``avg_pool2d(x, x.size(2))`` of the released code
     is wrong on non-square maps), as a sum divided on the small result: the backward of a sum is a
     broadcast view of the gradient, where ``mean``'s writes a full-size tensor for autograd to add
-    to x's other gradients. Summed in float32 at least: a half-precision sum of a map can overflow."""
+    to x's other gradients. Summed in float32 at least: a half-precision sum can overflow."""
     total = x.sum(dim=(2, 3), dtype=torch.promote_types(x.dtype, torch.float32))
     mean = total / (x.shape[2] * x.shape[3])
     return mean if mean.dtype == x.dtype else mean.to(x.dtype)

@@ -1,4 +1,4 @@
-"""BAM's final refinement as one function, cheaper in time and memory than the plain expression.
+"""BAM's final refinement as one function, with fewer passes over the feature map than plain ops.
 
 ``bam_refine(x, channel, spatial)`` returns ``x * (1 + sigmoid(channel + spatial))`` (eqs. 1-2 of
 the paper) from the raw branch outputs ``channel`` (B x C x 1 x 1) and ``spatial`` (B x 1 x H x W).
@@ -18,6 +18,10 @@ full-size attention map ``sigmoid(...)`` alive until the backward pass. :class:`
   ``spatial``, and recomputes the sigmoid in backward (two pointwise passes, the sigmoid the
   dearer of the two): one feature map less of activation memory per BAM, as many full-size
   passes as plain ops, and 15-20% more time for the refinement on a CPU.
+
+On a CPU (forward + backward, one thread) the default takes 20% less time than plain ops from
+16 x 64 x 24 x 24 up (2.1 vs 2.7 ms; 21 vs 26 ms on 8 x 256 x 32 x 32); on a map as small as
+4 x 64 x 12 x 12 an autograd function's own Python makes it 15% slower (157 vs 138 us).
 
 Under ``torch.compile`` the function is traced into the graph (``fullgraph=True`` works) and
 Inductor is free to fuse its pointwise ops and to choose what to save; the ``recompute`` choice
@@ -132,15 +136,16 @@ class SumRefine(torch.autograd.Function):
 
 def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
     # Plain Python: torch.broadcast_shapes takes longer than the refinement of a small map.
-    return len(shape) <= len(target) and all(n in (1, m) for n, m in zip(reversed(shape), reversed(target)))
+    pairs = zip(reversed(shape), reversed(target))
+    return len(shape) <= len(target) and all(n in (1, m) for n, m in pairs)
 
 
 def _check_shapes(x: torch.Tensor, channel, spatial) -> None:
     shapes = [t.shape for t in (channel, spatial) if t is not None]
     if not all(_broadcasts_to(shape, x.shape) for shape in shapes):
-        raise ValueError(f"bam_refine: branch outputs of shapes {[tuple(s) for s in shapes]} do not "
-                         f"broadcast to the feature map's shape {tuple(x.shape)} (expected B x C x 1 x 1 "
-                         "and B x 1 x H x W)")
+        raise ValueError(f"bam_refine: branch outputs of shapes {[tuple(s) for s in shapes]} do "
+                         f"not broadcast to the feature map's shape {tuple(x.shape)} (expected "
+                         "B x C x 1 x 1 and B x 1 x H x W)")
 
 
 def bam_refine(x: torch.Tensor, channel: torch.Tensor | None, spatial: torch.Tensor | None,

@@ -79,13 +79,14 @@ def compare(fns: dict, device, steps: int, repeats: int) -> tuple[dict, dict]:
     return {name: statistics.median(t) for name, t in times.items()}, first
 
 
-def training_step(network, attention, size, device, tiny, compiled, backend):
+def training_step(network, attention, size, device, tiny, compiled, fused_adam):
     batch, side, hr_side, dtype, channels_last = size
     layout = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(0)
     model = build(network, attention, tiny).to(device, memory_format=layout).train()
-    forward = torch.compile(model, backend=backend) if compiled else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)  # as the training commands build it
+    # BAM_COMPILE_BACKEND (as for the training commands' --compile): e.g. aot_eager, no code generation
+    forward = torch.compile(model, backend=os.environ.get("BAM_COMPILE_BACKEND", "inductor")) if compiled else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=fused_adam or None)
     x = torch.rand(batch, 3, side, side, device=device).to(memory_format=layout)
     target = torch.rand(batch, 3, hr_side, hr_side) if hr_side else torch.randint(1000, (batch,))
     target, loss_of = target.to(device), F.l1_loss if hr_side else F.cross_entropy
@@ -99,8 +100,8 @@ def training_step(network, attention, size, device, tiny, compiled, backend):
     return step
 
 
-def module_lines(device, shapes, dtype, steps, repeats) -> None:
-    for shape in shapes:
+def module_lines(device, shapes, steps, repeats) -> None:
+    for shape, dtype in shapes:
         torch.manual_seed(0)
         modules = {name: bam.create_attention(name, shape[1]).to(device).train() for name in ("bam", "se", "cbam")}
         modules["plain"] = plain_bam(modules["bam"])
@@ -148,15 +149,16 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu (CPU sizes) or cuda (GPU sizes)")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes: every code path in seconds")
     parser.add_argument("--modes", default="eager,compile", help="eager and/or compile (default: both)")
-    parser.add_argument("--backend", default="inductor", help="torch.compile backend (default: inductor)")
     parser.add_argument("--only", default="module,metrics,data,step", help="sections to run (default: all)")
-    parser.add_argument("--steps", type=int, help="calls per timing (default: 10; tiny 2)")
-    parser.add_argument("--repeats", type=int, help="timings per variant (default: 7; tiny 2)")
+    parser.add_argument("--steps", type=int, help="calls per timing (default: GPU 10, CPU 3, tiny 2)")
+    parser.add_argument("--repeats", type=int, help="timings per variant (default: GPU 7, CPU 5, tiny 2)")
+    parser.add_argument("--fused-adam", action="store_true", help="Adam(fused=True) (default: Adam's own choice)")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="DataLoader workers")
     parser.add_argument("--data-root", help="holds sr/train/T91 and sr/Set14 (default: as the training commands)")
     args = parser.parse_args(argv)
     device, only = torch.device(args.device), args.only.split(",")
-    steps, repeats = args.steps or (2 if args.tiny else 10), args.repeats or (2 if args.tiny else 7)
+    steps, repeats = (2, 2) if args.tiny else (10, 7) if device.type == "cuda" else (3, 5)
+    steps, repeats = args.steps or steps, args.repeats or repeats
     sizes = SIZES["tiny" if args.tiny else device.type]
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as the training commands set it
@@ -168,10 +170,10 @@ def main(argv=None) -> None:
     print(f"{name}; torch {torch.__version__}; {'tiny' if args.tiny else device.type} sizes", flush=True)
     root = data_root(args.data_root)
     if "module" in only:  # the SR shapes, then ResNet50's BAMs after its stages 1-3
-        shapes = [(batch, 64, side, side) for name, (batch, side, *_) in sizes.items() if name in SR]
+        shapes = [((batch, 64, side, side), dtype) for name, (batch, side, _, dtype, _) in sizes.items() if name in SR]
         batch, side, _, dtype, _ = sizes["resnet50"]
-        shapes += [(batch, 256 << i, side // 4 >> i, side // 4 >> i) for i in range(3)]
-        module_lines(device, shapes, dtype, steps, repeats)
+        shapes += [((batch, 256 << i, side // 4 >> i, side // 4 >> i), dtype) for i in range(3)]
+        module_lines(device, shapes, steps, repeats)
     if "metrics" in only:
         metrics_line(root, device)
     for network, (batch, _, hr_side, _, _) in sizes.items() if "data" in only else []:
@@ -180,7 +182,7 @@ def main(argv=None) -> None:
     for mode in args.modes.split(",") if "step" in only else []:
         for network, size in sizes.items():
             times, first = compare({attention: training_step(network, attention, size, device, args.tiny,
-                                                             mode == "compile", args.backend)
+                                                             mode == "compile", args.fused_adam)
                                     for attention in ("none", "bam")}, device, steps, repeats)
             for attention, label in (("none", "base"), ("bam", "bam")):
                 extra = f"{100 * (times['bam'] / times['none'] - 1):+6.1f}%" if attention == "bam" else ""

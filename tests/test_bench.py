@@ -13,9 +13,9 @@ REPO = Path(__file__).resolve().parents[1]
 def test_tiny_run_prints_base_and_bam_for_every_network_and_mode(sr_data_root):
     # One thread: two on a busy two-core machine wait on each other for minutes. aot_eager traces
     # the same graphs as Inductor without a C++ build.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "BAM_DATA_ROOT": str(sr_data_root)}
-    command = [sys.executable, str(REPO / "benchmarks" / "bench.py"), "--tiny", "--backend", "aot_eager",
-               "--workers", "1", "--repeats", "1", "--steps", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "BAM_DATA_ROOT": str(sr_data_root), "BAM_COMPILE_BACKEND": "aot_eager"}
+    command = [sys.executable, str(REPO / "benchmarks" / "bench.py"), "--tiny", "--workers", "1", "--repeats", "1",
+               "--steps", "1"]
     done = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
