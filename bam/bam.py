@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .functional import COMBINES, attention_map, bam_refine, global_avg_pool
+from .functional import COMBINES, attention_map, bam_refine
 
 BRANCHES = ("both", "channel", "spatial")
 
@@ -32,6 +32,16 @@ def _check_batch_statistics(module: nn.Module, values_per_channel: int, what: st
             f"one value per channel to compute batch statistics (got {values_per_channel}). "
             "Use a batch of at least 2 samples for training, or call model.eval() for inference."
         )
+
+
+def _spatial_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean over H and W (B x C x H x W -> B x C; ``avg_pool2d(x, x.size(2))`` of the released code
+    is wrong on non-square maps), as a sum divided on the small result: the backward of a sum is a
+    broadcast view of the gradient, where ``mean``'s writes a full-size tensor for autograd to add
+    to x's other gradients. Summed in float32 at least: a half-precision sum can overflow."""
+    total = x.sum(dim=(2, 3), dtype=torch.promote_types(x.dtype, torch.float32))
+    mean = total / (x.shape[2] * x.shape[3])
+    return mean if mean.dtype == x.dtype else mean.to(x.dtype)
 
 
 class ChannelGate(nn.Module):
@@ -53,11 +63,9 @@ class ChannelGate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_batch_statistics(self, x.shape[0], "channel branch (BatchNorm1d of the MLP)")
-        # Mean over H and W rather than avg_pool2d(x, x.size(2)): correct on non-square maps.
-        # global_avg_pool's backward returns a broadcast view (no full-size tensor written).
-        pooled = global_avg_pool(x)
+        pooled = _spatial_mean(x)
         out = self.fc2(self.act(self.bn1(self.fc1(pooled))))
-        return self.bn(out)[:, :, None, None]
+        return self.bn(out).view(*out.shape, 1, 1)  # one view op (indexing with None makes two)
 
 
 class ConvBnReLU(nn.Module):

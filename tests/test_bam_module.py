@@ -361,3 +361,14 @@ def test_anything_else_is_a_clear_type_error(wrong):
 def test_gates_are_public_modules():
     assert ChannelGate(32, 4)(torch.randn(2, 32, 3, 3)).shape == (2, 32, 1, 1)
     assert SpatialGate(32, 4).eval()(torch.randn(1, 32, 3, 4)).shape == (1, 1, 3, 4)
+
+
+def test_channel_gate_in_half_precision_pools_without_overflow():
+    # 40 x 64 x 64 = 163,840 is past float16's largest value (65,504): the mean is taken from a
+    # float32 sum.
+    gate = randomize(ChannelGate(8, 4)).eval()
+    x = torch.full((2, 8, 64, 64), 40.0)
+    expected = gate(x)
+    got = gate.half()(x.half())
+    assert got.dtype == torch.float16
+    torch.testing.assert_close(got.float(), expected, rtol=1e-2, atol=1e-2)
