@@ -18,6 +18,8 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
+from safetensors import SafetensorError, safe_open
+
 from tasks.utils.files import WriteError, write_json_atomic
 
 __all__ = ["STATE_FILE", "is_complete", "resolve_checkpoint", "find_resume_checkpoint", "read_trainer_state",
@@ -35,12 +37,8 @@ class _StepFailed(Exception):
     """A step of a save failed on some process (the text says which and how)."""
 
 
-def _write_errors() -> tuple[type[BaseException], ...]:
-    """What a full disk or an unwritable folder raises while saving: the OS's error, torch.save's
-    RuntimeError and safetensors' own error."""
-    from safetensors import SafetensorError
-
-    return OSError, RuntimeError, SafetensorError
+# What a full disk or an unwritable folder raises while saving: torch.save raises RuntimeError.
+_WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)
 
 
 def is_complete(directory: str | os.PathLike) -> bool:
@@ -147,8 +145,6 @@ def _file_problem(path: Path) -> str | None:
     if not path.is_file():
         return None
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError, safe_open
-
         try:
             with safe_open(str(path), "pt") as handle:
                 handle.keys()
@@ -210,7 +206,7 @@ def _together(accelerator, action: Callable[[], None], everyone: bool = False) -
     try:
         if everyone or accelerator.is_main_process:
             action()
-    except _write_errors() as error:
+    except _WRITE_ERRORS as error:
         failure = error
     text = None if failure is None else f"{type(failure).__name__}: {' '.join(str(failure).split())}"
     if accelerator.num_processes > 1:

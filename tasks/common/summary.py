@@ -11,15 +11,17 @@ Schema, common to every task::
 from __future__ import annotations
 
 import json
-from importlib import metadata
+import math
 import os
 import platform
 import socket
 import subprocess
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
 from tasks.utils.files import write_json_atomic, write_text_atomic
+from tasks.utils.processes import world_size
 
 __all__ = ["environment_info", "git_info", "build_summary", "write_summary", "load_summary", "render_markdown",
            "SUMMARY_FILE"]
@@ -53,14 +55,9 @@ def _cpu_model() -> str:
 
 
 def _num_processes() -> int:
-    try:
-        from accelerate import PartialState
+    from accelerate import PartialState
 
-        if PartialState._shared_state:
-            return PartialState().num_processes
-    except ImportError:
-        pass
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    return PartialState().num_processes if PartialState._shared_state else world_size()
 
 
 def environment_info() -> dict[str, Any]:
@@ -112,11 +109,7 @@ def build_summary(*, task: str, name: str, config: Mapping[str, Any], progress: 
 def _fmt(value: Any) -> str:
     if value is None:
         return "–"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            return str(value)
+    if isinstance(value, float) and math.isfinite(value):
         return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
     if isinstance(value, (list, tuple)):
         return ", ".join(_fmt(v) for v in value)

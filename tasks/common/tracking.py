@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import urlparse
 
+from tasks.utils.files import write_text_atomic
 from tasks.utils.messages import note, warn
 from tasks.utils.processes import is_main_process
 
@@ -294,9 +295,7 @@ class Tracker:
                     kept.append(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a kill
-        tmp = self.metrics_path.with_name(METRICS_FILE + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.metrics_path)
+        write_text_atomic(self.metrics_path, "".join(line + "\n" for line in kept))
 
     def offline_dir(self) -> Path | None:
         """The ``wandb/offline-run-*`` folder of this run, when recording offline."""
