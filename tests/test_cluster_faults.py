@@ -325,7 +325,7 @@ def test_a_pickle_that_would_run_code_stops_an_sr_resume_in_one_line(tmp_path, c
     train = _write_crops(tmp_path / "train", embedded_sr_images("train"), 40, 4)
     bench = _write_crops(tmp_path / "bench", embedded_sr_images("test"), 36, 2)
     argv = [*TINY, "--train-dir", str(train), "--sets", str(bench), "--output-dir", str(tmp_path), "--run-name", "run",
-            "--wandb", "disabled", "--num-samples", "0", "--eval-every", "2"]
+            "--wandb", "disabled", "--num-pictures", "0", "--eval-every", "2"]
     sr_train.main([*argv, "--max-steps", "2"])
     optimizer = tmp_path / "run" / "checkpoints" / "last" / "optimizer.bin"
     torch.save({"state": _RunsCode(tmp_path / "code-ran")}, optimizer)

@@ -244,7 +244,7 @@ def test_read_only_output_folder_stops_before_any_work(sr_data, tmp_path, read_o
         _cli_error(capsys, classify_train.main, argv))
     monkeypatch.setattr("tasks.common.model_io.load_model", _never("loading the model"))
     argv = ["--checkpoint", str(tmp_path / "any"), "--input", str(sr_data["bench"]), "--output-dir", str(locked / "x4")]
-    assert f"--output {locked / 'x4'} is not writable" in _error_line(_cli_error(capsys, sr_upscale.main, argv))
+    assert f"--output-dir {locked / 'x4'} is not writable" in _error_line(_cli_error(capsys, sr_upscale.main, argv))
 
 
 def test_too_little_free_space_is_found_before_training(sr_data, tmp_path, monkeypatch, capsys):
@@ -401,7 +401,8 @@ def test_a_new_rate_on_resume_is_applied_and_recorded(tmp_path, schedule, capsys
     capsys.readouterr()
     summary = _toy_trainer(tmp_path / "run", lr=0.02, schedule=schedule, max_steps=10, momentum=0.5,
                            resume=True).fit()
-    note = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("note: --resume"))
+    note = next(line for line in capsys.readouterr().err.splitlines()
+                if line.startswith("note: --resume with other optimiser settings"))
     assert "momentum 0.9 -> 0.5" in note and "lr 0.01 -> 0.02" in note and note.endswith(
         "from step 4 on (recorded in config.json as optimizer_changes)")
     changes = [{"step": 4, "changed": {"momentum": [0.9, 0.5], "lr": [0.01, 0.02]}}]
