@@ -207,11 +207,9 @@ _SAFETENSORS_MAX_HEADER = 100_000_000  # the safetensors library's own limit
 
 
 def read_safetensors_shapes(file: str | os.PathLike) -> dict[str, tuple[int, ...]]:
-    """The tensor shapes a safetensors file declares, from its header alone (no tensor is read).
-
-    The format: an 8-byte little-endian header length, a JSON header mapping names to dtype, shape
-    and byte range, then the data. A header that does not cover the file (truncated) is refused.
-    """
+    """The tensor shapes a safetensors file declares, from its header alone (an 8-byte length, then
+    JSON); a header that does not cover the file (truncated) is refused. Any path works (the
+    safetensors library opens only UTF-8 paths)."""
     file = Path(file)
     try:
         with open(file, "rb") as handle:
@@ -257,15 +255,11 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
 def read_state_dict(path: str | os.PathLike, anchor: str = "conv1.weight") -> dict[str, torch.Tensor]:
-    """Pretrained weights from whatever file a user has, as a plain state dict.
-
-    ``path``: a torchvision ``.pth``, a ``.safetensors`` file, a checkpoint dict (``{"model"|
-    "state_dict"|...: ...}``), or a checkpoint or run folder of this repository (its best
-    checkpoint first). Pickled files are read with ``weights_only=True`` (no code runs). DDP and
-    compile prefixes are dropped, and so is any other prefix in front of ``anchor`` (a key the
-    wanted network has, e.g. a ResNet's ``conv1.weight``), so a whole-model checkpoint yields its
-    trunk. Errors name the file.
-    """
+    """Pretrained weights from whatever file a user has, as a plain state dict: a torchvision
+    ``.pth``, a ``.safetensors`` file, a checkpoint dict (``{"model"|"state_dict"|...: ...}``), or a
+    checkpoint or run folder of this repository. Pickles load with ``weights_only=True``. DDP and
+    compile prefixes are dropped, and so is any prefix in front of ``anchor`` (a key the wanted
+    network has), so a whole-model checkpoint yields its trunk. Errors name the file."""
     file = _find_weight_file(Path(path).expanduser())
     try:
         if file.suffix == ".safetensors":

@@ -130,9 +130,8 @@ def evaluate_segmentation(model: torch.nn.Module, dataset, accelerator=None, sca
     visuals, rows = [], []
     loader = eval_loader(dataset, accelerator, num_workers)
     images = loader.dataset.indices  # this process's share, in loading order
-    show = progress and (accelerator is None or accelerator.is_main_process)
-    if show:
-        loader = progress_bar(loader, desc="evaluate", leave=False)
+    loader = progress_bar(loader, desc="evaluate", leave=False, disable=not progress,
+                          main_process=accelerator is None or accelerator.is_main_process)
     for position, batch in zip(images, loader):
         height, width = batch["size"][0].tolist()
         image = batch["image"][:, :, :height, :width].to(device, non_blocking=True)
