@@ -244,28 +244,21 @@ def test_broken_model_files_name_the_file_and_the_fault(tmp_path):
 
 
 def test_pickled_model_files_are_refused_until_converted(tmp_path):
-    from tasks.common.model_io import convert_legacy, load_model
+    """A pickled ``model.pt`` (never written by a release) is not a model file: refused in one line,
+    never unpickled (so a pickle that would run code runs nothing)."""
+    from tasks.common.model_io import load_model
 
-    description = _small_srresnet_description()
-    network = description.build()
-    legacy = tmp_path / "checkpoints" / "best" / "model.pt"
-    legacy.parent.mkdir(parents=True)
-    torch.save({"format": "bam-model/1", "task": "sr", "builder": description.builder, "kwargs": description.kwargs,
-                "state_dict": network.state_dict(), "extra": {}}, legacy)
-    for where in (tmp_path, legacy):
-        with pytest.raises(ValueError, match=f"pickle format.*python -m tasks.common.model_io convert {legacy}"):
-            load_model(where)
-    convert_legacy(legacy)
-    loaded, _ = load_model(tmp_path)
-    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), network.state_dict().values()))
-
-    class Evil:  # a pickle that would run code: the conversion reads weights only and refuses it
+    class Evil:
         def __reduce__(self):
             return (os.system, (f"touch {tmp_path / 'pwned'}",))
 
-    torch.save({"format": "bam-model/1", "evil": Evil()}, tmp_path / "evil.pt")
-    with pytest.raises(ValueError, match="cannot read .*evil.pt"):
-        convert_legacy(tmp_path / "evil.pt")
+    legacy = tmp_path / "checkpoints" / "best" / "model.pt"
+    legacy.parent.mkdir(parents=True)
+    torch.save({"format": "bam-model/1", "evil": Evil()}, legacy)
+    with pytest.raises(ValueError, match=f"^{legacy} is not a model file: expected network.json"):
+        load_model(legacy)
+    with pytest.raises(FileNotFoundError, match=f"^no model file at {tmp_path}: expected network.json"):
+        load_model(tmp_path)
     assert not (tmp_path / "pwned").exists()
 
 

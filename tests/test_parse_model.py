@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision
 
-from tasks.parse.model import UperNet, describe_load_report, load_encoder_weights, parameter_breakdown
+from tasks.parse.model import UperNet, describe_load_report, parameter_breakdown
 
 
 def csail_upernet_decoder_params(stage_channels, num_classes, width=512, scales=4):
@@ -93,7 +93,7 @@ def test_load_encoder_weights_formats(tmp_path, wrap):
     path = tmp_path / "encoder.pth"
     torch.save(saved, path)
     model = UperNet(num_classes=3, backbone="resnet18", channels=16)
-    report = load_encoder_weights(model, path)
+    report = model.load_encoder_weights(path)
     assert report == {"missing": [], "unexpected": []}  # fc.* ignored, nothing else left over
     assert torch.equal(model.encoder.layer3[1].conv2.weight, state["layer3.1.conv2.weight"])
     assert torch.equal(model.encoder.bn1.running_var, state["bn1.running_var"])
@@ -135,7 +135,7 @@ def test_bam_on_encoder_bottlenecks_and_bam_classifier_checkpoint(tmp_path):
     assert model.attention_targets == sites == ["layer1", "layer2", "layer3"]
     counts = parameter_breakdown(model)
     assert counts["attention"] == sum(p.numel() for p in classifier.attention.parameters()) > 0
-    assert load_encoder_weights(model, tmp_path / "bam_resnet18.pt") == {"missing": [], "unexpected": []}
+    assert model.load_encoder_weights(tmp_path / "bam_resnet18.pt") == {"missing": [], "unexpected": []}
     loaded, source = model.encoder.attention.state_dict(), classifier.attention.state_dict()
     assert loaded.keys() == source.keys() and all(torch.equal(loaded[key], source[key]) for key in source)
     # The attention runs in the forward pass: zeroing its parameters changes the output.
@@ -151,7 +151,6 @@ def test_bam_on_encoder_bottlenecks_and_bam_classifier_checkpoint(tmp_path):
 def test_registry_profile_build_and_mac_split():
     from bam import count_macs
     from tasks.networks import build_network, input_size_for, list_networks
-    from tasks.parse.model import breakdown
 
     assert "upernet-resnet50" in list_networks("ade20k") and input_size_for("ade20k") == (3, 512, 512)
     with torch.device("meta"):
@@ -164,7 +163,7 @@ def test_registry_profile_build_and_mac_split():
     with torch.device("meta"):
         model = UperNet(num_classes=k, backbone="resnet18", channels=w)
         reference = torchvision.models.resnet18(weights=None)
-    split = breakdown(model, (3, 64, 64))
+    split = model.profile_parts((3, 64, 64))
     assert split["encoder"]["macs"] == count_macs(reference, (3, 64, 64)) - 512 * 1000
     areas = (16 * 16, 8 * 8, 4 * 4, 2 * 2)
     decoder = (4 * 512 * w * areas[3] + (512 + 4 * w) * w * 9 * areas[3]

@@ -1,19 +1,11 @@
 """Checkpoints that are never half written.
 
-A checkpoint is a directory written by ``accelerator.save_state`` plus ``trainer_state.json``
-(step, best value, tracker run id, ...). It is first written to ``<name>.tmp``; the state file is
-written last and marks the directory as complete. It then replaces the previous checkpoint by
-two renames (``os.replace``)::
-
-    <name>      -> <name>.old      (the previous, complete checkpoint)
-    <name>.tmp  -> <name>
-    rm -r <name>.old
-
-Every step is atomic, so a run killed at any moment leaves at least one complete checkpoint among
-``<name>``, ``<name>.tmp`` and ``<name>.old``; :func:`resolve_checkpoint` finds it (and finishes an
-interrupted swap), and a directory without the state file is never loaded. A save that fails (a
-full disk, a folder gone read-only) raises :class:`CheckpointWriteError` on every process, naming
-the last complete checkpoint, and removes its incomplete copy.
+A checkpoint is a folder of ``accelerator.save_state`` plus ``trainer_state.json`` (step, best
+value, tracker run id...). It is written to ``<name>.tmp``, the state file last (it marks the
+folder complete), then swapped in by renames: ``<name>`` -> ``<name>.old``, ``<name>.tmp`` ->
+``<name>``, ``rm -r <name>.old``. A run killed at any moment leaves a complete checkpoint among
+the three names; :func:`resolve_checkpoint` finds it. A save that fails (a full disk) raises
+:class:`CheckpointWriteError` on every process, naming the last complete checkpoint.
 """
 
 from __future__ import annotations
@@ -26,22 +18,13 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
+from safetensors import SafetensorError, safe_open
+
 from tasks.utils.files import WriteError, write_json_atomic
 
-__all__ = [
-    "STATE_FILE",
-    "is_complete",
-    "resolve_checkpoint",
-    "find_resume_checkpoint",
-    "read_trainer_state",
-    "save_checkpoint",
-    "link_checkpoint",
-    "repair_best",
-    "CheckpointWriteError",
-    "checkpoint_bytes",
-    "last_complete",
-    "find_damaged_file",
-]
+__all__ = ["STATE_FILE", "is_complete", "resolve_checkpoint", "find_resume_checkpoint", "read_trainer_state",
+           "save_checkpoint", "link_checkpoint", "repair_best", "CheckpointWriteError", "checkpoint_bytes",
+           "last_complete", "find_damaged_file"]
 
 STATE_FILE = "trainer_state.json"
 
@@ -54,12 +37,8 @@ class _StepFailed(Exception):
     """A step of a save failed on some process (the text says which and how)."""
 
 
-def _write_errors() -> tuple[type[BaseException], ...]:
-    """What a full disk or an unwritable folder raises while saving: the OS's error, torch.save's
-    RuntimeError and safetensors' own error."""
-    from safetensors import SafetensorError
-
-    return OSError, RuntimeError, SafetensorError
+# What a full disk or an unwritable folder raises while saving: torch.save raises RuntimeError.
+_WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)
 
 
 def is_complete(directory: str | os.PathLike) -> bool:
@@ -70,26 +49,29 @@ def _sibling(directory: Path, suffix: str) -> Path:
     return directory.with_name(directory.name + suffix)
 
 
-def resolve_checkpoint(directory: str | os.PathLike) -> Path | None:
-    """The complete checkpoint stored under ``directory``'s name, or None.
-
-    Recovers from a kill during a swap: ``<name>.tmp`` complete means the kill happened after the
-    new checkpoint was finished, so it wins over ``<name>.old``. It renames folders whenever
-    ``<name>`` itself is missing or incomplete, so only one (the main) process may call it.
-    """
+def last_complete(directory: str | os.PathLike) -> Path | None:
+    """The complete checkpoint under ``directory``'s name without renaming anything (any process).
+    A complete ``<name>.tmp`` was finished before the kill, so it wins over ``<name>.old``."""
     directory = Path(directory)
-    if is_complete(directory):
-        return directory
-    if (directory / "checkpoints").exists():  # a run folder, not a checkpoint: never rename it
-        return None
-    for suffix in (".tmp", ".old"):
-        candidate = _sibling(directory, suffix)
+    for candidate in (directory, _sibling(directory, ".tmp"), _sibling(directory, ".old")):
         if is_complete(candidate):
-            if directory.exists():  # an incomplete leftover with the final name
-                shutil.rmtree(directory, ignore_errors=True)
-            os.replace(candidate, directory)
-            return directory
+            return candidate
     return None
+
+
+def resolve_checkpoint(directory: str | os.PathLike) -> Path | None:
+    """The complete checkpoint stored under ``directory``'s name, or None, finishing an interrupted
+    swap by renaming: only one (the main) process may call it."""
+    directory = Path(directory)
+    if (directory / "checkpoints").exists() and not is_complete(directory):
+        return None  # a run folder, not a checkpoint: never rename it
+    found = last_complete(directory)
+    if found is not None and found != directory:
+        if directory.exists():  # an incomplete leftover with the final name
+            shutil.rmtree(directory, ignore_errors=True)
+        os.replace(found, directory)
+        found = directory
+    return found
 
 
 def find_resume_checkpoint(run_dir: str | os.PathLike, resume: bool | str | os.PathLike) -> Path | None:
@@ -163,8 +145,6 @@ def _file_problem(path: Path) -> str | None:
     if not path.is_file():
         return None
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError, safe_open
-
         try:
             with safe_open(str(path), "pt") as handle:
                 handle.keys()
@@ -219,13 +199,14 @@ def _swap_in(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _together(accelerator, action: Callable[[], None]) -> None:
-    """``action()`` on every process, then every process learns whether any of them failed to
-    write, and all raise together (a plain barrier would leave the others waiting for ever)."""
+def _together(accelerator, action: Callable[[], None], everyone: bool = False) -> None:
+    """``action()`` on the main process (or ``everyone``), then every process learns whether any of
+    them failed to write, and all raise together (a plain barrier would leave the others waiting)."""
     failure = None
     try:
-        action()
-    except _write_errors() as error:
+        if everyone or accelerator.is_main_process:
+            action()
+    except _WRITE_ERRORS as error:
         failure = error
     text = None if failure is None else f"{type(failure).__name__}: {' '.join(str(failure).split())}"
     if accelerator.num_processes > 1:
@@ -236,28 +217,6 @@ def _together(accelerator, action: Callable[[], None]) -> None:
         texts = [text] if text is not None else []
     if texts:
         raise _StepFailed(texts[0]) from failure
-
-
-def _fresh_folder(tmp: Path) -> None:
-    if tmp.exists():  # a leftover of a save killed midway: incomplete by construction
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-
-
-def _complete_and_swap(tmp: Path, directory: Path, state: dict, extra: Callable[[Path], None] | None) -> None:
-    if extra is not None:
-        extra(tmp)
-    write_json_atomic(tmp / STATE_FILE, state)  # last file written: marks it complete
-    _swap_in(tmp, directory)
-
-
-def last_complete(directory: str | os.PathLike) -> Path | None:
-    """The complete checkpoint under ``directory``'s name without renaming anything (any process)."""
-    directory = Path(directory)
-    for candidate in (directory, _sibling(directory, ".tmp"), _sibling(directory, ".old")):
-        if is_complete(candidate):
-            return candidate
-    return None
 
 
 def _last_good(directory: Path) -> str:
@@ -285,21 +244,31 @@ def save_checkpoint(accelerator, directory: str | os.PathLike, state: dict,
     """
     directory = Path(directory)
     tmp = _sibling(directory, ".tmp")
-    main = accelerator.is_main_process
+
+    def fresh_folder() -> None:
+        if tmp.exists():  # a leftover of a save killed midway: incomplete by construction
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
 
     def write_state() -> None:
         accelerator.save_state(str(tmp))
         if per_process is not None:
             per_process(tmp)
 
+    def complete_and_swap() -> None:
+        if extra is not None:
+            extra(tmp)
+        write_json_atomic(tmp / STATE_FILE, state)  # last file written: marks it complete
+        _swap_in(tmp, directory)
+
     try:
-        _together(accelerator, lambda: _fresh_folder(tmp) if main else None)
-        _together(accelerator, write_state)
-        _together(accelerator, lambda: _complete_and_swap(tmp, directory, state, extra) if main else None)
+        _together(accelerator, fresh_folder)
+        _together(accelerator, write_state, everyone=True)
+        _together(accelerator, complete_and_swap)
         if then is not None:
-            _together(accelerator, lambda: then(directory) if main else None)
+            _together(accelerator, lambda: then(directory))
     except _StepFailed as failure:
-        if main and not is_complete(tmp):
+        if accelerator.is_main_process and not is_complete(tmp):
             shutil.rmtree(tmp, ignore_errors=True)  # an incomplete copy only takes the space left
         raise CheckpointWriteError(f"could not write the checkpoint {directory} at step {state.get('step')} "
                                    f"({failure}); {_last_good(directory)}") from failure.__cause__

@@ -1,25 +1,12 @@
 """``--compile {off,default,reduce-overhead}``: torch.compile for the training steps only.
 
-The training steps call a compiled wrapper of the network (``torch.compile``), which shares the
-network's parameters and buffers; everything else keeps using the network itself:
-
-* the state dict, ``accelerator.save_state``/``load_state``, ``network.safetensors`` and resume
-  see the same keys as without compile (no ``_orig_mod.`` prefix: the wrapper is never saved, and
-  Accelerate's ``unwrap_model`` would keep it by default), so checkpoints of compiled and
-  uncompiled runs load into each other;
-* evaluation runs eager on the same network. Evaluation images differ in size (Set5/Set14,
-  ADE20K, COCO), so a compiled evaluation would recompile per shape, and with CUDA graphs record
-  one graph per shape; eager, the logged scores are also exactly the ones ``evaluate
-  --checkpoint`` gives later;
-* BAM's forward hooks (``bam.attach_attention``) and SRResNet's ModuleDict of BAMs are traced
-  into the compiled graph like any submodule (tested with ``fullgraph=True``).
-
-``reduce-overhead`` is Inductor's CUDA-graph mode: one graph replay per step instead of hundreds
-of kernel launches, which is what small SR batches are bound by. CUDA graphs need fixed input
-shapes and a CUDA device; on a CPU the mode runs as ``default`` (said once).
-
-``BAM_COMPILE_BACKEND`` (internal, for tests and debugging) replaces Inductor by another
-torch.compile backend, e.g. ``aot_eager``, which traces the same graphs without generating code.
+The training steps call a compiled wrapper that shares the network's parameters; everything else
+uses the network itself, so state dicts, checkpoints and ``network.safetensors`` have the same keys
+with and without compile (no ``_orig_mod.``). Evaluation runs eager: its images differ in size
+(Set5, ADE20K, COCO) and would recompile per shape, and its scores are those that ``evaluate``
+gives later. ``reduce-overhead`` is Inductor's CUDA-graph mode (one graph replay per step, what
+small SR batches are bound by); without a CUDA device it runs as ``default``.
+``BAM_COMPILE_BACKEND`` (for tests) replaces Inductor, e.g. by ``aot_eager``.
 """
 
 from __future__ import annotations
@@ -46,30 +33,21 @@ def uses_cuda_graphs(mode: str, device: torch.device) -> bool:
     return mode == "reduce-overhead" and torch.device(device).type == "cuda"
 
 
-def _torch_mode(mode: str, device: torch.device, backend: str) -> str | None:
-    if mode != "reduce-overhead":
-        return None
-    if not uses_cuda_graphs(mode, device):
-        note_once(f"--compile reduce-overhead uses CUDA graphs, which need a CUDA device; on "
-                  f"{torch.device(device).type} it compiles as --compile default")
-        return None
-    return "reduce-overhead" if backend == "inductor" else None  # other backends take no Inductor mode
-
-
 def compile_for_training(model: nn.Module, mode: str, device: torch.device | str) -> nn.Module:
     """The module the training steps call: ``model`` itself (``off``) or a compiled wrapper that
-    shares its parameters (see the module docstring for why only the training steps use it).
-
-    Dynamo's caches are cleared first: each run compiles its own network afresh, so the runs of
-    one process (``--attention none bam``) never reach Dynamo's recompilation limit, past which it
-    would silently run eager.
-    """
+    shares its parameters. Dynamo's caches are cleared first, so the runs of one process
+    (``--attention none bam``) never reach its recompilation limit, past which it runs eager."""
     check_mode(mode)
     if mode == "off":
         return model
+    graphs = uses_cuda_graphs(mode, device)
+    if mode == "reduce-overhead" and not graphs:
+        note_once(f"--compile reduce-overhead uses CUDA graphs, which need a CUDA device; on "
+                  f"{torch.device(device).type} it compiles as --compile default")
     backend = os.environ.get(BACKEND_ENV) or "inductor"
     torch._dynamo.reset()
-    return torch.compile(model, mode=_torch_mode(mode, torch.device(device), backend), backend=backend)
+    # Other backends take no Inductor mode.
+    return torch.compile(model, mode="reduce-overhead" if graphs and backend == "inductor" else None, backend=backend)
 
 
 def begin_step(mode: str, device: torch.device) -> None:

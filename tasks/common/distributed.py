@@ -29,11 +29,9 @@ def make_accelerator(mixed_precision: str | None = "no", cpu: bool = False,
                      fixed_shapes: bool = True) -> Accelerator:
     """The Accelerator the trainer uses (schedulers step once per optimizer step, data order seeded).
 
-    ``mixed_precision=None`` takes ``accelerate launch --mixed_precision`` / ``accelerate config``'s
-    setting (else "no"). Launched as several processes on a machine without a GPU (``accelerate
-    launch --multi_gpu --num_processes 2``), the processes run as gloo CPU processes instead of as
-    independent copies of one run. ``fixed_shapes`` (batches of one shape, as in SR and
-    classification) lets cuDNN benchmark its kernels once; varying shapes would re-benchmark.
+    ``mixed_precision=None`` takes ``accelerate launch``'s setting (else "no"). Several processes on
+    a machine without a GPU run as gloo CPU processes, not as independent copies of one run.
+    ``fixed_shapes`` (SR, classification) lets cuDNN benchmark its kernels once.
     """
     cpu = cpu or cpu_processes_wanted()
     if mixed_precision is None:
@@ -61,8 +59,8 @@ def make_accelerator(mixed_precision: str | None = "no", cpu: bool = False,
 
 
 def _launcher_set_one_thread() -> bool:
-    """True when ``accelerate launch`` put OMP_NUM_THREADS=1 in this process's environment by its own
-    default, not because the user asked: the launcher (our parent) did not have the variable."""
+    """True when ``accelerate launch`` set OMP_NUM_THREADS=1 by its own default: the launcher (our
+    parent) did not have the variable."""
     if os.environ.get("OMP_NUM_THREADS") != "1" or "ACCELERATE_DYNAMO_BACKEND" not in os.environ:
         return False  # not one thread, or not started by `accelerate launch`
     try:
@@ -73,9 +71,8 @@ def _launcher_set_one_thread() -> bool:
 
 
 def _use_every_core(num_processes: int) -> None:
-    """A single CPU process computes on every core. ``accelerate launch`` sets OMP_NUM_THREADS=1
-    unless told otherwise, which made the main SR job take 9 minutes instead of 5; a thread count
-    the user set (OMP_NUM_THREADS, or the launcher's --num_cpu_threads_per_process) is kept."""
+    """A single CPU process computes on every core (``accelerate launch``'s default of one thread made
+    the main SR job take 9 minutes instead of 5); a thread count the user set is kept."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if num_processes == 1 and torch.get_num_threads() == 1 < cores and _launcher_set_one_thread():
         torch.set_num_threads(cores)
@@ -84,11 +81,8 @@ def _use_every_core(num_processes: int) -> None:
 
 
 def prepare_eval_loader(accelerator: Accelerator, loader: torch.utils.data.DataLoader):
-    """Shard an evaluation loader over the processes (use with ``accelerator.gather_for_metrics``).
-
-    Unlike ``accelerator.prepare`` it does not register the loader for checkpointing, so it may be
-    called at every evaluation.
-    """
+    """Shard an evaluation loader over the processes (use with ``accelerator.gather_for_metrics``);
+    unlike ``accelerator.prepare`` it does not register the loader for checkpointing."""
     from accelerate.data_loader import prepare_data_loader
 
     return prepare_data_loader(
@@ -117,11 +111,8 @@ def decided_on_main_process(decide: Callable[[], Any], state) -> Any:
 
 
 def shutdown_distributed() -> None:
-    """Leave the process group cleanly (every process, at the end of a command).
-
-    A gloo process that exits with its process group still up can die in C++ teardown
-    ("terminate called without an active exception"), failing a run that had finished.
-    """
+    """Leave the process group cleanly (every process, at the end of a command): a gloo process that
+    exits with it still up can die in C++ teardown, failing a run that had finished."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
@@ -130,12 +121,8 @@ def shutdown_distributed() -> None:
 
 
 def sync_buffers(model: torch.nn.Module, accelerator: Accelerator) -> None:
-    """Give every process rank 0's buffers (BatchNorm running statistics).
-
-    In training each process updates the statistics with its own batches; the checkpoint stores
-    rank 0's. Broadcasting them before an evaluation makes every process score the network that
-    is saved (DDP itself broadcasts rank 0's buffers before each training forward pass).
-    """
+    """Give every process rank 0's buffers (BatchNorm statistics), so that every process evaluates
+    the network the checkpoint stores (DDP broadcasts them before each training forward too)."""
     if accelerator.num_processes == 1:
         return
     import torch.distributed as dist

@@ -1,27 +1,14 @@
-"""Model files that any tool can load safely: weights as safetensors, the description as JSON.
+"""Model files that load without running code: ``network.safetensors`` (the state dict) and
+``network.json`` (``{"format", "task", "builder", "kwargs", "extra"}``) side by side.
 
-A trained network is saved as two files side by side (in every checkpoint folder)::
-
-    network.safetensors   the state dict (tensors only: loading it runs no code)
-    network.json          {"format", "task", "builder", "kwargs", "extra"}
-
-``builder`` names a function that rebuilds the exact network (with or without BAM) from
-``kwargs``, e.g. ``"tasks.sr.model:srresnet"``. Only functions marked with
-:func:`model_builder` in a module of this repository's ``tasks`` package are accepted, so a
-description from somebody else can choose among our builders and their arguments, never run
-code of its own. Nothing here unpickles a file. The arguments are checked against the tensor
-shapes in the weights file's header before any memory is spent on weights: the network is first
-built on the meta device (shapes only), so ``"channels": 12000`` in a small file is refused, not
-allocated.
-
-Files of the earlier pickle format (``model.pt``) are refused with the command that converts
-them: ``python -m tasks.common.model_io convert OLD.pt`` (it reads them with
-``torch.load(weights_only=True)``, which also runs no code).
+``builder`` names a function marked with :func:`model_builder` in this repository's ``tasks``
+package (e.g. ``"tasks.sr.model:srresnet"``), so a description can only choose among our builders
+and their arguments. The arguments are checked against the shapes in the weights file's header on
+the meta device first, so ``"channels": 12000`` in a small file is refused, not allocated.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib
 import json
@@ -37,13 +24,11 @@ from torch import nn
 from tasks.utils.files import atomic_path, write_json_atomic
 
 __all__ = ["FORMAT", "WEIGHTS_FILE", "DESCRIPTION_FILE", "ModelDescription", "model_builder", "save_model",
-           "find_model_file", "load_model", "read_safetensors", "read_safetensors_shapes", "read_state_dict",
-           "convert_legacy"]
+           "find_model_file", "load_model", "read_safetensors", "read_safetensors_shapes", "read_state_dict"]
 
 FORMAT = "bam-model/2"
 WEIGHTS_FILE = "network.safetensors"
 DESCRIPTION_FILE = "network.json"
-LEGACY_FILE = "model.pt"
 _BUILDER_MARK = "_bam_model_builder"
 _BUILDER_PACKAGE = "tasks."
 
@@ -119,11 +104,9 @@ def _unshare(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def find_model_file(path: str | os.PathLike) -> Path:
     """The ``network.json`` of ``path``: the file itself, a checkpoint folder, or a run folder
-    (its best checkpoint, else its last). An old ``model.pt`` gets the command that converts it."""
+    (its best checkpoint, else its last)."""
     path = Path(path).expanduser()
     if path.is_file():
-        if path.suffix == ".pt":
-            raise ValueError(_legacy_message(path))
         if path.name == WEIGHTS_FILE:
             path = path.with_name(DESCRIPTION_FILE)
         if path.name == DESCRIPTION_FILE and path.is_file():
@@ -132,17 +115,10 @@ def find_model_file(path: str | os.PathLike) -> Path:
     for folder in (path, path / "checkpoints" / "best", path / "checkpoints" / "last"):
         if (folder / DESCRIPTION_FILE).is_file():
             return folder / DESCRIPTION_FILE
-        if (folder / LEGACY_FILE).is_file():
-            raise ValueError(_legacy_message(folder / LEGACY_FILE))
     if not path.exists():
         raise FileNotFoundError(f"model not found: {path}")
     raise FileNotFoundError(f"no model file at {path}: expected {DESCRIPTION_FILE} and {WEIGHTS_FILE} there or "
                             "in its checkpoints/best or checkpoints/last (a run folder)")
-
-
-def _legacy_message(path: Path) -> str:
-    return (f"{path} is a model file of the earlier pickle format, which is not loaded (a pickle can run "
-            f"code); convert it once with: python -m tasks.common.model_io convert {path}")
 
 
 def read_description(file: str | os.PathLike) -> ModelDescription:
@@ -231,11 +207,9 @@ _SAFETENSORS_MAX_HEADER = 100_000_000  # the safetensors library's own limit
 
 
 def read_safetensors_shapes(file: str | os.PathLike) -> dict[str, tuple[int, ...]]:
-    """The tensor shapes a safetensors file declares, from its header alone (no tensor is read).
-
-    The format: an 8-byte little-endian header length, a JSON header mapping names to dtype, shape
-    and byte range, then the data. A header that does not cover the file (truncated) is refused.
-    """
+    """The tensor shapes a safetensors file declares, from its header alone (an 8-byte length, then
+    JSON); a header that does not cover the file (truncated) is refused. Any path works (the
+    safetensors library opens only UTF-8 paths)."""
     file = Path(file)
     try:
         with open(file, "rb") as handle:
@@ -281,15 +255,11 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
 def read_state_dict(path: str | os.PathLike, anchor: str = "conv1.weight") -> dict[str, torch.Tensor]:
-    """Pretrained weights from whatever file a user has, as a plain state dict.
-
-    ``path``: a torchvision ``.pth``, a ``.safetensors`` file, a checkpoint dict (``{"model"|
-    "state_dict"|...: ...}``), or a checkpoint or run folder of this repository (its best
-    checkpoint first). Pickled files are read with ``weights_only=True`` (no code runs). DDP and
-    compile prefixes are dropped, and so is any other prefix in front of ``anchor`` (a key the
-    wanted network has, e.g. a ResNet's ``conv1.weight``), so a whole-model checkpoint yields its
-    trunk. Errors name the file.
-    """
+    """Pretrained weights from whatever file a user has, as a plain state dict: a torchvision
+    ``.pth``, a ``.safetensors`` file, a checkpoint dict (``{"model"|"state_dict"|...: ...}``), or a
+    checkpoint or run folder of this repository. Pickles load with ``weights_only=True``. DDP and
+    compile prefixes are dropped, and so is any prefix in front of ``anchor`` (a key the wanted
+    network has), so a whole-model checkpoint yields its trunk. Errors name the file."""
     file = _find_weight_file(Path(path).expanduser())
     try:
         if file.suffix == ".safetensors":
@@ -330,45 +300,3 @@ def _strip_prefixes(state: dict[str, torch.Tensor], anchor: str) -> dict[str, to
             prefix = prefixes.pop()
             state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     return state
-
-
-# -- the earlier format ---------------------------------------------------------------------------
-_LEGACY_FORMAT = "bam-model/1"
-
-
-def convert_legacy(path: str | os.PathLike, folder: str | os.PathLike | None = None) -> Path:
-    """Convert a ``model.pt`` of the earlier format into ``network.safetensors`` + ``network.json``
-    (in ``folder``, default: beside it). Read with ``weights_only=True``: no code runs."""
-    path = Path(path)
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"cannot read {path} as a {_LEGACY_FORMAT} model file: {error}") from None
-    if not isinstance(record, dict) or record.get("format") != _LEGACY_FORMAT:
-        raise ValueError(f"{path} is not a {_LEGACY_FORMAT} model file")
-    description = ModelDescription(record["builder"], dict(record["kwargs"]), str(record["task"]),
-                                   dict(record.get("extra") or {}))
-    model = description.build(path)
-    model.load_state_dict(record["state_dict"])
-    return save_model(folder or path.parent, model, description)
-
-
-def main(argv: list[str] | None = None) -> None:
-    from tasks.common.cli import run_cli
-
-    parser = argparse.ArgumentParser(prog="python -m tasks.common.model_io",
-                                     description="Convert model files of the earlier pickle format.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    convert = commands.add_parser("convert", help="model.pt -> network.safetensors + network.json beside it")
-    convert.add_argument("files", nargs="+", type=Path)
-    args = parser.parse_args(argv)
-
-    def run() -> None:
-        for file in args.files:
-            print(f"{file} -> {convert_legacy(file)}")
-
-    run_cli(run)
-
-
-if __name__ == "__main__":
-    main()

@@ -37,24 +37,23 @@ def check_losses(values: torch.Tensor, step: int, run_dir: str | Path, mixed_pre
                              f"{kept_checkpoint_note(run_dir)}")
 
 
-def non_finite_tensors(model: nn.Module) -> tuple[list[str], int]:
-    """(names of the non-finite parameters and buffers, their count), with one device-to-host
-    transfer: a flag per tensor is computed where the tensors live and fetched at once."""
+def _non_finite_tensors(model: nn.Module) -> list[str]:
+    """Names of the non-finite parameters and buffers, with one device-to-host transfer (a flag
+    per tensor is computed where the tensors live and fetched at once)."""
     tensors = [(name, t) for name, t in (*model.named_parameters(), *model.named_buffers())
                if t.is_floating_point() or t.is_complex()]
     if not tensors:
-        return [], 0
+        return []
     finite = torch.stack([torch.isfinite(t.detach()).all() for _, t in tensors]).cpu()
-    names = [name for (name, _), ok in zip(tensors, finite.tolist()) if not ok]
-    return names, len(names)
+    return [name for (name, _), ok in zip(tensors, finite.tolist()) if not ok]
 
 
 def check_weights(model: nn.Module, step: int, run_dir: str | Path, reduce=None) -> None:
     """Raise :class:`NonFiniteLossError` when a weight is not finite (a gradient overflowed while
     the loss stayed finite). ``reduce(tensor) -> tensor`` sums the count over processes, so that
     all processes stop together when one of them holds a bad shard."""
-    names, count = non_finite_tensors(model)
-    total = torch.tensor([float(count)])
+    names = _non_finite_tensors(model)
+    total = torch.tensor([float(len(names))])
     if reduce is not None:
         total = reduce(total)
     if float(total.sum()) == 0:

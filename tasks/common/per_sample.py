@@ -1,10 +1,8 @@
-"""Per-sample evaluation results: what a paired comparison of two runs needs.
+"""Per-sample evaluation results (``per_sample.npz``): what a paired comparison of two runs needs.
 
-An evaluation function may return, besides its metrics, ``"per_sample": {name: array}`` (per-image
-PSNR and SSIM, per-image correctness, per-image intersection and union counts...). The trainer keeps
-it with the weights it belongs to: ``per_sample.npz`` inside each checkpoint folder, and a copy of
-the final evaluation's beside the run's ``summary.json`` (also saved to the W&B run). Arrays only,
-loaded with ``allow_pickle=False``: reading somebody else's file runs no code.
+An evaluation may return ``"per_sample": {name: array}`` (per-image PSNR, correctness, IoU
+counts...) beside its metrics; the trainer saves it in each checkpoint and beside ``summary.json``.
+Arrays only, loaded with ``allow_pickle=False``, so reading somebody else's file runs no code.
 """
 
 from __future__ import annotations

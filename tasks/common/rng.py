@@ -22,65 +22,61 @@ from tasks.data.sampling import sample_seed
 __all__ = ["DataRNG", "seed_loader_generator", "rng_fork", "set_epoch"]
 
 
-class DataRNG:
-    """The global-RNG stream data loading runs on, kept apart from the training stream.
+def _global_state() -> tuple:
+    return torch.get_rng_state(), np.random.get_state(), random.getstate()
 
-    Data sets that draw augmentation from torch's/NumPy's/Python's global RNG (and are loaded in
-    the main process) continue this stream batch after batch; it is saved with each checkpoint,
-    so such a run also resumes exactly with ``num_workers=0``. With workers, or for any worker
-    count, use the sampler's per-sample seeds for exact resumes.
-    """
+
+def _set_global_state(state: tuple) -> None:
+    torch.set_rng_state(state[0])
+    np.random.set_state(state[1])
+    random.setstate(state[2])
+
+
+class DataRNG:
+    """The global-RNG stream (torch, NumPy, Python) that data loading in the main process draws
+    augmentation from, kept apart from the training stream and saved with each checkpoint, so
+    such a run resumes exactly with ``num_workers=0`` (with workers, per-sample seeds do that)."""
 
     def __init__(self, seed: int, process_index: int) -> None:
         self.seed, self.process_index = seed, process_index
         self.reseed(0)
 
     def reseed(self, epoch: int) -> None:
-        """Start the stream of ``epoch`` (each epoch starts fresh, so epoch boundaries resume trivially)."""
+        """Start the stream of ``epoch`` afresh (so epoch boundaries resume trivially)."""
         # Index -3: a stream of its own (EpochSeededSampler's order uses -1 and the loader's
         # worker-seed generator -2; with -1 this stream would replay the shuffling draws).
         value = int(sample_seed(self.seed + 7919 * self.process_index, epoch, -3))
         generator = torch.Generator()
         generator.manual_seed(value)
-        self.torch_state = generator.get_state()
-        self.numpy_state = np.random.RandomState(value % 2**32).get_state()
-        self.python_state = random.Random(value).getstate()
+        self.state = (generator.get_state(), np.random.RandomState(value % 2**32).get_state(),
+                      random.Random(value).getstate())
         self.before = None
 
     @contextlib.contextmanager
     def active(self):
         # Accelerate's loader reads one batch ahead, so the state to resume from is the one before
         # the latest fetch (the look-ahead batch is fetched again after a resume).
-        self.before = self.torch_state, self.numpy_state, self.python_state
-        saved = torch.get_rng_state(), np.random.get_state(), random.getstate()
-        torch.set_rng_state(self.torch_state)
-        np.random.set_state(self.numpy_state)
-        random.setstate(self.python_state)
+        self.before, saved = self.state, _global_state()
+        _set_global_state(self.state)
         try:
             yield
         finally:
-            self.torch_state, self.numpy_state, self.python_state = (
-                torch.get_rng_state(), np.random.get_state(), random.getstate())
-            torch.set_rng_state(saved[0])
-            np.random.set_state(saved[1])
-            random.setstate(saved[2])
+            self.state = _global_state()
+            _set_global_state(saved)
 
     def save(self, path: Path) -> None:
-        torch_state, numpy_state, python_state = self.before or (
-            self.torch_state, self.numpy_state, self.python_state)
-        kind, keys, position, has_gauss, gauss = numpy_state
-        version, python_internal, python_gauss = python_state
+        state = self.before or self.state
+        torch_state, (kind, keys, position, has_gauss, gauss), (version, internal, gauss_next) = state
         torch.save({"torch": torch_state, "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position,
-                                                         has_gauss, gauss],
-                    "python": [version, list(python_internal), python_gauss]}, path)
+                                                    has_gauss, gauss],
+                    "python": [version, list(internal), gauss_next]}, path)
 
     def load(self, path: Path) -> None:
         state = torch.load(path, weights_only=True)
         kind, keys, position, has_gauss, gauss = state["numpy"]
-        self.torch_state = state["torch"]
-        self.numpy_state = (kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss)
         version, internal, gauss_next = state["python"]
-        self.python_state = (version, tuple(internal), gauss_next)
+        self.state = (state["torch"], (kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss),
+                      (version, tuple(internal), gauss_next))
 
 
 def seed_loader_generator(loader: Any, seed: int, epoch: int) -> None:

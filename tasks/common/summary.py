@@ -11,15 +11,17 @@ Schema, common to every task::
 from __future__ import annotations
 
 import json
-from importlib import metadata
+import math
 import os
 import platform
 import socket
 import subprocess
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
 from tasks.utils.files import write_json_atomic, write_text_atomic
+from tasks.utils.processes import world_size
 
 __all__ = ["environment_info", "git_info", "build_summary", "write_summary", "load_summary", "render_markdown",
            "SUMMARY_FILE"]
@@ -28,11 +30,11 @@ SUMMARY_FILE = "summary.json"
 _REPO = Path(__file__).resolve().parents[2]
 
 
-def git_info(repo: str | os.PathLike = _REPO) -> dict[str, Any]:
+def git_info() -> dict[str, Any]:
     """``{"commit": sha | None, "dirty": bool | None}`` of the repository holding this code."""
     def git(*args: str) -> str | None:
         try:
-            done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=5)
+            done = subprocess.run(["git", "-C", str(_REPO), *args], capture_output=True, text=True, timeout=5)
         except (OSError, subprocess.TimeoutExpired):
             return None
         return done.stdout.strip() if done.returncode == 0 else None
@@ -53,36 +55,24 @@ def _cpu_model() -> str:
 
 
 def _num_processes() -> int:
-    try:
-        from accelerate import PartialState
+    from accelerate import PartialState
 
-        if PartialState._shared_state:
-            return PartialState().num_processes
-    except ImportError:
-        pass
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    return PartialState().num_processes if PartialState._shared_state else world_size()
 
 
 def environment_info() -> dict[str, Any]:
     """Where and with what a run ran: git, host, CPU, GPUs, library versions, processes."""
     import torch
 
-    info: dict[str, Any] = {}
     git = git_info()
-    info["git_commit"], info["git_dirty"] = git["commit"], git["dirty"]
-    info["hostname"] = socket.gethostname()
-    info["platform"] = platform.platform()
-    info["python"] = platform.python_version()
-    info["cpu"] = _cpu_model()
-    info["cpu_count"] = os.cpu_count()
-    gpus = []
-    if torch.cuda.is_available():
-        gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    info["gpu_count"] = len(gpus)
-    info["gpus"] = gpus
-    info["torch"] = torch.__version__
-    info["cuda"] = torch.version.cuda
-    info["cudnn"] = torch.backends.cudnn.version() if gpus and torch.backends.cudnn.is_available() else None
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)]
+    info: dict[str, Any] = {
+        "git_commit": git["commit"], "git_dirty": git["dirty"], "hostname": socket.gethostname(),
+        "platform": platform.platform(), "python": platform.python_version(), "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(), "gpu_count": len(gpus), "gpus": gpus, "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if gpus and torch.backends.cudnn.is_available() else None,
+    }
     for package in ("torchvision", "accelerate", "wandb"):
         try:  # from the installed metadata: importing wandb just to ask takes seconds
             info[package] = metadata.version(package)
@@ -119,11 +109,7 @@ def build_summary(*, task: str, name: str, config: Mapping[str, Any], progress: 
 def _fmt(value: Any) -> str:
     if value is None:
         return "–"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            return str(value)
+    if isinstance(value, float) and math.isfinite(value):
         return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
     if isinstance(value, (list, tuple)):
         return ", ".join(_fmt(v) for v in value)
@@ -147,12 +133,7 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
     lines = [f"# {summary.get('task') or 'run'}: {name}", ""]
     commit = summary.get("git_commit")
     facts = [
-        ("status", summary.get("status")),
-        ("group", summary.get("group")),
-        ("arch", summary.get("arch")),
-        ("attention", summary.get("attention")),
-        ("dataset", summary.get("dataset")),
-        ("seed", summary.get("seed")),
+        *((key, summary.get(key)) for key in ("status", "group", "arch", "attention", "dataset", "seed")),
         ("params", _count(summary.get("params"), "M", 1e6)),
         ("MACs", _count(summary.get("macs"), "G", 1e9)),
         ("steps", summary.get("steps")),

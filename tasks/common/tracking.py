@@ -1,26 +1,15 @@
-"""Experiment tracking: W&B when possible, always a local ``metrics.jsonl``.
+"""Experiment tracking: always a local ``metrics.jsonl``, and W&B when it works.
 
-W&B is imported lazily and only by the main process. It never prompts and never stops a run: an
-online start that fails falls back to offline, and any other W&B failure prints one warning and the
-run goes on with local files only. Mode ``auto`` goes online only when an API key is configured
-*and* the W&B API answers an HTTP request within three seconds (a port that accepts connections
-and then says nothing, as a proxy or firewall may, does not count); otherwise the run is recorded
-offline under ``run_dir/wandb/offline-run-*`` (upload later with ``wandb sync``).
-
-An online start may take ``BAM_WANDB_TIMEOUT`` seconds (default 15); when it fails, the failed
-start is torn down and the run is recorded offline under the same run id (a resumed run goes on
-with its W&B run), or under a fresh id if W&B still holds the old one, so the offline record
-always has the whole history. The whole fallback stays under about 30 seconds.
-
-W&B keeps its own logs in its cache folder (``$WANDB_CACHE_DIR``, else ``$XDG_CACHE_HOME`` or
-``~/.cache``); when that cannot be made (``HOME`` unset, as under some schedulers, or read-only) it
-goes to ``run_dir/wandb/cache``, where W&B would otherwise print its whole log on stderr. A run
-folder whose path is not UTF-8 gets one warning and local files only: W&B's service takes UTF-8
-paths only.
+W&B never prompts and never stops a run. ``auto`` goes online only with an API key *and* an API
+that answers an HTTP request within 3 s; an online start that still fails (after
+``BAM_WANDB_TIMEOUT`` seconds, default 15) is torn down and recorded offline under the same run
+id, so ``wandb sync`` later uploads the whole history. Any other W&B failure prints one warning.
+Without a usable cache folder (``HOME`` unset) W&B keeps its logs in ``run_dir/wandb/cache``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import netrc
 import os
@@ -30,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import urlparse
 
+from tasks.utils.files import write_text_atomic
 from tasks.utils.messages import note, warn
 from tasks.utils.processes import is_main_process
 
@@ -47,20 +37,17 @@ OFFLINE_INIT_TIMEOUT_S = 60.0  # W&B's local service only: no network involved
 def online_timeout() -> float:
     """Seconds an online W&B start may take (``BAM_WANDB_TIMEOUT``, default 15)."""
     text = os.environ.get(TIMEOUT_VARIABLE, "")
-    if not text:
-        return DEFAULT_TIMEOUT_S
     try:
-        value = float(text)
+        value = float(text) if text else DEFAULT_TIMEOUT_S
     except ValueError:
-        value = float("nan")
+        value = 0.0
     if not value > 0:
         raise ValueError(f"{TIMEOUT_VARIABLE}={text!r} must be a positive number of seconds")
     return value
 
 
-def _wandb_host() -> tuple[str, int]:
-    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
-    return url.hostname or "api.wandb.ai", url.port or (80 if url.scheme == "http" else 443)
+def _api_url() -> str:
+    return os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
 
 
 def wandb_api_key_configured() -> bool:
@@ -68,18 +55,14 @@ def wandb_api_key_configured() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
     try:
-        return netrc.netrc().authenticators(_wandb_host()[0]) is not None
+        return netrc.netrc().authenticators(urlparse(_api_url()).hostname or "api.wandb.ai") is not None
     except (OSError, netrc.NetrcParseError):
         return False
 
 
-def _api_url() -> str:
-    return os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
-
-
 def _api_reachable(timeout: float) -> bool:
     """True when the W&B API answers an HTTP request within ``timeout`` seconds, whatever its
-    status (401 and 404 are answers); a connection that opens and then stays silent is not."""
+    status (401 is an answer); a connection that opens and then stays silent is not."""
     import http.client
     import urllib.error
     import urllib.request
@@ -168,47 +151,27 @@ def _wandb_cache_usable() -> bool:
     return os.access(folder, os.W_OK)
 
 
-def _forget_failed_start(wandb) -> None:
-    """End what a failed ``wandb.init`` left running: W&B's service keeps the run id reserved
-    otherwise, and the offline start under it fails with "run ID ... is in use"."""
-    try:
-        wandb.teardown()
-    except Exception:  # noqa: BLE001 - nothing was left, or nothing can be done: the fresh id remains
-        pass
-
-
 class Tracker:
     """Logs metrics to ``run_dir/metrics.jsonl`` and, when enabled, to W&B.
 
-    W&B starts lazily (first ``log``), or explicitly with :meth:`start` — the trainer calls it with
-    the run id stored in a checkpoint so that a resumed run continues the same W&B run.
+    W&B starts at the first ``log``, or with :meth:`start`: the trainer passes the run id stored in
+    a checkpoint so that a resumed run continues its W&B run.
     """
 
     def __init__(self, run_dir: str | os.PathLike, config: Mapping[str, Any], project: str = "bam",
                  group: str | None = None, tags: Iterable[str] = (), mode: str = "auto", task: str = "",
                  name: str | None = None, job_type: str | None = None) -> None:
         self.run_dir = Path(run_dir)
+        self.metrics_path = self.run_dir / METRICS_FILE
         self.config = dict(config)
-        self.project = project
-        self.group = group
-        self.task = task
+        self.project, self.group, self.name = project, group, name or self.run_dir.name
         self.job_type = job_type or task or None  # a training run's job is its task
-        self.name = name or self.run_dir.name
         self.tags = default_tags(self.config, task, tags)
-        self.requested_mode = mode
         self.is_main = is_main_process()
         self.mode = resolve_wandb_mode(mode) if self.is_main else "disabled"
         self.run_id: str | None = None
-        self.summary: dict[str, Any] = {}
         self._run = None
-        self._started = False
-        self._warned = False
-        self._sync_hint_shown = False
-
-    # -- life cycle -----------------------------------------------------------------------------
-    @property
-    def metrics_path(self) -> Path:
-        return self.run_dir / METRICS_FILE
+        self._started = self._warned = False
 
     def start(self, run_id: str | None = None) -> None:
         """Open the W&B run (``run_id`` resumes that run). Safe to call twice; no-op off main."""
@@ -224,62 +187,55 @@ class Tracker:
         try:
             str(self.run_dir.resolve()).encode("utf-8")
         except UnicodeEncodeError:
-            self._warn(f"W&B cannot record in {self.run_dir}: its path is not valid UTF-8, and W&B takes UTF-8 "
-                       "paths only (rename the folder to have the run in W&B too)")
-            return
+            return self._warn(f"W&B cannot record in {self.run_dir}: its path is not valid UTF-8, and W&B takes "
+                              "UTF-8 paths only (rename the folder to have the run in W&B too)")
         os.environ.setdefault("WANDB_SILENT", "true")
         if not _wandb_cache_usable():
             os.environ["WANDB_CACHE_DIR"] = str(self.run_dir / "wandb" / "cache")
         try:
             import wandb
         except ImportError:
-            self._warn("wandb is not installed; metrics go to metrics.jsonl only")
-            return
-        # Online can still fail (a wrong key, the network gone since the probe): then record
-        # offline to disk, which `wandb sync` uploads later, rather than not at all. Offline under
-        # the same id first (a resumed run stays one W&B run), else under a fresh one.
+            return self._warn("wandb is not installed; metrics go to metrics.jsonl only")
+        # A failed online start (a wrong key, the network gone since the probe) records offline,
+        # under the same id (a resumed run stays one W&B run), else under a fresh one.
         attempts = [(self.mode, self.run_id)]
         if self.mode == "online":
             attempts += [("offline", self.run_id), ("offline", uuid.uuid4().hex[:8])]
         for number, (mode, run_id) in enumerate(attempts, start=1):
             try:
-                self._run = self._init(wandb, mode, run_id)
+                timeout = online_timeout() if mode == "online" else OFFLINE_INIT_TIMEOUT_S
+                self._run = wandb.init(
+                    project=self.project, group=self.group, job_type=self.job_type, tags=self.tags,
+                    config=self.config, name=self.name, dir=str(self.run_dir), id=run_id, resume="allow", mode=mode,
+                    settings=wandb.Settings(silent=True, init_timeout=timeout, x_disable_viewer=True))
+                self.mode, self.run_id = mode, run_id
+                return
             except Exception as error:  # W&B must never stop training
                 reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
-                if number < len(attempts):
-                    if mode == "online":
-                        warn(f"W&B could not start online ({reason}); recording offline instead")
-                        _forget_failed_start(wandb)
-                    continue
-                self._warn(f"W&B could not start ({reason})")
-                self._run = None
-                return
-            self.mode, self.run_id = mode, run_id
-            return
-
-    def _init(self, wandb, mode: str, run_id: str):
-        timeout = online_timeout() if mode == "online" else OFFLINE_INIT_TIMEOUT_S
-        return wandb.init(
-            project=self.project, group=self.group, job_type=self.job_type, tags=self.tags,
-            config=self.config, name=self.name, dir=str(self.run_dir), id=run_id, resume="allow", mode=mode,
-            settings=wandb.Settings(silent=True, init_timeout=timeout, x_disable_viewer=True),
-        )
+                if number == len(attempts):
+                    return self._warn(f"W&B could not start ({reason})")
+                if mode == "online":
+                    warn(f"W&B could not start online ({reason}); recording offline instead")
+                    # W&B's service keeps the failed run's id reserved ("run ID ... is in use") until torn down.
+                    with contextlib.suppress(Exception):
+                        wandb.teardown()
 
     def _warn(self, message: str) -> None:
+        """Say once that W&B is given up, and go on with local files."""
         if not self._warned:
             self._warned = True
             warn(f"{message}; continuing with local files in {self.run_dir}")
         self._run = None
 
-    def _wandb_call(self, what: str, function, *args, **kwargs) -> None:
+    def _wandb_call(self, what: str, call) -> None:
+        """``call(run)`` on the W&B run, if any; a failure gives W&B up with one warning."""
         if self._run is None:
             return
         try:
-            function(*args, **kwargs)
+            call(self._run)
         except Exception as error:
             self._warn(f"W&B {what} failed ({type(error).__name__}: {error})")
 
-    # -- logging --------------------------------------------------------------------------------
     def log(self, metrics: Mapping[str, Any], step: int, split: str = "train") -> None:
         """Append ``{"step", "split", **metrics}`` to metrics.jsonl and log ``split/name`` to W&B."""
         if not self.is_main:
@@ -289,8 +245,7 @@ class Tracker:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.metrics_path, "a") as handle:
             handle.write(json.dumps({"step": int(step), "split": split, **flat}, default=str) + "\n")
-        self._wandb_call("log", self._run.log if self._run else None,
-                         {f"{split}/{k}": v for k, v in flat.items()}, step=int(step))
+        self._wandb_call("log", lambda run: run.log({f"{split}/{k}": v for k, v in flat.items()}, step=int(step)))
 
     def log_images(self, images: Mapping[str, Any], step: int, caption: str | Mapping[str, str] | None = None) -> None:
         """Log PIL images, HxWx3 arrays or image paths to W&B (callers save their own PNGs)."""
@@ -318,21 +273,16 @@ class Tracker:
 
             logged = convert(wandb)
         except Exception as error:
-            self._warn(f"W&B {kind} conversion failed ({type(error).__name__}: {error})")
-            return
-        self._wandb_call(f"log_{kind}s", self._run.log, logged, step=int(step))
+            return self._warn(f"W&B {kind} conversion failed ({type(error).__name__}: {error})")
+        self._wandb_call(f"log_{kind}s", lambda run: run.log(logged, step=int(step)))
 
     def save_file(self, path: str | os.PathLike) -> None:
         """Keep a file of the run folder with the W&B run (uploaded with it, or by ``wandb sync``)."""
-        if self.is_main and self._run is not None:
-            self._wandb_call("save", self._run.save, str(path), base_path=str(self.run_dir), policy="now")
+        self._wandb_call("save", lambda run: run.save(str(path), base_path=str(self.run_dir), policy="now"))
 
     def update_summary(self, values: Mapping[str, Any]) -> None:
         """Put values in the W&B run summary (nested dicts flattened to ``a/b`` keys)."""
-        flat = _flatten(values)
-        self.summary.update(flat)
-        if self.is_main and self._run is not None:
-            self._wandb_call("summary", self._run.summary.update, flat)
+        self._wandb_call("summary", lambda run: run.summary.update(_flatten(values)))
 
     def truncate_history(self, after_step: int) -> None:
         """Drop metrics.jsonl lines logged after ``after_step`` (a resumed run redoes those steps)."""
@@ -345,9 +295,7 @@ class Tracker:
                     kept.append(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a kill
-        tmp = self.metrics_path.with_name(METRICS_FILE + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.metrics_path)
+        write_text_atomic(self.metrics_path, "".join(line + "\n" for line in kept))
 
     def offline_dir(self) -> Path | None:
         """The ``wandb/offline-run-*`` folder of this run, when recording offline."""
@@ -359,12 +307,11 @@ class Tracker:
             return None
 
     def finish(self, exit_code: int = 0) -> None:
-        """Close the W&B run (prints the ``wandb sync`` command for offline runs, once)."""
+        """Close the W&B run; for an offline run, print the ``wandb sync`` command."""
         if self._run is None:
             return
         offline = self.offline_dir()
-        self._wandb_call("finish", self._run.finish, exit_code=exit_code)
+        self._wandb_call("finish", lambda run: run.finish(exit_code=exit_code))
         self._run = None
-        if offline is not None and not self._sync_hint_shown:
-            self._sync_hint_shown = True
+        if offline is not None:
             print(f"W&B run recorded offline; upload it with: wandb sync {offline}", flush=True)

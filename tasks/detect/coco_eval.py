@@ -54,17 +54,16 @@ def _mean_valid(values: np.ndarray) -> float:
     return float(valid.mean()) if valid.size else -1.0
 
 
-def evaluate_coco(coco_gt, results: list[dict], image_ids: Iterable[int] | None = None,
-                  verbose: bool = False) -> dict[str, float]:
+def evaluate_coco(coco_gt, results: list[dict], image_ids: Iterable[int] | None = None) -> dict[str, float]:
     """Run COCOeval (bbox) on ``results`` against ``coco_gt`` (a pycocotools ``COCO``).
 
     ``image_ids`` restricts the evaluation to the images that were actually run (all images of
     ``coco_gt`` otherwise). No detections at all scores 0 wherever there is ground truth and
     -1 where there is none (e.g. ``AP_large`` without large objects), as COCOeval does."""
-    return coco_metrics(run_cocoeval(coco_gt, results, image_ids, verbose))
+    return coco_metrics(run_cocoeval(coco_gt, results, image_ids))
 
 
-def run_cocoeval(coco_gt, results: list[dict], image_ids: Iterable[int] | None = None, verbose: bool = False):
+def run_cocoeval(coco_gt, results: list[dict], image_ids: Iterable[int] | None = None):
     """The evaluated, accumulated and summarised ``COCOeval`` of :func:`evaluate_coco`."""
     from pycocotools.cocoeval import COCOeval
 
@@ -72,8 +71,7 @@ def run_cocoeval(coco_gt, results: list[dict], image_ids: Iterable[int] | None =
     stray = {r["image_id"] for r in results} - known
     if stray:
         raise ValueError(f"detections for image ids not in the ground truth: {sorted(stray)[:5]}")
-    quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
-    with quiet:
+    with contextlib.redirect_stdout(io.StringIO()):  # COCOeval prints its progress and table
         coco_dt = coco_gt.loadRes(results) if results else _empty_results(coco_gt)
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
         if image_ids is not None:
@@ -146,19 +144,14 @@ def per_image_matches(evaluator) -> dict[str, np.ndarray]:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, loader: Iterable, device: torch.device | None = None,
+def predict(model: torch.nn.Module, loader: Iterable, device: torch.device,
             progress: bool = False) -> list[dict[str, Any]]:
     """Run ``model`` on ``loader``; one record ``{"image_id", "detections"}`` per image, on CPU."""
     was_training = model.training
     model.eval()
     records = []
-    iterator = loader
-    if progress:
-        iterator = progress_bar(loader, desc="detect", leave=False)
-    for images, targets in iterator:
-        if device is not None:
-            images = [image.to(device, non_blocking=True) for image in images]
-        outputs = model(images)
+    for images, targets in progress_bar(loader, desc="detect", leave=False, disable=not progress):
+        outputs = model([image.to(device, non_blocking=True) for image in images])
         for output, target in zip(outputs, targets):
             image_id = int(target["image_id"])
             records.append({"image_id": image_id, "detections": detections_to_coco([output], [image_id])})
@@ -184,7 +177,7 @@ def evaluate_distributed(model, loader, coco_gt, accelerator=None, progress: boo
     ``"per_sample"``, the :func:`per_image_matches` of that evaluation."""
     device = accelerator.device if accelerator is not None else next(model.parameters()).device
     main = accelerator is None or accelerator.is_main_process
-    records = predict(model, loader, device=device, progress=progress and main)
+    records = predict(model, loader, device, progress=progress and main)
     if accelerator is not None and accelerator.num_processes > 1:
         from accelerate.utils import broadcast_object_list, gather_object
 

@@ -42,15 +42,12 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
                         device: str | None = None, num_pictures: int = 0, picture_score: float = 0.5,
                         output_dir: str | Path | None = None) -> dict[str, Any]:
     """Rebuild the detector from ``checkpoint`` and score it; returns ``{"metrics", "images", ...}``."""
+    from tasks.common.model_io import find_model_file, load_model
     from tasks.data.coco import CocoDetection
     from tasks.data.root import data_root as resolve_root
-
-    from tasks.common.model_io import load_model
     from tasks.detect.coco_eval import evaluate_distributed
     from tasks.detect.train import DetectionEvaluator
     from tasks.detect.visualize import save_detection_panels
-
-    from tasks.common.model_io import find_model_file
 
     if max_images is not None and max_images < 1:
         raise ValueError(f"--max-images must be positive, got {max_images}")

@@ -1,20 +1,14 @@
 """Faster R-CNN with a ResNet101 (+ BAM) backbone, assembled from torchvision's detection parts.
 
-Two layouts are available:
+* ``fpn=False`` (default, the paper's detector): the original Faster R-CNN for ResNets ("C4"):
+  ``conv1 .. layer3`` make one stride-16 map shared by the RPN and RoI pooling, and ``layer4`` runs
+  on every 14x14 RoI as the box head. The paper's numbers (29.1 / 30.4 mAP) are in its range.
+* ``fpn=True``: torchvision's ``fasterrcnn_resnet50_fpn`` recipe on a ResNet101, a stronger baseline.
 
-* ``fpn=False`` (default, the paper's detector): the original Faster R-CNN design for ResNets
-  (Ren et al. 2015; He et al. 2016, "C4"). ``conv1 .. layer3`` produce one stride-16 feature map
-  shared by the RPN and the RoI pooling; ``layer4`` runs on every 14x14 RoI as the box head. The
-  BAM paper reports numbers in the range of this design (29.1 / 30.4 mAP) and names no FPN.
-* ``fpn=True``: torchvision's ``fasterrcnn_resnet50_fpn`` recipe with a ResNet101 trunk, a much
-  stronger (and faster) modern baseline.
-
-In both, BAM sits after ``layer1``, ``layer2`` and ``layer3`` (``bam.attach_attention`` on the
-ResNet101, as for ImageNet, so a classification checkpoint's BAM weights load as they are); its
-modules are registered as ``detector.attention`` so that they are trained, saved and moved
-between devices with the rest. Backbone BatchNorms are frozen as torchvision does when
-the backbone starts from ImageNet weights; BAM's own BatchNorms stay ordinary (trainable) layers,
-so training needs at least 2 images per process.
+BAM sits after ``layer1..3`` (``bam.attach_attention`` on the ResNet101, as for ImageNet, so a
+classification checkpoint's BAM weights load as they are) and is registered as
+``detector.attention``. Backbone BatchNorms are frozen when the backbone starts from ImageNet
+weights; BAM's own stay trainable, so training needs at least 2 images per process.
 """
 
 from __future__ import annotations
@@ -58,18 +52,12 @@ def load_backbone_weights(resnet: nn.Module, path: str | os.PathLike) -> dict[st
     Returns ``{"missing": [...], "unexpected": [...]}`` (attention keys only, after the checks).
     """
     path = Path(path).expanduser()
-    state = read_state_dict(path)
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    own = resnet.state_dict()
-    own = {k for k in own if not k.startswith("fc.")}
+    state = {k: v for k, v in read_state_dict(path).items() if not k.startswith("fc.")}
+    own = {k for k in resnet.state_dict() if not k.startswith("fc.")}
     missing = sorted(k for k in own if k not in state and not k.endswith("num_batches_tracked"))
     unexpected = sorted(k for k in state if k not in own and not k.endswith("num_batches_tracked"))
-
-    def is_attention(key: str) -> bool:
-        return key.startswith("attention.")
-
-    bad_missing = [k for k in missing if not is_attention(k)]
-    bad_unexpected = [k for k in unexpected if not is_attention(k)]
+    bad_missing = [k for k in missing if not k.startswith("attention.")]
+    bad_unexpected = [k for k in unexpected if not k.startswith("attention.")]
     if bad_missing or bad_unexpected:
         raise ValueError(
             f"backbone weights {path} do not fit a torchvision ResNet101: "
@@ -158,20 +146,13 @@ def fasterrcnn_resnet101(
 ) -> FasterRCNN:
     """Faster R-CNN, ResNet101 backbone, optional BAM after layer1..3.
 
-    Args:
-        num_classes: including background; COCO category ids go up to 90, hence 91.
-        attention: ``"none"`` or ``"bam"``.
-        backbone_weights: local ImageNet checkpoint of the ResNet101 (torchvision state dict or
-            this repository's classification checkpoint, BAM weights included); ``None`` trains
-            from scratch (then, as in torchvision, ordinary BatchNorm and all layers trainable).
-        fpn: ``False`` = the paper's C4 Faster R-CNN, ``True`` = torchvision's FPN variant.
-        trainable_layers: trunk stages trained, counted from ``layer4`` (torchvision semantics).
-        min_size, max_size: resize range of torchvision's detection transform.
-        frozen_bn: freeze the trunk's BatchNorm statistics and affine parameters
-            (``FrozenBatchNorm2d``); defaults to ``backbone_weights is not None`` as in torchvision.
-        kwargs: passed on to ``torchvision.models.detection.FasterRCNN``.
+    ``num_classes`` counts the background (COCO's category ids go up to 90, hence 91).
+    ``backbone_weights``: a local ImageNet checkpoint of the ResNet101 (see
+    :func:`load_backbone_weights`); ``None`` trains from scratch, as torchvision does then with
+    ordinary BatchNorm and every layer trainable. ``trainable_layers`` counts trunk stages from
+    ``layer4``; ``frozen_bn`` defaults to ``backbone_weights is not None``; ``kwargs`` go to
+    torchvision's ``FasterRCNN``.
     """
-    frozen_bn = backbone_weights is not None if frozen_bn is None else frozen_bn
     if backbone_weights is None and trainable_layers != 5:  # torchvision: from scratch, everything trains
         log.info("no backbone weights: training the backbone from scratch, all of its layers (trainable_layers=5)")
         trainable_layers = 5
@@ -207,9 +188,8 @@ def fasterrcnn_resnet101(
     return detector
 
 
-# The registry (tasks.networks) lists the detector next to the classification networks, so
-# `python -m tasks.profile fasterrcnn-resnet101 --dataset coco` and the tasks find it by name. COCO
-# inputs are resized to a short side of 800 (long side at most 1333).
+# `python -m tasks.profile fasterrcnn-resnet101 --dataset coco`; COCO inputs are resized to a short
+# side of 800 (long side at most 1333).
 register_dataset("coco", (3, 800, 1333), num_classes=91)
 register_network("fasterrcnn-resnet101", datasets=("coco",), places_attention=True)(fasterrcnn_resnet101)
 

@@ -45,22 +45,6 @@ PAPER_TABLE5 = {
 }
 
 
-def _check_args(args: argparse.Namespace) -> None:
-    for name in ("min_size", "max_size", "rois_per_image"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.min_size > args.max_size:
-        raise ValueError(f"--min-size {args.min_size} is larger than --max-size {args.max_size}")
-    if not 0 <= args.trainable_layers <= 5:
-        raise ValueError(f"--trainable-layers must be in 0..5, got {args.trainable_layers}")
-    if any(not 0 < m < 1 for m in args.lr_milestones):
-        raise ValueError(f"--lr-milestones are fractions of --max-steps in (0, 1), got {args.lr_milestones}")
-    if args.lr is not None and not args.lr > 0:
-        raise ValueError(f"--lr must be positive, got {args.lr}")
-    if args.backbone_weights is not None and not Path(args.backbone_weights).exists():
-        raise FileNotFoundError(f"--backbone-weights: {args.backbone_weights} does not exist")
-
-
 def learning_rate(args: argparse.Namespace, total_batch: int) -> float:
     """``--lr``, else the reference rate scaled linearly with the total batch (Goyal et al.)."""
     return args.lr if args.lr is not None else REFERENCE_LR * total_batch / REFERENCE_BATCH
@@ -99,9 +83,8 @@ class DetectionEvaluator:
         self.num_pictures, self.picture_score = min(num_pictures, count), picture_score
 
     def loader(self, accelerator=None):
-        from tasks.data.coco import collate_detection
-
         from tasks.common.distributed import prepare_eval_loader
+        from tasks.data.coco import collate_detection
 
         subset = torch.utils.data.Subset(self.dataset, self.indices)
         loader = torch.utils.data.DataLoader(subset, batch_size=self.batch_size, shuffle=False,
@@ -133,13 +116,9 @@ def ap_table(results: Mapping[str, Mapping[str, float]]) -> str:
     """Markdown table of box APs in %, one row per entry (``{row name: metrics}``)."""
     from tasks.detect.coco_eval import METRIC_KEYS
 
-    header = "| | " + " | ".join(METRIC_KEYS) + " |"
-    lines = [header, "|---|" + "---:|" * len(METRIC_KEYS)]
+    lines = ["| | " + " | ".join(METRIC_KEYS) + " |", "|---|" + "---:|" * len(METRIC_KEYS)]
     for name, metrics in results.items():
-        cells = []
-        for key in METRIC_KEYS:
-            value = metrics.get(key)
-            cells.append("-" if value is None or value < 0 else f"{value:.1f}")
+        cells = ["-" if metrics.get(key) is None or metrics[key] < 0 else f"{metrics[key]:.1f}" for key in METRIC_KEYS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -161,8 +140,6 @@ def _write_detection_report(run_dir: Path, summary: Mapping[str, Any], attention
     write_text_atomic(run_dir / "summary.md", render_markdown(summary) + "\n" + section)
     print("\n" + section.replace("## ", ""), flush=True)
     print(f"run folder: {run_dir}", flush=True)
-
-
 
 
 @dataclass
@@ -207,13 +184,26 @@ class DetectTask(Task):
                            help="fractions of --max-steps where the lr drops x0.1 (default: 2/3 8/9)")
         optim.add_argument("--grad-clip", type=float, default=None)
         evaluation = parser.add_argument_group("evaluation")
-        evaluation.add_argument("--eval-batch-size", type=int, default=None, help="per process (default: the training batch per process)")
+        evaluation.add_argument("--eval-batch-size", type=int, default=None,
+                                help="per process (default: the training batch per process)")
         evaluation.add_argument("--picture-score", type=float, default=0.5,
                                 help="score threshold of the boxes drawn (default: %(default)s)")
 
     def check(self, args: argparse.Namespace) -> None:
         super().check(args)
-        _check_args(args)
+        for name in ("min_size", "max_size", "rois_per_image"):
+            if getattr(args, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+        if args.min_size > args.max_size:
+            raise ValueError(f"--min-size {args.min_size} is larger than --max-size {args.max_size}")
+        if not 0 <= args.trainable_layers <= 5:
+            raise ValueError(f"--trainable-layers must be in 0..5, got {args.trainable_layers}")
+        if any(not 0 < m < 1 for m in args.lr_milestones):
+            raise ValueError(f"--lr-milestones are fractions of --max-steps in (0, 1), got {args.lr_milestones}")
+        if args.lr is not None and not args.lr > 0:
+            raise ValueError(f"--lr must be positive, got {args.lr}")
+        if args.backbone_weights is not None and not Path(args.backbone_weights).exists():
+            raise FileNotFoundError(f"--backbone-weights: {args.backbone_weights} does not exist")
 
     def data(self, args: argparse.Namespace, accelerator) -> DetectData:
         from tasks.data.coco import CocoDetection
@@ -279,6 +269,7 @@ class DetectTask(Task):
 
     def report(self, args: argparse.Namespace, run_dir: Path, summary: dict) -> None:
         _write_detection_report(run_dir, summary, args.attention)
+
 
 TASK = DetectTask()
 

@@ -12,6 +12,7 @@ of the mirrored image. Metrics pool the confusion matrix over the data set (see 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 from typing import Sequence
@@ -22,27 +23,29 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 from tasks.common.cli import add_evaluation_args, evaluation_folder, run_cli
+from tasks.common.distributed import MIXED_PRECISION_CHOICES, make_accelerator
+from tasks.common.model_io import find_model_file, load_model
 from tasks.data.ade20k import (
     IGNORE_INDEX, MAX_LONG_SIDE, SIZE_DIVISOR, TRAIN_SHORT_SIDES, collate_segmentation, denormalize, round_up,
     scaled_size,
 )
-from tasks.utils.progress import progress as progress_bar
 from tasks.parse.metrics import ConfusionMeter, shard_indices
-from tasks.parse.visualize import prediction_panel
+from tasks.parse.visualize import prediction_panel, save_panels
+from tasks.utils.progress import progress as progress_bar
 
 MULTI_SCALES = TRAIN_SHORT_SIDES
 
 
-def _forward_padded(model: torch.nn.Module, image: torch.Tensor, size_divisor: int = SIZE_DIVISOR) -> torch.Tensor:
-    """Logits for a 1x3xHxW image: zero-pad to a multiple of ``size_divisor``, run, crop back."""
+def _forward_padded(model: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
+    """Logits for a 1x3xHxW image: zero-pad to a multiple of 32, run, crop back."""
     height, width = image.shape[-2:]
-    padded = F.pad(image, (0, round_up(width, size_divisor) - width, 0, round_up(height, size_divisor) - height))
+    padded = F.pad(image, (0, round_up(width, SIZE_DIVISOR) - width, 0, round_up(height, SIZE_DIVISOR) - height))
     return model(padded)[..., :height, :width]
 
 
 @torch.no_grad()
 def predict_probabilities(model: torch.nn.Module, image: torch.Tensor, scales: Sequence[int] | None = None,
-                          flip: bool = False, max_long_side: int = MAX_LONG_SIDE) -> torch.Tensor:
+                          flip: bool = False) -> torch.Tensor:
     """Class probabilities (1xCxHxW, at the image's size) for one unpadded, normalised 1x3xHxW image.
 
     ``scales=None`` keeps the image size; otherwise the probabilities of every short side in
@@ -51,7 +54,7 @@ def predict_probabilities(model: torch.nn.Module, image: torch.Tensor, scales: S
     if image.dim() != 4 or image.shape[0] != 1:
         raise ValueError(f"expected one image of shape 1x3xHxW, got {tuple(image.shape)}")
     height, width = image.shape[-2:]
-    sizes = [(height, width)] if not scales else [scaled_size(height, width, s, max_long_side) for s in scales]
+    sizes = [(height, width)] if not scales else [scaled_size(height, width, s, MAX_LONG_SIDE) for s in scales]
     total = None
     for size in sizes:
         resized = image if size == (height, width) else F.interpolate(
@@ -127,17 +130,13 @@ def evaluate_segmentation(model: torch.nn.Module, dataset, accelerator=None, sca
     visuals, rows = [], []
     loader = eval_loader(dataset, accelerator, num_workers)
     images = loader.dataset.indices  # this process's share, in loading order
-    show = progress and (accelerator is None or accelerator.is_main_process)
-    if show:
-        loader = progress_bar(loader, desc="evaluate", leave=False)
+    loader = progress_bar(loader, desc="evaluate", leave=False, disable=not progress,
+                          main_process=accelerator is None or accelerator.is_main_process)
     for position, batch in zip(images, loader):
         height, width = batch["size"][0].tolist()
         image = batch["image"][:, :, :height, :width].to(device, non_blocking=True)
         label = batch["label"][:, :height, :width].to(device, non_blocking=True)
-        if accelerator is not None:
-            with accelerator.autocast():
-                probabilities = predict_probabilities(model, image, scales, flip)
-        else:
+        with accelerator.autocast() if accelerator is not None else contextlib.nullcontext():
             probabilities = predict_probabilities(model, image, scales, flip)
         prediction = probabilities.argmax(dim=1)
         matrix = meter.update(prediction, label)
@@ -166,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"average over short sides {MULTI_SCALES} and the mirrored image")
     parser.add_argument("--scales", type=int, nargs="+", default=None, help="short sides for --multi-scale")
     parser.add_argument("--flip", action="store_true", help="also average with the mirrored image")
-    parser.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
+    parser.add_argument("--mixed-precision", choices=MIXED_PRECISION_CHOICES, default="no")
     return parser
 
 
@@ -174,8 +173,6 @@ def load_trained_model(path: str | Path) -> tuple[torch.nn.Module, Path, dict]:
     """Rebuild a network trained by ``tasks.parse.train`` from its run folder (best checkpoint), a
     checkpoint folder or its ``network.json``. Returns ``(model, network.json, what it was trained
     on: dataset, num_classes, label_offset)``."""
-    from tasks.common.model_io import find_model_file, load_model
-
     model, description = load_model(path, task="parse")
     trained_on = {"num_classes": description.kwargs["num_classes"], **description.extra}
     return model, find_model_file(path), trained_on
@@ -189,11 +186,8 @@ def format_scores(scores: dict, title: str = "") -> str:
 
 
 def _evaluate(args: argparse.Namespace) -> dict:
-    from tasks.common.distributed import make_accelerator
-
     from tasks.data.ade20k import ADE20K, SegmentationFolder, split_folder
     from tasks.data.root import data_root
-    from tasks.parse.visualize import save_panels
 
     if args.scales and not args.multi_scale:
         raise ValueError("--scales needs --multi-scale")

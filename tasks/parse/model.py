@@ -1,20 +1,17 @@
 """UperNet with a torchvision ResNet encoder (optionally with BAM), as in CSAILVision's
-semantic-segmentation-pytorch (reference facts, section 5).
+semantic-segmentation-pytorch.
 
-Encoder: ``torchvision.models.resnet50`` (no download); attention modules are added by one call
-to :func:`bam.attach_attention`, which keeps the base parameter names, so ImageNet checkpoints of
+Encoder: a torchvision ResNet (no download) with attention placed by one call to
+:func:`bam.attach_attention`, which keeps torchvision's parameter names, so ImageNet checkpoints of
 torchvision or of this repository's classifiers load with :meth:`UperNet.load_encoder_weights`.
-
-Decoder: PPM on the last stage (pool scales 1, 2, 3, 6; each branch 1x1 conv 512 + BN + ReLU,
-concatenated with the stage, 3x3 conv 512), FPN laterals (1x1 conv 512 + BN + ReLU) on stages 1-3
-with a top-down path and a 3x3 conv per level, all four levels upsampled to 1/4 and concatenated,
-3x3 conv 512, 1x1 classifier. The logits are upsampled (bilinear) to the input size, so the loss
-and the metric use full-resolution labels.
+Decoder: PPM on the last stage (pool scales 1, 2, 3, 6), FPN on stages 1-3, all four levels fused
+at 1/4, a 1x1 classifier; the logits are upsampled to the input size (full-resolution loss).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -24,9 +21,11 @@ import torch.nn.functional as F
 import torchvision
 
 from tasks.common.model_io import model_builder, read_state_dict
+from tasks.networks import register_dataset, register_network
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+POOL_SCALES = (1, 2, 3, 6)
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
@@ -40,9 +39,9 @@ def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Se
 class PyramidPooling(nn.Module):
     """PPM head of PSPNet/UperNet on the last encoder stage."""
 
-    def __init__(self, in_channels: int, channels: int = 512, pool_scales: Sequence[int] = (1, 2, 3, 6)):
+    def __init__(self, in_channels: int, channels: int = 512):
         super().__init__()
-        self.pool_scales = tuple(pool_scales)
+        self.pool_scales = POOL_SCALES
         self.branches = nn.ModuleList(conv_bn_relu(in_channels, channels, 1) for _ in self.pool_scales)
         self.bottleneck = conv_bn_relu(in_channels + len(self.pool_scales) * channels, channels, 3)
 
@@ -61,9 +60,9 @@ class UperNetHead(nn.Module):
     """PPM + FPN + fusion at the finest level + classifier (CSAIL's ``UPerNet`` decoder)."""
 
     def __init__(self, in_channels: Sequence[int] = (256, 512, 1024, 2048), num_classes: int = 150,
-                 channels: int = 512, pool_scales: Sequence[int] = (1, 2, 3, 6)):
+                 channels: int = 512):
         super().__init__()
-        self.ppm = PyramidPooling(in_channels[-1], channels, pool_scales)
+        self.ppm = PyramidPooling(in_channels[-1], channels)
         self.lateral = nn.ModuleList(conv_bn_relu(c, channels, 1) for c in in_channels[:-1])
         self.fpn_out = nn.ModuleList(conv_bn_relu(channels, channels, 3) for _ in in_channels[:-1])
         self.fuse = conv_bn_relu(len(in_channels) * channels, channels, 3)
@@ -110,70 +109,58 @@ class UperNet(nn.Module):
     """UperNet scene parser. ``forward(images)`` returns logits at the input resolution."""
 
     def __init__(self, num_classes: int = 150, backbone: str = "resnet50", attention: str = "none",
-                 placement: str = "bottleneck", channels: int = 512, pool_scales: Sequence[int] = (1, 2, 3, 6),
-                 input_size: tuple[int, int, int] = (3, 224, 224), **attention_kwargs):
+                 placement: str = "bottleneck", channels: int = 512):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
-        self.backbone, self.attention_name = backbone, attention
+        self.backbone = backbone
         encoder = getattr(torchvision.models, backbone)(weights=None)
         from bam import attach_attention  # None / "none" attaches nothing and returns []
 
         self.attention_targets: list[str] = attach_attention(encoder, attention, placement=placement,
-                                                             input_size=input_size, **attention_kwargs)
+                                                             input_size=(3, 224, 224))
         # The classifier head of the ImageNet net is unused; dropping it avoids unused parameters
         # (which DDP rejects) while keeping every other parameter name torchvision's.
         encoder.avgpool, encoder.fc = nn.Identity(), nn.Identity()
         self.encoder = encoder
-        self.decoder = UperNetHead(self.stage_channels(), num_classes, channels, pool_scales)
-
-    def stage_channels(self) -> list[int]:
-        expansion = 4 if self.backbone in ("resnet50", "resnet101", "resnet152") else 1
-        return [64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
+        expansion = 4 if backbone in ("resnet50", "resnet101", "resnet152") else 1
+        self.decoder = UperNetHead([c * expansion for c in (64, 128, 256, 512)], num_classes, channels)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.decoder(resnet_stages(self.encoder, images))
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
     def profile_parts(self, input_size: tuple[int, int, int] = (3, 512, 512)) -> dict[str, dict[str, int]]:
-        """Encoder / decoder / total parameters and MACs (hook for ``tasks.profile``); see :func:`breakdown`."""
-        return breakdown(self, input_size)
+        """``{"encoder"|"decoder"|"total": {"params", "macs"}}``: the split ``tasks.profile`` reports."""
+        params, macs = parameter_breakdown(self), mac_breakdown(self, input_size)
+        return {part: {"params": params[part], "macs": macs[part]} for part in ("encoder", "decoder", "total")}
 
     def load_encoder_weights(self, path: str | Path, strict: bool = False) -> dict[str, list[str]]:
-        """Load ImageNet weights into the encoder from a local file; see :func:`load_encoder_weights`."""
-        return load_encoder_weights(self, path, strict=strict)
-
-
-# --------------------------------------------------------------------------------------------
-# Encoder checkpoints
-# --------------------------------------------------------------------------------------------
-def load_encoder_weights(model: UperNet, path: str | Path, strict: bool = False) -> dict[str, list[str]]:
-    """Load a torchvision ResNet state dict or a classification checkpoint of this repository into
-    ``model.encoder``. Accepts a plain state dict, ``{"state_dict"|"model": ...}``, ``module.``
-    prefixes, ``.safetensors`` files and accelerate checkpoint folders; the classifier (``fc.*``)
-    is ignored. Returns ``{"missing": [...], "unexpected": [...]}``; raises ``ValueError`` naming
-    the file when nothing matches, a shape differs, or ``strict`` and keys are missing/unexpected.
-    """
-    path = Path(path)
-    state = read_state_dict(path)
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    own = model.encoder.state_dict()
-    matched = [k for k in state if k in own]
-    if not matched:
-        raise ValueError(f"{path}: no key matches the {model.backbone} encoder (first keys: {list(state)[:3]})")
-    mismatched = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-                  for k in matched if state[k].shape != own[k].shape]
-    if mismatched:
-        raise ValueError(f"{path}: shape mismatch with the {model.backbone} encoder: {mismatched[:5]}")
-    result = model.encoder.load_state_dict(state, strict=False)
-    report = {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys)}
-    if strict and (report["missing"] or report["unexpected"]):
-        raise ValueError(f"{path}: missing keys {report['missing'][:10]}, unexpected keys {report['unexpected'][:10]}")
-    return report
+        """Load a torchvision ResNet state dict or a classification checkpoint of this repository
+        (any file :func:`~tasks.common.model_io.read_state_dict` reads) into the encoder; the
+        classifier (``fc.*``) is ignored. Returns ``{"missing": [...], "unexpected": [...]}``;
+        ``ValueError`` naming the file when nothing matches, a shape differs, or ``strict`` and
+        keys are missing or unexpected."""
+        path = Path(path)
+        state = {k: v for k, v in read_state_dict(path).items() if not k.startswith("fc.")}
+        own = self.encoder.state_dict()
+        matched = [k for k in state if k in own]
+        if not matched:
+            raise ValueError(f"{path}: no key matches the {self.backbone} encoder (first keys: {list(state)[:3]})")
+        mismatched = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+                      for k in matched if state[k].shape != own[k].shape]
+        if mismatched:
+            raise ValueError(f"{path}: shape mismatch with the {self.backbone} encoder: {mismatched[:5]}")
+        result = self.encoder.load_state_dict(state, strict=False)
+        report = {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys)}
+        if strict and (report["missing"] or report["unexpected"]):
+            raise ValueError(f"{path}: missing keys {report['missing'][:10]}, unexpected keys "
+                             f"{report['unexpected'][:10]}")
+        return report
 
 
 def describe_load_report(path: str | Path, report: dict[str, list[str]]) -> str:
-    """One readable paragraph about a :func:`load_encoder_weights` result."""
+    """One readable paragraph about a :meth:`UperNet.load_encoder_weights` result."""
     lines = [f"encoder weights from {path}: {len(report['missing'])} missing, "
              f"{len(report['unexpected'])} unexpected keys"]
     attention_missing = [k for k in report["missing"] if k.startswith("attention.")]
@@ -187,23 +174,17 @@ def describe_load_report(path: str | Path, report: dict[str, list[str]]) -> str:
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------------------------
-# Counting
-# --------------------------------------------------------------------------------------------
 def parameter_breakdown(model: UperNet) -> dict[str, int]:
-    """Parameters of the whole model, the encoder (its attention modules included), those
-    attention modules alone, and the decoder.
-
-    Attention lives in ``model.encoder.attention`` when built by :class:`UperNet`, or in
-    ``model.attention`` when ``bam.attach_attention`` was applied to the whole model (as
-    ``tasks.networks.build_network`` does); both count as encoder.
-    """
+    """Parameters of the whole model, the encoder (its attention included), the attention alone,
+    and the decoder. The attention lives in ``model.encoder.attention`` (:class:`UperNet`) or in
+    ``model.attention`` (``tasks.networks.build_network`` attaches it to the whole model)."""
     count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
-    attention = sum(count(m) for m in (getattr(model.encoder, "attention", None), getattr(model, "attention", None))
-                    if isinstance(m, nn.Module))
     outer = getattr(model, "attention", None)
-    encoder = count(model.encoder) + (count(outer) if isinstance(outer, nn.Module) else 0)
-    return OrderedDict(total=count(model), encoder=encoder, attention=attention, decoder=count(model.decoder))
+    outer = count(outer) if isinstance(outer, nn.Module) else 0
+    inner = getattr(model.encoder, "attention", None)
+    inner = count(inner) if isinstance(inner, nn.Module) else 0
+    return OrderedDict(total=count(model), encoder=count(model.encoder) + outer, attention=inner + outer,
+                       decoder=count(model.decoder))
 
 
 def mac_breakdown(model: UperNet, input_size: tuple[int, int, int] = (3, 512, 512)) -> dict[str, int]:
@@ -216,36 +197,10 @@ def mac_breakdown(model: UperNet, input_size: tuple[int, int, int] = (3, 512, 51
     return OrderedDict(total=total, encoder=encoder, decoder=total - encoder)
 
 
-def breakdown(model: UperNet, input_size: tuple[int, int, int] = (3, 512, 512)) -> dict[str, dict[str, int]]:
-    """``{"encoder"|"decoder"|"total": {"params", "macs"}}``: the split ``tasks.profile`` can report."""
-    params, macs = parameter_breakdown(model), mac_breakdown(model, input_size)
-    return {part: {"params": params[part], "macs": macs[part]} for part in ("encoder", "decoder", "total")}
+# ``python -m tasks.profile upernet-resnet50 --dataset ade20k``; 512x512 is the usual ADE20K crop. No
+# resnet_blocks: the encoder is torchvision's v1.5 as trained here (the paper gives no UperNet counts).
+register_dataset("ade20k", (3, 512, 512), 150)
+for _backbone in BACKBONES:
+    register_network(f"upernet-{_backbone}", datasets=("ade20k",))(partial(UperNet, backbone=_backbone))
 
-
-# --------------------------------------------------------------------------------------------
-# Registry: ``python -m tasks.profile upernet-resnet50 --dataset ade20k --attention bam``
-# --------------------------------------------------------------------------------------------
-ADE20K_PROFILE_SIZE = (3, 512, 512)  # the usual ADE20K crop; training sizes vary (short side 300-600)
-
-
-def _register() -> None:
-    from functools import partial
-
-    from tasks.networks import register_dataset, register_network
-
-    register_dataset("ade20k", ADE20K_PROFILE_SIZE, 150)
-    for backbone in BACKBONES:
-        # resnet_blocks=None: the encoder is torchvision's network as defined (v1.5), which is what
-        # is trained here; the paper gives no UperNet counts to compare a v1 layout with.
-        register_network(f"upernet-{backbone}", datasets=("ade20k",))(partial(UperNet, backbone=backbone))
-
-
-_register()
-
-
-@model_builder
-def upernet(num_classes: int = 150, backbone: str = "resnet50", attention: str = "none",
-            placement: str = "bottleneck", channels: int = 512) -> UperNet:
-    """The UperNet of a scene-parsing run, from the plain values its ``network.json`` keeps."""
-    return UperNet(num_classes=num_classes, backbone=backbone, attention=attention, placement=placement,
-                   channels=channels)
+upernet = model_builder(UperNet)  # the builder a scene-parsing run's network.json names

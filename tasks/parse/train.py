@@ -3,17 +3,14 @@
     accelerate launch launch/parse.py --data-root DATA --attention bam --encoder-weights resnet50.pth
     python launch/parse.py --data-root DATA --max-steps 200            # one process, a quick look
 
-Recipe of CSAILVision's semantic-segmentation-pytorch (reference facts, section 5): SGD lr 0.02,
-momentum 0.9, weight decay 1e-4 (not on BN and biases, as that code does), poly schedule with
-power 0.9 per step over 150k steps (30 epochs x 5000 iterations), 2 images per process, random
-short side in (300, 375, 450, 525, 600) with the long side at most 1000, flips. Unlike that code,
+Recipe of CSAILVision's semantic-segmentation-pytorch: SGD lr 0.02, momentum 0.9, weight decay
+1e-4 (not on BN and biases, as that code does), poly schedule with power 0.9 per step over 150k
+steps (30 epochs x 5000 iterations), 2 images per process, random short side in (300, 375, 450,
+525, 600) with the long side at most 1000, flips. Unlike that code,
 the short side is drawn per image rather than per batch, images are padded rather than stretched
 to a multiple of 32, and the loss sees full-resolution labels (see ``tasks.data.ade20k``). Results
-depend on the effective batch size (per process x processes; CSAIL used 8 GPUs x 2), which is
-therefore logged everywhere. Batch norm is synchronised across processes when there are several
-and stays plain on one process.
-
-The loop, checkpoints, resume, W&B and summaries are the shared ``tasks.common`` machinery.
+depend on the effective batch size (CSAIL used 8 GPUs x 2), which is logged everywhere. Batch norm
+is synchronised across processes when there are several GPU processes.
 """
 
 from __future__ import annotations
@@ -34,7 +31,7 @@ from tasks.common.model_io import ModelDescription
 from tasks.common.run import RunInfo, Schedule, Task, main as run_main
 from tasks.common.tracking import Tracker
 from tasks.parse.evaluate import evaluate_segmentation
-from tasks.parse.model import BACKBONES, UperNet, describe_load_report, parameter_breakdown
+from tasks.parse.model import BACKBONES, UperNet, describe_load_report, mac_breakdown, parameter_breakdown
 from tasks.parse.visualize import save_panels
 from tasks.utils.files import write_json_atomic, write_text_atomic
 from tasks.utils.messages import note
@@ -68,11 +65,6 @@ def build_datasets(args) -> tuple[SegmentationFolder, SegmentationFolder]:
 
 
 # ----------------------------------------------------------------------------------------- model
-def build_model(args, num_classes: int) -> UperNet:
-    return UperNet(num_classes=num_classes, backbone=args.backbone, attention=args.attention,
-                   placement=args.placement, channels=args.decoder_channels)
-
-
 def uses_sync_bn(num_processes: int, device_type: str = "cuda") -> bool:
     """SyncBN only with several GPU processes: on one process it needs a process group that does
     not exist (CSAIL's code fails there), and PyTorch's SyncBN has no CPU implementation."""
@@ -84,14 +76,17 @@ def prepare_model(model: nn.Module, num_processes: int, device_type: str = "cuda
     return nn.SyncBatchNorm.convert_sync_batchnorm(model) if uses_sync_bn(num_processes, device_type) else model
 
 
+def network_kwargs(args, num_classes: int) -> dict:
+    """Arguments of ``tasks.parse.model.upernet`` for these options (what ``network.json`` keeps)."""
+    return {"num_classes": num_classes, "backbone": args.backbone, "attention": args.attention,
+            "placement": args.placement, "channels": args.decoder_channels}
+
+
 def count_macs_of(args, num_classes: int) -> dict:
     """Params split and MACs (whole, encoder, decoder) at ``--macs-size``, counted on the meta device."""
-    from tasks.parse.model import mac_breakdown
-
     size = (3, args.macs_size, args.macs_size)
     with torch.device("meta"):
-        model = build_model(args, num_classes)
-        macs = mac_breakdown(model, size)
+        macs = mac_breakdown(UperNet(**network_kwargs(args, num_classes)), size)
     return {"macs": macs["total"], "macs_encoder": macs["encoder"], "macs_decoder": macs["decoder"],
             "macs_input_size": list(size)}
 
@@ -194,7 +189,13 @@ class ParseTask(Task):
 
     def check(self, args: argparse.Namespace) -> None:
         super().check(args)
-        check_args(args)
+        for name in ("lr", "momentum", "poly_power", "weight_decay"):
+            if getattr(args, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be non-negative, got {getattr(args, name)}")
+        if any(s <= 0 for s in args.short_sides) or args.max_long_side <= 0:
+            raise ValueError("--short-sides and --max-long-side must be positive")
+        if args.encoder_weights and not Path(args.encoder_weights).exists():
+            raise FileNotFoundError(f"--encoder-weights: {args.encoder_weights} does not exist")
 
     def data(self, args: argparse.Namespace, accelerator) -> ParseData:
         world, device_type = accelerator.num_processes, accelerator.device.type
@@ -213,7 +214,7 @@ class ParseTask(Task):
         return collate_segmentation
 
     def model(self, args: argparse.Namespace, data: ParseData) -> nn.Module:
-        model = build_model(args, data.train.num_classes)
+        model = UperNet(**network_kwargs(args, data.train.num_classes))
         args.encoder_load_report = None
         if args.encoder_weights:
             args.encoder_load_report = model.load_encoder_weights(args.encoder_weights)
@@ -236,7 +237,6 @@ class ParseTask(Task):
         counts = count_macs_of(args, num_classes)
         params = dict(parameter_breakdown(model))
         report = args.encoder_load_report
-        effective_batch = args.batch_size
         config = {
             "dataset": args.dataset, "arch": f"upernet-{args.backbone}", "backbone": args.backbone,
             "decoder_channels": args.decoder_channels,
@@ -248,7 +248,7 @@ class ParseTask(Task):
             "lr": args.lr, "momentum": args.momentum, "weight_decay": args.weight_decay, "poly_power": args.poly_power,
             "short_sides": list(args.short_sides), "max_long_side": args.max_long_side, "ignore_index": IGNORE_INDEX,
             "label_offset": data.train.label_offset, "grad_accumulation": 1,
-            "effective_batch_size": effective_batch, "sync_bn": data.sync_bn, "max_steps": schedule.max_steps,
+            "effective_batch_size": args.batch_size, "sync_bn": data.sync_bn, "max_steps": schedule.max_steps,
             "train_images": len(data.train), "eval_images": min(len(data.val), args.max_images or len(data.val)),
             "data_root": str(args.data_root) if args.data_root else None,
             "params_encoder": params["encoder"], "params_decoder": params["decoder"],
@@ -260,7 +260,7 @@ class ParseTask(Task):
             description=ModelDescription("tasks.parse.model:upernet", network_kwargs(args, num_classes), self.name,
                                          {"dataset": args.dataset, "label_offset": data.train.label_offset,
                                           "class_names": list(data.train.class_names)}),
-            summary_extra={**counts, "params_breakdown": params, "effective_batch_size": effective_batch,
+            summary_extra={**counts, "params_breakdown": params, "effective_batch_size": args.batch_size,
                            "class_names": list(data.train.class_names)})
 
     def evaluator(self, args: argparse.Namespace, data: ParseData, run_dir: Path, tracker: Tracker):
@@ -274,22 +274,6 @@ class ParseTask(Task):
               f"{summary['effective_batch_size']}; {summary['params'] / 1e6:.2f}M params, "
               f"{summary['macs'] / 1e9:.1f} GMACs at {args.macs_size}x{args.macs_size}", flush=True)
 
-def network_kwargs(args, num_classes: int) -> dict:
-    """Arguments of ``tasks.parse.model.upernet`` for these options (what ``network.json`` keeps)."""
-    return {"num_classes": num_classes, "backbone": args.backbone, "attention": args.attention,
-            "placement": args.placement, "channels": args.decoder_channels}
-
-
-def check_args(args) -> None:
-    for name in ("lr", "momentum", "poly_power"):
-        if getattr(args, name) < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be non-negative, got {getattr(args, name)}")
-    if args.weight_decay < 0:
-        raise ValueError(f"--weight-decay must be non-negative, got {args.weight_decay}")
-    if any(s <= 0 for s in args.short_sides) or args.max_long_side <= 0:
-        raise ValueError("--short-sides and --max-long-side must be positive")
-    if args.encoder_weights and not Path(args.encoder_weights).exists():
-        raise FileNotFoundError(f"--encoder-weights: {args.encoder_weights} does not exist")
 
 
 def write_per_class_table(path: Path, summary: dict) -> None:

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
 
-from tasks.data.ade20k import IGNORE_INDEX, colorize
 from tasks.common.panels import side_by_side
+from tasks.data.ade20k import IGNORE_INDEX, colorize
+from tasks.utils.files import write_png_atomic
 
 
 def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.6, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
@@ -39,12 +39,5 @@ def prediction_panel(image: np.ndarray, prediction: np.ndarray, target: np.ndarr
 
 def save_panels(panels: Sequence[tuple[str, np.ndarray]], folder: str | Path, step: int | None = None) -> list[Path]:
     """Write each ``(name, panel)`` as ``folder/[step_XXXXXXX_]name.png``; returns the paths."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     prefix = f"step_{step:07d}_" if step is not None else ""
-    paths = []
-    for name, panel in panels:
-        path = folder / f"{prefix}{name}.png"
-        Image.fromarray(panel).save(path)
-        paths.append(path)
-    return paths
+    return [write_png_atomic(Path(folder) / f"{prefix}{name}.png", panel) for name, panel in panels]

@@ -1,9 +1,6 @@
-"""Files that readers never see half written: a temporary file in the same folder, then a rename.
-
-``os.replace`` is atomic on POSIX and Windows when source and target share a folder, so a reader
-(or a run killed midway) finds either the old file or the new one, never a torn one. The file gets
-the permissions a plain ``open()`` would give it (0644 under umask 022, 0664 under umask 002), so
-that a group shares results on a shared disk, not the 0600 of a temporary file.
+"""Files that readers never see half written: a temporary file in the same folder, then
+``os.replace`` (atomic), so a reader or a run killed midway finds the old file or the new one. The
+file gets the permissions a plain ``open()`` gives (0664 under umask 002: a group shares results).
 """
 
 from __future__ import annotations
@@ -32,13 +29,9 @@ def _megabytes(size: int) -> str:
 
 def check_writable(folder: str | os.PathLike, what: str = "output folder", needed_bytes: int = 0,
                    needed_for: str = "the outputs") -> Path:
-    """Create ``folder`` if needed and write a probe file in it, so that a read-only or full
-    output folder stops a command before it spends time, not at its first save.
-
-    ``ValueError`` names ``what`` (the option, e.g. ``--output-dir``) and the folder: not
-    writable, or fewer than ``needed_bytes`` free (for ``needed_for``). The probe really writes:
-    permission bits alone do not tell (root ignores them, a read-only mount does not show in them).
-    """
+    """Create ``folder`` if needed and write a probe file in it (permission bits do not tell: root
+    ignores them), so that a read-only or full folder stops a command before it spends time.
+    ``ValueError`` names ``what`` (e.g. ``--output-dir``), the folder, and the fault."""
     folder = Path(folder).expanduser()
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -60,8 +53,8 @@ def check_writable(folder: str | os.PathLike, what: str = "output folder", neede
 
 
 def _umask() -> int:
-    """The process's umask. Linux shows it in /proc; elsewhere it can only be read by setting it,
-    which leaves a moment in which another thread would create files with the probe value."""
+    """The process's umask: from /proc on Linux; elsewhere by setting it, which leaves a moment in
+    which another thread would create files with the probe value."""
     try:
         with open("/proc/self/status") as status:
             found = re.search(r"^Umask:\s*([0-7]+)$", status.read(), re.M)
@@ -85,9 +78,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
-        # After the writer, which may have replaced the file (safetensors does): mkstemp's 0600, or
-        # the writer's, would keep the file from the group. A file system without Unix permissions
-        # (some network mounts) refuses chmod and has its own rules.
+        # After the writer, which may have replaced the file (safetensors does): mkstemp's 0600 would
+        # keep it from the group. Some network mounts refuse chmod.
         with contextlib.suppress(OSError):
             tmp.chmod(0o666 & ~_umask())
         with open(tmp, "rb+") as handle:  # on disk before the rename makes it visible
@@ -98,9 +90,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically, in UTF-8. A path that is not UTF-8 reaches ``text`` as
-    Python's surrogates (a run named after its folder); its bytes are written as ``\\xNN``, so the
-    file stays valid UTF-8."""
+    """Write ``text`` to ``path`` atomically, in UTF-8; surrogates (a path that is not UTF-8, quoted
+    in the text) are written as ``\\xNN``."""
     data = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace").encode("utf-8")
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
@@ -122,10 +113,8 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def write_png_atomic(path: str | os.PathLike, image, compress_level: int = 6) -> Path:
-    """Save an HxWx3 (or HxW) uint8 array or a PIL image as a PNG file atomically.
-
-    ``compress_level`` 0..9 is zlib's (6, Pillow's default; 3 writes twice as fast for files
-    about 3% larger, which pays when preparing many sub-images)."""
+    """Save an HxWx3 (or HxW) uint8 array or a PIL image as a PNG file atomically; ``compress_level``
+    is zlib's (3 writes twice as fast as the default 6, for files about 3% larger)."""
     from PIL import Image
 
     picture = image if isinstance(image, Image.Image) else Image.fromarray(image)

@@ -10,13 +10,10 @@ __all__ = ["is_main_process", "world_size"]
 def is_main_process() -> bool:
     """True on the main process: Accelerate's answer once it is set up, else the launcher's
     ``RANK`` (a single process, launched or not, is the main one)."""
-    try:
-        from accelerate import PartialState
+    from accelerate import PartialState
 
-        if PartialState._shared_state:  # already initialised (by an Accelerator, say)
-            return PartialState().is_main_process
-    except ImportError:
-        pass
+    if PartialState._shared_state:  # already initialised (by an Accelerator, say)
+        return PartialState().is_main_process
     return os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) in ("0", "")
 
 
