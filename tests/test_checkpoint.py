@@ -243,7 +243,7 @@ def test_broken_model_files_name_the_file_and_the_fault(tmp_path):
     assert DESCRIPTION_FILE == "network.json"
 
 
-def test_pickled_model_files_are_refused_until_converted(tmp_path):
+def test_pickled_model_files_are_refused_unread(tmp_path):
     """A pickled ``model.pt`` (never written by a release) is not a model file: refused in one line,
     never unpickled (so a pickle that would run code runs nothing)."""
     from tasks.common.model_io import load_model

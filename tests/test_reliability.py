@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,8 @@ from tasks.data.embedded import embedded_sr_images
 from test_parse_data import write_tiny_ade20k
 from test_sr_train import TINY as SR_TINY
 from test_sr_train import _write_crops
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -73,6 +77,20 @@ def test_truncated_jpeg_in_a_worker_reads_like_without_workers(sr_data, tmp_path
         lines[workers] = _error_line(_cli_error(capsys, sr_train.main, argv))
     assert lines["1"] == lines["0"]
     assert str(train / "broken.jpg") in lines["1"] and len(lines["1"]) < 300
+
+
+def test_command_exits_after_an_error_in_a_worker(sr_data, tmp_path):
+    """The workers ignore SIGTERM (the training process decides when to stop), which is how
+    multiprocessing ends them at exit; the command must still end, with the one line and no
+    traceback of the killed workers. The timeout only guards the test against a hang."""
+    train = tmp_path / "train"
+    shutil.copytree(sr_data["train"], train)
+    (train / "broken.png").write_bytes((next(train.glob("*.png"))).read_bytes()[:200])
+    argv = _sr_argv(sr_data, tmp_path / "out", "--max-steps", "20", "--num-workers", "1", "--no-cache", train=train)
+    done = subprocess.run([sys.executable, str(REPO / "launch" / "sr.py"), *argv], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert str(train / "broken.png") in _error_line(done.stderr)
 
 
 def test_bad_ade20k_label_in_a_worker_reads_like_without_workers(tmp_path, capsys):

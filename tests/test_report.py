@@ -11,7 +11,7 @@ import pytest
 from tasks.common.per_sample import save_per_sample
 from tasks.report.__main__ import main as report_main
 from tasks.report.comparison import comparison_markdown, compare_runs, report_paired_runs, write_comparison
-from tasks.report.formatting import count, signed
+from tasks.utils.formatting import count, signed
 from tasks.report.plots import axis_title, curve_metrics, variant_name
 from tasks.report.runs import _run_from_wandb, discover_runs
 from tasks.report.stats import Interval, verdict

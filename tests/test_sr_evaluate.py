@@ -24,7 +24,7 @@ def _json(capsys, argv) -> dict:
 
 
 def test_bicubic_baseline_basicsr_protocol(sr_data_root, capsys):
-    """Reference facts section 4 / the data README: BasicSR's own functions give these numbers."""
+    """BasicSR's own functions give these numbers."""
     scores = _json(capsys, ["--model", "bicubic", "--sets", "Set5", "Set14", "--json",
                             "--data-root", str(sr_data_root), "--device", "cpu"])
     assert list(scores) == ["Set5", "Set14"]

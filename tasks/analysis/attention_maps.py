@@ -25,6 +25,7 @@ from torch import nn
 from torchvision.transforms import functional as TF
 
 from bam import BAM, attention_targets, capture_attention, find_bottlenecks
+from tasks.report.plots import pyplot
 from tasks.utils.messages import note
 
 # More modules than this (BAM-C: one per block) are shown one per resolution: the last of each.
@@ -64,10 +65,7 @@ def render_panel(image: np.ndarray, attention: dict[str, dict[str, torch.Tensor]
                  bam_features: dict[str, torch.Tensor] | None, baseline_features: dict[str, torch.Tensor] | None,
                  path: Path, title: str = "") -> Path:
     """Draw one image's panel (see the module docstring) and save it as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     stages = list(attention)
     rows = ["attention"] + (["baseline", "bam"] if baseline_features is not None else []) + ["channel"]

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from tasks.common.cli import add_data_args, positive_int
+from tasks.report.plots import pyplot
 
 
 def class_selectivity(activity: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -83,10 +84,7 @@ def plot_selectivity(results: dict[str, dict[str, torch.Tensor]], out_dir, title
     ``results`` maps a model label to {stage name: indices}; stages are matched by position, since
     the same stage may carry different module names in the two networks.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -22,11 +22,13 @@ from tasks.common.distributed import prepare_eval_loader
 from tasks.common.model_io import ModelDescription, model_builder
 from tasks.common.run import RunInfo, Schedule, Task, main as run_main, per_process_batch
 from tasks.data.sampling import SeededDataset
+from tasks.networks import valid_attentions
 from tasks.utils.processes import world_size
 from tasks.utils.progress import progress
 
 DATASETS = ("digits", "cifar100", "imagenet")
-ATTENTIONS = ("none", "bam", "bam-c", "se", "cbam", "bam-released", "extra-block")
+# Every attention the networks take, and the paper's control of equal cost: one more residual block.
+ATTENTIONS = (*valid_attentions(), "extra-block")
 DEFAULT_DIGITS_ARCH = "resnet20"  # the no-argument default: a small CIFAR ResNet, minutes on a CPU
 
 
@@ -363,8 +365,6 @@ def resolve_args(args) -> argparse.Namespace:
     if args.arch not in list_networks(dataset):
         raise ValueError(f"unknown architecture {args.arch!r} for --dataset {args.dataset}; valid names: "
                          f"{', '.join(list_networks(dataset))}")
-    if args.attention not in ATTENTIONS:
-        raise ValueError(f"unknown attention {args.attention!r}; valid names: {', '.join(ATTENTIONS)}")
     if args.placement is None:
         args.placement = default_placement(args.attention)
     if not isinstance(args.recipe, recipes.Recipe):

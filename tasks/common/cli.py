@@ -47,7 +47,9 @@ def _seed(text: str) -> int:
     return value
 
 
-def _decay(text: str) -> float:
+def _decay(text: str) -> float | None:
+    if text.lower() in ("none", "off"):  # a preset's average turned off
+        return None
     value = float(text)
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"expected a decay in [0, 1), e.g. 0.999, got {text}")
@@ -154,7 +156,7 @@ def add_run_args(parser: argparse.ArgumentParser, defaults: dict | None = None) 
                        help="pictures of the predictions saved at each evaluation (default: %(default)s)")
     group.add_argument("--ema", type=_decay, default=d["ema"], metavar="DECAY",
                        help="evaluate and export an exponential moving average of the weights, e.g. 0.999, with "
-                            "BatchNorm statistics of its own (default: %(default)s)")
+                            "BatchNorm statistics of its own; none turns it off (default: %(default)s)")
     group.add_argument("--batch-size", type=positive_int, default=d["batch_size"],
                        help="training batch over all processes, split evenly between them (default: "
                             "the recipe's, %(default)s)")

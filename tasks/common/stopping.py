@@ -15,6 +15,9 @@ lockstep, ends first. A second Ctrl-C stops at once.
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing
+import multiprocessing.util  # registers its exit handler before ours below, so ours runs first
 import os
 import signal
 import threading
@@ -87,9 +90,26 @@ class StopSignals:
 def ignore_stop_signals(worker_id: int = 0) -> None:
     """``worker_init_fn`` of data-loading workers: the training process decides when to stop; a
     worker that died of Ctrl-C first would print its own traceback and break the step in progress
-    (workers end with the process that started them)."""
+    (workers end with the process that started them: see :func:`_end_workers`)."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
+
+
+@atexit.register
+def _end_workers() -> None:
+    """Kill the daemonic children (data-loading workers) still alive when the process exits.
+
+    multiprocessing ends them at exit with SIGTERM and then waits for them; a worker that ignores
+    SIGTERM (above) would make that wait last forever, e.g. after an error raised while a loader's
+    iterator was still referenced by the traceback. Killing is what "daemonic" promises anyway.
+    """
+    workers = [child for child in multiprocessing.active_children() if child.daemon]
+    if workers and hasattr(signal, "SIGCHLD") and threading.current_thread() is threading.main_thread():
+        # torch's SIGCHLD handler would report each killed worker as a failure of the run
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for worker in workers:
+        worker.kill()
+        worker.join()
 
 
 class RunLock:

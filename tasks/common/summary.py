@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from tasks.utils.files import write_json_atomic, write_text_atomic
+from tasks.utils.formatting import count
 from tasks.utils.processes import world_size
 
 __all__ = ["environment_info", "git_info", "build_summary", "write_summary", "load_summary", "render_markdown",
@@ -123,8 +124,10 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d} ({seconds} s)"
 
 
-def _count(value: int | None, unit: str, scale: float) -> str:
-    return "–" if value is None else f"{value / scale:.3f}{unit} ({value:,})"
+def _count(value: int | None) -> str:
+    """``1.547M (1,546,883)``: the rounded count as in comparisons, then the exact one."""
+    short = count(value)
+    return short if value is None or abs(value) < 1e6 else f"{short} ({value:,})"
 
 
 def render_markdown(summary: Mapping[str, Any]) -> str:
@@ -134,8 +137,8 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
     commit = summary.get("git_commit")
     facts = [
         *((key, summary.get(key)) for key in ("status", "group", "arch", "attention", "dataset", "seed")),
-        ("params", _count(summary.get("params"), "M", 1e6)),
-        ("MACs", _count(summary.get("macs"), "G", 1e9)),
+        ("params", _count(summary.get("params"))),
+        ("MACs", _count(summary.get("macs"))),
         ("steps", summary.get("steps")),
         ("best step", summary.get("best_step")),
         ("wall time", _duration(summary.get("wall_time_s"))),

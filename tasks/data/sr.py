@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from pathlib import Path
 from typing import Iterable
 
@@ -25,6 +24,7 @@ from tasks.data.imresize import bicubic_degrade, modcrop
 from tasks.data.root import data_root as resolve_data_root
 from tasks.data.sampling import EpochSeededSampler, key_generator
 from tasks.utils.files import write_png_atomic
+from tasks.utils.messages import warn
 from tasks.utils.processes import is_main_process
 from tasks.utils.progress import progress
 
@@ -125,8 +125,7 @@ class SRTrainFolder(Dataset):
                              "remove it or lower the patch size")
         if small:
             names = ", ".join(p.name for p, _ in small[:5]) + (" ..." if len(small) > 5 else "")
-            warnings.warn(f"skipping {len(small)} of {len(files)} images smaller than {crop}: {names}",
-                          stacklevel=2)
+            warn(f"skipping {len(small)} of {len(files)} images smaller than {crop}: {names}")
         skipped = {p for p, _ in small}
         self.files = [f for f in files if f not in skipped]
         self._images = [read_rgb(f) for f in _progress(self.files, desc="decoding images")] if cache else None

@@ -233,7 +233,7 @@ class DetectTask(Task):
         # Torchvision's reference: no weight decay exemption, frozen parameters left out.
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
                                     lr=learning_rate(args, data.total_batch),
-                                    momentum=args.momentum, weight_decay=args.weight_decay)
+                                    momentum=args.momentum, weight_decay=args.weight_decay, fused=True)
         milestones = [round(m * schedule.max_steps) for m in args.lr_milestones]
         return optimizer, warmup_multistep(optimizer, args.warmup_steps, milestones)
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bam import list_attentions
 from tasks.data.ade20k import (
     ADE20K, IGNORE_INDEX, MAX_LONG_SIDE, TRAIN_SHORT_SIDES, SegmentationFolder, TrainTransform,
     collate_segmentation,
@@ -37,7 +38,7 @@ from tasks.utils.files import write_json_atomic, write_text_atomic
 from tasks.utils.messages import note
 from tasks.utils.processes import is_main_process
 
-ATTENTIONS = ("none", "bam", "bam-released", "se", "cbam")
+ATTENTIONS = tuple(list_attentions(include_none=True))
 PRIMARY_METRIC = "miou"
 # Schedule length of CSAILVision's config/ade20k-resnet50-upernet.yaml (the code and defaults the
 # paper used): 30 epochs x 5000 iterations of 16 images (8 GPUs x 2). With another effective batch
@@ -226,7 +227,8 @@ class ParseTask(Task):
         return prepare_model(model, data.num_processes, data.device_type)
 
     def optimizer(self, args: argparse.Namespace, model: nn.Module, data: ParseData, schedule: Schedule):
-        optimizer = torch.optim.SGD(parameter_groups(model, args.weight_decay), lr=args.lr, momentum=args.momentum)
+        optimizer = torch.optim.SGD(parameter_groups(model, args.weight_decay), lr=args.lr, momentum=args.momentum,
+                                    fused=True)
         return optimizer, poly_scheduler(optimizer, schedule.max_steps, args.poly_power)
 
     def loss(self, args: argparse.Namespace):

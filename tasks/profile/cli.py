@@ -5,8 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
-from tasks.networks import input_size_for, list_datasets, list_networks, load_zoo, network_datasets
-from tasks.profile.counts import CLI_ATTENTIONS, profile_network
+from tasks.networks import input_size_for, list_datasets, list_networks, load_zoo, network_datasets, valid_attentions
+from tasks.profile.counts import profile_network
 from tasks.profile.table import paper_table
 
 __all__ = ["build_parser", "main"]
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("arch", nargs="?", help=f"network name: {', '.join(list_networks())}")
     parser.add_argument("--dataset", choices=list_datasets(),
                         help="data set variant (default: imagenet if the network has one, else its only data set)")
-    parser.add_argument("--attention", default="bam", choices=CLI_ATTENTIONS,
+    parser.add_argument("--attention", default="bam", choices=valid_attentions(),
                         help="attention module; bam-c = BAM in every convolution block (default: bam)")
     parser.add_argument("--placement", choices=("bottleneck", "block"),
                         help="where attention goes (default: bottleneck for bam and bam-released, block for se "

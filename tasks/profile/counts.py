@@ -16,11 +16,7 @@ from tasks.networks import (build_network, default_placement, get_network_entry,
                             network_datasets, resolve_attention, valid_attentions)
 from tasks.profile.paper import PAPER
 
-__all__ = ["CLI_ATTENTIONS", "default_layout", "profile_network"]
-
-# The attention choices of the command line (bam-c: BAM in every convolution block).
-CLI_ATTENTIONS = ("none", "bam", "bam-c", "se", "cbam", "bam-released")
-
+__all__ = ["default_layout", "profile_network"]
 
 def default_layout(arch: str, dataset: str) -> str:
     """The paper's convention: v1 for ResNet-style networks, the network as defined otherwise."""
@@ -65,8 +61,8 @@ def profile_network(arch: str, dataset: str | None = None, attention: str = "bam
     dataset = dataset or network_datasets(arch)[0]
     layout = layout or default_layout(arch, dataset)
     placement = placement or default_placement(attention)
-    if attention not in CLI_ATTENTIONS and attention not in valid_attentions():
-        raise ValueError(f"unknown attention {attention!r}; valid names: {', '.join(CLI_ATTENTIONS)}")
+    if attention not in valid_attentions():
+        raise ValueError(f"unknown attention {attention!r}; valid names: {', '.join(valid_attentions())}")
     input_size = tuple(int(v) for v in (input_size or input_size_for(dataset)))
 
     base_params, base_macs, _, _, base_parts = _counts(arch, dataset, layout, "none", "bottleneck", input_size)

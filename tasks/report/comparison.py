@@ -34,7 +34,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from tasks.common.per_sample import load_per_sample
-from tasks.report.formatting import count, signed
+from tasks.utils.formatting import count, signed
 from tasks.report.metrics import MetricSpec, align, metric_specs
 from tasks.report.plots import (line_label, network_title, plot_forest, plot_network_curves, plot_per_image,
                                 variant_name)

@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from tasks.report.runs import BASELINE, Run, group_comparable, setting_labels
-from tasks.report.formatting import count, signed
+from tasks.utils.formatting import count, signed
 
 # Baseline in grey, BAM in the colour people associate with "ours"; other variants after.
 _COLOURS = {BASELINE: "#555555", "bam": "#d62728", "bam-c": "#ff7f0e", "bam-released": "#9467bd",
@@ -24,7 +24,8 @@ _AXIS_TITLES = {"top1_err": "top-1 error (%)", "top5_err": "top-5 error (%)", "m
                 "pixel_acc": "pixel accuracy", "mAP": "box mAP@[.5:.95]", "loss": "evaluation loss"}
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display on a cluster node)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,7 +108,7 @@ def plot_network_curves(variants: Mapping[str, Sequence[Run]], path: Path, title
     metrics = _ordered(curve_metrics(runs))
     if not metrics:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     rows, columns = _grid(metrics)
     fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.4 * rows + 0.5), dpi=120, squeeze=False)
     last_step = max((step for run in runs for step in run.curve(metrics[0])[0]), default=0)
@@ -186,7 +187,7 @@ def plot_forest(comparisons, path: Path, title: str = "") -> Path | None:
     unit (dB, pts, AP, SSIM), a zero line, colours by verdict, the numbers on the right."""
     if not comparisons:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     units: dict[str, list] = defaultdict(list)
     for comparison in comparisons:
         units[comparison.spec.unit].append(comparison)
@@ -248,7 +249,7 @@ def plot_per_image(scores: Mapping[str, Mapping[str, tuple]], path: Path, title:
     than the spread of image difficulty can be seen; the ``named`` largest gains (above) and
     losses (below) are labelled with the image's name.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(scores), 2, figsize=(11.0, 4.6 * len(scores) + 0.4), dpi=120, squeeze=False)
     for (left, right), (variant, sets) in zip(axes, scores.items()):
         name = variant_name(variant)

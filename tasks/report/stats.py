@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from tasks.report.formatting import signed
+from tasks.utils.formatting import signed
 
 __all__ = ["RESAMPLES", "COSTLY_RESAMPLES", "RESAMPLING_SEED", "CONFIDENCE", "Statistic", "Interval", "McNemar",
            "resample_weights", "bootstrap_difference", "mcnemar_exact", "decide", "verdict", "weighted_mean"]

@@ -14,6 +14,9 @@
 - ``srgan``: the SRGAN recipe (Ledig et al.) the BAM paper used: 96x96 HR crops, batch 16, Adam
   lr 1e-4 betas (0.9, 0.999), 10^6 updates, MSE loss, on ``--train-dir`` or
   ``<data root>/coco/train2017`` (the BAM paper's training set).
+
+``srgan`` and ``t91`` evaluate an exponential moving average of the weights (``--ema 0.999``, as
+BasicSR's recipes); ``--ema none`` turns it off.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ _SRGAN: dict[str, Any] = {
     "protocol": "basicsr",
     "repeat": 1,                  # visits of each image per epoch
     "cache": False,               # decode on the fly (COCO is far too big to keep in memory)
+    "ema": 0.999,                 # evaluate an average of the weights, as BasicSR's recipes do
 }
 
 _QUICK: dict[str, Any] = {
@@ -58,6 +62,7 @@ _QUICK: dict[str, Any] = {
     "curve_sets": "first",    # the curve on Set5; the larger sets are scored at the end
     "cache": True,
     "repeat": 20,
+    "ema": None,              # minutes-long runs: the live weights (the cosine decay settles them)
 }
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from tasks.common.panels import side_by_side
-from tasks.report.formatting import signed
+from tasks.utils.formatting import signed
 from tasks.report.plots import variant_name
 from tasks.utils.files import write_png_atomic
 from tasks.utils.images import quantize, to_hwc_uint8

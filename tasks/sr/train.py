@@ -126,7 +126,8 @@ def _presets_help() -> str:
         p = get_preset(name)
         lines.append(f"  {name:6s} train on <data root>/{p['train_subdir']}; x{p['scale']}, {p['patch_size']}px HR "
                      f"crops, batch {p['batch_size']}, Adam lr {p['lr']:g}, {p['max_steps']:,} steps, eval every "
-                     f"{p['eval_every']:,} on {'/'.join(p['sets'])}, {model_label(p['global_residual'])}")
+                     f"{p['eval_every']:,} on {'/'.join(p['sets'])}, {model_label(p['global_residual'])}"
+                     + (f", EMA {p['ema']}" if p["ema"] else ""))
     return "\n".join(lines)
 
 
