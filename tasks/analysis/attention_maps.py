@@ -25,7 +25,7 @@ from torch import nn
 from torchvision.transforms import functional as TF
 
 from bam import BAM, attention_targets, capture_attention, find_bottlenecks
-from tasks.report.plots import pyplot
+from tasks.report.plots import pyplot, save_figure
 from tasks.utils.messages import note
 
 # More modules than this (BAM-C: one per block) are shown one per resolution: the last of each.
@@ -111,13 +111,7 @@ def render_panel(image: np.ndarray, attention: dict[str, dict[str, torch.Tensor]
         if row == "attention" and stages:
             # An inset colour bar: one taken from the last axes would shrink that stage's image.
             fig.colorbar(shown, cax=axes[r][-1].inset_axes([1.04, 0.0, 0.05, 1.0]))
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)
 
 
 def _match_stage(stage: str, names: list[str], position: int) -> str:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from tasks.common.cli import add_data_args, positive_int
-from tasks.report.plots import pyplot
+from tasks.report.plots import pyplot, save_figure
 
 
 def class_selectivity(activity: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -104,11 +104,7 @@ def plot_selectivity(results: dict[str, dict[str, torch.Tensor]], out_dir, title
         ax.set_xlabel("class-selectivity index")
         ax.set_ylabel("density of units")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out_dir / f"selectivity_stage{i + 1}.png"
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_figure(fig, out_dir / f"selectivity_stage{i + 1}.png"))
     return written
 
 

@@ -34,6 +34,17 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, path: Path, title: str = "") -> Path:
+    """``fig`` with its title (if any) and a tight layout as the PNG ``path``; the figure is closed."""
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    pyplot().close(fig)
+    return path
+
+
 def axis_title(metric: str) -> str:
     """``psnr/Set5`` -> ``PSNR on Set5 (dB)``; known names spelled out; anything else as is."""
     kind, _, where = metric.partition("/")
@@ -138,12 +149,7 @@ def plot_network_curves(variants: Mapping[str, Sequence[Run]], path: Path, title
         ax.legend(fontsize=8)
     for ax in axes.flat[len(metrics):]:
         ax.set_visible(False)
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)
 
 
 def curves_file(network: tuple[str, str, str], index: int) -> str:
@@ -279,12 +285,7 @@ def plot_per_image(scores: Mapping[str, Mapping[str, tuple]], path: Path, title:
         for ax in (left, right):
             ax.grid(alpha=0.3)
             ax.tick_params(labelsize=8)
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)
 
 
 def _name_extremes(ax, deltas: Sequence[tuple[float, float, str]], named: int) -> None:
