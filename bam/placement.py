@@ -365,6 +365,7 @@ def _check_single_resolution(trace: _Trace, model: nn.Module) -> None:
 def _bottleneck_producers(trace: _Trace, stem: bool) -> list[_Call]:
     found: list[_Call] = []
     first_block_end = _first_block_end(trace)
+    plain = first_block_end is None  # no blocks: a chain of single convolutions, read to its layers
 
     def visit(node: _Call, entering: _Call | None) -> None:
         previous = entering if node.consumes(entering) else None
@@ -380,7 +381,7 @@ def _bottleneck_producers(trace: _Trace, stem: bool) -> list[_Call]:
                 continue
             if not child.downsamples:
                 continue
-            if _count_levels(child) > 2 or _ends_with_its_downsampling(child):
+            if (plain and child.children) or _count_levels(child) > 2 or _ends_with_its_downsampling(child):
                 visit(child, before)
                 continue
             if before is None or _is_global_pooling(child):  # model input, or the classifier's

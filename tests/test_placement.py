@@ -148,6 +148,18 @@ def test_stage_ending_with_pool_puts_attention_before_the_pool():
     assert find_blocks(VggLike(), (3, 32, 32)) == ["stages.0", "stages.1", "stages.2"]
 
 
+def test_chain_of_single_conv_stages_is_read_to_its_layers():
+    """No blocks (each stage one conv): the site is the last map before the strided stage."""
+    def stage(channels_in, channels_out, stride):
+        return nn.Sequential(nn.Conv2d(channels_in, channels_out, 3, stride, 1), nn.BatchNorm2d(channels_out),
+                             nn.ReLU())
+
+    chain = nn.Sequential(nn.Sequential(stage(3, 16, 1), stage(16, 16, 1), stage(16, 32, 2), stage(32, 32, 1)),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 5))
+    assert [(p.path, p.channels, p.size) for p in insertion_points(chain, input_size=(3, 16, 16))] == [
+        ("0.1", 16, (16, 16))]
+
+
 def test_wrapped_network():
     model = Wrapped(meta(tvm.resnet18))
     assert find_bottlenecks(model) == ["backbone.layer1", "backbone.layer2", "backbone.layer3"]
