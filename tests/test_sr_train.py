@@ -20,7 +20,7 @@ from tasks.report.runs import discover_runs
 from tasks.sr import evaluate as sr_evaluate
 from tasks.sr import train as sr_train
 from tasks.sr import upscale as sr_upscale
-from conftest import SR_TINY
+from conftest import SR_TINY, offline_wandb_records, wandb_run_record
 
 
 def _train(sr_crops, out: Path, *extra: str) -> dict:
@@ -265,6 +265,8 @@ def test_paired_run_trains_both_networks_alike_and_compares_them(sr_crops, tmp_p
         assert panel.width == 4 * 36 + 3 * 4  # bicubic | SRResNet | SRResNet+BAM | HR, 36 px each
     assert f"written to {comparison}" in capsys.readouterr().out  # the last lines say where it is
     # The comparison is a W&B run of the group too: its table, every picture, comparison.md.
+    comparison_run = wandb_run_record(offline_wandb_records(comparison))
+    assert (comparison_run.run_group, comparison_run.job_type) == ("sr-quick-x4-gr", "comparison")
     (logged,) = (comparison / "wandb").glob("offline-run-*")
     media = logged / "files" / "media"
     logged_pictures = {p.relative_to(media / "images" / "comparison").as_posix().rsplit("_0_", 1)[0]
