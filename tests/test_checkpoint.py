@@ -24,12 +24,8 @@ from tasks.utils.files import write_json_atomic
 @pytest.fixture()
 def accelerator():
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
 
-    accelerator = Accelerator(cpu=True)
-    yield accelerator
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    return Accelerator(cpu=True)
 
 
 def prepared_model(accelerator, value: float):

@@ -17,30 +17,10 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import SR_TINY, cli_error, error_line, make_toy_trainer
+
 REPO = Path(__file__).resolve().parents[1]
 NOT_UTF8 = os.fsdecode(b"run-\xff")  # a folder name with a byte that is not UTF-8
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """Each trainer gets its own Accelerator; clear Accelerate's process-wide singletons after."""
-    yield
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-
-
-def _cli_error(capsys, main, argv) -> str:
-    """The one ``error: ...`` line of a command that must stop with exit code 2."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    stderr = capsys.readouterr().err
-    assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, stderr
-    return lines[0]
 
 
 def _tiny_sr_model(folder: Path, **kwargs) -> Path:
@@ -71,7 +51,8 @@ def test_upscale_refuses_two_inputs_with_one_output(tmp_path, capsys):
     _photo(photos / "photo.png", seed=1)
     _photo(photos / "photo.jpg", seed=2)
     out = tmp_path / "x4"
-    line = _cli_error(capsys, upscale.main, ["--checkpoint", str(model), "--input", str(photos), "--output-dir", str(out)])
+    argv = ["--checkpoint", str(model), "--input", str(photos), "--output-dir", str(out)]
+    line = error_line(cli_error(capsys, upscale.main, argv))
     assert line == (f"error: {photos / 'photo.jpg'} and {photos / 'photo.png'} would both be upscaled to "
                     f"{out / 'photo.png'}: rename one of them or upscale them separately")
     assert not out.exists()  # refused before anything was written
@@ -87,8 +68,8 @@ def test_upscale_refuses_to_replace_its_inputs(tmp_path, capsys):
     before = _snapshot(photos)
 
     def refused(output: Path, source: Path | None = None) -> str:
-        return _cli_error(capsys, upscale.main, ["--checkpoint", str(model), "--input", str(source or photos),
-                                                 "--output-dir", str(output)])
+        argv = ["--checkpoint", str(model), "--input", str(source or photos), "--output-dir", str(output)]
+        return error_line(cli_error(capsys, upscale.main, argv))
 
     assert refused(photos) == (f"error: --output-dir {photos} is the --input folder: the upscaled PNGs would replace or "
                                "mix with the originals; choose another folder")
@@ -295,21 +276,17 @@ class _RunsCode:
 
 
 def _toy_run(tmp_path: Path, name: str = "run") -> Path:
-    from test_trainer import make_trainer
-
-    make_trainer(tmp_path / name, max_steps=10).fit()
+    make_toy_trainer(tmp_path / name, max_steps=10).fit()
     return tmp_path / name / "checkpoints" / "last"
 
 
 @pytest.mark.parametrize("file", ["optimizer.bin", "random_states_0.pkl"])
 def test_a_pickle_that_would_run_code_is_a_damaged_file(tmp_path, file):
-    from test_trainer import make_trainer
-
     last = _toy_run(tmp_path)
     marker = tmp_path / "code-ran"
     torch.save({"state": _RunsCode(marker)}, last / file)
     with pytest.raises(ValueError) as error:
-        make_trainer(tmp_path / "run", max_steps=12, resume=True).fit()
+        make_toy_trainer(tmp_path / "run", max_steps=12, resume=True).fit()
     assert str(error.value) == (f"--resume: {last / file} is damaged (it holds an object other than tensors and plain "
                                 "data (posix.mkdir), which is not loaded: unpickling it could run code), so "
                                 f"{last} cannot be resumed; give --resume another checkpoint of the run (e.g. "
@@ -317,20 +294,19 @@ def test_a_pickle_that_would_run_code_is_a_damaged_file(tmp_path, file):
     assert not marker.exists()
 
 
-def test_a_pickle_that_would_run_code_stops_an_sr_resume_in_one_line(tmp_path, capsys):
+def test_a_pickle_that_would_run_code_stops_an_sr_resume_in_one_line(tmp_path, write_sr_crops, capsys):
     from tasks.sr import train as sr_train
     from tasks.data.embedded import embedded_sr_images
-    from test_sr_train import TINY, _write_crops
 
-    train = _write_crops(tmp_path / "train", embedded_sr_images("train"), 40, 4)
-    bench = _write_crops(tmp_path / "bench", embedded_sr_images("test"), 36, 2)
-    argv = [*TINY, "--train-dir", str(train), "--sets", str(bench), "--output-dir", str(tmp_path), "--run-name", "run",
-            "--wandb", "disabled", "--num-pictures", "0", "--eval-every", "2"]
+    train = write_sr_crops(tmp_path / "train", embedded_sr_images("train"), 40, 4)
+    bench = write_sr_crops(tmp_path / "bench", embedded_sr_images("test"), 36, 2)
+    argv = [*SR_TINY, "--train-dir", str(train), "--sets", str(bench), "--output-dir", str(tmp_path), "--run-name",
+            "run", "--wandb", "disabled", "--num-pictures", "0", "--eval-every", "2"]
     sr_train.main([*argv, "--max-steps", "2"])
     optimizer = tmp_path / "run" / "checkpoints" / "last" / "optimizer.bin"
     torch.save({"state": _RunsCode(tmp_path / "code-ran")}, optimizer)
     capsys.readouterr()
-    line = _cli_error(capsys, sr_train.main, [*argv, "--max-steps", "3", "--resume"])
+    line = error_line(cli_error(capsys, sr_train.main, [*argv, "--max-steps", "3", "--resume"]))
     assert line.startswith(f"error: --resume: {optimizer} is damaged (it holds an object other than tensors")
     assert not (tmp_path / "code-ran").exists()
 
@@ -339,8 +315,6 @@ def test_a_pickle_that_would_run_code_stops_an_sr_resume_in_one_line(tmp_path, c
 def test_an_unreadable_random_state_file_stops_the_resume(tmp_path, damage):
     """Accelerate skips a random-number file it cannot use without a word; the run would then no
     longer repeat the uninterrupted one."""
-    from test_trainer import make_trainer
-
     last = _toy_run(tmp_path)
     rng_file = last / "random_states_0.pkl"
     if damage == "missing":
@@ -350,17 +324,15 @@ def test_an_unreadable_random_state_file_stops_the_resume(tmp_path, damage):
         torch.save({"step": 10}, rng_file)  # loads, but holds no random states
         problem = "not Accelerate's random-number state (no random_state, numpy_random_seed, torch_manual_seed)"
     with pytest.raises(ValueError) as error:
-        make_trainer(tmp_path / "run", max_steps=12, resume=True).fit()
+        make_toy_trainer(tmp_path / "run", max_steps=12, resume=True).fit()
     assert str(error.value).startswith(f"--resume: {rng_file} is damaged ({problem}), so {last} cannot be resumed")
 
 
 def test_resume_under_a_path_that_is_not_utf8_says_so(tmp_path):
-    from test_trainer import make_trainer
-
     last = _toy_run(tmp_path, NOT_UTF8)  # training and saving work there
     assert (last / "model.safetensors").is_file()
     with pytest.raises(ValueError) as error:
-        make_trainer(tmp_path / NOT_UTF8, max_steps=12, resume=True).fit()
+        make_toy_trainer(tmp_path / NOT_UTF8, max_steps=12, resume=True).fit()
     assert str(error.value) == (f"--resume: {last} cannot be resumed: its path is not valid UTF-8, and the "
                                 "safetensors library Accelerate loads checkpoints with opens only UTF-8 paths; "
                                 "rename the folder (or the one above it that has the name) and resume from there")
@@ -384,8 +356,9 @@ def test_docs_load_downloaded_checkpoints_with_weights_only():
 def test_a_run_name_too_long_for_a_folder_is_refused_in_one_line(tmp_path, capsys):
     from tasks.classify.train import main as classify
 
-    line = _cli_error(capsys, classify, ["--run-name", "r" * 300, "--output-dir", str(tmp_path), "--max-steps", "1",
-                                         "--attention", "none", "--wandb", "disabled"])
+    argv = ["--run-name", "r" * 300, "--output-dir", str(tmp_path), "--max-steps", "1", "--attention", "none",
+            "--wandb", "disabled"]
+    line = error_line(cli_error(capsys, classify, argv))
     assert line == "error: --run-name is 300 bytes long; a run folder name may have at most 241 (file names stop " \
                    "at 255 bytes)"
     assert list(tmp_path.iterdir()) == []

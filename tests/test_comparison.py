@@ -11,6 +11,7 @@ from tasks.analysis import attention_maps, selectivity
 from tasks.classify.train import main as classify
 from tasks.report.__main__ import main as report
 from tasks.report.runs import discover_runs
+from conftest import offline_wandb_records, wandb_history, wandb_run_record
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +51,28 @@ def test_report_of_two_real_runs(two_runs, tmp_path, capsys):
     assert "McNemar" in capsys.readouterr().out
     # the runs the comparison was made of, not the comparison's own W&B run
     assert sorted(r.attention for r in discover_runs([root])) == ["bam", "none"]
+
+
+def test_the_comparison_is_a_wandb_run_of_the_group_with_its_table_and_pictures(two_runs):
+    """W&B tells the comparison from the training runs by its job type; it holds the table, every
+    picture and comparison.md of the comparison folder."""
+    root, _ = two_runs
+    for name, job in (("e2e-none", "classify"), ("e2e-bam", "classify"), ("e2e-comparison", "comparison")):
+        run = wandb_run_record(offline_wandb_records(root / name))
+        assert (run.run_group, run.job_type, run.display_name) == ("e2e", job, name)
+    records = offline_wandb_records(root / "e2e-comparison")
+    assert "comparison" in wandb_run_record(records).tags
+    logged = {key.rsplit("/", 1)[0]: value for row in wandb_history(records)
+              for key, value in row.items() if key.endswith("/_type")}
+    assert logged == {"comparison/differences": "table-file", "comparison/forest": "image-file",
+                      "comparison/curves_classify_digits_resnet20": "image-file"}
+    (table,) = (root / "e2e-comparison").glob("wandb/offline-run-*/files/media/table/comparison/differences_*.json")
+    rows = list(csv.reader((root / "e2e-comparison" / "comparison.csv").open()))
+    written = json.loads(table.read_text())
+    assert written["columns"] == rows[0] and len(written["data"]) == len(rows) - 1 == 2
+    metric = rows[0].index("metric")
+    assert [row[metric] for row in written["data"]] == [row[metric] for row in rows[1:]] == ["top1_err", "top5_err"]
+    assert list((root / "e2e-comparison").glob("wandb/offline-run-*/files/comparison.md"))
 
 
 def test_selectivity_and_attention_maps_of_the_runs(two_runs, tmp_path, capsys):

@@ -33,10 +33,6 @@ def traced_without_codegen(monkeypatch):
     monkeypatch.setenv(BACKEND_ENV, "aot_eager")
     monkeypatch.setattr(messages, "_noted", set())  # each test sees its own notes
     yield
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
     torch._dynamo.reset()
 
 

@@ -14,50 +14,10 @@ from PIL import Image
 pytest.importorskip("pycocotools")
 
 from tasks.data.coco import CocoDetection, coco_paths, collate_detection, hflip  # noqa: E402
-
-# Category ids with gaps, as in COCO (1..90 with holes): labels must stay the ids.
-CATEGORIES = [{"id": 1, "name": "cat", "supercategory": "animal"},
-              {"id": 3, "name": "dog", "supercategory": "animal"},
-              {"id": 7, "name": "car", "supercategory": "vehicle"}]
-# (file, width, height, [(category, x, y, w, h, iscrowd)]); sizes cover COCO's small (< 32^2),
-# medium and large (> 96^2) area ranges.
-CLEAN_IMAGES = [
-    ("000000000001.jpg", 160, 120, [(1, 10, 10, 20, 20, 0), (3, 50, 30, 60, 50, 0)]),
-    ("000000000002.jpg", 128, 128, [(7, 5, 5, 110, 100, 0), (1, 90, 100, 25, 20, 0)]),
-    ("000000000003.jpg", 200, 150, [(3, 20, 20, 40, 40, 0), (7, 100, 40, 90, 100, 0),
-                                    (1, 150, 10, 30, 25, 0)]),
-]
-BAD_IMAGES = [
-    # one box reaching outside the image (clipped), one entirely outside (dropped), one crowd region
-    ("000000000004.jpg", 96, 128, [(3, 60, 80, 50, 60, 0), (1, 120, 10, 20, 20, 0),
-                                   (7, 0, 0, 40, 40, 1)]),
-    ("000000000005.jpg", 64, 64, []),  # empty annotation list
-]
+from conftest import COCO_BAD_IMAGES, COCO_CLEAN_IMAGES  # noqa: E402
 
 
-def write_tiny_coco(root: Path, split: str = "val", images=None, seed: int = 0) -> Path:
-    """Write a COCO-format data set in the released layout under ``root/coco``; returns root."""
-    images = CLEAN_IMAGES if images is None else images
-    rng = np.random.default_rng(seed)
-    image_dir = root / "coco" / f"{split}2017"
-    image_dir.mkdir(parents=True, exist_ok=True)
-    (root / "coco" / "annotations").mkdir(parents=True, exist_ok=True)
-    records, annotations = [], []
-    for image_id, (name, width, height, boxes) in enumerate(images, start=1):
-        pixels = rng.integers(0, 60, size=(height, width, 3), dtype=np.uint8)
-        for _, x, y, w, h, _ in boxes:  # bright rectangles where the objects are
-            pixels[max(y, 0):y + h, max(x, 0):x + w] = rng.integers(150, 255, size=3, dtype=np.uint8)
-        Image.fromarray(pixels).save(image_dir / name, quality=95)
-        records.append({"id": image_id, "file_name": name, "width": width, "height": height})
-        for category, x, y, w, h, crowd in boxes:
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category,
-                                "bbox": [x, y, w, h], "area": float(w * h), "iscrowd": crowd})
-    content = {"images": records, "annotations": annotations, "categories": CATEGORIES}
-    (root / "coco" / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(content))
-    return root
-
-
-def test_released_layout_parsed_into_torchvision_targets(tmp_path):
+def test_released_layout_parsed_into_torchvision_targets(tmp_path, write_tiny_coco):
     root = write_tiny_coco(tmp_path, "val")
     data = CocoDetection(root, split="val")
     assert len(data) == 3 and data.num_classes == 8 and data.categories[7] == "car"
@@ -88,7 +48,7 @@ def test_horizontal_flip_moves_boxes_with_pixels():
     assert target["boxes"][0, 0] == 1.0  # input untouched
 
 
-def test_training_flip_is_random_consistent_and_seeded(tmp_path):
+def test_training_flip_is_random_consistent_and_seeded(tmp_path, write_tiny_coco):
     root = write_tiny_coco(tmp_path, "train")
     data = CocoDetection(root, split="train")
     lefts = {}
@@ -103,8 +63,8 @@ def test_training_flip_is_random_consistent_and_seeded(tmp_path):
     assert CocoDetection(root, split="train", train=False)[0][1]["boxes"][0, 0] == 10  # no flip
 
 
-def test_bad_boxes_clipped_dropped_and_counted(tmp_path, caplog):
-    root = write_tiny_coco(tmp_path, "val", CLEAN_IMAGES + BAD_IMAGES)
+def test_bad_boxes_clipped_dropped_and_counted(tmp_path, write_tiny_coco, caplog):
+    root = write_tiny_coco(tmp_path, "val", COCO_CLEAN_IMAGES + COCO_BAD_IMAGES)
     with caplog.at_level(logging.WARNING):
         data = CocoDetection(root, split="val")  # evaluation keeps images without boxes
     assert data.stats["clipped_boxes"] == 1 and data.stats["dropped_boxes"] == 1
@@ -118,14 +78,14 @@ def test_bad_boxes_clipped_dropped_and_counted(tmp_path, caplog):
     assert image.shape == (3, 64, 64) and target["boxes"].shape == (0, 4) and target["labels"].numel() == 0
 
 
-def test_training_skips_images_without_boxes(tmp_path):
-    root = write_tiny_coco(tmp_path, "train", CLEAN_IMAGES + BAD_IMAGES)
+def test_training_skips_images_without_boxes(tmp_path, write_tiny_coco):
+    root = write_tiny_coco(tmp_path, "train", COCO_CLEAN_IMAGES + COCO_BAD_IMAGES)
     data = CocoDetection(root, split="train")
     assert len(data) == 4 and 5 not in data.ids
     assert data.stats["removed_images"] == 1
 
 
-def test_missing_image_file_is_named(tmp_path):
+def test_missing_image_file_is_named(tmp_path, write_tiny_coco):
     root = write_tiny_coco(tmp_path, "val")
     (root / "coco" / "val2017" / "000000000002.jpg").unlink()
     data = CocoDetection(root, split="val")
@@ -133,7 +93,7 @@ def test_missing_image_file_is_named(tmp_path):
         data[1]
 
 
-def test_wrong_image_size_is_named(tmp_path):
+def test_wrong_image_size_is_named(tmp_path, write_tiny_coco):
     root = write_tiny_coco(tmp_path, "val")
     Image.new("RGB", (10, 10)).save(root / "coco" / "val2017" / "000000000001.jpg")
     with pytest.raises(ValueError, match="000000000001.jpg.*10x10"):
@@ -166,7 +126,7 @@ def _rewrite_annotations(root: Path, change) -> None:
     (lambda c: c["annotations"][0].update(bbox=[1, 2, float("nan"), 4]), r"image id 1: annotation 1: non-finite"),
     (lambda c: c["images"][1].pop("width"), r"image id 2: image records need .*'width'"),
 ])
-def test_bad_annotations_are_named(tmp_path, change, message):
+def test_bad_annotations_are_named(tmp_path, write_tiny_coco, change, message):
     root = write_tiny_coco(tmp_path, "val")
     _rewrite_annotations(root, change)
     with pytest.raises(ValueError, match=r"instances_val2017\.json, " + message):
@@ -182,16 +142,16 @@ def test_bad_annotations_are_named(tmp_path, change, message):
      r"\.json, image id 1: annotation 1 has no 'area' \(COCO evaluation needs them for every box\); 10 of 10"),
     (lambda c: c["annotations"][2].pop("iscrowd"), r"\.json, image id 2: annotation 3 has no 'iscrowd'"),
 ])
-def test_annotation_files_missing_what_pycocotools_needs_are_named(tmp_path, change, message):
+def test_annotation_files_missing_what_pycocotools_needs_are_named(tmp_path, write_tiny_coco, change, message):
     """pycocotools would raise a KeyError (categories), the loader a misleading "no images left",
     COCOeval a KeyError after training (area, iscrowd): each is found when the set is built."""
-    root = write_tiny_coco(tmp_path, "val", images=CLEAN_IMAGES + BAD_IMAGES)
+    root = write_tiny_coco(tmp_path, "val", images=COCO_CLEAN_IMAGES + COCO_BAD_IMAGES)
     _rewrite_annotations(root, change)
     with pytest.raises(ValueError, match=message):
         CocoDetection(root, split="val")
 
 
-def test_training_annotations_need_no_area(tmp_path):
+def test_training_annotations_need_no_area(tmp_path, write_tiny_coco):
     root = write_tiny_coco(tmp_path, "train")
     path = root / "coco" / "annotations" / "instances_train2017.json"
     content = json.loads(path.read_text())
@@ -201,14 +161,14 @@ def test_training_annotations_need_no_area(tmp_path):
     assert len(CocoDetection(root, split="train")) == 3  # boxes are enough to train on
 
 
-def test_annotation_file_that_is_a_list_is_named(tmp_path):
+def test_annotation_file_that_is_a_list_is_named(tmp_path, write_tiny_coco):
     root = write_tiny_coco(tmp_path, "val")
     (root / "coco" / "annotations" / "instances_val2017.json").write_text("[]")
     with pytest.raises(ValueError, match="instances_val2017.json is not a COCO"):
         CocoDetection(root, split="val")
 
 
-def test_gray_16bit_and_truncated_images(tmp_path):
+def test_gray_16bit_and_truncated_images(tmp_path, write_tiny_coco):
     root = write_tiny_coco(tmp_path, "val")
     values = np.full((120, 160), 30000, np.uint16)  # round(30000 * 255 / 65535) = 117, not clipped to 255
     Image.fromarray(values).save(root / "coco" / "val2017" / "gray16.png")
@@ -223,7 +183,7 @@ def test_gray_16bit_and_truncated_images(tmp_path):
         data[1]
 
 
-def test_category_id_zero_is_refused(tmp_path):
+def test_category_id_zero_is_refused(tmp_path, write_tiny_coco):
     """Label 0 is torchvision's background: a category 0 would be trained as background."""
     root = write_tiny_coco(tmp_path, "val")
     _rewrite_annotations(root, lambda c: [c["categories"][0].update(id=0),

@@ -13,11 +13,10 @@ from tasks.data.coco import CocoDetection, collate_detection, load_coco_api  # n
 from tasks.detect.coco_eval import (  # noqa: E402
     AP_KEYS, METRIC_KEYS, detections_to_coco, evaluate_coco, evaluate_distributed, merge_records,
 )
-from test_detect_data import write_tiny_coco  # noqa: E402
 
 
 @pytest.fixture
-def tiny(tmp_path):
+def tiny(tmp_path, write_tiny_coco):
     root = write_tiny_coco(tmp_path, "val")
     return CocoDetection(root, split="val")
 

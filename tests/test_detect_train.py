@@ -13,7 +13,6 @@ pytest.importorskip("pycocotools")
 
 from tasks.data.coco import CocoDetection, collate_detection  # noqa: E402
 from tasks.detect.model import fasterrcnn_resnet101, load_backbone_weights, build_resnet101_trunk  # noqa: E402
-from test_detect_data import write_tiny_coco  # noqa: E402
 
 TINY = dict(min_size=128, max_size=128, box_batch_size_per_image=8)
 
@@ -30,7 +29,7 @@ def count_calls(modules):
     return calls, handles
 
 
-def test_bam_runs_inside_the_c4_detector_loads_imagenet_weights_and_trains(tmp_path):
+def test_bam_runs_inside_the_c4_detector_loads_imagenet_weights_and_trains(tmp_path, write_tiny_coco):
     torch.manual_seed(0)
     reference = resnet101()
     torch.nn.init.normal_(reference.layer2[0].conv1.weight)
@@ -117,7 +116,7 @@ def test_classification_checkpoint_with_bam_weights_loads(tmp_path):
         load_backbone_weights(trunk, tmp_path / "nothing.pth")
 
 
-def test_tiny_training_run_and_evaluation(tmp_path, capsys):
+def test_tiny_training_run_and_evaluation(tmp_path, write_tiny_coco, capsys):
     from tasks.detect import evaluate, train
 
     root = tmp_path / "data"

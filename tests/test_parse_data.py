@@ -1,7 +1,6 @@
 """ADE20K-layout loading: label shift, ignore padding, augmentation alignment, clear errors."""
 
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,40 +12,9 @@ from tasks.data.ade20k import (
     collate_segmentation, colorize, scaled_size,
 )
 
-# Raw ADE values (0 = unlabeled) and the colours the image shows there.
-COLOURS = {0: (0, 0, 0), 1: (230, 30, 30), 5: (30, 230, 30), 150: (30, 30, 230)}
-
-
-def tiny_label(height: int, width: int, seed: int) -> np.ndarray:
-    """Blocks of raw values 1, 5, 150 and an unlabeled strip, placed asymmetrically."""
-    label = np.full((height, width), 1, np.uint8)
-    cut = width // 3 + seed % 5
-    label[:, cut:] = 5
-    label[height // 2:, : width // 4] = 150
-    label[: height // 8] = 0
-    return label
-
-
-def write_tiny_ade20k(root: Path, sizes=((64, 80), (80, 64), (64, 80)), splits=("training", "validation")) -> Path:
-    """A few JPEG images + mode-L label PNGs in the released ADEChallengeData2016 layout."""
-    for split in splits:
-        images = root / "ADEChallengeData2016" / "images" / split
-        labels = root / "ADEChallengeData2016" / "annotations" / split
-        images.mkdir(parents=True, exist_ok=True)
-        labels.mkdir(parents=True, exist_ok=True)
-        for i, (h, w) in enumerate(sizes):
-            label = tiny_label(h, w, i)
-            rgb = np.zeros((h, w, 3), np.uint8)
-            for value, colour in COLOURS.items():
-                rgb[label == value] = colour
-            name = f"ADE_{split[:5]}_{i:08d}"
-            Image.fromarray(rgb).save(images / f"{name}.jpg", quality=95)
-            Image.fromarray(label).save(labels / f"{name}.png")
-    return root
-
 
 @pytest.fixture()
-def ade_root(tmp_path):
+def ade_root(tmp_path, write_tiny_ade20k):
     return write_tiny_ade20k(tmp_path)
 
 

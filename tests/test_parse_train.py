@@ -10,18 +10,15 @@ from torch import nn
 from tasks.parse import evaluate as parse_evaluate
 from tasks.parse import train as parse_train
 from tasks.parse.evaluate import predict_probabilities
-from test_parse_data import write_tiny_ade20k
-
-TINY = ["--batch-size", "2", "--backbone", "resnet18", "--decoder-channels", "16", "--short-sides", "64", "--max-long-side", "96",
-        "--num-workers", "0", "--wandb", "disabled", "--macs-size", "64", "--log-every", "1", "--num-pictures", "2"]
+from conftest import PARSE_TINY
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
+def trained_run(tmp_path_factory, write_tiny_ade20k):
     root = write_tiny_ade20k(tmp_path_factory.mktemp("data"))
     out = tmp_path_factory.mktemp("runs")
     [summary] = parse_train.main(["--data-root", str(root), "--output-dir", str(out), "--attention", "bam",
-                                "--max-steps", "2", "--eval-every", "2", "--run-name", "tiny", *TINY])
+                                "--max-steps", "2", "--eval-every", "2", "--run-name", "tiny", *PARSE_TINY])
     return root, out / "tiny", summary
 
 
@@ -125,7 +122,7 @@ def test_each_process_scores_its_own_images_once(trained_run, monkeypatch):
 def test_resume_continues_the_run(trained_run):
     root, run_dir, _ = trained_run
     [summary] = parse_train.main(["--data-root", str(root), "--output-dir", str(run_dir.parent), "--attention", "bam",
-                                "--max-steps", "3", "--eval-every", "3", "--run-name", "tiny", "--resume", *TINY])
+                                "--max-steps", "3", "--eval-every", "3", "--run-name", "tiny", "--resume", *PARSE_TINY])
     assert summary["steps"] == 3
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 2, 3, 3]
@@ -162,15 +159,15 @@ def test_syncbn_only_with_several_processes_and_loss_guards():
     assert loss.item() == 0.0 and np.isfinite(extras["pixel_acc"])  # nothing labelled: 0, not NaN
 
 
-def test_cli_errors_are_clear(tmp_path, capsys):
+def test_cli_errors_are_clear(tmp_path, write_tiny_ade20k, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        parse_train.main(["--data-root", str(tmp_path), "--output-dir", str(tmp_path / "runs"), *TINY])
+        parse_train.main(["--data-root", str(tmp_path), "--output-dir", str(tmp_path / "runs"), *PARSE_TINY])
     assert exit_info.value.code == 2
     assert "ADEChallengeData2016/images/{training,validation}" in capsys.readouterr().err
     root = write_tiny_ade20k(tmp_path / "data")
     with pytest.raises(SystemExit):
         parse_train.main(["--data-root", str(root), "--output-dir", str(tmp_path / "runs"), "--attention", "bam",
-                         *TINY, "--batch-size", "1"])
+                         *PARSE_TINY, "--batch-size", "1"])
     assert "--batch-size 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parse_evaluate.main(["--checkpoint", str(tmp_path / "missing")])

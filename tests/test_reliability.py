@@ -15,44 +15,17 @@ import torch
 from PIL import Image
 
 from tasks.data.embedded import embedded_sr_images
-from test_parse_data import write_tiny_ade20k
-from test_sr_train import TINY as SR_TINY
-from test_sr_train import _write_crops
+from conftest import (PARSE_TINY, SR_TINY, NoisyLinearData, cli_error, error_line, mae_evaluate,
+                      make_toy_trainer)
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """Each run gets its own Accelerator; clear Accelerate's process-wide singletons after."""
-    yield
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-
-
-def _cli_error(capsys, main, argv) -> str:
-    """The stderr of a command that must stop with exit code 2."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    return capsys.readouterr().err.strip()
-
-
-def _error_line(stderr: str) -> str:
-    """The one ``error: ...`` line, checked to be alone (no traceback around it)."""
-    assert "Traceback" not in stderr and "Caught" not in stderr, stderr
-    lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, stderr
-    return lines[0]
-
-
 @pytest.fixture(scope="module")
-def sr_data(tmp_path_factory) -> dict:
+def sr_data(tmp_path_factory, write_sr_crops) -> dict:
     base = tmp_path_factory.mktemp("srdata")
-    return {"train": _write_crops(base / "train", embedded_sr_images("train"), 40, 4),
-            "bench": _write_crops(base / "bench", embedded_sr_images("test"), 36, 2), "base": base}
+    return {"train": write_sr_crops(base / "train", embedded_sr_images("train"), 40, 4),
+            "bench": write_sr_crops(base / "bench", embedded_sr_images("test"), 36, 2), "base": base}
 
 
 def _sr_argv(sr_data, out: Path, *extra: str, train: Path | None = None) -> list[str]:
@@ -74,7 +47,7 @@ def test_truncated_jpeg_in_a_worker_reads_like_without_workers(sr_data, tmp_path
     for workers in ("0", "1"):
         argv = _sr_argv(sr_data, tmp_path / f"out{workers}", "--max-steps", "4", "--num-workers", workers,
                         "--no-cache", train=train)
-        lines[workers] = _error_line(_cli_error(capsys, sr_train.main, argv))
+        lines[workers] = error_line(cli_error(capsys, sr_train.main, argv))
     assert lines["1"] == lines["0"]
     assert str(train / "broken.jpg") in lines["1"] and len(lines["1"]) < 300
 
@@ -90,12 +63,11 @@ def test_command_exits_after_an_error_in_a_worker(sr_data, tmp_path):
     done = subprocess.run([sys.executable, str(REPO / "launch" / "sr.py"), *argv], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 2, done.stderr
-    assert str(train / "broken.png") in _error_line(done.stderr)
+    assert str(train / "broken.png") in error_line(done.stderr)
 
 
-def test_bad_ade20k_label_in_a_worker_reads_like_without_workers(tmp_path, capsys):
+def test_bad_ade20k_label_in_a_worker_reads_like_without_workers(tmp_path, write_tiny_ade20k, capsys):
     from tasks.parse import train as parse_train
-    from test_parse_train import TINY as PARSE_TINY
 
     root = write_tiny_ade20k(tmp_path / "data")
     label_file = root / "ADEChallengeData2016/annotations/training/ADE_train_00000001.png"
@@ -106,7 +78,7 @@ def test_bad_ade20k_label_in_a_worker_reads_like_without_workers(tmp_path, capsy
     for workers in ("0", "1"):
         argv = ["--data-root", str(root), "--output-dir", str(tmp_path / f"out{workers}"), "--max-steps", "3",
                 *PARSE_TINY, "--num-workers", workers]
-        lines[workers] = _error_line(_cli_error(capsys, parse_train.main, argv))
+        lines[workers] = error_line(cli_error(capsys, parse_train.main, argv))
     assert lines["1"] == lines["0"]
     assert str(label_file) in lines["1"] and "151" in lines["1"]
 
@@ -129,19 +101,17 @@ def test_worker_message_is_the_last_exception_and_debug_shows_the_traceback(monk
     def first_batch():
         return next(iter(DataLoader(Broken(), num_workers=1)))
 
-    assert _error_line(_cli_error(capsys, run_cli, first_batch)) == \
+    assert error_line(cli_error(capsys, run_cli, first_batch)) == \
         "error: cannot read image /data/x.jpg: image file is truncated"
     monkeypatch.setenv("BAM_DEBUG", "1")
-    stderr = _cli_error(capsys, run_cli, first_batch)
+    stderr = cli_error(capsys, run_cli, first_batch)
     assert "decoder stopped" in stderr and "__getitem__" in stderr  # the worker's own traceback
     assert stderr.splitlines()[-1] == "error: cannot read image /data/x.jpg: image file is truncated"
 
 
 # -- 4. damaged checkpoints, checkpoints of another task ------------------------------------------------
 def _toy_run(tmp_path: Path) -> Path:
-    from test_trainer import make_trainer
-
-    make_trainer(tmp_path / "run", max_steps=10).fit()
+    make_toy_trainer(tmp_path / "run", max_steps=10).fit()
     return tmp_path / "run"
 
 
@@ -150,8 +120,6 @@ def _toy_run(tmp_path: Path) -> Path:
     ("optimizer.bin", "flip"), ("random_states_0.pkl", "truncate"),
 ])
 def test_resume_from_a_damaged_checkpoint_names_the_file(tmp_path, file, damage):
-    from test_trainer import make_trainer
-
     run = _toy_run(tmp_path)
     path = run / "checkpoints" / "last" / file
     data = path.read_bytes()
@@ -164,7 +132,7 @@ def test_resume_from_a_damaged_checkpoint_names_the_file(tmp_path, file, damage)
         data[len(data) // 2] ^= 0xFF
         path.write_bytes(bytes(data))
     with pytest.raises(ValueError) as error:
-        make_trainer(run, max_steps=12, resume=True).fit()
+        make_toy_trainer(run, max_steps=12, resume=True).fit()
     message = str(error.value)
     assert message.startswith(f"--resume: {path} is damaged (") and "other settings" not in message
 
@@ -176,8 +144,8 @@ def test_resume_from_a_truncated_sr_checkpoint_is_one_line(sr_data, tmp_path, ca
     weights = tmp_path / "run" / "checkpoints" / "last" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     capsys.readouterr()
-    line = _error_line(_cli_error(capsys, sr_train.main, _sr_argv(sr_data, tmp_path, "--max-steps", "3",
-                                                                  "--resume")))
+    line = error_line(cli_error(capsys, sr_train.main, _sr_argv(sr_data, tmp_path, "--max-steps", "3",
+                                                                "--resume")))
     assert f"{weights} is damaged (not a complete safetensors file" in line
 
 
@@ -202,13 +170,13 @@ def test_a_checkpoint_of_another_task_names_the_task_it_was_made_for(sr_data, tm
 
     files = _model_files(tmp_path)
     made_for = f"{files['classify'] / 'network.json'} holds a model made for the 'classify' task"
-    line = _error_line(_cli_error(capsys, sr_upscale.main, ["--checkpoint", str(files["classify"]), "--input",
-                                                            str(sr_data["bench"]), "--output-dir", str(tmp_path / "up")]))
+    line = error_line(cli_error(capsys, sr_upscale.main, ["--checkpoint", str(files["classify"]), "--input",
+                                                          str(sr_data["bench"]), "--output-dir", str(tmp_path / "up")]))
     assert made_for in line and "takes models of the 'sr' task" in line
-    line = _error_line(_cli_error(capsys, sr_evaluate.main, ["--checkpoint", str(files["classify"]), "--sets",
-                                                             str(sr_data["bench"]), "--device", "cpu"]))
+    line = error_line(cli_error(capsys, sr_evaluate.main, ["--checkpoint", str(files["classify"]), "--sets",
+                                                           str(sr_data["bench"]), "--device", "cpu"]))
     assert made_for in line and "takes models of the 'sr' task" in line
-    line = _error_line(_cli_error(capsys, selectivity.main, ["--checkpoint", str(files["sr"])]))
+    line = error_line(cli_error(capsys, selectivity.main, ["--checkpoint", str(files["sr"])]))
     assert "made for the 'sr' task" in line and "takes models of the 'classify' task" in line
 
 
@@ -253,16 +221,16 @@ def test_read_only_output_folder_stops_before_any_work(sr_data, tmp_path, read_o
 
     locked = read_only(tmp_path / "locked")
     monkeypatch.setattr(sr_train.SRTask, "data", _never("loading the SR data"))
-    line = _error_line(_cli_error(capsys, sr_train.main, _sr_argv(sr_data, locked, "--max-steps", "2")))
+    line = error_line(cli_error(capsys, sr_train.main, _sr_argv(sr_data, locked, "--max-steps", "2")))
     assert line == f"error: --output-dir {locked} is not writable (Permission denied): choose another folder or " \
                    "fix its permissions"
     monkeypatch.setattr(classify_train.ClassifyTask, "data", _never("loading the digits"))
     argv = ["--output-dir", str(locked / "classify"), "--max-steps", "2", "--wandb", "disabled"]
-    assert f"--output-dir {locked / 'classify'} is not writable" in _error_line(
-        _cli_error(capsys, classify_train.main, argv))
+    assert f"--output-dir {locked / 'classify'} is not writable" in error_line(
+        cli_error(capsys, classify_train.main, argv))
     monkeypatch.setattr("tasks.common.model_io.load_model", _never("loading the model"))
     argv = ["--checkpoint", str(tmp_path / "any"), "--input", str(sr_data["bench"]), "--output-dir", str(locked / "x4")]
-    assert f"--output-dir {locked / 'x4'} is not writable" in _error_line(_cli_error(capsys, sr_upscale.main, argv))
+    assert f"--output-dir {locked / 'x4'} is not writable" in error_line(cli_error(capsys, sr_upscale.main, argv))
 
 
 def test_too_little_free_space_is_found_before_training(sr_data, tmp_path, monkeypatch, capsys):
@@ -273,7 +241,7 @@ def test_too_little_free_space_is_found_before_training(sr_data, tmp_path, monke
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr("tasks.utils.files.shutil.disk_usage", lambda path: usage(2**30, 2**30 - 2**20, 2**20))
     monkeypatch.setattr("tasks.common.trainer.Trainer.fit", _never("training"))
-    line = _error_line(_cli_error(capsys, sr_train.main, _sr_argv(sr_data, tmp_path, "--max-steps", "2")))
+    line = error_line(cli_error(capsys, sr_train.main, _sr_argv(sr_data, tmp_path, "--max-steps", "2")))
     assert line.startswith(f"error: the run folder {tmp_path / 'run'} has 1 MB free, fewer than the ")
     assert "needed for a checkpoint" in line
 
@@ -302,7 +270,7 @@ def test_disk_full_during_a_save_says_where_the_last_good_checkpoint_is(sr_data,
 
     _fill_the_disk_at_save(monkeypatch, failing_call=2)  # the save at step 2 works, the one at step 4 does not
     argv = _sr_argv(sr_data, tmp_path, "--max-steps", "4", "--eval-every", "2")
-    line = _error_line(_cli_error(capsys, sr_train.main, argv))
+    line = error_line(cli_error(capsys, sr_train.main, argv))
     last = tmp_path / "run" / "checkpoints" / "last"
     assert line.startswith(f"error: could not write the checkpoint {last} at step 4 (SafetensorError: ")
     assert "No space left on device" in line
@@ -327,18 +295,18 @@ def test_disk_full_while_upscaling_keeps_the_images_written(sr_data, tmp_path, m
     monkeypatch.setattr(sr_upscale, "write_png_atomic", fill_up)
     files = _model_files(tmp_path)
     out = tmp_path / "x4"
-    line = _error_line(_cli_error(capsys, sr_upscale.main, ["--checkpoint", str(files["sr"]), "--input",
-                                                            str(sr_data["bench"]), "--output-dir", str(out)]))
+    line = error_line(cli_error(capsys, sr_upscale.main, ["--checkpoint", str(files["sr"]), "--input",
+                                                          str(sr_data["bench"]), "--output-dir", str(out)]))
     assert line == f"error: could not write {out / 'crop1.png'} (No space left on device); the 1 image(s) before " \
                    f"it are complete in {out}"
     assert written == [out / "crop0.png"] and Image.open(written[0]).size == (144, 144)
 
 
 # -- 5. annotations checked before training; a failing evaluation keeps the trained steps ---------------
-def test_coco_validation_boxes_without_area_stop_before_the_first_step(tmp_path, monkeypatch, capsys):
+def test_coco_validation_boxes_without_area_stop_before_the_first_step(tmp_path, write_tiny_coco, monkeypatch,
+                                                                       capsys):
     pytest.importorskip("pycocotools")
     from tasks.detect import train as detect_train
-    from test_detect_data import write_tiny_coco
 
     root = tmp_path / "data"
     write_tiny_coco(root, "train", seed=1)
@@ -351,13 +319,12 @@ def test_coco_validation_boxes_without_area_stop_before_the_first_step(tmp_path,
     monkeypatch.setattr("tasks.common.trainer.Trainer.fit", _never("training"))
     argv = ["--data-root", str(root), "--output-dir", str(tmp_path / "runs"), "--max-steps", "2", "--batch-size", "2",
             "--min-size", "128", "--max-size", "128", "--num-workers", "0", "--wandb", "disabled"]
-    line = _error_line(_cli_error(capsys, detect_train.main, argv))
+    line = error_line(cli_error(capsys, detect_train.main, argv))
     assert line.startswith(f"error: {val}, image id 1: annotation 1 has no 'area' (COCO evaluation needs")
 
 
 def test_a_failing_final_evaluation_keeps_the_trained_steps(tmp_path):
     from tasks.common.checkpoint import read_trainer_state
-    from test_trainer import make_trainer, mae_evaluate, NoisyLinearData
 
     scores = mae_evaluate(NoisyLinearData())
 
@@ -368,12 +335,12 @@ def test_a_failing_final_evaluation_keeps_the_trained_steps(tmp_path):
 
     run = tmp_path / "run"
     with pytest.raises(KeyError) as error:
-        make_trainer(run, max_steps=8, eval_every=5, evaluate_fn=evaluate).fit()
+        make_toy_trainer(run, max_steps=8, eval_every=5, evaluate_fn=evaluate).fit()
     last = run / "checkpoints" / "last"
     assert read_trainer_state(last)["step"] == 8  # written although the evaluation failed
     assert error.value.__notes__ == [f"(evaluation at step 8 failed; the weights of step 8 are saved in {last}: fix "
                                      "the cause and run the same command with --resume to evaluate them)"]
-    summary = make_trainer(run, max_steps=8, eval_every=5, resume=True).fit()  # the cause fixed: only evaluates
+    summary = make_toy_trainer(run, max_steps=8, eval_every=5, resume=True).fit()  # the cause fixed: only evaluates
     assert summary["steps"] == 8 and summary["final"]["count"] == 37 and summary["status"] == "completed"
 
 
@@ -388,7 +355,6 @@ def _toy_trainer(run: Path, lr: float, schedule: str, max_steps: int, resume: bo
 
     from tasks.common.trainer import TrainConfig, Trainer, loss_step
     from tasks.data.sampling import EpochSeededSampler
-    from test_trainer import NoisyLinearData, mae_evaluate
 
     set_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))

@@ -11,19 +11,18 @@ import pytest
 
 from tasks.common.stopping import RunLock
 from tasks.sr import train as sr_train
-from test_reliability import _cli_error, _error_line
-from test_sr_train import TINY, data  # noqa: F401 - the module's data fixture
+from conftest import SR_TINY, cli_error, error_line
 
 
-def _argv(data, out, *extra):  # noqa: F811
-    return [*TINY, "--train-dir", str(data["train"]), "--sets", str(data["bench"]), "--output-dir", str(out),
-            "--run-name", "run", "--wandb", "disabled", "--num-pictures", "0", "--max-steps", "2",
-            "--eval-every", "0", *extra]
+def _argv(sr_crops, out, *extra):
+    return [*SR_TINY, "--train-dir", str(sr_crops["train"]), "--sets", str(sr_crops["bench"]),
+            "--output-dir", str(out), "--run-name", "run", "--wandb", "disabled", "--num-pictures", "0",
+            "--max-steps", "2", "--eval-every", "0", *extra]
 
 
 @pytest.fixture
-def finished(data, tmp_path):  # noqa: F811
-    sr_train.main(_argv(data, tmp_path))
+def finished(sr_crops, tmp_path):
+    sr_train.main(_argv(sr_crops, tmp_path))
     return tmp_path
 
 
@@ -34,17 +33,17 @@ def finished(data, tmp_path):  # noqa: F811
     (["--patch-size", "32"], "patch_size", "24"),
     (["--preset", "t91"], "preset", "'quick'"),
 ])
-def test_a_change_to_the_network_data_loss_or_seed_is_refused(data, finished, capsys, option, field, old):  # noqa: F811
+def test_a_change_to_the_network_data_loss_or_seed_is_refused(sr_crops, finished, capsys, option, field, old):
     config = (finished / "run" / "config.json").read_text()
-    line = _error_line(_cli_error(capsys, sr_train.main, _argv(data, finished, "--resume", "--max-steps", "4",
-                                                                *option)))
+    line = error_line(cli_error(capsys, sr_train.main, _argv(sr_crops, finished, "--resume", "--max-steps", "4",
+                                                              *option)))
     assert f"would change {field} from {old}" in line and "checkpoints/last" in line
     assert (finished / "run" / "config.json").read_text() == config  # the record is not rewritten
     assert json.loads((finished / "run" / "summary.json").read_text())["steps"] == 2
 
 
-def test_length_cadence_and_rate_may_change_and_are_recorded(data, finished):  # noqa: F811
-    [summary] = sr_train.main(_argv(data, finished, "--resume", "--max-steps", "4", "--eval-every", "2",
+def test_length_cadence_and_rate_may_change_and_are_recorded(sr_crops, finished):
+    [summary] = sr_train.main(_argv(sr_crops, finished, "--resume", "--max-steps", "4", "--eval-every", "2",
                                     "--lr", "1e-4"))
     config = json.loads((finished / "run" / "config.json").read_text())
     assert summary["steps"] == 4
@@ -52,20 +51,21 @@ def test_length_cadence_and_rate_may_change_and_are_recorded(data, finished):  #
     assert config["optimizer_changes"][0]["changed"]["lr"] == [2e-4, 1e-4]
 
 
-def test_two_processes_cannot_train_into_one_run_folder(data, finished, capsys):  # noqa: F811
+def test_two_processes_cannot_train_into_one_run_folder(sr_crops, finished, capsys):
     holder = RunLock(finished / "run")
     holder.acquire()  # another process, as far as the lock can tell: a second open file description
     try:
-        line = _error_line(_cli_error(capsys, sr_train.main, _argv(data, finished, "--resume", "--max-steps", "4")))
+        argv = _argv(sr_crops, finished, "--resume", "--max-steps", "4")
+        line = error_line(cli_error(capsys, sr_train.main, argv))
     finally:
         holder.release()
     assert f"{finished / 'run'} is in use" in line and "is training into it" in line
-    [summary] = sr_train.main(_argv(data, finished, "--resume", "--max-steps", "4"))  # free again
+    [summary] = sr_train.main(_argv(sr_crops, finished, "--resume", "--max-steps", "4"))  # free again
     assert summary["steps"] == 4
 
 
-def test_a_run_named_after_bam_holds_bam(data, tmp_path, capsys):  # noqa: F811
-    argv = _argv(data, tmp_path, "--num-blocks", "2", "--attention-interval", "4", "--attention", "none", "bam")
-    line = _error_line(_cli_error(capsys, sr_train.main, argv))
+def test_a_run_named_after_bam_holds_bam(sr_crops, tmp_path, capsys):
+    argv = _argv(sr_crops, tmp_path, "--num-blocks", "2", "--attention-interval", "4", "--attention", "none", "bam")
+    line = error_line(cli_error(capsys, sr_train.main, argv))
     assert "--attention bam" in line and "holds no bam module" in line
     assert not (tmp_path / "run-none").exists()  # refused before the pair's first run trained

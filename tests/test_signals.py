@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from tasks.common.checkpoint import read_trainer_state
 from tasks.common.stopping import RunInterrupted
 from tasks.common.summary import load_summary
-from test_trainer import free_port, make_trainer, mae_evaluate, read_metrics, weights
+from conftest import SR_TINY, free_port, make_toy_trainer, mae_evaluate, read_metrics, trainer_weights
 
 REPO = Path(__file__).resolve().parents[1]
 SIGNALS = [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT]
@@ -35,24 +35,24 @@ def _signal_at_step(signum: int, step: int):
 
 @pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: signal.Signals(s).name)
 def test_a_signal_mid_step_saves_that_step_and_resumes_bit_for_bit(tmp_path, signum):
-    straight = make_trainer(tmp_path / "straight")
+    straight = make_toy_trainer(tmp_path / "straight")
     straight.fit()
     with pytest.raises(RunInterrupted) as stop:
-        make_trainer(tmp_path / "run", loss_hook=_signal_at_step(signum, 7)).fit()
+        make_toy_trainer(tmp_path / "run", loss_hook=_signal_at_step(signum, 7)).fit()
     assert stop.value.exit_code == 128 + signum
     assert "step 7 of 20" in str(stop.value) and "--resume" in str(stop.value)
     assert read_trainer_state(tmp_path / "run" / "checkpoints" / "last")["step"] == 7  # not the step-5 checkpoint
     summary = load_summary(tmp_path / "run")
     assert summary["steps"] == 7 and summary["status"] == f"interrupted by {signal.Signals(signum).name}"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are given back
-    resumed = make_trainer(tmp_path / "run", resume=True)
+    resumed = make_toy_trainer(tmp_path / "run", resume=True)
     assert resumed.fit()["status"] == "completed"
-    expected, got = weights(straight), weights(resumed)
+    expected, got = trainer_weights(straight), trainer_weights(resumed)
     assert all(torch.equal(expected[k], got[k]) for k in expected)
 
 
 def test_a_signal_mid_evaluation_saves_the_trained_steps_first(tmp_path):
-    straight = make_trainer(tmp_path / "straight")
+    straight = make_toy_trainer(tmp_path / "straight")
     straight.fit()
     plain = mae_evaluate(straight.train_loader.dataset)
     evaluated = []
@@ -65,12 +65,12 @@ def test_a_signal_mid_evaluation_saves_the_trained_steps_first(tmp_path):
         return plain(model, accelerator, step)
 
     with pytest.raises(RunInterrupted):
-        make_trainer(tmp_path / "run", evaluate_fn=evaluate).fit()
+        make_toy_trainer(tmp_path / "run", evaluate_fn=evaluate).fit()
     state = read_trainer_state(tmp_path / "run" / "checkpoints" / "last")
     assert (state["step"], state["last_eval_step"]) == (10, 5)  # the weights of step 10, not yet scored
-    resumed = make_trainer(tmp_path / "run", resume=True)
+    resumed = make_toy_trainer(tmp_path / "run", resume=True)
     resumed.fit()  # scores step 10 first, then goes on
-    expected, got = weights(straight), weights(resumed)
+    expected, got = trainer_weights(straight), trainer_weights(resumed)
     assert all(torch.equal(expected[k], got[k]) for k in expected)
     evals = lambda run: [(m["step"], m["mae"]) for m in read_metrics(tmp_path / run) if m["split"] == "eval"]  # noqa: E731
     assert evals("run") == evals("straight")
@@ -78,9 +78,7 @@ def test_a_signal_mid_evaluation_saves_the_trained_steps_first(tmp_path):
 
 # -- through the command line ----------------------------------------------------------------------
 def _sr_arguments(data: dict, out: Path, *extra: str) -> list[str]:
-    from test_sr_train import TINY
-
-    return [*TINY, "--max-steps", "120", "--eval-every", "40", "--train-dir", str(data["train"]), "--sets",
+    return [*SR_TINY, "--max-steps", "120", "--eval-every", "40", "--train-dir", str(data["train"]), "--sets",
             str(data["bench"]), "--output-dir", str(out), "--run-name", "run", "--wandb", "disabled",
             "--num-pictures", "0", *extra]
 
@@ -114,25 +112,15 @@ def _final_weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run / "checkpoints" / "last" / "network.safetensors"))
 
 
-@pytest.fixture(scope="module")
-def sr_data(tmp_path_factory) -> dict:
-    from tasks.data.embedded import embedded_sr_images
-    from test_sr_train import _write_crops
-
-    base = tmp_path_factory.mktemp("signal-data")
-    return {"train": _write_crops(base / "train", embedded_sr_images("train"), 40, 6),
-            "bench": _write_crops(base / "bench", embedded_sr_images("test"), 36, 3)}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
-def test_the_sr_command_stops_on_a_signal_and_resumes_to_the_uninterrupted_weights(sr_data, tmp_path, signum):
+def test_the_sr_command_stops_on_a_signal_and_resumes_to_the_uninterrupted_weights(sr_crops, tmp_path, signum):
     launcher = [sys.executable, str(REPO / "launch" / "sr.py")]
-    straight = subprocess.run([*launcher, *_sr_arguments(sr_data, tmp_path / "straight")], env=_environment(),
+    straight = subprocess.run([*launcher, *_sr_arguments(sr_crops, tmp_path / "straight")], env=_environment(),
                               cwd=REPO, capture_output=True, text=True, timeout=300)
     assert straight.returncode == 0, straight.stderr[-2000:]
     # With a data-loading worker: Ctrl-C reaches it too, and must not print its own traceback.
-    arguments = _sr_arguments(sr_data, tmp_path / "cut", "--num-workers", "1")
+    arguments = _sr_arguments(sr_crops, tmp_path / "cut", "--num-workers", "1")
     code, _, err = _interrupt([*launcher, *arguments], tmp_path / "cut" / "run", signum, after_step=30,
                               group=signum == signal.SIGINT)
     assert code == 128 + signum, err[-2000:]
@@ -164,14 +152,14 @@ def _two_machines(out: Path, data: dict, *extra: str) -> list[subprocess.Popen]:
 
 
 @pytest.mark.slow
-def test_two_machines_stop_together_on_sigterm_and_resume_to_the_one_machine_weights(sr_data, tmp_path):
+def test_two_machines_stop_together_on_sigterm_and_resume_to_the_one_machine_weights(sr_crops, tmp_path):
     """SLURM signals the launcher on every node; each node's processes finish the step, all save one
     checkpoint together, and the requeued command (--resume) ends where an uninterrupted run ends."""
-    straight = subprocess.run(_launch(tmp_path / "straight", sr_data), env=_environment(), cwd=REPO,
+    straight = subprocess.run(_launch(tmp_path / "straight", sr_crops), env=_environment(), cwd=REPO,
                               capture_output=True, text=True, timeout=600)
     assert straight.returncode == 0, straight.stderr[-2000:]
     run = tmp_path / "cut" / "run"
-    machines = _two_machines(tmp_path / "cut", sr_data)
+    machines = _two_machines(tmp_path / "cut", sr_crops)
     while _steps_logged(run) < 30 and all(m.poll() is None for m in machines):
         time.sleep(0.05)
     assert all(m.poll() is None for m in machines), "the run ended before the signal was sent"
@@ -181,7 +169,7 @@ def test_two_machines_stop_together_on_sigterm_and_resume_to_the_one_machine_wei
     assert [m.returncode for m in machines] == [128 + signal.SIGTERM] * 2, outputs[0][1][-3000:]
     state = read_trainer_state(run / "checkpoints" / "last")
     assert load_summary(run)["steps"] == state["step"] < 120 and state["num_processes"] == 2
-    machines = _two_machines(tmp_path / "cut", sr_data, "--resume")
+    machines = _two_machines(tmp_path / "cut", sr_crops, "--resume")
     outputs = [machine.communicate(timeout=600) for machine in machines]
     assert [m.returncode for m in machines] == [0, 0], outputs[0][1][-3000:]
     expected, got = _final_weights(tmp_path / "straight" / "run"), _final_weights(run)

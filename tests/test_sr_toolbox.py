@@ -17,22 +17,22 @@ from tasks.common.ema import WeightAverage
 from tasks.sr import evaluate as sr_evaluate
 from tasks.sr import train as sr_train
 from tasks.sr.ensemble import DIHEDRAL, SelfEnsemble
-from test_sr_train import TINY, data  # noqa: F401 - the module's data fixture
+from conftest import SR_TINY
 
 
-def _run(data, out, *extra):  # noqa: F811
-    argv = [*TINY, "--train-dir", str(data["train"]), "--sets", str(data["bench"]), "--output-dir", str(out),
-            "--run-name", "run", "--wandb", "disabled", "--num-pictures", "0", *extra]
+def _run(sr_crops, out, *extra):
+    argv = [*SR_TINY, "--train-dir", str(sr_crops["train"]), "--sets", str(sr_crops["bench"]),
+            "--output-dir", str(out), "--run-name", "run", "--wandb", "disabled", "--num-pictures", "0", *extra]
     return sr_train.main(argv)[0]
 
 
 # -- weight average -----------------------------------------------------------------------------
-def test_an_average_of_identical_weights_evaluates_exactly_like_them(data, tmp_path):  # noqa: F811
+def test_an_average_of_identical_weights_evaluates_exactly_like_them(sr_crops, tmp_path):
     """Decay 0: the average is the network after every step, and so are its BatchNorm statistics
     (the batch went through it in training mode, as through the network), so it scores the same
     to the last digit, and the checkpoint's network is the same network."""
-    plain = _run(data, tmp_path / "plain", "--max-steps", "4", "--eval-every", "2")
-    averaged = _run(data, tmp_path / "ema", "--max-steps", "4", "--eval-every", "2", "--ema", "0")
+    plain = _run(sr_crops, tmp_path / "plain", "--max-steps", "4", "--eval-every", "2")
+    averaged = _run(sr_crops, tmp_path / "ema", "--max-steps", "4", "--eval-every", "2", "--ema", "0")
     assert averaged["final"]["psnr/bench"] == plain["final"]["psnr/bench"]
     assert averaged["final"]["ssim/bench"] == plain["final"]["ssim/bench"]
     exported = load_file(str(tmp_path / "ema" / "run" / "checkpoints" / "last" / "network.safetensors"))
@@ -40,11 +40,11 @@ def test_an_average_of_identical_weights_evaluates_exactly_like_them(data, tmp_p
     assert all(torch.equal(exported[k], reference[k]) for k in reference)  # running statistics included
 
 
-def test_the_average_is_evaluated_exported_and_resumed_bit_for_bit(data, tmp_path):  # noqa: F811
+def test_the_average_is_evaluated_exported_and_resumed_bit_for_bit(sr_crops, tmp_path):
     same = ["--eval-every", "3", "--ema", "0.9", "--lr-schedule", "constant"]  # a rate that does not know the end
-    straight = _run(data, tmp_path / "straight", "--max-steps", "6", *same)
-    _run(data, tmp_path / "cut", "--max-steps", "3", *same)
-    resumed = _run(data, tmp_path / "cut", "--max-steps", "6", *same, "--resume")
+    straight = _run(sr_crops, tmp_path / "straight", "--max-steps", "6", *same)
+    _run(sr_crops, tmp_path / "cut", "--max-steps", "3", *same)
+    resumed = _run(sr_crops, tmp_path / "cut", "--max-steps", "6", *same, "--resume")
     last = lambda out: tmp_path / out / "run" / "checkpoints" / "last"  # noqa: E731
     for name in ("ema.safetensors", "network.safetensors", "model.safetensors"):
         expected, got = load_file(str(last("straight") / name)), load_file(str(last("cut") / name))
@@ -93,19 +93,19 @@ def test_an_equivariant_model_gives_its_plain_output():
     assert not torch.allclose(SelfEnsemble(lopsided)(x), lopsided(x))
 
 
-def test_evaluate_prints_the_ensemble_rows(data, tmp_path, capsys):  # noqa: F811
-    _run(data, tmp_path, "--max-steps", "2", "--eval-every", "0")
+def test_evaluate_prints_the_ensemble_rows(sr_crops, tmp_path, capsys):
+    _run(sr_crops, tmp_path, "--max-steps", "2", "--eval-every", "0")
     capsys.readouterr()
-    results = sr_evaluate.main(["--checkpoint", str(tmp_path / "run"), "--sets", str(data["bench"]),
+    results = sr_evaluate.main(["--checkpoint", str(tmp_path / "run"), "--sets", str(sr_crops["bench"]),
                                 "--self-ensemble", "--json", "--device", "cpu"])
     printed = json.loads(capsys.readouterr().out)
     assert set(printed) == {"bench", "bench+x8"} and printed == json.loads(json.dumps(results))
     assert printed["bench+x8"]["psnr"] != printed["bench"]["psnr"]
     with pytest.raises(SystemExit):
-        sr_evaluate.main(["--model", "bicubic", "--sets", str(data["bench"]), "--self-ensemble"])
+        sr_evaluate.main(["--model", "bicubic", "--sets", str(sr_crops["bench"]), "--self-ensemble"])
 
 
-def test_upscale_writes_the_ensemble(data, tmp_path):  # noqa: F811
+def test_upscale_writes_the_ensemble(sr_crops, tmp_path):
     from PIL import Image
 
     from tasks.common.model_io import load_model
@@ -113,8 +113,8 @@ def test_upscale_writes_the_ensemble(data, tmp_path):  # noqa: F811
     from tasks.sr import upscale
     from tasks.utils.images import quantize
 
-    _run(data, tmp_path, "--max-steps", "2", "--eval-every", "0")
-    photo = sorted(data["bench"].glob("*.png"))[0]
+    _run(sr_crops, tmp_path, "--max-steps", "2", "--eval-every", "0")
+    photo = sorted(sr_crops["bench"].glob("*.png"))[0]
     upscale.main(["--checkpoint", str(tmp_path / "run"), "--input", str(photo), "--output-dir",
                   str(tmp_path / "x8"), "--self-ensemble", "--tile", "0", "--device", "cpu"])
     model, _ = load_model(tmp_path / "run")
@@ -125,8 +125,8 @@ def test_upscale_writes_the_ensemble(data, tmp_path):  # noqa: F811
     assert np.abs(written.astype(int) - expected.astype(int)).max() <= 1  # float rounding at .5 only
 
 
-def test_training_scores_the_ensemble_at_the_end(data, tmp_path):  # noqa: F811
-    summary = _run(data, tmp_path, "--max-steps", "2", "--eval-every", "1", "--self-ensemble")
+def test_training_scores_the_ensemble_at_the_end(sr_crops, tmp_path):
+    summary = _run(sr_crops, tmp_path, "--max-steps", "2", "--eval-every", "1", "--self-ensemble")
     assert {"psnr/bench", "psnr/bench+x8"} <= set(summary["final"])
     assert summary["reference"]["metrics"]["psnr/bench+x8"] == summary["reference"]["metrics"]["psnr/bench"]
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

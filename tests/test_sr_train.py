@@ -20,44 +20,24 @@ from tasks.report.runs import discover_runs
 from tasks.sr import evaluate as sr_evaluate
 from tasks.sr import train as sr_train
 from tasks.sr import upscale as sr_upscale
-
-TINY = ["--preset", "quick", "--attention", "bam", "--no-global-residual", "--num-blocks", "2", "--channels", "8",
-        "--attention-interval", "1", "--patch-size", "24", "--batch-size", "2", "--repeat", "1", "--num-workers", "0",
-        "--seed", "3", "--log-every", "1"]
+from conftest import SR_TINY, offline_wandb_records, wandb_run_record
 
 
-def _write_crops(folder: Path, images, size: int, count: int) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        image = images[i % len(images)]
-        top, left = (37 * i) % (image.shape[0] - size), (53 * i) % (image.shape[1] - size)
-        Image.fromarray(image[top:top + size, left:left + size]).save(folder / f"crop{i}.png")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> dict:
-    base = tmp_path_factory.mktemp("srdata")
-    train = _write_crops(base / "train", embedded_sr_images("train"), 40, 6)
-    bench = _write_crops(base / "bench", embedded_sr_images("test"), 36, 3)  # odd count, 36 = 9 * 4
-    return {"train": train, "bench": bench, "base": base}
-
-
-def _train(data, out: Path, *extra: str) -> dict:
-    argv = [*TINY, "--train-dir", str(data["train"]), "--sets", str(data["bench"]),
+def _train(sr_crops, out: Path, *extra: str) -> dict:
+    argv = [*SR_TINY, "--train-dir", str(sr_crops["train"]), "--sets", str(sr_crops["bench"]),
             "--output-dir", str(out), "--run-name", "run", *extra]
     [summary] = sr_train.main(argv)
     return summary
 
 
 @pytest.fixture(scope="module")
-def trained(data, tmp_path_factory) -> Path:
+def trained(sr_crops, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs")
-    _train(data, out, "--max-steps", "4", "--eval-every", "2", "--wandb", "offline")
+    _train(sr_crops, out, "--max-steps", "4", "--eval-every", "2", "--wandb", "offline")
     return out / "run"
 
 
-def test_run_folder_contents(trained, data):
+def test_run_folder_contents(trained, sr_crops):
     summary = json.loads((trained / "summary.json").read_text())
     assert summary["task"] == "sr" and summary["attention"] == "bam" and summary["arch"] == "srresnet"
     assert summary["steps"] == 4 and summary["group"] == "sr-quick-x4"
@@ -70,7 +50,7 @@ def test_run_folder_contents(trained, data):
     assert summary["primary_metric"] == "psnr/bench"
     assert set(summary["final"]) == {"psnr/bench", "ssim/bench"}
     # The bicubic column is the same number `evaluate --model bicubic` gives on that folder.
-    bicubic = sr_evaluate.score_set(sr_evaluate.load_sets([data["bench"]], 4)["bench"], "bicubic", "basicsr")
+    bicubic = sr_evaluate.score_set(sr_evaluate.load_sets([sr_crops["bench"]], 4)["bench"], "bicubic", "basicsr")
     assert summary["reference"]["name"] == "bicubic"
     assert summary["reference"]["metrics"]["psnr/bench"] == pytest.approx(bicubic["psnr"], abs=1e-9)
     markdown = (trained / "summary.md").read_text()
@@ -87,24 +67,24 @@ def test_run_folder_contents(trained, data):
     assert list((trained / "wandb").glob("offline-run-*"))
 
 
-def test_checkpoint_reevaluates_to_the_logged_numbers(trained, data, capsys):
+def test_checkpoint_reevaluates_to_the_logged_numbers(trained, sr_crops, capsys):
     """evaluate --checkpoint on the run's last model reproduces the PSNR logged at the last step."""
     summary = json.loads((trained / "summary.json").read_text())
-    sr_evaluate.main(["--checkpoint", str(trained / "checkpoints" / "last"), "--sets", str(data["bench"]),
+    sr_evaluate.main(["--checkpoint", str(trained / "checkpoints" / "last"), "--sets", str(sr_crops["bench"]),
                       "--json", "--device", "cpu"])
     scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert scores["bench"]["psnr"] == pytest.approx(summary["final"]["psnr/bench"], abs=1e-9)
     assert scores["bench"]["ssim"] == pytest.approx(summary["final"]["ssim/bench"], abs=1e-9)
 
 
-def test_resume_reaches_the_uninterrupted_weights(data, tmp_path):
+def test_resume_reaches_the_uninterrupted_weights(sr_crops, tmp_path):
     # A run stopped by --max-steps 3 stands for a killed one, so the learning rate must not depend
     # on --max-steps as the cosine schedule does (schedulers' own resume: tests/test_trainer.py).
     common = ["--eval-every", "3", "--wandb", "disabled", "--num-pictures", "0", "--lr-schedule", "constant"]
-    _train(data, tmp_path / "a", "--max-steps", "6", *common)
-    _train(data, tmp_path / "b", "--max-steps", "3", *common)
+    _train(sr_crops, tmp_path / "a", "--max-steps", "6", *common)
+    _train(sr_crops, tmp_path / "b", "--max-steps", "3", *common)
     halfway = load_file(str(tmp_path / "b" / "run" / "checkpoints" / "last" / "model.safetensors"))
-    _train(data, tmp_path / "b", "--max-steps", "6", *common, "--resume")
+    _train(sr_crops, tmp_path / "b", "--max-steps", "6", *common, "--resume")
     a = load_file(str(tmp_path / "a" / "run" / "checkpoints" / "last" / "model.safetensors"))
     b = load_file(str(tmp_path / "b" / "run" / "checkpoints" / "last" / "model.safetensors"))
     assert a.keys() == b.keys()
@@ -117,12 +97,12 @@ def test_resume_reaches_the_uninterrupted_weights(data, tmp_path):
     assert steps[0] == 1 and steps[-1] == 6
 
 
-def test_paired_run_ends_with_the_comparison_of_each_set(data, tmp_path, capsys):
+def test_paired_run_ends_with_the_comparison_of_each_set(sr_crops, write_sr_crops, tmp_path, capsys):
     """``--attention none bam``: two runs, then PSNR and SSIM differences per set with intervals."""
     import csv
 
-    second = _write_crops(tmp_path / "second", embedded_sr_images("test")[::-1], 36, 4)
-    argv = [*TINY, "--train-dir", str(data["train"]), "--sets", str(data["bench"]), str(second),
+    second = write_sr_crops(tmp_path / "second", embedded_sr_images("test")[::-1], 36, 4)
+    argv = [*SR_TINY, "--train-dir", str(sr_crops["train"]), "--sets", str(sr_crops["bench"]), str(second),
             "--output-dir", str(tmp_path / "runs"), "--run-name", "pair", "--max-steps", "2", "--eval-every", "0",
             "--num-pictures", "0", "--wandb", "disabled", "--attention-interval", "1", "--attention", "none", "bam"]
     none, bam = sr_train.main(argv)
@@ -141,12 +121,12 @@ def test_paired_run_ends_with_the_comparison_of_each_set(data, tmp_path, capsys)
     assert not (folder / "wandb").exists()  # --wandb disabled: the comparison is not logged either
 
 
-def test_upscale_folder(trained, data, tmp_path, capsys):
+def test_upscale_folder(trained, sr_crops, tmp_path, capsys):
     out = tmp_path / "sr"
-    sr_upscale.main(["--checkpoint", str(trained), "--input", str(data["bench"]), "--output-dir", str(out),
+    sr_upscale.main(["--checkpoint", str(trained), "--input", str(sr_crops["bench"]), "--output-dir", str(out),
                      "--device", "cpu"])
     files = sorted(out.glob("*.png"))
-    assert [f.name for f in files] == sorted(f.name for f in data["bench"].glob("*.png"))
+    assert [f.name for f in files] == sorted(f.name for f in sr_crops["bench"].glob("*.png"))
     assert np.asarray(Image.open(files[0])).shape == (36 * 4, 36 * 4, 3)
 
 
@@ -176,23 +156,23 @@ def _error(capsys, argv) -> str:
     return capsys.readouterr().err
 
 
-def test_bad_inputs(data, tmp_path, capsys):
-    common = [*TINY, "--sets", str(data["bench"]), "--output-dir", str(tmp_path), "--max-steps", "1"]
+def test_bad_inputs(sr_crops, write_sr_crops, tmp_path, capsys):
+    common = [*SR_TINY, "--sets", str(sr_crops["bench"]), "--output-dir", str(tmp_path), "--max-steps", "1"]
     missing = tmp_path / "nowhere"
     assert str(missing) in _error(capsys, [*common, "--train-dir", str(missing)])
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "no images" in _error(capsys, [*common, "--train-dir", str(empty)])
-    message = _error(capsys, [*common, "--train-dir", str(data["train"]), "--patch-size", "26"])
+    message = _error(capsys, [*common, "--train-dir", str(sr_crops["train"]), "--patch-size", "26"])
     assert "--patch-size 26" in message and "multiple" in message
-    assert "attention" in _error(capsys, [*common, "--train-dir", str(data["train"]), "--attention", "nope"])
-    small = _write_crops(tmp_path / "small", embedded_sr_images("test"), 16, 1)
+    assert "attention" in _error(capsys, [*common, "--train-dir", str(sr_crops["train"]), "--attention", "nope"])
+    small = write_sr_crops(tmp_path / "small", embedded_sr_images("test"), 16, 1)
     assert "crop0.png" in _error(capsys, [*common, "--train-dir", str(small)])
     broken = tmp_path / "broken"
-    shutil.copytree(data["train"], broken)
+    shutil.copytree(sr_crops["train"], broken)
     (broken / "crop1.png").write_bytes((broken / "crop1.png").read_bytes()[:60])  # truncated PNG
     assert "crop1.png" in _error(capsys, [*common, "--train-dir", str(broken)])
-    message = _error(capsys, [*common, "--train-dir", str(data["train"]), "--sets", "NoSuchSet"])
+    message = _error(capsys, [*common, "--train-dir", str(sr_crops["train"]), "--sets", "NoSuchSet"])
     assert "NoSuchSet" in message
 
 
@@ -236,20 +216,20 @@ def test_quick_preset_reads_the_shipped_sets_without_a_data_root(monkeypatch):
     assert all((root / "sr" / name).is_dir() for name in quick.sets)
 
 
-def test_channels_last_trains_the_same_model(data, tmp_path):
-    plain = _train(data, tmp_path, "--max-steps", "2", "--eval-every", "0", "--wandb", "disabled")
-    nhwc = _train(data, tmp_path / "nhwc", "--max-steps", "2", "--eval-every", "0", "--wandb", "disabled",
+def test_channels_last_trains_the_same_model(sr_crops, tmp_path):
+    plain = _train(sr_crops, tmp_path, "--max-steps", "2", "--eval-every", "0", "--wandb", "disabled")
+    nhwc = _train(sr_crops, tmp_path / "nhwc", "--max-steps", "2", "--eval-every", "0", "--wandb", "disabled",
                   "--channels-last")
     assert json.loads((tmp_path / "nhwc" / "run" / "config.json").read_text())["channels_last"] is True
     # Same seed, same math, another memory layout: equal up to float summation order.
     assert nhwc["final"]["psnr/bench"] == pytest.approx(plain["final"]["psnr/bench"], abs=1e-3)
 
 
-def test_paired_run_trains_both_networks_alike_and_compares_them(data, tmp_path, capsys):
+def test_paired_run_trains_both_networks_alike_and_compares_them(sr_crops, tmp_path, capsys):
     """--attention none bam: one run each (same seed, data order, steps, evaluation), one group,
     then the per-set comparison with bicubic, the curves and the four-way panels."""
-    argv = [*TINY, "--attention", "none", "bam", "--global-residual", "--train-dir", str(data["train"]),
-            "--sets", str(data["bench"]), "--output-dir", str(tmp_path), "--max-steps", "4", "--eval-every", "2",
+    argv = [*SR_TINY, "--attention", "none", "bam", "--global-residual", "--train-dir", str(sr_crops["train"]),
+            "--sets", str(sr_crops["bench"]), "--output-dir", str(tmp_path), "--max-steps", "4", "--eval-every", "2",
             "--wandb", "offline"]
     base, bam = sr_train.main(argv)
     assert (base["attention"], bam["attention"]) == ("none", "bam")
@@ -285,6 +265,8 @@ def test_paired_run_trains_both_networks_alike_and_compares_them(data, tmp_path,
         assert panel.width == 4 * 36 + 3 * 4  # bicubic | SRResNet | SRResNet+BAM | HR, 36 px each
     assert f"written to {comparison}" in capsys.readouterr().out  # the last lines say where it is
     # The comparison is a W&B run of the group too: its table, every picture, comparison.md.
+    comparison_run = wandb_run_record(offline_wandb_records(comparison))
+    assert (comparison_run.run_group, comparison_run.job_type) == ("sr-quick-x4-gr", "comparison")
     (logged,) = (comparison / "wandb").glob("offline-run-*")
     media = logged / "files" / "media"
     logged_pictures = {p.relative_to(media / "images" / "comparison").as_posix().rsplit("_0_", 1)[0]
@@ -297,9 +279,9 @@ def test_paired_run_trains_both_networks_alike_and_compares_them(data, tmp_path,
     assert sorted(run.attention for run in discover_runs([tmp_path])) == ["bam", "none"]
 
 
-def test_curve_sets_first_scores_the_other_sets_at_the_end_only(data, tmp_path):
-    summary = _train(data, tmp_path, "--sets", str(data["bench"]), str(data["train"]), "--curve-sets", "first",
-                     "--max-steps", "4", "--eval-every", "2", "--wandb", "disabled", "--num-pictures", "0")
+def test_curve_sets_first_scores_the_other_sets_at_the_end_only(sr_crops, tmp_path):
+    summary = _train(sr_crops, tmp_path, "--sets", str(sr_crops["bench"]), str(sr_crops["train"]), "--curve-sets",
+                     "first", "--max-steps", "4", "--eval-every", "2", "--wandb", "disabled", "--num-pictures", "0")
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     evals = {r["step"]: r for r in rows if r["split"] == "eval"}
     assert "psnr/bench" in evals[2] and "psnr/train" not in evals[2]  # the curve's set only

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from tasks.data.embedded import embedded_sr_images
-from test_sr_train import _write_crops
-from test_trainer import free_port
+from conftest import COCO_BAD_IMAGES, COCO_CLEAN_IMAGES, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,9 +81,9 @@ def _run_in_one_process(arguments: list[str]) -> str:
 
 
 @pytest.mark.slow
-def test_two_process_sr_run_logs_the_scores_of_its_checkpoint(tmp_path):
-    train = _write_crops(tmp_path / "train", embedded_sr_images("train"), 40, 8)
-    bench = _write_crops(tmp_path / "bench", embedded_sr_images("test"), 36, 3)  # odd: uneven shares
+def test_two_process_sr_run_logs_the_scores_of_its_checkpoint(tmp_path, write_sr_crops):
+    train = write_sr_crops(tmp_path / "train", embedded_sr_images("train"), 40, 8)
+    bench = write_sr_crops(tmp_path / "bench", embedded_sr_images("test"), 36, 3)  # odd: uneven shares
     run = tmp_path / "runs" / "two"
     _launch_two(tmp_path, "launch/sr.py", [
         "--preset", "quick", "--attention", "bam", "--no-global-residual", "--num-blocks", "2", "--channels", "8",
@@ -142,15 +141,15 @@ def test_two_process_classification_run_logs_the_scores_of_its_checkpoint(tmp_pa
 
 
 @pytest.mark.slow
-def test_detect_evaluate_splits_the_images_over_processes(tmp_path):
+def test_detect_evaluate_splits_the_images_over_processes(tmp_path, write_tiny_coco):
     pytest.importorskip("pycocotools")
     import torch
 
     from tasks.common.model_io import ModelDescription, save_model
     from tasks.detect import evaluate as detect_evaluate
-    from test_detect_data import BAD_IMAGES, CLEAN_IMAGES, write_tiny_coco
 
-    root = write_tiny_coco(tmp_path / "data", "val", images=CLEAN_IMAGES + BAD_IMAGES)  # 5 images: uneven shares
+    # 5 images: uneven shares
+    root = write_tiny_coco(tmp_path / "data", "val", images=COCO_CLEAN_IMAGES + COCO_BAD_IMAGES)
     kwargs = {"num_classes": 8, "attention": "bam", "fpn": True, "trainable_layers": 5, "min_size": 128,
               "max_size": 128, "frozen_bn": False, "box_batch_size_per_image": 8}
     description = ModelDescription("tasks.detect.model:fasterrcnn_resnet101", kwargs, "detect", {})

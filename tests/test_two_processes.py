@@ -6,35 +6,27 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from test_detect_data import CLEAN_IMAGES, write_tiny_coco
-from test_parse_data import write_tiny_ade20k
+from conftest import COCO_CLEAN_IMAGES, free_port
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _launch_two(launcher: str, *argv: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "WANDB_MODE": "disabled"}
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(_free_port()), str(REPO / "launch" / launcher), *argv]
+               "--main_process_port", str(free_port()), str(REPO / "launch" / launcher), *argv]
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
 
 
 @pytest.mark.slow
-def test_scene_parsing_trains_as_two_processes(tmp_path):
+def test_scene_parsing_trains_as_two_processes(tmp_path, write_tiny_ade20k):
     root = write_tiny_ade20k(tmp_path / "data", sizes=((64, 80), (80, 64), (64, 80), (72, 72)))
     done = _launch_two("parse.py", "--data-root", str(root), "--output-dir", str(tmp_path / "runs"),
                        "--run-name", "two", "--attention", "bam", "--backbone", "resnet18",
@@ -48,11 +40,12 @@ def test_scene_parsing_trains_as_two_processes(tmp_path):
 
 
 @pytest.mark.slow
-def test_detection_trains_as_two_processes(tmp_path):
+def test_detection_trains_as_two_processes(tmp_path, write_tiny_coco):
     pytest.importorskip("pycocotools")
     root = tmp_path / "data"
-    more = [(f"00000000001{i}.jpg", width, height, boxes) for i, (_, width, height, boxes) in enumerate(CLEAN_IMAGES)]
-    write_tiny_coco(root, "train", images=CLEAN_IMAGES + more, seed=1)  # 6 images: a batch of 4 = 2 x 2 processes
+    more = [(f"00000000001{i}.jpg", width, height, boxes)
+            for i, (_, width, height, boxes) in enumerate(COCO_CLEAN_IMAGES)]
+    write_tiny_coco(root, "train", images=COCO_CLEAN_IMAGES + more, seed=1)  # 6 images: a batch of 4 = 2 x 2 processes
     write_tiny_coco(root, "val", seed=2)
     done = _launch_two("detect.py", "--data-root", str(root), "--output-dir", str(tmp_path / "runs"),
                        "--run-name", "two", "--attention", "bam", "--fpn", "--max-steps", "1", "--batch-size", "4",
