@@ -97,19 +97,23 @@ def ignore_stop_signals(worker_id: int = 0) -> None:
 
 @atexit.register
 def _end_workers() -> None:
-    """Kill the daemonic children (data-loading workers) still alive when the process exits.
+    """End the daemonic children (data-loading workers) still alive when the process exits.
 
     multiprocessing ends them at exit with SIGTERM and then waits for them; a worker that ignores
     SIGTERM (above) would make that wait last forever, e.g. after an error raised while a loader's
-    iterator was still referenced by the traceback. Killing is what "daemonic" promises anyway.
+    iterator was still referenced by the traceback. So: SIGTERM, a second to go, then SIGKILL.
     """
     workers = [child for child in multiprocessing.active_children() if child.daemon]
     if workers and hasattr(signal, "SIGCHLD") and threading.current_thread() is threading.main_thread():
-        # torch's SIGCHLD handler would report each killed worker as a failure of the run
+        # torch's SIGCHLD handler would report each ended worker as a failure of the run
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     for worker in workers:
-        worker.kill()
-        worker.join()
+        worker.terminate()
+    for worker in workers:
+        worker.join(timeout=1)
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
 
 
 class RunLock:

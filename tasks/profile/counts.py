@@ -18,6 +18,7 @@ from tasks.profile.paper import PAPER
 
 __all__ = ["default_layout", "profile_network"]
 
+
 def default_layout(arch: str, dataset: str) -> str:
     """The paper's convention: v1 for ResNet-style networks, the network as defined otherwise."""
     return "v1" if get_network_entry(arch, dataset).resnet_blocks else "v1.5"
