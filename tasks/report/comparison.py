@@ -34,7 +34,6 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from tasks.common.per_sample import load_per_sample
-from tasks.utils.formatting import count, signed
 from tasks.report.metrics import MetricSpec, align, metric_specs
 from tasks.report.plots import (line_label, network_title, plot_forest, plot_network_curves, plot_per_image,
                                 variant_name)
@@ -43,6 +42,7 @@ from tasks.report.runs import BASELINE, Run, discover_runs, group_comparable, ne
 from tasks.report.stats import (RESAMPLING_SEED, Interval, McNemar, bootstrap_difference, decide, mcnemar_exact,
                                 verdict)
 from tasks.utils.files import write_text_atomic
+from tasks.utils.formatting import count, signed
 from tasks.utils.messages import note, warn
 
 __all__ = ["Comparison", "SeedResult", "Stat", "compare_runs", "comparison_markdown", "comparison_csv",

@@ -34,11 +34,12 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path: Path, title: str = "") -> Path:
-    """``fig`` with its title (if any) and a tight layout as the PNG ``path``; the figure is closed."""
+def save_figure(fig, path: Path, title: str = "", rect: tuple[float, float, float, float] | None = None) -> Path:
+    """``fig`` with its title (if any) and a tight layout (within ``rect``, a fraction of the figure
+    kept for what is drawn around the axes) as the PNG ``path``; the figure is closed."""
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=rect)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     pyplot().close(fig)
@@ -206,11 +207,7 @@ def plot_forest(comparisons, path: Path, title: str = "") -> Path | None:
                for decision, colour in _DECISION_COLOURS.items()]
     fig.legend(handles=handles, loc="upper right", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(title or "Baseline vs variant", x=0.02, ha="left", fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, rect=(0, 0, 1, 0.97))
 
 
 def _forest_panel(ax, rows, unit: str) -> None:
