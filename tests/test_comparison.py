@@ -34,7 +34,7 @@ def test_report_of_two_real_runs(two_runs, tmp_path, capsys):
     assert (logged / "files" / "comparison.md").is_file()
     # The report of the folder writes the comparison the paired command wrote: same rows, same files.
     out = tmp_path / "report"
-    assert report([str(root), "--group", "e2e", "--output", str(out)]) == 0
+    assert report([str(root), "--group", "e2e", "--output-dir", str(out)]) == 0
     rows = list(csv.DictReader((paired / "comparison.csv").open()))
     again = list(csv.DictReader((out / "comparison.csv").open()))
     assert [r["metric"] for r in rows] == ["top1_err", "top5_err"] and rows == again

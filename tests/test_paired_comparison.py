@@ -254,7 +254,7 @@ def test_runs_scored_differently_never_share_a_row(tmp_path):
 def test_report_cli_prints_verdicts_and_writes_the_forest_plot(tmp_path, capsys):
     write_sr_pair(tmp_path / "runs", 0.2)
     out = tmp_path / "report"
-    assert report_main([str(tmp_path / "runs"), "--group", "g", "--output", str(out), "--resamples", "2000"]) == 0
+    assert report_main([str(tmp_path / "runs"), "--group", "g", "--output-dir", str(out), "--resamples", "2000"]) == 0
     printed = capsys.readouterr().out
     assert "BAM better by" in printed and "2,000 resamples, seed 2018" in printed
     assert (out / "forest.png").is_file() and "](forest.png)" in (out / "comparison.md").read_text()

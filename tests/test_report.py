@@ -111,7 +111,7 @@ def test_group_filter(runs_dir):
 
 def test_cli_writes_the_comparison_folder(runs_dir, tmp_path, capsys):
     out = tmp_path / "report"
-    assert report_main([str(runs_dir), "--group", "exp", "--output", str(out), "--resamples", "300"]) == 0
+    assert report_main([str(runs_dir), "--group", "exp", "--output-dir", str(out), "--resamples", "300"]) == 0
     assert "| cifar100 | wrn28_8 | BAM | top-1 error (pts) ↓ |" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["comparison.csv", "comparison.md",
                                                      "curves_classify_cifar100_wrn28_8.png", "forest.png"]
@@ -120,7 +120,7 @@ def test_cli_writes_the_comparison_folder(runs_dir, tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({png.name})" in markdown
     # the same folder written again for other runs keeps no picture of the first ones
     (out / "curves_classify_cifar10_resnet.png").write_bytes(png.read_bytes())
-    assert report_main([str(runs_dir), "--group", "exp", "--output", str(out), "--resamples", "300"]) == 0
+    assert report_main([str(runs_dir), "--group", "exp", "--output-dir", str(out), "--resamples", "300"]) == 0
     assert not (out / "curves_classify_cifar10_resnet.png").exists()
 
 

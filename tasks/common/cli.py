@@ -264,7 +264,8 @@ def run_cli(main_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     from tasks.common.stopping import RunInterrupted
     from tasks.utils.files import WriteError
 
-    sys.stdout.reconfigure(errors="backslashreplace")  # a path that is not UTF-8 prints, escaped
+    if hasattr(sys.stdout, "reconfigure"):  # a notebook's or a test's stdout may be another stream
+        sys.stdout.reconfigure(errors="backslashreplace")  # a path that is not UTF-8 prints, escaped
     try:
         result = main_fn(*args, **kwargs)
         shutdown_distributed()

@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="*", help="run folders, or folders of runs")
     parser.add_argument("--group", help="keep only the runs of this experiment group")
-    parser.add_argument("--output", type=Path, help="the comparison folder (default: reports/<group or 'all'>)")
+    parser.add_argument("--output-dir", type=Path, help="the comparison folder (default: reports/<group or 'all'>)")
     parser.add_argument("--wandb-api", metavar="ENTITY/PROJECT", help="also fetch runs through the W&B API")
     parser.add_argument("--wandb-report", metavar="ENTITY/PROJECT",
                         help="create a W&B Report with the table and curves (needs a key and a network)")
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = discover_runs(args.paths, args.group) if args.paths else []
         if args.wandb_api:
             runs += load_api_runs(args.wandb_api, args.group)
-        output = args.output or Path("reports") / (args.group or "all")
+        output = args.output_dir or Path("reports") / (args.group or "all")
         title = f"Baseline vs BAM — {args.group}" if args.group else "Baseline vs BAM"
         text = write_comparison(runs, output, title, args.resamples)
         print(text)
