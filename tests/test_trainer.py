@@ -457,6 +457,31 @@ def test_mixed_precision_setting(monkeypatch):
     assert make_accelerator(None, cpu=True).mixed_precision == "bf16"
 
 
+def test_mixed_precision_trains_in_bf16_and_evaluates_in_float32(tmp_path):
+    """Mixed precision is a training speed-up: the steps compute in bf16, but what is evaluated
+    and saved computes in float32, from the first evaluation on (Accelerate's prepare() wraps
+    the forward in autocast, and saving used to remove that wrapper only after the first one)."""
+    from tasks.common.distributed import make_accelerator
+
+    seen = {"train": set(), "eval": set()}
+
+    def evaluate(model, accelerator, step):
+        seen["eval"].add(model(torch.randn(3, 4)).dtype)
+        return {"mae": float(step)}
+
+    trainer = make_toy_trainer(tmp_path, max_steps=6, eval_every=3, evaluate_fn=evaluate,
+                               accelerator=make_accelerator("bf16", cpu=True))
+    toy_loss = trainer.loss_fn
+
+    def loss_fn(model, batch):
+        seen["train"].add(model(batch[0]).dtype)
+        return toy_loss(model, batch)
+
+    trainer.loss_fn = loss_fn
+    trainer.fit()
+    assert seen == {"train": {torch.bfloat16}, "eval": {torch.float32}}
+
+
 def test_run_cli_turns_expected_errors_into_one_line(capsys):
     from tasks.common.cli import run_cli
 

@@ -116,7 +116,7 @@ def add_run_args(parser: argparse.ArgumentParser, defaults: dict | None = None) 
         "output_dir": "runs", "run_name": None, "seed": 0, "mixed_precision": None, "wandb": "auto",
         "wandb_project": "bam", "group": None, "tags": [], "eval_every": 1000, "max_steps": None,
         "log_every": 50, "num_workers": min(4, os.cpu_count() or 1), "batch_size": None, "compile": "off",
-        "ema": None, "num_pictures": 0,
+        "ema": None, "num_pictures": 0, "channels_last": False,
     }
     d.update(defaults or {})
     add_data_args(parser, defaults)
@@ -127,11 +127,12 @@ def add_run_args(parser: argparse.ArgumentParser, defaults: dict | None = None) 
     group.add_argument("--resume", nargs="?", const=True, default=False, metavar="PATH",
                        help="resume from RUN_DIR/checkpoints/last if present, or from the given checkpoint/run folder")
     group.add_argument("--mixed-precision", choices=MIXED_PRECISION_CHOICES, default=d["mixed_precision"],
-                       help="mixed precision through Accelerate (default: the `accelerate launch "
+                       help="mixed precision of the training steps through Accelerate; evaluation and saved "
+                            "networks stay float32 (default: %(default)s; None: the `accelerate launch "
                             "--mixed_precision` / `accelerate config` setting, else no)")
-    group.add_argument("--channels-last", action="store_true",
-                       help="train in the channels_last memory layout (faster convolutions on tensor-core "
-                            "GPUs, with --mixed-precision bf16 or fp16)")
+    group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d["channels_last"],
+                       help="train in the channels_last memory layout (faster convolutions with oneDNN on a CPU "
+                            "and on tensor-core GPUs with --mixed-precision bf16 or fp16; default: %(default)s)")
     group.add_argument("--compile", choices=COMPILE_MODES, default=d["compile"],
                        help="torch.compile the training steps; reduce-overhead adds CUDA graphs (fixed batch "
                             "shapes, GPU). Checkpoints and evaluation are the same as without (default: %(default)s)")

@@ -14,7 +14,7 @@ from accelerate.utils import DataLoaderConfiguration
 from tasks.utils.messages import note_once
 from tasks.utils.processes import world_size
 
-__all__ = ["MIXED_PRECISION_CHOICES", "make_accelerator", "cpu_processes_wanted", "prepare_eval_loader",
+__all__ = ["MIXED_PRECISION_CHOICES", "make_accelerator", "cpu_processes_wanted", "cpu_has_native_bf16", "prepare_eval_loader",
            "decided_on_main_process", "shutdown_distributed"]
 
 MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16")
@@ -23,6 +23,13 @@ MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16")
 def cpu_processes_wanted() -> bool:
     """True when launched as several processes but no GPU is there: they must be CPU processes."""
     return not torch.cuda.is_available() and world_size() > 1
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU multiplies bf16 in hardware (x86 AVX512-BF16 or AMX): there bf16 autocast
+    speeds up convolutions; elsewhere oneDNN emulates bf16 and it would slow them down."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's, since torch 2.3
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def make_accelerator(mixed_precision: str | None = "no", cpu: bool = False,

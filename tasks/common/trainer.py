@@ -277,6 +277,10 @@ class Trainer:
         prepared = acc.prepare(self.model, self.optimizer, self.train_loader,
                                *([self.scheduler] if self.scheduler is not None else []))
         self.model, self.optimizer, self.train_loader = prepared[:3]
+        # Under --mixed-precision, prepare() wraps the network's forward in autocast. The training
+        # step runs inside acc.autocast() anyway; without the wrapper, evaluation and the saved
+        # network compute in float32, so mixed precision never changes a reported metric.
+        acc.unwrap_model(self.model, keep_fp32_wrapper=False)
         if self.scheduler is not None:
             self.scheduler = prepared[3]
         self._train_model = compile_for_training(self.model, settings.compile, acc.device)

@@ -154,7 +154,9 @@ def comparison_section(variants: Mapping[str, Sequence], folder: Path, stem: str
     ``variants``: ``{attention: runs}``, the baseline first; panels go to ``folder/samples``."""
     first = next(iter(variants.values()))[0]
     config = first.config
-    lines = [f"Network: {_network_words(config)}; {first.steps or 0:,} updates, protocol "
+    precision = config.get("mixed_precision") or "no"
+    trained = f" ({precision} autocast; scored in float32)" if precision != "no" else ""
+    lines = [f"Network: {_network_words(config)}; {first.steps or 0:,} updates{trained}, protocol "
              f"`{config.get('protocol')}`, final checkpoints.", "",
              _honest_note(variants, list(config.get("sets") or []), first.reference.get("metrics") or {}), ""]
     try:

@@ -24,7 +24,7 @@ from tasks.common.model_io import ModelDescription
 from tasks.common.run import RunInfo, Schedule, Task, main as run_main
 from tasks.sr.evaluate import BICUBIC, ENSEMBLE_SUFFIX, format_table, load_sets, score_set
 from tasks.sr.metrics import PROTOCOLS
-from tasks.sr.presets import default_preset, get_preset, list_presets
+from tasks.sr.presets import PRESETS, default_preset, get_preset, list_presets
 
 __all__ = ["SRTask", "SREvaluator", "main", "parse_args", "make_loss", "MODEL_BUILDER"]
 
@@ -127,7 +127,8 @@ def _presets_help() -> str:
         lines.append(f"  {name:6s} train on <data root>/{p['train_subdir']}; x{p['scale']}, {p['patch_size']}px HR "
                      f"crops, batch {p['batch_size']}, Adam lr {p['lr']:g}, {p['max_steps']:,} steps, eval every "
                      f"{p['eval_every']:,} on {'/'.join(p['sets'])}, {model_label(p['global_residual'])}"
-                     + (f", EMA {p['ema']}" if p["ema"] else ""))
+                     + (f", EMA {p['ema']}" if p["ema"] else "")
+                     + (f", {p['mixed_precision']} autocast here" if p.get("mixed_precision") else ""))
     return "\n".join(lines)
 
 
@@ -193,8 +194,12 @@ class SRTask(Task):
     def parse_args(self, argv: Sequence[str] | None) -> argparse.Namespace:
         """Parse with the preset's values as defaults, so every explicit option wins."""
         parser = self.build_parser()
-        known, _ = parser.parse_known_args(argv)
-        preset = get_preset(known.preset)
+        # --preset alone first, without --help, so that --help shows the preset's defaults; an
+        # unknown name is left to the full parser's error message.
+        named = argparse.ArgumentParser(add_help=False)
+        named.add_argument("--preset", default=default_preset())
+        name = named.parse_known_args(argv)[0].preset
+        preset = get_preset(name if name in PRESETS else default_preset())
         parser.set_defaults(**{k: v for k, v in preset.items() if k != "betas"})
         args = parser.parse_args(argv)
         args.betas = tuple(args.betas) if args.betas else tuple(preset["betas"])
