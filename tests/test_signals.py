@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from tasks.common.checkpoint import read_trainer_state
+from tasks.common.side_by_side import side_by_side_possible
 from tasks.common.stopping import RunInterrupted
 from tasks.common.summary import load_summary
 from conftest import SR_TINY, free_port, make_toy_trainer, mae_evaluate, read_metrics, trainer_weights
@@ -182,3 +183,40 @@ def test_the_slurm_script_is_valid_bash_and_requeues_on_the_stop_codes():
     text = script.read_text()
     assert "--resume" in text and "--requeue" in text and "--signal=USR1@" in text
     assert "-eq 138" in text and "-eq 143" in text and "SIGUSR1" in text
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not side_by_side_possible(2), reason="runs side by side need two cores and no GPU")
+def test_runs_side_by_side_train_as_one_after_the_other_and_stop_together(sr_crops, tmp_path):
+    """--side-by-side (the CPU main job's default): each run in a process of its own gives the
+    weights of the same runs one after the other; SIGTERM to the command saves both runs, and
+    --resume ends them with those same weights and writes the comparison."""
+    launcher = [sys.executable, str(REPO / "launch" / "sr.py")]
+
+    def arguments(out: Path, *extra: str) -> list[str]:
+        return [*_sr_arguments(sr_crops, out, "--attention", "none", "bam"), *extra]
+
+    straight = subprocess.run([*launcher, *arguments(tmp_path / "straight", "--no-side-by-side")],
+                              env=_environment(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    runs = {attention: tmp_path / "cut" / f"run-{attention}" for attention in ("none", "bam")}
+    process = subprocess.Popen([*launcher, *arguments(tmp_path / "cut", "--side-by-side")], env=_environment(),
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while min(_steps_logged(run) for run in runs.values()) < 30 and process.poll() is None:
+        time.sleep(0.05)  # both runs are training at once
+    assert process.poll() is None, "the runs ended before the signal was sent"
+    process.send_signal(signal.SIGTERM)  # to the command alone, as `kill` or a scheduler does
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "Traceback" not in err and "--resume" in err
+    for run in runs.values():
+        state = read_trainer_state(run / "checkpoints" / "last")
+        assert load_summary(run)["status"] == "interrupted by SIGTERM" and 30 <= state["step"] < 120
+    resumed = subprocess.run([*launcher, *arguments(tmp_path / "cut", "--side-by-side", "--resume")],
+                             env=_environment(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    for attention, run in runs.items():
+        expected = _final_weights(tmp_path / "straight" / f"run-{attention}")
+        got = _final_weights(run)
+        assert all(torch.equal(expected[k], got[k]) for k in expected), attention
+    assert list((tmp_path / "cut").glob("*-comparison/comparison.md"))

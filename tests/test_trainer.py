@@ -455,6 +455,8 @@ def test_mixed_precision_setting(monkeypatch):
         make_accelerator("fp8")
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what `accelerate launch --mixed_precision bf16` sets
     assert make_accelerator(None, cpu=True).mixed_precision == "bf16"
+    # One process, a second command with another precision (a notebook): a fresh Accelerate state.
+    assert make_accelerator("no", cpu=True).mixed_precision == "no"
 
 
 def test_mixed_precision_trains_in_bf16_and_evaluates_in_float32(tmp_path):

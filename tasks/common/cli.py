@@ -15,7 +15,7 @@ from tasks.common.distributed import MIXED_PRECISION_CHOICES
 from tasks.common.tracking import WANDB_MODES
 from tasks.utils.messages import note
 
-__all__ = ["add_run_args", "add_data_args", "add_evaluation_args", "evaluation_folder", "add_attention_arg", "run_dir_for", "run_cli", "positive_int",
+__all__ = ["add_run_args", "add_data_args", "add_evaluation_args", "evaluation_folder", "add_attention_arg", "run_dir_for", "run_cli", "expected_errors", "positive_int",
            "non_negative_int", "user_message", "DEBUG_VARIABLE"]
 
 MAX_SEED = 2**32 - 1  # NumPy's seed range
@@ -116,7 +116,7 @@ def add_run_args(parser: argparse.ArgumentParser, defaults: dict | None = None) 
         "output_dir": "runs", "run_name": None, "seed": 0, "mixed_precision": None, "wandb": "auto",
         "wandb_project": "bam", "group": None, "tags": [], "eval_every": 1000, "max_steps": None,
         "log_every": 50, "num_workers": min(4, os.cpu_count() or 1), "batch_size": None, "compile": "off",
-        "ema": None, "num_pictures": 0, "channels_last": False,
+        "ema": None, "num_pictures": 0, "channels_last": False, "side_by_side": False,
     }
     d.update(defaults or {})
     add_data_args(parser, defaults)
@@ -133,6 +133,10 @@ def add_run_args(parser: argparse.ArgumentParser, defaults: dict | None = None) 
     group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d["channels_last"],
                        help="train in the channels_last memory layout (faster convolutions with oneDNN on a CPU "
                             "and on tensor-core GPUs with --mixed-precision bf16 or fp16; default: %(default)s)")
+    group.add_argument("--side-by-side", action=argparse.BooleanOptionalAction, default=d["side_by_side"],
+                       help="on a machine without a GPU, train the runs of a comparison at the same time, one "
+                            "process each with its share of the cores (short steps use a second core poorly); "
+                            "one after the other otherwise (default: %(default)s)")
     group.add_argument("--compile", choices=COMPILE_MODES, default=d["compile"],
                        help="torch.compile the training steps; reduce-overhead adds CUDA graphs (fixed batch "
                             "shapes, GPU). Checkpoints and evaluation are the same as without (default: %(default)s)")
@@ -251,6 +255,14 @@ def user_message(error: BaseException) -> str:
     return " ".join(" ".join(parts).split()) or type(error).__name__
 
 
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """The failures a command reports as one line: bad input, a non-finite loss, a failed write."""
+    from tasks.common.nonfinite import NonFiniteLossError
+    from tasks.utils.files import WriteError
+
+    return ValueError, FileNotFoundError, NotADirectoryError, NonFiniteLossError, WriteError
+
+
 def run_cli(main_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call ``main_fn``; turn expected failures into ``error: ...`` on stderr and exit code 2.
 
@@ -261,9 +273,7 @@ def run_cli(main_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     the processes of a multi-process run leave their process group together.
     """
     from tasks.common.distributed import shutdown_distributed
-    from tasks.common.nonfinite import NonFiniteLossError
     from tasks.common.stopping import RunInterrupted
-    from tasks.utils.files import WriteError
 
     if hasattr(sys.stdout, "reconfigure"):  # a notebook's or a test's stdout may be another stream
         sys.stdout.reconfigure(errors="backslashreplace")  # a path that is not UTF-8 prints, escaped
@@ -271,7 +281,7 @@ def run_cli(main_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         result = main_fn(*args, **kwargs)
         shutdown_distributed()
         return result
-    except (ValueError, FileNotFoundError, NotADirectoryError, NonFiniteLossError, WriteError) as error:
+    except expected_errors() as error:
         if os.environ.get(DEBUG_VARIABLE, "").lower() not in ("", "0", "false", "no"):
             traceback.print_exception(error, file=sys.stderr)
         print(f"error: {user_message(error)}", file=sys.stderr, flush=True)

@@ -14,8 +14,8 @@ from accelerate.utils import DataLoaderConfiguration
 from tasks.utils.messages import note_once
 from tasks.utils.processes import world_size
 
-__all__ = ["MIXED_PRECISION_CHOICES", "make_accelerator", "cpu_processes_wanted", "cpu_has_native_bf16", "prepare_eval_loader",
-           "decided_on_main_process", "shutdown_distributed"]
+__all__ = ["MIXED_PRECISION_CHOICES", "make_accelerator", "cpu_processes_wanted", "cpu_has_native_bf16",
+           "launcher_set_one_thread", "prepare_eval_loader", "decided_on_main_process", "shutdown_distributed"]
 
 MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16")
 
@@ -47,6 +47,7 @@ def make_accelerator(mixed_precision: str | None = "no", cpu: bool = False,
         raise ValueError(f"--mixed-precision must be no, fp16 or bf16, got {mixed_precision!r}")
     if mixed_precision == "fp16" and (cpu or not torch.cuda.is_available()):
         raise ValueError("--mixed-precision fp16 needs a GPU; use bf16 or no on the CPU")
+    _forget_other_precision(mixed_precision)
     if torch.cuda.is_available() and not cpu:
         # fp32 matrix products may use TF32, as cuDNN's convolutions already do by default.
         torch.set_float32_matmul_precision("high")
@@ -65,7 +66,20 @@ def make_accelerator(mixed_precision: str | None = "no", cpu: bool = False,
     return accelerator
 
 
-def _launcher_set_one_thread() -> bool:
+def _forget_other_precision(mixed_precision: str) -> None:
+    """Accelerate keeps one state per process and refuses an Accelerator with another mixed
+    precision. A single process that runs two commands (a notebook: the SR main job, bf16 on some
+    CPUs, then a classification in float32) starts the second afresh; the processes of a
+    distributed run never do (their process group lives in that state)."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    previous = AcceleratorState._shared_state.get("_mixed_precision", mixed_precision)
+    if previous != mixed_precision and world_size() == 1:
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+
+
+def launcher_set_one_thread() -> bool:
     """True when ``accelerate launch`` set OMP_NUM_THREADS=1 by its own default: the launcher (our
     parent) did not have the variable."""
     if os.environ.get("OMP_NUM_THREADS") != "1" or "ACCELERATE_DYNAMO_BACKEND" not in os.environ:
@@ -81,7 +95,7 @@ def _use_every_core(num_processes: int) -> None:
     """A single CPU process computes on every core (``accelerate launch``'s default of one thread made
     the main SR job take 9 minutes instead of 5); a thread count the user set is kept."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if num_processes == 1 and torch.get_num_threads() == 1 < cores and _launcher_set_one_thread():
+    if num_processes == 1 and torch.get_num_threads() == 1 < cores and launcher_set_one_thread():
         torch.set_num_threads(cores)
         note_once(f"one CPU process: computing on all {cores} cores (`accelerate launch` had set OMP_NUM_THREADS=1; "
                   "set OMP_NUM_THREADS yourself to choose)")

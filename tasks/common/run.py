@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -29,6 +30,7 @@ from tasks.common.distributed import decided_on_main_process, make_accelerator
 from tasks.common.model_io import ModelDescription
 from tasks.common.tracking import Tracker
 from tasks.common.ema import WeightAverage, averaged_step
+from tasks.common.side_by_side import side_by_side_possible, train_side_by_side
 from tasks.common.stopping import ignore_stop_signals
 from tasks.common.trainer import EvaluateFn, StepFn, TrainConfig, Trainer, loss_step
 from tasks.data.sampling import EpochSeededSampler
@@ -215,6 +217,8 @@ def train(task: Task, args: argparse.Namespace) -> dict:
     info = task.describe(args, data, model, schedule)
     step_fn, average = task.training_step(args), None
     if args.ema is not None:  # made beside the network on its device; evaluated and exported instead of it
+        if args.channels_last:  # the copy then computes with the network's kernels (the same statistics)
+            model.to(memory_format=torch.channels_last)
         average = WeightAverage(model.to(accelerator.device), args.ema)
         step_fn = averaged_step(step_fn, task.loss(args), average)
     run_dir = run_dir_for(args, info.name)
@@ -229,7 +233,8 @@ def train(task: Task, args: argparse.Namespace) -> dict:
     settings = TrainConfig(max_steps=schedule.max_steps, eval_every=schedule.eval_every, log_every=args.log_every,
                            best_metric=info.primary_metric or task.primary_metric, best_mode=task.primary_mode,
                            seed=args.seed, resume=args.resume, grad_clip=schedule.grad_clip,
-                           channels_last=args.channels_last, compile=args.compile, task=task.name)
+                           channels_last=args.channels_last, compile=args.compile, task=task.name,
+                           label=getattr(args, "run_label", ""))
     trainer = Trainer(model, optimizer, loader, step_fn, settings, run_dir,
                       evaluate_fn=task.evaluator(args, data, run_dir, tracker), scheduler=scheduler,
                       tracker=tracker, accelerator=accelerator, config=config, description=info.description,
@@ -275,7 +280,10 @@ def train_all(task: Task, args: argparse.Namespace, compare: Callable | None = N
     runs = [_one_run_args(args, attention, paired) for attention in attentions]
     for single in runs:  # every run's options are checked before the first one trains
         task.check(single)
-    summaries = [train(task, single) for single in runs]
+    if args.side_by_side and side_by_side_possible(len(runs)):
+        summaries = train_side_by_side(partial(train, task), runs, [f"{task.name} {a}" for a in attentions])
+    else:
+        summaries = [train(task, single) for single in runs]
     if paired and compare is not None:
         from tasks.utils.processes import is_main_process
 

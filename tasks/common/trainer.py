@@ -81,6 +81,7 @@ class TrainConfig:
     compile: str = "off"  # tasks.common.compile.COMPILE_MODES
     progress: bool = True
     task: str = ""
+    label: str = ""  # names the progress bar and the evaluation lines of a run trained beside another
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_steps, int) or self.max_steps <= 0:
@@ -229,7 +230,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.description, self.summary_extra = description, dict(summary_extra or {})
         self.config = dict(config or {})
-        recorded = {k: v for k, v in asdict(settings).items() if k not in ("progress", "resume")}
+        recorded = {k: v for k, v in asdict(settings).items() if k not in ("progress", "resume", "label")}
         for key, value in {**recorded, "mixed_precision": self.accelerator.mixed_precision,
                            "num_processes": self.accelerator.num_processes}.items():
             self.config.setdefault(key, value)
@@ -443,7 +444,7 @@ class Trainer:
             stopped = self._evaluate_and_save(None)  # an evaluation a signal cut short: its weights were saved
             if stopped is not None:
                 return stopped
-        bar = progress(total=settings.max_steps, initial=self.step, desc=settings.task or "train", unit="step",
+        bar = progress(total=settings.max_steps, initial=self.step, desc=settings.label or settings.task or "train", unit="step",
                        main_process=acc.is_main_process and settings.progress)
         window = _Window()
         try:
@@ -555,7 +556,8 @@ class Trainer:
         if self.is_main_process and metrics:
             self.tracker.log(scalars, self.step, split="eval")
             text = "  ".join(f"{k}={v:.4f}" for k, v in scalars.items())
-            (bar.write if bar is not None else print)(f"step {self.step}: {text}")
+            label = f"{self.settings.label}: " if self.settings.label else ""
+            (bar.write if bar is not None else print)(f"{label}step {self.step}: {text}")
 
     def _evaluate_and_save(self, bar) -> int | None:
         """Evaluate when due and save. When the evaluation fails, the trained weights are saved

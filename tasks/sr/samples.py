@@ -58,8 +58,12 @@ def _network_words(config: Mapping) -> str:
     model = config.get("model") or {}
     base = "SRResNet with a global bicubic residual (--global-residual; not SRGAN's network)" \
         if model.get("global_residual") else "SRGAN's SRResNet"
-    return (f"{base}, x{config.get('scale')}, {model.get('num_blocks')} blocks of {model.get('channels')} channels, "
-            f"attention after every {model.get('attention_interval')}th block")
+    words = f"{base}, x{config.get('scale')}, {model.get('num_blocks')} blocks of {model.get('channels')} channels"
+    interval = model.get("attention_interval")
+    if interval:
+        suffix = "th" if interval % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(interval % 10, "th")
+        words += f", attention after every {'block' if interval == 1 else f'{interval}{suffix} block'}"
+    return words
 
 
 def _mean(runs, metric: str) -> float:

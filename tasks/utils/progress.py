@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 __all__ = ["progress"]
 
 LOG_FILE_INTERVAL_S = 30.0
+POSITION: int | None = None  # the line of this process's bars, when runs train side by side
 
 
 def progress(iterable: Any = None, *, main_process: bool = True, **kwargs: Any) -> tqdm:
@@ -23,8 +24,10 @@ def progress(iterable: Any = None, *, main_process: bool = True, **kwargs: Any) 
     if not interactive:  # tqdm's monitor thread would otherwise force a redraw every 10 s
         kwargs.setdefault("mininterval", LOG_FILE_INTERVAL_S)
         kwargs.setdefault("maxinterval", LOG_FILE_INTERVAL_S)
+    if POSITION is not None:  # side by side: each run's bar on a line of its own
+        kwargs["position"] = POSITION
     # A bar that erases itself when done (leave=False, e.g. an evaluation inside training) only
-    # adds control characters to a log file.
-    transient_in_log = not interactive and kwargs.get("leave") is False
-    disable = kwargs.pop("disable", False) or not main_process or transient_in_log
+    # adds control characters to a log file, and would draw over a side-by-side run's bar.
+    hidden = kwargs.get("leave") is False and (not interactive or POSITION is not None)
+    disable = kwargs.pop("disable", False) or not main_process or hidden
     return tqdm(iterable, disable=disable, **kwargs)
