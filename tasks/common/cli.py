@@ -15,8 +15,9 @@ from tasks.common.distributed import MIXED_PRECISION_CHOICES
 from tasks.common.tracking import WANDB_MODES
 from tasks.utils.messages import note
 
-__all__ = ["add_run_args", "add_data_args", "add_evaluation_args", "evaluation_folder", "add_attention_arg", "run_dir_for", "run_cli", "expected_errors", "positive_int",
-           "non_negative_int", "user_message", "DEBUG_VARIABLE"]
+__all__ = ["add_run_args", "add_data_args", "add_evaluation_args", "evaluation_folder", "add_attention_arg",
+           "run_dir_for", "run_cli", "expected_errors", "positive_int", "non_negative_int", "user_message",
+           "DEBUG_VARIABLE"]
 
 MAX_SEED = 2**32 - 1  # NumPy's seed range
 DEBUG_VARIABLE = "BAM_DEBUG"  # set to 1: expected failures print their full traceback too

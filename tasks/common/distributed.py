@@ -12,7 +12,7 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration
 
 from tasks.utils.messages import note_once
-from tasks.utils.processes import world_size
+from tasks.utils.processes import cores, world_size
 
 __all__ = ["MIXED_PRECISION_CHOICES", "make_accelerator", "cpu_processes_wanted", "cpu_has_native_bf16",
            "launcher_set_one_thread", "prepare_eval_loader", "decided_on_main_process", "shutdown_distributed"]
@@ -94,10 +94,10 @@ def launcher_set_one_thread() -> bool:
 def _use_every_core(num_processes: int) -> None:
     """A single CPU process computes on every core (``accelerate launch``'s default of one thread made
     the main SR job take 9 minutes instead of 5); a thread count the user set is kept."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if num_processes == 1 and torch.get_num_threads() == 1 < cores and launcher_set_one_thread():
-        torch.set_num_threads(cores)
-        note_once(f"one CPU process: computing on all {cores} cores (`accelerate launch` had set OMP_NUM_THREADS=1; "
+    available = cores()
+    if num_processes == 1 and torch.get_num_threads() == 1 < available and launcher_set_one_thread():
+        torch.set_num_threads(available)
+        note_once(f"one CPU process: computing on all {available} cores (`accelerate launch` had set OMP_NUM_THREADS=1; "
                   "set OMP_NUM_THREADS yourself to choose)")
 
 

@@ -26,13 +26,9 @@ from typing import Any, Callable
 import torch
 
 from tasks.common.stopping import STOP_SIGNALS, RunInterrupted
-from tasks.utils.processes import world_size
+from tasks.utils.processes import cores, world_size
 
-__all__ = ["cores", "side_by_side_possible", "train_side_by_side"]
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+__all__ = ["side_by_side_possible", "train_side_by_side"]
 
 
 def side_by_side_possible(runs: int) -> bool:

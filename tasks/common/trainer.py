@@ -444,7 +444,8 @@ class Trainer:
             stopped = self._evaluate_and_save(None)  # an evaluation a signal cut short: its weights were saved
             if stopped is not None:
                 return stopped
-        bar = progress(total=settings.max_steps, initial=self.step, desc=settings.label or settings.task or "train", unit="step",
+        bar = progress(total=settings.max_steps, initial=self.step, unit="step",
+                       desc=settings.label or settings.task or "train",
                        main_process=acc.is_main_process and settings.progress)
         window = _Window()
         try:

@@ -1,10 +1,11 @@
-"""Which process of a multi-process run this is, without creating a process group to ask."""
+"""Which process of a multi-process run this is, without creating a process group to ask, and how
+many cores it may use."""
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["is_main_process", "world_size"]
+__all__ = ["is_main_process", "world_size", "cores"]
 
 
 def is_main_process() -> bool:
@@ -20,3 +21,8 @@ def is_main_process() -> bool:
 def world_size() -> int:
     """Number of processes the launcher started (1 when not launched)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def cores() -> int:
+    """CPU cores this process may run on (its affinity: a cluster job's share, not the machine's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
