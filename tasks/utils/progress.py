@@ -24,8 +24,8 @@ def progress(iterable: Any = None, *, main_process: bool = True, **kwargs: Any) 
     if not interactive:  # tqdm's monitor thread would otherwise force a redraw every 10 s
         kwargs.setdefault("mininterval", LOG_FILE_INTERVAL_S)
         kwargs.setdefault("maxinterval", LOG_FILE_INTERVAL_S)
-    if POSITION is not None:  # side by side: each run's bar on a line of its own
-        kwargs["position"] = POSITION
+    if POSITION is not None and interactive:  # side by side: each run's bar on a terminal line of its own
+        kwargs["position"] = POSITION  # (in a log file the cursor moves would only add control characters)
     # A bar that erases itself when done (leave=False, e.g. an evaluation inside training) only
     # adds control characters to a log file, and would draw over a side-by-side run's bar.
     hidden = kwargs.get("leave") is False and (not interactive or POSITION is not None)
