@@ -217,8 +217,6 @@ def train(task: Task, args: argparse.Namespace) -> dict:
     info = task.describe(args, data, model, schedule)
     step_fn, average = task.training_step(args), None
     if args.ema is not None:  # made beside the network on its device; evaluated and exported instead of it
-        if args.channels_last:  # the copy then computes with the network's kernels (the same statistics)
-            model.to(memory_format=torch.channels_last)
         average = WeightAverage(model.to(accelerator.device), args.ema)
         step_fn = averaged_step(step_fn, task.loss(args), average)
     run_dir = run_dir_for(args, info.name)

@@ -25,7 +25,10 @@ from typing import Any, Callable
 
 import torch
 
+from tasks.common.cli import expected_errors, user_message
+from tasks.common.distributed import launcher_set_one_thread
 from tasks.common.stopping import STOP_SIGNALS, RunInterrupted
+from tasks.utils import progress
 from tasks.utils.processes import cores, world_size
 
 __all__ = ["side_by_side_possible", "train_side_by_side"]
@@ -73,8 +76,6 @@ def _answer(receiver, child) -> tuple:
 def _threads_per_run(runs: int) -> int:
     """An OMP_NUM_THREADS the user set (not `accelerate launch`'s default of 1) holds for each run;
     otherwise the cores are shared out."""
-    from tasks.common.distributed import launcher_set_one_thread
-
     if "OMP_NUM_THREADS" in os.environ and not launcher_set_one_thread():
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
     return max(1, cores() // runs)
@@ -85,11 +86,7 @@ def _child(train, args, label: str, threads: int, position: int, sender) -> None
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)  # DataLoader workers and anything started later
     args.run_label = label
-    from tasks.common.cli import expected_errors, user_message
-    from tasks.utils import progress
-
     progress.POSITION = position  # one bar per run, stacked
-
     try:
         answer: tuple = ("done", train(args))
     except RunInterrupted as stop:

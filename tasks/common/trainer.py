@@ -275,6 +275,8 @@ class Trainer:
         set_seed(settings.seed)
         if settings.channels_last:  # NHWC weights make convolutions pick NHWC kernels (tensor cores)
             self.model.to(memory_format=torch.channels_last)
+            # and the evaluated copy (an average of the weights): the same kernels, the same statistics
+            self.evaluated_network().to(memory_format=torch.channels_last)
         prepared = acc.prepare(self.model, self.optimizer, self.train_loader,
                                *([self.scheduler] if self.scheduler is not None else []))
         self.model, self.optimizer, self.train_loader = prepared[:3]
@@ -620,7 +622,7 @@ class Trainer:
 
         def export(folder: Path) -> None:  # main process, before the checkpoint is marked complete
             if self.description is not None:
-                save_model(folder, acc.unwrap_model(network, keep_fp32_wrapper=False), self.description)
+                save_model(folder, network, self.description)  # _setup removed Accelerate's autocast wrapper
             if per_sample is not None:
                 save_per_sample(folder, per_sample)
             for name, tensors in held.items():
