@@ -17,17 +17,15 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import signal
-import threading
 import traceback
 from multiprocessing.connection import wait
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
 from tasks.common.cli import expected_errors, user_message
 from tasks.common.distributed import launcher_set_one_thread
-from tasks.common.stopping import STOP_SIGNALS, RunInterrupted
+from tasks.common.stopping import RunInterrupted, StopSignals
 from tasks.utils import progress
 from tasks.utils.processes import cores, world_size
 
@@ -119,24 +117,15 @@ def _summaries(results: list[tuple], labels: list[str]) -> list[dict]:
     return [result[1] for result in results]
 
 
-class _Forwarding:
-    """While installed, a stop signal the parent receives goes once to every child still running."""
+class _Forwarding(StopSignals):
+    """While installed, a stop signal the parent receives goes once to every child still running
+    (installed and given back as :class:`StopSignals` is; only what a signal does differs)."""
 
     def __init__(self, children: list) -> None:
-        self.children, self._previous = children, {}
+        super().__init__()
+        self.children = children
 
-    def __enter__(self) -> "_Forwarding":
-        if threading.current_thread() is not threading.main_thread():
-            return self  # Python handles signals in the main thread only
-        for signum in STOP_SIGNALS:
-            self._previous[signum] = signal.signal(signum, self._forward)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-    def _forward(self, signum: int, frame) -> None:
+    def _received(self, signum: int, frame) -> None:
         for child in self.children:
             if child.is_alive():
                 os.kill(child.pid, signum)
