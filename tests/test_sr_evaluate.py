@@ -209,3 +209,19 @@ def test_evaluate_command_splits_the_images_over_processes(tmp_path):
     single = sr_evaluate.score_set(sr_evaluate.load_sets([bench], 4)["bench"], "bicubic", "basicsr")
     assert sorted(double["images"]) == sorted(single["images"]) == [f"img{i}" for i in range(5)]
     assert double["psnr"] == pytest.approx(single["psnr"], abs=1e-12)
+
+
+def test_kept_outputs_are_the_networks_outputs_of_the_first_images(sr_data_root):
+    """What the sample panels show is what was scored: ``keep`` hands back the network's own
+    outputs of the first images instead of a second forward pass."""
+    from tasks.sr.model import srresnet
+
+    torch.manual_seed(0)
+    model = srresnet(num_blocks=1, channels=4).eval()
+    set5 = sr_evaluate.load_sets(["Set5"], 4)["Set5"]
+    result = sr_evaluate.score_set(set5, model, "basicsr", keep=2)
+    assert sorted(result["outputs"]) == [0, 1] and "outputs" not in sr_evaluate.score_set(set5, model, "basicsr")
+    for index, kept in result["outputs"].items():
+        with torch.no_grad():
+            again = model(set5[index]["lr"][None])[0]
+        assert kept.shape == again.shape and torch.allclose(kept, again, atol=1e-5)

@@ -81,8 +81,10 @@ def same_shape_batches(dataset: Dataset, max_pixels: int = BATCH_PIXELS) -> list
     return batches
 
 
-def _score_batch(dataset: Dataset, indices: list[int], upscale, protocol: str, device) -> torch.Tensor:
-    """Rows ``(index, psnr, ssim)`` of one batch of same-shape images."""
+def _score_batch(dataset: Dataset, indices: list[int], upscale, protocol: str, device,
+                 outputs: dict[int, torch.Tensor]) -> torch.Tensor:
+    """Rows ``(index, psnr, ssim)`` of one batch of same-shape images; the network's output for an
+    index already in ``outputs`` replaces its placeholder there."""
     items = [dataset[i] for i in indices]
     lr = torch.stack([item["lr"] for item in items]).to(device)
     hr = torch.stack([item["hr"] for item in items]).to(device)
@@ -98,27 +100,33 @@ def _score_batch(dataset: Dataset, indices: list[int], upscale, protocol: str, d
         # (a few 8-bit values round the other way: PSNR within 3e-5 dB per image)
         if lr.device.type == "cpu":
             lr = lr.contiguous(memory_format=torch.channels_last)
-        sr = upscale(lr)  # (a model prepared for mixed precision keeps its autocast forward)
-        scores = score_sr(sr.float(), hr, scale, protocol, gray=gray, value_range=1.0)
+        sr = upscale(lr).float()
+        scores = score_sr(sr, hr, scale, protocol, gray=gray, value_range=1.0)
+        for row, index in enumerate(indices):
+            if index in outputs:
+                outputs[index] = sr[row].cpu()
     index = torch.tensor(indices, dtype=torch.float64, device=device)
     return torch.stack([index, scores["psnr"], scores["ssim"]], dim=1).cpu()
 
 
 @torch.no_grad()
 def score_set(dataset: Dataset, upscale: Callable[[torch.Tensor], torch.Tensor] | str | SavedResults,
-              protocol: str, accelerator=None, device: str | torch.device = "cpu") -> dict[str, Any]:
+              protocol: str, accelerator=None, device: str | torch.device = "cpu", keep: int = 0) -> dict[str, Any]:
     """Mean PSNR/SSIM of ``upscale`` (LR [0,1] -> SR [0,1], ``"bicubic"``, or the images of a
     :class:`SavedResults` folder) over ``dataset`` (a :class:`tasks.data.sr.SRBenchmark`), images
     of one shape batched together. With an ``accelerator`` the batches are shared out over the
     processes and gathered back: every image is counted once.
 
-    Returns ``{"psnr", "ssim", "images": {name: {"psnr", "ssim"}}}`` (same on every process).
+    Returns ``{"psnr", "ssim", "images": {name: {"psnr", "ssim"}}}`` (same on every process), and
+    with ``keep`` the network's outputs of the first ``keep`` images under ``"outputs"``
+    (``{index: SR}``: those this process computed; sample panels need not run the network again).
     """
     batches = same_shape_batches(dataset)
     rank, processes = 0, 1
     if accelerator is not None:
         rank, processes, device = accelerator.process_index, accelerator.num_processes, accelerator.device
-    rows = [_score_batch(dataset, indices, upscale, protocol, device) for indices in batches[rank::processes]]
+    outputs = dict.fromkeys(range(min(keep, len(dataset))))
+    rows = [_score_batch(dataset, indices, upscale, protocol, device, outputs) for indices in batches[rank::processes]]
     if processes > 1:
         from accelerate.utils import gather_object
 
@@ -130,7 +138,10 @@ def score_set(dataset: Dataset, upscale: Callable[[torch.Tensor], torch.Tensor] 
                            f"expected each of 0..{len(dataset) - 1} once")
     rows = rows[rows[:, 0].argsort()]
     names = {dataset[int(index)]["name"]: {"psnr": psnr, "ssim": ssim} for index, psnr, ssim in rows.tolist()}
-    return {"psnr": float(rows[:, 1].mean()), "ssim": float(rows[:, 2].mean()), "images": names}
+    result = {"psnr": float(rows[:, 1].mean()), "ssim": float(rows[:, 2].mean()), "images": names}
+    if keep:
+        result["outputs"] = {index: sr for index, sr in outputs.items() if sr is not None}
+    return result
 
 
 def score_sets(sets: Mapping[str, Dataset], upscale, protocol: str, accelerator=None,

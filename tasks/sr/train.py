@@ -70,20 +70,25 @@ class SREvaluator:
             from tasks.sr.ensemble import SelfEnsemble
 
             scored += [(name + ENSEMBLE_SUFFIX, dataset, SelfEnsemble(model)) for name, dataset in self.sets.items()]
-        for name, dataset, network in scored:
-            result = score_set(dataset, network, self.protocol, accelerator)
+        pictures = self.num_pictures if accelerator.is_main_process else 0
+        for position, (name, dataset, network) in enumerate(scored):
+            # the first set's first images are the panels': their outputs are kept, not computed again
+            result = score_set(dataset, network, self.protocol, accelerator, keep=0 if position else pictures)
             self.last_results[name] = result
             metrics[f"psnr/{name}"], metrics[f"ssim/{name}"] = result["psnr"], result["ssim"]
             images = result["images"]
             per_image[f"{name}/names"] = list(images)
             per_image[f"{name}/psnr"] = [scores["psnr"] for scores in images.values()]
             per_image[f"{name}/ssim"] = [scores["ssim"] for scores in images.values()]
-        if accelerator.is_main_process and self.num_pictures:
-            self.save_samples(model, accelerator.device, step)
+        if pictures:
+            self.save_samples(model, accelerator.device, step, self.last_results[scored[0][0]].get("outputs"))
         return {**metrics, "per_sample": per_image}
 
     @torch.no_grad()
-    def save_samples(self, model: torch.nn.Module, device, step: int) -> list[Path]:
+    def save_samples(self, model: torch.nn.Module, device, step: int,
+                     outputs: Mapping[int, torch.Tensor] | None = None) -> list[Path]:
+        """Panels of the first set's first images; ``outputs`` (index: SR) are the model's outputs
+        the scoring kept, the others are computed here."""
         from tasks.data.imresize import imresize, to_uint8
         from tasks.sr.samples import make_panel, save_panel
 
@@ -92,7 +97,7 @@ class SREvaluator:
         for index in range(min(self.num_pictures, len(dataset))):
             item = dataset[index]
             lr = item["lr"][None].to(device)
-            sr = model(lr).float()
+            sr = outputs[index][None] if outputs and index in outputs else model(lr).float()
             bicubic = to_uint8(imresize(to_uint8(lr * 255).double(), float(dataset.scale))).float() / 255
             panel = make_panel((sr[0], bicubic[0], item["hr"]), self._labels(name, item["name"], step))
             path = save_panel(panel, self.run_dir / "samples" / f"step{step:07d}_{name}_{item['name']}.png")
