@@ -1,5 +1,7 @@
 """SRResNet: parameter count against a hand-derived formula, shapes, BAM placement."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -90,6 +92,57 @@ def test_bam_changes_the_output_and_trains():
     # Every weight of every BAM learns (a bias right before a BatchNorm cannot: BN removes it).
     weights = [p.grad for p in model.attention.parameters() if p.dim() > 1]
     assert len(weights) == 6 and all(g is not None and g.abs().sum() > 0 for g in weights)
+
+
+@pytest.mark.parametrize("kernel, factor", [(9, 2), (3, 2), (5, 3), (1, 2)])
+def test_conv_of_shuffled_is_the_convolution_of_the_shuffled_map(kernel, factor):
+    """Values and every gradient equal the plain shuffle-then-convolve, in float64."""
+    from tasks.sr.model import conv_of_shuffled
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 3, kernel, padding=kernel // 2).double()
+    x = torch.randn(2, 4 * factor**2, 5, 7, dtype=torch.float64, requires_grad=True)
+    plain = conv(nn.functional.pixel_shuffle(x, factor))
+    fast = conv_of_shuffled(x, conv, factor)
+    assert fast.shape == plain.shape == (2, 3, 5 * factor, 7 * factor)
+    torch.testing.assert_close(fast, plain, rtol=0, atol=1e-12)
+    upstream = torch.randn_like(plain)
+    grads = torch.autograd.grad(plain, [x, conv.weight, conv.bias], upstream)
+    fast_grads = torch.autograd.grad(fast, [x, conv.weight, conv.bias], upstream)
+    for got, want in zip(fast_grads, grads):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-11)
+
+
+def test_conv_of_shuffled_refuses_what_it_cannot_rewrite():
+    from tasks.sr.model import conv_of_shuffled
+
+    with pytest.raises(ValueError, match="odd, 'same'"):
+        conv_of_shuffled(torch.rand(1, 8, 4, 4), nn.Conv2d(2, 3, 3, padding=0), 2)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_subpixel_tail_is_the_network_as_drawn(scale):
+    """The fast tail changes no output; counting and layer hooks see the layers as drawn."""
+    from bam import count_macs
+
+    torch.manual_seed(0)
+    model = srresnet(scale=scale, num_blocks=2, channels=8, attention="bam", attention_interval=1).double().eval()
+    nn.init.normal_(model.tail.weight, std=0.1)
+    lr = torch.rand(2, 3, 6, 5, dtype=torch.float64)
+    with torch.no_grad():
+        fast = model(lr)
+        with model.layer_by_layer():
+            drawn = model(lr)
+    assert model.subpixel_tail  # restored on leaving
+    torch.testing.assert_close(fast, drawn, rtol=0, atol=1e-12)
+    # MACs by hand, per LR pixel of a 12 x 12 input: the tail counts as a 9x9 conv 8 -> 3 at the
+    # output resolution (not as the 5x5 conv that computes it)
+    c, side = 8, 12
+    up = sum(9 * c * 4 * c * 4**i for i in range(int(math.log2(scale))))
+    per_pixel = 81 * 3 * c + 5 * 9 * c * c + up + 81 * c * 3 * scale**2
+    base = srresnet(scale=scale, num_blocks=2, channels=8)
+    with base.layer_by_layer():
+        assert count_macs(base, (3, side, side)) == per_pixel * side**2
 
 
 def test_unknown_attention():

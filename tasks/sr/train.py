@@ -269,7 +269,8 @@ class SRTask(Task):
 
         kwargs = model_kwargs(args)
         lr_side = args.patch_size // args.scale
-        params, macs = count_params(model), count_macs(model, (3, lr_side, lr_side))
+        with model.layer_by_layer():  # the paper's convention: the layers as drawn
+            params, macs = count_params(model), count_macs(model, (3, lr_side, lr_side))
         macs_input = f"3x{lr_side}x{lr_side} LR ({args.patch_size}x{args.patch_size} HR patch)"
         # What every table sets both networks against: bicubic, scored the same way.
         # (bicubic commutes with flips and rotations: its x8 self-ensemble is itself)

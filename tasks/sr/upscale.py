@@ -23,6 +23,7 @@ whole image.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import re
 from dataclasses import dataclass
@@ -81,7 +82,8 @@ def profile_network(model: torch.nn.Module, scale: int) -> NetworkProfile:
     leaves = [m for m in model.modules() if next(m.children(), None) is None]
     handles = [m.register_forward_hook(measure) for m in leaves]
     try:
-        model(torch.zeros(1, 3, _PROBE, _PROBE, device=parameter.device, dtype=parameter.dtype))
+        with getattr(model, "layer_by_layer", contextlib.nullcontext)():  # every layer called as drawn
+            model(torch.zeros(1, 3, _PROBE, _PROBE, device=parameter.device, dtype=parameter.dtype))
     finally:
         for handle in handles:
             handle.remove()
