@@ -20,9 +20,9 @@ def _hooks_for(module: nn.Module, store: AttentionMaps, key: str, accumulate: bo
     """Forward hooks storing the maps of one BAM, CBAM or SE module in ``store[key]``."""
     maps: dict[str, torch.Tensor] = {}
 
-    def keep(kind, reshape=lambda t: t):
+    def keep(kind, as_map=lambda t: t):
         def hook(_module, _inputs, output):
-            maps[kind] = reshape(output).detach().to("cpu")
+            maps[kind] = as_map(output).detach().to("cpu")
         return hook
 
     def commit(_module, _inputs, _output):
@@ -37,7 +37,7 @@ def _hooks_for(module: nn.Module, store: AttentionMaps, key: str, accumulate: bo
         maps.clear()
 
     if isinstance(module, SqueezeExcitation):
-        handles = [module.gate.register_forward_hook(keep("channel", lambda s: s[:, :, None, None]))]
+        handles = [module.gate.register_forward_hook(keep("channel", lambda s: s[..., None, None]))]
     else:  # BAM (where a branch may be missing) or CBAM
         handles = [getattr(module, kind).register_forward_hook(keep(kind))
                    for kind in ("channel", "spatial") if getattr(module, kind) is not None]
