@@ -16,62 +16,32 @@ from .se import SqueezeExcitation
 AttentionMaps = dict[str, dict[str, torch.Tensor]]
 
 
-class _Recorder:
-    """Stores one attention module's maps, overwriting or appending along the batch."""
+def _hooks_for(module: nn.Module, store: AttentionMaps, key: str, accumulate: bool) -> list:
+    """Forward hooks storing the maps of one BAM, CBAM or SE module in ``store[key]``."""
+    maps: dict[str, torch.Tensor] = {}
 
-    def __init__(self, store: AttentionMaps, key: str, accumulate: bool):
-        self.store, self.key, self.accumulate = store, key, accumulate
-        self.pending: dict[str, torch.Tensor] = {}
-
-    def keep(self, kind: str, tensor: torch.Tensor) -> None:
-        self.pending[kind] = tensor.detach().to("cpu")
-
-    def commit(self) -> None:
-        maps = self.store.setdefault(self.key, {})
-        for kind, tensor in self.pending.items():
-            if self.accumulate and kind in maps:
-                maps[kind] = torch.cat([maps[kind], tensor])
-            else:
-                maps[kind] = tensor
-        self.pending = {}
-
-
-def _hooks_for(module: nn.Module, recorder: _Recorder) -> list:
-    """Forward hooks reading the maps of one BAM / CBAM / SE module."""
-    handles = []
-
-    def keep(kind, transform=None):
+    def keep(kind, as_map=lambda t: t):
         def hook(_module, _inputs, output):
-            recorder.keep(kind, transform(output) if transform else output)
+            maps[kind] = as_map(output).detach().to("cpu")
         return hook
 
-    if isinstance(module, BAM):
-        for kind in ("channel", "spatial"):
-            branch = getattr(module, kind)
-            if branch is not None:
-                handles.append(branch.register_forward_hook(keep(kind)))
+    def commit(_module, _inputs, _output):
+        if isinstance(module, BAM):
+            maps["combined"] = module.combine(maps.get("channel"), maps.get("spatial"))
+        elif isinstance(module, CBAM):
+            maps["combined"] = maps["channel"] * maps["spatial"]
+        stored = store.setdefault(key, {})
+        for kind, tensor in maps.items():
+            append = accumulate and kind in stored
+            stored[kind] = torch.cat([stored[kind], tensor]) if append else tensor
+        maps.clear()
 
-        def combined(bam, _inputs, _output):
-            pending = recorder.pending
-            maps = bam.combine(pending.get("channel"), pending.get("spatial"))
-            recorder.keep("combined", maps)
-            recorder.commit()
-
-        handles.append(module.register_forward_hook(combined))
-    elif isinstance(module, CBAM):
-        handles.append(module.channel.register_forward_hook(keep("channel")))
-        handles.append(module.spatial.register_forward_hook(keep("spatial")))
-
-        def combined_cbam(_module, _inputs, _output):
-            pending = recorder.pending
-            recorder.keep("combined", pending["channel"] * pending["spatial"])
-            recorder.commit()
-
-        handles.append(module.register_forward_hook(combined_cbam))
-    elif isinstance(module, SqueezeExcitation):
-        handles.append(module.gate.register_forward_hook(keep("channel", lambda s: s[:, :, None, None])))
-        handles.append(module.register_forward_hook(lambda *_: recorder.commit()))
-    return handles
+    if isinstance(module, SqueezeExcitation):
+        handles = [module.gate.register_forward_hook(keep("channel", lambda s: s[..., None, None]))]
+    else:  # BAM (where a branch may be missing) or CBAM
+        handles = [getattr(module, kind).register_forward_hook(keep(kind))
+                   for kind in ("channel", "spatial") if getattr(module, kind) is not None]
+    return handles + [module.register_forward_hook(commit)]
 
 
 @contextmanager
@@ -103,7 +73,7 @@ def capture_attention(model: nn.Module, accumulate: bool = False) -> Iterator[At
         for name, module in model.named_modules():
             if isinstance(module, (BAM, CBAM, SqueezeExcitation)):
                 key = keys.get(id(module), name or "attention")
-                handles += _hooks_for(module, _Recorder(store, key, accumulate))
+                handles += _hooks_for(module, store, key, accumulate)
         yield store
     finally:
         for handle in handles:

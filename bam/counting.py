@@ -10,9 +10,13 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .placement import dummy_forward
+
 # The aten ops that carry the conv and linear (fully connected) work; FlopCounterMode counts
 # 2 FLOPs per multiply-accumulate for each of them.
-_CONV_AND_LINEAR_OPS = {"convolution", "_convolution", "mm", "addmm", "bmm", "baddbmm"}
+_aten = torch.ops.aten
+_CONV_AND_LINEAR_OPS = {_aten.convolution, _aten._convolution, _aten.mm, _aten.addmm, _aten.bmm,
+                        _aten.baddbmm}
 
 
 def count_params(model: nn.Module) -> int:
@@ -22,29 +26,11 @@ def count_params(model: nn.Module) -> int:
 
 def count_macs(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224)) -> int:
     """Conv + linear multiply-accumulates of one forward pass on a single ``input_size`` image."""
-    if len(input_size) != 3:
-        raise ValueError(f"input_size must be (channels, height, width), got {input_size!r}")
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    modes = {module: module.training for module in model.modules()}
     counter = FlopCounterMode(display=False)
-    try:
-        model.eval()
-        with torch.no_grad(), counter:
-            model(torch.zeros(1, *map(int, input_size), device=device, dtype=dtype))
-    finally:
-        for module, mode in modes.items():
-            module.training = mode
+    with counter:
+        dummy_forward(model, input_size)
     per_op = counter.get_flop_counts().get("Global", {})
-    flops = sum(count for op, count in per_op.items() if _op_name(op) in _CONV_AND_LINEAR_OPS)
-    return int(flops) // 2
-
-
-def _op_name(op) -> str:
-    # "aten.convolution" (or "aten.convolution.default") -> "convolution"
-    parts = str(op).split(".")
-    return parts[1] if len(parts) > 1 else parts[0]
+    return int(sum(flops for op, flops in per_op.items() if op in _CONV_AND_LINEAR_OPS)) // 2
 
 
 def to_resnet_v1(model: nn.Module) -> nn.Module:

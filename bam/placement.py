@@ -2,69 +2,33 @@
 
 The network is traced once on a dummy input with forward hooks: every module call records its
 position in the call tree, the feature maps it consumed and produced, and their resolutions.
-Placement is then derived from that trace alone, never from a table of model names.
+Placement is derived from that trace alone, never from a table of model names. The rules, and
+the networks they are tested on, are in docs/placement.md; in short:
 
-* **Resolutions.** A 4D tensor is N x C x H x W when its last two dims are a resolution that a
-  convolution, pooling or normalisation layer produced (or the input's); otherwise it is read as
-  N x H x W x C when its middle dims are one (ConvNeXt and MambaOut blocks work channels-last);
-  otherwise it is no feature map. A call *downsamples* when its output has at most half the pixels
-  of its input (a stride-2 conv, a pooling, timm's ``BlurPool2d``; a valid 3x3 conv does not).
-* **Bottlenecks** (the paper's placement): the feature map right before each downsampling between
-  stages. Walking the call tree, each child call that downsamples is a downsampling step; the
-  attention goes on the output of its preceding sibling (the child must consume that output), i.e.
-  the outermost module whose output is the last feature map of the level (``layer1`` rather than
-  ``layer1.2.relu``). A downsampling child is looked into instead when it spans several
-  resolution levels (e.g. a ``features`` Sequential) or when it is a stage that ends with its
-  downsampling: two or more convolutions at its input resolution, then the downsampling, and no
-  weight layer after it (a VGG-like stage ending with a pool). A residual block that applies its
-  stride late (anti-aliased ResNets, ResNeSt, Xception, GhostNet, NASNet cells) has weight layers
-  after its downsampling, so it is not looked into: the stage output before it is the site.
-  Convolutions count "in sequence": those reading the same input (RepVGG's or MobileOne's
-  parallel training branches) count once, so a reparameterized network reads the same.
-  Which resolution levels are stages:
-    - the stem is not: the levels that end before the network's first *block*, a module holding
-      two or more convolutions in sequence at or above its output resolution (a ResNet
-      ``Bottleneck``, a MobileNet inverted residual, a late-stride block; not a VGG-like stage
-      ending with its pool). Modules holding the first downsampling are no blocks, nor, where
-      the network opens with a strided conv, anything in the stem module (the outermost module
-      holding that conv that ends within a sixteenth of the input's pixels: ResNet's ``conv1``,
-      a deep ResNet-D, VoVNet or FastViT ``stem``). ``stem=True`` lets stem levels with two or
-      more convolutions in sequence qualify.
-    - after the first block, a level is a stage when it holds a convolution; in a network
-      without blocks (VGG, a plain conv chain) when it holds two or more in sequence.
-    - the final global pooling is no bottleneck: a pooling down to 1x1 is the classifier's (a
-      strided conv down to 1x1, as in ResNet's layer4 on tiny inputs, still is one).
-  A site whose module returns a list (SelecSLS blocks) moves to the module inside it that
-  produces the list's feature map. Networks that run several resolutions side by side (HRNet)
-  have no single stage output: placement refuses them and asks for ``targets=``.
-* **Blocks** (BAM-C, Table 2): every convolution block. A block is a module call holding two or
-  more convolutions (a Linear applied to a 4D map counts, as a pointwise conv); where a module
-  has several such children (a stage of blocks), or wraps one child that is itself such a stage,
-  the children are the blocks instead. For ResNet this gives every BasicBlock / Bottleneck.
-
-Modules called more than once per forward pass are never targets (a hook would fire on every
-call); such a candidate is skipped with a warning.
+* A 4D tensor is N x C x H x W when its last two dims are a resolution that a convolution,
+  pooling or normalisation layer produced (or the input's), else N x H x W x C when its middle
+  dims are one (ConvNeXt blocks work channels-last). A call *downsamples* when its output has
+  at most half the pixels of its input (a stride-2 conv, a pooling; a valid 3x3 conv does not).
+* **Bottlenecks** (the paper's placement): the feature map right before each downsampling
+  between stages, produced by the outermost module whose output is the level's last feature map
+  (``layer1`` rather than ``layer1.2.relu``). The stem (the levels before the first *block*, a
+  module holding two or more convolutions in sequence) and the final global pooling get none.
+* **Blocks** (BAM-C, Table 2): every convolution block (for ResNet, every BasicBlock and
+  Bottleneck).
 
 Attention modules are applied by forward hooks on the targets, so the base network's parameter
-names, and therefore its pretrained weights, are unchanged, and they are registered as
-submodules so that ``state_dict``, ``.to()``, optimizers and DDP see them. Where they are
-registered depends on the model's top module:
-
-* most networks: ``model.attention``, an ``nn.ModuleDict`` keyed by the target's path with '.'
-  replaced by '_';
-* a container whose forward runs or iterates its children (``nn.Sequential``, an
-  ``nn.ModuleDict``/``nn.ModuleList`` subclass such as torchvision's ``IntermediateLayerGetter``
-  or timm's ``features_only`` networks), which would run a new child too: as ``attention`` on the
-  target itself, or, where the target is such a container as well, on its last submodule
-  (for a Sequential, the module that produces its output).
+names, and therefore its pretrained weights, are unchanged; they are registered as submodules
+(in ``model.attention``, or beside the targets in a container that runs its children) so
+that ``state_dict``, ``.to()``, optimizers and DDP see them.
 """
 
 from __future__ import annotations
 
 import difflib
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from itertools import count
 
 import torch
 from torch import nn
@@ -81,7 +45,8 @@ _MIN_CONVS_PER_LEVEL = 2
 _NCHW_LEAVES = (
     nn.modules.conv._ConvNd, nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
     nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
-    nn.modules.pooling._LPPoolNd, nn.FractionalMaxPool2d, nn.modules.batchnorm._BatchNorm, nn.GroupNorm,
+    nn.modules.pooling._LPPoolNd, nn.FractionalMaxPool2d, nn.modules.batchnorm._BatchNorm,
+    nn.GroupNorm,
 )
 
 # Modules whose forward runs their children in turn or iterates over them: a new child would run.
@@ -92,14 +57,13 @@ _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 class _Call:
     path: str
     module: nn.Module
-    parent: "_Call | None"
-    start: int
+    parent: _Call | None
     inputs: list[torch.Tensor]  # every feature map it received
     input: torch.Tensor | None  # the one it continues (see _main_input)
-    end: int = -1
+    end: int = -1  # when it returned, counted in returns
     outputs: list[torch.Tensor] = field(default_factory=list)
     returns_tensor: bool = False  # a hook can only refine a module that returns a bare tensor
-    children: list["_Call"] = field(default_factory=list)
+    children: list[_Call] = field(default_factory=list)
     in_size: tuple[int, int] | None = None
     out_size: tuple[int, int] | None = None
     channels_last: bool = False  # the output is N x H x W x C
@@ -116,7 +80,8 @@ class _Call:
     def is_weight_layer(self) -> bool:
         """A conv producing a feature map (not ECA's Conv1d on pooled channels), or a Linear
         applied to a map: a pointwise conv on channels-last data (ConvNeXt blocks)."""
-        return self.out_size is not None and (self.is_conv or (isinstance(self.module, nn.Linear) and not self.children))
+        linear = isinstance(self.module, nn.Linear) and not self.children
+        return self.out_size is not None and (self.is_conv or linear)
 
     @property
     def downsamples(self) -> bool:
@@ -124,20 +89,29 @@ class _Call:
         return (a is not None and b is not None and b[0] <= a[0] and b[1] <= a[1]
                 and 2 * b[0] * b[1] <= a[0] * a[1])
 
-    def consumes(self, other: "_Call | None") -> bool:
-        return other is not None and other.output is not None and any(_same_map(t, other.output) for t in self.inputs)
+    def consumes(self, other: _Call | None) -> bool:
+        return (other is not None and other.output is not None
+                and any(_same_map(t, other.output) for t in self.inputs))
 
     def descendants(self):
         for child in self.children:
             yield child
             yield from child.descendants()
 
-    def leaves(self) -> list["_Call"]:
+    def leaves(self) -> list[_Call]:
         return [d for d in self.descendants() if not d.children]
+
+    def ancestry(self):
+        """This call and the calls it runs inside, innermost first."""
+        call = self
+        while call is not None:
+            yield call
+            call = call.parent
 
 
 def _feature_maps(value, found: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
-    """Every 4D tensor in a module's inputs or outputs, first seen first (DenseNet layers take lists)."""
+    """Every 4D tensor in a module's inputs or outputs, first seen first (DenseNet layers take
+    lists)."""
     found = [] if found is None else found
     if isinstance(value, torch.Tensor):
         if value.dim() == 4 and all(value is not t for t in found):
@@ -155,7 +129,8 @@ def _same_map(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a is b or a._base is b or (b._base is not None and (a is b._base or a._base is b._base))
 
 
-def _main_input(inputs: list[torch.Tensor], previous: _Call | None, parent: _Call | None) -> torch.Tensor | None:
+def _main_input(inputs: list[torch.Tensor], previous: _Call | None,
+                parent: _Call | None) -> torch.Tensor | None:
     """The input a call continues: its previous sibling's output or its parent's input when it
     received them (NASNet cells take the two previous cells' outputs, the older one first)."""
     for candidate in (previous.output if previous else None, parent.input if parent else None):
@@ -165,90 +140,80 @@ def _main_input(inputs: list[torch.Tensor], previous: _Call | None, parent: _Cal
     return inputs[0] if inputs else None
 
 
+def dummy_forward(model: nn.Module, input_size: tuple[int, int, int]) -> None:
+    """Run ``model`` once on a random batch of one ``input_size`` image (on its device, in its
+    dtype), in eval mode and without gradients; its train/eval modes are restored after."""
+    if len(input_size) != 3 or any(int(s) < 1 for s in input_size):
+        raise ValueError(f"input_size must be (channels, height, width), got {input_size!r}")
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    dummy = torch.randn(1, *map(int, input_size), generator=torch.Generator().manual_seed(0))
+    modes = {module: module.training for module in model.modules()}
+    try:
+        with torch.no_grad():
+            model.eval()(dummy.to(device=device, dtype=dtype))
+    except Exception as error:
+        raise ValueError(f"running {type(model).__name__} on a dummy input of size "
+                         f"{tuple(input_size)} failed ({type(error).__name__}: {error}); pass "
+                         "the input_size it takes") from error
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+
+
 class _Trace:
     """The call tree of one forward pass of ``model`` on a dummy input."""
 
-    def __init__(self, model: nn.Module, input_size: tuple[int, ...]):
-        if len(input_size) != 3 or any(int(s) < 1 for s in input_size):
-            raise ValueError(f"input_size must be (channels, height, width), got {input_size!r}")
+    def __init__(self, model: nn.Module, input_size: tuple[int, int, int]):
         self.calls: list[_Call] = []
-        self.call_counts: dict[int, int] = {}
-        self.root: _Call | None = None
-        self._stack: list[_Call] = []
-        self._clock = 0
-        skip = {id(m) for attention in attached_attention(model).values() for m in attention.modules()}
-        handles = []
-        for path, module in model.named_modules():
-            if id(module) in skip:
-                continue
-            handles.append(module.register_forward_pre_hook(self._pre_hook(path), with_kwargs=True))
-            handles.append(module.register_forward_hook(self._post_hook))
-        modes = {module: module.training for module in model.modules()}
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-        dummy = torch.randn(1, *map(int, input_size), generator=torch.Generator().manual_seed(0))
+        stack: list[_Call] = []
+        returns = count()
+
+        def enter(module, args, kwargs):
+            parent = stack[-1] if stack else None
+            previous = parent.children[-1] if parent is not None and parent.children else None
+            inputs = _feature_maps((args, kwargs))
+            call = _Call(paths[module], module, parent, inputs,
+                         _main_input(inputs, previous, parent))
+            if parent is not None:
+                parent.children.append(call)
+            self.calls.append(call)
+            stack.append(call)
+
+        def leave(module, args, output):
+            call = stack.pop()
+            call.end = next(returns)
+            call.outputs = _feature_maps(output)
+            call.returns_tensor = isinstance(output, torch.Tensor)
+
+        skip = {m for attention in attached_attention(model).values() for m in attention.modules()}
+        paths = {module: path for path, module in model.named_modules() if module not in skip}
+        handles = [module.register_forward_pre_hook(enter, with_kwargs=True) for module in paths]
+        handles += [module.register_forward_hook(leave) for module in paths]
         try:
-            model.eval()
-            with torch.no_grad():
-                model(dummy.to(device=device, dtype=dtype))
-        except Exception as error:
-            raise ValueError(f"tracing {type(model).__name__} on a dummy input of size {tuple(input_size)} failed "
-                             f"({type(error).__name__}: {error}); pass the input_size it takes") from error
+            dummy_forward(model, input_size)
         finally:
             for handle in handles:
                 handle.remove()
-            for module, mode in modes.items():
-                module.training = mode
+        self.root = self.calls[0]  # the model's own call
         self.leaves = [call for call in self.calls if not call.children]
-        self._read_sizes(tuple(map(int, input_size[1:])))
-
-    def _pre_hook(self, path: str):
-        def hook(module, args, kwargs):
-            parent = self._stack[-1] if self._stack else None
-            previous = parent.children[-1] if parent is not None and parent.children else None
-            inputs = _feature_maps((args, kwargs))
-            call = _Call(path, module, parent, self._tick(), inputs, _main_input(inputs, previous, parent))
-            if parent is None:
-                self.root = self.root or call
-            else:
-                parent.children.append(call)
-            self.call_counts[id(module)] = self.call_counts.get(id(module), 0) + 1
-            self.calls.append(call)
-            self._stack.append(call)
-
-        return hook
-
-    def _post_hook(self, module, args, output):
-        call = self._stack.pop()
-        call.end = self._tick()
-        call.outputs = _feature_maps(output)
-        call.returns_tensor = isinstance(output, torch.Tensor)
-
-    def _tick(self) -> int:
-        self._clock += 1
-        return self._clock
-
-    def _read_sizes(self, input_hw: tuple[int, int]) -> None:
-        self.resolutions = {input_hw} | {
+        self.call_counts = Counter(call.module for call in self.calls)
+        self.resolutions = {tuple(map(int, input_size[1:]))} | {
             tuple(call.output.shape[-2:]) for call in self.leaves
             if isinstance(call.module, _NCHW_LEAVES) and call.output is not None}
         for call in self.calls:
             call.in_size = self.size_of(call.input)
             call.out_size = self.size_of(call.output)
-            call.channels_last = call.out_size is not None and tuple(call.output.shape[-2:]) != call.out_size
+            call.channels_last = (call.out_size is not None
+                                  and tuple(call.output.shape[-2:]) != call.out_size)
 
     def size_of(self, tensor: torch.Tensor | None) -> tuple[int, int] | None:
         """(H, W) of a feature map, N x C x H x W or else N x H x W x C; None if neither fits."""
         if tensor is None:
             return None
-        for size in (tuple(tensor.shape[-2:]), tuple(tensor.shape[1:3])):
-            if size in self.resolutions:
-                return size
-        return None
-
-    def called_once(self, call: _Call) -> bool:
-        return self.call_counts.get(id(call.module), 0) == 1
+        return next((size for size in (tuple(tensor.shape[-2:]), tuple(tensor.shape[1:3]))
+                     if size in self.resolutions), None)
 
 
 # ----------------------------------------------------------------------------------- bottlenecks
@@ -265,9 +230,7 @@ def _count_levels(call: _Call) -> int:
     """Resolutions a call goes through from its input to its output (not counting maps smaller
     than its output, such as the 1x1 of a squeeze-excitation, or larger than its input, such as
     an older input that a NASNet cell also reads)."""
-    sizes = {call.in_size, call.out_size}
-    sizes.update(d.out_size for d in call.descendants())
-    sizes.discard(None)
+    sizes = {call.in_size, call.out_size, *(d.out_size for d in call.descendants())} - {None}
     return sum(1 for size in sizes if _area(call.out_size) <= _area(size) <= _area(call.in_size))
 
 
@@ -299,52 +262,54 @@ def _stem_calls(trace: _Trace) -> set[_Call]:
     sixteenth of the input's pixels (ResNet's ``conv1``, a deep ``stem`` Sequential, VoVNet's
     three-conv ``stem``). A network that first works at full resolution (DarkNet, CIFAR ResNets)
     has no stem module."""
-    calls = set()
-    call = next((leaf for leaf in trace.leaves if leaf.downsamples), None)
-    while call is not None:
-        calls.add(call)
-        call = call.parent
+    first_down = next((leaf for leaf in trace.leaves if leaf.downsamples), None)
+    calls = set(first_down.ancestry()) if first_down is not None else set()
     first = next((leaf for leaf in trace.leaves if leaf.is_weight_layer), None)
     if first is None or not first.downsamples:
         return calls
     smallest = _area(first.in_size) / 16
     stem = first
-    while stem.parent is not None and stem.parent is not trace.root and _area(stem.parent.out_size or (0, 0)) >= smallest:
+    while (stem.parent not in (None, trace.root)
+           and _area(stem.parent.out_size or (0, 0)) >= smallest):
         stem = stem.parent
     return calls | {stem, *stem.descendants()}
 
 
 def _first_block_end(trace: _Trace) -> int | None:
-    """When the network's first block ends (see the module doc); None if it has no block."""
+    """When the network's first block ends; None if it has none. A block is a module holding two
+    or more convolutions in sequence at or above its output resolution that is not in the stem
+    and does not end with its downsampling (a VGG-like stage ending with its pool)."""
     stem = _stem_calls(trace)
     inputs: dict[_Call, set[int]] = defaultdict(set)
     for leaf in trace.leaves:
         if not leaf.is_weight_layer:
             continue
-        call = leaf.parent
-        while call is not None and call is not trace.root:
+        for call in leaf.ancestry():
             # not the 1x1 maps of a classifier's MLP, nor a squeeze-excitation's inside a block
-            if call not in stem and call.out_size is not None and 1 < _area(call.out_size) <= _area(leaf.out_size):
+            if (call not in stem and call not in (leaf, trace.root) and call.out_size is not None
+                    and 1 < _area(call.out_size) <= _area(leaf.out_size)):
                 inputs[call].add(id(leaf.input))
-            call = call.parent
     blocks = (call for call, seen in sorted(inputs.items(), key=lambda item: item[0].end)
               if len(seen) >= _MIN_CONVS_PER_LEVEL and not _ends_with_its_downsampling(call))
     return next((call.end for call in blocks), None)
 
 
-def _level_is_stage(trace: _Trace, producer: _Call, first_block_end: int | None, stem: bool) -> bool:
-    """Whether the resolution level ending with ``producer``'s output is a stage (module doc)."""
+def _level_is_stage(trace: _Trace, producer: _Call, first_block_end: int | None,
+                    stem: bool) -> bool:
+    """Whether the resolution level ending with ``producer``'s output is a stage: before the
+    first block, only with ``stem=True`` and two or more convolutions in sequence; after it, when
+    it holds a convolution; in a network without blocks (VGG, a plain conv chain), when it holds
+    two or more in sequence."""
     after_first_block = first_block_end is not None and producer.end >= first_block_end
     if first_block_end is not None and not after_first_block and not stem:
         return False  # the stem
-    level = producer.out_size
     layers = []
     for leaf in reversed(trace.leaves):
         if leaf.end > producer.end or leaf.out_size is None:
             continue
-        if leaf.out_size == level:
+        if leaf.out_size == producer.out_size:
             layers.append(leaf)
-        elif _area(leaf.out_size) > _area(level):  # back in the previous, finer level: stop
+        elif _area(leaf.out_size) > _area(producer.out_size):  # back in the previous level: stop
             break
         # smaller maps inside the level (e.g. a squeeze-excitation's 1x1) do not end it
     return _sequential_convs(layers) >= (1 if after_first_block else _MIN_CONVS_PER_LEVEL)
@@ -355,11 +320,13 @@ def _check_single_resolution(trace: _Trace, model: nn.Module) -> None:
     for call in trace.calls[1:]:
         sizes_in = {trace.size_of(t) for t in call.inputs} - {None}
         sizes_out = {trace.size_of(t) for t in call.outputs} - {None}
-        if len(sizes_in) > 1 and len(sizes_out) > 1 and any(leaf.downsamples for leaf in call.leaves()):
+        if (len(sizes_in) > 1 and len(sizes_out) > 1
+                and any(leaf.downsamples for leaf in call.leaves())):
             raise ValueError(
-                f"{type(model).__name__} runs several resolutions side by side ('{call.path}' takes and returns "
-                f"feature maps at {sorted(sizes_out, reverse=True)}), so its stages have no single output before "
-                "each downsampling; name the modules to refine with attach_attention(..., targets=[...])")
+                f"{type(model).__name__} runs several resolutions side by side ('{call.path}' "
+                f"takes and returns feature maps at {sorted(sizes_out, reverse=True)}), so its "
+                "stages have no single output before each downsampling; name the modules to "
+                "refine with attach_attention(..., targets=[...])")
 
 
 def _bottleneck_producers(trace: _Trace, stem: bool) -> list[_Call]:
@@ -375,22 +342,20 @@ def _bottleneck_producers(trace: _Trace, stem: bool) -> list[_Call]:
                 continue
             if not child.consumes(before):
                 before = None  # not a chain: the child does not consume the sibling's output
-            if child.out_size is None:
-                if child.children:  # e.g. a wrapped network returning logits
-                    visit(child, before)
-                continue
-            if not child.downsamples:
-                continue
-            if (plain and child.children) or _count_levels(child) > 2 or _ends_with_its_downsampling(child):
+            # Looked into: a call returning no map (a wrapped network returning logits), and a
+            # downsampling step that spans several levels (a ``features`` Sequential) or is a
+            # stage ending with its downsampling. A block with a late stride is a step as a
+            # whole: the site is the stage output before it.
+            if child.out_size is None or (child.downsamples and (
+                    (plain and child.children) or _count_levels(child) > 2
+                    or _ends_with_its_downsampling(child))):
                 visit(child, before)
-                continue
-            if before is None or _is_global_pooling(child):  # model input, or the classifier's
-                continue
-            if _level_is_stage(trace, before, first_block_end, stem):
+            elif (child.downsamples and before is not None  # not the model input
+                  and not _is_global_pooling(child)  # nor the classifier's
+                  and _level_is_stage(trace, before, first_block_end, stem)):
                 found.append(before)
 
-    if trace.root is not None:
-        visit(trace.root, None)
+    visit(trace.root, None)
     return found
 
 
@@ -400,6 +365,9 @@ def _num_convs(call: _Call) -> int:
 
 
 def _block_calls(node: _Call) -> list[_Call]:
+    """The convolution blocks in ``node``: calls holding two or more convolutions (a Linear on a
+    4D map counts, as a pointwise conv); where a call has several such children (a stage of
+    blocks), or wraps one child that is itself such a stage, the children are the blocks."""
     conv_children = [c for c in node.children if _num_convs(c) >= 2]
     if len(conv_children) >= 2:
         return [block for child in conv_children for block in _block_calls(child)]
@@ -427,34 +395,29 @@ def _point(call: _Call) -> InsertionPoint:
     return InsertionPoint(call.path, int(channels), call.out_size, call.channels_last)
 
 
-def _tensor_returning(call: _Call) -> _Call:
-    """``call``, or where it returns a list (SelecSLS blocks), the outermost module inside it
-    that returns the list's feature map."""
-    if call.returns_tensor:
-        return call
-    return next((d for d in call.descendants() if d.returns_tensor and d.output is call.output), call)
-
-
 def _points(trace: _Trace, calls: list[_Call], what: str) -> list[InsertionPoint]:
-    points: list[InsertionPoint] = []
+    points: dict[str, InsertionPoint] = {}
     for call in calls:
         if call is trace.root or call.out_size is None:
             continue
-        call = _tensor_returning(call)
-        if not (call.path and trace.called_once(call) and call.returns_tensor):
+        if not call.returns_tensor:  # a list (SelecSLS blocks): the module inside making its map
+            call = next((d for d in call.descendants()
+                         if d.returns_tensor and d.output is call.output), call)
+        if not (call.path and trace.call_counts[call.module] == 1 and call.returns_tensor):
             warnings.warn(f"{what}: skipping '{call.path}': it is called several times per "
                           "forward pass or does not return a plain tensor", stacklevel=3)
             continue
-        if all(p.path != call.path for p in points):
-            points.append(_point(call))
-    return points
+        points.setdefault(call.path, _point(call))
+    return list(points.values())
 
 
 def insertion_points(model: nn.Module, placement: str = "bottleneck",
-                     input_size: tuple[int, int, int] = (3, 224, 224), stem: bool = False) -> list[InsertionPoint]:
+                     input_size: tuple[int, int, int] = (3, 224, 224),
+                     stem: bool = False) -> list[InsertionPoint]:
     """Insertion points (path, channels, feature size) for ``placement``, in forward order.
 
-    ``stem=True`` also places bottlenecks in the stem (see the module doc).
+    ``stem=True`` also places bottlenecks in stem levels that hold two or more convolutions in
+    sequence.
     """
     if placement not in PLACEMENTS:
         raise ValueError(f"unknown placement {placement!r}; choose one of {PLACEMENTS}")
@@ -462,8 +425,7 @@ def insertion_points(model: nn.Module, placement: str = "bottleneck",
     if placement == "bottleneck":
         _check_single_resolution(trace, model)
         return _points(trace, _bottleneck_producers(trace, stem), "find_bottlenecks")
-    blocks = _block_calls(trace.root) if trace.root is not None else []
-    return _points(trace, blocks, "find_blocks")
+    return _points(trace, _block_calls(trace.root), "find_blocks")
 
 
 def find_bottlenecks(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224),
@@ -485,32 +447,37 @@ def _nearby_names(model: nn.Module, path: str) -> str:
     else:
         close = set(difflib.get_close_matches(path, names, n=6, cutoff=0.5))
         close = [name for name in names if name in close]  # in module order
-    return f"nearby names: {', '.join(close)}" if close else f"its top-level modules: {', '.join(names[:8])}"
+    if close:
+        return f"nearby names: {', '.join(close)}"
+    return f"its top-level modules: {', '.join(names[:8])}"
 
 
-def _named_points(model: nn.Module, targets, input_size: tuple[int, int, int]) -> list[InsertionPoint]:
+def _named_points(model: nn.Module, targets, input_size) -> list[InsertionPoint]:
     """Insertion points at the modules named in ``targets`` (channels read from a trace)."""
     if isinstance(targets, str) or not targets:
         raise ValueError(f"targets must be a non-empty list of module paths, got {targets!r}")
     if len(set(targets)) < len(targets):
         raise ValueError(f"targets: a module is named twice in {list(targets)}")
+    name = type(model).__name__
     modules = dict(model.named_modules(remove_duplicate=False))
     for path in targets:
         if not path or path not in modules:
-            raise ValueError(f"targets: {type(model).__name__} has no module {path!r}; {_nearby_names(model, path)}")
+            raise ValueError(f"targets: {name} has no module {path!r}; "
+                             f"{_nearby_names(model, path)}")
     trace = _Trace(model, input_size)
     points = []
     for path in targets:
         calls = [call for call in trace.calls if call.module is modules[path]]
         if not calls:
-            raise ValueError(f"targets: {path!r} does not run in a forward pass of {type(model).__name__} "
+            raise ValueError(f"targets: {path!r} does not run in a forward pass of {name} "
                              f"on input_size={tuple(input_size)}")
         if len(calls) > 1:
-            raise ValueError(f"targets: {path!r} runs {len(calls)} times in a forward pass of {type(model).__name__}; "
-                             "an attention hook would refine every call: name a module that runs once")
+            raise ValueError(f"targets: {path!r} runs {len(calls)} times in a forward pass of "
+                             f"{name}; an attention hook would refine every call: name a module "
+                             "that runs once")
         if not calls[0].returns_tensor or calls[0].out_size is None:
-            raise ValueError(f"targets: {path!r} does not return a feature map (a 4D tensor); name the module "
-                             "that returns the map to refine")
+            raise ValueError(f"targets: {path!r} does not return a feature map (a 4D tensor); "
+                             "name the module that returns the map to refine")
         points.append(_point(calls[0]))
     return points
 
@@ -534,11 +501,6 @@ class AttentionHook:
         return self.attention(output)
 
 
-def attention_key(path: str) -> str:
-    """Key of the attention module attached after the module at ``path``."""
-    return path.replace(".", "_")
-
-
 def _attention_hooks(model: nn.Module):
     for path, module in model.named_modules():
         for hook in module._forward_hooks.values():
@@ -549,14 +511,15 @@ def _attention_hooks(model: nn.Module):
 def attention_targets(model: nn.Module) -> dict[str, str]:
     """``{path of the module an attention follows: that attention's key}``, in module order.
 
-    The key is the module's name in ``model.attention`` where it is registered there, else
-    :func:`attention_key` of the path (keys replace '.' by '_', which cannot be undone for module
-    names that contain '_', so this is read from the hooks themselves).
+    The key is the module's name in ``model.attention`` where it is registered there, else the
+    path with '.' replaced by '_' (which cannot be undone for module names that contain '_', so
+    this is read from the hooks themselves).
     """
     registered = getattr(model, "attention", None)
     names = ({id(module): key for key, module in registered.items()}
              if isinstance(registered, nn.ModuleDict) else {})
-    return {path: names.get(id(hook.attention), attention_key(path)) for path, hook in _attention_hooks(model)}
+    return {path: names.get(id(hook.attention), path.replace(".", "_"))
+            for path, hook in _attention_hooks(model)}
 
 
 def attached_attention(model: nn.Module) -> dict[str, nn.Module]:
@@ -567,14 +530,22 @@ def attached_attention(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def _holders(model: nn.Module, paths: list[str]) -> list[tuple[nn.Module, str]]:
-    """``(module, name)`` under which the attention after each path is registered (module doc),
-    creating ``model.attention`` where that is the place."""
+    """``(module, name)`` under which the attention after each path is registered, creating
+    ``model.attention`` where that is the place.
+
+    Most networks get ``model.attention``, an ``nn.ModuleDict`` keyed by the path with '.'
+    replaced by '_'. A container whose forward runs or iterates its children (``nn.Sequential``,
+    an ``nn.ModuleDict`` subclass such as torchvision's ``IntermediateLayerGetter``, timm's
+    ``features_only`` networks) would run a new child too: there each module is ``attention`` on
+    the target itself or, where the target is such a container as well, on its last submodule
+    (for a Sequential, the module that produces its output).
+    """
     if not isinstance(model, _CONTAINERS):
         if hasattr(model, "attention"):
-            raise ValueError(f"{type(model).__name__} already has an 'attention' attribute: the model uses that "
-                             "name for something else")
+            raise ValueError(f"{type(model).__name__} already has an 'attention' attribute: the "
+                             "model uses that name for something else")
         model.attention = nn.ModuleDict().train(model.training)
-        return [(model.attention, attention_key(path)) for path in paths]
+        return [(model.attention, path.replace(".", "_")) for path in paths]
     holders, taken = [], {}
     for path in paths:
         where, holder = path, model.get_submodule(path)
@@ -585,16 +556,19 @@ def _holders(model: nn.Module, paths: list[str]) -> list[tuple[nn.Module, str]]:
                    else f"the attention after '{taken[id(holder)]}' is there" if id(holder) in taken
                    else "it has an 'attention' attribute" if hasattr(holder, "attention") else None)
         if problem:
-            raise ValueError(f"cannot register the attention after {path!r} in '{where}' ({problem}); "
-                             f"{type(model).__name__} runs its children, so it cannot hold it either")
+            raise ValueError(f"cannot register the attention after {path!r} in '{where}' "
+                             f"({problem}); {type(model).__name__} runs its children, so it "
+                             "cannot hold it either")
         taken[id(holder)] = path
         holders.append((holder, "attention"))
     return holders
 
 
-def attach_attention(model: nn.Module, attention: AttentionSpec = "bam", placement: str = "bottleneck",
-                     input_size: tuple[int, int, int] = (3, 224, 224), targets: list[str] | None = None,
-                     stem: bool = False, **attention_kwargs) -> list[str]:
+def attach_attention(model: nn.Module, attention: AttentionSpec = "bam",
+                     placement: str = "bottleneck",
+                     input_size: tuple[int, int, int] = (3, 224, 224),
+                     targets: list[str] | None = None, stem: bool = False,
+                     **attention_kwargs) -> list[str]:
     """Attach ``attention`` modules to ``model`` in place; returns the target module paths.
 
     ``attention`` is what :func:`bam.create_attention` takes: a registered name, an ``nn.Module``
@@ -612,8 +586,8 @@ def attach_attention(model: nn.Module, attention: AttentionSpec = "bam", placeme
         return []
     attached = list(attention_targets(model))
     if attached:
-        raise ValueError(f"{type(model).__name__} already has attention attached (after {', '.join(attached)}): "
-                         "attach once per model")
+        raise ValueError(f"{type(model).__name__} already has attention attached (after "
+                         f"{', '.join(attached)}): attach once per model")
     if targets is not None:
         points = _named_points(model, targets, input_size)
     else:
@@ -630,10 +604,9 @@ def attach_attention(model: nn.Module, attention: AttentionSpec = "bam", placeme
         if param is not None:
             module.to(device=param.device, dtype=param.dtype if param.is_floating_point() else None)
         modules.append(module.train(model.training))
-    for (holder, name), point, module in zip(_holders(model, [p.path for p in points]), points, modules):
-        if isinstance(holder, nn.ModuleDict):
-            holder[name] = module
-        else:
-            holder.add_module(name, module)
-        model.get_submodule(point.path).register_forward_hook(AttentionHook(module, point.channels_last))
+    for (holder, name), point, module in zip(_holders(model, [p.path for p in points]), points,
+                                             modules):
+        holder.add_module(name, module)
+        model.get_submodule(point.path).register_forward_hook(
+            AttentionHook(module, point.channels_last))
     return [p.path for p in points]

@@ -18,9 +18,6 @@ from .bam import BAM
 from .cbam import CBAM
 from .se import SqueezeExcitation
 
-__all__ = ["AttentionSpec", "ATTENTIONS", "create_attention", "get_attention", "list_attentions",
-           "register_attention", "attention_class"]
-
 # What an ``attention=`` argument may be throughout ``bam``.
 AttentionSpec = Union[str, type[nn.Module], None]
 

@@ -28,10 +28,6 @@ from torch import nn
 from bam import attach_attention, get_attention, list_attentions, to_resnet_v1
 from bam.registry import AttentionSpec
 
-__all__ = ["ATTENTION_ALIASES", "LAYOUTS", "DatasetInfo", "NetworkEntry", "build_network", "default_placement",
-           "get_network_entry", "input_size_for", "list_datasets", "list_networks", "network_datasets",
-           "register_dataset", "register_network", "resolve_attention", "valid_attentions", "load_zoo", "PROVIDERS"]
-
 # Modules that register networks (and their data sets) when imported.
 PROVIDERS = (
     "tasks.classify.models",  # the classification networks of Tables 2-4 and 10 (cifar100, imagenet)
@@ -52,8 +48,6 @@ class DatasetInfo:
 
 @dataclass(frozen=True)
 class NetworkEntry:
-    name: str
-    dataset: str
     builder: Callable[..., nn.Module]
     # "bottleneck": a ResNet family whose downsampling bottleneck blocks put the stride on the 3x3
     # conv (v1.5, torchvision) and can be moved to the first 1x1 conv (v1, the paper's counts);
@@ -93,7 +87,7 @@ def register_network(name: str, datasets: tuple[str, ...] | list[str] | str = ("
             per_dataset = _NETWORKS.setdefault(name, {})
             if dataset in per_dataset and per_dataset[dataset].builder is not builder:
                 raise ValueError(f"network {name!r} is already registered for data set {dataset!r}")
-            per_dataset[dataset] = NetworkEntry(name, dataset, builder, resnet_blocks, places_attention)
+            per_dataset[dataset] = NetworkEntry(builder, resnet_blocks, places_attention)
         return builder
 
     return decorator
@@ -189,13 +183,20 @@ def build_network(arch: str, dataset: str = "imagenet", attention: AttentionSpec
     ``{"dropout": 0.3}`` for the WideResNets). Works under ``with torch.device("meta")`` for counting.
     """
     entry = get_network_entry(arch, dataset)
-    _check_layout(entry, layout)
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; valid layouts: {', '.join(LAYOUTS)}")
+    if layout == "v1" and entry.resnet_blocks is None:
+        raise ValueError(f"layout 'v1' applies to ResNet-style networks only; {arch!r} has no "
+                         "v1/v1.5 stride layout (use layout='v1.5', the network as defined)")
     attention, placement = resolve_attention(attention, placement)
-    kwargs = _builder_kwargs(entry, num_classes, model_kwargs)
+    kwargs = dict(model_kwargs or {})
+    num_classes = _DATASETS[dataset].num_classes if num_classes is None else num_classes
+    if num_classes is not None:  # else the builder's own default
+        kwargs["num_classes"] = num_classes
     if entry.places_attention and attention is not None:
         if placement != "bottleneck" or attention_kwargs:
-            raise ValueError(f"network {arch!r} places its attention itself: only the bottleneck placement "
-                             "with default module options is available")
+            raise ValueError(f"network {arch!r} places its attention itself: only the bottleneck "
+                             "placement with default module options is available")
         kwargs["attention"], attention = attention, None
     try:  # reject options this network does not have (e.g. dropout for ResNet50) before building
         inspect.signature(entry.builder).bind(**kwargs)
@@ -206,24 +207,6 @@ def build_network(arch: str, dataset: str = "imagenet", attention: AttentionSpec
         model = to_resnet_v1(model)
     attach_attention(model, attention, placement, input_size=input_size_for(dataset), **attention_kwargs)
     return model
-
-
-def _check_layout(entry: NetworkEntry, layout: str) -> None:
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; valid layouts: {', '.join(LAYOUTS)}")
-    if layout == "v1" and entry.resnet_blocks is None:
-        raise ValueError(f"layout 'v1' applies to ResNet-style networks only; {entry.name!r} has no v1/v1.5 "
-                         f"stride layout (use layout='v1.5', the network as defined)")
-
-
-def _builder_kwargs(entry: NetworkEntry, num_classes: int | None, model_kwargs: dict | None) -> dict:
-    """The builder's keyword arguments: ``model_kwargs`` plus the class count (the data set's by default)."""
-    if num_classes is None:
-        num_classes = _DATASETS[entry.dataset].num_classes
-    kwargs = dict(model_kwargs or {})
-    if num_classes is not None:
-        kwargs["num_classes"] = num_classes
-    return kwargs
 
 
 def load_zoo() -> None:
