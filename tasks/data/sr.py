@@ -22,15 +22,15 @@ from torch.utils.data import Dataset
 from tasks.data.images import list_images, read_image, read_rgb, is_image_file
 from tasks.data.imresize import bicubic_degrade, modcrop
 from tasks.data.root import data_root as resolve_data_root
-from tasks.data.sampling import EpochSeededSampler, key_generator
+from tasks.data.sampling import key_generator
 from tasks.utils.files import write_png_atomic
 from tasks.utils.messages import warn
 from tasks.utils.processes import is_main_process
 from tasks.utils.progress import progress
 
 __all__ = [
-    "SRTrainFolder", "SRBenchmark", "EpochSeededSampler", "list_benchmarks",
-    "find_benchmark", "prepare_subimages", "random_patch", "KNOWN_BENCHMARKS", "EMBEDDED_BENCHMARK",
+    "SRTrainFolder", "SRBenchmark", "list_benchmarks", "find_benchmark", "prepare_subimages",
+    "random_patch", "KNOWN_BENCHMARKS", "EMBEDDED_BENCHMARK",
 ]
 
 KNOWN_BENCHMARKS = ("Set5", "Set14", "B100", "Urban100", "Manga109")
@@ -117,8 +117,9 @@ class SRTrainFolder(Dataset):
         files = _collect_files(folders)
         sizes = [_header_size(f) for f in _progress(files, desc="checking sizes", quiet=len(files) <= 2000)]
         small = [(f, s) for f, s in zip(files, sizes) if min(s) < self.patch_size]
+        self.files = [f for f, s in zip(files, sizes) if min(s) >= self.patch_size]
         crop = f"the {self.patch_size}x{self.patch_size} HR crop (patch_size={self.patch_size})"
-        if len(small) == len(files):
+        if not self.files:
             (path, (w, h)), more = small[0], len(small) - 1
             also = f" (and {more} more of {len(files)} images)" if more else ""
             raise ValueError(f"image {path} is {w}x{h}, smaller than {crop}{also}; "
@@ -126,8 +127,6 @@ class SRTrainFolder(Dataset):
         if small:
             names = ", ".join(p.name for p, _ in small[:5]) + (" ..." if len(small) > 5 else "")
             warn(f"skipping {len(small)} of {len(files)} images smaller than {crop}: {names}")
-        skipped = {p for p, _ in small}
-        self.files = [f for f in files if f not in skipped]
         self._images = [read_rgb(f) for f in _progress(self.files, desc="decoding images")] if cache else None
 
     def __len__(self) -> int:
@@ -160,20 +159,19 @@ def _benchmark_files(folder: Path, scale: int) -> list[Path]:
         if (folder / sub).is_dir():
             return list_images(folder / sub, recursive=False)
     srf = [folder / f"image_SRF_{scale}"] + sorted(folder.glob("image_SRF_*"))
-    for sub in srf:  # Huang et al.: image_SRF_<s>/img_001_SRF_<s>_HR.png next to the _LR files
-        if sub.is_dir():
-            hr = [f for f in list_images(sub, recursive=False) if f.stem.endswith("_HR")]
-            if hr:
-                return hr
+    for sub in filter(Path.is_dir, srf):  # Huang et al.: image_SRF_<s>/img_001_SRF_<s>_HR.png
+        hr = [f for f in list_images(sub, recursive=False) if f.stem.endswith("_HR")]
+        if hr:
+            return hr
     if not folder.is_dir():
         raise FileNotFoundError(f"benchmark folder not found: {folder}")
-    # hidden files skipped, as list_images does: macOS copies leave "._NAME.png" beside the images
-    files = [f for f in folder.iterdir() if f.is_file() and is_image_file(f) and not f.name.startswith(".")]
-    hr = [f for f in files if f.stem.endswith("_HR")]
-    if hr or files:
-        return sorted(hr or files)
-    raise ValueError(f"no HR images in benchmark folder {folder} (looked for images directly in it, "
-                     f"in {'/, '.join(_HR_SUBFOLDERS)}/ and in image_SRF_{scale}/*_HR.png)")
+    try:
+        files = list_images(folder, recursive=False)
+    except ValueError:
+        raise ValueError(f"no HR images in benchmark folder {folder} (looked for images directly in "
+                         f"it, in {'/, '.join(_HR_SUBFOLDERS)}/ and in image_SRF_{scale}/*_HR.png)"
+                         ) from None
+    return [f for f in files if f.stem.endswith("_HR")] or files
 
 
 def find_benchmark(name_or_dir: str | os.PathLike, scale: int = 4,
@@ -188,11 +186,10 @@ def find_benchmark(name_or_dir: str | os.PathLike, scale: int = 4,
         return path.name, _benchmark_files(path, scale)
     base = resolve_data_root(data_root) / "sr"
     name = str(name_or_dir)
-    wanted = [n.lower() for n in _ALIASES.get(name.lower(), (name,))]
-    candidates = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
-    for want in wanted:
-        for folder in candidates:
-            if folder.name.lower() == want:
+    folders = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+    for want in _ALIASES.get(name.lower(), (name,)):
+        for folder in folders:
+            if folder.name.lower() == want.lower():
                 return folder.name, _benchmark_files(folder, scale)
     found = ", ".join(list_benchmarks(data_root, scale)) or "none"
     raise FileNotFoundError(
