@@ -29,10 +29,9 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 
 def _sample_seeds(seed: int, epoch: int, indices: np.ndarray) -> np.ndarray:
     # Chain the three inputs through the mixer so nearby (seed, epoch, index) give unrelated seeds.
-    with np.errstate(over="ignore"):
-        state = _splitmix64(np.uint64(seed & 0xFFFFFFFFFFFFFFFF))
-        state = _splitmix64(state ^ np.uint64(epoch & 0xFFFFFFFFFFFFFFFF))
-        mixed = _splitmix64(state ^ indices.astype(np.uint64))
+    state = _splitmix64(np.uint64(seed & 0xFFFFFFFFFFFFFFFF))
+    state = _splitmix64(state ^ np.uint64(epoch & 0xFFFFFFFFFFFFFFFF))
+    mixed = _splitmix64(state ^ indices.astype(np.uint64))
     # 63 bits: fits a signed int64, valid for torch.Generator.manual_seed and numpy alike.
     return (mixed >> np.uint64(1)).astype(np.int64)
 

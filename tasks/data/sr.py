@@ -50,14 +50,11 @@ def _to_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 def random_patch(image: np.ndarray, patch_size: int, augment: bool = True,
-                 generator: torch.Generator | None = None, name: str | os.PathLike = "image"
-                 ) -> np.ndarray:
-    """A random ``patch_size`` square of an (H, W, 3) image; ``augment``: one of the 8 symmetries
-    of the square (random horizontal flip, vertical flip and transpose, as in BasicSR)."""
+                 generator: torch.Generator | None = None) -> np.ndarray:
+    """A random ``patch_size`` square of an (H, W, 3) image at least that large; ``augment``: one
+    of the 8 symmetries of the square (random horizontal flip, vertical flip and transpose, as in
+    BasicSR)."""
     h, w = image.shape[:2]
-    if h < patch_size or w < patch_size:
-        raise ValueError(f"image {name} is {w}x{h}, smaller than the {patch_size}x{patch_size} HR crop "
-                         f"(patch_size={patch_size}); remove it or lower the patch size")
     top = int(torch.randint(0, h - patch_size + 1, (1,), generator=generator))
     left = int(torch.randint(0, w - patch_size + 1, (1,), generator=generator))
     patch = image[top:top + patch_size, left:left + patch_size]
@@ -138,7 +135,7 @@ class SRTrainFolder(Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         index %= len(self.files)
         image = self._images[index] if self._images is not None else read_rgb(self.files[index])
-        hr = _to_tensor(random_patch(image, self.patch_size, self.augment, generator, self.files[index]))
+        hr = _to_tensor(random_patch(image, self.patch_size, self.augment, generator))
         return {"lr": bicubic_degrade(hr, self.scale).float().div_(255), "hr": hr.float().div_(255)}
 
 
