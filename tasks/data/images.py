@@ -87,13 +87,12 @@ def read_image(path: str | os.PathLike, exif: bool = True) -> np.ndarray:
         raise ValueError(f"not an image file (is a folder?): {path}")
     try:
         array = _decode(path, exif)
-    except ValueError as error:
-        if str(path) in str(error):
-            raise
-        raise ValueError(f"cannot read image {path}: {error}") from error
-    except (OSError, SyntaxError, zlib.error, struct.error, Image.DecompressionBombError) as error:
+    except (ValueError, OSError, SyntaxError, zlib.error, struct.error,
+            Image.DecompressionBombError) as error:
         # Pillow signals truncated or corrupt data with OSError (SyntaxError for broken headers;
         # zlib.error and struct.error can escape from its parsing of compressed or short chunks).
+        if isinstance(error, ValueError) and str(path) in str(error):
+            raise  # ours, naming the file already
         raise ValueError(f"cannot read image {path}: {error}") from error
     array = np.ascontiguousarray(array)
     return array if array.flags.writeable else array.copy()  # torch.from_numpy wants writable
