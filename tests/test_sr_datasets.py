@@ -16,7 +16,8 @@ from tasks.data.embedded import EMBEDDED_SPLITS, embedded_sr_files, embedded_sr_
 from tasks.data.images import read_image
 from tasks.data.imresize import bicubic_degrade
 from tasks.data.sampling import EpochSeededSampler
-from tasks.data.sr import SRBenchmark, SRTrainFolder, find_benchmark, list_benchmarks, prepare_subimages
+from tasks.data.sr import (SRBenchmark, SRTrainFolder, find_benchmark, list_benchmarks,
+                           prepare_subimages)
 from tasks.utils.files import write_png_atomic
 
 RNG = np.random.default_rng(0)

@@ -226,7 +226,6 @@ class ADE20K(SegmentationFolder):
                          class_names=ADE20K_CLASSES,
                          layout_hint="<data-root>/ADEChallengeData2016/images/{training,validation}/*.jpg and "
                                      "ADEChallengeData2016/annotations/{training,validation}/*.png")
-        self.split = split
 
 
 def palette(num_classes: int = 256) -> np.ndarray:

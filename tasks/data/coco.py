@@ -1,9 +1,6 @@
 """COCO 2017 object detection in its released layout, as torchvision detection samples.
 
-Layout (``train2017.zip``, ``val2017.zip`` and ``annotations_trainval2017.zip`` from
-https://cocodataset.org/#download, unzipped into ``<data root>/coco``): ``coco/{train2017,val2017}/*.jpg``
-and ``coco/annotations/instances_{train2017,val2017}.json``. 2017 train/val is the paper's split
-(trainval35k / minival).
+Layout: :data:`LAYOUT`. 2017 train/val is the paper's split (trainval35k / minival).
 
 A sample is ``(image, target)``: ``image`` a float CxHxW tensor in [0, 1], ``target`` a dict with
 ``boxes`` (float Nx4, x1 y1 x2 y2 pixels), ``labels`` (COCO category ids, so ``num_classes = 91``),
@@ -75,15 +72,17 @@ def check_coco_content(content: dict, ann_file: Path, for_evaluation: bool = Fal
         if not isinstance(image, dict) or "id" not in image:
             raise ValueError(f"{ann_file}: every image record needs an 'id', got {image!r}"[:500])
     needed = _ANNOTATION_KEYS + (_EVALUATION_KEYS if for_evaluation else ())
-    bad = [a for a in content["annotations"] if not isinstance(a, dict) or any(k not in a for k in needed)]
+    annotations = content["annotations"]
+    bad = [a for a in annotations if not isinstance(a, dict) or any(k not in a for k in needed)]
     if bad:
         first = bad[0] if isinstance(bad[0], dict) else {}
         missing = [key for key in needed if key not in first]
         where = (f"image id {first.get('image_id')}: annotation {first.get('id')}"
                  if first else f"annotation {bad[0]!r}")
-        purpose = " (COCO evaluation needs them for every box)" if set(missing) & set(_EVALUATION_KEYS) else ""
+        evaluation = set(missing) & set(_EVALUATION_KEYS)
+        purpose = " (COCO evaluation needs them for every box)" if evaluation else ""
         raise ValueError(f"{ann_file}, {where} has no {', '.join(map(repr, missing))}{purpose}; "
-                         f"{len(bad)} of {len(content['annotations'])} annotations lack one of "
+                         f"{len(bad)} of {len(annotations)} annotations lack one of "
                          f"{', '.join(needed)}")
 
 

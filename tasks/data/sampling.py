@@ -61,7 +61,7 @@ class EpochSeededSampler(Sampler):
         """The indices of the current epoch, in visiting order."""
         if not self.shuffle:
             return np.arange(self.length, dtype=np.int64)
-        generator = torch.Generator().manual_seed(int(_sample_seeds(self.seed, self.epoch, np.array([-1]))[0]))
+        generator = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, -1))
         return torch.randperm(self.length, generator=generator).numpy()
 
     def __iter__(self) -> Iterator[tuple[int, int]]:

@@ -165,9 +165,8 @@ def _benchmark_files(folder: Path, scale: int) -> list[Path]:
     try:
         files = list_images(folder, recursive=False)
     except ValueError:
-        raise ValueError(f"no HR images in benchmark folder {folder} (looked for images directly in "
-                         f"it, in {'/, '.join(_HR_SUBFOLDERS)}/ and in image_SRF_{scale}/*_HR.png)"
-                         ) from None
+        looked = f"in it, in {'/, '.join(_HR_SUBFOLDERS)}/ and in image_SRF_{scale}/*_HR.png"
+        raise ValueError(f"no HR images in benchmark folder {folder} (looked {looked})") from None
     return [f for f in files if f.stem.endswith("_HR")] or files
 
 
