@@ -247,9 +247,7 @@ class SRBenchmark(Dataset):
 # --- preparation -------------------------------------------------------------------------------
 
 def _starts(length: int, size: int, step: int) -> list[int]:
-    if length <= size:
-        return [0]
-    starts = list(range(0, length - size + 1, step))
+    starts = list(range(0, max(length - size, 0) + 1, step))  # [0] when the image is not larger
     if starts[-1] + size < length:
         starts.append(length - size)  # cover the far border too
     return starts
