@@ -24,19 +24,6 @@ from tasks.data.root import data_root  # noqa: E402
 from tasks.data.sr import find_benchmark, list_benchmarks, prepare_subimages  # noqa: E402
 
 
-def prepare_command(args: argparse.Namespace) -> None:
-    count = prepare_subimages(args.src, args.dst, size=args.size, step=args.step)
-    print(f"wrote {count} sub-images to {args.dst}")
-
-
-def list_command(args: argparse.Namespace) -> None:
-    names = list_benchmarks(args.data_root, args.scale)
-    for name in names:
-        print(f"{name}: {len(find_benchmark(name, args.scale, args.data_root)[1])} images")
-    if not names:
-        print(f"no benchmark sets under {data_root(args.data_root) / 'sr'}", file=sys.stderr)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python datasets/prepare_sr.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,12 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("dst", help="output folder")
     prepare.add_argument("--size", type=int, default=480, help="sub-image side (default 480)")
     prepare.add_argument("--step", type=int, default=240, help="stride between sub-images (default 240)")
-    prepare.set_defaults(run=prepare_command)
     listing = commands.add_parser("list", help="list the benchmark sets under the data root")
     listing.add_argument("--data-root", default=None,
                          help="data root (default: $BAM_DATA_ROOT, else the repository's datasets/)")
     listing.add_argument("--scale", type=int, default=4, help="SR factor the sets are read for (default 4)")
-    listing.set_defaults(run=list_command)
     return parser
 
 
@@ -59,7 +44,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.run(args)
+        if args.command == "prepare":
+            count = prepare_subimages(args.src, args.dst, size=args.size, step=args.step)
+            print(f"wrote {count} sub-images to {args.dst}")
+            return
+        names = list_benchmarks(args.data_root, args.scale)
+        for name in names:
+            print(f"{name}: {len(find_benchmark(name, args.scale, args.data_root)[1])} images")
+        if not names:
+            print(f"no benchmark sets under {data_root(args.data_root) / 'sr'}", file=sys.stderr)
     except (FileNotFoundError, ValueError) as error:
         parser.error(str(error))  # a message naming the file or folder, not a traceback
 

@@ -53,7 +53,7 @@ def test_downscale_2d_is_separable_by_hand():
 
 def test_upscale_weights_by_hand():
     signal = torch.rand(4, 1, generator=GEN, dtype=torch.float64)  # a column: resize along H
-    out = imresize(signal, size=(8, 1))
+    out = imresize(signal, 2.0)  # the single column is copied
     by_hand = sum(w * signal[i, 0] for i, w in UP2_FIRST.items())
     assert out[0, 0].item() == pytest.approx(by_hand.item(), abs=1e-12)
 
@@ -61,7 +61,7 @@ def test_upscale_weights_by_hand():
 def test_upscaled_ramp_is_linear_inside():
     # the a = -0.5 cubic reproduces linear signals exactly away from the (mirrored) borders
     ramp = torch.arange(16, dtype=torch.float64).view(1, 16)
-    out = imresize(ramp, size=(1, 64))[0]
+    out = imresize(ramp, 4.0)[0]  # the single row is copied
     centres = (torch.arange(1, 65, dtype=torch.float64) / 4 + 0.5 * (1 - 1 / 4)) - 1  # 0-based
     inside = (centres >= 2) & (centres <= 13)
     torch.testing.assert_close(out[inside], centres[inside], rtol=0, atol=1e-12)
@@ -81,7 +81,6 @@ def test_output_sizes_are_ceil_of_scaled_size():
     assert imresize(x, 0.5).shape[-2:] == (4, 5)
     assert imresize(x, 1 / 3).shape[-2:] == (3, 4)
     assert imresize(x, 3).shape[-2:] == (21, 30)
-    assert imresize(x, size=(5, 6)).shape[-2:] == (5, 6)
 
 
 def test_antialiasing_widens_the_kernel():
@@ -128,7 +127,6 @@ def test_bicubic_degrade_and_modcrop():
         bicubic_degrade(hr, 4)
     cropped = modcrop(hr, 4)
     assert cropped.shape[-2:] == (12, 16)
-    assert modcrop(hr[0].permute(1, 2, 0).numpy(), 4).shape == (12, 16, 3)
     lr = bicubic_degrade(cropped, 4)
     assert lr.dtype == torch.uint8 and lr.shape[-2:] == (3, 4)
     torch.testing.assert_close(lr, to_uint8(imresize(cropped.double(), 0.25)))
@@ -137,5 +135,5 @@ def test_bicubic_degrade_and_modcrop():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="scale"):
         imresize(torch.zeros(4, 4), -1)
-    with pytest.raises(ValueError, match="exactly one"):
-        imresize(torch.zeros(4, 4))
+    with pytest.raises(ValueError, match="scale"):
+        imresize(torch.zeros(4, 4), float("inf"))

@@ -56,7 +56,7 @@ def test_train_transform_scale_cap_and_flip_alignment(ade_root):
     assert scaled_size(400, 300, 450, 1000) == (600, 450)
     data = ADE20K(ade_root, "train")
     image, label, _ = data.load(0)
-    flipped_image, flipped_label = TrainTransform(short_sides=(64,), flip=True)(image, label, _FlipAlways())
+    flipped_image, flipped_label = TrainTransform(short_sides=(64,))(image, label, _FlipAlways())
     assert np.array_equal(np.array(flipped_label), np.array(label)[:, ::-1])
     assert np.array_equal(np.array(flipped_image), np.array(image)[:, ::-1])
     # Random rescale: short side from the list, nearest-neighbour labels stay aligned with the image.

@@ -66,7 +66,6 @@ class TrainTransform:
 
     short_sides: Sequence[int] = TRAIN_SHORT_SIDES
     max_long_side: int = MAX_LONG_SIDE
-    flip: bool = True
 
     def __call__(self, image: Image.Image, label: Image.Image,
                  rng: random.Random | None = None) -> tuple[Image.Image, Image.Image]:
@@ -75,7 +74,7 @@ class TrainTransform:
         if (new_w, new_h) != image.size:
             image = image.resize((new_w, new_h), Image.BILINEAR)
             label = label.resize((new_w, new_h), Image.NEAREST)  # never blend class ids
-        if self.flip and rng.random() < 0.5:
+        if rng.random() < 0.5:
             image = image.transpose(Image.FLIP_LEFT_RIGHT)
             label = label.transpose(Image.FLIP_LEFT_RIGHT)
         return image, label
@@ -162,8 +161,7 @@ class SegmentationFolder(Dataset):
         try:
             with Image.open(path) as pil:
                 mode = pil.mode
-                if mode in ("L", "P", "I;16", "I"):
-                    raw = np.asarray(pil).astype(np.int64)  # decodes: truncation shows up here
+                raw = np.asarray(pil).astype(np.int64)  # decodes: truncation shows up here
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
             raise ValueError(f"{path}: cannot read label PNG ({error})") from error
         if mode not in ("L", "P", "I;16", "I"):
@@ -201,14 +199,12 @@ class SegmentationFolder(Dataset):
         return {"image": to_tensor(image), "label": torch.from_numpy(np.array(label, dtype=np.int64)), "name": name}
 
 
-# The splits every command names and the folders ADE20K keeps them in.
-SPLIT_FOLDERS = {"train": "training", "val": "validation"}
-
-
 def split_folder(split: str) -> str:
-    if split not in SPLIT_FOLDERS:
-        raise ValueError(f"split must be one of {', '.join(SPLIT_FOLDERS)}, got {split!r}")
-    return SPLIT_FOLDERS[split]
+    """The folder ADE20K keeps a split (``train`` or ``val``, as every command names them) in."""
+    folders = {"train": "training", "val": "validation"}
+    if split not in folders:
+        raise ValueError(f"split must be one of {', '.join(folders)}, got {split!r}")
+    return folders[split]
 
 
 class ADE20K(SegmentationFolder):
@@ -230,7 +226,6 @@ class ADE20K(SegmentationFolder):
                          class_names=ADE20K_CLASSES,
                          layout_hint="<data-root>/ADEChallengeData2016/images/{training,validation}/*.jpg and "
                                      "ADEChallengeData2016/annotations/{training,validation}/*.png")
-        self.split = split
 
 
 def palette(num_classes: int = 256) -> np.ndarray:

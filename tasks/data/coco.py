@@ -1,9 +1,6 @@
 """COCO 2017 object detection in its released layout, as torchvision detection samples.
 
-Layout (``train2017.zip``, ``val2017.zip`` and ``annotations_trainval2017.zip`` from
-https://cocodataset.org/#download, unzipped into ``<data root>/coco``): ``coco/{train2017,val2017}/*.jpg``
-and ``coco/annotations/instances_{train2017,val2017}.json``. 2017 train/val is the paper's split
-(trainval35k / minival).
+Layout: :data:`LAYOUT`. 2017 train/val is the paper's split (trainval35k / minival).
 
 A sample is ``(image, target)``: ``image`` a float CxHxW tensor in [0, 1], ``target`` a dict with
 ``boxes`` (float Nx4, x1 y1 x2 y2 pixels), ``labels`` (COCO category ids, so ``num_classes = 91``),
@@ -17,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,8 +23,7 @@ from torch.utils.data import Dataset
 
 from tasks.data.images import read_rgb
 from tasks.data.sampling import key_generator
-
-log = logging.getLogger(__name__)
+from tasks.utils.messages import warn
 
 SPLITS = ("train", "val")
 LAYOUT = (
@@ -56,17 +51,6 @@ _ANNOTATION_KEYS = ("id", "image_id", "category_id", "bbox")
 _EVALUATION_KEYS = ("area", "iscrowd")  # COCOeval reads both for every ground-truth box
 
 
-def _read_json(ann_file: Path) -> dict:
-    try:
-        content = json.loads(ann_file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{ann_file} is not a readable JSON file ({error})") from None
-    if not isinstance(content, dict):
-        raise ValueError(f"{ann_file} is not a COCO instances annotation file: it holds a "
-                         f"{type(content).__name__}, not an object with {', '.join(_TOP_LEVEL)}")
-    return content
-
-
 def check_coco_content(content: dict, ann_file: Path, for_evaluation: bool = False) -> None:
     """Refuse, naming the file and the first faulty record, what pycocotools or COCOeval would
     stumble over later (a ``KeyError`` deep inside, possibly after a whole training run).
@@ -74,6 +58,9 @@ def check_coco_content(content: dict, ann_file: Path, for_evaluation: bool = Fal
     ``for_evaluation``: the file is the ground truth of an evaluation, whose boxes COCOeval also
     needs an ``area`` and an ``iscrowd`` for.
     """
+    if not isinstance(content, dict):
+        raise ValueError(f"{ann_file} is not a COCO instances annotation file: it holds a "
+                         f"{type(content).__name__}, not an object with {', '.join(_TOP_LEVEL)}")
     for key in _TOP_LEVEL:
         if not isinstance(content.get(key), list):
             found = "has none" if key not in content else f"has a {type(content[key]).__name__}"
@@ -85,16 +72,18 @@ def check_coco_content(content: dict, ann_file: Path, for_evaluation: bool = Fal
         if not isinstance(image, dict) or "id" not in image:
             raise ValueError(f"{ann_file}: every image record needs an 'id', got {image!r}"[:500])
     needed = _ANNOTATION_KEYS + (_EVALUATION_KEYS if for_evaluation else ())
-    for annotation in content["annotations"]:
-        missing = [key for key in needed if not isinstance(annotation, dict) or key not in annotation]
-        if missing:
-            bad = [a for a in content["annotations"] if not isinstance(a, dict) or any(k not in a for k in needed)]
-            where = (f"image id {annotation.get('image_id')}: annotation {annotation.get('id')}"
-                     if isinstance(annotation, dict) else f"annotation {annotation!r}")
-            purpose = " (COCO evaluation needs them for every box)" if set(missing) & set(_EVALUATION_KEYS) else ""
-            raise ValueError(f"{ann_file}, {where} has no {', '.join(map(repr, missing))}{purpose}; "
-                             f"{len(bad)} of {len(content['annotations'])} annotations lack one of "
-                             f"{', '.join(needed)}")
+    annotations = content["annotations"]
+    bad = [a for a in annotations if not isinstance(a, dict) or any(k not in a for k in needed)]
+    if bad:
+        first = bad[0] if isinstance(bad[0], dict) else {}
+        missing = [key for key in needed if key not in first]
+        where = (f"image id {first.get('image_id')}: annotation {first.get('id')}"
+                 if first else f"annotation {bad[0]!r}")
+        evaluation = set(missing) & set(_EVALUATION_KEYS)
+        purpose = " (COCO evaluation needs them for every box)" if evaluation else ""
+        raise ValueError(f"{ann_file}, {where} has no {', '.join(map(repr, missing))}{purpose}; "
+                         f"{len(bad)} of {len(annotations)} annotations lack one of "
+                         f"{', '.join(needed)}")
 
 
 def load_coco_api(ann_file: str | Path, for_evaluation: bool = False):
@@ -105,9 +94,10 @@ def load_coco_api(ann_file: str | Path, for_evaluation: bool = False):
     except ImportError as error:  # optional dependency
         raise ImportError("COCO needs pycocotools: pip install 'bam-attention[detection]'") from error
     ann_file = Path(ann_file)
-    if not ann_file.is_file():
-        raise FileNotFoundError(f"COCO annotation file not found: {ann_file}")
-    content = _read_json(ann_file)
+    try:
+        content = json.loads(ann_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{ann_file} is not a readable JSON file ({error})") from None
     check_coco_content(content, ann_file, for_evaluation)
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints timing lines
@@ -125,7 +115,7 @@ def convert_annotations(annotations: Sequence[dict], width: int,
 
     Returns ``(arrays, clipped, dropped)``: how many boxes reached outside the image (clipped)
     and how many had no area left (dropped)."""
-    boxes, labels, areas, crowd = [], [], [], []
+    boxes, labels, areas = [], [], []
     clipped = dropped = 0
     for ann in annotations:
         if ann.get("iscrowd", 0):
@@ -137,22 +127,20 @@ def convert_annotations(annotations: Sequence[dict], width: int,
                              f"got {ann.get('bbox', 'nothing')!r}") from error
         if not all(map(np.isfinite, (x, y, w, h))):
             raise ValueError(f"annotation {ann.get('id')}: non-finite bbox {ann['bbox']!r}")
-        box = [x, y, x + w, y + h]
-        inside = [min(max(box[0], 0.0), width), min(max(box[1], 0.0), height),
-                  min(max(box[2], 0.0), width), min(max(box[3], 0.0), height)]
+        box = np.array([x, y, x + w, y + h])
+        inside = box.clip(0, [width, height, width, height])
         if inside[2] <= inside[0] or inside[3] <= inside[1]:
             dropped += 1
             continue
-        clipped += inside != box
+        clipped += bool((inside != box).any())
         boxes.append(inside)
         labels.append(int(ann["category_id"]))
         areas.append(float(ann.get("area", w * h)))
-        crowd.append(int(ann.get("iscrowd", 0)))
     arrays = {
         "boxes": np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
         "labels": np.asarray(labels, dtype=np.int64),
         "area": np.asarray(areas, dtype=np.float32),
-        "iscrowd": np.asarray(crowd, dtype=np.int64),
+        "iscrowd": np.zeros(len(boxes), dtype=np.int64),  # crowd regions were left out above
     }
     return arrays, clipped, dropped
 
@@ -177,8 +165,6 @@ class CocoDetection(Dataset):
     def __init__(self, root: str | Path, split: str = "train", train: bool | None = None,
                  remove_empty: bool | None = None):
         self.image_dir, self.ann_file = coco_paths(root, split)
-        if not self.image_dir.is_dir():
-            raise FileNotFoundError(f"COCO image folder not found: {self.image_dir}")
         self.train = split == "train" if train is None else train
         # An evaluation set's ground truth is checked for what COCOeval needs too, now, not when the
         # first evaluation runs after training.
@@ -220,8 +206,8 @@ class CocoDetection(Dataset):
         self.stats = {"images": len(self.ids), "clipped_boxes": clipped, "dropped_boxes": dropped,
                       "images_without_boxes": empty, "removed_images": empty if remove_empty else 0}
         if clipped or dropped:
-            log.warning("%s: %d boxes reached outside their image and were clipped, %d boxes with "
-                        "no area inside the image were dropped", self.ann_file, clipped, dropped)
+            warn(f"{self.ann_file}: {clipped} boxes reached outside their image and were clipped, "
+                 f"{dropped} boxes with no area inside the image were dropped")
         if not self.ids:
             raise ValueError(f"{self.ann_file}: no images left (images without boxes removed: {empty})")
 

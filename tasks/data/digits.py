@@ -51,11 +51,7 @@ class Digits(Dataset):
     the training statistics; training images are random 32x32 crops of the 4-pixel padded image
     (no flips: a flipped digit is another shape)."""
 
-    num_classes = NUM_CLASSES
-    classes = [str(d) for d in range(NUM_CLASSES)]
-
     def __init__(self, train: bool = True):
-        self.train = train
         self.images, self.targets = digits_arrays(train)
         crop = [transforms.RandomCrop(IMAGE_SIZE, padding=4)] if train else []
         self.transform = transforms.Compose([*crop, transforms.Normalize(*digits_stats())])

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import skimage
 
-from tasks.data.images import read_image, read_rgb
+from tasks.data.images import read_rgb
 
 __all__ = ["EMBEDDED_SPLITS", "embedded_sr_files", "embedded_sr_images"]
 
@@ -42,8 +42,6 @@ def embedded_sr_files(split: str = "train") -> list[Path]:
     return files
 
 
-def embedded_sr_images(split: str = "train", keep_gray: bool = False) -> list[np.ndarray]:
-    """The photographs of a split as uint8 arrays: (H, W, 3), or (H, W) for gray files when
-    ``keep_gray`` (the Y-only protocol needs to know which files were gray)."""
-    reader = read_image if keep_gray else read_rgb
-    return [reader(path) for path in embedded_sr_files(split)]
+def embedded_sr_images(split: str = "train") -> list[np.ndarray]:
+    """The photographs of a split as uint8 (H, W, 3) arrays."""
+    return [read_rgb(path) for path in embedded_sr_files(split)]

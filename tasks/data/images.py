@@ -87,13 +87,12 @@ def read_image(path: str | os.PathLike, exif: bool = True) -> np.ndarray:
         raise ValueError(f"not an image file (is a folder?): {path}")
     try:
         array = _decode(path, exif)
-    except ValueError as error:
-        if str(path) in str(error):
-            raise
-        raise ValueError(f"cannot read image {path}: {error}") from error
-    except (OSError, SyntaxError, zlib.error, struct.error, Image.DecompressionBombError) as error:
+    except (ValueError, OSError, SyntaxError, zlib.error, struct.error,
+            Image.DecompressionBombError) as error:
         # Pillow signals truncated or corrupt data with OSError (SyntaxError for broken headers;
         # zlib.error and struct.error can escape from its parsing of compressed or short chunks).
+        if isinstance(error, ValueError) and str(path) in str(error):
+            raise  # ours, naming the file already
         raise ValueError(f"cannot read image {path}: {error}") from error
     array = np.ascontiguousarray(array)
     return array if array.flags.writeable else array.copy()  # torch.from_numpy wants writable
@@ -115,17 +114,13 @@ def _decode(path: Path, exif: bool = True) -> np.ndarray:
 
 
 def _pil_to_array(image: Image.Image) -> np.ndarray:
-    mode = image.mode
-    if mode in ("1", "L", "RGB"):
-        return np.asarray(image.convert("L") if mode == "1" else image)
-    if mode in ("LA", "La"):
-        return np.asarray(image.convert("LA"))[:, :, 0]
-    if mode in ("P", "PA", "RGBA", "RGBa", "RGBX"):
-        # Through RGBA: a palette with transparency converts to RGB only with a warning.
-        return np.asarray(image.convert("RGBA"))[:, :, :3]
-    if mode.startswith("I") or mode == "F":
-        return np.asarray(image)  # integer (16-bit) or float gray: scaled by _normalize
-    return np.asarray(image.convert("RGB"))  # CMYK, YCbCr, LAB, HSV
+    """Pixels as Pillow stores them (bool, 16-bit or float gray are scaled by _normalize, alpha
+    dropped there); palette and premultiplied-alpha modes through RGBA or LA (a palette with
+    transparency converts to RGB only with a warning); CMYK, YCbCr, LAB, HSV through RGB."""
+    if image.mode in ("1", "L", "LA", "RGB", "RGBA", "RGBX", "F") or image.mode.startswith("I"):
+        return np.asarray(image)
+    converted = {"La": "LA", "P": "RGBA", "PA": "RGBA", "RGBa": "RGBA"}.get(image.mode, "RGB")
+    return np.asarray(image.convert(converted))
 
 
 def _normalize(array: np.ndarray, path: Path) -> np.ndarray:

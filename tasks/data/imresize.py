@@ -8,8 +8,8 @@ The method, from MATLAB's definition:
 * output pixel ``i`` (1-based) samples the input at ``u = i / scale + (1 - 1 / scale) / 2``;
 * weights are normalised to sum to one per output pixel; taps outside the image are folded
   back symmetrically (edge pixel repeated: ..., 2, 1 | 1, 2, ..., n | n, n-1, ...);
-* the output size for a scale is ``ceil(in * scale)``; the dimension with the smaller scale is
-  resized first (height first when equal).
+* the output size is ``ceil(in * scale)``; with one scale for both dimensions, height is
+  resized first.
 
 Each 1-D resize is a cached dense (out x in) matrix, so a batch (N, C, H, W) is resized by two
 matmuls on any device. Computation stays in floating point across both passes, as in BasicSR's
@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Sequence
-
 import numpy as np
 import torch
 
@@ -61,45 +59,25 @@ def resize_matrix(in_len: int, out_len: int, scale: float, antialias: bool = Tru
     return torch.from_numpy(matrix).to(device=device, dtype=dtype)
 
 
-def _output_sizes(height: int, width: int, scale, size) -> tuple[tuple[int, int], tuple[float, float]]:
-    if (scale is None) == (size is None):
-        raise ValueError("imresize: give exactly one of scale= or size=")
-    if size is not None:
-        out_h, out_w = (int(v) for v in size)
-        if out_h <= 0 or out_w <= 0:
-            raise ValueError(f"imresize: output size must be positive, got size={tuple(size)}")
-        return (out_h, out_w), (out_h / height, out_w / width)
-    scales = (float(scale), float(scale)) if not isinstance(scale, Sequence) else tuple(map(float, scale))
-    if len(scales) != 2 or min(scales) <= 0 or not all(map(math.isfinite, scales)):
-        raise ValueError(f"imresize: scale must be a positive number (or two), got scale={scale!r}")
-    # round() guards against 1/3 * 3 = 0.99999...; MATLAB: ceil(scale * size)
-    out = tuple(int(math.ceil(round(n * s, 9))) for n, s in zip((height, width), scales))
-    return out, scales
-
-
-def imresize(x: torch.Tensor, scale: float | Sequence[float] | None = None,
-             size: Sequence[int] | None = None, antialias: bool = True) -> torch.Tensor:
+def imresize(x: torch.Tensor, scale: float, antialias: bool = True) -> torch.Tensor:
     """MATLAB ``imresize(x, scale, 'bicubic')`` over the last two dimensions of ``x``.
 
-    ``x``: (..., H, W), e.g. (N, C, H, W), on any device. Floating inputs are resized in their
-    own dtype (half precision in float32); integer inputs (uint8 images) in float64. The result
-    is not rounded: ``tasks.utils.images.quantize(out, peak=255)`` makes 8-bit images. Give
-    ``scale`` (a number or (sh, sw); output ``ceil(in * scale)``) or an output ``size`` (h, w).
+    ``x``: (..., H, W), e.g. (N, C, H, W), on any device; the output is ``ceil(in * scale)``.
+    Floating inputs are resized in their own dtype (half precision in float32); integer inputs
+    (uint8 images) in float64. The result is not rounded: ``tasks.utils.images.quantize(out,
+    peak=255)`` makes 8-bit images.
     """
     if not isinstance(x, torch.Tensor) or x.ndim < 2:
         raise ValueError("imresize: expected a tensor of shape (..., H, W)")
-    height, width = x.shape[-2:]
-    (out_h, out_w), (scale_h, scale_w) = _output_sizes(height, width, scale, size)
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"imresize: scale must be a positive number, got scale={scale!r}")
     compute = x.dtype if x.dtype in (torch.float32, torch.float64) else (
         torch.float32 if x.is_floating_point() else torch.float64)
     out = x.to(compute)
-    passes = [(-2, height, out_h, scale_h), (-1, width, out_w, scale_w)]
-    if scale_w < scale_h:
-        passes.reverse()  # MATLAB resizes the dimension with the smaller scale first
-    for dim, n_in, n_out, s in passes:
-        if n_in == n_out and s == 1:
-            continue
-        matrix = resize_matrix(n_in, n_out, s, antialias, out.device, compute)
+    for dim in (-2, -1) if scale != 1 else ():  # height first, as MATLAB (equal scales)
+        n_in = out.shape[dim]
+        n_out = math.ceil(round(n_in * scale, 9))  # round(): 1/3 * 3 = 0.99999...; MATLAB: ceil
+        matrix = resize_matrix(n_in, n_out, scale, antialias, out.device, compute)
         out = matrix @ out if dim == -2 else out @ matrix.T
     return out.to(x.dtype) if x.is_floating_point() else out
 
@@ -109,13 +87,10 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return quantize(x, peak=255)
 
 
-def modcrop(image: torch.Tensor | np.ndarray, scale: int):
-    """Crop the last two (tensor) or first two (numpy HxW[xC]) dimensions to multiples of scale."""
-    if isinstance(image, torch.Tensor):
-        h, w = image.shape[-2:]
-        return image[..., : h - h % scale, : w - w % scale]
-    h, w = image.shape[:2]
-    return image[: h - h % scale, : w - w % scale]
+def modcrop(image: torch.Tensor, scale: int) -> torch.Tensor:
+    """Crop the last two dimensions to multiples of ``scale``."""
+    h, w = image.shape[-2:]
+    return image[..., : h - h % scale, : w - w % scale]
 
 
 def bicubic_degrade(hr: torch.Tensor, scale: int) -> torch.Tensor:

@@ -29,10 +29,9 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 
 def _sample_seeds(seed: int, epoch: int, indices: np.ndarray) -> np.ndarray:
     # Chain the three inputs through the mixer so nearby (seed, epoch, index) give unrelated seeds.
-    with np.errstate(over="ignore"):
-        state = _splitmix64(np.uint64(seed & 0xFFFFFFFFFFFFFFFF))
-        state = _splitmix64(state ^ np.uint64(epoch & 0xFFFFFFFFFFFFFFFF))
-        mixed = _splitmix64(state ^ indices.astype(np.uint64))
+    state = _splitmix64(np.uint64(seed & 0xFFFFFFFFFFFFFFFF))
+    state = _splitmix64(state ^ np.uint64(epoch & 0xFFFFFFFFFFFFFFFF))
+    mixed = _splitmix64(state ^ indices.astype(np.uint64))
     # 63 bits: fits a signed int64, valid for torch.Generator.manual_seed and numpy alike.
     return (mixed >> np.uint64(1)).astype(np.int64)
 
@@ -62,7 +61,7 @@ class EpochSeededSampler(Sampler):
         """The indices of the current epoch, in visiting order."""
         if not self.shuffle:
             return np.arange(self.length, dtype=np.int64)
-        generator = torch.Generator().manual_seed(int(_sample_seeds(self.seed, self.epoch, np.array([-1]))[0]))
+        generator = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, -1))
         return torch.randperm(self.length, generator=generator).numpy()
 
     def __iter__(self) -> Iterator[tuple[int, int]]:

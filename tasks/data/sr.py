@@ -22,15 +22,15 @@ from torch.utils.data import Dataset
 from tasks.data.images import list_images, read_image, read_rgb, is_image_file
 from tasks.data.imresize import bicubic_degrade, modcrop
 from tasks.data.root import data_root as resolve_data_root
-from tasks.data.sampling import EpochSeededSampler, key_generator
+from tasks.data.sampling import key_generator
 from tasks.utils.files import write_png_atomic
 from tasks.utils.messages import warn
 from tasks.utils.processes import is_main_process
 from tasks.utils.progress import progress
 
 __all__ = [
-    "SRTrainFolder", "SRBenchmark", "EpochSeededSampler", "list_benchmarks",
-    "find_benchmark", "prepare_subimages", "random_patch", "KNOWN_BENCHMARKS", "EMBEDDED_BENCHMARK",
+    "SRTrainFolder", "SRBenchmark", "list_benchmarks", "find_benchmark", "prepare_subimages",
+    "random_patch", "KNOWN_BENCHMARKS", "EMBEDDED_BENCHMARK",
 ]
 
 KNOWN_BENCHMARKS = ("Set5", "Set14", "B100", "Urban100", "Manga109")
@@ -50,14 +50,11 @@ def _to_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 def random_patch(image: np.ndarray, patch_size: int, augment: bool = True,
-                 generator: torch.Generator | None = None, name: str | os.PathLike = "image"
-                 ) -> np.ndarray:
-    """A random ``patch_size`` square of an (H, W, 3) image; ``augment``: one of the 8 symmetries
-    of the square (random horizontal flip, vertical flip and transpose, as in BasicSR)."""
+                 generator: torch.Generator | None = None) -> np.ndarray:
+    """A random ``patch_size`` square of an (H, W, 3) image at least that large; ``augment``: one
+    of the 8 symmetries of the square (random horizontal flip, vertical flip and transpose, as in
+    BasicSR)."""
     h, w = image.shape[:2]
-    if h < patch_size or w < patch_size:
-        raise ValueError(f"image {name} is {w}x{h}, smaller than the {patch_size}x{patch_size} HR crop "
-                         f"(patch_size={patch_size}); remove it or lower the patch size")
     top = int(torch.randint(0, h - patch_size + 1, (1,), generator=generator))
     left = int(torch.randint(0, w - patch_size + 1, (1,), generator=generator))
     patch = image[top:top + patch_size, left:left + patch_size]
@@ -117,8 +114,9 @@ class SRTrainFolder(Dataset):
         files = _collect_files(folders)
         sizes = [_header_size(f) for f in _progress(files, desc="checking sizes", quiet=len(files) <= 2000)]
         small = [(f, s) for f, s in zip(files, sizes) if min(s) < self.patch_size]
+        self.files = [f for f, s in zip(files, sizes) if min(s) >= self.patch_size]
         crop = f"the {self.patch_size}x{self.patch_size} HR crop (patch_size={self.patch_size})"
-        if len(small) == len(files):
+        if not self.files:
             (path, (w, h)), more = small[0], len(small) - 1
             also = f" (and {more} more of {len(files)} images)" if more else ""
             raise ValueError(f"image {path} is {w}x{h}, smaller than {crop}{also}; "
@@ -126,8 +124,6 @@ class SRTrainFolder(Dataset):
         if small:
             names = ", ".join(p.name for p, _ in small[:5]) + (" ..." if len(small) > 5 else "")
             warn(f"skipping {len(small)} of {len(files)} images smaller than {crop}: {names}")
-        skipped = {p for p, _ in small}
-        self.files = [f for f in files if f not in skipped]
         self._images = [read_rgb(f) for f in _progress(self.files, desc="decoding images")] if cache else None
 
     def __len__(self) -> int:
@@ -139,7 +135,7 @@ class SRTrainFolder(Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         index %= len(self.files)
         image = self._images[index] if self._images is not None else read_rgb(self.files[index])
-        hr = _to_tensor(random_patch(image, self.patch_size, self.augment, generator, self.files[index]))
+        hr = _to_tensor(random_patch(image, self.patch_size, self.augment, generator))
         return {"lr": bicubic_degrade(hr, self.scale).float().div_(255), "hr": hr.float().div_(255)}
 
 
@@ -160,20 +156,18 @@ def _benchmark_files(folder: Path, scale: int) -> list[Path]:
         if (folder / sub).is_dir():
             return list_images(folder / sub, recursive=False)
     srf = [folder / f"image_SRF_{scale}"] + sorted(folder.glob("image_SRF_*"))
-    for sub in srf:  # Huang et al.: image_SRF_<s>/img_001_SRF_<s>_HR.png next to the _LR files
-        if sub.is_dir():
-            hr = [f for f in list_images(sub, recursive=False) if f.stem.endswith("_HR")]
-            if hr:
-                return hr
+    for sub in filter(Path.is_dir, srf):  # Huang et al.: image_SRF_<s>/img_001_SRF_<s>_HR.png
+        hr = [f for f in list_images(sub, recursive=False) if f.stem.endswith("_HR")]
+        if hr:
+            return hr
     if not folder.is_dir():
         raise FileNotFoundError(f"benchmark folder not found: {folder}")
-    # hidden files skipped, as list_images does: macOS copies leave "._NAME.png" beside the images
-    files = [f for f in folder.iterdir() if f.is_file() and is_image_file(f) and not f.name.startswith(".")]
-    hr = [f for f in files if f.stem.endswith("_HR")]
-    if hr or files:
-        return sorted(hr or files)
-    raise ValueError(f"no HR images in benchmark folder {folder} (looked for images directly in it, "
-                     f"in {'/, '.join(_HR_SUBFOLDERS)}/ and in image_SRF_{scale}/*_HR.png)")
+    try:
+        files = list_images(folder, recursive=False)
+    except ValueError:
+        looked = f"in it, in {'/, '.join(_HR_SUBFOLDERS)}/ and in image_SRF_{scale}/*_HR.png"
+        raise ValueError(f"no HR images in benchmark folder {folder} (looked {looked})") from None
+    return [f for f in files if f.stem.endswith("_HR")] or files
 
 
 def find_benchmark(name_or_dir: str | os.PathLike, scale: int = 4,
@@ -188,11 +182,10 @@ def find_benchmark(name_or_dir: str | os.PathLike, scale: int = 4,
         return path.name, _benchmark_files(path, scale)
     base = resolve_data_root(data_root) / "sr"
     name = str(name_or_dir)
-    wanted = [n.lower() for n in _ALIASES.get(name.lower(), (name,))]
-    candidates = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
-    for want in wanted:
-        for folder in candidates:
-            if folder.name.lower() == want:
+    folders = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+    for want in _ALIASES.get(name.lower(), (name,)):
+        for folder in folders:
+            if folder.name.lower() == want.lower():
                 return folder.name, _benchmark_files(folder, scale)
     found = ", ".join(list_benchmarks(data_root, scale)) or "none"
     raise FileNotFoundError(
@@ -254,9 +247,7 @@ class SRBenchmark(Dataset):
 # --- preparation -------------------------------------------------------------------------------
 
 def _starts(length: int, size: int, step: int) -> list[int]:
-    if length <= size:
-        return [0]
-    starts = list(range(0, length - size + 1, step))
+    starts = list(range(0, max(length - size, 0) + 1, step))  # [0] when the image is not larger
     if starts[-1] + size < length:
         starts.append(length - size)  # cover the far border too
     return starts
