@@ -152,7 +152,7 @@ def test_a_line_cut_by_a_kill_is_skipped_and_a_bad_file_is_named(runs_dir):
     with pytest.raises(ValueError, match=r"metrics.jsonl, line 1"):
         discover_runs([runs_dir / "bam-0"])
     (runs_dir / "bam-1" / "summary.json").write_text("{")
-    with pytest.raises(ValueError, match=r"bam-1.summary.json is not valid JSON"):
+    with pytest.raises(ValueError, match=r"not valid JSON: .*bam-1.summary.json"):
         discover_runs([runs_dir / "bam-1"])
 
 

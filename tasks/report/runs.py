@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from tasks.common.per_sample import PER_SAMPLE_FILE
+from tasks.common.summary import load_summary
 from tasks.utils.messages import note
 
 # The job type of the W&B run that holds a paired run's comparison: not a run to compare.
@@ -97,14 +98,6 @@ def _lookup(values: dict[str, Any], name: str) -> Any:
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _attention_label(info: dict[str, Any]) -> str:
-    attention = str(info.get("attention") or BASELINE)
-    placement = info.get("placement") or (info.get("config") or {}).get("placement")
-    if attention == "bam" and placement == "block":
-        return "bam-c"
-    return attention
-
-
 def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat = {}
     for key, value in config.items():
@@ -170,9 +163,12 @@ def run_from_summary(summary: dict[str, Any], history: list[dict[str, Any]], sou
     config = summary.get("config") or {}
     get = lambda key, default=None: summary.get(key, config.get(key, default))  # noqa: E731
     experiment = get("experiment") or {}
-    missing = [k for k in ("primary_metric",) if not get(k)]
-    if missing or not isinstance(summary.get("final"), dict):
-        raise ValueError(f"{source}: run summary lacks {missing or ['final']} (was the run finished?)")
+    attention = str(get("attention") or BASELINE)
+    if attention == "bam" and (summary.get("placement") or config.get("placement")) == "block":
+        attention = "bam-c"  # BAM in every block: the paper's BAM-C
+    for key, present in (("primary_metric", get("primary_metric")), ("final", isinstance(summary.get("final"), dict))):
+        if not present:
+            raise ValueError(f"{source}: run summary lacks {key!r} (was the run finished?)")
     return Run(
         name=str(get("name") or Path(source).name),
         task=str(get("task") or "?"),
@@ -180,7 +176,7 @@ def run_from_summary(summary: dict[str, Any], history: list[dict[str, Any]], sou
         arch=str(get("arch") or "?"),
         # An ablation row differs from its neighbours by more than the module name (e.g.
         # "bam(dilation=1)"): the run's own variant label keeps such rows apart.
-        attention=str(get("variant") or _attention_label({**config, **summary})),
+        attention=str(get("variant") or attention),
         seed=get("seed"),
         primary_metric=str(get("primary_metric")),
         primary_mode=str(get("primary_mode") or "max"),
@@ -204,11 +200,7 @@ def run_from_summary(summary: dict[str, Any], history: list[dict[str, Any]], sou
 
 
 def load_local_run(run_dir: Path) -> Run:
-    summary_file = run_dir / "summary.json"
-    try:
-        summary = json.loads(summary_file.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{summary_file} is not valid JSON ({error})") from None
+    summary = load_summary(run_dir)
     history_file = run_dir / str(summary.get("history_file") or "metrics.jsonl")
     history = []
     if history_file.is_file():
