@@ -88,8 +88,6 @@ def _profile(args: argparse.Namespace) -> dict | str:
         raise ValueError("--write goes with --paper-table")
     if not args.arch:
         raise ValueError(f"give a network name (one of: {', '.join(list_networks())}) or --paper-table")
-    if args.arch not in list_networks():
-        raise ValueError(f"unknown architecture {args.arch!r}; valid names: {', '.join(list_networks())}")
     input_size = None
     if args.input_size:
         if min(args.input_size) < 1:
