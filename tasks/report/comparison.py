@@ -37,7 +37,7 @@ from tasks.report.metrics import MetricSpec, align, metric_specs
 from tasks.report.plots import (line_label, network_groups, plot_forest, plot_network_curves, plot_per_image,
                                 variant_name)
 from tasks.report.publish import log_comparison
-from tasks.report.runs import BASELINE, Run, discover_runs, group_comparable, network_label, setting_labels
+from tasks.report.runs import BASELINE, Run, discover_runs, group_comparable, setting_labels
 from tasks.report.stats import (RESAMPLING_SEED, Interval, McNemar, bootstrap_difference, decide, mcnemar_exact,
                                 verdict)
 from tasks.utils.files import write_text_atomic
@@ -104,7 +104,8 @@ class Comparison:
 
     @property
     def network_label(self) -> str:
-        return network_label(self.network[2], self.setting)
+        """How a table names the network: its architecture, and what sets its runs apart if anything."""
+        return f"{self.network[2]} ({self.setting})" if self.setting else self.network[2]
 
 
 def _load_samples(runs: Iterable[Run], notes: list[str]) -> dict[int, dict[str, np.ndarray]]:
@@ -136,8 +137,8 @@ def _compare_metric(spec: MetricSpec, baselines: Sequence[Run], variants: Sequen
                     resamples: int | None, seed: int) -> dict:
     """The numbers of one metric, as the :class:`Comparison` fields they fill: items, difference,
     interval, each model's value over seeds, per-seed results, McNemar."""
-    reference = spec.keys(samples[id(baselines[0])])
-    positions = {id(run): align(reference, spec.keys(samples[id(run)])) for run in [*baselines, *variants]}
+    reference = samples[id(baselines[0])][spec.keys]
+    positions = {id(run): align(reference, samples[id(run)][spec.keys]) for run in [*baselines, *variants]}
     statistic = lambda run: spec.statistic(samples[id(run)], positions[id(run)])  # noqa: E731
     base_stats, var_stats = [statistic(r) for r in baselines], [statistic(r) for r in variants]
     paired = _paired_seeds(baselines, variants)

@@ -49,9 +49,7 @@ class Run:
     attention: str
     seed: int | None
     primary_metric: str
-    primary_mode: str  # "max" or "min"
     final: dict[str, float]
-    best: dict[str, float] = field(default_factory=dict)
     params: int | None = None
     macs: int | None = None
     group: str = ""
@@ -78,9 +76,8 @@ class Run:
         """Runs that may share a row of a report: same network and same :attr:`setting`."""
         return (self.network, self.setting)
 
-    def metric(self, name: str, which: str = "final") -> float | None:
-        values = self.final if which == "final" else (self.best or self.final)
-        value = _lookup(values, name)
+    def metric(self, name: str) -> float | None:
+        value = _lookup(self.final, name)
         return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
     def curve(self, name: str) -> tuple[list[int], list[float]]:
@@ -144,11 +141,6 @@ def setting_labels(runs: Iterable[Run]) -> dict[tuple, str]:
     return labels
 
 
-def network_label(arch: str, setting: str) -> str:
-    """How a table names a network: its architecture, and what sets its runs apart if anything."""
-    return f"{arch} ({setting})" if setting else arch
-
-
 def group_comparable(runs: Iterable[Run]) -> dict[tuple, dict[str, list[Run]]]:
     """``{(network, setting): {attention variant: runs}}``: only runs of one network scored the same
     way with the same options (evaluation sets, protocol, model options...) share a group."""
@@ -179,9 +171,7 @@ def run_from_summary(summary: dict[str, Any], history: list[dict[str, Any]], sou
         attention=str(get("variant") or attention),
         seed=get("seed"),
         primary_metric=str(get("primary_metric")),
-        primary_mode=str(get("primary_mode") or "max"),
         final=dict(summary.get("final") or {}),
-        best=dict(summary.get("best") or {}),
         params=get("params"),
         macs=get("macs"),
         group=str(get("group") or ""),
@@ -230,10 +220,9 @@ def _run_from_wandb(data: dict[str, Any]) -> Run:
     summary.setdefault("group", data["group"])
     summary.setdefault("name", data["name"] or data["id"])
     summary.setdefault("config", dict(data["config"]))
-    # The trainer logs final/best metrics in the W&B summary as "final/<metric>", "best/<metric>".
-    for part in ("final", "best"):
-        if not isinstance(summary.get(part), dict):
-            summary[part] = {k[len(part) + 1:]: v for k, v in data["summary"].items() if k.startswith(f"{part}/")}
+    # The trainer logs the final metrics in the W&B summary as "final/<metric>".
+    if not isinstance(summary.get("final"), dict):
+        summary["final"] = {k[len("final/"):]: v for k, v in data["summary"].items() if k.startswith("final/")}
     # The trainer logs evaluations to W&B as "eval/<metric>": the history keeps those rows, as
     # metrics.jsonl holds them.
     history = []
