@@ -134,8 +134,7 @@ def spread_indices(total: int, count: int) -> list[int]:
     """
     if count < 1:
         raise ValueError(f"--max-images must be at least 1, got {count}")
-    if count >= total:
-        return list(range(total))
+    count = min(count, total)
     return [i * total // count for i in range(count)]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from tasks.networks import input_size_for, list_datasets, list_networks, load_zoo, network_datasets, valid_attentions
 from tasks.profile.counts import profile_network
 from tasks.profile.table import paper_table
+from tasks.utils.files import write_text_atomic
 
 __all__ = ["build_parser", "main"]
 
@@ -78,8 +79,7 @@ def _profile(args: argparse.Namespace) -> dict | str:
     if args.paper_table:
         text = paper_table()
         if args.write:
-            args.write.parent.mkdir(parents=True, exist_ok=True)
-            args.write.write_text(text, encoding="utf-8")
+            write_text_atomic(args.write, text)
             print(f"wrote {args.write}")
         else:
             print(text, end="")

@@ -131,16 +131,14 @@ def mcnemar_exact(baseline_correct: np.ndarray, variant_correct: np.ndarray) -> 
     Only the items that exactly one of the two models gets right carry information about which
     is better; under "no difference" each such item is equally likely to favour either model.
     """
-    from scipy.stats import binom
+    from scipy.stats import binomtest
 
     baseline_correct = np.asarray(baseline_correct, dtype=bool)
     variant_correct = np.asarray(variant_correct, dtype=bool)
     baseline_only = int(np.count_nonzero(baseline_correct & ~variant_correct))
     variant_only = int(np.count_nonzero(variant_correct & ~baseline_correct))
     discordant = baseline_only + variant_only
-    # The null distribution is symmetric: twice the smaller tail, at most 1.
-    p_value = 1.0 if discordant == 0 else min(1.0, 2.0 * float(binom.cdf(min(baseline_only, variant_only),
-                                                                         discordant, 0.5)))
+    p_value = float(binomtest(variant_only, discordant).pvalue) if discordant else 1.0
     return McNemar(baseline_only, variant_only, p_value)
 
 
