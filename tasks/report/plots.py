@@ -110,9 +110,9 @@ def plot_network_curves(variants: Mapping[str, Sequence[Run]], path: Path, title
     """One panel per evaluated metric: the mean over seeds of each model's curve, the min-max band
     over seeds, and the reference (e.g. bicubic) as a dashed line where the runs record one."""
     runs = [run for group in variants.values() for run in group]
-    if not curve_metrics(runs):
-        return None
     metrics, rows, columns = _grid(curve_metrics(runs))
+    if not metrics:
+        return None
     plt = pyplot()
     fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.4 * rows + 0.5), dpi=120, squeeze=False)
     last_step = max((step for run in runs for step in run.curve(metrics[0])[0]), default=0)

@@ -78,13 +78,6 @@ def resample_weights(rng: np.random.Generator, n_items: int, n_resamples: int) -
     return np.bincount(flat.ravel(), minlength=n_resamples * n_items).reshape(n_resamples, n_items).astype(np.float64)
 
 
-def _mean_over_drawn_seeds(values: np.ndarray, picks: np.ndarray | None) -> np.ndarray:
-    """``values``: (seeds, R); ``picks``: (R, seeds) drawn seed indices, or None for all seeds."""
-    if picks is None:
-        return values.mean(axis=0)
-    return np.take_along_axis(values.T, picks, axis=1).mean(axis=1)
-
-
 def bootstrap_difference(baselines: Sequence[Statistic], variants: Sequence[Statistic], n_items: int, *,
                          pair_seeds: bool = True, resamples: int = RESAMPLES,
                          seed: int = RESAMPLING_SEED) -> tuple[float, Interval]:
@@ -111,13 +104,14 @@ def bootstrap_difference(baselines: Sequence[Statistic], variants: Sequence[Stat
     for start in range(0, resamples, chunk):
         size = min(chunk, resamples - start)
         weights = resample_weights(rng, n_items, size)
-        base = np.stack([s(weights) for s in baselines])
-        var = np.stack([s(weights) for s in variants])
-        base_picks = var_picks = None
+        base = np.stack([s(weights) for s in baselines], axis=1)  # (R, seeds)
+        var = np.stack([s(weights) for s in variants], axis=1)
+        base_picks = var_picks = np.zeros((size, 1), dtype=np.int64)  # one seed each: nothing to draw
         if several:
             base_picks = rng.integers(0, len(baselines), size=(size, len(baselines)))
             var_picks = base_picks if pair_seeds else rng.integers(0, len(variants), size=(size, len(variants)))
-        replicates.append(_mean_over_drawn_seeds(var, var_picks) - _mean_over_drawn_seeds(base, base_picks))
+        replicates.append(np.take_along_axis(var, var_picks, axis=1).mean(axis=1)
+                          - np.take_along_axis(base, base_picks, axis=1).mean(axis=1))
     replicates = np.concatenate(replicates)
     tail = 100 * (1 - CONFIDENCE) / 2
     low, high = np.nanpercentile(replicates, [tail, 100 - tail])
