@@ -163,14 +163,13 @@ def attention_panels(bam_model: nn.Module, images: Sequence[Path], out_dir: Path
             bam_model(batch)
         attention = {path_of.get(key, key): _panel_maps(bam_model, key, values) for key, values in maps.items()}
         attention = last_per_resolution(attention) if len(attention) > MAX_COLUMNS else attention
-        bam_features = {k: v[0] for k, v in refined.items()}
-        base_features = None
+        bam_features = base_features = None
         if baseline is not None:
             with record_features(baseline, base_layers) as base:
                 baseline(batch)
-            base_features = {k: v[0] for k, v in base.items()}
-        written.append(render_panel(image, attention, bam_features if baseline is not None else None,
-                                    base_features, out_dir / f"attention_{path.stem}.png", title=path.name))
+            bam_features, base_features = {k: v[0] for k, v in refined.items()}, {k: v[0] for k, v in base.items()}
+        written.append(render_panel(image, attention, bam_features, base_features,
+                                    out_dir / f"attention_{path.stem}.png", title=path.name))
     return written
 
 

@@ -312,13 +312,9 @@ def _first(values):
     return next((v for v in values if v is not None), None)
 
 
-def _mean_or_none(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.fmean(values) if values else None
-
-
 def _costs(runs: Sequence[Run]) -> tuple[int | None, int | None, float | None]:
-    return _first(r.params for r in runs), _first(r.macs for r in runs), _mean_or_none(r.wall_time_s for r in runs)
+    times = [r.wall_time_s for r in runs if r.wall_time_s is not None]
+    return _first(r.params for r in runs), _first(r.macs for r in runs), statistics.fmean(times) if times else None
 
 
 def comparison_csv(comparisons: Sequence[Comparison]) -> str:

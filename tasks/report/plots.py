@@ -170,8 +170,7 @@ def plot_curves(runs: Sequence[Run], out_dir: Path) -> list[Path]:
 _DECISION_COLOURS = {"better": "#2ca02c", "worse": "#d62728", "within noise": "#7f7f7f"}
 
 
-def _forest_label(comparison) -> str:
-    c = comparison
+def _forest_label(c) -> str:
     arrow = "↑" if c.spec.mode == "max" else "↓"
     items = f"{count(c.items)} {'samples' if c.network[0] == 'classify' else 'images'}"
     seeds = f", {c.value.n} seeds" if c.value.n > 1 else ""
