@@ -296,13 +296,12 @@ _COLUMNS = [
 
 def comparison_markdown(comparisons: Sequence[Comparison], notes: Sequence[str] = ()) -> str:
     """The table (its optional columns only where a row has them) and the notes below it."""
-    if not comparisons:
-        text = "No baseline/variant pair with per-sample results to compare.\n"
-        return text + "".join(f"\n- {note}" for note in notes) + ("\n" if notes else "")
-    columns = [(name, cell) for name, cell, shown in _COLUMNS if shown is None or any(map(shown, comparisons))]
-    lines = [interval_note(comparisons), "",
-             "| " + " | ".join(name for name, _ in columns) + " |", "|" + " --- |" * len(columns)]
-    lines += ["| " + " | ".join(cell(c) for _, cell in columns) + " |" for c in comparisons]
+    lines = ["No baseline/variant pair with per-sample results to compare."]
+    if comparisons:
+        columns = [(name, cell) for name, cell, shown in _COLUMNS if shown is None or any(map(shown, comparisons))]
+        lines = [interval_note(comparisons), "",
+                 "| " + " | ".join(name for name, _ in columns) + " |", "|" + " --- |" * len(columns)]
+        lines += ["| " + " | ".join(cell(c) for _, cell in columns) + " |" for c in comparisons]
     if notes:
         lines += ["", *(f"- {note}" for note in notes)]
     return "\n".join(lines) + "\n"
@@ -415,8 +414,7 @@ def _network_section(variants: Mapping[str, Sequence[Run]], title: str, stem: st
 def write_comparison(runs: Sequence[Run], folder: str | Path, title: str, resamples: int | None = None) -> str:
     """Compare ``runs`` and write the comparison folder (see the module docstring); return
     ``comparison.md``'s text."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(folder)  # made by the first file written into it
     for pattern in _PICTURES:
         for path in folder.glob(pattern):
             path.unlink()
