@@ -152,7 +152,7 @@ def test_a_line_cut_by_a_kill_is_skipped_and_a_bad_file_is_named(runs_dir):
     with pytest.raises(ValueError, match=r"metrics.jsonl, line 1"):
         discover_runs([runs_dir / "bam-0"])
     (runs_dir / "bam-1" / "summary.json").write_text("{")
-    with pytest.raises(ValueError, match=r"bam-1.summary.json is not valid JSON"):
+    with pytest.raises(ValueError, match=r"not valid JSON: .*bam-1.summary.json"):
         discover_runs([runs_dir / "bam-1"])
 
 
@@ -212,6 +212,6 @@ def test_a_run_fetched_from_the_wandb_api_reads_like_its_folder():
                     {"_step": 200, "eval/psnr/Set5": 30.5, "eval/ssim/Set5": 0.85, "eval/num_images": 5}],
     })
     assert (run.network, run.attention, run.group, run.steps) == (("sr", "T91", "srresnet"), "bam", "g", 200)
-    assert run.metric("psnr/Set5") == 30.5 and run.metric("psnr/Set5", "best") == 30.6
+    assert run.metric("psnr/Set5") == 30.5
     assert run.curve("psnr/Set5") == ([100, 200], [29.5, 30.5])
     assert curve_metrics([run]) == ["psnr/Set5", "ssim/Set5"]  # what the curves draw: no training loss, no count

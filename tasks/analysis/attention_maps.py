@@ -104,7 +104,8 @@ def render_panel(image: np.ndarray, attention: dict[str, dict[str, torch.Tensor]
                 shown = ax.imshow(heat, cmap="jet", alpha=0.5, vmin=0, vmax=float(max(1.0, heat.max())))
             else:
                 features = (baseline_features if row == "baseline" else bam_features)
-                key = _match_stage(stage, list(features), c - 1)
+                # The feature map at the same stage: same module path if present, else same position.
+                key = stage if stage in features else list(features)[min(c - 1, len(features) - 1)]
                 heat = _heat(features[key].abs().mean(0), size, normalise=True)
                 shown = ax.imshow(heat, cmap="jet", alpha=0.5)
                 ax.set_title(key, fontsize=9)
@@ -112,11 +113,6 @@ def render_panel(image: np.ndarray, attention: dict[str, dict[str, torch.Tensor]
             # An inset colour bar: one taken from the last axes would shrink that stage's image.
             fig.colorbar(shown, cax=axes[r][-1].inset_axes([1.04, 0.0, 0.05, 1.0]))
     return save_figure(fig, path, title)
-
-
-def _match_stage(stage: str, names: list[str], position: int) -> str:
-    """The feature map at the same stage: same module path if present, else same position."""
-    return stage if stage in names else names[min(position, len(names) - 1)]
 
 
 def load_image(path: Path, size: int) -> np.ndarray:
@@ -130,11 +126,8 @@ def load_image(path: Path, size: int) -> np.ndarray:
     if picture.size != (size, size):
         note(f"{path} is {picture.width}x{picture.height}: resized (short side {size}) and center-cropped "
              f"to {size}x{size}, the network's input size")
-    scale = size / min(picture.size)
-    picture = picture.resize((max(size, round(picture.width * scale)), max(size, round(picture.height * scale))),
-                             Image.BICUBIC)
-    left, top = (picture.width - size) // 2, (picture.height - size) // 2
-    return np.array(picture.crop((left, top, left + size, top + size)))  # writable, as torch wants
+    picture = TF.resize(picture, size, interpolation=TF.InterpolationMode.BICUBIC)
+    return np.array(TF.center_crop(picture, size))  # writable, as torch wants
 
 
 def _preprocessing(record) -> tuple[tuple, tuple, int]:
@@ -170,23 +163,20 @@ def attention_panels(bam_model: nn.Module, images: Sequence[Path], out_dir: Path
             bam_model(batch)
         attention = {path_of.get(key, key): _panel_maps(bam_model, key, values) for key, values in maps.items()}
         attention = last_per_resolution(attention) if len(attention) > MAX_COLUMNS else attention
-        bam_features = {k: v[0] for k, v in refined.items()}
-        base_features = None
+        bam_features = base_features = None
         if baseline is not None:
             with record_features(baseline, base_layers) as base:
                 baseline(batch)
-            base_features = {k: v[0] for k, v in base.items()}
-        written.append(render_panel(image, attention, bam_features if baseline is not None else None,
-                                    base_features, out_dir / f"attention_{path.stem}.png", title=path.name))
+            bam_features, base_features = {k: v[0] for k, v in refined.items()}, {k: v[0] for k, v in base.items()}
+        written.append(render_panel(image, attention, bam_features, base_features,
+                                    out_dir / f"attention_{path.stem}.png", title=path.name))
     return written
 
 
 def last_per_resolution(attention: dict[str, dict[str, torch.Tensor]]) -> dict[str, dict[str, torch.Tensor]]:
     """Keep, of modules in forward order, the last one at each resolution (a stage's end)."""
-    kept: dict[tuple[int, ...], str] = {}
-    for name, maps in attention.items():
-        kept[tuple(maps["combined"].shape[-2:])] = name  # later modules overwrite earlier ones
-    names = set(kept.values())
+    # Later modules overwrite earlier ones at the same resolution.
+    names = set({tuple(maps["combined"].shape[-2:]): name for name, maps in attention.items()}.values())
     return {name: maps for name, maps in attention.items() if name in names}
 
 

@@ -39,7 +39,7 @@ def class_selectivity(activity: torch.Tensor, labels: torch.Tensor, num_classes:
         raise ValueError("class selectivity needs images of at least two classes")
     sums = torch.zeros(num_classes, activity.shape[1], dtype=torch.float64).index_add_(0, labels, activity)
     class_means = sums[present] / counts[present, None]  # (classes present, units)
-    top, top_index = class_means.max(0)
+    top = class_means.max(0).values
     rest = (class_means.sum(0) - top) / (class_means.shape[0] - 1)
     index = (top - rest) / (top + rest)
     return torch.where(top > 0, index, torch.full_like(index, float("nan")))
@@ -134,8 +134,7 @@ def spread_indices(total: int, count: int) -> list[int]:
     """
     if count < 1:
         raise ValueError(f"--max-images must be at least 1, got {count}")
-    if count >= total:
-        return list(range(total))
+    count = min(count, total)
     return [i * total // count for i in range(count)]
 
 

@@ -8,24 +8,25 @@ from pathlib import Path
 from tasks.networks import input_size_for, list_datasets, list_networks, load_zoo, network_datasets, valid_attentions
 from tasks.profile.counts import profile_network
 from tasks.profile.table import paper_table
+from tasks.utils.files import write_text_atomic
 
 __all__ = ["build_parser", "main"]
 
 
 def _text_report(result: dict) -> str:
-    figures = result["paper"] or {}
-    base_fig, fig = figures.get("none"), figures.get(result["attention"]) if result["attention"] != "none" else None
+    figures = result["paper"] or {}  # the paper's rows for the baseline and this attention only
+    paper = lambda attention, what: figures.get(attention, {}).get(what, "-")  # noqa: E731
     h, w = result["input_size"][1:]
     layout = f", layout {result['layout']}" if result["layout"] else ""
     title = (f"{result['arch']} on {result['dataset']} ({h}x{w}){layout}, attention {result['attention']}"
              + (f" ({result['placement']})" if result["placement"] else ""))
     gmacs = lambda value: "n/a" if value is None else f"{value / 1e9:.3f}"  # noqa: E731
     rows = [("", "params", "GMACs", "paper params", "paper GMACs"),
-            ("base", f"{result['base_params']:,}", gmacs(result["base_macs"]),
-             base_fig["params"] if base_fig else "-", base_fig["macs"] if base_fig else "-")]
+            ("base", f"{result['base_params']:,}", gmacs(result["base_macs"]), paper("none", "params"),
+             paper("none", "macs"))]
     if result["attention"] != "none":
         rows.append((f"+{result['attention']}", f"{result['params']:,}", gmacs(result["macs"]),
-                     fig["params"] if fig else "-", fig["macs"] if fig else "-"))
+                     paper(result["attention"], "params"), paper(result["attention"], "macs")))
         rows.append(("overhead", f"+{result['overhead_params']:,} ({result['overhead_params_percent']:+.2f}%)",
                      "n/a" if result["macs"] is None else
                      f"+{result['overhead_macs'] / 1e9:.3f} ({result['overhead_macs_percent']:+.2f}%)", "", ""))
@@ -42,8 +43,8 @@ def _text_report(result: dict) -> str:
         lines.append(f"attention after: {', '.join(result['attention_sites'])}")
     if result["macs"] is None:
         lines.append("MACs: not counted, this network's work depends on its input (e.g. a detector's proposals)")
-    if base_fig or fig:
-        tables = sorted({f["table"] for f in (base_fig, fig) if f})
+    if figures:
+        tables = sorted({figure["table"] for figure in figures.values()})
         lines.append(f"paper: Table {', '.join(tables)} (parameters in millions, GMACs)")
     return "\n".join(lines)
 
@@ -78,8 +79,7 @@ def _profile(args: argparse.Namespace) -> dict | str:
     if args.paper_table:
         text = paper_table()
         if args.write:
-            args.write.parent.mkdir(parents=True, exist_ok=True)
-            args.write.write_text(text, encoding="utf-8")
+            write_text_atomic(args.write, text)
             print(f"wrote {args.write}")
         else:
             print(text, end="")
@@ -88,8 +88,6 @@ def _profile(args: argparse.Namespace) -> dict | str:
         raise ValueError("--write goes with --paper-table")
     if not args.arch:
         raise ValueError(f"give a network name (one of: {', '.join(list_networks())}) or --paper-table")
-    if args.arch not in list_networks():
-        raise ValueError(f"unknown architecture {args.arch!r}; valid names: {', '.join(list_networks())}")
     input_size = None
     if args.input_size:
         if min(args.input_size) < 1:

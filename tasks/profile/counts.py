@@ -13,7 +13,7 @@ import torch
 from bam.counting import count_macs, count_params
 from bam.placement import attach_attention
 from tasks.networks import (build_network, default_placement, get_network_entry, input_size_for, load_zoo,
-                            network_datasets, resolve_attention, valid_attentions)
+                            network_datasets, resolve_attention)
 from tasks.profile.paper import PAPER
 
 __all__ = ["default_layout", "profile_network"]
@@ -62,8 +62,6 @@ def profile_network(arch: str, dataset: str | None = None, attention: str = "bam
     dataset = dataset or network_datasets(arch)[0]
     layout = layout or default_layout(arch, dataset)
     placement = placement or default_placement(attention)
-    if attention not in valid_attentions():
-        raise ValueError(f"unknown attention {attention!r}; valid names: {', '.join(valid_attentions())}")
     input_size = tuple(int(v) for v in (input_size or input_size_for(dataset)))
 
     base_params, base_macs, _, _, base_parts = _counts(arch, dataset, layout, "none", "bottleneck", input_size)

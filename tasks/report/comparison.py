@@ -13,8 +13,8 @@ words (:func:`tasks.report.stats.verdict`). The method is written down in ``docs
 
 * ``comparison.md``: that table, then per network its cost (parameters, MACs, wall time), its
   curves and, for SR, the per-image picture with the images where the variant gains and loses
-  most, and what the task adds (:data:`TASK_SECTIONS`: SR's panels of the final networks, their
-  colour error and what runs of this length can say);
+  most, and for SR what :func:`tasks.sr.samples.comparison_section` adds (panels of the final
+  networks, their colour error and what runs of this length can say);
 * ``comparison.csv``: the table's rows, with the costs and the runs behind each row;
 * ``forest.png`` (the differences with their intervals), ``curves_<network>.png``,
   ``per_image_<network>.png`` (SR) and ``samples/*.png`` (SR).
@@ -23,7 +23,6 @@ words (:func:`tasks.report.stats.verdict`). The method is written down in ``docs
 from __future__ import annotations
 
 import csv
-import importlib
 import io
 import json
 import statistics
@@ -35,10 +34,10 @@ import numpy as np
 
 from tasks.common.per_sample import load_per_sample
 from tasks.report.metrics import MetricSpec, align, metric_specs
-from tasks.report.plots import (line_label, network_title, plot_forest, plot_network_curves, plot_per_image,
+from tasks.report.plots import (line_label, network_groups, plot_forest, plot_network_curves, plot_per_image,
                                 variant_name)
 from tasks.report.publish import log_comparison
-from tasks.report.runs import BASELINE, Run, discover_runs, group_comparable, network_label, setting_labels
+from tasks.report.runs import BASELINE, Run, discover_runs, group_comparable, setting_labels
 from tasks.report.stats import (RESAMPLING_SEED, Interval, McNemar, bootstrap_difference, decide, mcnemar_exact,
                                 verdict)
 from tasks.utils.files import write_text_atomic
@@ -46,11 +45,8 @@ from tasks.utils.formatting import count, signed
 from tasks.utils.messages import note, warn
 
 __all__ = ["Comparison", "SeedResult", "Stat", "compare_runs", "comparison_markdown", "comparison_csv",
-           "write_comparison", "report_paired_runs", "comparison_folder", "TASK_SECTIONS"]
+           "write_comparison", "report_paired_runs", "comparison_folder"]
 
-# What a task adds to each network's section that only it can make (``module:function``, called as
-# ``function(variants, folder, stem) -> Markdown lines``; :func:`tasks.sr.samples.comparison_section`).
-TASK_SECTIONS = {"sr": "tasks.sr.samples:comparison_section"}
 # The pictures a comparison writes: an earlier comparison's are removed before a folder is rewritten.
 _PICTURES = ("forest.png", "curves_*.png", "per_image_*.png", "samples/*.png")
 
@@ -108,7 +104,8 @@ class Comparison:
 
     @property
     def network_label(self) -> str:
-        return network_label(self.network[2], self.setting)
+        """How a table names the network: its architecture, and what sets its runs apart if anything."""
+        return f"{self.network[2]} ({self.setting})" if self.setting else self.network[2]
 
 
 def _load_samples(runs: Iterable[Run], notes: list[str]) -> dict[int, dict[str, np.ndarray]]:
@@ -126,7 +123,7 @@ def _load_samples(runs: Iterable[Run], notes: list[str]) -> dict[int, dict[str, 
 
 
 def _by_seed(runs: Sequence[Run]) -> list[Run]:
-    return sorted(runs, key=lambda r: (r.seed is None, r.seed if r.seed is not None else 0, r.source))
+    return sorted(runs, key=lambda r: (r.seed is None, r.seed or 0, r.source))
 
 
 def _paired_seeds(baselines: Sequence[Run], variants: Sequence[Run]) -> bool:
@@ -137,10 +134,11 @@ def _paired_seeds(baselines: Sequence[Run], variants: Sequence[Run]) -> bool:
 
 
 def _compare_metric(spec: MetricSpec, baselines: Sequence[Run], variants: Sequence[Run], samples: dict,
-                    resamples: int | None, seed: int) -> tuple[dict, list[SeedResult], McNemar | None]:
-    """The numbers of one metric: difference, interval, per-run values, per-seed results, McNemar."""
-    reference = spec.keys(samples[id(baselines[0])])
-    positions = {id(run): align(reference, spec.keys(samples[id(run)])) for run in [*baselines, *variants]}
+                    resamples: int | None, seed: int) -> dict:
+    """The numbers of one metric, as the :class:`Comparison` fields they fill: items, difference,
+    interval, each model's value over seeds, per-seed results, McNemar."""
+    reference = samples[id(baselines[0])][spec.keys]
+    positions = {id(run): align(reference, samples[id(run)][spec.keys]) for run in [*baselines, *variants]}
     statistic = lambda run: spec.statistic(samples[id(run)], positions[id(run)])  # noqa: E731
     base_stats, var_stats = [statistic(r) for r in baselines], [statistic(r) for r in variants]
     paired = _paired_seeds(baselines, variants)
@@ -149,18 +147,19 @@ def _compare_metric(spec: MetricSpec, baselines: Sequence[Run], variants: Sequen
     ones = np.ones((1, len(reference)))
     base_values = [float(s(ones)[0]) for s in base_stats]
     var_values = [float(s(ones)[0]) for s in var_stats]
-    correct = (lambda run: spec.correct(samples[id(run)], positions[id(run)])) if spec.correct else None  # noqa: E731
-    per_seed = []
-    if paired:
-        for b_run, v_run, b, v in zip(baselines, variants, base_values, var_values):
-            p = mcnemar_exact(correct(b_run), correct(v_run)).p_value if correct else None
-            per_seed.append(SeedResult(b_run.seed, b, v, p))
-    mcnemar = None
-    if correct and len(baselines) == len(variants) == 1:
-        mcnemar = mcnemar_exact(correct(baselines[0]), correct(variants[0]))
-    numbers = {"delta": delta, "interval": interval, "items": len(reference),
-               "baseline": summarize(base_values), "value": summarize(var_values)}
-    return numbers, per_seed, mcnemar
+
+    def test(b_run: Run, v_run: Run) -> McNemar | None:
+        if not spec.correct:
+            return None
+        return mcnemar_exact(*(spec.correct(samples[id(r)], positions[id(r)]) for r in (b_run, v_run)))
+
+    tests = [test(b_run, v_run) for b_run, v_run in zip(baselines, variants)] if paired else []
+    per_seed = [SeedResult(run.seed, b, v, t.p_value if t else None)
+                for run, b, v, t in zip(baselines, base_values, var_values, tests)]
+    one_each = len(baselines) == len(variants) == 1
+    return {"items": len(reference), "baseline": summarize(base_values), "value": summarize(var_values),
+            "delta": delta, "interval": interval, "per_seed": per_seed,
+            "mcnemar": test(baselines[0], variants[0]) if one_each else None}
 
 
 def _reference(metric: str, baselines: Sequence[Run], variants: Sequence[Run]) -> Reference:
@@ -192,22 +191,22 @@ def _compare_variant(comparable, labels, variant: str, baselines: Sequence[Run],
     comparisons = []
     for spec in specs:
         try:
-            numbers, per_seed, mcnemar = _compare_metric(spec, baselines, variants, samples, resamples, seed)
+            numbers = _compare_metric(spec, baselines, variants, samples, resamples, seed)
         except (KeyError, ValueError) as error:  # e.g. scored on different images: not a pair
             notes.append(f"{where}, {spec.label}: {error}; no interval")
             continue
-        p_value = mcnemar.p_value if mcnemar else None
+        p_value = numbers["mcnemar"].p_value if numbers["mcnemar"] else None
         words = verdict(numbers["delta"], numbers["interval"], spec.mode, spec.unit, variant_name(variant),
                         spec.digits, p_value=p_value)
         if numbers["interval"].levels == "images" and not words.startswith("within noise"):
             # One run per model: the interval holds these two trained networks to their test items;
             # another seed may move both. Say so where the claim is read.
             words += " (one seed each: over test items only)"
-        comparisons.append(Comparison(network, labels.get(comparable, ""), variant, spec, numbers["items"],
-                                      numbers["baseline"], numbers["value"], numbers["delta"], numbers["interval"],
-                                      decide(numbers["interval"], spec.mode, p_value), words, per_seed, mcnemar,
-                                      baselines[0].protocol, variants[0].label,
-                                      _reference(spec.name, baselines, variants), baselines, variants))
+        comparisons.append(Comparison(network, labels.get(comparable, ""), variant, spec, **numbers,
+                                      decision=decide(numbers["interval"], spec.mode, p_value), verdict=words,
+                                      protocol=baselines[0].protocol, label=variants[0].label,
+                                      reference=_reference(spec.name, baselines, variants),
+                                      baseline_runs=baselines, variant_runs=variants))
     return comparisons
 
 
@@ -241,11 +240,6 @@ def compare_runs(runs: Sequence[Run], resamples: int | None = None,
 
 
 # -- the table -------------------------------------------------------------------------------------
-def _interval_cell(c: Comparison) -> str:
-    digits = c.spec.digits
-    return f"[{signed(c.interval.low, digits)}, {signed(c.interval.high, digits)}]"
-
-
 def _per_seed_cell(c: Comparison) -> str:
     if len(c.per_seed) < 2:
         return "–"
@@ -292,7 +286,7 @@ _COLUMNS = [
     ("baseline", lambda c: c.baseline.format(c.spec.digits), None),
     ("with variant", lambda c: c.value.format(c.spec.digits), None),
     ("Δ", lambda c: signed(c.delta, c.spec.digits), None),
-    ("95% interval", _interval_cell, None),
+    ("95% interval", lambda c: c.interval.format(c.spec.digits), None),
     ("interval over", lambda c: c.interval.levels, None),
     ("McNemar p (base only/variant only)", _p_cell, lambda c: c.spec.correct is not None),
     ("Δ per seed", _per_seed_cell, lambda c: len(c.per_seed) > 1),
@@ -302,13 +296,12 @@ _COLUMNS = [
 
 def comparison_markdown(comparisons: Sequence[Comparison], notes: Sequence[str] = ()) -> str:
     """The table (its optional columns only where a row has them) and the notes below it."""
-    if not comparisons:
-        text = "No baseline/variant pair with per-sample results to compare.\n"
-        return text + "".join(f"\n- {note}" for note in notes) + ("\n" if notes else "")
-    columns = [(name, cell) for name, cell, shown in _COLUMNS if shown is None or any(map(shown, comparisons))]
-    lines = [interval_note(comparisons), "",
-             "| " + " | ".join(name for name, _ in columns) + " |", "|" + " --- |" * len(columns)]
-    lines += ["| " + " | ".join(cell(c) for _, cell in columns) + " |" for c in comparisons]
+    lines = ["No baseline/variant pair with per-sample results to compare."]
+    if comparisons:
+        columns = [(name, cell) for name, cell, shown in _COLUMNS if shown is None or any(map(shown, comparisons))]
+        lines = [interval_note(comparisons), "",
+                 "| " + " | ".join(name for name, _ in columns) + " |", "|" + " --- |" * len(columns)]
+        lines += ["| " + " | ".join(cell(c) for _, cell in columns) + " |" for c in comparisons]
     if notes:
         lines += ["", *(f"- {note}" for note in notes)]
     return "\n".join(lines) + "\n"
@@ -318,13 +311,9 @@ def _first(values):
     return next((v for v in values if v is not None), None)
 
 
-def _mean_or_none(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.fmean(values) if values else None
-
-
 def _costs(runs: Sequence[Run]) -> tuple[int | None, int | None, float | None]:
-    return _first(r.params for r in runs), _first(r.macs for r in runs), _mean_or_none(r.wall_time_s for r in runs)
+    times = [r.wall_time_s for r in runs if r.wall_time_s is not None]
+    return _first(r.params for r in runs), _first(r.macs for r in runs), statistics.fmean(times) if times else None
 
 
 def comparison_csv(comparisons: Sequence[Comparison]) -> str:
@@ -411,9 +400,10 @@ def _network_section(variants: Mapping[str, Sequence[Run]], title: str, stem: st
         path = plot_per_image(per_image, folder / f"per_image_{stem}.png", f"PSNR per test image: {title}")
         lines += [_extremes(v, scores) for v, scores in per_image.items()]
         lines += ["", f"![PSNR per image]({path.name})", ""]
-    if task in TASK_SECTIONS and BASELINE in variants and others:
-        module, _, function = TASK_SECTIONS[task].partition(":")
-        lines += getattr(importlib.import_module(module), function)(variants, folder, f"{stem}_") + [""]
+    if task == "sr" and BASELINE in variants and others:
+        from tasks.sr.samples import comparison_section
+
+        lines += comparison_section(variants, folder, f"{stem}_") + [""]
     curves = plot_network_curves(variants, folder / f"curves_{stem}.png", title)
     if curves:
         lines += [f"Validation curves ({', '.join(line_label(v) for v in order)}; lines: mean over seeds, "
@@ -421,22 +411,10 @@ def _network_section(variants: Mapping[str, Sequence[Run]], title: str, stem: st
     return lines
 
 
-def _networks(runs: Sequence[Run]):
-    """``(title, file stem, {variant: runs})`` of every network (and setting), in table order."""
-    labels = setting_labels(runs)
-    seen: dict[tuple, int] = {}
-    for comparable, variants in group_comparable(runs).items():
-        network = comparable[0]
-        seen[network] = seen.get(network, 0) + 1
-        stem = "_".join(network).replace("/", "-") + (f"_{seen[network]}" if seen[network] > 1 else "")
-        yield network_title(network, labels.get(comparable, "")), stem, variants
-
-
 def write_comparison(runs: Sequence[Run], folder: str | Path, title: str, resamples: int | None = None) -> str:
     """Compare ``runs`` and write the comparison folder (see the module docstring); return
     ``comparison.md``'s text."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(folder)  # made by the first file written into it
     for pattern in _PICTURES:
         for path in folder.glob(pattern):
             path.unlink()
@@ -444,7 +422,7 @@ def write_comparison(runs: Sequence[Run], folder: str | Path, title: str, resamp
     parts = [f"# {title}", "", comparison_markdown(comparisons, notes)]
     if plot_forest(comparisons, folder / "forest.png", title):
         parts += ["![differences with their intervals](forest.png)", ""]
-    for heading, stem, variants in _networks(runs):
+    for heading, stem, variants in network_groups(runs):
         parts += _network_section(variants, heading, stem, folder)
     parts += ["## Runs", ""]
     order = sorted(runs, key=lambda r: (r.comparable, r.attention != BASELINE, r.attention, r.seed or 0, r.source))

@@ -14,6 +14,7 @@ the tasks' evaluations return under ``"per_sample"``:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -36,7 +37,7 @@ class MetricSpec:
     mode: str  # "max": higher is better; "min": lower is better
     digits: int
     resamples: int
-    keys: Callable[[PerSample], np.ndarray]  # the items a run was scored on
+    keys: str  # the array that names the items a run was scored on
     # The metric over item weights, with the run's items put in the order ``positions`` gives
     # (``positions[i]``: where the i-th item of the comparison sits in this run's arrays).
     statistic: Callable[[PerSample, np.ndarray], Statistic]
@@ -70,10 +71,9 @@ def _sr_specs(per_sample: PerSample) -> list[MetricSpec]:
     sets = [key[: -len("/psnr")] for key in per_sample if key.endswith("/psnr")]
     specs = []
     for name in sets:
-        names = lambda ps, name=name: ps[f"{name}/names"]  # noqa: E731
-        specs += [MetricSpec(f"psnr/{name}", f"PSNR on {name}", "dB", "max", 2, RESAMPLES, names,
+        specs += [MetricSpec(f"psnr/{name}", f"PSNR on {name}", "dB", "max", 2, RESAMPLES, f"{name}/names",
                              _column_mean(f"{name}/psnr")),
-                  MetricSpec(f"ssim/{name}", f"SSIM on {name}", "", "max", 4, RESAMPLES, names,
+                  MetricSpec(f"ssim/{name}", f"SSIM on {name}", "", "max", 4, RESAMPLES, f"{name}/names",
                              _column_mean(f"{name}/ssim"))]
     return specs
 
@@ -84,8 +84,7 @@ def _hits(name: str):
 
 
 def _classify_specs(per_sample: PerSample) -> list[MetricSpec]:
-    index = lambda ps: ps["index"]  # noqa: E731
-    return [MetricSpec(f"{k}_err", f"top-{k[-1]} error", "pts", "min", 2, RESAMPLES, index,
+    return [MetricSpec(f"{k}_err", f"top-{k[-1]} error", "pts", "min", 2, RESAMPLES, "index",
                        _column_mean(k, 100.0, complement=True), _hits(k)) for k in ("top1", "top5")]
 
 
@@ -98,15 +97,10 @@ def _pooled_miou(per_sample: PerSample, positions: np.ndarray) -> Statistic:
 
     def statistic(weights: np.ndarray) -> np.ndarray:
         inter, uni = weights @ intersection, weights @ union
-        return 100.0 * _nanmean_rows(np.divide(inter, uni, out=np.full_like(inter, np.nan), where=uni > 0))
+        with warnings.catch_warnings():  # a resample without any labelled class: NaN, without a warning
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return 100.0 * np.nanmean(np.divide(inter, uni, out=np.full_like(inter, np.nan), where=uni > 0), axis=1)
     return statistic
-
-
-def _nanmean_rows(values: np.ndarray) -> np.ndarray:
-    """Row means over the non-NaN entries (NaN for a row without any), without numpy's warning."""
-    counts = np.count_nonzero(~np.isnan(values), axis=1)
-    sums = np.nansum(values, axis=1)
-    return np.divide(sums, counts, out=np.full(len(values), np.nan), where=counts > 0)
 
 
 def _pooled_pixel_accuracy(per_sample: PerSample, positions: np.ndarray) -> Statistic:
@@ -116,9 +110,8 @@ def _pooled_pixel_accuracy(per_sample: PerSample, positions: np.ndarray) -> Stat
 
 
 def _parse_specs(per_sample: PerSample) -> list[MetricSpec]:
-    index = lambda ps: ps["index"]  # noqa: E731
-    return [MetricSpec("miou", "mIoU", "pts", "max", 2, RESAMPLES, index, _pooled_miou),
-            MetricSpec("pixel_acc", "pixel accuracy", "pts", "max", 2, RESAMPLES, index, _pooled_pixel_accuracy)]
+    return [MetricSpec("miou", "mIoU", "pts", "max", 2, RESAMPLES, "index", _pooled_miou),
+            MetricSpec("pixel_acc", "pixel accuracy", "pts", "max", 2, RESAMPLES, "index", _pooled_pixel_accuracy)]
 
 
 # -- detection ---------------------------------------------------------------------------------
@@ -229,12 +222,11 @@ def _coco_ap(thresholds: slice | list[int]):
 
 
 def _detect_specs(per_sample: PerSample) -> list[MetricSpec]:
-    images = lambda ps: ps["image_id"]  # noqa: E731
     iou = [round(float(t), 2) for t in per_sample["iou_thresholds"]]
-    specs = [MetricSpec("mAP", "box mAP@[.5:.95]", "AP", "max", 2, COSTLY_RESAMPLES, images, _coco_ap(slice(None)))]
+    specs = [MetricSpec("mAP", "box mAP@[.5:.95]", "AP", "max", 2, COSTLY_RESAMPLES, "image_id", _coco_ap(slice(None)))]
     for threshold, key in ((0.5, "AP50"), (0.75, "AP75")):
         if threshold in iou:
-            specs.append(MetricSpec(key, f"box AP@{threshold:g}", "AP", "max", 2, COSTLY_RESAMPLES, images,
+            specs.append(MetricSpec(key, f"box AP@{threshold:g}", "AP", "max", 2, COSTLY_RESAMPLES, "image_id",
                                     _coco_ap([iou.index(threshold)])))
     return specs
 

@@ -94,34 +94,26 @@ def curve_metrics(runs: Sequence[Run]) -> list[str]:
     return list(names)
 
 
-def _grid(metrics: Sequence[str]) -> tuple[int, int]:
-    """Rows and columns of the panels: SR's ``psnr/Set5``, ``ssim/Set5``, ``psnr/Set14``... as one
-    row per kind and one column per set; any other list three panels to a row."""
-    kinds = {m.partition("/")[0] for m in metrics}
-    places = {m.partition("/")[2] for m in metrics}
-    if all("/" in m for m in metrics) and len(kinds) * len(places) == len(metrics):
-        return len(kinds), len(places)
-    columns = min(3, len(metrics))
-    return math.ceil(len(metrics) / columns), columns
-
-
-def _ordered(metrics: Sequence[str]) -> list[str]:
+def _grid(metrics: Sequence[str]) -> tuple[list[str], int, int]:
+    """The metrics in panel order, and rows and columns of the panels: SR's ``psnr/Set5``,
+    ``ssim/Set5``, ``psnr/Set14``... as one row per kind and one column per set; any other list
+    three panels to a row."""
     kinds = list(dict.fromkeys(m.partition("/")[0] for m in metrics))
     places = list(dict.fromkeys(m.partition("/")[2] for m in metrics))
-    if _grid(metrics) == (len(kinds), len(places)) and all("/" in m for m in metrics):
-        return [f"{kind}/{place}" for kind in kinds for place in places]
-    return list(metrics)
+    if all("/" in m for m in metrics) and len(kinds) * len(places) == len(metrics):
+        return [f"{kind}/{place}" for kind in kinds for place in places], len(kinds), len(places)
+    columns = min(3, len(metrics))
+    return list(metrics), math.ceil(len(metrics) / columns), columns
 
 
 def plot_network_curves(variants: Mapping[str, Sequence[Run]], path: Path, title: str) -> Path | None:
     """One panel per evaluated metric: the mean over seeds of each model's curve, the min-max band
     over seeds, and the reference (e.g. bicubic) as a dashed line where the runs record one."""
     runs = [run for group in variants.values() for run in group]
-    metrics = _ordered(curve_metrics(runs))
+    metrics, rows, columns = _grid(curve_metrics(runs))
     if not metrics:
         return None
     plt = pyplot()
-    rows, columns = _grid(metrics)
     fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.4 * rows + 0.5), dpi=120, squeeze=False)
     last_step = max((step for run in runs for step in run.curve(metrics[0])[0]), default=0)
     last_step = max([last_step, *(int(run.steps or 0) for run in runs)])
@@ -153,27 +145,24 @@ def plot_network_curves(variants: Mapping[str, Sequence[Run]], path: Path, title
     return save_figure(fig, path, title)
 
 
-def curves_file(network: tuple[str, str, str], index: int) -> str:
-    """``curves_<task>_<dataset>_<arch>.png``; a second setting of a network gets ``_2``."""
-    task, dataset, arch = network
-    return f"curves_{task}_{dataset}_{arch}{f'_{index}' if index > 1 else ''}.png".replace("/", "-")
-
-
-def network_title(network: tuple[str, str, str], setting: str) -> str:
-    task, dataset, arch = network
-    return f"{arch} on {dataset} ({task})" + (f"\n{setting}" if setting else "")
+def network_groups(runs: Sequence[Run]):
+    """``(title, file stem, {variant: runs})`` of every network (and setting), in table order; the
+    stem is ``<task>_<dataset>_<arch>``, ``_2`` added for a second setting of a network."""
+    labels = setting_labels(runs)
+    seen: dict[tuple, int] = defaultdict(int)
+    for comparable, variants in group_comparable(runs).items():
+        (task, dataset, arch), setting = comparable[0], labels.get(comparable, "")
+        seen[comparable[0]] += 1
+        suffix = f"_{seen[comparable[0]]}" if seen[comparable[0]] > 1 else ""
+        title = f"{arch} on {dataset} ({task})" + (f"\n{setting}" if setting else "")
+        yield title, f"{task}_{dataset}_{arch}{suffix}".replace("/", "-"), variants
 
 
 def plot_curves(runs: Sequence[Run], out_dir: Path) -> list[Path]:
-    """The curves of every network (and setting) of ``runs``, one PNG each; returns the files."""
-    labels = setting_labels(runs)
-    written, per_network = [], defaultdict(int)
-    for comparable, variants in group_comparable(runs).items():
-        per_network[comparable[0]] += 1
-        path = plot_network_curves(variants, out_dir / curves_file(comparable[0], per_network[comparable[0]]),
-                                   network_title(comparable[0], labels.get(comparable, "")))
-        written += [path] if path else []
-    return written
+    """The curves of every network (and setting) of ``runs``, ``curves_<stem>.png`` each; returns the files."""
+    paths = [plot_network_curves(variants, out_dir / f"curves_{stem}.png", title)
+             for title, stem, variants in network_groups(runs)]
+    return [path for path in paths if path]
 
 
 # -- forest plot -----------------------------------------------------------------------------------
@@ -181,8 +170,7 @@ def plot_curves(runs: Sequence[Run], out_dir: Path) -> list[Path]:
 _DECISION_COLOURS = {"better": "#2ca02c", "worse": "#d62728", "within noise": "#7f7f7f"}
 
 
-def _forest_label(comparison) -> str:
-    c = comparison
+def _forest_label(c) -> str:
     arrow = "↑" if c.spec.mode == "max" else "↓"
     items = f"{count(c.items)} {'samples' if c.network[0] == 'classify' else 'images'}"
     seeds = f", {c.value.n} seeds" if c.value.n > 1 else ""
@@ -223,9 +211,8 @@ def _forest_panel(ax, rows, unit: str) -> None:
     ax.set_ylim(-0.7, len(rows) - 0.3)
     right = ax.twinx()  # the numbers beside each row: nobody has to read them off the axis
     right.set_ylim(ax.get_ylim())
-    digits = [c.spec.digits for c in rows]
-    right.set_yticks(positions, [f"{signed(c.delta, d)} [{signed(c.interval.low, d)}, {signed(c.interval.high, d)}]"
-                                 for c, d in zip(rows, digits)], fontsize=8)
+    right.set_yticks(positions, [f"{signed(c.delta, c.spec.digits)} {c.interval.format(c.spec.digits)}" for c in rows],
+                     fontsize=8)
     low = min(min(c.interval.low for c in rows), 0.0)
     high = max(max(c.interval.high for c in rows), 0.0)
     margin = 0.08 * (high - low) or 1e-3
@@ -242,9 +229,8 @@ def _forest_panel(ax, rows, unit: str) -> None:
 _SET_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
 
-def plot_per_image(scores: Mapping[str, Mapping[str, tuple]], path: Path, title: str, metric: str = "PSNR",
-                   unit: str = "dB", named: int = 3) -> Path:
-    """``scores[variant][set] = (names, baseline values, variant values)``, one point per image.
+def plot_per_image(scores: Mapping[str, Mapping[str, tuple]], path: Path, title: str, named: int = 3) -> Path:
+    """``scores[variant][set] = (names, baseline PSNR, variant PSNR)``, one point per image.
 
     One row per variant. Left: the variant's score against the baseline's, the diagonal drawn
     (above it: the variant does better on that image). Right: the same points with the diagonal
@@ -270,14 +256,14 @@ def plot_per_image(scores: Mapping[str, Mapping[str, tuple]], path: Path, title:
         left.set_xlim(low - margin, high + margin)
         left.set_ylim(low - margin, high + margin)
         left.set_aspect("equal")
-        left.set_xlabel(f"baseline {metric} ({unit})", fontsize=9)
-        left.set_ylabel(f"{name} {metric} ({unit})", fontsize=9)
+        left.set_xlabel("baseline PSNR (dB)", fontsize=9)
+        left.set_ylabel(f"{name} PSNR (dB)", fontsize=9)
         left.set_title(f"{name} against baseline, one point per image", fontsize=10)
         left.legend(fontsize=8, loc="upper left")
         right.axhline(0.0, color="black", linewidth=1, linestyle="--")
         _name_extremes(right, sorted(deltas), named)
-        right.set_xlabel(f"baseline {metric} ({unit})", fontsize=9)
-        right.set_ylabel(f"{metric} difference, {name} − baseline ({unit})", fontsize=9)
+        right.set_xlabel("baseline PSNR (dB)", fontsize=9)
+        right.set_ylabel(f"PSNR difference, {name} − baseline (dB)", fontsize=9)
         right.set_title(f"difference per image (above 0: {name} better)", fontsize=10)
         for ax in (left, right):
             ax.grid(alpha=0.3)

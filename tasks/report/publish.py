@@ -12,13 +12,6 @@ from tasks.common.tracking import Tracker
 from tasks.report.runs import COMPARISON_JOB
 
 
-def group_filter(group: str | None) -> str:
-    """The runset filter that keeps one experiment group, in W&B's filter expression language
-    (``Group`` is the run's group; the value is a Python string literal, so any quote in the
-    group name stays inside it). No group: no filter."""
-    return f"Group = {group!r}" if group else ""
-
-
 def build_wandb_report(project_path: str, group: str | None, comparison_markdown: str, metrics: Sequence[str],
                        title: str):
     """The W&B Report (not saved): the comparison (``comparison.md`` without its local pictures)
@@ -31,7 +24,9 @@ def build_wandb_report(project_path: str, group: str | None, comparison_markdown
     entity, _, project = project_path.partition("/")
     if not entity or not project:
         raise ValueError(f"--wandb-report takes ENTITY/PROJECT, got {project_path!r}")
-    runset = wr.Runset(entity=entity, project=project, name=group or "all runs", filters=group_filter(group))
+    # W&B's filter expressions take Python string literals: repr keeps any quote inside the group name.
+    runset = wr.Runset(entity=entity, project=project, name=group or "all runs",
+                       filters=f"Group = {group!r}" if group else "")
     panels = [wr.LinePlot(x="Step", y=[f"eval/{name}"], title=name) for name in metrics]
     report = wr.Report(entity=entity, project=project, title=title,
                        description="Baseline vs BAM, made by python -m tasks.report")

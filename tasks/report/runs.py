@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from tasks.common.per_sample import PER_SAMPLE_FILE
+from tasks.common.summary import load_summary
 from tasks.utils.messages import note
 
 # The job type of the W&B run that holds a paired run's comparison: not a run to compare.
@@ -48,9 +49,7 @@ class Run:
     attention: str
     seed: int | None
     primary_metric: str
-    primary_mode: str  # "max" or "min"
     final: dict[str, float]
-    best: dict[str, float] = field(default_factory=dict)
     params: int | None = None
     macs: int | None = None
     group: str = ""
@@ -77,9 +76,8 @@ class Run:
         """Runs that may share a row of a report: same network and same :attr:`setting`."""
         return (self.network, self.setting)
 
-    def metric(self, name: str, which: str = "final") -> float | None:
-        values = self.final if which == "final" else (self.best or self.final)
-        value = _lookup(values, name)
+    def metric(self, name: str) -> float | None:
+        value = _lookup(self.final, name)
         return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
     def curve(self, name: str) -> tuple[list[int], list[float]]:
@@ -95,14 +93,6 @@ class Run:
 def _lookup(values: dict[str, Any], name: str) -> Any:
     value = values.get(name)
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _attention_label(info: dict[str, Any]) -> str:
-    attention = str(info.get("attention") or BASELINE)
-    placement = info.get("placement") or (info.get("config") or {}).get("placement")
-    if attention == "bam" and placement == "block":
-        return "bam-c"
-    return attention
 
 
 def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -151,11 +141,6 @@ def setting_labels(runs: Iterable[Run]) -> dict[tuple, str]:
     return labels
 
 
-def network_label(arch: str, setting: str) -> str:
-    """How a table names a network: its architecture, and what sets its runs apart if anything."""
-    return f"{arch} ({setting})" if setting else arch
-
-
 def group_comparable(runs: Iterable[Run]) -> dict[tuple, dict[str, list[Run]]]:
     """``{(network, setting): {attention variant: runs}}``: only runs of one network scored the same
     way with the same options (evaluation sets, protocol, model options...) share a group."""
@@ -170,9 +155,12 @@ def run_from_summary(summary: dict[str, Any], history: list[dict[str, Any]], sou
     config = summary.get("config") or {}
     get = lambda key, default=None: summary.get(key, config.get(key, default))  # noqa: E731
     experiment = get("experiment") or {}
-    missing = [k for k in ("primary_metric",) if not get(k)]
-    if missing or not isinstance(summary.get("final"), dict):
-        raise ValueError(f"{source}: run summary lacks {missing or ['final']} (was the run finished?)")
+    attention = str(get("attention") or BASELINE)
+    if attention == "bam" and (summary.get("placement") or config.get("placement")) == "block":
+        attention = "bam-c"  # BAM in every block: the paper's BAM-C
+    for key, present in (("primary_metric", get("primary_metric")), ("final", isinstance(summary.get("final"), dict))):
+        if not present:
+            raise ValueError(f"{source}: run summary lacks {key!r} (was the run finished?)")
     return Run(
         name=str(get("name") or Path(source).name),
         task=str(get("task") or "?"),
@@ -180,12 +168,10 @@ def run_from_summary(summary: dict[str, Any], history: list[dict[str, Any]], sou
         arch=str(get("arch") or "?"),
         # An ablation row differs from its neighbours by more than the module name (e.g.
         # "bam(dilation=1)"): the run's own variant label keeps such rows apart.
-        attention=str(get("variant") or _attention_label({**config, **summary})),
+        attention=str(get("variant") or attention),
         seed=get("seed"),
         primary_metric=str(get("primary_metric")),
-        primary_mode=str(get("primary_mode") or "max"),
         final=dict(summary.get("final") or {}),
-        best=dict(summary.get("best") or {}),
         params=get("params"),
         macs=get("macs"),
         group=str(get("group") or ""),
@@ -204,11 +190,7 @@ def run_from_summary(summary: dict[str, Any], history: list[dict[str, Any]], sou
 
 
 def load_local_run(run_dir: Path) -> Run:
-    summary_file = run_dir / "summary.json"
-    try:
-        summary = json.loads(summary_file.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{summary_file} is not valid JSON ({error})") from None
+    summary = load_summary(run_dir)
     history_file = run_dir / str(summary.get("history_file") or "metrics.jsonl")
     history = []
     if history_file.is_file():
@@ -238,10 +220,9 @@ def _run_from_wandb(data: dict[str, Any]) -> Run:
     summary.setdefault("group", data["group"])
     summary.setdefault("name", data["name"] or data["id"])
     summary.setdefault("config", dict(data["config"]))
-    # The trainer logs final/best metrics in the W&B summary as "final/<metric>", "best/<metric>".
-    for part in ("final", "best"):
-        if not isinstance(summary.get(part), dict):
-            summary[part] = {k[len(part) + 1:]: v for k, v in data["summary"].items() if k.startswith(f"{part}/")}
+    # The trainer logs the final metrics in the W&B summary as "final/<metric>".
+    if not isinstance(summary.get("final"), dict):
+        summary["final"] = {k[len("final/"):]: v for k, v in data["summary"].items() if k.startswith("final/")}
     # The trainer logs evaluations to W&B as "eval/<metric>": the history keeps those rows, as
     # metrics.jsonl holds them.
     history = []

@@ -13,7 +13,6 @@ COCO's AP re-accumulation are all written that way, so one resampling loop serve
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -21,8 +20,8 @@ import numpy as np
 
 from tasks.utils.formatting import signed
 
-__all__ = ["RESAMPLES", "COSTLY_RESAMPLES", "RESAMPLING_SEED", "CONFIDENCE", "Statistic", "Interval", "McNemar",
-           "resample_weights", "bootstrap_difference", "mcnemar_exact", "decide", "verdict", "weighted_mean"]
+__all__ = ["RESAMPLES", "COSTLY_RESAMPLES", "RESAMPLING_SEED", "CONFIDENCE", "ALPHA", "Statistic", "Interval",
+           "McNemar", "resample_weights", "bootstrap_difference", "mcnemar_exact", "decide", "verdict", "weighted_mean"]
 
 # 10,000 resamples put the Monte Carlo error of a 95% percentile bound at about 1% of the
 # interval's width; statistics that re-accumulate a whole curve per resample (COCO AP) get fewer.
@@ -31,6 +30,7 @@ COSTLY_RESAMPLES = 1_000
 # A fixed seed: the same runs always give the same interval (the year of the BAM paper).
 RESAMPLING_SEED = 2018
 CONFIDENCE = 0.95
+ALPHA = 0.05  # the level of a test (McNemar's) that a "better" or "worse" must also pass
 # Draw at most about this many item indices at once (memory: 8 bytes each, a few times over).
 _DRAWS_PER_CHUNK = 2_000_000
 
@@ -52,8 +52,9 @@ class Interval:
         return (f"{round(100 * self.confidence)}% percentile bootstrap over {self.levels} "
                 f"({self.resamples:,} resamples, seed {self.seed})")
 
-    def contains_zero(self) -> bool:
-        return self.low <= 0.0 <= self.high
+    def format(self, digits: int) -> str:
+        """``[+0.18, +0.66]``: the bounds signed, as every table and verdict prints them."""
+        return f"[{signed(self.low, digits)}, {signed(self.high, digits)}]"
 
 
 @dataclass(frozen=True)
@@ -77,16 +78,9 @@ def resample_weights(rng: np.random.Generator, n_items: int, n_resamples: int) -
     return np.bincount(flat.ravel(), minlength=n_resamples * n_items).reshape(n_resamples, n_items).astype(np.float64)
 
 
-def _mean_over_drawn_seeds(values: np.ndarray, picks: np.ndarray | None) -> np.ndarray:
-    """``values``: (seeds, R); ``picks``: (R, seeds) drawn seed indices, or None for all seeds."""
-    if picks is None:
-        return values.mean(axis=0)
-    return np.take_along_axis(values.T, picks, axis=1).mean(axis=1)
-
-
 def bootstrap_difference(baselines: Sequence[Statistic], variants: Sequence[Statistic], n_items: int, *,
-                         pair_seeds: bool = True, resamples: int = RESAMPLES, seed: int = RESAMPLING_SEED,
-                         confidence: float = CONFIDENCE) -> tuple[float, Interval]:
+                         pair_seeds: bool = True, resamples: int = RESAMPLES,
+                         seed: int = RESAMPLING_SEED) -> tuple[float, Interval]:
     """Mean over seeds of ``variant − baseline`` and its percentile bootstrap interval.
 
     ``baselines`` and ``variants`` hold one statistic per seed, all over the same ``n_items``
@@ -110,18 +104,19 @@ def bootstrap_difference(baselines: Sequence[Statistic], variants: Sequence[Stat
     for start in range(0, resamples, chunk):
         size = min(chunk, resamples - start)
         weights = resample_weights(rng, n_items, size)
-        base = np.stack([s(weights) for s in baselines])
-        var = np.stack([s(weights) for s in variants])
-        base_picks = var_picks = None
+        base = np.stack([s(weights) for s in baselines], axis=1)  # (R, seeds)
+        var = np.stack([s(weights) for s in variants], axis=1)
+        base_picks = var_picks = np.zeros((size, 1), dtype=np.int64)  # one seed each: nothing to draw
         if several:
             base_picks = rng.integers(0, len(baselines), size=(size, len(baselines)))
             var_picks = base_picks if pair_seeds else rng.integers(0, len(variants), size=(size, len(variants)))
-        replicates.append(_mean_over_drawn_seeds(var, var_picks) - _mean_over_drawn_seeds(base, base_picks))
+        replicates.append(np.take_along_axis(var, var_picks, axis=1).mean(axis=1)
+                          - np.take_along_axis(base, base_picks, axis=1).mean(axis=1))
     replicates = np.concatenate(replicates)
-    tail = 100 * (1 - confidence) / 2
+    tail = 100 * (1 - CONFIDENCE) / 2
     low, high = np.nanpercentile(replicates, [tail, 100 - tail])
     levels = "seeds × images" if several else "images"
-    return estimate, Interval(float(low), float(high), confidence, resamples, seed, levels)
+    return estimate, Interval(float(low), float(high), CONFIDENCE, resamples, seed, levels)
 
 
 def mcnemar_exact(baseline_correct: np.ndarray, variant_correct: np.ndarray) -> McNemar:
@@ -130,40 +125,36 @@ def mcnemar_exact(baseline_correct: np.ndarray, variant_correct: np.ndarray) -> 
     Only the items that exactly one of the two models gets right carry information about which
     is better; under "no difference" each such item is equally likely to favour either model.
     """
-    from scipy.stats import binom
+    from scipy.stats import binomtest
 
     baseline_correct = np.asarray(baseline_correct, dtype=bool)
     variant_correct = np.asarray(variant_correct, dtype=bool)
     baseline_only = int(np.count_nonzero(baseline_correct & ~variant_correct))
     variant_only = int(np.count_nonzero(variant_correct & ~baseline_correct))
     discordant = baseline_only + variant_only
-    # The null distribution is symmetric: twice the smaller tail, at most 1.
-    p_value = 1.0 if discordant == 0 else min(1.0, 2.0 * float(binom.cdf(min(baseline_only, variant_only),
-                                                                         discordant, 0.5)))
+    p_value = float(binomtest(variant_only, discordant).pvalue) if discordant else 1.0
     return McNemar(baseline_only, variant_only, p_value)
 
 
-def decide(interval: Interval, mode: str, p_value: float | None = None, alpha: float = 0.05) -> str:
+def decide(interval: Interval, mode: str, p_value: float | None = None) -> str:
     """"better" or "worse" (the variant) only when the whole interval lies on one side of 0 and,
-    where a test's ``p_value`` is given, it is below ``alpha`` too; "within noise" otherwise.
+    where a test's ``p_value`` is given, it is below :data:`ALPHA` too; "within noise" otherwise.
     ``mode`` is "max" when higher is better (PSNR, mIoU, AP), "min" when lower is (error rates)."""
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
-    if math.isnan(interval.low) or math.isnan(interval.high) or interval.contains_zero():
-        return "within noise"
-    if p_value is not None and not p_value < alpha:
+    # NaN bounds fail both comparisons: within noise.
+    if not (interval.low > 0 or interval.high < 0) or (p_value is not None and not p_value < ALPHA):
         return "within noise"
     return "better" if (interval.low > 0) == (mode == "max") else "worse"
 
 
 def verdict(delta: float, interval: Interval, mode: str, unit: str, variant: str, digits: int = 2,
-            p_value: float | None = None, alpha: float = 0.05) -> str:
+            p_value: float | None = None) -> str:
     """Words for a difference (``variant − baseline``) that cannot claim more than the interval
     (:func:`decide`): ``BAM better by 0.42 dB [+0.18, +0.66]``, ``within noise: +0.05 dB
     [-0.12, +0.21]``; the bracket is always the interval of the signed difference."""
-    bounds = f"[{signed(interval.low, digits)}, {signed(interval.high, digits)}]"
     unit = f" {unit}" if unit else ""
-    decision = decide(interval, mode, p_value, alpha)
+    decision = decide(interval, mode, p_value)
     if decision == "within noise":
-        return f"within noise: {signed(delta, digits)}{unit} {bounds}"
-    return f"{variant} {decision} by {signed(abs(delta), digits)[1:]}{unit} {bounds}"
+        return f"within noise: {signed(delta, digits)}{unit} {interval.format(digits)}"
+    return f"{variant} {decision} by {signed(abs(delta), digits)[1:]}{unit} {interval.format(digits)}"
