@@ -1,11 +1,8 @@
 """What BAM costs in time: networks without and with BAM, measured in one process, taking turns.
 
-Lines: ``module`` (forward + backward of one module at the SR shapes and ResNet50's three BAM
-sites: BAM, ``plain`` = the same BAM's equations as plain tensor ops, SE, CBAM), ``metrics``
-(Set14 PSNR + SSIM on the device), ``data`` (T91 crops per second, in this process and through a
-DataLoader), ``step`` (forward, loss, backward, Adam of SRResNet x4 at the main job's shape and the
-SRGAN recipe's, and of ResNet50; base and BAM, eager, then compiled). Times are medians of
---repeats runs of --steps calls.
+One line per measurement: ``module``, ``metrics``, ``data`` and ``step`` (forward, loss, backward,
+Adam; base and BAM, eager, then compiled); benchmarks/README.md says what each measures. Times
+are medians of --repeats runs of --steps calls.
 
     python benchmarks/bench.py                       # CPU sizes (ResNet50: batch 8, 128x128)
     python benchmarks/bench.py --device cuda         # GPU sizes (ResNet50: batch 256, bf16)
