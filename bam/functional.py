@@ -127,7 +127,8 @@ def _check_shapes(x: torch.Tensor, channel, spatial) -> None:
 
 
 def bam_refine(x: torch.Tensor, channel: torch.Tensor | None, spatial: torch.Tensor | None,
-               combine: str = "sum", identity: bool = True, recompute: bool = False) -> torch.Tensor:
+               combine: str = "sum", identity: bool = True,
+               recompute: bool = False) -> torch.Tensor:
     """BAM's output ``x + x * M`` (``identity=True``, paper) or ``x * M`` from raw branch outputs.
 
     ``channel``: B x C x 1 x 1 (or ``None``), ``spatial``: B x 1 x H x W (or ``None``), both before

@@ -115,7 +115,7 @@ def convert_released_state_dict(state_dict: Mapping[str, torch.Tensor],
         else:
             unknown.append(key)
     if unknown:
-        shown = ", ".join(unknown[:20]) + (f", ... ({len(unknown)} in all)" if len(unknown) > 20 else "")
+        shown = ", ".join(unknown[:20]) + (", ..." if len(unknown) > 20 else "")
         raise ValueError(
             f"convert_released_state_dict(source={source!r}): {len(unknown)} key(s) match no known "
             f"BAM-ResNet name: {shown}. Is this a {source} BAM-ResNet checkpoint? (other sources: "
