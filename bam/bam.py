@@ -13,6 +13,8 @@ final_bn=False`` reproduces the forward pass of the released code
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torch import nn
 
@@ -22,26 +24,14 @@ BRANCHES = ("both", "channel", "spatial")
 
 
 def _check_batch_statistics(module: nn.Module, values_per_channel: int, what: str) -> None:
-    # BatchNorm in training mode normalises with statistics over the batch (and space). With a
-    # single value per channel the variance is undefined: PyTorch fails deep inside F.batch_norm
-    # with an obscure message, and there is no meaningful output to give instead (the normalised
-    # value would be 0 whatever the input). Say so clearly, and what to do about it.
+    # With one value per channel, a BatchNorm in training mode has no variance: PyTorch fails deep
+    # inside F.batch_norm with an obscure message, and no output would mean anything.
     if module.training and values_per_channel <= 1:
         raise ValueError(
             f"BAM {what} cannot run in training mode on this input: its BatchNorm needs more than "
             f"one value per channel to compute batch statistics (got {values_per_channel}). "
             "Use a batch of at least 2 samples for training, or call model.eval() for inference."
         )
-
-
-def _spatial_mean(x: torch.Tensor) -> torch.Tensor:
-    """Mean over H and W (B x C x H x W -> B x C; ``avg_pool2d(x, x.size(2))`` of the released code
-    is wrong on non-square maps), as a sum divided on the small result: the backward of a sum is a
-    broadcast view of the gradient, where ``mean``'s writes a full-size tensor for autograd to add
-    to x's other gradients. Summed in float32 at least: a half-precision sum can overflow."""
-    total = x.sum(dim=(2, 3), dtype=torch.promote_types(x.dtype, torch.float32))
-    mean = total / (x.shape[2] * x.shape[3])
-    return mean if mean.dtype == x.dtype else mean.to(x.dtype)
 
 
 class ChannelGate(nn.Module):
@@ -63,25 +53,22 @@ class ChannelGate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_batch_statistics(self, x.shape[0], "channel branch (BatchNorm1d of the MLP)")
-        pooled = _spatial_mean(x)
+        # The mean over H and W (the released code's avg_pool2d(x, x.size(2)) is wrong on
+        # non-square maps) as a sum divided on the small result: a sum's backward is a broadcast
+        # view, where mean's writes a full-size gradient. In float32 at least: a half sum overflows.
+        total = x.sum(dim=(2, 3), dtype=torch.promote_types(x.dtype, torch.float32))
+        pooled = (total / (x.shape[2] * x.shape[3])).to(x.dtype)
         out = self.fc2(self.act(self.bn1(self.fc1(pooled))))
         return self.bn(out).view(*out.shape, 1, 1)  # one view op (indexing with None makes two)
 
 
-class ConvBnReLU(nn.Module):
-    """Conv2d (with bias, as the released code) -> BatchNorm2d -> ReLU."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1,
-                 dilation: int = 1):
-        super().__init__()
-        padding = dilation * (kernel_size - 1) // 2  # keeps H x W unchanged
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding,
-                              dilation=dilation)
-        self.bn = nn.BatchNorm2d(out_channels)
-        self.act = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
+def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 1,
+                  dilation: int = 1) -> nn.Sequential:
+    """Conv2d (with bias, as the released code) -> BatchNorm2d -> ReLU, keeping H x W."""
+    padding = dilation * (kernel_size - 1) // 2
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation)
+    return nn.Sequential(OrderedDict(conv=conv, bn=nn.BatchNorm2d(out_channels),
+                                     act=nn.ReLU(inplace=True)))
 
 
 class SpatialGate(nn.Module):
@@ -94,9 +81,10 @@ class SpatialGate(nn.Module):
                  num_dilated: int = 2, final_bn: bool = True):
         super().__init__()
         hidden = max(channels // reduction, 1)
-        self.reduce = ConvBnReLU(channels, hidden, kernel_size=1)
+        self.reduce = _conv_bn_relu(channels, hidden)
         self.dilated = nn.Sequential(
-            *[ConvBnReLU(hidden, hidden, kernel_size=3, dilation=dilation) for _ in range(num_dilated)]
+            *[_conv_bn_relu(hidden, hidden, kernel_size=3, dilation=dilation)
+              for _ in range(num_dilated)]
         )
         self.project = nn.Conv2d(hidden, 1, kernel_size=1)
         self.bn = nn.BatchNorm2d(1) if final_bn else nn.Identity()
@@ -152,14 +140,16 @@ class BAM(nn.Module):
         """The attention map ``M`` from the raw branch outputs (broadcast to B x C x H x W)."""
         return attention_map(channel, spatial, self.combine_mode)
 
+    def _branches(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        return tuple(None if gate is None else gate(x) for gate in (self.channel, self.spatial))
+
     def attention_maps(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         """Raw ``channel`` (B x C x 1 x 1) and ``spatial`` (B x 1 x H x W) maps and ``combined`` M.
 
         A branch that the module does not have is ``None``. Runs the branches once more, so in
         training mode it updates the BN running statistics like a forward pass does.
         """
-        channel = self.channel(x) if self.channel is not None else None
-        spatial = self.spatial(x) if self.spatial is not None else None
+        channel, spatial = self._branches(x)
         return {"channel": channel, "spatial": spatial, "combined": self.combine(channel, spatial)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -168,10 +158,9 @@ class BAM(nn.Module):
                 f"BAM({self.channels}) expects a B x {self.channels} x H x W tensor, got shape "
                 f"{tuple(x.shape)}"
             )
-        channel = self.channel(x) if self.channel is not None else None
-        spatial = self.spatial(x) if self.spatial is not None else None
-        # x + x * M in one autograd node (bam.functional): fewer passes over the feature map and
-        # no full-size M kept for backward; same values as the plain expression (tested).
+        channel, spatial = self._branches(x)
+        # x + x * M in one autograd node (bam.functional): fewer passes over the feature map than
+        # plain ops, the same values (tested).
         return bam_refine(x, channel, spatial, self.combine_mode, self.identity)
 
     def extra_repr(self) -> str:

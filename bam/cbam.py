@@ -19,11 +19,10 @@ class CBAMChannelGate(nn.Module):
         hidden = max(channels // reduction, 1)
         self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True),
                                  nn.Linear(hidden, channels))
-        self.gate = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.mlp(x.mean(dim=(2, 3))) + self.mlp(x.amax(dim=(2, 3)))
-        return self.gate(logits)[:, :, None, None]
+        return torch.sigmoid(logits)[:, :, None, None]
 
 
 class CBAMSpatialGate(nn.Module):
@@ -36,11 +35,10 @@ class CBAMSpatialGate(nn.Module):
         # No conv bias: the BN that follows has its own (as in the authors' code).
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
         self.bn = nn.BatchNorm2d(1)
-        self.gate = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
-        return self.gate(self.bn(self.conv(pooled)))
+        return torch.sigmoid(self.bn(self.conv(pooled)))
 
 
 class CBAM(nn.Module):

@@ -14,12 +14,9 @@ Both releases use the released forward pass (``x * (1 + sigmoid(Mc * Ms))``, no 
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from typing import Callable, Mapping
 
 import torch
-
-SOURCES = ("jongchan", "pytorchcv")
 
 # Suffixes of one BAM inside each release -> suffix inside this repository's BAM.
 _JONGCHAN_BAM = [
@@ -93,7 +90,7 @@ _RULES = {
 
 
 def convert_released_state_dict(state_dict: Mapping[str, torch.Tensor],
-                                source: str = "jongchan") -> "OrderedDict[str, torch.Tensor]":
+                                source: str = "jongchan") -> dict[str, torch.Tensor]:
     """Rename a released BAM-ResNet state dict to a torchvision ResNet with ``bam-released``.
 
     ``source="jongchan"``: the authors' code (``bam1.channel_att.gate_c.gate_c_fc_0.weight``);
@@ -102,11 +99,11 @@ def convert_released_state_dict(state_dict: Mapping[str, torch.Tensor],
     A ``module.`` prefix (DataParallel) is removed and a whole checkpoint with a ``state_dict``
     entry is accepted. Keys that match no rule raise a ``ValueError`` listing them.
     """
-    if source not in SOURCES:
-        raise ValueError(f"unknown source {source!r}; choose one of {SOURCES}")
+    if source not in _RULES:
+        raise ValueError(f"unknown source {source!r}; choose one of {tuple(_RULES)}")
     if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
         state_dict = state_dict["state_dict"]
-    converted: OrderedDict[str, torch.Tensor] = OrderedDict()
+    converted = {}
     unknown = []
     for key, value in state_dict.items():
         name = key[len("module."):] if key.startswith("module.") else key
@@ -118,10 +115,10 @@ def convert_released_state_dict(state_dict: Mapping[str, torch.Tensor],
         else:
             unknown.append(key)
     if unknown:
-        shown = ", ".join(unknown[:20]) + (f", ... ({len(unknown)} in all)" if len(unknown) > 20 else "")
+        shown = ", ".join(unknown[:20]) + (", ..." if len(unknown) > 20 else "")
         raise ValueError(
             f"convert_released_state_dict(source={source!r}): {len(unknown)} key(s) match no known "
             f"BAM-ResNet name: {shown}. Is this a {source} BAM-ResNet checkpoint? (other sources: "
-            f"{', '.join(s for s in SOURCES if s != source)})"
+            f"{', '.join(s for s in _RULES if s != source)})"
         )
     return converted
