@@ -119,7 +119,8 @@ def test_gpu_matches_cpu():
 
 def test_quantize_rounds_half_away_from_zero_and_clamps():
     values = torch.tensor([0.5, 1.5, 2.5, 2.4999, -0.7, 254.5, 300.0], dtype=torch.float64)
-    assert quantize(values, peak=255).tolist() == [1, 2, 3, 2, 0, 255, 255]  # torch.round would give 0, 2, 2
+    # torch.round would give 0, 2, 2
+    assert quantize(values, peak=255).tolist() == [1, 2, 3, 2, 0, 255, 255]
 
 
 def test_bicubic_degrade_and_modcrop():

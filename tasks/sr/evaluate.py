@@ -84,7 +84,8 @@ def _score_batch(dataset: Dataset, indices: list[int], upscale, protocol: str, d
     gray = torch.tensor([item["gray"] for item in items], device=device)
     scale = dataset.scale
     if isinstance(upscale, Path):  # a folder of SR images (--results)
-        saved = torch.cat([saved_image(upscale, dataset.name, item["name"], hr.shape) for item in items])
+        saved = [saved_image(upscale, dataset.name, item["name"], hr.shape) for item in items]
+        saved = torch.cat(saved)
         scores = score_sr(saved.to(device), quantize(hr), scale, protocol, gray=gray)
     elif upscale == BICUBIC:
         scores = bicubic_baseline(quantize(hr), scale, protocol, gray=gray)
@@ -204,8 +205,8 @@ def _what_to_score(args: argparse.Namespace) -> tuple[Any, int, str]:
         return BICUBIC, args.scale or 4, BICUBIC
     from tasks.common.model_io import load_model
 
-    model, description = load_model(args.checkpoint, map_location="cpu", task="sr")
-    trained = int(description.kwargs.get("scale", getattr(model, "scale", 4)))
+    model = load_model(args.checkpoint, map_location="cpu", task="sr")[0]
+    trained = model.scale
     if args.scale is not None and args.scale != trained:
         raise ValueError(f"--scale {args.scale} does not match the checkpoint, which was trained for x{trained}")
     return model.eval(), trained, str(args.checkpoint)

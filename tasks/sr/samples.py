@@ -3,7 +3,6 @@ and what a comparison of SR runs shows of their final networks (:func:`compariso
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -81,7 +80,8 @@ def _honest_note(variants: Mapping[str, Sequence], sets: Sequence[str], bicubic:
     this length can say of the difference between them."""
     gains = {(attention, s): _mean(runs, f"psnr/{s}") - bicubic[f"psnr/{s}"]
              for attention, runs in variants.items() for s in sets if f"psnr/{s}" in bicubic}
-    below = [f"{model_label(a)} on {s} ({signed(gain, 2)} dB)" for (a, s), gain in gains.items() if gain <= 0]
+    below = [f"{model_label(a)} on {s} ({signed(gain, 2)} dB)"
+             for (a, s), gain in gains.items() if gain <= 0]
     facts = (f"Not above bicubic: {', '.join(below)}." if below else
              f"Every network ends above bicubic on every set (by at least {signed(min(gains.values()), 2)} dB)."
              if gains else "")
@@ -97,29 +97,12 @@ def _honest_note(variants: Mapping[str, Sequence], sets: Sequence[str], bicubic:
             f"and read the interval of the difference.").strip()
 
 
-@dataclass
-class _Outputs:
-    """A network's outputs on one set: the images, their PSNR, and the mean colour error."""
-
-    images: list[torch.Tensor]
-    psnr: list[float]
-    colour_error: list[float]  # mean of SR minus HR per channel, 0-255 levels
-
-
-@torch.no_grad()
-def _outputs(model: torch.nn.Module, dataset, protocol: str) -> _Outputs:
-    from tasks.sr.metrics import score_sr
-
-    totals, pixels, images, psnrs = torch.zeros(3, dtype=torch.float64), 0, [], []
-    for item in dataset:
-        sr = model(item["lr"][None]).float()[0].clamp(0, 1)
-        images.append(sr)
-        psnrs.append(float(score_sr(sr, item["hr"], dataset.scale, protocol, gray=item["gray"],
-                                    value_range=1.0)["psnr"][0]))
-        difference = quantize(sr).double() - quantize(item["hr"]).double()
-        totals += difference.sum(dim=(1, 2))
-        pixels += difference[0].numel()
-    return _Outputs(images, psnrs, (totals / pixels).tolist())
+def _colour_error(outputs: Mapping[int, torch.Tensor], dataset) -> list[float]:
+    """The mean of SR minus HR per channel over a set's images (``outputs``: index: SR), 0-255
+    levels."""
+    differences = [(quantize(sr).double() - quantize(dataset[index]["hr"]).double()).flatten(1)
+                   for index, sr in outputs.items()]
+    return torch.cat(differences, dim=1).mean(dim=1).tolist()
 
 
 def _final_networks(runs: Sequence, folder: Path, stem: str, count: int = 2) -> list[str]:
@@ -135,19 +118,22 @@ def _final_networks(runs: Sequence, folder: Path, stem: str, count: int = 2) -> 
     protocol = config.get("protocol", "basicsr")
     source = (config.get("set_sources") or config["sets"])[0]
     dataset = next(iter(load_sets([source], int(config["scale"]), config.get("data_root")).values()))
-    outputs = [_outputs(load_model(run.folder / "checkpoints" / "last", task="sr")[0].eval(), dataset, protocol)
-               for run in runs]
+    # Every image's output is kept: the colour error is over the whole set.
+    networks = [load_model(run.folder / "checkpoints" / "last", task="sr")[0].eval() for run in runs]
+    results = [score_set(dataset, network, protocol, keep=len(dataset)) for network in networks]
     bicubic_scores = score_set(dataset, BICUBIC, protocol)["images"]
     labels = [model_label(run.attention) for run in runs]
-    colour = "; ".join(f"{label} {'/'.join(signed(v, 2) for v in out.colour_error)}"
-                       for label, out in zip(labels, outputs))
+    errors = [_colour_error(result["outputs"], dataset) for result in results]
+    colour = "; ".join(f"{label} {'/'.join(signed(v, 2) for v in error)}" for label, error in zip(labels, errors))
     lines = [f"Mean colour error of the final networks on {dataset.name} (SR − HR per channel R/G/B, 0–255 "
              f"levels; near 0 when the colours are right): {colour}.", ""]
     for index in range(min(count, len(dataset))):
         item = dataset[index]
-        images = [bicubic_picture(item["lr"], dataset.scale), *(out.images[index] for out in outputs), item["hr"]]
+        outputs = [result["outputs"][index] for result in results]
+        images = [bicubic_picture(item["lr"], dataset.scale), *outputs, item["hr"]]
         captions = [f"bicubic\n{bicubic_scores[item['name']]['psnr']:.2f} dB",
-                    *(f"{label}\n{out.psnr[index]:.2f} dB" for label, out in zip(labels, outputs)), "HR"]
+                    *(f"{label}\n{result['images'][item['name']]['psnr']:.2f} dB"
+                      for label, result in zip(labels, results)), "HR"]
         name = f"{stem}{dataset.name}_{item['name']}.png"
         path = write_png_atomic(folder / "samples" / name, make_panel(images, captions))
         lines.append(f"![{path.stem}](samples/{path.name})")

@@ -29,19 +29,10 @@ from tasks.sr.model import SUPPORTED_SCALES
 from tasks.sr.presets import PRESETS, default_preset, get_preset
 from tasks.sr.samples import model_label
 
-__all__ = ["SRTask", "SREvaluator", "main", "parse_args", "make_loss", "MODEL_BUILDER"]
+__all__ = ["SRTask", "SREvaluator", "main", "parse_args", "MODEL_BUILDER"]
 
 MODEL_BUILDER = "tasks.sr.model:srresnet"
-LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
-
-
-def make_loss(name: str):
-    """Pixel loss between SR and HR: ``mse`` (the SRGAN recipe's) or ``l1`` (EDSR's)."""
-    pixel_loss = LOSSES[name]
-
-    def loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return pixel_loss(model(batch["lr"]).float(), batch["hr"].float())
-    return loss
+LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}  # the SRGAN recipe's, EDSR's
 
 
 class SREvaluator:
@@ -78,11 +69,10 @@ class SREvaluator:
             # the first set's first images are the panels': their outputs are kept, not computed again
             result = score_set(dataset, network, self.protocol, accelerator, keep=0 if position else pictures)
             self.last_results[name] = result
-            metrics[f"psnr/{name}"], metrics[f"ssim/{name}"] = result["psnr"], result["ssim"]
-            images = result["images"]
-            per_image[f"{name}/names"] = list(images)
-            per_image[f"{name}/psnr"] = [scores["psnr"] for scores in images.values()]
-            per_image[f"{name}/ssim"] = [scores["ssim"] for scores in images.values()]
+            per_image[f"{name}/names"] = list(result["images"])
+            for metric in ("psnr", "ssim"):
+                metrics[f"{metric}/{name}"] = result[metric]
+                per_image[f"{name}/{metric}"] = [image[metric] for image in result["images"].values()]
         if pictures:
             self.save_samples(model, accelerator.device, step, self.last_results[scored[0][0]].get("outputs"))
         return {**metrics, "per_sample": per_image}
@@ -103,7 +93,8 @@ class SREvaluator:
             sr = outputs[index][None] if outputs and index in outputs else model(lr).float()
             bicubic = bicubic_picture(item["lr"], dataset.scale)
             panel = make_panel((sr[0], bicubic, item["hr"]), self._labels(name, item["name"], step))
-            path = write_png_atomic(self.run_dir / "samples" / f"step{step:07d}_{name}_{item['name']}.png", panel)
+            path = self.run_dir / "samples" / f"step{step:07d}_{name}_{item['name']}.png"
+            write_png_atomic(path, panel)
             images[f"samples/{name}/{item['name']}"] = panel
             paths.append(path)
         self.tracker.log_images(images, step, caption="SR | bicubic | HR")
@@ -165,7 +156,8 @@ class SRTask(Task):
                           help="folder(s) of HR training images, searched recursively "
                                "(default: the preset's folder under the data root)")
         data.add_argument("--scale", type=int, choices=SUPPORTED_SCALES, help="SR factor")
-        data.add_argument("--patch-size", type=positive_int, help="HR crop side (a multiple of --scale)")
+        data.add_argument("--patch-size", type=positive_int,
+                          help="HR crop side (a multiple of --scale)")
         data.add_argument("--sets", nargs="+",
                           help="evaluation sets: names under <data root>/sr, folders, or 'embedded'")
         data.add_argument("--protocol", choices=sorted(PROTOCOLS), help="evaluation protocol")
@@ -175,7 +167,8 @@ class SRTask(Task):
         data.add_argument("--self-ensemble", action="store_true",
                           help="at the end, also score the x8 self-ensemble (mean over flips and rotations) of "
                                "each set, as a set of its own (<set>+x8)")
-        data.add_argument("--repeat", type=positive_int, help="visits of each training image per epoch")
+        data.add_argument("--repeat", type=positive_int,
+                          help="visits of each training image per epoch")
         data.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
                           help="keep decoded training images in memory (small sets)")
         model = parser.add_argument_group("model")
@@ -252,7 +245,8 @@ class SRTask(Task):
         return optimizer, scheduler
 
     def loss(self, args: argparse.Namespace):
-        return make_loss(args.loss)
+        pixel_loss = LOSSES[args.loss]  # between SR and HR
+        return lambda model, batch: pixel_loss(model(batch["lr"]).float(), batch["hr"].float())
 
     def describe(self, args: argparse.Namespace, data: SRData, model: torch.nn.Module, schedule: Schedule) -> RunInfo:
         from bam import count_macs, count_params

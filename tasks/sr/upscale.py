@@ -152,7 +152,8 @@ def _address_space_room() -> float:
         import resource
     except ImportError:  # not a Unix
         return math.inf
-    limit, used = resource.getrlimit(resource.RLIMIT_AS)[0], _proc_bytes("/proc/self/status", "VmSize")
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    used = _proc_bytes("/proc/self/status", "VmSize")
     return math.inf if limit == resource.RLIM_INFINITY or used == math.inf else limit - used
 
 
@@ -200,8 +201,7 @@ def _targets(files: list[Path], base: Path, output: Path) -> list[Path]:
     """The PNG each input is written to; two inputs with one output, or an output that would
     replace an input, are refused (both before anything is written)."""
     inputs = {file.resolve(): file for file in files}
-    first_of: dict[Path, Path] = {}
-    targets = []
+    first_of: dict[Path, Path] = {}  # target: its input, in the order of the inputs
     for file in files:
         target = (output / file.relative_to(base)).with_suffix(".png")
         if target in first_of:
@@ -211,8 +211,7 @@ def _targets(files: list[Path], base: Path, output: Path) -> list[Path]:
             raise ValueError(f"--output-dir {output}: writing {target} would replace the input "
                              f"{inputs[target.resolve()]}; choose an --output-dir outside the input folder")
         first_of[target] = file
-        targets.append(target)
-    return targets
+    return list(first_of)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -262,12 +261,12 @@ def _upscale_files(args: argparse.Namespace) -> int:
     files, base = _inputs(Path(args.input).expanduser(), output)
     targets = _targets(files, base, output)  # nothing is written before this
     output = check_writable(output, "--output-dir")  # before anything is loaded or computed
-    model, record = load_model(args.checkpoint, map_location="cpu", task="sr")
+    model = load_model(args.checkpoint, map_location="cpu", task="sr")[0]
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: no CUDA GPU is available (use --device cpu)")
     model = model.to(device).eval()
-    scale = int(record.kwargs.get("scale", getattr(model, "scale", 4)))
+    scale = model.scale
     profile = profile_network(model, scale)  # the ensemble runs the same network, one transform at a time
     if args.self_ensemble:
         from tasks.sr.ensemble import SelfEnsemble
@@ -287,7 +286,8 @@ def _upscale_files(args: argparse.Namespace) -> int:
             sr = upscale_image(model, image, scale, tile, profile.context)
         except (MemoryError, RuntimeError) as error:
             # The CPU allocator raises a plain RuntimeError ("DefaultCPUAllocator: can't allocate")
-            if not isinstance(error, (MemoryError, torch.OutOfMemoryError)) and "allocate" not in str(error):
+            failed = isinstance(error, (MemoryError, torch.OutOfMemoryError)) or "allocate" in str(error)
+            if not failed:
                 raise
             raise _out_of_memory(file, image, scale, tile, device, error) from None
         try:
