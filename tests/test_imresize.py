@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from tasks.data.imresize import bicubic_degrade, cubic, imresize, modcrop, resize_matrix, to_uint8
+from tasks.data.imresize import bicubic_degrade, cubic, imresize, modcrop, resize_matrix
+from tasks.utils.images import quantize
 
 GEN = torch.Generator().manual_seed(0)
 
@@ -116,9 +117,10 @@ def test_gpu_matches_cpu():
     torch.testing.assert_close(imresize(x.cuda(), 0.25).cpu(), imresize(x, 0.25))
 
 
-def test_to_uint8_rounds_half_away_from_zero_and_clamps():
+def test_quantize_rounds_half_away_from_zero_and_clamps():
     values = torch.tensor([0.5, 1.5, 2.5, 2.4999, -0.7, 254.5, 300.0], dtype=torch.float64)
-    assert to_uint8(values).tolist() == [1, 2, 3, 2, 0, 255, 255]  # torch.round would give 0, 2, 2
+    # torch.round would give 0, 2, 2
+    assert quantize(values, peak=255).tolist() == [1, 2, 3, 2, 0, 255, 255]
 
 
 def test_bicubic_degrade_and_modcrop():
@@ -129,7 +131,7 @@ def test_bicubic_degrade_and_modcrop():
     assert cropped.shape[-2:] == (12, 16)
     lr = bicubic_degrade(cropped, 4)
     assert lr.dtype == torch.uint8 and lr.shape[-2:] == (3, 4)
-    torch.testing.assert_close(lr, to_uint8(imresize(cropped.double(), 0.25)))
+    torch.testing.assert_close(lr, quantize(imresize(cropped.double(), 0.25), peak=255))
 
 
 def test_bad_arguments():

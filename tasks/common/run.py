@@ -32,7 +32,7 @@ from tasks.common.tracking import Tracker
 from tasks.common.ema import WeightAverage, averaged_step
 from tasks.common.side_by_side import side_by_side_possible, train_side_by_side
 from tasks.common.stopping import ignore_stop_signals
-from tasks.common.trainer import EvaluateFn, StepFn, TrainConfig, Trainer, loss_step
+from tasks.common.trainer import EvaluateFn, TrainConfig, Trainer, loss_step
 from tasks.data.sampling import EpochSeededSampler
 from tasks.utils.files import check_writable
 from tasks.utils.messages import note_once
@@ -68,7 +68,7 @@ class Task:
     """One task's own pieces; subclasses override what they have (see the module docstring).
 
     Class attributes: ``name`` (``"sr"``), ``prog`` and ``description`` (for ``--help``),
-    ``attentions`` (the ``--attention`` choices) and ``default_attention``, ``run_defaults``
+    ``attentions`` (the ``--attention`` choices), ``run_defaults``
     (defaults of the shared run options), ``primary_metric`` and ``primary_mode`` (which
     evaluation is kept as ``best``), ``fixed_shapes`` (batches of one shape: cuDNN may benchmark).
     """
@@ -78,8 +78,6 @@ class Task:
     prog: str | None = None
     description = ""
     attentions: Sequence[str] = ("none", "bam")
-    # Every training command's default: the baseline, then BAM, then their comparison.
-    default_attention: Sequence[str] = ("none", "bam")
     run_defaults: dict[str, Any] = {}
     primary_metric = "loss"
     primary_mode = "min"
@@ -96,7 +94,8 @@ class Task:
         parser = argparse.ArgumentParser(prog=self.prog, description=self.description,
                                          formatter_class=argparse.RawDescriptionHelpFormatter)
         self.add_arguments(parser)
-        add_attention_arg(parser, self.attentions, self.default_attention)
+        # Every training command's default: the baseline, then BAM, then their comparison.
+        add_attention_arg(parser, self.attentions, ["none", "bam"])
         add_run_args(parser, {"output_dir": f"runs/{self.name}", **self.run_defaults})
         return parser
 
@@ -113,10 +112,6 @@ class Task:
         """Whatever the task reads (training set, evaluation sets...); the main process runs this
         first (downloads, caches), the others after it."""
         raise NotImplementedError
-
-    def train_set(self, data: Any) -> Dataset:
-        """The training set inside ``data`` (items are keyed by ``(index, sample_seed)``)."""
-        return data.train
 
     def collate(self, data: Any) -> Callable | None:
         return None
@@ -143,12 +138,6 @@ class Task:
     def loss(self, args: argparse.Namespace) -> Callable:
         """``loss(model, batch) -> loss`` or ``(loss, {name: float})``."""
         raise NotImplementedError
-
-    def training_step(self, args: argparse.Namespace) -> StepFn:
-        """``step(run, batch) -> {name: value}``: one optimizer step (see
-        :class:`tasks.common.trainer.TrainingStep`). The default is forward, :meth:`loss`, backward
-        and one optimiser update; a task with a second loss term, network or optimiser overrides it."""
-        return loss_step(self.loss(args))
 
     def describe(self, args: argparse.Namespace, data: Any, model: nn.Module, schedule: Schedule) -> RunInfo:
         raise NotImplementedError
@@ -208,14 +197,15 @@ def train(task: Task, args: argparse.Namespace) -> dict:
                          f"{batch} sample per process: the attention's BatchNorm needs at least 2 in training")
     with accelerator.main_process_first():  # one process downloads/decodes/caches, the others wait
         data = task.data(args, accelerator)
-    loader = training_loader(task.train_set(data), batch, args.seed, args.num_workers, task.collate(data))
+    # data.train: the training set, its items keyed by (index, sample_seed)
+    loader = training_loader(data.train, batch, args.seed, args.num_workers, task.collate(data))
     schedule = task.schedule(args, data, steps_per_epoch(len(loader.dataset), batch * accelerator.num_processes))
     set_seed(args.seed)  # the initial weights depend on the seed only (the same on every process)
     model = task.model(args, data)
     _check_holds_attention(model, args.attention)
     optimizer, scheduler = task.optimizer(args, model, data, schedule)
     info = task.describe(args, data, model, schedule)
-    step_fn, average = task.training_step(args), None
+    step_fn, average = loss_step(task.loss(args)), None  # forward, loss, backward, one update
     if args.ema is not None:  # made beside the network on its device; evaluated and exported instead of it
         average = WeightAverage(model.to(accelerator.device), args.ema)
         step_fn = averaged_step(step_fn, task.loss(args), average)

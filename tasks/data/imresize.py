@@ -26,7 +26,7 @@ import torch
 
 from tasks.utils.images import quantize
 
-__all__ = ["cubic", "resize_matrix", "imresize", "to_uint8", "bicubic_degrade", "modcrop"]
+__all__ = ["cubic", "resize_matrix", "imresize", "bicubic_degrade", "modcrop"]
 
 
 def cubic(x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
@@ -80,11 +80,6 @@ def imresize(x: torch.Tensor, scale: float, antialias: bool = True) -> torch.Ten
         matrix = resize_matrix(n_in, n_out, scale, antialias, out.device, compute)
         out = matrix @ out if dim == -2 else out @ matrix.T
     return out.to(x.dtype) if x.is_floating_point() else out
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """0..255 values as uint8, rounded like MATLAB's uint8 cast."""
-    return quantize(x, peak=255)
 
 
 def modcrop(image: torch.Tensor, scale: int) -> torch.Tensor:

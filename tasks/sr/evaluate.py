@@ -30,36 +30,29 @@ from tasks.common.cli import run_cli
 from tasks.sr.metrics import DEFAULT_PROTOCOL, PROTOCOLS, bicubic_baseline, score_sr
 from tasks.utils.images import quantize
 
-__all__ = ["score_set", "score_sets", "format_table", "main", "BICUBIC", "SavedResults"]
+__all__ = ["score_set", "format_table", "load_sets", "main", "BICUBIC"]
 
 BICUBIC = "bicubic"
 ENSEMBLE_SUFFIX = "+x8"  # the rows of the x8 self-ensemble: Set5+x8, ...
 RESULT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 
 
-class SavedResults:
-    """SR images another method wrote: ``folder/<set>/<stem>.<png|jpg|bmp>``, read as uint8 RGB."""
+def saved_image(folder: Path, set_name: str, stem: str, hr_shape: tuple[int, ...]) -> torch.Tensor:
+    """The SR image another method wrote for HR image ``stem`` of ``set_name``,
+    ``folder/<set>/<stem>.<png|jpg|bmp>``, as a (1, 3, H, W) float tensor in 0..255."""
+    from tasks.data.images import read_rgb
 
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder).expanduser()
-        if not self.folder.is_dir():
-            raise FileNotFoundError(f"--results: folder not found: {self.folder}")
-
-    def image(self, set_name: str, stem: str, hr_shape: tuple[int, ...]) -> torch.Tensor:
-        """The (1, 3, H, W) float image in 0..255 for HR image ``stem`` of ``set_name``."""
-        from tasks.data.images import read_rgb
-
-        candidates = [self.folder / set_name / f"{stem}{ext}" for ext in RESULT_EXTENSIONS]
-        found = next((path for path in candidates if path.is_file()), None)
-        if found is None:
-            raise FileNotFoundError(f"--results: no SR image for {set_name}/{stem}: expected "
-                                    f"{self.folder / set_name / stem}.png (or .jpg, .bmp)")
-        image = torch.from_numpy(read_rgb(found)).permute(2, 0, 1)[None].to(torch.float64)
-        if tuple(image.shape[-2:]) != tuple(hr_shape[-2:]):
-            (h, w), (want_h, want_w) = image.shape[-2:], hr_shape[-2:]
-            raise ValueError(f"--results: {found} is {w}x{h}, expected {want_w}x{want_h} (the HR image "
-                             "cropped to a multiple of the scale)")
-        return image
+    candidates = [folder / set_name / f"{stem}{ext}" for ext in RESULT_EXTENSIONS]
+    found = next((path for path in candidates if path.is_file()), None)
+    if found is None:
+        raise FileNotFoundError(f"--results: no SR image for {set_name}/{stem}: expected "
+                                f"{folder / set_name / stem}.png (or .jpg, .bmp)")
+    image = torch.from_numpy(read_rgb(found)).permute(2, 0, 1)[None].to(torch.float64)
+    if tuple(image.shape[-2:]) != tuple(hr_shape[-2:]):
+        (h, w), (want_h, want_w) = image.shape[-2:], hr_shape[-2:]
+        raise ValueError(f"--results: {found} is {w}x{h}, expected {want_w}x{want_h} (the HR image "
+                         "cropped to a multiple of the scale)")
+    return image
 
 
 # Images scored in one forward pass at most: bounded by HR pixels (B100's 100 images of 480x320 go
@@ -90,8 +83,9 @@ def _score_batch(dataset: Dataset, indices: list[int], upscale, protocol: str, d
     hr = torch.stack([item["hr"] for item in items]).to(device)
     gray = torch.tensor([item["gray"] for item in items], device=device)
     scale = dataset.scale
-    if isinstance(upscale, SavedResults):
-        saved = torch.cat([upscale.image(dataset.name, item["name"], hr.shape) for item in items])
+    if isinstance(upscale, Path):  # a folder of SR images (--results)
+        saved = [saved_image(upscale, dataset.name, item["name"], hr.shape) for item in items]
+        saved = torch.cat(saved)
         scores = score_sr(saved.to(device), quantize(hr), scale, protocol, gray=gray)
     elif upscale == BICUBIC:
         scores = bicubic_baseline(quantize(hr), scale, protocol, gray=gray)
@@ -110,10 +104,10 @@ def _score_batch(dataset: Dataset, indices: list[int], upscale, protocol: str, d
 
 
 @torch.no_grad()
-def score_set(dataset: Dataset, upscale: Callable[[torch.Tensor], torch.Tensor] | str | SavedResults,
+def score_set(dataset: Dataset, upscale: Callable[[torch.Tensor], torch.Tensor] | str | Path,
               protocol: str, accelerator=None, device: str | torch.device = "cpu", keep: int = 0) -> dict[str, Any]:
-    """Mean PSNR/SSIM of ``upscale`` (LR [0,1] -> SR [0,1], ``"bicubic"``, or the images of a
-    :class:`SavedResults` folder) over ``dataset`` (a :class:`tasks.data.sr.SRBenchmark`), images
+    """Mean PSNR/SSIM of ``upscale`` (LR [0,1] -> SR [0,1], ``"bicubic"``, or a folder of SR
+    images: :func:`saved_image`) over ``dataset`` (a :class:`tasks.data.sr.SRBenchmark`), images
     of one shape batched together. With an ``accelerator`` the batches are shared out over the
     processes and gathered back: every image is counted once.
 
@@ -142,12 +136,6 @@ def score_set(dataset: Dataset, upscale: Callable[[torch.Tensor], torch.Tensor] 
     if keep:
         result["outputs"] = {index: sr for index, sr in outputs.items() if sr is not None}
     return result
-
-
-def score_sets(sets: Mapping[str, Dataset], upscale, protocol: str, accelerator=None,
-               device: str | torch.device = "cpu") -> dict[str, dict[str, Any]]:
-    """:func:`score_set` over named sets: ``{set: {"psnr", "ssim", "images"}}``."""
-    return {name: score_set(ds, upscale, protocol, accelerator, device) for name, ds in sets.items()}
 
 
 def format_table(results: Mapping[str, Mapping[str, float]], protocol: str, scale: int,
@@ -207,15 +195,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _what_to_score(args: argparse.Namespace) -> tuple[Any, int, str]:
-    """(upscale, scale, name) for score_sets."""
+    """(upscale, scale, name) for score_set."""
     if args.results:
-        return SavedResults(args.results), args.scale or 4, str(args.results)
+        folder = Path(args.results).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"--results: folder not found: {folder}")
+        return folder, args.scale or 4, str(args.results)
     if not args.checkpoint:
         return BICUBIC, args.scale or 4, BICUBIC
     from tasks.common.model_io import load_model
 
-    model, description = load_model(args.checkpoint, map_location="cpu", task="sr")
-    trained = int(description.kwargs.get("scale", getattr(model, "scale", 4)))
+    model = load_model(args.checkpoint, map_location="cpu", task="sr")[0]
+    trained = model.scale
     if args.scale is not None and args.scale != trained:
         raise ValueError(f"--scale {args.scale} does not match the checkpoint, which was trained for x{trained}")
     return model.eval(), trained, str(args.checkpoint)
@@ -234,12 +225,14 @@ def _evaluate(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     if isinstance(upscale, torch.nn.Module):
         upscale = upscale.to(accelerator.device)
     sets = load_sets(args.sets, scale, args.data_root, args.max_images)
-    results = score_sets(sets, upscale, args.protocol, accelerator)  # each image once, over the processes
+    networks = {"": upscale}
     if args.self_ensemble:
         from tasks.sr.ensemble import SelfEnsemble
 
-        ensemble = score_sets(sets, SelfEnsemble(upscale), args.protocol, accelerator)
-        results.update({f"{set_name}{ENSEMBLE_SUFFIX}": scores for set_name, scores in ensemble.items()})
+        networks[ENSEMBLE_SUFFIX] = SelfEnsemble(upscale)
+    # Each image once, over the processes; the ensemble's rows after the plain ones.
+    results = {name + suffix: score_set(dataset, network, args.protocol, accelerator)
+               for suffix, network in networks.items() for name, dataset in sets.items()}
     if accelerator.is_main_process:
         if args.json:
             print(json.dumps(_json_safe(results), allow_nan=False))

@@ -20,11 +20,12 @@ from typing import Sequence
 
 import torch
 
-from tasks.data.imresize import bicubic_degrade, imresize, modcrop, to_uint8
+from tasks.data.imresize import bicubic_degrade, imresize, modcrop
+from tasks.utils.images import quantize
 
 __all__ = [
-    "PROTOCOLS", "DEFAULT_PROTOCOL", "check_protocol", "rgb_to_y", "luminance", "psnr", "ssim",
-    "gaussian_window", "score_sr", "bicubic_baseline",
+    "PROTOCOLS", "DEFAULT_PROTOCOL", "rgb_to_y", "luminance", "psnr", "ssim", "score_sr",
+    "bicubic_baseline",
 ]
 
 PROTOCOLS: dict[str, str] = {
@@ -36,12 +37,6 @@ PROTOCOLS: dict[str, str] = {
 DEFAULT_PROTOCOL = "basicsr"
 
 _Y_WEIGHTS = (65.481, 128.553, 24.966)  # BT.601 for R, G, B in [0, 1]; Y in [16, 235]
-
-
-def check_protocol(protocol: str) -> str:
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown SR protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}")
-    return protocol
 
 
 def _batch(image: torch.Tensor, name: str = "image") -> torch.Tensor:
@@ -89,13 +84,6 @@ def psnr(sr: torch.Tensor, hr: torch.Tensor, crop_border: int, y_channel: bool =
     return 10.0 * torch.log10(255.0**2 / mse)  # mse == 0 -> inf
 
 
-def gaussian_window(size: int = 11, sigma: float = 1.5, dtype=torch.float64, device=None) -> torch.Tensor:
-    """Normalised 1-D Gaussian (MATLAB ``fspecial('gaussian')`` is its outer product)."""
-    x = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
-    window = torch.exp(-(x**2) / (2 * sigma**2))
-    return window / window.sum()
-
-
 def _filter_valid(x: torch.Tensor, taps: list[float], dim: int) -> torch.Tensor:
     """1-D correlation along ``dim`` without padding, as a sum of shifted slices: in float64
     this is several times faster than ``conv2d`` on the CPU and runs unchanged on the GPU."""
@@ -114,7 +102,9 @@ def ssim(sr: torch.Tensor, hr: torch.Tensor, crop_border: int, y_channel: bool =
     if h < size or w < size:
         raise ValueError(f"SSIM needs at least {size}x{size} pixels after the border crop, got {h}x{w}")
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    window = gaussian_window(size, 1.5).tolist()
+    # The normalised 1-D Gaussian: MATLAB's fspecial('gaussian', 11, 1.5) is its outer product.
+    window = torch.exp(-((torch.arange(size, dtype=torch.float64) - size // 2) ** 2) / (2 * 1.5**2))
+    window = (window / window.sum()).tolist()
     # One separable "valid" filtering pass over the five moments of every channel.
     moments = torch.stack([sr, hr, sr * sr, hr * hr, sr * hr], dim=2)
     moments = _filter_valid(_filter_valid(moments, window, dim=-2), window, dim=-1)
@@ -125,15 +115,6 @@ def ssim(sr: torch.Tensor, hr: torch.Tensor, crop_border: int, y_channel: bool =
     return ssim_map.mean(dim=(2, 3)).mean(dim=1)
 
 
-def _gray_mask(gray, n: int, device) -> torch.Tensor:
-    mask = torch.as_tensor(gray, dtype=torch.bool, device=device).reshape(-1)
-    if mask.numel() == 1:
-        mask = mask.expand(n)
-    if mask.numel() != n:
-        raise ValueError(f"gray: expected one flag or {n} flags, got {mask.numel()}")
-    return mask.view(n, 1, 1, 1)
-
-
 def luminance(image: torch.Tensor, protocol: str = DEFAULT_PROTOCOL,
               gray: bool | Sequence[bool] | torch.Tensor = False) -> torch.Tensor:
     """The channel a protocol scores: (N, 3, H, W) in 0..255 -> (N, 1, H, W) float64.
@@ -142,14 +123,16 @@ def luminance(image: torch.Tensor, protocol: str = DEFAULT_PROTOCOL,
     ``y-only``: Y rounded to 8 bits like MATLAB's uint8 ``rgb2ycbcr``; for images whose file
     was single-channel (``gray``), the raw gray value (channel mean, rounded) instead.
     """
-    check_protocol(protocol)
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown SR protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}")
     image = _batch(image)
     y = rgb_to_y(image)
     if protocol == "basicsr":
         return y
     y = torch.floor(y + 0.5)
     raw = torch.floor(image.mean(dim=1, keepdim=True) + 0.5)
-    return torch.where(_gray_mask(gray, image.shape[0], image.device), raw, y)
+    gray = torch.as_tensor(gray, dtype=torch.bool, device=image.device).reshape(-1, 1, 1, 1)
+    return torch.where(gray, raw, y)  # one flag for the batch, or one per image
 
 
 def score_sr(sr: torch.Tensor, hr: torch.Tensor, scale: int, protocol: str = DEFAULT_PROTOCOL,
@@ -161,13 +144,8 @@ def score_sr(sr: torch.Tensor, hr: torch.Tensor, scale: int, protocol: str = DEF
     tensors). The SR output is rounded to 8 bits first, as when it is saved as a PNG (BasicSR
     scores the saved uint8 image). Returns ``{"psnr": (N,), "ssim": (N,)}``.
     """
-    check_protocol(protocol)
-    sr, hr = _batch(sr, "sr"), _batch(hr, "hr")
-    if value_range != 255.0:
-        sr, hr = sr * (255.0 / value_range), hr * (255.0 / value_range)
-    sr, hr = to_uint8(sr).to(torch.float64), to_uint8(hr).to(torch.float64)
-    if sr.shape != hr.shape:
-        raise ValueError(f"sr and hr differ in shape: {tuple(sr.shape)} vs {tuple(hr.shape)}")
+    sr = quantize(_batch(sr, "sr"), value_range).double()
+    hr = quantize(_batch(hr, "hr"), value_range).double()
     sr_l, hr_l = luminance(sr, protocol, gray), luminance(hr, protocol, gray)
     return {"psnr": psnr(sr_l, hr_l, scale, y_channel=False),
             "ssim": ssim(sr_l, hr_l, scale, y_channel=False)}
@@ -182,12 +160,13 @@ def bicubic_baseline(hr: torch.Tensor, scale: int, protocol: str = DEFAULT_PROTO
     ``y-only``: uint8 Y (raw gray for ``gray`` files) -> bicubic 1/scale -> uint8 -> x scale -> uint8.
     Returns ``{"psnr": (N,), "ssim": (N,)}``.
     """
-    check_protocol(protocol)
-    hr = to_uint8(modcrop(_batch(hr, "hr"), scale))
+    def down_and_up(image: torch.Tensor) -> torch.Tensor:
+        return quantize(imresize(bicubic_degrade(image, scale).double(), float(scale)), peak=255)
+
+    hr = quantize(modcrop(_batch(hr, "hr"), scale), peak=255)
     if protocol == "basicsr":
-        up = to_uint8(imresize(bicubic_degrade(hr, scale).to(torch.float64), float(scale)))
-        return score_sr(up, hr, scale, protocol)
+        return score_sr(down_and_up(hr), hr, scale, protocol)
     hr_l = luminance(hr, protocol, gray)
-    up = to_uint8(imresize(bicubic_degrade(hr_l, scale).to(torch.float64), float(scale)))
-    up = up.to(torch.float64)
-    return {"psnr": psnr(up, hr_l, scale, y_channel=False), "ssim": ssim(up, hr_l, scale, y_channel=False)}
+    up = down_and_up(hr_l).double()
+    return {"psnr": psnr(up, hr_l, scale, y_channel=False),
+            "ssim": ssim(up, hr_l, scale, y_channel=False)}

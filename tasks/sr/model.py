@@ -47,15 +47,10 @@ class ResidualBlock(nn.Module):
         return x + self.bn2(self.conv2(self.act(self.bn1(self.conv1(x)))))
 
 
-class Upsample2x(nn.Sequential):
+def upsample_2x(channels: int) -> nn.Sequential:
     """conv3x3 C -> 4C, PixelShuffle(2), PReLU: doubles the spatial size."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__(
-            nn.Conv2d(channels, 4 * channels, 3, padding=1),
-            nn.PixelShuffle(2),
-            nn.PReLU(),
-        )
+    conv = nn.Conv2d(channels, 4 * channels, 3, padding=1)
+    return nn.Sequential(conv, nn.PixelShuffle(2), nn.PReLU())
 
 
 class SRResNet(nn.Module):
@@ -81,7 +76,8 @@ class SRResNet(nn.Module):
         self.head = nn.Sequential(nn.Conv2d(3, channels, 9, padding=4), nn.PReLU())
         self.blocks = nn.ModuleList(ResidualBlock(channels) for _ in range(num_blocks))
         self.body_tail = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels))
-        self.upsample = nn.Sequential(*(Upsample2x(channels) for _ in range(int(math.log2(scale)))))
+        upsamplers = int(math.log2(scale))
+        self.upsample = nn.Sequential(*(upsample_2x(channels) for _ in range(upsamplers)))
         self.tail = nn.Conv2d(channels, 3, 9, padding=4)
         self.global_residual = bool(global_residual)
         # The 9x9 tail sees the last upsampler's shuffled map; computed on the map before the

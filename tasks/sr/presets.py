@@ -29,7 +29,7 @@ import torch
 
 from tasks.common.distributed import cpu_has_native_bf16
 
-__all__ = ["PRESETS", "get_preset", "list_presets", "default_preset"]
+__all__ = ["PRESETS", "get_preset", "default_preset"]
 
 _SRGAN: dict[str, Any] = {
     "train_subdir": "coco/train2017",
@@ -93,10 +93,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def list_presets() -> list[str]:
-    return sorted(PRESETS)
-
-
 def default_preset() -> str:
     """The main job on whatever the machine has: ``quick-gpu`` with a GPU, ``quick`` without."""
     return "quick-gpu" if torch.cuda.is_available() else "quick"
@@ -105,7 +101,7 @@ def default_preset() -> str:
 def get_preset(name: str) -> dict[str, Any]:
     """A copy of preset ``name``; unknown names raise ``ValueError`` listing the valid ones."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(list_presets())}")
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
     preset = dict(PRESETS[name])
     preset["sets"] = list(preset["sets"])
     return preset

@@ -3,8 +3,6 @@ and what a comparison of SR runs shows of their final networks (:func:`compariso
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -18,7 +16,7 @@ from tasks.report.plots import variant_name
 from tasks.utils.files import write_png_atomic
 from tasks.utils.images import quantize, to_hwc_uint8
 
-__all__ = ["make_panel", "save_panel", "comparison_section"]
+__all__ = ["make_panel", "bicubic_picture", "model_label", "comparison_section"]
 
 _GAP = 4          # white pixels between panels
 # The BAM paper's Table 8 (its own SRResNet training, 10^6 updates): BAM minus baseline, in dB.
@@ -45,13 +43,20 @@ def make_panel(images: Sequence, labels: Sequence[str], crop: int | None = 256) 
     return Image.fromarray(side_by_side(tiles, labels, gap=_GAP))
 
 
-def save_panel(panel: Image.Image, path: str | os.PathLike) -> Path:
-    return write_png_atomic(path, panel)
+def bicubic_picture(lr: torch.Tensor, scale: int) -> torch.Tensor:
+    """MATLAB-bicubic upscaling of a CxHxW LR image in [0, 1], rounded to 8 bits as the bicubic
+    baseline's scores round it."""
+    from tasks.data.imresize import imresize
+
+    return quantize(imresize(quantize(lr).double(), float(scale)), peak=255).double() / 255
 
 
 # -- comparisons ---------------------------------------------------------------------------------
-def _label(attention: str) -> str:
-    return "SRResNet" + ("" if attention == "none" else f"+{variant_name(attention)}")
+def model_label(attention: str = "none", global_residual: bool = False) -> str:
+    """How tables and panels name the network: ``SRResNet+BAM``, with ``(global residual)`` when
+    it has one."""
+    name = "SRResNet" + ("" if attention == "none" else f"+{variant_name(attention)}")
+    return name + (" (global residual)" if global_residual else "")
 
 
 def _network_words(config: Mapping) -> str:
@@ -75,7 +80,8 @@ def _honest_note(variants: Mapping[str, Sequence], sets: Sequence[str], bicubic:
     this length can say of the difference between them."""
     gains = {(attention, s): _mean(runs, f"psnr/{s}") - bicubic[f"psnr/{s}"]
              for attention, runs in variants.items() for s in sets if f"psnr/{s}" in bicubic}
-    below = [f"{_label(a)} on {s} ({signed(gain, 2)} dB)" for (a, s), gain in gains.items() if gain <= 0]
+    below = [f"{model_label(a)} on {s} ({signed(gain, 2)} dB)"
+             for (a, s), gain in gains.items() if gain <= 0]
     facts = (f"Not above bicubic: {', '.join(below)}." if below else
              f"Every network ends above bicubic on every set (by at least {signed(min(gains.values()), 2)} dB)."
              if gains else "")
@@ -91,36 +97,18 @@ def _honest_note(variants: Mapping[str, Sequence], sets: Sequence[str], bicubic:
             f"and read the interval of the difference.").strip()
 
 
-@dataclass
-class _Outputs:
-    """A network's outputs on one set: the images, their PSNR, and the mean colour error."""
-
-    images: list[torch.Tensor]
-    psnr: list[float]
-    colour_error: list[float]  # mean of SR minus HR per channel, 0-255 levels
-
-
-@torch.no_grad()
-def _outputs(model: torch.nn.Module, dataset, protocol: str) -> _Outputs:
-    from tasks.sr.metrics import score_sr
-
-    totals, pixels, images, psnrs = torch.zeros(3, dtype=torch.float64), 0, [], []
-    for item in dataset:
-        sr = model(item["lr"][None]).float()[0].clamp(0, 1)
-        images.append(sr)
-        psnrs.append(float(score_sr(sr, item["hr"], dataset.scale, protocol, gray=item["gray"],
-                                    value_range=1.0)["psnr"][0]))
-        difference = quantize(sr).double() - quantize(item["hr"]).double()
-        totals += difference.sum(dim=(1, 2))
-        pixels += difference[0].numel()
-    return _Outputs(images, psnrs, (totals / pixels).tolist())
+def _colour_error(outputs: Mapping[int, torch.Tensor], dataset) -> list[float]:
+    """The mean of SR minus HR per channel over a set's images (``outputs``: index: SR), 0-255
+    levels."""
+    differences = [(quantize(sr).double() - quantize(dataset[index]["hr"]).double()).flatten(1)
+                   for index, sr in outputs.items()]
+    return torch.cat(differences, dim=1).mean(dim=1).tolist()
 
 
 def _final_networks(runs: Sequence, folder: Path, stem: str, count: int = 2) -> list[str]:
     """Each run's final network (``checkpoints/last``) on the first set: the colour error line and
     the bicubic | networks | HR panels of its first ``count`` images (written under ``folder``)."""
     from tasks.common.model_io import load_model
-    from tasks.data.imresize import imresize
     from tasks.sr.evaluate import BICUBIC, load_sets, score_set
 
     missing = [run.source for run in runs if run.folder is None]
@@ -130,22 +118,24 @@ def _final_networks(runs: Sequence, folder: Path, stem: str, count: int = 2) -> 
     protocol = config.get("protocol", "basicsr")
     source = (config.get("set_sources") or config["sets"])[0]
     dataset = next(iter(load_sets([source], int(config["scale"]), config.get("data_root")).values()))
-    outputs = [_outputs(load_model(run.folder / "checkpoints" / "last", task="sr")[0].eval(), dataset, protocol)
-               for run in runs]
+    # Every image's output is kept: the colour error is over the whole set.
+    networks = [load_model(run.folder / "checkpoints" / "last", task="sr")[0].eval() for run in runs]
+    results = [score_set(dataset, network, protocol, keep=len(dataset)) for network in networks]
     bicubic_scores = score_set(dataset, BICUBIC, protocol)["images"]
-    labels = [_label(run.attention) for run in runs]
-    colour = "; ".join(f"{label} {'/'.join(signed(v, 2) for v in out.colour_error)}"
-                       for label, out in zip(labels, outputs))
+    labels = [model_label(run.attention) for run in runs]
+    errors = [_colour_error(result["outputs"], dataset) for result in results]
+    colour = "; ".join(f"{label} {'/'.join(signed(v, 2) for v in error)}" for label, error in zip(labels, errors))
     lines = [f"Mean colour error of the final networks on {dataset.name} (SR − HR per channel R/G/B, 0–255 "
              f"levels; near 0 when the colours are right): {colour}.", ""]
     for index in range(min(count, len(dataset))):
         item = dataset[index]
-        bicubic = quantize(imresize(quantize(item["lr"]).double(), float(dataset.scale)), peak=255).double() / 255
-        images = [bicubic, *(out.images[index] for out in outputs), item["hr"]]
+        outputs = [result["outputs"][index] for result in results]
+        images = [bicubic_picture(item["lr"], dataset.scale), *outputs, item["hr"]]
         captions = [f"bicubic\n{bicubic_scores[item['name']]['psnr']:.2f} dB",
-                    *(f"{label}\n{out.psnr[index]:.2f} dB" for label, out in zip(labels, outputs)), "HR"]
+                    *(f"{label}\n{result['images'][item['name']]['psnr']:.2f} dB"
+                      for label, result in zip(labels, results)), "HR"]
         name = f"{stem}{dataset.name}_{item['name']}.png"
-        path = save_panel(make_panel(images, captions), folder / "samples" / name)
+        path = write_png_atomic(folder / "samples" / name, make_panel(images, captions))
         lines.append(f"![{path.stem}](samples/{path.name})")
     return lines
 

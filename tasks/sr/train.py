@@ -20,25 +20,19 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from tasks.common.cli import positive_int
 from tasks.common.model_io import ModelDescription
 from tasks.common.run import RunInfo, Schedule, Task, main as run_main
 from tasks.sr.evaluate import BICUBIC, ENSEMBLE_SUFFIX, format_table, load_sets, score_set
 from tasks.sr.metrics import PROTOCOLS
-from tasks.sr.presets import PRESETS, default_preset, get_preset, list_presets
+from tasks.sr.model import SUPPORTED_SCALES
+from tasks.sr.presets import PRESETS, default_preset, get_preset
+from tasks.sr.samples import model_label
 
-__all__ = ["SRTask", "SREvaluator", "main", "parse_args", "make_loss", "MODEL_BUILDER"]
+__all__ = ["SRTask", "SREvaluator", "main", "parse_args", "MODEL_BUILDER"]
 
 MODEL_BUILDER = "tasks.sr.model:srresnet"
-LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
-
-
-def make_loss(name: str):
-    """Pixel loss between SR and HR: ``mse`` (the SRGAN recipe's) or ``l1`` (EDSR's)."""
-    pixel_loss = LOSSES[name]
-
-    def loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return pixel_loss(model(batch["lr"]).float(), batch["hr"].float())
-    return loss
+LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}  # the SRGAN recipe's, EDSR's
 
 
 class SREvaluator:
@@ -75,11 +69,10 @@ class SREvaluator:
             # the first set's first images are the panels': their outputs are kept, not computed again
             result = score_set(dataset, network, self.protocol, accelerator, keep=0 if position else pictures)
             self.last_results[name] = result
-            metrics[f"psnr/{name}"], metrics[f"ssim/{name}"] = result["psnr"], result["ssim"]
-            images = result["images"]
-            per_image[f"{name}/names"] = list(images)
-            per_image[f"{name}/psnr"] = [scores["psnr"] for scores in images.values()]
-            per_image[f"{name}/ssim"] = [scores["ssim"] for scores in images.values()]
+            per_image[f"{name}/names"] = list(result["images"])
+            for metric in ("psnr", "ssim"):
+                metrics[f"{metric}/{name}"] = result[metric]
+                per_image[f"{name}/{metric}"] = [image[metric] for image in result["images"].values()]
         if pictures:
             self.save_samples(model, accelerator.device, step, self.last_results[scored[0][0]].get("outputs"))
         return {**metrics, "per_sample": per_image}
@@ -89,8 +82,8 @@ class SREvaluator:
                      outputs: Mapping[int, torch.Tensor] | None = None) -> list[Path]:
         """Panels of the first set's first images; ``outputs`` (index: SR) are the model's outputs
         the scoring kept, the others are computed here."""
-        from tasks.data.imresize import imresize, to_uint8
-        from tasks.sr.samples import make_panel, save_panel
+        from tasks.sr.samples import bicubic_picture, make_panel
+        from tasks.utils.files import write_png_atomic
 
         name, dataset = next(iter(self.sets.items()))
         images, paths = {}, []
@@ -98,9 +91,10 @@ class SREvaluator:
             item = dataset[index]
             lr = item["lr"][None].to(device)
             sr = outputs[index][None] if outputs and index in outputs else model(lr).float()
-            bicubic = to_uint8(imresize(to_uint8(lr * 255).double(), float(dataset.scale))).float() / 255
-            panel = make_panel((sr[0], bicubic[0], item["hr"]), self._labels(name, item["name"], step))
-            path = save_panel(panel, self.run_dir / "samples" / f"step{step:07d}_{name}_{item['name']}.png")
+            bicubic = bicubic_picture(item["lr"], dataset.scale)
+            panel = make_panel((sr[0], bicubic, item["hr"]), self._labels(name, item["name"], step))
+            path = self.run_dir / "samples" / f"step{step:07d}_{name}_{item['name']}.png"
+            write_png_atomic(path, panel)
             images[f"samples/{name}/{item['name']}"] = panel
             paths.append(path)
         self.tracker.log_images(images, step, caption="SR | bicubic | HR")
@@ -127,20 +121,14 @@ class SRData:
 
 def _presets_help() -> str:
     lines = ["presets (defaults of the options above; any option overrides them):"]
-    for name in list_presets():
+    for name in sorted(PRESETS):
         p = get_preset(name)
         lines.append(f"  {name:6s} train on <data root>/{p['train_subdir']}; x{p['scale']}, {p['patch_size']}px HR "
                      f"crops, batch {p['batch_size']}, Adam lr {p['lr']:g}, {p['max_steps']:,} steps, eval every "
-                     f"{p['eval_every']:,} on {'/'.join(p['sets'])}, {model_label(p['global_residual'])}"
+                     f"{p['eval_every']:,} on {'/'.join(p['sets'])}, {model_label('none', p['global_residual'])}"
                      + (f", EMA {p['ema']}" if p["ema"] else "")
                      + (f", {p['mixed_precision']} autocast here" if p.get("mixed_precision") else ""))
     return "\n".join(lines)
-
-
-def model_label(global_residual: bool, attention: str = "none") -> str:
-    """How tables name the network: ``SRResNet+BAM``, with ``(global residual)`` when it has one."""
-    name = "SRResNet" + ("" if attention == "none" else "+" + attention.upper())
-    return name + (" (global residual)" if global_residual else "")
 
 
 class SRTask(Task):
@@ -160,15 +148,16 @@ class SRTask(Task):
     # -- options --------------------------------------------------------------------------------
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.epilog = _presets_help()
-        parser.add_argument("--preset", default=default_preset(), choices=list_presets(),
+        parser.add_argument("--preset", default=default_preset(), choices=sorted(PRESETS),
                             help="recipe that sets the defaults below (default: quick-gpu with a GPU, quick "
                                  "without: %(default)s here)")
         data = parser.add_argument_group("data")
         data.add_argument("--train-dir", nargs="+", default=None,
                           help="folder(s) of HR training images, searched recursively "
                                "(default: the preset's folder under the data root)")
-        data.add_argument("--scale", type=int, help="SR factor, 2 or 4")
-        data.add_argument("--patch-size", type=int, help="HR crop side (a multiple of --scale)")
+        data.add_argument("--scale", type=int, choices=SUPPORTED_SCALES, help="SR factor")
+        data.add_argument("--patch-size", type=positive_int,
+                          help="HR crop side (a multiple of --scale)")
         data.add_argument("--sets", nargs="+",
                           help="evaluation sets: names under <data root>/sr, folders, or 'embedded'")
         data.add_argument("--protocol", choices=sorted(PROTOCOLS), help="evaluation protocol")
@@ -178,16 +167,18 @@ class SRTask(Task):
         data.add_argument("--self-ensemble", action="store_true",
                           help="at the end, also score the x8 self-ensemble (mean over flips and rotations) of "
                                "each set, as a set of its own (<set>+x8)")
-        data.add_argument("--repeat", type=int, help="visits of each training image per epoch")
+        data.add_argument("--repeat", type=positive_int,
+                          help="visits of each training image per epoch")
         data.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
                           help="keep decoded training images in memory (small sets)")
         model = parser.add_argument_group("model")
         model.add_argument("--global-residual", action=argparse.BooleanOptionalAction, default=None,
                            help="add MATLAB-bicubic upsampling of the input to the output, last conv started at "
                                 "zero (step 0 is bicubic); not SRGAN's network (quick: on; t91, srgan: off)")
-        model.add_argument("--attention-interval", type=int, help="attention after every N-th residual block")
-        model.add_argument("--num-blocks", type=int, help="residual blocks")
-        model.add_argument("--channels", type=int, help="feature channels")
+        model.add_argument("--attention-interval", type=positive_int,
+                           help="attention after every N-th residual block")
+        model.add_argument("--num-blocks", type=positive_int, help="residual blocks")
+        model.add_argument("--channels", type=positive_int, help="feature channels")
         optim = parser.add_argument_group("optimisation")
         optim.add_argument("--lr", type=float, help="Adam learning rate")
         optim.add_argument("--betas", type=float, nargs=2, help="Adam betas")
@@ -212,18 +203,10 @@ class SRTask(Task):
         return args
 
     def check(self, args: argparse.Namespace) -> None:
-        from tasks.sr.model import SUPPORTED_SCALES
-
         super().check(args)
-        if args.scale not in SUPPORTED_SCALES:
-            raise ValueError(f"--scale {args.scale} is not supported: use one of {SUPPORTED_SCALES}")
-        if args.patch_size <= 0 or args.patch_size % args.scale:
+        if args.patch_size % args.scale:
             raise ValueError(f"--patch-size {args.patch_size} must be a positive multiple of --scale {args.scale} "
                              f"(the LR patch is patch-size / scale pixels)")
-        for name in ("num_blocks", "channels", "attention_interval", "repeat", "batch_size"):
-            value = getattr(args, name)
-            if value is None or value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
         if not args.lr > 0:
             raise ValueError(f"--lr must be positive, got {args.lr}")
         if args.attention != "none" and args.attention_interval > args.num_blocks:
@@ -262,7 +245,8 @@ class SRTask(Task):
         return optimizer, scheduler
 
     def loss(self, args: argparse.Namespace):
-        return make_loss(args.loss)
+        pixel_loss = LOSSES[args.loss]  # between SR and HR
+        return lambda model, batch: pixel_loss(model(batch["lr"]).float(), batch["hr"].float())
 
     def describe(self, args: argparse.Namespace, data: SRData, model: torch.nn.Module, schedule: Schedule) -> RunInfo:
         from bam import count_macs, count_params
@@ -341,7 +325,7 @@ def _write_sr_report(run_dir: Path, summary: Mapping[str, Any], sets: Sequence[s
     from tasks.common.summary import render_markdown
     from tasks.utils.files import write_text_atomic
 
-    label = model_label(args.global_residual, args.attention)
+    label = model_label(args.attention, args.global_residual)
     tables = []
     checkpoints = [("best", summary.get("best_step"))]
     if summary.get("best_step") != summary.get("steps"):

@@ -73,9 +73,9 @@ def profile_network(model: torch.nn.Module, scale: int) -> NetworkProfile:
         x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
         if x is not None and (x.dim() < 4 or x.shape[-2:] == (1, 1)):
             pooled = True
-        if x is not None and x.dim() == 4 and hasattr(module, "kernel_size"):
-            kernel = max(_pair(module.kernel_size))
-            context += max(_pair(getattr(module, "dilation", 1))) * (kernel - 1) / 2 * _PROBE / x.shape[-1]
+        if x is not None and x.dim() == 4 and hasattr(module, "kernel_size"):  # an int or a pair
+            radius = np.max(getattr(module, "dilation", 1)) * (np.max(module.kernel_size) - 1) / 2
+            context += radius * _PROBE / x.shape[-1]
         if isinstance(output, torch.Tensor):
             largest = max(largest, output.numel() / _PROBE**2)
 
@@ -89,10 +89,6 @@ def profile_network(model: torch.nn.Module, scale: int) -> NetworkProfile:
             handle.remove()
     per_pixel = max(parameter.element_size() * _ACTIVATION_COPIES * largest, _ROUNDING_BYTES * 3 * scale**2)
     return NetworkProfile(math.ceil(context) + _BICUBIC_CONTEXT, per_pixel, pooled)
-
-
-def _pair(value) -> tuple[int, ...]:
-    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
 
 
 def choose_tile(profile: NetworkProfile, height: int, width: int, free_bytes: float) -> int:
@@ -111,14 +107,16 @@ def free_memory(device: torch.device) -> float:
     cgroup limits (a SLURM job's, a container's) and under ``ulimit -v``."""
     if device.type == "cuda":
         return float(torch.cuda.mem_get_info(device)[0])
-    return float(min([_available_memory(), *_cgroup_room(), _address_space_room()]))
+    available = _proc_bytes("/proc/meminfo", "MemAvailable")
+    return float(min([available, *_cgroup_room(), _address_space_room()]))
 
 
-def _available_memory() -> float:
+def _proc_bytes(file: str, field: str) -> float:
+    """The ``field:  N kB`` line of a /proc file, in bytes; inf where there is none."""
     try:
-        found = re.search(r"^MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
+        found = re.search(rf"^{field}:\s+(\d+) kB", Path(file).read_text(), re.M)
     except OSError:
-        found = None
+        return math.inf
     return int(found.group(1)) * 1024 if found else math.inf
 
 
@@ -140,12 +138,10 @@ def _cgroup_room() -> list[int]:
             continue
         folder = base / path.lstrip("/")
         for level in (folder, *folder.parents):
-            try:
-                limit, usage = (level / limit_name).read_text().strip(), int((level / usage_name).read_text())
-            except (OSError, ValueError):  # not mounted at this level ("max" is read fine: no limit)
-                limit, usage = "max", 0
-            if limit.isdigit():
-                room.append(int(limit) - usage)
+            with contextlib.suppress(OSError, ValueError):  # not mounted at this level
+                limit = (level / limit_name).read_text().strip()
+                if limit.isdigit():  # "max": no limit at this level
+                    room.append(int(limit) - int((level / usage_name).read_text()))
             if level == base:
                 break
     return room
@@ -154,14 +150,11 @@ def _cgroup_room() -> list[int]:
 def _address_space_room() -> float:
     try:
         import resource
-
-        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-        found = re.search(r"^VmSize:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
-    except (ImportError, OSError):
+    except ImportError:  # not a Unix
         return math.inf
-    if limit == resource.RLIM_INFINITY or not found:
-        return math.inf
-    return limit - int(found.group(1)) * 1024
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    used = _proc_bytes("/proc/self/status", "VmSize")
+    return math.inf if limit == resource.RLIM_INFINITY or used == math.inf else limit - used
 
 
 @torch.no_grad()
@@ -208,8 +201,7 @@ def _targets(files: list[Path], base: Path, output: Path) -> list[Path]:
     """The PNG each input is written to; two inputs with one output, or an output that would
     replace an input, are refused (both before anything is written)."""
     inputs = {file.resolve(): file for file in files}
-    first_of: dict[Path, Path] = {}
-    targets = []
+    first_of: dict[Path, Path] = {}  # target: its input, in the order of the inputs
     for file in files:
         target = (output / file.relative_to(base)).with_suffix(".png")
         if target in first_of:
@@ -219,8 +211,7 @@ def _targets(files: list[Path], base: Path, output: Path) -> list[Path]:
             raise ValueError(f"--output-dir {output}: writing {target} would replace the input "
                              f"{inputs[target.resolve()]}; choose an --output-dir outside the input folder")
         first_of[target] = file
-        targets.append(target)
-    return targets
+    return list(first_of)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -252,12 +243,6 @@ def _amount(size: float) -> str:
     return f"{size / 2**30:.1f} GB" if size >= 2**30 else f"{size / 2**20:.0f} MB"
 
 
-def _is_allocation_failure(error: BaseException) -> bool:
-    # The CPU allocator raises a plain RuntimeError ("DefaultCPUAllocator: can't allocate memory")
-    return isinstance(error, (MemoryError, torch.OutOfMemoryError)) or (
-        isinstance(error, RuntimeError) and "allocate" in str(error))
-
-
 def _tiling_note(file: Path, image: np.ndarray, profile: NetworkProfile, tile: int, free: float,
                  device: torch.device) -> str:
     height, width = image.shape[:2]
@@ -276,12 +261,12 @@ def _upscale_files(args: argparse.Namespace) -> int:
     files, base = _inputs(Path(args.input).expanduser(), output)
     targets = _targets(files, base, output)  # nothing is written before this
     output = check_writable(output, "--output-dir")  # before anything is loaded or computed
-    model, record = load_model(args.checkpoint, map_location="cpu", task="sr")
+    model = load_model(args.checkpoint, map_location="cpu", task="sr")[0]
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: no CUDA GPU is available (use --device cpu)")
     model = model.to(device).eval()
-    scale = int(record.kwargs.get("scale", getattr(model, "scale", 4)))
+    scale = model.scale
     profile = profile_network(model, scale)  # the ensemble runs the same network, one transform at a time
     if args.self_ensemble:
         from tasks.sr.ensemble import SelfEnsemble
@@ -300,7 +285,9 @@ def _upscale_files(args: argparse.Namespace) -> int:
         try:
             sr = upscale_image(model, image, scale, tile, profile.context)
         except (MemoryError, RuntimeError) as error:
-            if not _is_allocation_failure(error):
+            # The CPU allocator raises a plain RuntimeError ("DefaultCPUAllocator: can't allocate")
+            failed = isinstance(error, (MemoryError, torch.OutOfMemoryError)) or "allocate" in str(error)
+            if not failed:
                 raise
             raise _out_of_memory(file, image, scale, tile, device, error) from None
         try:
