@@ -32,7 +32,7 @@ from tasks.common.tracking import Tracker
 from tasks.common.ema import WeightAverage, averaged_step
 from tasks.common.side_by_side import side_by_side_possible, train_side_by_side
 from tasks.common.stopping import ignore_stop_signals
-from tasks.common.trainer import EvaluateFn, TrainConfig, Trainer, loss_step
+from tasks.common.trainer import EvaluateFn, StepFn, TrainConfig, Trainer, loss_step
 from tasks.data.sampling import EpochSeededSampler
 from tasks.utils.files import check_writable
 from tasks.utils.messages import note_once
@@ -139,6 +139,12 @@ class Task:
         """``loss(model, batch) -> loss`` or ``(loss, {name: float})``."""
         raise NotImplementedError
 
+    def training_step(self, args: argparse.Namespace) -> StepFn:
+        """``step(run, batch) -> {name: value}``: one optimizer step (see
+        :class:`tasks.common.trainer.TrainingStep`). The default is forward, :meth:`loss`, backward
+        and one optimiser update; a task with a second loss term, network or optimiser overrides it."""
+        return loss_step(self.loss(args))
+
     def describe(self, args: argparse.Namespace, data: Any, model: nn.Module, schedule: Schedule) -> RunInfo:
         raise NotImplementedError
 
@@ -205,7 +211,7 @@ def train(task: Task, args: argparse.Namespace) -> dict:
     _check_holds_attention(model, args.attention)
     optimizer, scheduler = task.optimizer(args, model, data, schedule)
     info = task.describe(args, data, model, schedule)
-    step_fn, average = loss_step(task.loss(args)), None  # forward, loss, backward, one update
+    step_fn, average = task.training_step(args), None
     if args.ema is not None:  # made beside the network on its device; evaluated and exported instead of it
         average = WeightAverage(model.to(accelerator.device), args.ema)
         step_fn = averaged_step(step_fn, task.loss(args), average)
