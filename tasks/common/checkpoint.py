@@ -5,7 +5,7 @@ value, tracker run id...). It is written to ``<name>.tmp``, the state file last 
 folder complete), then swapped in by renames: ``<name>`` -> ``<name>.old``, ``<name>.tmp`` ->
 ``<name>``, ``rm -r <name>.old``. A run killed at any moment leaves a complete checkpoint among
 the three names; :func:`resolve_checkpoint` finds it. A save that fails (a full disk) raises
-:class:`CheckpointWriteError` on every process, naming the last complete checkpoint.
+``WriteError`` on every process, naming the last complete checkpoint.
 """
 
 from __future__ import annotations
@@ -18,19 +18,16 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
+from accelerate.utils import gather_object
 from safetensors import SafetensorError, safe_open
 
 from tasks.utils.files import WriteError, write_json_atomic
 
 __all__ = ["STATE_FILE", "is_complete", "resolve_checkpoint", "find_resume_checkpoint", "read_trainer_state",
-           "save_checkpoint", "link_checkpoint", "repair_best", "CheckpointWriteError", "checkpoint_bytes",
+           "save_checkpoint", "link_checkpoint", "repair_best", "checkpoint_bytes",
            "last_complete", "find_damaged_file"]
 
 STATE_FILE = "trainer_state.json"
-
-
-class CheckpointWriteError(WriteError):
-    """A checkpoint could not be written; the message says why and where the last complete one is."""
 
 
 class _StepFailed(Exception):
@@ -209,12 +206,7 @@ def _together(accelerator, action: Callable[[], None], everyone: bool = False) -
     except _WRITE_ERRORS as error:
         failure = error
     text = None if failure is None else f"{type(failure).__name__}: {' '.join(str(failure).split())}"
-    if accelerator.num_processes > 1:
-        from accelerate.utils import gather_object
-
-        texts = [t for t in gather_object([text]) if t is not None]
-    else:
-        texts = [text] if text is not None else []
+    texts = [t for t in gather_object([text]) if t is not None]  # the list itself in a single process
     if texts:
         raise _StepFailed(texts[0]) from failure
 
@@ -240,7 +232,7 @@ def save_checkpoint(accelerator, directory: str | os.PathLike, state: dict,
     touches the file system otherwise. ``extra(folder)`` (main process) and ``per_process(folder)``
     (every process) may add files before the checkpoint is marked complete, so they are part of
     the atomic swap; ``then(directory)`` (main process) runs once it is in place (e.g. copy it to
-    ``best``). A failed write raises :class:`CheckpointWriteError` on every process.
+    ``best``). A failed write raises ``WriteError`` on every process.
     """
     directory = Path(directory)
     tmp = _sibling(directory, ".tmp")
@@ -270,8 +262,8 @@ def save_checkpoint(accelerator, directory: str | os.PathLike, state: dict,
     except _StepFailed as failure:
         if accelerator.is_main_process and not is_complete(tmp):
             shutil.rmtree(tmp, ignore_errors=True)  # an incomplete copy only takes the space left
-        raise CheckpointWriteError(f"could not write the checkpoint {directory} at step {state.get('step')} "
-                                   f"({failure}); {_last_good(directory)}") from failure.__cause__
+        raise WriteError(f"could not write the checkpoint {directory} at step {state.get('step')} "
+                         f"({failure}); {_last_good(directory)}") from failure.__cause__
     return directory
 
 

@@ -23,7 +23,7 @@ from tasks.utils.files import write_text_atomic
 from tasks.utils.messages import note, warn
 from tasks.utils.processes import is_main_process
 
-__all__ = ["Tracker", "resolve_wandb_mode", "wandb_api_key_configured", "default_tags", "online_timeout",
+__all__ = ["Tracker", "flatten", "resolve_wandb_mode", "wandb_api_key_configured", "default_tags", "online_timeout",
            "WANDB_MODES", "TIMEOUT_VARIABLE"]
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -125,12 +125,13 @@ def default_tags(config: Mapping[str, Any], task: str = "", extra: Iterable[str]
     return tags
 
 
-def _flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(metrics: Mapping[str, Any], separator: str = "/", prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level: ``{"a": {"b": 1}}`` -> ``{"a/b": 1}``; tensors as lists."""
     flat: dict[str, Any] = {}
     for key, value in metrics.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            flat.update(_flatten(value, name + "/"))
+            flat.update(flatten(value, separator, name + separator))
         else:
             flat[name] = value.tolist() if hasattr(value, "tolist") else value  # tensors, numpy
     return flat
@@ -241,7 +242,7 @@ class Tracker:
         if not self.is_main:
             return
         self.start()
-        flat = _flatten(metrics)
+        flat = flatten(metrics)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.metrics_path, "a") as handle:
             handle.write(json.dumps({"step": int(step), "split": split, **flat}, default=str) + "\n")
@@ -282,7 +283,7 @@ class Tracker:
 
     def update_summary(self, values: Mapping[str, Any]) -> None:
         """Put values in the W&B run summary (nested dicts flattened to ``a/b`` keys)."""
-        self._wandb_call("summary", lambda run: run.summary.update(_flatten(values)))
+        self._wandb_call("summary", lambda run: run.summary.update(flatten(values)))
 
     def truncate_history(self, after_step: int) -> None:
         """Drop metrics.jsonl lines logged after ``after_step`` (a resumed run redoes those steps)."""

@@ -45,7 +45,7 @@ from tasks.common.distributed import decided_on_main_process, make_accelerator, 
 from tasks.common.model_io import ModelDescription, save_model
 from tasks.common.nonfinite import NonFiniteLossError, check_losses, check_weights
 from tasks.common.per_sample import PER_SAMPLE_FILE, PER_SAMPLE_KEY, save_per_sample
-from tasks.common.resume import apply_requested_settings, check_unchanged, optimizer_settings
+from tasks.common.resume import apply_requested_settings, check_unchanged, describe_changes, optimizer_settings
 from tasks.common.rng import DataRNG, rng_fork, seed_loader_generator, set_epoch
 from tasks.common.stopping import EvaluationInterrupted, RunInterrupted, RunLock, StopSignals
 from tasks.common.summary import build_summary, environment_info, write_summary
@@ -326,17 +326,12 @@ class Trainer:
 
     def _check_resumable(self, state: Mapping[str, Any], checkpoint: Path) -> None:
         """Refuse options that would make the resumed run another run; record the others."""
-        saved = dict(state.get("config") or {})
-        for key in ("optimizer_changes", "resume_changes"):
-            saved.pop(key, None)
-        requested = {k: v for k, v in self.config.items() if k not in ("optimizer_changes", "resume_changes")}
-        changed = check_unchanged(saved, requested, checkpoint) if saved else {}
-        changed = {k: v for k, v in changed.items() if k.rpartition(".")[2] not in _OPTIMIZER_FIELDS}
+        changed = check_unchanged(state["config"], self.config, checkpoint) if state.get("config") else {}
         self.resume_changes = list(state.get("resume_changes") or [])
         if changed:
             self.resume_changes.append({"step": int(state["step"]), "changed": changed})
-            text = ", ".join(f"{name} {old} -> {new}" for name, (old, new) in changed.items())
-            note(f"--resume: {text} from step {state['step']} on (recorded in config.json as resume_changes)")
+            note(f"--resume: {describe_changes(changed)} from step {state['step']} on (recorded in config.json as "
+                 "resume_changes)")
 
     def _load(self, checkpoint: Path) -> None:
         damaged = find_damaged_file(checkpoint)
@@ -385,9 +380,8 @@ class Trainer:
         if not changed:
             return
         self.optimizer_changes.append({"step": self.step, "changed": changed})
-        text = ", ".join(f"{name} {old} -> {new}" for name, (old, new) in changed.items())
-        note(f"--resume with other optimiser settings than {checkpoint}: {text} from step {self.step} "
-             "on (recorded in config.json as optimizer_changes)")
+        note(f"--resume with other optimiser settings than {checkpoint}: {describe_changes(changed)} from step "
+             f"{self.step} on (recorded in config.json as optimizer_changes)")
 
     def _count_params(self) -> int:
         return sum(p.numel() for p in self.evaluated_network().parameters())
@@ -408,16 +402,12 @@ class Trainer:
                     raise self._interrupted(stopped)
             except RunInterrupted:
                 raise
-            except NonFiniteLossError:
-                self._finish_after_failure("failed: non-finite loss")
-                raise
-            except KeyboardInterrupt:
-                if self._started:
-                    self._finish_after_failure("interrupted")
-                raise
-            except Exception as error:
+            except (Exception, KeyboardInterrupt) as error:
                 if self._started:  # a run refused while setting up leaves the folder as it was
-                    self._finish_after_failure(f"failed: {type(error).__name__}")
+                    self._finish_after_failure(
+                        "interrupted" if isinstance(error, KeyboardInterrupt) else
+                        "failed: non-finite loss" if isinstance(error, NonFiniteLossError) else
+                        f"failed: {type(error).__name__}")
                 raise
             finally:
                 self._lock.release()
@@ -553,7 +543,9 @@ class Trainer:
             value = metrics[name]
             if not isinstance(value, float):
                 raise ValueError(f"best_metric {name!r} must be a number, got {type(value).__name__}")
-            if math.isfinite(value) and (self.best_value is None or self._better(value, self.best_value)):
+            better = self.best_value is None or (value > self.best_value if self.settings.best_mode == "max"
+                                                 else value < self.best_value)
+            if math.isfinite(value) and better:
                 self.best_value, self.best_step, self.best, self._improved = value, self.step, metrics, True
         scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
         if self.is_main_process and metrics:
@@ -588,9 +580,6 @@ class Trainer:
     def _save_stopping(self) -> None:
         self._improved = False
         self.save()
-
-    def _better(self, value: float, reference: float) -> bool:
-        return value > reference if self.settings.best_mode == "max" else value < reference
 
     def _progress(self) -> dict[str, Any]:
         """What a resume restores and the summary reports."""
@@ -660,10 +649,6 @@ class Trainer:
             self.tracker.update_summary({k: summary[k] for k in keys if summary.get(k) is not None})
             self.tracker.finish(exit_code=exit_code)
         return summary
-
-
-# Optimiser settings are applied and recorded by apply_requested_settings (optimizer_changes).
-_OPTIMIZER_FIELDS = ("lr", "betas", "momentum", "weight_decay")
 
 
 class _Window:
