@@ -14,7 +14,7 @@ import importlib
 import json
 import os
 import struct
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -58,10 +58,6 @@ class ModelDescription:
         except ValueError as error:  # values it refuses
             raise ValueError(f"{source}: {error}") from None
 
-    def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "task": self.task, "builder": self.builder, "kwargs": self.kwargs,
-                "extra": self.extra}
-
 
 def resolve_builder(name: str) -> Callable[..., nn.Module]:
     """The builder function ``name`` (``"tasks.x.y:function"``); ValueError for anything else."""
@@ -87,7 +83,7 @@ def save_model(folder: str | os.PathLike, model: nn.Module, description: ModelDe
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     with atomic_path(folder / WEIGHTS_FILE) as tmp:
         save_file(_unshare(state), str(tmp))
-    write_json_atomic(folder / DESCRIPTION_FILE, description.to_json())
+    write_json_atomic(folder / DESCRIPTION_FILE, {"format": FORMAT, **asdict(description)})
     return folder / DESCRIPTION_FILE
 
 

@@ -57,15 +57,8 @@ def optimizer_settings(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]
     return groups
 
 
-def _same(a: Any, b: Any) -> bool:
-    try:
-        return bool(a == b)
-    except (RuntimeError, TypeError, ValueError):  # tensors of several elements
-        return a is b
-
-
 def _plain(value: Any) -> Any:
-    """A setting as JSON can hold it (betas are tuples, a rate may be a tensor)."""
+    """A setting as JSON can hold it, and compares (betas are tuples, a rate may be a tensor)."""
     if hasattr(value, "tolist"):
         return value.tolist()
     return list(value) if isinstance(value, tuple) else value
@@ -76,7 +69,7 @@ def _differences(requested: list[dict], loaded: list[dict]) -> list[tuple[int, s
     found = []
     for index, (want, have) in enumerate(zip(requested, loaded)):
         for key, value in want.items():
-            if key in have and not _same(have[key], value):
+            if key in have and _plain(have[key]) != _plain(value):
                 found.append((index, key, have[key], value))
     return found
 
@@ -152,7 +145,7 @@ def check_unchanged(saved: dict[str, Any], requested: dict[str, Any], checkpoint
     # A preset or recipe decides many fields at once: name it first when it changed.
     for name in sorted(set(old) | set(new), key=lambda n: (n.rpartition(".")[2] not in ("preset", "recipe"), n)):
         leaf = name.rpartition(".")[2]
-        if _derived(name) or _same(old.get(name), new.get(name)) or _plain(old.get(name)) == _plain(new.get(name)):
+        if _derived(name) or _plain(old.get(name)) == _plain(new.get(name)):
             continue
         if leaf not in CHANGEABLE:
             raise ValueError(f"--resume: {_option(name)} would change {name} from {old.get(name)!r} (the value in "

@@ -82,10 +82,6 @@ class StopSignals:
             self.signum = agreed
         return agreed or None
 
-    @staticmethod
-    def name(signum: int) -> str:
-        return signal.Signals(signum).name
-
 
 def ignore_stop_signals(worker_id: int = 0) -> None:
     """``worker_init_fn`` of data-loading workers: the training process decides when to stop; a

@@ -243,7 +243,6 @@ class Tracker:
             return
         self.start()
         flat = flatten(metrics)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.metrics_path, "a") as handle:
             handle.write(json.dumps({"step": int(step), "split": split, **flat}, default=str) + "\n")
         self._wandb_call("log", lambda run: run.log({f"{split}/{k}": v for k, v in flat.items()}, step=int(step)))
@@ -263,19 +262,16 @@ class Tracker:
                         step)
 
     def _log_media(self, kind: str, convert, step: int) -> None:
-        """Log the W&B objects ``convert(wandb)`` makes; a failed conversion is warned about, never raised."""
-        if not self.is_main:
-            return
-        self.start()
-        if self._run is None:
-            return
-        try:
+        """Log the W&B objects ``convert(wandb)`` makes; a failed conversion, like a failed call,
+        gives W&B up with one warning."""
+        def log(run) -> None:
             import wandb
 
-            logged = convert(wandb)
-        except Exception as error:
-            return self._warn(f"W&B {kind} conversion failed ({type(error).__name__}: {error})")
-        self._wandb_call(f"log_{kind}s", lambda run: run.log(logged, step=int(step)))
+            run.log(convert(wandb), step=int(step))
+
+        if self.is_main:
+            self.start()
+            self._wandb_call(f"log_{kind}s", log)
 
     def save_file(self, path: str | os.PathLike) -> None:
         """Keep a file of the run folder with the W&B run (uploaded with it, or by ``wandb sync``)."""

@@ -28,6 +28,7 @@ checkpoints and resume use the network itself, eager (see :mod:`tasks.common.com
 from __future__ import annotations
 
 import math
+import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ from safetensors.torch import load_file, save_file
 
 from tasks.common.checkpoint import (find_damaged_file, find_resume_checkpoint, link_checkpoint, read_trainer_state,
                                      repair_best, save_checkpoint)
-from tasks.common.compile import begin_step, check_mode, compile_for_training
+from tasks.common.compile import COMPILE_MODES, begin_step, compile_for_training
 from tasks.common.distributed import decided_on_main_process, make_accelerator, sync_buffers
 from tasks.common.model_io import ModelDescription, save_model
 from tasks.common.nonfinite import NonFiniteLossError, check_losses, check_weights
@@ -78,7 +79,7 @@ class TrainConfig:
     resume: bool | str = False
     grad_clip: float | None = None
     channels_last: bool = False
-    compile: str = "off"  # tasks.common.compile.COMPILE_MODES
+    compile: str = "off"
     progress: bool = True
     task: str = ""
     label: str = ""  # names the progress bar and the evaluation lines of a run trained beside another
@@ -94,7 +95,8 @@ class TrainConfig:
             raise ValueError(f"best_mode must be 'max' or 'min', got {self.best_mode!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
-        check_mode(self.compile)
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
 
     @property
     def save_every(self) -> int:
@@ -255,10 +257,6 @@ class Trainer:
         self._stop = StopSignals()
         self._lock = RunLock(self.run_dir)
 
-    @property
-    def is_main_process(self) -> bool:
-        return self.accelerator.is_main_process
-
     def evaluated_network(self) -> torch.nn.Module:
         """The network that is evaluated, kept as ``best`` and exported."""
         return self._evaluated() if self._evaluated else self.accelerator.unwrap_model(self.model)
@@ -358,7 +356,7 @@ class Trainer:
         self.last_eval_step = state.get("last_eval_step")
         self.previous_wall_time = float(state.get("wall_time_s") or 0.0)
         self.optimizer_changes = list(state.get("optimizer_changes") or [])
-        if not self.is_main_process:
+        if not self.accelerator.is_main_process:
             return
         print(f"resumed from {checkpoint} at step {self.step}", flush=True)
         saved_epoch_length = state.get("steps_per_epoch")
@@ -414,7 +412,7 @@ class Trainer:
         return self._finish("completed")
 
     def _interrupted(self, signum: int) -> RunInterrupted:
-        name = StopSignals.name(signum)
+        name = signal.Signals(signum).name
         self._finish(f"interrupted by {name}", exit_code=128 + signum)
         return RunInterrupted(signum, f"stopped by {name} at step {self.step} of {self.settings.max_steps}, saved in "
                                       f"{self.run_dir / 'checkpoints' / 'last'}: run the same command with "
@@ -548,7 +546,7 @@ class Trainer:
             if math.isfinite(value) and better:
                 self.best_value, self.best_step, self.best, self._improved = value, self.step, metrics, True
         scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
-        if self.is_main_process and metrics:
+        if self.accelerator.is_main_process and metrics:
             self.tracker.log(scalars, self.step, split="eval")
             text = "  ".join(f"{k}={v:.4f}" for k, v in scalars.items())
             label = f"{self.settings.label}: " if self.settings.label else ""
@@ -588,8 +586,8 @@ class Trainer:
             "step": self.step, "epoch": self.step // self.steps_per_epoch, "steps_per_epoch": self.steps_per_epoch,
             "max_steps": settings.max_steps, "seed": settings.seed, "num_processes": self.accelerator.num_processes,
             "best_metric": settings.best_metric, "best_mode": settings.best_mode, "best_value": self.best_value,
-            "best_step": self.best_step, "best": self.best, "final": self.final,
-            "last_eval_step": self.last_eval_step, "wall_time_s": self.wall_time(),
+            "best_step": self.best_step, "best": self.best, "final": self.final, "last_eval_step": self.last_eval_step,
+            "wall_time_s": self.previous_wall_time + time.perf_counter() - self._segment_start,
             "tracker_run_id": self.tracker.run_id, "optimizer_changes": self.optimizer_changes,
             "resume_changes": self.resume_changes, "config": self.config,
         }
@@ -625,22 +623,18 @@ class Trainer:
         self._improved = False
         return last
 
-    def wall_time(self) -> float:
-        return self.previous_wall_time + (time.perf_counter() - self._segment_start)
-
     # -- summary --------------------------------------------------------------------------------
     def summary(self, status: str) -> dict[str, Any]:
         settings = self.settings
         return build_summary(
             task=settings.task, name=self.tracker.name or self.run_dir.name,
             config={"seed": settings.seed, **self.config, "group": self.config.get("group") or self.tracker.group},
-            progress=self._progress(), params=self._count_params(), primary_metric=settings.best_metric,
-            primary_mode=settings.best_mode, status=status,
+            progress=self._progress(), params=self._count_params(), status=status,
             environment=getattr(self, "environment", None) or environment_info(), extra=self.summary_extra)
 
     def _finish(self, status: str, exit_code: int = 0) -> dict:
         summary = self.summary(status)
-        if self.is_main_process:
+        if self.accelerator.is_main_process:
             if self._per_sample is not None and self.last_eval_step == self.step:  # the final evaluation's
                 self.tracker.save_file(save_per_sample(self.run_dir / PER_SAMPLE_FILE, self._per_sample))
             write_summary(self.run_dir, summary)
