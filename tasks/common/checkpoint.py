@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
 import zipfile
 from pathlib import Path
 from typing import Callable
 
-from accelerate.utils import gather_object
+from accelerate.utils import gather_object, load
 from safetensors import SafetensorError, safe_open
 
 from tasks.utils.files import WriteError, write_json_atomic
@@ -98,8 +99,6 @@ def read_trainer_state(directory: str | os.PathLike) -> dict:
     path = Path(directory) / STATE_FILE
     try:
         return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint state file missing: {path}") from None
     except (json.JSONDecodeError, RecursionError) as error:
         raise ValueError(f"checkpoint state file is not valid JSON: {path} ({error})") from None
 
@@ -113,10 +112,6 @@ _RNG_KEYS = ("random_state", "numpy_random_seed", "torch_manual_seed")
 def _pickle_problem(path: Path) -> str | None:
     """Load a ``torch.save`` file as Accelerate will, with ``weights_only`` (tensors and plain data
     only, nothing that runs code), mapped rather than read; what is wrong, or None."""
-    import pickle
-
-    from accelerate.utils import load
-
     try:
         content = load(path, map_location="cpu", mmap=True)
     except pickle.UnpicklingError as error:  # a pickle that names a function: it would run code

@@ -10,10 +10,17 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from accelerate import PartialState
+
 from tasks.common.compile import COMPILE_MODES
-from tasks.common.distributed import MIXED_PRECISION_CHOICES
+from tasks.common.distributed import (MIXED_PRECISION_CHOICES, cpu_processes_wanted, decided_on_main_process,
+                                      shutdown_distributed)
+from tasks.common.nonfinite import NonFiniteLossError
+from tasks.common.stopping import RunInterrupted
 from tasks.common.tracking import WANDB_MODES
+from tasks.utils.files import WriteError
 from tasks.utils.messages import note
+from tasks.utils.processes import is_main_process, world_size
 
 __all__ = ["add_run_args", "add_data_args", "add_evaluation_args", "evaluation_folder", "add_attention_arg",
            "run_dir_for", "run_cli", "expected_errors", "positive_int", "non_negative_int", "user_message",
@@ -206,14 +213,8 @@ def run_dir_for(args: argparse.Namespace, default_name: str) -> Path:
     With ``--resume PATH`` and no ``--run-name``, the run that PATH belongs to. In a multi-process
     run the main process decides and the others receive its answer.
     """
-    from tasks.utils.processes import world_size
-
     if world_size() <= 1:
         return _choose_run_dir(args, default_name)
-    from accelerate import PartialState
-
-    from tasks.common.distributed import cpu_processes_wanted, decided_on_main_process
-
     state = PartialState(cpu=cpu_processes_wanted())
     return decided_on_main_process(lambda: _choose_run_dir(args, default_name), state)
 
@@ -246,9 +247,6 @@ def user_message(error: BaseException) -> str:
 
 def expected_errors() -> tuple[type[BaseException], ...]:
     """The failures a command reports as one line: bad input, a non-finite loss, a failed write."""
-    from tasks.common.nonfinite import NonFiniteLossError
-    from tasks.utils.files import WriteError
-
     return ValueError, FileNotFoundError, NotADirectoryError, NonFiniteLossError, WriteError
 
 
@@ -261,9 +259,6 @@ def run_cli(main_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     expected failures as well (for an error in a DataLoader worker, the worker's). After a success,
     the processes of a multi-process run leave their process group together.
     """
-    from tasks.common.distributed import shutdown_distributed
-    from tasks.common.stopping import RunInterrupted
-
     if hasattr(sys.stdout, "reconfigure"):  # a notebook's or a test's stdout may be another stream
         sys.stdout.reconfigure(errors="backslashreplace")  # a path that is not UTF-8 prints, escaped
     try:
@@ -276,8 +271,6 @@ def run_cli(main_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         print(f"error: {user_message(error)}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     except RunInterrupted as stop:  # saved: say how to go on, exit with a code a job script can act on
-        from tasks.utils.processes import is_main_process
-
         if is_main_process():
             print(str(stop), file=sys.stderr, flush=True)
         shutdown_distributed()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from safetensors.torch import load, load_file, save_file
 from torch import nn
 
 from tasks.utils.files import atomic_path, write_json_atomic
@@ -76,8 +77,6 @@ def resolve_builder(name: str) -> Callable[..., nn.Module]:
 
 def save_model(folder: str | os.PathLike, model: nn.Module, description: ModelDescription) -> Path:
     """Write ``network.safetensors`` and ``network.json`` into ``folder``, each atomically."""
-    from safetensors.torch import save_file
-
     resolve_builder(description.builder)  # fail now, not when somebody loads the file months later
     folder = Path(folder)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
@@ -171,8 +170,6 @@ def _at_most_tensors(stored: int, weights: Path):
     stored argument (a block count of millions) must not cost minutes and gigabytes even on the meta
     device. Builders may register some tensors twice (a layer replaced after it was built), hence
     the margin."""
-    from torch.nn.modules import module
-
     count = 0
 
     def counted(_module, _name, value):
@@ -181,8 +178,8 @@ def _at_most_tensors(stored: int, weights: Path):
         if count > 4 * stored + 100:
             raise ValueError(f"the stored arguments build far more tensors than the {stored} that {weights} holds")
 
-    handles = [module.register_module_parameter_registration_hook(counted),
-               module.register_module_buffer_registration_hook(counted)]
+    handles = [nn.modules.module.register_module_parameter_registration_hook(counted),
+               nn.modules.module.register_module_buffer_registration_hook(counted)]
     try:
         yield
     finally:
@@ -230,8 +227,6 @@ def read_safetensors_shapes(file: str | os.PathLike) -> dict[str, tuple[int, ...
 def read_safetensors(file: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file. The safetensors library opens only UTF-8 paths; a file
     under any other name is read by Python and handed over as bytes."""
-    from safetensors.torch import load, load_file
-
     file = Path(file)
     try:
         try:

@@ -10,9 +10,12 @@ Without a usable cache folder (``HOME`` unset) W&B keeps its logs in ``run_dir/w
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import netrc
 import os
+import urllib.error
+import urllib.request
 import uuid
 import warnings
 from pathlib import Path
@@ -63,10 +66,6 @@ def wandb_api_key_configured() -> bool:
 def _api_reachable(timeout: float) -> bool:
     """True when the W&B API answers an HTTP request within ``timeout`` seconds, whatever its
     status (401 is an answer); a connection that opens and then stays silent is not."""
-    import http.client
-    import urllib.error
-    import urllib.request
-
     try:
         with urllib.request.urlopen(urllib.request.Request(_api_url(), method="HEAD"), timeout=timeout):
             return True
@@ -109,15 +108,9 @@ def resolve_wandb_mode(mode: str = "auto") -> str:
 
 def default_tags(config: Mapping[str, Any], task: str = "", extra: Iterable[str] = ()) -> list[str]:
     """Tags that let W&B group runs without manual work: task, arch, bam/baseline, dataset."""
-    attention = config.get("attention")
-    if attention is None:
-        kind = None
-    elif str(attention) in ("none", "", "baseline"):
-        kind = "baseline"
-    elif str(attention).startswith("bam"):
-        kind = "bam"
-    else:
-        kind = str(attention)  # se, cbam: named so that comparisons stay unambiguous
+    kind = config.get("attention")  # se, cbam: named, so that comparisons stay unambiguous
+    if kind is not None:
+        kind = "baseline" if str(kind) in ("none", "", "baseline") else "bam" if str(kind).startswith("bam") else kind
     tags: list[str] = []
     for tag in (task, config.get("arch"), kind, config.get("dataset"), *extra):
         if tag and str(tag) not in tags:
