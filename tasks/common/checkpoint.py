@@ -51,10 +51,8 @@ def last_complete(directory: str | os.PathLike) -> Path | None:
     """The complete checkpoint under ``directory``'s name without renaming anything (any process).
     A complete ``<name>.tmp`` was finished before the kill, so it wins over ``<name>.old``."""
     directory = Path(directory)
-    for candidate in (directory, _sibling(directory, ".tmp"), _sibling(directory, ".old")):
-        if is_complete(candidate):
-            return candidate
-    return None
+    return next((c for c in (directory, _sibling(directory, ".tmp"), _sibling(directory, ".old")) if is_complete(c)),
+                None)
 
 
 def resolve_checkpoint(directory: str | os.PathLike) -> Path | None:
@@ -99,6 +97,8 @@ def read_trainer_state(directory: str | os.PathLike) -> dict:
     path = Path(directory) / STATE_FILE
     try:
         return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint state file missing: {path}") from None
     except (json.JSONDecodeError, RecursionError) as error:
         raise ValueError(f"checkpoint state file is not valid JSON: {path} ({error})") from None
 

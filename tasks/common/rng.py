@@ -88,12 +88,10 @@ def seed_loader_generator(loader: Any, seed: int, epoch: int) -> None:
     target.generator = generator
 
 
-@contextlib.contextmanager
 def rng_fork():
     """Run a block without consuming the (CPU and current CUDA device) training RNG."""
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    with torch.random.fork_rng(devices=devices):
-        yield
+    return torch.random.fork_rng(devices=devices)
 
 
 def set_epoch(loader: Any, epoch: int) -> None:

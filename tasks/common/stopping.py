@@ -117,10 +117,8 @@ class RunLock:
     process (two ``--resume`` of one run) is refused with a message naming the holder. The lock is
     the operating system's (``flock``): it goes with the process, however the process ends."""
 
-    FILE = ".lock"
-
     def __init__(self, run_dir: str | os.PathLike) -> None:
-        self.path = Path(run_dir) / self.FILE
+        self.path = Path(run_dir) / ".lock"
         self._handle = None
 
     def acquire(self) -> None:

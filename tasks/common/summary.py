@@ -50,15 +50,10 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _num_processes() -> int:
-    from accelerate import PartialState
-
-    return PartialState().num_processes if PartialState._shared_state else world_size()
-
-
 def environment_info() -> dict[str, Any]:
     """Where and with what a run ran: git, host, CPU, GPUs, library versions, processes."""
     import torch
+    from accelerate import PartialState
 
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
@@ -75,7 +70,7 @@ def environment_info() -> dict[str, Any]:
             info[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             info[package] = None
-    info["num_processes"] = _num_processes()
+    info["num_processes"] = PartialState().num_processes if PartialState._shared_state else world_size()
     return info
 
 

@@ -186,10 +186,8 @@ class Tracker:
         os.environ.setdefault("WANDB_SILENT", "true")
         if not _wandb_cache_usable():
             os.environ["WANDB_CACHE_DIR"] = str(self.run_dir / "wandb" / "cache")
-        try:
-            import wandb
-        except ImportError:
-            return self._warn("wandb is not installed; metrics go to metrics.jsonl only")
+        import wandb  # a dependency, imported late: it takes seconds
+
         # A failed online start (a wrong key, the network gone since the probe) records offline,
         # under the same id (a resumed run stays one W&B run), else under a fresh one.
         attempts = [(self.mode, self.run_id)]

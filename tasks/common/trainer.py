@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import signal
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -45,7 +46,7 @@ from tasks.common.compile import COMPILE_MODES, begin_step, compile_for_training
 from tasks.common.distributed import decided_on_main_process, make_accelerator, sync_buffers
 from tasks.common.model_io import ModelDescription, save_model
 from tasks.common.nonfinite import NonFiniteLossError, check_losses, check_weights
-from tasks.common.per_sample import PER_SAMPLE_FILE, PER_SAMPLE_KEY, save_per_sample
+from tasks.common.per_sample import PER_SAMPLE_KEY, save_per_sample
 from tasks.common.resume import apply_requested_settings, check_unchanged, describe_changes, optimizer_settings
 from tasks.common.rng import DataRNG, rng_fork, seed_loader_generator, set_epoch
 from tasks.common.stopping import EvaluationInterrupted, RunInterrupted, RunLock, StopSignals
@@ -249,7 +250,7 @@ class Trainer:
         self.previous_wall_time = 0.0
         self._prepared = False  # fit() was called
         self._started = False  # set up: the run's record is its own from here on
-        self._improved = False
+        self._improved = False  # the latest evaluation is the best yet: save() links it as best
         self._lr = float("nan")
         self._per_sample: Mapping[str, Any] | None = None  # of the latest evaluation
         self.optimizer_changes: list[dict[str, Any]] = []  # optimiser settings changed on --resume, by step
@@ -458,7 +459,7 @@ class Trainer:
                         window = _Window()
                     stopped = self._stop.agreed(acc)
                     if stopped is not None:
-                        self._save_stopping()
+                        self.save()
                         return stopped
                     if self._due(settings.eval_every) or last_step or self._due(settings.save_every):
                         stopped = self._evaluate_and_save(bar)
@@ -557,12 +558,11 @@ class Trainer:
         first and the error re-raised with a note saying where they are (a bad evaluation file
         must not cost the training); when a signal cuts it short, they are saved and the signal
         returned."""
-        self._improved = False
         try:
             if self._due(self.settings.eval_every) or self.step >= self.settings.max_steps:
                 self._record(self.evaluate(), bar)
         except EvaluationInterrupted:
-            self._save_stopping()
+            self.save()
             return self._stop.signum
         except Exception as error:
             try:
@@ -574,10 +574,6 @@ class Trainer:
             raise
         self.save()
         return self._stop.agreed(self.accelerator)  # a signal that came during the evaluation
-
-    def _save_stopping(self) -> None:
-        self._improved = False
-        self.save()
 
     def _progress(self) -> dict[str, Any]:
         """What a resume restores and the summary reports."""
@@ -600,8 +596,7 @@ class Trainer:
         good checkpoint.
         """
         acc = self.accelerator
-        reduce = (lambda count: acc.reduce(count.to(acc.device), "sum").cpu()) if acc.num_processes > 1 else None
-        check_weights(acc.unwrap_model(self.model), self.step, self.run_dir, reduce)
+        check_weights(acc.unwrap_model(self.model), self.step, self.run_dir, acc)
         network = self.evaluated_network()
         sync_buffers(network, acc)
         per_sample = self._per_sample if self.last_eval_step == self.step else None
@@ -636,7 +631,7 @@ class Trainer:
         summary = self.summary(status)
         if self.accelerator.is_main_process:
             if self._per_sample is not None and self.last_eval_step == self.step:  # the final evaluation's
-                self.tracker.save_file(save_per_sample(self.run_dir / PER_SAMPLE_FILE, self._per_sample))
+                self.tracker.save_file(save_per_sample(self.run_dir, self._per_sample))
             write_summary(self.run_dir, summary)
             keys = ("final", "best", "best_step", "steps", "params", "macs", "wall_time_s", "status",
                     "primary_metric", "reference", "experiment")  # what a report fetched from W&B reads
@@ -651,17 +646,15 @@ class _Window:
     def __init__(self) -> None:
         self.start = time.perf_counter()
         self.steps, self.samples = 0, 0
-        self.sums: dict[str, float] = {}
+        self.sums: Counter[str] = Counter()
 
     def add(self, logs: Mapping[str, float], samples: int) -> None:
         self.steps += 1
         self.samples += samples
-        for key, value in logs.items():
-            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.sums.update(logs)  # adds the values
 
     def means(self) -> dict[str, float]:
-        steps = max(self.steps, 1)
-        return {k: v / steps for k, v in self.sums.items()}
+        return {k: v / self.steps for k, v in self.sums.items()}
 
     def rates(self) -> dict[str, float]:
         elapsed = max(time.perf_counter() - self.start, 1e-9)

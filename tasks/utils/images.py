@@ -14,7 +14,7 @@ def quantize(x: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
     half-level rounds the wrong way."""
     if x.dtype == torch.uint8:
         return x
-    scaled = x.to(torch.float64) if peak == 255 else x.to(torch.float64) * (255.0 / peak)
+    scaled = x.to(torch.float64) * (255.0 / peak)  # exact for peak 255: x * 1.0 is x
     return torch.floor(scaled + 0.5).clamp_(0, 255).to(torch.uint8)
 
 
