@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from safetensors.torch import load, load_file, save_file
+from safetensors.torch import load, save_file
 from torch import nn
 
 from tasks.utils.files import atomic_path, write_json_atomic
@@ -225,15 +225,11 @@ def read_safetensors_shapes(file: str | os.PathLike) -> dict[str, tuple[int, ...
 
 
 def read_safetensors(file: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file. The safetensors library opens only UTF-8 paths; a file
-    under any other name is read by Python and handed over as bytes."""
+    """The tensors of a safetensors file, read by Python and handed over as bytes: the safetensors
+    library opens only UTF-8 paths."""
     file = Path(file)
     try:
-        try:
-            str(file).encode("utf-8")
-        except UnicodeEncodeError:
-            return {name: tensor.to(map_location) for name, tensor in load(file.read_bytes()).items()}
-        return load_file(str(file), device=str(map_location))
+        return {name: tensor.to(map_location) for name, tensor in load(file.read_bytes()).items()}
     except Exception as error:  # safetensors' own errors: truncated or foreign data
         raise ValueError(f"{file} is not a readable safetensors file (truncated or corrupt?): {error}") from None
 

@@ -34,7 +34,7 @@ __all__ = ["optimizer_settings", "apply_requested_settings", "check_unchanged", 
 # optimizer_changes by apply_requested_settings, so check_unchanged leaves them out).
 _OPTIMIZER_FIELDS = frozenset({"lr", "betas", "momentum", "weight_decay"})
 CHANGEABLE = _OPTIMIZER_FIELDS | {
-    "max_steps", "epochs", "eval_every", "log_every", "checkpoint_every", "num_workers", "compile", "channels_last",
+    "max_steps", "epochs", "eval_every", "log_every", "num_workers", "compile", "channels_last",
     "mixed_precision", "num_processes", "batch_size_per_process", "progress", "tags", "group", "num_pictures",
     "grad_clip",
 }

@@ -66,13 +66,12 @@ StepFn = Callable[["TrainingStep", Any], Mapping[str, Any]]
 class TrainConfig:
     """How long to train and when to evaluate, save and log; what to keep as ``best``.
 
-    ``eval_every=0``: evaluate only at the end. ``checkpoint_every`` defaults to ``eval_every``.
+    ``eval_every=0``: evaluate (and save) only at the end.
     ``resume``: False, True (``run_dir/checkpoints/last`` if present) or a checkpoint/run path.
     """
 
     max_steps: int
     eval_every: int = 1000
-    checkpoint_every: int | None = None
     log_every: int = 50
     best_metric: str | None = None
     best_mode: str = "max"
@@ -98,10 +97,6 @@ class TrainConfig:
             raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
         if self.compile not in COMPILE_MODES:
             raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
-
-    @property
-    def save_every(self) -> int:
-        return self.eval_every if self.checkpoint_every is None else self.checkpoint_every
 
 
 class TrainingStep:
@@ -461,7 +456,7 @@ class Trainer:
                     if stopped is not None:
                         self.save()
                         return stopped
-                    if self._due(settings.eval_every) or last_step or self._due(settings.save_every):
+                    if self._due(settings.eval_every) or last_step:
                         stopped = self._evaluate_and_save(bar)
                         if stopped is not None:
                             return stopped
@@ -554,13 +549,11 @@ class Trainer:
             (bar.write if bar is not None else print)(f"{label}step {self.step}: {text}")
 
     def _evaluate_and_save(self, bar) -> int | None:
-        """Evaluate when due and save. When the evaluation fails, the trained weights are saved
-        first and the error re-raised with a note saying where they are (a bad evaluation file
-        must not cost the training); when a signal cuts it short, they are saved and the signal
-        returned."""
+        """Evaluate and save. When the evaluation fails, the trained weights are saved first and
+        the error re-raised with a note saying where they are (a bad evaluation file must not cost
+        the training); when a signal cuts it short, they are saved and the signal returned."""
         try:
-            if self._due(self.settings.eval_every) or self.step >= self.settings.max_steps:
-                self._record(self.evaluate(), bar)
+            self._record(self.evaluate(), bar)
         except EvaluationInterrupted:
             self.save()
             return self._stop.signum
