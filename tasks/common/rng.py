@@ -46,10 +46,8 @@ class DataRNG:
         # Index -3: a stream of its own (EpochSeededSampler's order uses -1 and the loader's
         # worker-seed generator -2; with -1 this stream would replay the shuffling draws).
         value = int(sample_seed(self.seed + 7919 * self.process_index, epoch, -3))
-        generator = torch.Generator()
-        generator.manual_seed(value)
-        self.state = (generator.get_state(), np.random.RandomState(value % 2**32).get_state(),
-                      random.Random(value).getstate())
+        self.state = (torch.Generator().manual_seed(value).get_state(),
+                      np.random.RandomState(value % 2**32).get_state(), random.Random(value).getstate())
         self.before = None
 
     @contextlib.contextmanager
@@ -82,10 +80,8 @@ class DataRNG:
 def seed_loader_generator(loader: Any, seed: int, epoch: int) -> None:
     """Give the loader its own generator for worker seeds, so creating an iterator draws nothing
     from the global RNG and worker seeds depend on (seed, epoch) only."""
-    generator = torch.Generator()
-    generator.manual_seed(int(sample_seed(seed, epoch, -2)))
-    target = getattr(loader, "base_dataloader", loader)
-    target.generator = generator
+    generator = torch.Generator().manual_seed(int(sample_seed(seed, epoch, -2)))
+    getattr(loader, "base_dataloader", loader).generator = generator
 
 
 def rng_fork():
