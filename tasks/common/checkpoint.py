@@ -24,10 +24,6 @@ from safetensors import SafetensorError, safe_open
 
 from tasks.utils.files import WriteError, write_json_atomic
 
-__all__ = ["STATE_FILE", "is_complete", "resolve_checkpoint", "find_resume_checkpoint", "read_trainer_state",
-           "save_checkpoint", "link_checkpoint", "repair_best", "checkpoint_bytes",
-           "last_complete", "find_damaged_file"]
-
 STATE_FILE = "trainer_state.json"
 
 

@@ -22,10 +22,6 @@ from tasks.utils.files import WriteError
 from tasks.utils.messages import note
 from tasks.utils.processes import is_main_process, world_size
 
-__all__ = ["add_run_args", "add_data_args", "add_evaluation_args", "evaluation_folder", "add_attention_arg",
-           "run_dir_for", "run_cli", "expected_errors", "positive_int", "non_negative_int", "user_message",
-           "DEBUG_VARIABLE"]
-
 MAX_SEED = 2**32 - 1  # NumPy's seed range
 DEBUG_VARIABLE = "BAM_DEBUG"  # set to 1: expected failures print their full traceback too
 # How PyTorch hands a DataLoader worker's exception to the main process: the same type, with the

@@ -18,8 +18,6 @@ from torch import nn
 
 from tasks.utils.messages import note_once
 
-__all__ = ["COMPILE_MODES", "BACKEND_ENV", "compile_for_training", "uses_cuda_graphs", "begin_step"]
-
 COMPILE_MODES = ("off", "default", "reduce-overhead")
 BACKEND_ENV = "BAM_COMPILE_BACKEND"
 

@@ -17,9 +17,6 @@ from accelerate.utils import DataLoaderConfiguration, broadcast_object_list
 from tasks.utils.messages import note_once
 from tasks.utils.processes import cores, world_size
 
-__all__ = ["MIXED_PRECISION_CHOICES", "make_accelerator", "cpu_processes_wanted", "cpu_has_native_bf16",
-           "launcher_set_one_thread", "prepare_eval_loader", "decided_on_main_process", "shutdown_distributed"]
-
 MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16")
 
 

@@ -24,9 +24,6 @@ from torch import nn
 
 from tasks.utils.files import atomic_path, write_json_atomic
 
-__all__ = ["FORMAT", "WEIGHTS_FILE", "DESCRIPTION_FILE", "ModelDescription", "model_builder", "save_model",
-           "find_model_file", "load_model", "read_safetensors", "read_safetensors_shapes", "read_state_dict"]
-
 FORMAT = "bam-model/2"
 WEIGHTS_FILE = "network.safetensors"
 DESCRIPTION_FILE = "network.json"

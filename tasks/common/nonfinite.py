@@ -8,8 +8,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["NonFiniteLossError", "check_losses", "check_weights", "kept_checkpoint_note"]
-
 
 class NonFiniteLossError(RuntimeError):
     """The training loss (or the gradient, or the weights) became NaN or infinite."""

@@ -15,8 +15,6 @@ import numpy as np
 
 from tasks.utils.files import atomic_path
 
-__all__ = ["PER_SAMPLE_FILE", "PER_SAMPLE_KEY", "save_per_sample", "load_per_sample"]
-
 PER_SAMPLE_FILE = "per_sample.npz"
 PER_SAMPLE_KEY = "per_sample"
 

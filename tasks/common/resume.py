@@ -27,8 +27,6 @@ import torch
 
 from tasks.common.tracking import flatten
 
-__all__ = ["optimizer_settings", "apply_requested_settings", "check_unchanged", "describe_changes", "CHANGEABLE"]
-
 # Config fields (by their last name) that a resumed run may change: the schedule's length and
 # cadence, how the run executes, and the optimiser settings (applied and recorded as
 # optimizer_changes by apply_requested_settings, so check_unchanged leaves them out).

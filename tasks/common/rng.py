@@ -19,8 +19,6 @@ import torch
 
 from tasks.data.sampling import sample_seed
 
-__all__ = ["DataRNG", "seed_loader_generator", "rng_fork", "set_epoch"]
-
 
 def _global_state() -> tuple:
     return torch.get_rng_state(), np.random.get_state(), random.getstate()

@@ -25,9 +25,6 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["STOP_SIGNALS", "StopSignals", "RunInterrupted", "EvaluationInterrupted", "ignore_stop_signals",
-           "RunLock"]
-
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1") if hasattr(signal, name))
 
 

@@ -24,9 +24,6 @@ from tasks.utils.files import write_json_atomic, write_text_atomic
 from tasks.utils.formatting import count
 from tasks.utils.processes import world_size
 
-__all__ = ["environment_info", "build_summary", "write_summary", "load_summary", "render_markdown",
-           "SUMMARY_FILE"]
-
 SUMMARY_FILE = "summary.json"
 _REPO = Path(__file__).resolve().parents[2]
 

@@ -26,9 +26,6 @@ from tasks.utils.files import write_text_atomic
 from tasks.utils.messages import note, warn
 from tasks.utils.processes import is_main_process
 
-__all__ = ["Tracker", "flatten", "resolve_wandb_mode", "wandb_api_key_configured", "default_tags", "online_timeout",
-           "WANDB_MODES", "TIMEOUT_VARIABLE"]
-
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 METRICS_FILE = "metrics.jsonl"
 TIMEOUT_VARIABLE = "BAM_WANDB_TIMEOUT"

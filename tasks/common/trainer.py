@@ -56,8 +56,6 @@ from tasks.utils.files import write_json_atomic
 from tasks.utils.messages import note, warn
 from tasks.utils.progress import progress
 
-__all__ = ["Trainer", "TrainConfig", "TrainingStep", "loss_step", "NonFiniteLossError"]
-
 EvaluateFn = Callable[[torch.nn.Module, Accelerator, int], Mapping[str, Any]]
 StepFn = Callable[["TrainingStep", Any], Mapping[str, Any]]
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["quantize", "to_hwc_uint8"]
-
 
 def quantize(x: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
     """``x`` on a 0..``peak`` scale as uint8: MATLAB's uint8 cast (round half up, clamp to 0..255),
