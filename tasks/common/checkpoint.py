@@ -47,8 +47,8 @@ def last_complete(directory: str | os.PathLike) -> Path | None:
     """The complete checkpoint under ``directory``'s name without renaming anything (any process).
     A complete ``<name>.tmp`` was finished before the kill, so it wins over ``<name>.old``."""
     directory = Path(directory)
-    return next((c for c in (directory, _sibling(directory, ".tmp"), _sibling(directory, ".old")) if is_complete(c)),
-                None)
+    candidates = (directory, _sibling(directory, ".tmp"), _sibling(directory, ".old"))
+    return next((candidate for candidate in candidates if is_complete(candidate)), None)
 
 
 def resolve_checkpoint(directory: str | os.PathLike) -> Path | None:
@@ -197,7 +197,8 @@ def _together(accelerator, action: Callable[[], None], everyone: bool = False) -
     except _WRITE_ERRORS as error:
         failure = error
     text = None if failure is None else f"{type(failure).__name__}: {' '.join(str(failure).split())}"
-    texts = [t for t in gather_object([text]) if t is not None]  # the list itself in a single process
+    # gather_object returns the list itself in a single process
+    texts = [t for t in gather_object([text]) if t is not None]
     if texts:
         raise _StepFailed(texts[0]) from failure
 

@@ -51,7 +51,8 @@ def check_weights(model: nn.Module, step: int, run_dir: str | Path, accelerator)
     the loss stayed finite). The count is summed over the processes, so that all processes stop
     together when one of them holds a bad shard."""
     names = _non_finite_tensors(model)
-    if accelerator.reduce(torch.tensor([float(len(names))], device=accelerator.device), "sum").item() == 0:
+    count = torch.tensor([float(len(names))], device=accelerator.device)
+    if accelerator.reduce(count, "sum").item() == 0:
         return
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     raise NonFiniteLossError(

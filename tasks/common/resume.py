@@ -138,7 +138,8 @@ def check_unchanged(saved: dict[str, Any], requested: dict[str, Any], checkpoint
     """Refuse (ValueError) a resumed run whose config differs from the checkpoint's in a field
     that is not :data:`CHANGEABLE`; return the other changeable fields that differ (not the
     optimiser's), ``{field: [old, new]}``."""
-    old, new = ({k: v for k, v in flatten(config, ".").items() if k not in _RECORDS} for config in (saved, requested))
+    old, new = ({k: v for k, v in flatten(config, ".").items() if k not in _RECORDS}
+                for config in (saved, requested))
     changed = {}
     # A preset or recipe decides many fields at once: name it first when it changed.
     for name in sorted(set(old) | set(new), key=lambda n: (n.rpartition(".")[2] not in ("preset", "recipe"), n)):

@@ -106,8 +106,10 @@ def resolve_wandb_mode(mode: str = "auto") -> str:
 def default_tags(config: Mapping[str, Any], task: str = "", extra: Iterable[str] = ()) -> list[str]:
     """Tags that let W&B group runs without manual work: task, arch, bam/baseline, dataset."""
     kind = config.get("attention")  # se, cbam: named, so that comparisons stay unambiguous
-    if kind is not None:
-        kind = "baseline" if str(kind) in ("none", "", "baseline") else "bam" if str(kind).startswith("bam") else kind
+    if str(kind) in ("none", "", "baseline"):
+        kind = "baseline"
+    elif str(kind).startswith("bam"):
+        kind = "bam"
     tags: list[str] = []
     for tag in (task, config.get("arch"), kind, config.get("dataset"), *extra):
         if tag and str(tag) not in tags:

@@ -318,7 +318,8 @@ class Trainer:
 
     def _check_resumable(self, state: Mapping[str, Any], checkpoint: Path) -> None:
         """Refuse options that would make the resumed run another run; record the others."""
-        changed = check_unchanged(state["config"], self.config, checkpoint) if state.get("config") else {}
+        saved = state.get("config")
+        changed = check_unchanged(saved, self.config, checkpoint) if saved else {}
         self.resume_changes = list(state.get("resume_changes") or [])
         if changed:
             self.resume_changes.append({"step": int(state["step"]), "changed": changed})
@@ -535,8 +536,8 @@ class Trainer:
             value = metrics[name]
             if not isinstance(value, float):
                 raise ValueError(f"best_metric {name!r} must be a number, got {type(value).__name__}")
-            better = self.best_value is None or (value > self.best_value if self.settings.best_mode == "max"
-                                                 else value < self.best_value)
+            top = self.best_value
+            better = top is None or (value > top if self.settings.best_mode == "max" else value < top)
             if math.isfinite(value) and better:
                 self.best_value, self.best_step, self.best, self._improved = value, self.step, metrics, True
         scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
@@ -573,7 +574,8 @@ class Trainer:
             "step": self.step, "epoch": self.step // self.steps_per_epoch, "steps_per_epoch": self.steps_per_epoch,
             "max_steps": settings.max_steps, "seed": settings.seed, "num_processes": self.accelerator.num_processes,
             "best_metric": settings.best_metric, "best_mode": settings.best_mode, "best_value": self.best_value,
-            "best_step": self.best_step, "best": self.best, "final": self.final, "last_eval_step": self.last_eval_step,
+            "best_step": self.best_step, "best": self.best, "final": self.final,
+            "last_eval_step": self.last_eval_step,
             "wall_time_s": self.previous_wall_time + time.perf_counter() - self._segment_start,
             "tracker_run_id": self.tracker.run_id, "optimizer_changes": self.optimizer_changes,
             "resume_changes": self.resume_changes, "config": self.config,
