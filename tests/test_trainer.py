@@ -289,24 +289,6 @@ def test_best_checkpoint_follows_the_metric_and_mode(tmp_path, mode, best_step):
     assert not (checkpoints / "best.tmp").exists() and not (checkpoints / "last.old").exists()
 
 
-def test_best_checkpoint_holds_the_evaluated_weights_between_regular_checkpoints(tmp_path):
-    scores = iter([1.0, 3.0, 2.0])  # at steps 2, 4, 6; checkpoints are due at steps 3 and 6 only
-    snapshots = {}
-
-    def evaluate(model, accelerator, step):
-        score = next(scores)
-        snapshots[score] = {k: v.clone() for k, v in model.state_dict().items()}
-        return {"score": score}
-
-    make_toy_trainer(tmp_path / "run", max_steps=6, eval_every=2, checkpoint_every=3, evaluate_fn=evaluate,
-                 best_metric="score", best_mode="max").fit()
-    best = tmp_path / "run" / "checkpoints" / "best"
-    assert read_trainer_state(best)["step"] == 4
-    stored = load_file(str(best / "model.safetensors"))
-    assert all(torch.equal(stored[k], v) for k, v in snapshots[3.0].items())
-    assert read_trainer_state(tmp_path / "run" / "checkpoints" / "last")["step"] == 6
-
-
 def test_resume_restores_a_best_checkpoint_that_a_kill_left_behind(tmp_path):
     scores = iter([1.0, 2.0, 3.0])
 

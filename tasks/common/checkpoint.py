@@ -5,32 +5,26 @@ value, tracker run id...). It is written to ``<name>.tmp``, the state file last 
 folder complete), then swapped in by renames: ``<name>`` -> ``<name>.old``, ``<name>.tmp`` ->
 ``<name>``, ``rm -r <name>.old``. A run killed at any moment leaves a complete checkpoint among
 the three names; :func:`resolve_checkpoint` finds it. A save that fails (a full disk) raises
-:class:`CheckpointWriteError` on every process, naming the last complete checkpoint.
+``WriteError`` on every process, naming the last complete checkpoint.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
 import zipfile
 from pathlib import Path
 from typing import Callable
 
+from accelerate.utils import gather_object, load
 from safetensors import SafetensorError, safe_open
 
 from tasks.utils.files import WriteError, write_json_atomic
 
-__all__ = ["STATE_FILE", "is_complete", "resolve_checkpoint", "find_resume_checkpoint", "read_trainer_state",
-           "save_checkpoint", "link_checkpoint", "repair_best", "CheckpointWriteError", "checkpoint_bytes",
-           "last_complete", "find_damaged_file"]
-
 STATE_FILE = "trainer_state.json"
-
-
-class CheckpointWriteError(WriteError):
-    """A checkpoint could not be written; the message says why and where the last complete one is."""
 
 
 class _StepFailed(Exception):
@@ -53,10 +47,8 @@ def last_complete(directory: str | os.PathLike) -> Path | None:
     """The complete checkpoint under ``directory``'s name without renaming anything (any process).
     A complete ``<name>.tmp`` was finished before the kill, so it wins over ``<name>.old``."""
     directory = Path(directory)
-    for candidate in (directory, _sibling(directory, ".tmp"), _sibling(directory, ".old")):
-        if is_complete(candidate):
-            return candidate
-    return None
+    candidates = (directory, _sibling(directory, ".tmp"), _sibling(directory, ".old"))
+    return next((candidate for candidate in candidates if is_complete(candidate)), None)
 
 
 def resolve_checkpoint(directory: str | os.PathLike) -> Path | None:
@@ -116,10 +108,6 @@ _RNG_KEYS = ("random_state", "numpy_random_seed", "torch_manual_seed")
 def _pickle_problem(path: Path) -> str | None:
     """Load a ``torch.save`` file as Accelerate will, with ``weights_only`` (tensors and plain data
     only, nothing that runs code), mapped rather than read; what is wrong, or None."""
-    import pickle
-
-    from accelerate.utils import load
-
     try:
         content = load(path, map_location="cpu", mmap=True)
     except pickle.UnpicklingError as error:  # a pickle that names a function: it would run code
@@ -209,12 +197,8 @@ def _together(accelerator, action: Callable[[], None], everyone: bool = False) -
     except _WRITE_ERRORS as error:
         failure = error
     text = None if failure is None else f"{type(failure).__name__}: {' '.join(str(failure).split())}"
-    if accelerator.num_processes > 1:
-        from accelerate.utils import gather_object
-
-        texts = [t for t in gather_object([text]) if t is not None]
-    else:
-        texts = [text] if text is not None else []
+    # gather_object returns the list itself in a single process
+    texts = [t for t in gather_object([text]) if t is not None]
     if texts:
         raise _StepFailed(texts[0]) from failure
 
@@ -240,7 +224,7 @@ def save_checkpoint(accelerator, directory: str | os.PathLike, state: dict,
     touches the file system otherwise. ``extra(folder)`` (main process) and ``per_process(folder)``
     (every process) may add files before the checkpoint is marked complete, so they are part of
     the atomic swap; ``then(directory)`` (main process) runs once it is in place (e.g. copy it to
-    ``best``). A failed write raises :class:`CheckpointWriteError` on every process.
+    ``best``). A failed write raises ``WriteError`` on every process.
     """
     directory = Path(directory)
     tmp = _sibling(directory, ".tmp")
@@ -270,8 +254,8 @@ def save_checkpoint(accelerator, directory: str | os.PathLike, state: dict,
     except _StepFailed as failure:
         if accelerator.is_main_process and not is_complete(tmp):
             shutil.rmtree(tmp, ignore_errors=True)  # an incomplete copy only takes the space left
-        raise CheckpointWriteError(f"could not write the checkpoint {directory} at step {state.get('step')} "
-                                   f"({failure}); {_last_good(directory)}") from failure.__cause__
+        raise WriteError(f"could not write the checkpoint {directory} at step {state.get('step')} "
+                         f"({failure}); {_last_good(directory)}") from failure.__cause__
     return directory
 
 

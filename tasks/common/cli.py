@@ -10,14 +10,17 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from tasks.common.compile import COMPILE_MODES
-from tasks.common.distributed import MIXED_PRECISION_CHOICES
-from tasks.common.tracking import WANDB_MODES
-from tasks.utils.messages import note
+from accelerate import PartialState
 
-__all__ = ["add_run_args", "add_data_args", "add_evaluation_args", "evaluation_folder", "add_attention_arg",
-           "run_dir_for", "run_cli", "expected_errors", "positive_int", "non_negative_int", "user_message",
-           "DEBUG_VARIABLE"]
+from tasks.common.compile import COMPILE_MODES
+from tasks.common.distributed import (MIXED_PRECISION_CHOICES, cpu_processes_wanted, decided_on_main_process,
+                                      shutdown_distributed)
+from tasks.common.nonfinite import NonFiniteLossError
+from tasks.common.stopping import RunInterrupted
+from tasks.common.tracking import WANDB_MODES
+from tasks.utils.files import WriteError
+from tasks.utils.messages import note
+from tasks.utils.processes import is_main_process, world_size
 
 MAX_SEED = 2**32 - 1  # NumPy's seed range
 DEBUG_VARIABLE = "BAM_DEBUG"  # set to 1: expected failures print their full traceback too
@@ -57,15 +60,10 @@ def _decay(text: str) -> float | None:
     return value
 
 
-def _has_option(parser: argparse.ArgumentParser, option: str) -> bool:
-    return option in parser._option_string_actions
-
-
-def add_data_args(parser: argparse.ArgumentParser, defaults: dict | None = None) -> argparse.ArgumentParser:
+def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """``--data-root`` (resolved by ``tasks.data.root.data_root``)."""
-    if not _has_option(parser, "--data-root"):
-        parser.add_argument("--data-root", default=(defaults or {}).get("data_root"),
-                            help="data root (default: $BAM_DATA_ROOT, else the repository's datasets/ folder)")
+    parser.add_argument("--data-root", help="data root (default: $BAM_DATA_ROOT, else the repository's datasets/ "
+                                            "folder)")
     return parser
 
 
@@ -113,59 +111,53 @@ def add_attention_arg(parser: argparse.ArgumentParser, choices, default: str | l
 
 def add_run_args(parser: argparse.ArgumentParser, defaults: dict | None = None) -> argparse.ArgumentParser:
     """Add the run options every task shares; ``defaults`` (keyed by dest) sets task defaults."""
-    d = {
-        "output_dir": "runs", "run_name": None, "seed": 0, "mixed_precision": None, "wandb": "auto",
-        "wandb_project": "bam", "group": None, "tags": [], "eval_every": 1000, "max_steps": None,
-        "log_every": 50, "num_workers": min(4, os.cpu_count() or 1), "batch_size": None, "compile": "off",
-        "ema": None, "num_pictures": 0, "channels_last": False, "side_by_side": False,
-    }
-    d.update(defaults or {})
-    add_data_args(parser, defaults)
+    add_data_args(parser)
     group = parser.add_argument_group("run")
-    group.add_argument("--output-dir", default=d["output_dir"], help="parent folder of run folders (default: %(default)s)")
-    group.add_argument("--run-name", default=d["run_name"], help="run folder name (default: derived from the config)")
-    group.add_argument("--seed", type=_seed, default=d["seed"], help="random seed (default: %(default)s)")
+    group.add_argument("--output-dir", default="runs", help="parent folder of run folders (default: %(default)s)")
+    group.add_argument("--run-name", help="run folder name (default: derived from the config)")
+    group.add_argument("--seed", type=_seed, default=0, help="random seed (default: %(default)s)")
     group.add_argument("--resume", nargs="?", const=True, default=False, metavar="PATH",
                        help="resume from RUN_DIR/checkpoints/last if present, or from the given checkpoint/run folder")
-    group.add_argument("--mixed-precision", choices=MIXED_PRECISION_CHOICES, default=d["mixed_precision"],
+    group.add_argument("--mixed-precision", choices=MIXED_PRECISION_CHOICES,
                        help="mixed precision of the training steps through Accelerate; evaluation and saved "
                             "networks stay float32 (default: %(default)s; None: the `accelerate launch "
                             "--mixed_precision` / `accelerate config` setting, else no)")
-    group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d["channels_last"],
+    group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False,
                        help="train in the channels_last memory layout (faster convolutions with oneDNN on a CPU "
                             "and on tensor-core GPUs with --mixed-precision bf16 or fp16; default: %(default)s)")
-    group.add_argument("--side-by-side", action=argparse.BooleanOptionalAction, default=d["side_by_side"],
+    group.add_argument("--side-by-side", action=argparse.BooleanOptionalAction, default=False,
                        help="on a machine without a GPU, train the runs of a comparison at the same time, one "
                             "process each with its share of the cores (short steps use a second core poorly); "
                             "one after the other otherwise (default: %(default)s)")
-    group.add_argument("--compile", choices=COMPILE_MODES, default=d["compile"],
+    group.add_argument("--compile", choices=COMPILE_MODES, default="off",
                        help="torch.compile the training steps; reduce-overhead adds CUDA graphs (fixed batch "
                             "shapes, GPU). Checkpoints and evaluation are the same as without (default: %(default)s)")
-    group.add_argument("--wandb", choices=WANDB_MODES, default=d["wandb"],
+    group.add_argument("--wandb", choices=WANDB_MODES, default="auto",
                        help="W&B mode; auto = online with an API key and an API that answers, else offline to disk")
-    group.add_argument("--wandb-project", default=d["wandb_project"], help="W&B project (default: %(default)s)")
-    group.add_argument("--group", default=d["group"],
+    group.add_argument("--wandb-project", default="bam", help="W&B project (default: %(default)s)")
+    group.add_argument("--group",
                        help="experiment group shared by the runs to compare (e.g. baseline and BAM)")
-    group.add_argument("--tags", nargs="*", default=list(d["tags"]), help="extra W&B tags")
-    group.add_argument("--eval-every", type=non_negative_int, default=d["eval_every"],
+    group.add_argument("--tags", nargs="*", default=[], help="extra W&B tags")
+    group.add_argument("--eval-every", type=non_negative_int, default=1000,
                        help="evaluate and checkpoint every N optimizer steps, 0 = only at the end (default: %(default)s)")
-    group.add_argument("--max-steps", type=positive_int, default=d["max_steps"],
+    group.add_argument("--max-steps", type=positive_int,
                        help="number of optimizer steps (default: %(default)s)")
-    group.add_argument("--log-every", type=positive_int, default=d["log_every"],
+    group.add_argument("--log-every", type=positive_int, default=50,
                        help="log training metrics every N steps (default: %(default)s)")
-    group.add_argument("--num-workers", type=non_negative_int, default=d["num_workers"],
+    group.add_argument("--num-workers", type=non_negative_int, default=min(4, os.cpu_count() or 1),
                        help="data loading worker processes per training process (default: %(default)s)")
     group.add_argument("--max-images", type=positive_int, default=None, metavar="N",
                        help="evaluate on the first N images of each evaluation set only (quick checks, not a "
                             "benchmark number; default: all)")
-    group.add_argument("--num-pictures", type=non_negative_int, default=d["num_pictures"], metavar="N",
+    group.add_argument("--num-pictures", type=non_negative_int, default=0, metavar="N",
                        help="pictures of the predictions saved at each evaluation (default: %(default)s)")
-    group.add_argument("--ema", type=_decay, default=d["ema"], metavar="DECAY",
+    group.add_argument("--ema", type=_decay, metavar="DECAY",
                        help="evaluate and export an exponential moving average of the weights, e.g. 0.999, with "
                             "BatchNorm statistics of its own; none turns it off (default: %(default)s)")
-    group.add_argument("--batch-size", type=positive_int, default=d["batch_size"],
+    group.add_argument("--batch-size", type=positive_int,
                        help="training batch over all processes, split evenly between them (default: "
                             "the recipe's, %(default)s)")
+    parser.set_defaults(**(defaults or {}))  # argparse puts them in the actions: --help shows them
     return parser
 
 
@@ -189,18 +181,17 @@ def _check_folder_name(name: str) -> None:
 
 
 def _choose_run_dir(args: argparse.Namespace, default_name: str) -> Path:
-    resume = getattr(args, "resume", False)
-    if resume not in (False, True, None) and not getattr(args, "run_name", None):
+    if args.resume not in (False, True, None) and not args.run_name:
         # `--resume runs/x` or `--resume runs/x/checkpoints/last`: continue writing into that run.
-        path = Path(resume)
+        path = Path(args.resume)
         if path.parent.name == "checkpoints":
             return path.parent.parent
         if (path / "checkpoints").is_dir():
             return path
-    name = getattr(args, "run_name", None) or default_name
+    name = args.run_name or default_name
     _check_folder_name(name)
     base = Path(args.output_dir) / name
-    if resume or not _used(base):
+    if args.resume or not _used(base):
         return base
     # A finished or crashed run of the same name: never overwrite it silently.
     counter = 2
@@ -218,14 +209,8 @@ def run_dir_for(args: argparse.Namespace, default_name: str) -> Path:
     With ``--resume PATH`` and no ``--run-name``, the run that PATH belongs to. In a multi-process
     run the main process decides and the others receive its answer.
     """
-    from tasks.utils.processes import world_size
-
     if world_size() <= 1:
         return _choose_run_dir(args, default_name)
-    from accelerate import PartialState
-
-    from tasks.common.distributed import cpu_processes_wanted, decided_on_main_process
-
     state = PartialState(cpu=cpu_processes_wanted())
     return decided_on_main_process(lambda: _choose_run_dir(args, default_name), state)
 
@@ -258,9 +243,6 @@ def user_message(error: BaseException) -> str:
 
 def expected_errors() -> tuple[type[BaseException], ...]:
     """The failures a command reports as one line: bad input, a non-finite loss, a failed write."""
-    from tasks.common.nonfinite import NonFiniteLossError
-    from tasks.utils.files import WriteError
-
     return ValueError, FileNotFoundError, NotADirectoryError, NonFiniteLossError, WriteError
 
 
@@ -273,9 +255,6 @@ def run_cli(main_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     expected failures as well (for an error in a DataLoader worker, the worker's). After a success,
     the processes of a multi-process run leave their process group together.
     """
-    from tasks.common.distributed import shutdown_distributed
-    from tasks.common.stopping import RunInterrupted
-
     if hasattr(sys.stdout, "reconfigure"):  # a notebook's or a test's stdout may be another stream
         sys.stdout.reconfigure(errors="backslashreplace")  # a path that is not UTF-8 prints, escaped
     try:
@@ -288,8 +267,6 @@ def run_cli(main_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         print(f"error: {user_message(error)}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     except RunInterrupted as stop:  # saved: say how to go on, exit with a code a job script can act on
-        from tasks.utils.processes import is_main_process
-
         if is_main_process():
             print(str(stop), file=sys.stderr, flush=True)
         shutdown_distributed()

@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import torch.distributed as dist
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration
+from accelerate.data_loader import prepare_data_loader
+from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import DataLoaderConfiguration, broadcast_object_list
 
 from tasks.utils.messages import note_once
 from tasks.utils.processes import cores, world_size
-
-__all__ = ["MIXED_PRECISION_CHOICES", "make_accelerator", "cpu_processes_wanted", "cpu_has_native_bf16",
-           "launcher_set_one_thread", "prepare_eval_loader", "decided_on_main_process", "shutdown_distributed"]
 
 MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16")
 
@@ -71,8 +71,6 @@ def _forget_other_precision(mixed_precision: str) -> None:
     precision. A single process that runs two commands (a notebook: the SR main job, bf16 on some
     CPUs, then a classification in float32) starts the second afresh; the processes of a
     distributed run never do (their process group lives in that state)."""
-    from accelerate.state import AcceleratorState, GradientState
-
     previous = AcceleratorState._shared_state.get("_mixed_precision", mixed_precision)
     if previous != mixed_precision and world_size() == 1:
         AcceleratorState._reset_state(True)
@@ -104,8 +102,6 @@ def _use_every_core(num_processes: int) -> None:
 def prepare_eval_loader(accelerator: Accelerator, loader: torch.utils.data.DataLoader):
     """Shard an evaluation loader over the processes (use with ``accelerator.gather_for_metrics``);
     unlike ``accelerator.prepare`` it does not register the loader for checkpointing."""
-    from accelerate.data_loader import prepare_data_loader
-
     return prepare_data_loader(
         loader, device=accelerator.device, num_processes=accelerator.num_processes,
         process_index=accelerator.process_index, put_on_device=True, even_batches=True,
@@ -123,8 +119,6 @@ def decided_on_main_process(decide: Callable[[], Any], state) -> Any:
         except (ValueError, OSError) as error:  # FileNotFoundError and NotADirectoryError included
             outcome[1] = error
     if state.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
-
         broadcast_object_list(outcome, from_process=0)
     if outcome[1] is not None:
         raise outcome[1]
@@ -134,8 +128,6 @@ def decided_on_main_process(decide: Callable[[], Any], state) -> Any:
 def shutdown_distributed() -> None:
     """Leave the process group cleanly (every process, at the end of a command): a gloo process that
     exits with it still up can die in C++ teardown, failing a run that had finished."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         dist.barrier()  # nobody tears down while another process still talks to it
         dist.destroy_process_group()
@@ -146,7 +138,5 @@ def sync_buffers(model: torch.nn.Module, accelerator: Accelerator) -> None:
     the network the checkpoint stores (DDP broadcasts them before each training forward too)."""
     if accelerator.num_processes == 1:
         return
-    import torch.distributed as dist
-
     for buffer in accelerator.unwrap_model(model).buffers():
         dist.broadcast(buffer.data, src=0)

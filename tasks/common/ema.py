@@ -18,8 +18,6 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-__all__ = ["WeightAverage", "averaged_step"]
-
 
 class WeightAverage:
     """``average = decay * average + (1 - decay) * weights`` after every step; ``module`` is the

@@ -14,17 +14,15 @@ import importlib
 import json
 import os
 import struct
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from safetensors.torch import load, save_file
 from torch import nn
 
 from tasks.utils.files import atomic_path, write_json_atomic
-
-__all__ = ["FORMAT", "WEIGHTS_FILE", "DESCRIPTION_FILE", "ModelDescription", "model_builder", "save_model",
-           "find_model_file", "load_model", "read_safetensors", "read_safetensors_shapes", "read_state_dict"]
 
 FORMAT = "bam-model/2"
 WEIGHTS_FILE = "network.safetensors"
@@ -58,10 +56,6 @@ class ModelDescription:
         except ValueError as error:  # values it refuses
             raise ValueError(f"{source}: {error}") from None
 
-    def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "task": self.task, "builder": self.builder, "kwargs": self.kwargs,
-                "extra": self.extra}
-
 
 def resolve_builder(name: str) -> Callable[..., nn.Module]:
     """The builder function ``name`` (``"tasks.x.y:function"``); ValueError for anything else."""
@@ -80,14 +74,12 @@ def resolve_builder(name: str) -> Callable[..., nn.Module]:
 
 def save_model(folder: str | os.PathLike, model: nn.Module, description: ModelDescription) -> Path:
     """Write ``network.safetensors`` and ``network.json`` into ``folder``, each atomically."""
-    from safetensors.torch import save_file
-
     resolve_builder(description.builder)  # fail now, not when somebody loads the file months later
     folder = Path(folder)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     with atomic_path(folder / WEIGHTS_FILE) as tmp:
         save_file(_unshare(state), str(tmp))
-    write_json_atomic(folder / DESCRIPTION_FILE, description.to_json())
+    write_json_atomic(folder / DESCRIPTION_FILE, {"format": FORMAT, **asdict(description)})
     return folder / DESCRIPTION_FILE
 
 
@@ -175,8 +167,6 @@ def _at_most_tensors(stored: int, weights: Path):
     stored argument (a block count of millions) must not cost minutes and gigabytes even on the meta
     device. Builders may register some tensors twice (a layer replaced after it was built), hence
     the margin."""
-    from torch.nn.modules import module
-
     count = 0
 
     def counted(_module, _name, value):
@@ -185,8 +175,8 @@ def _at_most_tensors(stored: int, weights: Path):
         if count > 4 * stored + 100:
             raise ValueError(f"the stored arguments build far more tensors than the {stored} that {weights} holds")
 
-    handles = [module.register_module_parameter_registration_hook(counted),
-               module.register_module_buffer_registration_hook(counted)]
+    handles = [nn.modules.module.register_module_parameter_registration_hook(counted),
+               nn.modules.module.register_module_buffer_registration_hook(counted)]
     try:
         yield
     finally:
@@ -232,17 +222,11 @@ def read_safetensors_shapes(file: str | os.PathLike) -> dict[str, tuple[int, ...
 
 
 def read_safetensors(file: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file. The safetensors library opens only UTF-8 paths; a file
-    under any other name is read by Python and handed over as bytes."""
-    from safetensors.torch import load, load_file
-
+    """The tensors of a safetensors file, read by Python and handed over as bytes: the safetensors
+    library opens only UTF-8 paths."""
     file = Path(file)
     try:
-        try:
-            str(file).encode("utf-8")
-        except UnicodeEncodeError:
-            return {name: tensor.to(map_location) for name, tensor in load(file.read_bytes()).items()}
-        return load_file(str(file), device=str(map_location))
+        return {name: tensor.to(map_location) for name, tensor in load(file.read_bytes()).items()}
     except Exception as error:  # safetensors' own errors: truncated or foreign data
         raise ValueError(f"{file} is not a readable safetensors file (truncated or corrupt?): {error}") from None
 

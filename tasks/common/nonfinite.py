@@ -8,8 +8,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["NonFiniteLossError", "check_losses", "check_weights", "kept_checkpoint_note"]
-
 
 class NonFiniteLossError(RuntimeError):
     """The training loss (or the gradient, or the weights) became NaN or infinite."""
@@ -48,15 +46,13 @@ def _non_finite_tensors(model: nn.Module) -> list[str]:
     return [name for (name, _), ok in zip(tensors, finite.tolist()) if not ok]
 
 
-def check_weights(model: nn.Module, step: int, run_dir: str | Path, reduce=None) -> None:
+def check_weights(model: nn.Module, step: int, run_dir: str | Path, accelerator) -> None:
     """Raise :class:`NonFiniteLossError` when a weight is not finite (a gradient overflowed while
-    the loss stayed finite). ``reduce(tensor) -> tensor`` sums the count over processes, so that
-    all processes stop together when one of them holds a bad shard."""
+    the loss stayed finite). The count is summed over the processes, so that all processes stop
+    together when one of them holds a bad shard."""
     names = _non_finite_tensors(model)
-    total = torch.tensor([float(len(names))])
-    if reduce is not None:
-        total = reduce(total)
-    if float(total.sum()) == 0:
+    count = torch.tensor([float(len(names))], device=accelerator.device)
+    if accelerator.reduce(count, "sum").item() == 0:
         return
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     raise NonFiniteLossError(

@@ -7,8 +7,6 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ["side_by_side"]
-
 LINE_HEIGHT = 12  # PIL's default bitmap font is 11 pixels high
 
 

@@ -15,8 +15,6 @@ import numpy as np
 
 from tasks.utils.files import atomic_path
 
-__all__ = ["PER_SAMPLE_FILE", "PER_SAMPLE_KEY", "save_per_sample", "load_per_sample"]
-
 PER_SAMPLE_FILE = "per_sample.npz"
 PER_SAMPLE_KEY = "per_sample"
 
@@ -30,11 +28,9 @@ def _array(name: str, value: Any) -> np.ndarray:
     return array
 
 
-def save_per_sample(path: str | os.PathLike, values: Mapping[str, Any]) -> Path:
-    """Write ``{name: array}`` to ``path`` (a folder gets ``per_sample.npz``) atomically, compressed."""
-    path = Path(path)
-    if path.suffix != ".npz":
-        path = path / PER_SAMPLE_FILE
+def save_per_sample(folder: str | os.PathLike, values: Mapping[str, Any]) -> Path:
+    """Write ``{name: array}`` to ``folder/per_sample.npz`` atomically, compressed."""
+    path = Path(folder) / PER_SAMPLE_FILE
     arrays = {str(name): _array(str(name), value) for name, value in values.items()}
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:  # a file object: numpy would append .npz to a name

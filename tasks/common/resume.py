@@ -25,15 +25,18 @@ from typing import Any
 
 import torch
 
-__all__ = ["optimizer_settings", "apply_requested_settings", "check_unchanged", "CHANGEABLE"]
+from tasks.common.tracking import flatten
 
 # Config fields (by their last name) that a resumed run may change: the schedule's length and
-# cadence, how the run executes, and the optimiser settings (applied by apply_requested_settings).
-CHANGEABLE = frozenset({
-    "max_steps", "epochs", "eval_every", "log_every", "checkpoint_every", "num_workers", "compile", "channels_last",
+# cadence, how the run executes, and the optimiser settings (applied and recorded as
+# optimizer_changes by apply_requested_settings, so check_unchanged leaves them out).
+_OPTIMIZER_FIELDS = frozenset({"lr", "betas", "momentum", "weight_decay"})
+CHANGEABLE = _OPTIMIZER_FIELDS | {
+    "max_steps", "epochs", "eval_every", "log_every", "num_workers", "compile", "channels_last",
     "mixed_precision", "num_processes", "batch_size_per_process", "progress", "tags", "group", "num_pictures",
-    "lr", "betas", "momentum", "weight_decay", "grad_clip", "optimizer_changes", "resume_changes",
-})
+    "grad_clip",
+}
+_RECORDS = ("optimizer_changes", "resume_changes")  # what the config records of earlier resumes
 
 # Schedulers whose next rate is the current one times a factor (or base_lrs times a factor).
 _RESCALABLE = (torch.optim.lr_scheduler.LambdaLR, torch.optim.lr_scheduler.MultiplicativeLR,
@@ -52,15 +55,8 @@ def optimizer_settings(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]
     return groups
 
 
-def _same(a: Any, b: Any) -> bool:
-    try:
-        return bool(a == b)
-    except (RuntimeError, TypeError, ValueError):  # tensors of several elements
-        return a is b
-
-
 def _plain(value: Any) -> Any:
-    """A setting as JSON can hold it (betas are tuples, a rate may be a tensor)."""
+    """A setting as JSON can hold it, and compares (betas are tuples, a rate may be a tensor)."""
     if hasattr(value, "tolist"):
         return value.tolist()
     return list(value) if isinstance(value, tuple) else value
@@ -71,7 +67,7 @@ def _differences(requested: list[dict], loaded: list[dict]) -> list[tuple[int, s
     found = []
     for index, (want, have) in enumerate(zip(requested, loaded)):
         for key, value in want.items():
-            if key in have and not _same(have[key], value):
+            if key in have and _plain(have[key]) != _plain(value):
                 found.append((index, key, have[key], value))
     return found
 
@@ -127,16 +123,6 @@ def apply_requested_settings(optimizer: torch.optim.Optimizer, scheduler, reques
     return changed
 
 
-def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _derived(name: str) -> bool:
     """Counts that follow from other fields (parameters, MACs): the field that made them differ is named instead."""
     leaf = name.rpartition(".")[2]
@@ -150,16 +136,24 @@ def _option(name: str) -> str:
 
 def check_unchanged(saved: dict[str, Any], requested: dict[str, Any], checkpoint: Path) -> dict[str, list]:
     """Refuse (ValueError) a resumed run whose config differs from the checkpoint's in a field
-    that is not :data:`CHANGEABLE`; return the changeable fields that differ, ``{field: [old, new]}``."""
-    old, new = _flatten(saved), _flatten(requested)
+    that is not :data:`CHANGEABLE`; return the other changeable fields that differ (not the
+    optimiser's), ``{field: [old, new]}``."""
+    old, new = ({k: v for k, v in flatten(config, ".").items() if k not in _RECORDS}
+                for config in (saved, requested))
     changed = {}
     # A preset or recipe decides many fields at once: name it first when it changed.
     for name in sorted(set(old) | set(new), key=lambda n: (n.rpartition(".")[2] not in ("preset", "recipe"), n)):
-        if _derived(name) or _same(old.get(name), new.get(name)) or _plain(old.get(name)) == _plain(new.get(name)):
+        leaf = name.rpartition(".")[2]
+        if _derived(name) or _plain(old.get(name)) == _plain(new.get(name)):
             continue
-        if name.rpartition(".")[2] not in CHANGEABLE:
+        if leaf not in CHANGEABLE:
             raise ValueError(f"--resume: {_option(name)} would change {name} from {old.get(name)!r} (the value in "
                              f"{checkpoint}) to {new.get(name)!r}; a resumed run keeps its network, data, loss and "
                              "seed: resume without it, or start a new run")
-        changed[name] = [_plain(old.get(name)), _plain(new.get(name))]
+        if leaf not in _OPTIMIZER_FIELDS:
+            changed[name] = [_plain(old.get(name)), _plain(new.get(name))]
     return changed
+
+
+def describe_changes(changed: dict[str, list]) -> str:
+    return ", ".join(f"{name} {old} -> {new}" for name, (old, new) in changed.items())

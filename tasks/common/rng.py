@@ -19,8 +19,6 @@ import torch
 
 from tasks.data.sampling import sample_seed
 
-__all__ = ["DataRNG", "seed_loader_generator", "rng_fork", "set_epoch"]
-
 
 def _global_state() -> tuple:
     return torch.get_rng_state(), np.random.get_state(), random.getstate()
@@ -46,10 +44,8 @@ class DataRNG:
         # Index -3: a stream of its own (EpochSeededSampler's order uses -1 and the loader's
         # worker-seed generator -2; with -1 this stream would replay the shuffling draws).
         value = int(sample_seed(self.seed + 7919 * self.process_index, epoch, -3))
-        generator = torch.Generator()
-        generator.manual_seed(value)
-        self.state = (generator.get_state(), np.random.RandomState(value % 2**32).get_state(),
-                      random.Random(value).getstate())
+        self.state = (torch.Generator().manual_seed(value).get_state(),
+                      np.random.RandomState(value % 2**32).get_state(), random.Random(value).getstate())
         self.before = None
 
     @contextlib.contextmanager
@@ -82,18 +78,14 @@ class DataRNG:
 def seed_loader_generator(loader: Any, seed: int, epoch: int) -> None:
     """Give the loader its own generator for worker seeds, so creating an iterator draws nothing
     from the global RNG and worker seeds depend on (seed, epoch) only."""
-    generator = torch.Generator()
-    generator.manual_seed(int(sample_seed(seed, epoch, -2)))
-    target = getattr(loader, "base_dataloader", loader)
-    target.generator = generator
+    generator = torch.Generator().manual_seed(int(sample_seed(seed, epoch, -2)))
+    getattr(loader, "base_dataloader", loader).generator = generator
 
 
-@contextlib.contextmanager
 def rng_fork():
     """Run a block without consuming the (CPU and current CUDA device) training RNG."""
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    with torch.random.fork_rng(devices=devices):
-        yield
+    return torch.random.fork_rng(devices=devices)
 
 
 def set_epoch(loader: Any, epoch: int) -> None:

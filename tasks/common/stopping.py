@@ -25,9 +25,6 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["STOP_SIGNALS", "StopSignals", "RunInterrupted", "EvaluationInterrupted", "ignore_stop_signals",
-           "RunLock"]
-
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1") if hasattr(signal, name))
 
 
@@ -82,10 +79,6 @@ class StopSignals:
             self.signum = agreed
         return agreed or None
 
-    @staticmethod
-    def name(signum: int) -> str:
-        return signal.Signals(signum).name
-
 
 def ignore_stop_signals(worker_id: int = 0) -> None:
     """``worker_init_fn`` of data-loading workers: the training process decides when to stop; a
@@ -121,10 +114,8 @@ class RunLock:
     process (two ``--resume`` of one run) is refused with a message naming the holder. The lock is
     the operating system's (``flock``): it goes with the process, however the process ends."""
 
-    FILE = ".lock"
-
     def __init__(self, run_dir: str | os.PathLike) -> None:
-        self.path = Path(run_dir) / self.FILE
+        self.path = Path(run_dir) / ".lock"
         self._handle = None
 
     def acquire(self) -> None:

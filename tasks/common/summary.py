@@ -24,25 +24,17 @@ from tasks.utils.files import write_json_atomic, write_text_atomic
 from tasks.utils.formatting import count
 from tasks.utils.processes import world_size
 
-__all__ = ["environment_info", "git_info", "build_summary", "write_summary", "load_summary", "render_markdown",
-           "SUMMARY_FILE"]
-
 SUMMARY_FILE = "summary.json"
 _REPO = Path(__file__).resolve().parents[2]
 
 
-def git_info() -> dict[str, Any]:
-    """``{"commit": sha | None, "dirty": bool | None}`` of the repository holding this code."""
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", "-C", str(_REPO), *args], capture_output=True, text=True, timeout=5)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"commit": commit, "dirty": None if status is None else bool(status)}
+def _git(*args: str) -> str | None:
+    """The output of a git command in the repository holding this code; None if it fails."""
+    try:
+        done = subprocess.run(["git", "-C", str(_REPO), *args], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def _cpu_model() -> str:
@@ -55,20 +47,16 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _num_processes() -> int:
-    from accelerate import PartialState
-
-    return PartialState().num_processes if PartialState._shared_state else world_size()
-
-
 def environment_info() -> dict[str, Any]:
     """Where and with what a run ran: git, host, CPU, GPUs, library versions, processes."""
     import torch
+    from accelerate import PartialState
 
-    git = git_info()
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)]
     info: dict[str, Any] = {
-        "git_commit": git["commit"], "git_dirty": git["dirty"], "hostname": socket.gethostname(),
+        "git_commit": commit, "git_dirty": None if status is None else bool(status), "hostname": socket.gethostname(),
         "platform": platform.platform(), "python": platform.python_version(), "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(), "gpu_count": len(gpus), "gpus": gpus, "torch": torch.__version__,
         "cuda": torch.version.cuda,
@@ -79,16 +67,17 @@ def environment_info() -> dict[str, Any]:
             info[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             info[package] = None
-    info["num_processes"] = _num_processes()
+    info["num_processes"] = PartialState().num_processes if PartialState._shared_state else world_size()
     return info
 
 
 def build_summary(*, task: str, name: str, config: Mapping[str, Any], progress: Mapping[str, Any], params: int,
-                  primary_metric: str | None, primary_mode: str, status: str, environment: Mapping[str, Any],
-                  extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  status: str, environment: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> dict:
     """The run summary (schema in the module docstring) from the run's ``config`` and the trainer's
-    ``progress`` (step, final, best, best_step, last_eval_step, wall_time_s). Without a primary
-    metric, "best" is the final evaluation. ``extra`` adds or overrides fields."""
+    ``progress`` (step, final, best, best_metric, best_mode, best_step, last_eval_step,
+    wall_time_s). Without a best metric, "best" is the final evaluation. ``extra`` adds or
+    overrides fields."""
+    primary_metric = progress.get("best_metric")
     if primary_metric:
         best, best_step = progress.get("best") or {}, progress.get("best_step")
     else:
@@ -100,7 +89,7 @@ def build_summary(*, task: str, name: str, config: Mapping[str, Any], progress: 
         "hardware": dict(environment), "params": params, "macs": config.get("macs"),
         "final": progress.get("final") or {}, "best": best, "best_step": best_step, "steps": progress.get("step"),
         "wall_time_s": round(float(progress.get("wall_time_s") or 0.0), 3), "history_file": "metrics.jsonl",
-        "primary_metric": primary_metric, "primary_mode": primary_mode, "status": status,
+        "primary_metric": primary_metric, "primary_mode": progress.get("best_mode"), "status": status,
     }
     summary.update(extra or {})
     return summary

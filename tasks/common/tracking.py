@@ -10,9 +10,12 @@ Without a usable cache folder (``HOME`` unset) W&B keeps its logs in ``run_dir/w
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import netrc
 import os
+import urllib.error
+import urllib.request
 import uuid
 import warnings
 from pathlib import Path
@@ -22,9 +25,6 @@ from urllib.parse import urlparse
 from tasks.utils.files import write_text_atomic
 from tasks.utils.messages import note, warn
 from tasks.utils.processes import is_main_process
-
-__all__ = ["Tracker", "resolve_wandb_mode", "wandb_api_key_configured", "default_tags", "online_timeout",
-           "WANDB_MODES", "TIMEOUT_VARIABLE"]
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 METRICS_FILE = "metrics.jsonl"
@@ -63,10 +63,6 @@ def wandb_api_key_configured() -> bool:
 def _api_reachable(timeout: float) -> bool:
     """True when the W&B API answers an HTTP request within ``timeout`` seconds, whatever its
     status (401 is an answer); a connection that opens and then stays silent is not."""
-    import http.client
-    import urllib.error
-    import urllib.request
-
     try:
         with urllib.request.urlopen(urllib.request.Request(_api_url(), method="HEAD"), timeout=timeout):
             return True
@@ -109,15 +105,11 @@ def resolve_wandb_mode(mode: str = "auto") -> str:
 
 def default_tags(config: Mapping[str, Any], task: str = "", extra: Iterable[str] = ()) -> list[str]:
     """Tags that let W&B group runs without manual work: task, arch, bam/baseline, dataset."""
-    attention = config.get("attention")
-    if attention is None:
-        kind = None
-    elif str(attention) in ("none", "", "baseline"):
+    kind = config.get("attention")  # se, cbam: named, so that comparisons stay unambiguous
+    if str(kind) in ("none", "", "baseline"):
         kind = "baseline"
-    elif str(attention).startswith("bam"):
+    elif str(kind).startswith("bam"):
         kind = "bam"
-    else:
-        kind = str(attention)  # se, cbam: named so that comparisons stay unambiguous
     tags: list[str] = []
     for tag in (task, config.get("arch"), kind, config.get("dataset"), *extra):
         if tag and str(tag) not in tags:
@@ -125,12 +117,13 @@ def default_tags(config: Mapping[str, Any], task: str = "", extra: Iterable[str]
     return tags
 
 
-def _flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(metrics: Mapping[str, Any], separator: str = "/", prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level: ``{"a": {"b": 1}}`` -> ``{"a/b": 1}``; tensors as lists."""
     flat: dict[str, Any] = {}
     for key, value in metrics.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            flat.update(_flatten(value, name + "/"))
+            flat.update(flatten(value, separator, name + separator))
         else:
             flat[name] = value.tolist() if hasattr(value, "tolist") else value  # tensors, numpy
     return flat
@@ -192,10 +185,8 @@ class Tracker:
         os.environ.setdefault("WANDB_SILENT", "true")
         if not _wandb_cache_usable():
             os.environ["WANDB_CACHE_DIR"] = str(self.run_dir / "wandb" / "cache")
-        try:
-            import wandb
-        except ImportError:
-            return self._warn("wandb is not installed; metrics go to metrics.jsonl only")
+        import wandb  # a dependency, imported late: it takes seconds
+
         # A failed online start (a wrong key, the network gone since the probe) records offline,
         # under the same id (a resumed run stays one W&B run), else under a fresh one.
         attempts = [(self.mode, self.run_id)]
@@ -241,8 +232,7 @@ class Tracker:
         if not self.is_main:
             return
         self.start()
-        flat = _flatten(metrics)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        flat = flatten(metrics)
         with open(self.metrics_path, "a") as handle:
             handle.write(json.dumps({"step": int(step), "split": split, **flat}, default=str) + "\n")
         self._wandb_call("log", lambda run: run.log({f"{split}/{k}": v for k, v in flat.items()}, step=int(step)))
@@ -262,19 +252,16 @@ class Tracker:
                         step)
 
     def _log_media(self, kind: str, convert, step: int) -> None:
-        """Log the W&B objects ``convert(wandb)`` makes; a failed conversion is warned about, never raised."""
-        if not self.is_main:
-            return
-        self.start()
-        if self._run is None:
-            return
-        try:
+        """Log the W&B objects ``convert(wandb)`` makes; a failed conversion, like a failed call,
+        gives W&B up with one warning."""
+        def log(run) -> None:
             import wandb
 
-            logged = convert(wandb)
-        except Exception as error:
-            return self._warn(f"W&B {kind} conversion failed ({type(error).__name__}: {error})")
-        self._wandb_call(f"log_{kind}s", lambda run: run.log(logged, step=int(step)))
+            run.log(convert(wandb), step=int(step))
+
+        if self.is_main:
+            self.start()
+            self._wandb_call(f"log_{kind}s", log)
 
     def save_file(self, path: str | os.PathLike) -> None:
         """Keep a file of the run folder with the W&B run (uploaded with it, or by ``wandb sync``)."""
@@ -282,7 +269,7 @@ class Tracker:
 
     def update_summary(self, values: Mapping[str, Any]) -> None:
         """Put values in the W&B run summary (nested dicts flattened to ``a/b`` keys)."""
-        self._wandb_call("summary", lambda run: run.summary.update(_flatten(values)))
+        self._wandb_call("summary", lambda run: run.summary.update(flatten(values)))
 
     def truncate_history(self, after_step: int) -> None:
         """Drop metrics.jsonl lines logged after ``after_step`` (a resumed run redoes those steps)."""

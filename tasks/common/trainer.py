@@ -28,7 +28,9 @@ checkpoints and resume use the network itself, eager (see :mod:`tasks.common.com
 from __future__ import annotations
 
 import math
+import signal
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -40,12 +42,12 @@ from safetensors.torch import load_file, save_file
 
 from tasks.common.checkpoint import (find_damaged_file, find_resume_checkpoint, link_checkpoint, read_trainer_state,
                                      repair_best, save_checkpoint)
-from tasks.common.compile import begin_step, check_mode, compile_for_training
+from tasks.common.compile import COMPILE_MODES, begin_step, compile_for_training
 from tasks.common.distributed import decided_on_main_process, make_accelerator, sync_buffers
 from tasks.common.model_io import ModelDescription, save_model
 from tasks.common.nonfinite import NonFiniteLossError, check_losses, check_weights
-from tasks.common.per_sample import PER_SAMPLE_FILE, PER_SAMPLE_KEY, save_per_sample
-from tasks.common.resume import apply_requested_settings, check_unchanged, optimizer_settings
+from tasks.common.per_sample import PER_SAMPLE_KEY, save_per_sample
+from tasks.common.resume import apply_requested_settings, check_unchanged, describe_changes, optimizer_settings
 from tasks.common.rng import DataRNG, rng_fork, seed_loader_generator, set_epoch
 from tasks.common.stopping import EvaluationInterrupted, RunInterrupted, RunLock, StopSignals
 from tasks.common.summary import build_summary, environment_info, write_summary
@@ -53,8 +55,6 @@ from tasks.common.tracking import Tracker
 from tasks.utils.files import write_json_atomic
 from tasks.utils.messages import note, warn
 from tasks.utils.progress import progress
-
-__all__ = ["Trainer", "TrainConfig", "TrainingStep", "loss_step", "NonFiniteLossError"]
 
 EvaluateFn = Callable[[torch.nn.Module, Accelerator, int], Mapping[str, Any]]
 StepFn = Callable[["TrainingStep", Any], Mapping[str, Any]]
@@ -64,13 +64,12 @@ StepFn = Callable[["TrainingStep", Any], Mapping[str, Any]]
 class TrainConfig:
     """How long to train and when to evaluate, save and log; what to keep as ``best``.
 
-    ``eval_every=0``: evaluate only at the end. ``checkpoint_every`` defaults to ``eval_every``.
+    ``eval_every=0``: evaluate (and save) only at the end.
     ``resume``: False, True (``run_dir/checkpoints/last`` if present) or a checkpoint/run path.
     """
 
     max_steps: int
     eval_every: int = 1000
-    checkpoint_every: int | None = None
     log_every: int = 50
     best_metric: str | None = None
     best_mode: str = "max"
@@ -78,7 +77,7 @@ class TrainConfig:
     resume: bool | str = False
     grad_clip: float | None = None
     channels_last: bool = False
-    compile: str = "off"  # tasks.common.compile.COMPILE_MODES
+    compile: str = "off"
     progress: bool = True
     task: str = ""
     label: str = ""  # names the progress bar and the evaluation lines of a run trained beside another
@@ -94,11 +93,8 @@ class TrainConfig:
             raise ValueError(f"best_mode must be 'max' or 'min', got {self.best_mode!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
-        check_mode(self.compile)
-
-    @property
-    def save_every(self) -> int:
-        return self.eval_every if self.checkpoint_every is None else self.checkpoint_every
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
 
 
 class TrainingStep:
@@ -247,17 +243,13 @@ class Trainer:
         self.previous_wall_time = 0.0
         self._prepared = False  # fit() was called
         self._started = False  # set up: the run's record is its own from here on
-        self._improved = False
+        self._improved = False  # the latest evaluation is the best yet: save() links it as best
         self._lr = float("nan")
         self._per_sample: Mapping[str, Any] | None = None  # of the latest evaluation
         self.optimizer_changes: list[dict[str, Any]] = []  # optimiser settings changed on --resume, by step
         self.resume_changes: list[dict[str, Any]] = []  # other settings changed on --resume, by step
         self._stop = StopSignals()
         self._lock = RunLock(self.run_dir)
-
-    @property
-    def is_main_process(self) -> bool:
-        return self.accelerator.is_main_process
 
     def evaluated_network(self) -> torch.nn.Module:
         """The network that is evaluated, kept as ``best`` and exported."""
@@ -326,17 +318,13 @@ class Trainer:
 
     def _check_resumable(self, state: Mapping[str, Any], checkpoint: Path) -> None:
         """Refuse options that would make the resumed run another run; record the others."""
-        saved = dict(state.get("config") or {})
-        for key in ("optimizer_changes", "resume_changes"):
-            saved.pop(key, None)
-        requested = {k: v for k, v in self.config.items() if k not in ("optimizer_changes", "resume_changes")}
-        changed = check_unchanged(saved, requested, checkpoint) if saved else {}
-        changed = {k: v for k, v in changed.items() if k.rpartition(".")[2] not in _OPTIMIZER_FIELDS}
+        saved = state.get("config")
+        changed = check_unchanged(saved, self.config, checkpoint) if saved else {}
         self.resume_changes = list(state.get("resume_changes") or [])
         if changed:
             self.resume_changes.append({"step": int(state["step"]), "changed": changed})
-            text = ", ".join(f"{name} {old} -> {new}" for name, (old, new) in changed.items())
-            note(f"--resume: {text} from step {state['step']} on (recorded in config.json as resume_changes)")
+            note(f"--resume: {describe_changes(changed)} from step {state['step']} on (recorded in config.json as "
+                 "resume_changes)")
 
     def _load(self, checkpoint: Path) -> None:
         damaged = find_damaged_file(checkpoint)
@@ -363,7 +351,7 @@ class Trainer:
         self.last_eval_step = state.get("last_eval_step")
         self.previous_wall_time = float(state.get("wall_time_s") or 0.0)
         self.optimizer_changes = list(state.get("optimizer_changes") or [])
-        if not self.is_main_process:
+        if not self.accelerator.is_main_process:
             return
         print(f"resumed from {checkpoint} at step {self.step}", flush=True)
         saved_epoch_length = state.get("steps_per_epoch")
@@ -385,9 +373,8 @@ class Trainer:
         if not changed:
             return
         self.optimizer_changes.append({"step": self.step, "changed": changed})
-        text = ", ".join(f"{name} {old} -> {new}" for name, (old, new) in changed.items())
-        note(f"--resume with other optimiser settings than {checkpoint}: {text} from step {self.step} "
-             "on (recorded in config.json as optimizer_changes)")
+        note(f"--resume with other optimiser settings than {checkpoint}: {describe_changes(changed)} from step "
+             f"{self.step} on (recorded in config.json as optimizer_changes)")
 
     def _count_params(self) -> int:
         return sum(p.numel() for p in self.evaluated_network().parameters())
@@ -408,23 +395,19 @@ class Trainer:
                     raise self._interrupted(stopped)
             except RunInterrupted:
                 raise
-            except NonFiniteLossError:
-                self._finish_after_failure("failed: non-finite loss")
-                raise
-            except KeyboardInterrupt:
-                if self._started:
-                    self._finish_after_failure("interrupted")
-                raise
-            except Exception as error:
+            except (Exception, KeyboardInterrupt) as error:
                 if self._started:  # a run refused while setting up leaves the folder as it was
-                    self._finish_after_failure(f"failed: {type(error).__name__}")
+                    self._finish_after_failure(
+                        "interrupted" if isinstance(error, KeyboardInterrupt) else
+                        "failed: non-finite loss" if isinstance(error, NonFiniteLossError) else
+                        f"failed: {type(error).__name__}")
                 raise
             finally:
                 self._lock.release()
         return self._finish("completed")
 
     def _interrupted(self, signum: int) -> RunInterrupted:
-        name = StopSignals.name(signum)
+        name = signal.Signals(signum).name
         self._finish(f"interrupted by {name}", exit_code=128 + signum)
         return RunInterrupted(signum, f"stopped by {name} at step {self.step} of {self.settings.max_steps}, saved in "
                                       f"{self.run_dir / 'checkpoints' / 'last'}: run the same command with "
@@ -470,9 +453,9 @@ class Trainer:
                         window = _Window()
                     stopped = self._stop.agreed(acc)
                     if stopped is not None:
-                        self._save_stopping()
+                        self.save()
                         return stopped
-                    if self._due(settings.eval_every) or last_step or self._due(settings.save_every):
+                    if self._due(settings.eval_every) or last_step:
                         stopped = self._evaluate_and_save(bar)
                         if stopped is not None:
                             return stopped
@@ -553,26 +536,25 @@ class Trainer:
             value = metrics[name]
             if not isinstance(value, float):
                 raise ValueError(f"best_metric {name!r} must be a number, got {type(value).__name__}")
-            if math.isfinite(value) and (self.best_value is None or self._better(value, self.best_value)):
+            top = self.best_value
+            better = top is None or (value > top if self.settings.best_mode == "max" else value < top)
+            if math.isfinite(value) and better:
                 self.best_value, self.best_step, self.best, self._improved = value, self.step, metrics, True
         scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
-        if self.is_main_process and metrics:
+        if self.accelerator.is_main_process and metrics:
             self.tracker.log(scalars, self.step, split="eval")
             text = "  ".join(f"{k}={v:.4f}" for k, v in scalars.items())
             label = f"{self.settings.label}: " if self.settings.label else ""
             (bar.write if bar is not None else print)(f"{label}step {self.step}: {text}")
 
     def _evaluate_and_save(self, bar) -> int | None:
-        """Evaluate when due and save. When the evaluation fails, the trained weights are saved
-        first and the error re-raised with a note saying where they are (a bad evaluation file
-        must not cost the training); when a signal cuts it short, they are saved and the signal
-        returned."""
-        self._improved = False
+        """Evaluate and save. When the evaluation fails, the trained weights are saved first and
+        the error re-raised with a note saying where they are (a bad evaluation file must not cost
+        the training); when a signal cuts it short, they are saved and the signal returned."""
         try:
-            if self._due(self.settings.eval_every) or self.step >= self.settings.max_steps:
-                self._record(self.evaluate(), bar)
+            self._record(self.evaluate(), bar)
         except EvaluationInterrupted:
-            self._save_stopping()
+            self.save()
             return self._stop.signum
         except Exception as error:
             try:
@@ -585,13 +567,6 @@ class Trainer:
         self.save()
         return self._stop.agreed(self.accelerator)  # a signal that came during the evaluation
 
-    def _save_stopping(self) -> None:
-        self._improved = False
-        self.save()
-
-    def _better(self, value: float, reference: float) -> bool:
-        return value > reference if self.settings.best_mode == "max" else value < reference
-
     def _progress(self) -> dict[str, Any]:
         """What a resume restores and the summary reports."""
         settings = self.settings
@@ -600,7 +575,8 @@ class Trainer:
             "max_steps": settings.max_steps, "seed": settings.seed, "num_processes": self.accelerator.num_processes,
             "best_metric": settings.best_metric, "best_mode": settings.best_mode, "best_value": self.best_value,
             "best_step": self.best_step, "best": self.best, "final": self.final,
-            "last_eval_step": self.last_eval_step, "wall_time_s": self.wall_time(),
+            "last_eval_step": self.last_eval_step,
+            "wall_time_s": self.previous_wall_time + time.perf_counter() - self._segment_start,
             "tracker_run_id": self.tracker.run_id, "optimizer_changes": self.optimizer_changes,
             "resume_changes": self.resume_changes, "config": self.config,
         }
@@ -613,8 +589,7 @@ class Trainer:
         good checkpoint.
         """
         acc = self.accelerator
-        reduce = (lambda count: acc.reduce(count.to(acc.device), "sum").cpu()) if acc.num_processes > 1 else None
-        check_weights(acc.unwrap_model(self.model), self.step, self.run_dir, reduce)
+        check_weights(acc.unwrap_model(self.model), self.step, self.run_dir, acc)
         network = self.evaluated_network()
         sync_buffers(network, acc)
         per_sample = self._per_sample if self.last_eval_step == self.step else None
@@ -636,24 +611,20 @@ class Trainer:
         self._improved = False
         return last
 
-    def wall_time(self) -> float:
-        return self.previous_wall_time + (time.perf_counter() - self._segment_start)
-
     # -- summary --------------------------------------------------------------------------------
     def summary(self, status: str) -> dict[str, Any]:
         settings = self.settings
         return build_summary(
             task=settings.task, name=self.tracker.name or self.run_dir.name,
             config={"seed": settings.seed, **self.config, "group": self.config.get("group") or self.tracker.group},
-            progress=self._progress(), params=self._count_params(), primary_metric=settings.best_metric,
-            primary_mode=settings.best_mode, status=status,
+            progress=self._progress(), params=self._count_params(), status=status,
             environment=getattr(self, "environment", None) or environment_info(), extra=self.summary_extra)
 
     def _finish(self, status: str, exit_code: int = 0) -> dict:
         summary = self.summary(status)
-        if self.is_main_process:
+        if self.accelerator.is_main_process:
             if self._per_sample is not None and self.last_eval_step == self.step:  # the final evaluation's
-                self.tracker.save_file(save_per_sample(self.run_dir / PER_SAMPLE_FILE, self._per_sample))
+                self.tracker.save_file(save_per_sample(self.run_dir, self._per_sample))
             write_summary(self.run_dir, summary)
             keys = ("final", "best", "best_step", "steps", "params", "macs", "wall_time_s", "status",
                     "primary_metric", "reference", "experiment")  # what a report fetched from W&B reads
@@ -662,27 +633,21 @@ class Trainer:
         return summary
 
 
-# Optimiser settings are applied and recorded by apply_requested_settings (optimizer_changes).
-_OPTIMIZER_FIELDS = ("lr", "betas", "momentum", "weight_decay")
-
-
 class _Window:
     """Running means of the logged values between two log lines, plus throughput."""
 
     def __init__(self) -> None:
         self.start = time.perf_counter()
         self.steps, self.samples = 0, 0
-        self.sums: dict[str, float] = {}
+        self.sums: Counter[str] = Counter()
 
     def add(self, logs: Mapping[str, float], samples: int) -> None:
         self.steps += 1
         self.samples += samples
-        for key, value in logs.items():
-            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.sums.update(logs)  # adds the values
 
     def means(self) -> dict[str, float]:
-        steps = max(self.steps, 1)
-        return {k: v / steps for k, v in self.sums.items()}
+        return {k: v / self.steps for k, v in self.sums.items()}
 
     def rates(self) -> dict[str, float]:
         elapsed = max(time.perf_counter() - self.start, 1e-9)

@@ -14,9 +14,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_path", "write_text_atomic", "write_json_atomic", "write_png_atomic", "json_default",
-           "WriteError", "check_writable"]
-
 
 class WriteError(OSError):
     """A file could not be written (full disk, read-only folder); the message says which file, why,

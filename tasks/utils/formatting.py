@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-__all__ = ["signed", "count"]
-
 
 def signed(value: float, digits: int) -> str:
     """``+0.42``; a value that rounds to zero but is not zero keeps one significant digit

@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["quantize", "to_hwc_uint8"]
-
 
 def quantize(x: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
     """``x`` on a 0..``peak`` scale as uint8: MATLAB's uint8 cast (round half up, clamp to 0..255),
@@ -14,7 +12,7 @@ def quantize(x: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
     half-level rounds the wrong way."""
     if x.dtype == torch.uint8:
         return x
-    scaled = x.to(torch.float64) if peak == 255 else x.to(torch.float64) * (255.0 / peak)
+    scaled = x.to(torch.float64) * (255.0 / peak)  # exact for peak 255: x * 1.0 is x
     return torch.floor(scaled + 0.5).clamp_(0, 255).to(torch.uint8)
 
 

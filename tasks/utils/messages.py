@@ -7,8 +7,6 @@ import sys
 
 from tasks.utils.processes import is_main_process
 
-__all__ = ["note", "note_once", "warn"]
-
 _noted: set[str] = set()
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["is_main_process", "world_size", "cores"]
-
 
 def is_main_process() -> bool:
     """True on the main process: Accelerate's answer once it is set up, else the launcher's

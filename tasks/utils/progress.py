@@ -11,8 +11,6 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-__all__ = ["progress"]
-
 LOG_FILE_INTERVAL_S = 30.0
 POSITION: int | None = None  # the line of this process's bars, when runs train side by side
 
