@@ -30,7 +30,7 @@ BASELINE = "none"
 # runs apart rather than mixing them.
 _NOT_SETTINGS = frozenset({
     "seed", "name", "run_name", "group", "tags", "experiment", "data_root", "output_dir", "resume",
-    "log_every", "eval_every", "checkpoint_every",
+    "log_every", "eval_every",
     "attention", "placement", "attention_options", "attention_kwargs", "attention_interval", "attention_sites",
     "variant", "params", "macs", "macs_v1", "encoder_weights_missing", "encoder_weights_unexpected",
 })
