@@ -10,8 +10,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PreActBasicBlock", "PreActBottleneck", "PreResNet", "preresnet110"]
-
 
 class PreActBasicBlock(nn.Module):
     expansion = 1
