@@ -192,7 +192,3 @@ def evaluate_distributed(model, loader, coco_gt, accelerator=None, progress: boo
     if per_image and main:  # the trainer keeps the main process's copy only
         return {**metrics[0], "per_sample": per_image_matches(evaluator)}
     return metrics[0]
-
-
-__all__ = ["evaluate_coco", "run_cocoeval", "coco_metrics", "per_image_matches", "detections_to_coco", "predict",
-           "merge_records", "evaluate_distributed", "METRIC_KEYS", "AP_KEYS", "IOU_THRESHOLDS"]

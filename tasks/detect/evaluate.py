@@ -24,8 +24,6 @@ from tasks.utils.files import write_json_atomic
 from tasks.utils.processes import is_main_process, world_size
 from tasks.common.cli import add_evaluation_args, evaluation_folder, positive_int, run_cli
 
-__all__ = ["build_parser", "evaluate_checkpoint", "main"]
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tasks.detect.evaluate", description=__doc__,

@@ -192,7 +192,3 @@ def fasterrcnn_resnet101(
 # side of 800 (long side at most 1333).
 register_dataset("coco", (3, 800, 1333), num_classes=91)
 register_network("fasterrcnn-resnet101", datasets=("coco",), places_attention=True)(fasterrcnn_resnet101)
-
-
-__all__ = ["fasterrcnn_resnet101", "build_resnet101_trunk", "load_backbone_weights",
-           "ResNetC4Backbone", "ResNetC5Head"]

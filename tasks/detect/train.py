@@ -27,9 +27,6 @@ from tasks.common.run import RunInfo, Schedule, Task, main as run_main
 from tasks.utils.files import write_text_atomic
 from tasks.utils.processes import world_size
 
-__all__ = ["DetectTask", "main", "DetectionEvaluator", "detection_loss", "warmup_multistep",
-           "MODEL_BUILDER", "PAPER_TABLE5"]
-
 MODEL_BUILDER = "tasks.detect.model:fasterrcnn_resnet101"
 ARCH = "fasterrcnn-resnet101"
 PRIMARY_METRIC = "mAP"
