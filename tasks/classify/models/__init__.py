@@ -15,6 +15,10 @@ from .preresnet import PreResNet, preresnet110
 from .resnext import CifarResNeXt, resnext29_8x64d, resnext29_16x64d
 from .wide_resnet import WideResNet, wrn28_8, wrn28_10, wrn40_10
 
+__all__ = ["CifarResNet", "CifarResNeXt", "SmallCifarResNet", "resnet20", "PreResNet", "WideResNet", "WideResNet18",
+           "cifar_densenet_bc", "cifar_resnet50", "cifar_resnet101", "densenet100_bc", "preresnet110",
+           "resnext29_8x64d", "resnext29_16x64d", "wrn28_8", "wrn28_10", "wrn40_10"]
+
 # 32x32 crops (placement is traced and MACs are counted at that size), 100 classes.
 register_dataset("cifar100", (3, 32, 32), num_classes=100)
 
