@@ -72,11 +72,6 @@ def uses_sync_bn(num_processes: int, device_type: str = "cuda") -> bool:
     return num_processes > 1 and device_type != "cpu"
 
 
-def prepare_model(model: nn.Module, num_processes: int, device_type: str = "cuda") -> nn.Module:
-    """Convert batch norm to SyncBN when :func:`uses_sync_bn`; plain BN otherwise."""
-    return nn.SyncBatchNorm.convert_sync_batchnorm(model) if uses_sync_bn(num_processes, device_type) else model
-
-
 def network_kwargs(args, num_classes: int) -> dict:
     """Arguments of ``tasks.parse.model.upernet`` for these options (what ``network.json`` keeps)."""
     return {"num_classes": num_classes, "backbone": args.backbone, "attention": args.attention,
@@ -148,9 +143,7 @@ def make_evaluate_fn(val_set, args, run_dir: Path, tracker: Tracker):
 class ParseData:
     train: SegmentationFolder
     val: SegmentationFolder
-    num_processes: int
     sync_bn: bool
-    device_type: str
 
 
 class ParseTask(Task):
@@ -199,14 +192,14 @@ class ParseTask(Task):
             raise FileNotFoundError(f"--encoder-weights: {args.encoder_weights} does not exist")
 
     def data(self, args: argparse.Namespace, accelerator) -> ParseData:
-        world, device_type = accelerator.num_processes, accelerator.device.type
-        sync_bn = uses_sync_bn(world, device_type)
+        world = accelerator.num_processes
+        sync_bn = uses_sync_bn(world, accelerator.device.type)
         train, val = build_datasets(args)
         if accelerator.is_main_process:
             bn = "SyncBN" if sync_bn else "plain BN" + (" (one process)" if world == 1 else " (CPU has no SyncBN)")
             print(f"batch size {args.batch_size} = {args.batch_size // world} per process x {world} "
                   f"process(es) (CSAIL's recipe: 16 = 2 x 8 GPUs); {bn}", flush=True)
-        return ParseData(train, val, world, sync_bn, device_type)
+        return ParseData(train, val, sync_bn)
 
     def batch_statistics_span_processes(self, accelerator) -> bool:
         return uses_sync_bn(accelerator.num_processes, accelerator.device.type)
@@ -224,7 +217,7 @@ class ParseTask(Task):
         elif is_main_process():
             note("no --encoder-weights: the encoder starts from random weights (the paper's runs start "
                  "from ImageNet weights)")
-        return prepare_model(model, data.num_processes, data.device_type)
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model) if data.sync_bn else model
 
     def optimizer(self, args: argparse.Namespace, model: nn.Module, data: ParseData, schedule: Schedule):
         optimizer = torch.optim.SGD(parameter_groups(model, args.weight_decay), lr=args.lr, momentum=args.momentum,
@@ -275,7 +268,6 @@ class ParseTask(Task):
               f"(best mIoU {best.get('miou', nan):.2f} at step {summary['best_step']}); effective batch "
               f"{summary['effective_batch_size']}; {summary['params'] / 1e6:.2f}M params, "
               f"{summary['macs'] / 1e9:.1f} GMACs at {args.macs_size}x{args.macs_size}", flush=True)
-
 
 
 def write_per_class_table(path: Path, summary: dict) -> None:
