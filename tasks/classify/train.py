@@ -229,7 +229,7 @@ class ClassifyData:
 
 @dataclass
 class ClassifySchedule(Schedule):
-    milestones: recipes.StepSchedule | None = None
+    steps_per_epoch: int = 0
 
 
 class ClassifyTask(Task):
@@ -293,17 +293,16 @@ class ClassifyTask(Task):
         return per_process_batch(args.batch_size or args.recipe.batch_size, num_processes)
 
     def schedule(self, args: argparse.Namespace, data: ClassifyData, steps_per_epoch: int) -> ClassifySchedule:
-        milestones = recipes.schedule_steps(args.recipe, steps_per_epoch)
-        return ClassifySchedule(max_steps=args.max_steps or milestones.total_steps,
+        return ClassifySchedule(max_steps=args.max_steps or args.recipe.epochs * steps_per_epoch,
                                 eval_every=steps_per_epoch if args.eval_every is None else args.eval_every,
-                                milestones=milestones)
+                                steps_per_epoch=steps_per_epoch)
 
     def model(self, args: argparse.Namespace, data: ClassifyData) -> nn.Module:
         return build_model(args, data.num_classes)
 
     def optimizer(self, args: argparse.Namespace, model: nn.Module, data: ClassifyData, schedule: ClassifySchedule):
         optimizer = recipes.build_optimizer(model, args.recipe)
-        return optimizer, recipes.build_scheduler(optimizer, args.recipe, schedule.milestones)
+        return optimizer, recipes.build_scheduler(optimizer, args.recipe, schedule.steps_per_epoch)
 
     def loss(self, args: argparse.Namespace):
         return classification_loss
@@ -312,13 +311,13 @@ class ClassifyTask(Task):
                  schedule: ClassifySchedule) -> RunInfo:
         counts = count_macs_of(model, args)
         placement = "block" if args.attention == "bam-c" else args.placement
-        epoch_steps = schedule.milestones.steps_per_epoch
+        epoch_steps = schedule.steps_per_epoch
         config = {
             "dataset": args.dataset, "arch": args.arch, "attention": args.attention, "placement": placement,
             "attention_options": attention_options(args), "num_classes": data.num_classes,
             "recipe": asdict(args.recipe), "steps_per_epoch": epoch_steps,
             "epochs": schedule.max_steps / epoch_steps, "max_steps": schedule.max_steps,
-            "milestone_steps": list(schedule.milestones.milestone_steps), "train_images": len(data.train),
+            "milestone_steps": [m * epoch_steps for m in args.recipe.milestones], "train_images": len(data.train),
             "eval_images": len(data.eval), "data_root": str(args.data_root) if args.data_root else None,
             "experiment": args.experiment_info, **counts,
         }
