@@ -111,7 +111,7 @@ def per_image_matches(evaluator) -> dict[str, np.ndarray]:
     position = {int(image_id): i for i, image_id in enumerate(params.imgIds)}
     everything, max_detections = list(params.areaRng[0]), params.maxDets[-1]
     det = {"image": [], "category": [], "score": [], "matched": [], "ignored": []}
-    gt = {"image": [], "category": [], "count": []}
+    gt = []  # (image, category, ground truths that count)
     for entry in evaluator.evalImgs:
         if entry is None or list(entry["aRng"]) != everything or entry["maxDet"] != max_detections:
             continue
@@ -124,8 +124,8 @@ def per_image_matches(evaluator) -> dict[str, np.ndarray]:
         det["ignored"].append(np.asarray(entry["dtIgnore"])[:, :max_detections].T.astype(bool))
         counted = int(np.count_nonzero(np.asarray(entry["gtIgnore"]) == 0))
         if counted:
-            for key, value in (("image", image), ("category", category), ("count", counted)):
-                gt[key].append(value)
+            gt.append((image, category, counted))
+    gt = np.asarray(gt, dtype=np.int32).reshape(-1, 3)
     thresholds = len(params.iouThrs)
 
     def joined(parts, dtype, shape=(0,)):
@@ -138,8 +138,7 @@ def per_image_matches(evaluator) -> dict[str, np.ndarray]:
         "det_score": joined(det["score"], np.float64),
         "det_matched": joined(det["matched"], bool, (0, thresholds)),
         "det_ignored": joined(det["ignored"], bool, (0, thresholds)),
-        "gt_image": np.asarray(gt["image"], dtype=np.int32), "gt_category": np.asarray(gt["category"], dtype=np.int32),
-        "gt_count": np.asarray(gt["count"], dtype=np.int32),
+        "gt_image": gt[:, 0], "gt_category": gt[:, 1], "gt_count": gt[:, 2],
     }
 
 

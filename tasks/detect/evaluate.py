@@ -47,8 +47,6 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
     from tasks.detect.train import DetectionEvaluator
     from tasks.detect.visualize import save_detection_panels
 
-    if max_images is not None and max_images < 1:
-        raise ValueError(f"--max-images must be positive, got {max_images}")
     model, record = load_model(checkpoint, task="detect")
     output_dir = Path(output_dir) if output_dir else evaluation_folder(find_model_file(checkpoint))
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -64,8 +64,6 @@ def load_backbone_weights(resnet: nn.Module, path: str | os.PathLike) -> dict[st
             f"{len(bad_missing)} missing keys (e.g. {bad_missing[:3]}), "
             f"{len(bad_unexpected)} unexpected keys (e.g. {bad_unexpected[:3]})"
         )
-    for key in unexpected:  # BAM weights in the file but the detector has no BAM
-        state.pop(key)
     try:
         resnet.load_state_dict(state, strict=False)
     except RuntimeError as error:  # shape mismatch

@@ -42,9 +42,9 @@ PAPER_TABLE5 = {
 }
 
 
-def learning_rate(args: argparse.Namespace, total_batch: int) -> float:
+def learning_rate(args: argparse.Namespace) -> float:
     """``--lr``, else the reference rate scaled linearly with the total batch (Goyal et al.)."""
-    return args.lr if args.lr is not None else REFERENCE_LR * total_batch / REFERENCE_BATCH
+    return args.lr if args.lr is not None else REFERENCE_LR * args.batch_size / REFERENCE_BATCH
 
 
 def warmup_multistep(optimizer: torch.optim.Optimizer, warmup_steps: int, milestones: list[int],
@@ -143,7 +143,6 @@ def _write_detection_report(run_dir: Path, summary: Mapping[str, Any], attention
 class DetectData:
     train: Any
     val: Any
-    total_batch: int
 
 
 class DetectTask(Task):
@@ -207,8 +206,7 @@ class DetectTask(Task):
         from tasks.data.root import data_root
 
         root = data_root(args.data_root)
-        return DetectData(CocoDetection(root, split="train"), CocoDetection(root, split="val"),
-                          args.batch_size)
+        return DetectData(CocoDetection(root, split="train"), CocoDetection(root, split="val"))
 
     def collate(self, data: DetectData):
         from tasks.data.coco import collate_detection
@@ -217,7 +215,7 @@ class DetectTask(Task):
 
     def schedule(self, args: argparse.Namespace, data: DetectData, steps_per_epoch: int) -> Schedule:
         # Detectron's 1x schedule is 90k steps of 16 images: as many images at any batch size.
-        max_steps = args.max_steps or round(REFERENCE_STEPS * REFERENCE_BATCH / data.total_batch)
+        max_steps = args.max_steps or round(REFERENCE_STEPS * REFERENCE_BATCH / args.batch_size)
         return Schedule(max_steps, args.eval_every, args.grad_clip)
 
     def model(self, args: argparse.Namespace, data: DetectData) -> torch.nn.Module:
@@ -229,7 +227,7 @@ class DetectTask(Task):
     def optimizer(self, args: argparse.Namespace, model: torch.nn.Module, data: DetectData, schedule: Schedule):
         # Torchvision's reference: no weight decay exemption, frozen parameters left out.
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
-                                    lr=learning_rate(args, data.total_batch),
+                                    lr=learning_rate(args),
                                     momentum=args.momentum, weight_decay=args.weight_decay, fused=True)
         milestones = [round(m * schedule.max_steps) for m in args.lr_milestones]
         return optimizer, warmup_multistep(optimizer, args.warmup_steps, milestones)
@@ -246,7 +244,7 @@ class DetectTask(Task):
         config = {
             "arch": ARCH, "attention": args.attention, "dataset": "coco", "layout": layout, "model": kwargs,
             "backbone_weights": args.backbone_weights, "batch_size": args.batch_size,
-            "total_batch": data.total_batch, "lr": learning_rate(args, data.total_batch), "momentum": args.momentum,
+            "total_batch": args.batch_size, "lr": learning_rate(args), "momentum": args.momentum,
             "weight_decay": args.weight_decay, "warmup_steps": args.warmup_steps,
             "lr_milestones": [round(m * schedule.max_steps) for m in args.lr_milestones],
             "max_steps": schedule.max_steps, "train_images": len(data.train), "val_images": len(data.val),
