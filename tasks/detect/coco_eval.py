@@ -49,11 +49,6 @@ def _empty_results(coco_gt):
     return coco_dt
 
 
-def _mean_valid(values: np.ndarray) -> float:
-    valid = values[values > -1]
-    return float(valid.mean()) if valid.size else -1.0
-
-
 def evaluate_coco(coco_gt, results: list[dict], image_ids: Iterable[int] | None = None) -> dict[str, float]:
     """Run COCOeval (bbox) on ``results`` against ``coco_gt`` (a pycocotools ``COCO``).
 
@@ -90,7 +85,9 @@ def coco_metrics(evaluator) -> dict[str, float]:
     precision = evaluator.eval["precision"]
     metrics = {"mAP": float(stats[0])}
     for index, key in enumerate(AP_KEYS):
-        metrics[key] = _mean_valid(precision[index, :, :, 0, 2])
+        values = precision[index, :, :, 0, 2]
+        values = values[values > -1]  # -1: no ground truth of that category
+        metrics[key] = float(values.mean()) if values.size else -1.0
     metrics.update(AP_small=float(stats[3]), AP_medium=float(stats[4]), AP_large=float(stats[5]))
     return metrics
 

@@ -50,8 +50,11 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
     model, record = load_model(checkpoint, task="detect")
     output_dir = Path(output_dir) if output_dir else evaluation_folder(find_model_file(checkpoint))
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    accelerator = _accelerator_if_launched(device)
-    if accelerator is not None:
+    accelerator = None
+    if world_size() > 1:  # several processes (accelerate launch) share the images out
+        from tasks.common.distributed import make_accelerator
+
+        accelerator = make_accelerator("no", cpu=device.type == "cpu", fixed_shapes=False)
         device = accelerator.device  # this process's GPU, or the CPU
     model.to(device).eval()
     dataset = CocoDetection(resolve_root(data_root), split=split, train=False, remove_empty=False)
@@ -68,15 +71,6 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
                                   score_threshold=picture_score, device=device)
         write_json_atomic(output_dir / "metrics.json", result)
     return result
-
-
-def _accelerator_if_launched(device: torch.device):
-    """Several processes (``accelerate launch``) share the images out; one process needs nothing."""
-    if world_size() <= 1:
-        return None
-    from tasks.common.distributed import make_accelerator
-
-    return make_accelerator("no", cpu=device.type == "cpu", fixed_shapes=False)
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:

@@ -120,25 +120,6 @@ def ap_table(results: Mapping[str, Mapping[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def _write_detection_report(run_dir: Path, summary: Mapping[str, Any], attention: str) -> None:
-    """Append the box-AP table (this run vs the paper's Table 5) to summary.md and print it."""
-    from tasks.common.summary import render_markdown
-
-    rows = {}
-    for which in ("best", "final"):
-        metrics = summary.get(which) or {}
-        if metrics:
-            rows[f"this run, {which}"] = {k: 100 * v if v >= 0 else v for k, v in metrics.items()}
-    label = "ResNet101" + (" + BAM" if attention == "bam" else "")
-    rows[f"paper Table 5, {label}"] = PAPER_TABLE5[attention]
-    config = summary.get("config") or {}
-    section = (f"## COCO box AP (%), {config.get('eval_images')} val2017 images\n\n{ap_table(rows)}\n\n"
-               f"Layout: {config.get('layout')}; AP_small/medium/large: COCO area ranges; '-' = no such objects.\n")
-    write_text_atomic(run_dir / "summary.md", render_markdown(summary) + "\n" + section)
-    print("\n" + section.replace("## ", ""), flush=True)
-    print(f"run folder: {run_dir}", flush=True)
-
-
 @dataclass
 class DetectData:
     train: Any
@@ -263,7 +244,20 @@ class DetectTask(Task):
                                   args.num_workers, args.max_images, args.num_pictures, args.picture_score)
 
     def report(self, args: argparse.Namespace, run_dir: Path, summary: dict) -> None:
-        _write_detection_report(run_dir, summary, args.attention)
+        """Append the box-AP table (this run vs the paper's Table 5) to summary.md and print it."""
+        from tasks.common.summary import render_markdown
+
+        rows = {f"this run, {which}": {k: 100 * v if v >= 0 else v for k, v in summary[which].items()}
+                for which in ("best", "final") if summary.get(which)}
+        label = "ResNet101" + (" + BAM" if args.attention == "bam" else "")
+        rows[f"paper Table 5, {label}"] = PAPER_TABLE5[args.attention]
+        config = summary.get("config") or {}
+        section = (f"## COCO box AP (%), {config.get('eval_images')} val2017 images\n\n{ap_table(rows)}\n\n"
+                   f"Layout: {config.get('layout')}; AP_small/medium/large: COCO area ranges; "
+                   "'-' = no such objects.\n")
+        write_text_atomic(run_dir / "summary.md", render_markdown(summary) + "\n" + section)
+        print("\n" + section.replace("## ", ""), flush=True)
+        print(f"run folder: {run_dir}", flush=True)
 
 
 TASK = DetectTask()

@@ -83,17 +83,6 @@ class UperNetHead(nn.Module):
         return self.classifier(self.fuse(torch.cat(fused, dim=1)))
 
 
-def resnet_stages(resnet: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    """The four stage outputs (strides 4, 8, 16, 32) of a torchvision ResNet. Calling the stage
-    modules runs the forward hooks that ``bam.attach_attention`` put on them."""
-    x = resnet.maxpool(resnet.relu(resnet.bn1(resnet.conv1(x))))
-    features = []
-    for name in STAGES:
-        x = getattr(resnet, name)(x)
-        features.append(x)
-    return features
-
-
 class UperNet(nn.Module):
     """UperNet scene parser. ``forward(images)`` returns logits at the input resolution."""
 
@@ -116,7 +105,15 @@ class UperNet(nn.Module):
         self.decoder = UperNetHead([c * expansion for c in (64, 128, 256, 512)], num_classes, channels)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logits = self.decoder(resnet_stages(self.encoder, images))
+        # The four stage outputs (strides 4, 8, 16, 32); calling the stage modules runs the forward
+        # hooks that bam.attach_attention put on them.
+        resnet, x = self.encoder, images
+        x = resnet.maxpool(resnet.relu(resnet.bn1(resnet.conv1(x))))
+        features = []
+        for name in STAGES:
+            x = getattr(resnet, name)(x)
+            features.append(x)
+        logits = self.decoder(features)
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
     def profile_parts(self, input_size: tuple[int, int, int] = (3, 512, 512)) -> dict[str, dict[str, int]]:
