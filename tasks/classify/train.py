@@ -301,7 +301,10 @@ class ClassifyTask(Task):
         return build_model(args, data.num_classes)
 
     def optimizer(self, args: argparse.Namespace, model: nn.Module, data: ClassifyData, schedule: ClassifySchedule):
-        optimizer = recipes.build_optimizer(model, args.recipe)
+        recipe = args.recipe
+        # fused: one kernel for every tensor, not a Python loop over them each step
+        optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                    weight_decay=recipe.weight_decay, nesterov=recipe.nesterov, fused=True)
         return optimizer, recipes.build_scheduler(optimizer, args.recipe, schedule.steps_per_epoch)
 
     def loss(self, args: argparse.Namespace):
@@ -322,6 +325,9 @@ class ClassifyTask(Task):
             "experiment": args.experiment_info, **counts,
         }
         experiment = args.experiment_info
+        # The attention with its non-default settings, e.g. bam(dilation=1): what a table row differs by.
+        options = ", ".join(f"{k}={v}" for k, v in sorted(attention_options(args).items()))
+        variant = f"{args.attention}({options})" if options else args.attention
         return RunInfo(
             # Runs to compare share a W&B group: the same network, data set and recipe.
             name=f"{args.dataset}-{args.arch}-{args.attention}-s{args.seed}", group=f"{args.dataset}-{args.arch}",
@@ -329,7 +335,7 @@ class ClassifyTask(Task):
             description=ModelDescription("tasks.classify.train:network_from_config",
                                          model_config(args, data.num_classes), self.name,
                                          preprocessing(args.dataset)),
-            summary_extra={**counts, "placement": placement, "variant": variant_label(args),
+            summary_extra={**counts, "placement": placement, "variant": variant,
                            "experiment": experiment})
 
     def evaluator(self, args: argparse.Namespace, data: ClassifyData, run_dir, tracker):
@@ -375,7 +381,13 @@ def resolve_args(args) -> argparse.Namespace:
     if args.recipe.epochs <= 0:
         raise ValueError(f"--epochs must be positive, got {args.recipe.epochs}")
     attention_options(args)  # options the attention lacks are refused now, not after the data loads
-    args.experiment_info = _experiment_info(args.experiment)
+    args.experiment_info = None
+    if args.experiment:
+        from tasks.classify.experiments import lookup_row
+
+        experiment, run = lookup_row(args.experiment)
+        args.experiment_info = {"table": experiment.name, "title": experiment.title, "row": run.row,
+                                "label": run.label, "paper": run.paper}
     return args
 
 
@@ -386,22 +398,6 @@ def single_run_args(argv: list[str]) -> argparse.Namespace:
         raise ValueError(f"expected one --attention, got {args.attention}")
     args.attention = args.attention[0]
     return resolve_args(args)
-
-
-def _experiment_info(spec: str | None) -> dict | None:
-    if not spec:
-        return None
-    from tasks.classify.experiments import lookup_row
-
-    experiment, run = lookup_row(spec)
-    return {"table": experiment.name, "title": experiment.title, "row": run.row, "label": run.label,
-            "paper": run.paper}
-
-
-def variant_label(args) -> str:
-    """The attention with its non-default settings, e.g. ``bam(dilation=1)``: what a table row differs by."""
-    options = ", ".join(f"{k}={v}" for k, v in sorted(attention_options(args).items()))
-    return f"{args.attention}({options})" if options else args.attention
 
 
 TASK = ClassifyTask()

@@ -262,25 +262,19 @@ class ParseTask(Task):
         return make_evaluate_fn(data.val, args, run_dir, tracker)
 
     def report(self, args: argparse.Namespace, run_dir: Path, summary: dict) -> None:
-        write_per_class_table(run_dir / "per_class_iou.md", summary)
         final, best, nan = summary.get("final", {}), summary.get("best", {}), float("nan")
+        # The last evaluation's per-class IoU, next to summary.md.
+        lines = [f"# Per-class IoU of {summary.get('name')} (evaluation at step {summary.get('steps')})", "",
+                 f"mIoU {final.get('miou', nan):.2f} over the classes present; "
+                 "'-' marks a class absent from the labels and never predicted.", "",
+                 "| id | class | IoU (%) |", "|---:|---|---:|"]
+        lines += [f"| {i} | {name} | {'-' if iou is None else f'{100 * iou:.2f}'} |"
+                  for i, (name, iou) in enumerate((final.get("per_class_iou") or {}).items())]
+        write_text_atomic(run_dir / "per_class_iou.md", "\n".join(lines) + "\n")
         print(f"{run_dir}: mIoU {final.get('miou', nan):.2f}, pixel acc {final.get('pixel_acc', nan):.2f}% "
               f"(best mIoU {best.get('miou', nan):.2f} at step {summary['best_step']}); effective batch "
               f"{summary['effective_batch_size']}; {summary['params'] / 1e6:.2f}M params, "
               f"{summary['macs'] / 1e9:.1f} GMACs at {args.macs_size}x{args.macs_size}", flush=True)
-
-
-def write_per_class_table(path: Path, summary: dict) -> None:
-    """Markdown table of the last evaluation's per-class IoU, next to summary.md."""
-    final = summary.get("final", {})
-    per_class = final.get("per_class_iou") or {}
-    lines = [f"# Per-class IoU of {summary.get('name')} (evaluation at step {summary.get('steps')})", "",
-             f"mIoU {final.get('miou', float('nan')):.2f} over the classes present; "
-             "'-' marks a class absent from the labels and never predicted.", "",
-             "| id | class | IoU (%) |", "|---:|---|---:|"]
-    lines += [f"| {i} | {name} | {'-' if iou is None else f'{100 * iou:.2f}'} |"
-              for i, (name, iou) in enumerate(per_class.items())]
-    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 TASK = ParseTask()
