@@ -17,12 +17,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
+from bam.counting import count_macs, to_resnet_v1
+from bam.placement import find_bottlenecks
 from tasks.classify import recipes
 from tasks.common.distributed import prepare_eval_loader
 from tasks.common.model_io import ModelDescription, model_builder
 from tasks.common.run import RunInfo, Schedule, Task, main as run_main, per_process_batch
 from tasks.data.sampling import SeededDataset
-from tasks.networks import valid_attentions
+from tasks.networks import (
+    build_network, default_placement, get_network_entry, input_size_for, list_networks, valid_attentions,
+)
 from tasks.utils.processes import world_size
 from tasks.utils.progress import progress
 
@@ -86,9 +90,6 @@ def add_extra_blocks(model: nn.Module, arch: str, dataset: str, num_classes: int
     its last block (same topology, input and output width), freshly initialised the way the
     network initialises it (taken from an independently built instance).
     """
-    from tasks.networks import build_network, input_size_for
-    from bam.placement import find_bottlenecks
-
     fresh = build_network(arch, dataset, num_classes=num_classes, model_kwargs=model_kwargs)
     for target in find_bottlenecks(model, input_size_for(dataset)):
         stage_name, module = target, model.get_submodule(target)
@@ -106,8 +107,6 @@ def add_extra_blocks(model: nn.Module, arch: str, dataset: str, num_classes: int
 def network_from_config(arch: str, dataset: str, attention: str, placement: str | None, num_classes: int,
                         model_kwargs: dict | None = None, attention_kwargs: dict | None = None) -> nn.Module:
     """The network of a run, rebuilt from plain values (the builder that ``network.json`` names)."""
-    from tasks.networks import build_network
-
     model_kwargs = dict(model_kwargs or {})
     if attention == "extra-block":
         model = build_network(arch, dataset, num_classes=num_classes, model_kwargs=model_kwargs)
@@ -147,9 +146,6 @@ def preprocessing(dataset: str) -> dict:
 def count_macs_of(model: nn.Module, args) -> dict:
     """MACs of one image at the data set's input size; ResNet bottleneck networks also get ``macs_v1``,
     counted on a copy with the stride in the first 1x1 conv of each bottleneck (the paper's layout)."""
-    from tasks.networks import get_network_entry, input_size_for
-    from bam.counting import count_macs, to_resnet_v1
-
     dataset = network_dataset(args.dataset)
     size = input_size_for(dataset)
     result = {"macs": count_macs(model, size)}
@@ -360,8 +356,6 @@ class ClassifyTask(Task):
 def resolve_args(args) -> argparse.Namespace:
     """Fill dataset-dependent defaults and check names (one run's options); ValueError lists the
     valid choices."""
-    from tasks.networks import default_placement, list_networks
-
     dataset = network_dataset(args.dataset)
     if args.arch is None and args.dataset == "digits":
         args.arch = DEFAULT_DIGITS_ARCH

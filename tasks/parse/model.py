@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from bam import attach_attention, count_macs
 from tasks.common.model_io import model_builder, read_state_dict
 from tasks.networks import register_dataset, register_network
 
@@ -93,8 +94,7 @@ class UperNet(nn.Module):
             raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
         self.backbone = backbone
         encoder = getattr(torchvision.models, backbone)(weights=None)
-        from bam import attach_attention  # None / "none" attaches nothing and returns []
-
+        # None / "none" attaches nothing and returns [].
         self.attention_targets: list[str] = attach_attention(encoder, attention, placement=placement,
                                                              input_size=(3, 224, 224))
         # The classifier head of the ImageNet net is unused; dropping it avoids unused parameters
@@ -171,8 +171,6 @@ def parameter_breakdown(model: UperNet) -> dict[str, int]:
 def mac_breakdown(model: UperNet, input_size: tuple[int, int, int] = (3, 512, 512)) -> dict[str, int]:
     """Conv/linear multiply-accumulates of the whole model and the encoder (``bam.count_macs``);
     decoder = total - encoder (the final upsampling has no MACs)."""
-    from bam import count_macs
-
     total = count_macs(model, input_size)
     # The encoder's own forward: its avgpool and fc are identities, and the hooks on the stages
     # run the attention.
