@@ -22,8 +22,16 @@ from typing import Any, Mapping
 
 import torch
 
+from bam import count_params
+from tasks.common.distributed import prepare_eval_loader
 from tasks.common.model_io import ModelDescription
 from tasks.common.run import RunInfo, Schedule, Task, main as run_main
+from tasks.common.summary import render_markdown
+from tasks.data.coco import CocoDetection, collate_detection
+from tasks.data.root import data_root
+from tasks.detect.coco_eval import METRIC_KEYS, evaluate_distributed
+from tasks.detect.model import fasterrcnn_resnet101
+from tasks.detect.visualize import save_detection_panels
 from tasks.utils.files import write_text_atomic
 from tasks.utils.processes import world_size
 
@@ -80,18 +88,12 @@ class DetectionEvaluator:
         self.num_pictures, self.picture_score = min(num_pictures, count), picture_score
 
     def loader(self, accelerator=None):
-        from tasks.common.distributed import prepare_eval_loader
-        from tasks.data.coco import collate_detection
-
         subset = torch.utils.data.Subset(self.dataset, self.indices)
         loader = torch.utils.data.DataLoader(subset, batch_size=self.batch_size, shuffle=False,
                                              num_workers=self.num_workers, collate_fn=collate_detection)
         return loader if accelerator is None else prepare_eval_loader(accelerator, loader)
 
     def __call__(self, model: torch.nn.Module, accelerator, step: int = 0) -> dict[str, float]:
-        from tasks.detect.coco_eval import evaluate_distributed
-        from tasks.detect.visualize import save_detection_panels
-
         # per-image matches: what a paired comparison with another run needs (tasks.report)
         metrics = evaluate_distributed(model, self.loader(accelerator), self.dataset.coco, accelerator, per_image=True)
         if accelerator.is_main_process and self.num_pictures:
@@ -111,8 +113,6 @@ def model_kwargs(args: argparse.Namespace, num_classes: int) -> dict[str, Any]:
 
 def ap_table(results: Mapping[str, Mapping[str, float]]) -> str:
     """Markdown table of box APs in %, one row per entry (``{row name: metrics}``)."""
-    from tasks.detect.coco_eval import METRIC_KEYS
-
     lines = ["| | " + " | ".join(METRIC_KEYS) + " |", "|---|" + "---:|" * len(METRIC_KEYS)]
     for name, metrics in results.items():
         cells = ["-" if metrics.get(key) is None or metrics[key] < 0 else f"{metrics[key]:.1f}" for key in METRIC_KEYS]
@@ -183,15 +183,10 @@ class DetectTask(Task):
             raise FileNotFoundError(f"--backbone-weights: {args.backbone_weights} does not exist")
 
     def data(self, args: argparse.Namespace, accelerator) -> DetectData:
-        from tasks.data.coco import CocoDetection
-        from tasks.data.root import data_root
-
         root = data_root(args.data_root)
         return DetectData(CocoDetection(root, split="train"), CocoDetection(root, split="val"))
 
     def collate(self, data: DetectData):
-        from tasks.data.coco import collate_detection
-
         return collate_detection
 
     def schedule(self, args: argparse.Namespace, data: DetectData, steps_per_epoch: int) -> Schedule:
@@ -200,8 +195,6 @@ class DetectTask(Task):
         return Schedule(max_steps, args.eval_every, args.grad_clip)
 
     def model(self, args: argparse.Namespace, data: DetectData) -> torch.nn.Module:
-        from tasks.detect.model import fasterrcnn_resnet101
-
         return fasterrcnn_resnet101(backbone_weights=args.backbone_weights,
                                     **model_kwargs(args, data.train.num_classes))
 
@@ -218,8 +211,6 @@ class DetectTask(Task):
 
     def describe(self, args: argparse.Namespace, data: DetectData, model: torch.nn.Module,
                  schedule: Schedule) -> RunInfo:
-        from bam import count_params
-
         layout = "fpn" if args.fpn else "c4"
         kwargs = model_kwargs(args, data.train.num_classes)
         config = {
@@ -245,8 +236,6 @@ class DetectTask(Task):
 
     def report(self, args: argparse.Namespace, run_dir: Path, summary: dict) -> None:
         """Append the box-AP table (this run vs the paper's Table 5) to summary.md and print it."""
-        from tasks.common.summary import render_markdown
-
         rows = {f"this run, {which}": {k: 100 * v if v >= 0 else v for k, v in summary[which].items()}
                 for which in ("best", "final") if summary.get(which)}
         label = "ResNet101" + (" + BAM" if args.attention == "bam" else "")

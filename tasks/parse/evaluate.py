@@ -26,9 +26,10 @@ from tasks.common.cli import add_evaluation_args, evaluation_folder, run_cli
 from tasks.common.distributed import MIXED_PRECISION_CHOICES, make_accelerator
 from tasks.common.model_io import find_model_file, load_model
 from tasks.data.ade20k import (
-    MAX_LONG_SIDE, SIZE_DIVISOR, TRAIN_SHORT_SIDES, collate_segmentation, denormalize, round_up,
-    scaled_size,
+    ADE20K, MAX_LONG_SIDE, SIZE_DIVISOR, TRAIN_SHORT_SIDES, SegmentationFolder, collate_segmentation,
+    denormalize, round_up, scaled_size, split_folder,
 )
+from tasks.data.root import data_root
 from tasks.parse.metrics import confusion_matrix, scores_from_confusion, shard_indices
 from tasks.parse.visualize import prediction_panel, save_panels
 from tasks.utils.progress import progress as progress_bar
@@ -169,9 +170,6 @@ def load_trained_model(path: str | Path) -> tuple[torch.nn.Module, Path, dict]:
 
 
 def _evaluate(args: argparse.Namespace) -> dict:
-    from tasks.data.ade20k import ADE20K, SegmentationFolder, split_folder
-    from tasks.data.root import data_root
-
     if args.scales and not args.multi_scale:
         raise ValueError("--scales needs --multi-scale")
     accelerator = make_accelerator(args.mixed_precision, cpu=args.device == "cpu", fixed_shapes=False)

@@ -31,6 +31,7 @@ from tasks.data.ade20k import (
 from tasks.common.model_io import ModelDescription
 from tasks.common.run import RunInfo, Schedule, Task, main as run_main
 from tasks.common.tracking import Tracker
+from tasks.data.root import data_root
 from tasks.parse.evaluate import evaluate_segmentation
 from tasks.parse.model import BACKBONES, UperNet, describe_load_report, mac_breakdown, parameter_breakdown
 from tasks.parse.visualize import save_panels
@@ -49,8 +50,6 @@ DEFAULT_MAX_STEPS = 150_000
 # ------------------------------------------------------------------------------------------ data
 def build_datasets(args) -> tuple[SegmentationFolder, SegmentationFolder]:
     """(training set with the recipe's augmentation, validation set at original size)."""
-    from tasks.data.root import data_root
-
     root = data_root(args.data_root)
     if args.dataset == "ade20k":
         train = ADE20K(root, "train", short_sides=args.short_sides, max_long_side=args.max_long_side)
