@@ -49,8 +49,8 @@ def test_matches_numpy_pooled_over_images():
     rng = np.random.default_rng(0)
     num_classes = 7
     preds, targets = zip(*(random_batch(rng, num_classes, shape) for shape in [(9, 13), (20, 5), (4, 31)]))
-    matrix = sum(confusion_matrix(torch.from_numpy(pred)[None], torch.from_numpy(target)[None], num_classes)
-                 for pred, target in zip(preds, targets))
+    matrix = sum(confusion_matrix(torch.from_numpy(p)[None], torch.from_numpy(t)[None], num_classes)
+                 for p, t in zip(preds, targets))
     scores = scores_from_confusion(matrix)
     acc, miou, inter, union = numpy_pooled_scores(preds, targets, num_classes)
     assert scores["pixel_acc"] == pytest.approx(acc, abs=1e-12)
@@ -65,13 +65,14 @@ def test_sharded_sum_equals_single_process():
     """What two processes with disjoint shards reduce to equals one process over everything."""
     rng = np.random.default_rng(1)
     images = [random_batch(rng, 5, (6, 7)) for _ in range(7)]  # odd count: a padding loader would duplicate
-    full = sum(confusion_matrix(torch.from_numpy(pred), torch.from_numpy(target), 5) for pred, target in images)
+    full = sum(confusion_matrix(torch.from_numpy(p), torch.from_numpy(t), 5) for p, t in images)
     shards = [shard_indices(len(images), rank, 2) for rank in range(2)]
     assert sorted(shards[0] + shards[1]) == list(range(len(images)))
     reduced = torch.zeros(5, 5, dtype=torch.long)
     for shard in shards:
         for i in shard:
-            reduced += confusion_matrix(torch.from_numpy(images[i][0]), torch.from_numpy(images[i][1]), 5)
+            pred, target = images[i]
+            reduced += confusion_matrix(torch.from_numpy(pred), torch.from_numpy(target), 5)
     assert torch.equal(reduced, full)
 
 

@@ -282,10 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     for number, (_, run_dir, run_argv) in enumerate(planned, 1):
         if _finished(run_dir):
-            print(f"[{number}/{len(planned)}] {run_dir.name}: finished before (delete the folder to "
-                  "run it again), skipped", flush=True)
+            print(f"[{number}/{len(planned)}] {run_dir.name}: finished before (delete the folder "
+                  "to run it again), skipped", flush=True)
             continue
-        print(f"[{number}/{len(planned)}] {_command('python -m tasks.classify', run_argv)}", flush=True)
+        command = _command("python -m tasks.classify", run_argv)
+        print(f"[{number}/{len(planned)}] {command}", flush=True)
         if subprocess.call([sys.executable, "-m", "tasks.classify", *run_argv]) != 0:
             failed.append(run_dir.name)
     if failed:

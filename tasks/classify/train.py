@@ -25,7 +25,8 @@ from tasks.common.model_io import ModelDescription, model_builder
 from tasks.common.run import RunInfo, Schedule, Task, main as run_main, per_process_batch
 from tasks.data.sampling import SeededDataset
 from tasks.networks import (
-    build_network, default_placement, get_network_entry, input_size_for, list_networks, valid_attentions,
+    build_network, default_placement, get_network_entry, input_size_for, list_networks,
+    valid_attentions,
 )
 from tasks.utils.processes import world_size
 from tasks.utils.progress import progress
@@ -300,7 +301,8 @@ class ClassifyTask(Task):
         recipe = args.recipe
         # fused: one kernel for every tensor, not a Python loop over them each step
         optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                                    weight_decay=recipe.weight_decay, nesterov=recipe.nesterov, fused=True)
+                                    weight_decay=recipe.weight_decay, nesterov=recipe.nesterov,
+                                    fused=True)
         return optimizer, recipes.build_scheduler(optimizer, args.recipe, schedule.steps_per_epoch)
 
     def loss(self, args: argparse.Namespace):
@@ -316,12 +318,13 @@ class ClassifyTask(Task):
             "attention_options": attention_options(args), "num_classes": data.num_classes,
             "recipe": asdict(args.recipe), "steps_per_epoch": epoch_steps,
             "epochs": schedule.max_steps / epoch_steps, "max_steps": schedule.max_steps,
-            "milestone_steps": [m * epoch_steps for m in args.recipe.milestones], "train_images": len(data.train),
+            "milestone_steps": [m * epoch_steps for m in args.recipe.milestones],
+            "train_images": len(data.train),
             "eval_images": len(data.eval), "data_root": str(args.data_root) if args.data_root else None,
             "experiment": args.experiment_info, **counts,
         }
         experiment = args.experiment_info
-        # The attention with its non-default settings, e.g. bam(dilation=1): what a table row differs by.
+        # The attention with its non-default settings, e.g. bam(dilation=1): what a row differs by.
         options = ", ".join(f"{k}={v}" for k, v in sorted(attention_options(args).items()))
         variant = f"{args.attention}({options})" if options else args.attention
         return RunInfo(

@@ -236,12 +236,14 @@ class DetectTask(Task):
 
     def report(self, args: argparse.Namespace, run_dir: Path, summary: dict) -> None:
         """Append the box-AP table (this run vs the paper's Table 5) to summary.md and print it."""
-        rows = {f"this run, {which}": {k: 100 * v if v >= 0 else v for k, v in summary[which].items()}
+        rows = {f"this run, {which}": {k: 100 * v if v >= 0 else v
+                                       for k, v in summary[which].items()}
                 for which in ("best", "final") if summary.get(which)}
         label = "ResNet101" + (" + BAM" if args.attention == "bam" else "")
         rows[f"paper Table 5, {label}"] = PAPER_TABLE5[args.attention]
         config = summary.get("config") or {}
-        section = (f"## COCO box AP (%), {config.get('eval_images')} val2017 images\n\n{ap_table(rows)}\n\n"
+        section = (f"## COCO box AP (%), {config.get('eval_images')} val2017 images\n\n"
+                   f"{ap_table(rows)}\n\n"
                    f"Layout: {config.get('layout')}; AP_small/medium/large: COCO area ranges; "
                    "'-' = no such objects.\n")
         write_text_atomic(run_dir / "summary.md", render_markdown(summary) + "\n" + section)

@@ -29,7 +29,8 @@ def draw_boxes(image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor,
         names = [f"{name} {float(score):.2f}" for name, score in zip(names, scores.detach().cpu())]
     width = max(1, round(min(canvas.shape[-2:]) / 200))
     return draw_bounding_boxes(canvas, boxes.detach().float().cpu(), labels=names,
-                               colors=[_PALETTE[label % len(_PALETTE)] for label in labels], width=width)
+                               colors=[_PALETTE[label % len(_PALETTE)] for label in labels],
+                               width=width)
 
 
 def detection_panel(image: torch.Tensor, detections: Mapping[str, torch.Tensor], target: Mapping,

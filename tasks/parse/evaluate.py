@@ -26,8 +26,8 @@ from tasks.common.cli import add_evaluation_args, evaluation_folder, run_cli
 from tasks.common.distributed import MIXED_PRECISION_CHOICES, make_accelerator
 from tasks.common.model_io import find_model_file, load_model
 from tasks.data.ade20k import (
-    ADE20K, MAX_LONG_SIDE, SIZE_DIVISOR, TRAIN_SHORT_SIDES, SegmentationFolder, collate_segmentation,
-    denormalize, round_up, scaled_size, split_folder,
+    ADE20K, MAX_LONG_SIDE, SIZE_DIVISOR, TRAIN_SHORT_SIDES, SegmentationFolder,
+    collate_segmentation, denormalize, round_up, scaled_size, split_folder,
 )
 from tasks.data.root import data_root
 from tasks.parse.metrics import confusion_matrix, scores_from_confusion, shard_indices
@@ -109,10 +109,11 @@ def evaluate_segmentation(model: torch.nn.Module, dataset, accelerator=None, sca
     device = accelerator.device if accelerator is not None else next(model.parameters()).device
     if accelerator is not None:
         model = accelerator.unwrap_model(model)  # no DDP collectives while shards differ in length
-    num_classes, ignore_index, class_names = dataset.num_classes, dataset.ignore_index, dataset.class_names
+    num_classes, ignore_index = dataset.num_classes, dataset.ignore_index
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
-    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
-    images = shard_indices(count, rank, world)  # this process's share, in loading order
+    images = list(range(count))  # this process's share, in loading order
+    if accelerator is not None:
+        images = shard_indices(count, accelerator.process_index, accelerator.num_processes)
     loader = DataLoader(Subset(dataset, images), batch_size=1, num_workers=num_workers,
                         collate_fn=collate_segmentation, pin_memory=torch.cuda.is_available())
     loader = progress_bar(loader, desc="evaluate", leave=False, disable=not progress,
@@ -139,7 +140,7 @@ def evaluate_segmentation(model: torch.nn.Module, dataset, accelerator=None, sca
     model.train(was_training)
     if accelerator is not None and accelerator.num_processes > 1:
         total = accelerator.reduce(total, reduction="sum")  # exact: the shards are disjoint
-    scores = scores_from_confusion(total, class_names)
+    scores = scores_from_confusion(total, dataset.class_names)
     scores["visuals"] = visuals
     if per_image:
         scores["per_image"] = _gather_per_image(rows, accelerator, num_classes)
@@ -199,7 +200,8 @@ def _evaluate(args: argparse.Namespace) -> dict:
             print(f"{model_file} on {config.get('dataset', 'ade20k')} {args.split} "
                   f"({'multi-scale' if scales else 'single scale'}{' + flip' if flip else ''})\n"
                   f"mIoU {100 * scores['miou']:.2f}  pixel acc {100 * scores['pixel_acc']:.2f}%  "
-                  f"mean acc {100 * scores['mean_acc']:.2f}%  ({scores['classes_present']} classes present)")
+                  f"mean acc {100 * scores['mean_acc']:.2f}%  "
+                  f"({scores['classes_present']} classes present)")
     return scores
 
 

@@ -263,7 +263,8 @@ class ParseTask(Task):
     def report(self, args: argparse.Namespace, run_dir: Path, summary: dict) -> None:
         final, best, nan = summary.get("final", {}), summary.get("best", {}), float("nan")
         # The last evaluation's per-class IoU, next to summary.md.
-        lines = [f"# Per-class IoU of {summary.get('name')} (evaluation at step {summary.get('steps')})", "",
+        lines = [f"# Per-class IoU of {summary.get('name')} "
+                 f"(evaluation at step {summary.get('steps')})", "",
                  f"mIoU {final.get('miou', nan):.2f} over the classes present; "
                  "'-' marks a class absent from the labels and never predicted.", "",
                  "| id | class | IoU (%) |", "|---:|---|---:|"]

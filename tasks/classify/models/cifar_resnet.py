@@ -53,7 +53,7 @@ class SmallCifarResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(16)
         self.relu = nn.ReLU(inplace=True)
         for index, width in enumerate((16, 32, 64), start=1):
-            stride = 1 if index == 1 else 2  # each later stage halves the size and doubles the width
+            stride = 1 if index == 1 else 2  # later stages halve the size, double the width
             shortcut = _ShortcutA(width, stride) if stride > 1 else None
             blocks = [BasicBlock(width // stride, width, stride, shortcut)]
             blocks += [BasicBlock(width, width) for _ in range(1, blocks_per_stage)]
