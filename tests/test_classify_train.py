@@ -45,10 +45,8 @@ def test_epoch_schedule_in_steps_equals_epoch_stepped_multisteplr():
     assert per_process_batch(recipe.batch_size, 4) == 32
     epoch_steps = steps_per_epoch(50_000, recipe.batch_size)
     assert epoch_steps == 390  # 50,000 // 128, last partial batch dropped
-    schedule = recipes.schedule_steps(recipe, epoch_steps)
-    assert schedule.total_steps == 164 * 390 and schedule.milestone_steps == (81 * 390, 122 * 390)
-
-    ours = recipes.build_scheduler(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), recipe, schedule)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    ours = recipes.build_scheduler(optimizer, recipe, epoch_steps)
     reference_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     reference = torch.optim.lr_scheduler.MultiStepLR(reference_opt, milestones=[81, 122], gamma=0.1)
     factor = ours.lr_lambdas[0]

@@ -150,7 +150,7 @@ def test_small_cifar_networks_forward():
     # Real forward passes on tiny members of each family, and shape checks of the full nets on meta.
     torch.manual_seed(0)
     x = torch.randn(2, 3, 32, 32)
-    for model in (PreResNet(20, num_classes=7), PreResNet(20, num_classes=7, block="bottleneck"),
+    for model in (PreResNet(20, num_classes=7), PreResNet(44, num_classes=7),
                   WideResNet(10, 1, num_classes=7, dropout=0.3), CifarResNeXt(11, 2, 4, num_classes=7),
                   cifar_densenet_bc(16, 4, num_classes=7)):
         out = model.train()(x)

@@ -195,23 +195,18 @@ def lookup_row(spec: str) -> tuple[Experiment, Run]:
     return experiment, experiment.find(row)
 
 
-@dataclass(frozen=True)
-class PlannedRun:
-    run: Run
-    run_dir: Path
-    argv: tuple[str, ...]  # arguments of `python -m tasks.classify`
-
-    @property
-    def done(self) -> bool:
-        """Finished: the trainer also writes a summary when a run fails or is interrupted."""
-        try:
-            return json.loads((self.run_dir / "summary.json").read_text()).get("status") == "completed"
-        except (OSError, ValueError):
-            return False
+def _finished(run_dir: Path) -> bool:
+    """The trainer also writes a summary when a run fails or is interrupted: check its status."""
+    try:
+        return json.loads((run_dir / "summary.json").read_text()).get("status") == "completed"
+    except (OSError, ValueError):
+        return False
 
 
-def plan(experiment: Experiment, seeds: list[int], output_dir: str | Path, extra: list[str]) -> list[PlannedRun]:
-    """Every (row, seed) of ``experiment``; ``extra`` arguments go last so they override."""
+def plan(experiment: Experiment, seeds: list[int], output_dir: str | Path,
+         extra: list[str]) -> list[tuple[Run, Path, list[str]]]:
+    """``(row, run folder, arguments of python -m tasks.classify)`` for every (row, seed) of
+    ``experiment``; ``extra`` arguments go last so they override."""
     group_dir = Path(output_dir) / experiment.name
     planned = []
     for run in experiment.runs:
@@ -223,7 +218,7 @@ def plan(experiment: Experiment, seeds: list[int], output_dir: str | Path, extra
                 "--resume",  # an interrupted run continues in its own folder; a new one starts at step 0
                 *extra,
             ]
-            planned.append(PlannedRun(run, group_dir / name, tuple(argv)))
+            planned.append((run, group_dir / name, argv))
     return planned
 
 
@@ -237,7 +232,7 @@ def write_manifest(experiment: Experiment, seeds: list[int], output_dir: str | P
         "rows": rows})
 
 
-def _command(launcher: str, argv: tuple[str, ...]) -> str:
+def _command(launcher: str, argv: list[str]) -> str:
     return " ".join([launcher, *map(shlex.quote, argv)])
 
 
@@ -272,28 +267,28 @@ def main(argv: list[str] | None = None) -> int:
     planned = plan(experiment, args.seeds, args.output_dir, extra)
 
     if args.print_commands:
-        for item in planned:
-            print(_command(args.launcher, item.argv))
+        for _, _, run_argv in planned:
+            print(_command(args.launcher, run_argv))
         return 0
     if args.dry_run:
         print(f"{experiment.title}: {len(planned)} runs under {Path(args.output_dir) / experiment.name}")
-        for item in planned:
-            status = "done" if item.done else "todo"
-            paper = ", ".join(f"{k} {v}" for k, v in item.run.paper.items())
-            print(f"  [{status}] {item.run_dir.name:28s} {item.run.label:40s} paper: {paper}")
+        for run, run_dir, _ in planned:
+            status = "done" if _finished(run_dir) else "todo"
+            paper = ", ".join(f"{k} {v}" for k, v in run.paper.items())
+            print(f"  [{status}] {run_dir.name:28s} {run.label:40s} paper: {paper}")
         return 0
 
     write_manifest(experiment, args.seeds, args.output_dir)
     failed = []
-    for number, item in enumerate(planned, 1):
-        if item.done:
-            print(f"[{number}/{len(planned)}] {item.run_dir.name}: finished before (delete the folder to "
-                  "run it again), skipped", flush=True)
+    for number, (_, run_dir, run_argv) in enumerate(planned, 1):
+        if _finished(run_dir):
+            print(f"[{number}/{len(planned)}] {run_dir.name}: finished before (delete the folder "
+                  "to run it again), skipped", flush=True)
             continue
-        print(f"[{number}/{len(planned)}] {_command('python -m tasks.classify', item.argv)}", flush=True)
-        code = subprocess.call([sys.executable, "-m", "tasks.classify", *item.argv])
-        if code != 0:
-            failed.append(item.run_dir.name)
+        command = _command("python -m tasks.classify", run_argv)
+        print(f"[{number}/{len(planned)}] {command}", flush=True)
+        if subprocess.call([sys.executable, "-m", "tasks.classify", *run_argv]) != 0:
+            failed.append(run_dir.name)
     if failed:
         print(f"{len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -1,5 +1,5 @@
 """Training recipes for classification, named per network family, epoch-based as the papers state
-them (:func:`schedule_steps` turns epochs into optimizer steps).
+them (:func:`build_scheduler` turns epochs into optimizer steps).
 
 Plain (not Nesterov) SGD with momentum 0.9 for every family: the BAM paper reproduces its baselines
 with these CIFAR schedules of the widely used PyTorch CIFAR training code and trains ImageNet with
@@ -92,31 +92,10 @@ def with_overrides(recipe: Recipe, **values) -> Recipe:
     return replace(recipe, **values)
 
 
-@dataclass(frozen=True)
-class StepSchedule:
-    """An epoch-based recipe expressed in optimizer steps."""
-
-    total_steps: int
-    milestone_steps: tuple[int, ...]
-    steps_per_epoch: int
-
-
-def schedule_steps(recipe: Recipe, steps_in_epoch: int) -> StepSchedule:
-    return StepSchedule(total_steps=recipe.epochs * steps_in_epoch,
-                        milestone_steps=tuple(m * steps_in_epoch for m in recipe.milestones),
-                        steps_per_epoch=steps_in_epoch)
-
-
-def build_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.SGD:
-    # fused: one kernel for every tensor, not a Python loop over them each step
-    return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                           weight_decay=recipe.weight_decay, nesterov=recipe.nesterov, fused=True)
-
-
 def build_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe,
-                    schedule: StepSchedule) -> torch.optim.lr_scheduler.LambdaLR:
+                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     """lr = base * gamma^(milestones passed), stepped once per optimizer step: the rate changes at
     the first step of each milestone epoch, like an epoch-stepped ``MultiStepLR``."""
-    milestones = schedule.milestone_steps
+    milestones = [m * steps_per_epoch for m in recipe.milestones]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: recipe.gamma ** sum(step >= m for m in milestones))
 

@@ -17,12 +17,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
+from bam.counting import count_macs, to_resnet_v1
+from bam.placement import find_bottlenecks
 from tasks.classify import recipes
 from tasks.common.distributed import prepare_eval_loader
 from tasks.common.model_io import ModelDescription, model_builder
 from tasks.common.run import RunInfo, Schedule, Task, main as run_main, per_process_batch
 from tasks.data.sampling import SeededDataset
-from tasks.networks import valid_attentions
+from tasks.networks import (
+    build_network, default_placement, get_network_entry, input_size_for, list_networks,
+    valid_attentions,
+)
 from tasks.utils.processes import world_size
 from tasks.utils.progress import progress
 
@@ -86,9 +91,6 @@ def add_extra_blocks(model: nn.Module, arch: str, dataset: str, num_classes: int
     its last block (same topology, input and output width), freshly initialised the way the
     network initialises it (taken from an independently built instance).
     """
-    from tasks.networks import build_network, input_size_for
-    from bam.placement import find_bottlenecks
-
     fresh = build_network(arch, dataset, num_classes=num_classes, model_kwargs=model_kwargs)
     for target in find_bottlenecks(model, input_size_for(dataset)):
         stage_name, module = target, model.get_submodule(target)
@@ -106,8 +108,6 @@ def add_extra_blocks(model: nn.Module, arch: str, dataset: str, num_classes: int
 def network_from_config(arch: str, dataset: str, attention: str, placement: str | None, num_classes: int,
                         model_kwargs: dict | None = None, attention_kwargs: dict | None = None) -> nn.Module:
     """The network of a run, rebuilt from plain values (the builder that ``network.json`` names)."""
-    from tasks.networks import build_network
-
     model_kwargs = dict(model_kwargs or {})
     if attention == "extra-block":
         model = build_network(arch, dataset, num_classes=num_classes, model_kwargs=model_kwargs)
@@ -147,9 +147,6 @@ def preprocessing(dataset: str) -> dict:
 def count_macs_of(model: nn.Module, args) -> dict:
     """MACs of one image at the data set's input size; ResNet bottleneck networks also get ``macs_v1``,
     counted on a copy with the stride in the first 1x1 conv of each bottleneck (the paper's layout)."""
-    from tasks.networks import get_network_entry, input_size_for
-    from bam.counting import count_macs, to_resnet_v1
-
     dataset = network_dataset(args.dataset)
     size = input_size_for(dataset)
     result = {"macs": count_macs(model, size)}
@@ -229,7 +226,7 @@ class ClassifyData:
 
 @dataclass
 class ClassifySchedule(Schedule):
-    milestones: recipes.StepSchedule | None = None
+    steps_per_epoch: int = 0
 
 
 class ClassifyTask(Task):
@@ -293,17 +290,20 @@ class ClassifyTask(Task):
         return per_process_batch(args.batch_size or args.recipe.batch_size, num_processes)
 
     def schedule(self, args: argparse.Namespace, data: ClassifyData, steps_per_epoch: int) -> ClassifySchedule:
-        milestones = recipes.schedule_steps(args.recipe, steps_per_epoch)
-        return ClassifySchedule(max_steps=args.max_steps or milestones.total_steps,
+        return ClassifySchedule(max_steps=args.max_steps or args.recipe.epochs * steps_per_epoch,
                                 eval_every=steps_per_epoch if args.eval_every is None else args.eval_every,
-                                milestones=milestones)
+                                steps_per_epoch=steps_per_epoch)
 
     def model(self, args: argparse.Namespace, data: ClassifyData) -> nn.Module:
         return build_model(args, data.num_classes)
 
     def optimizer(self, args: argparse.Namespace, model: nn.Module, data: ClassifyData, schedule: ClassifySchedule):
-        optimizer = recipes.build_optimizer(model, args.recipe)
-        return optimizer, recipes.build_scheduler(optimizer, args.recipe, schedule.milestones)
+        recipe = args.recipe
+        # fused: one kernel for every tensor, not a Python loop over them each step
+        optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                    weight_decay=recipe.weight_decay, nesterov=recipe.nesterov,
+                                    fused=True)
+        return optimizer, recipes.build_scheduler(optimizer, args.recipe, schedule.steps_per_epoch)
 
     def loss(self, args: argparse.Namespace):
         return classification_loss
@@ -312,17 +312,21 @@ class ClassifyTask(Task):
                  schedule: ClassifySchedule) -> RunInfo:
         counts = count_macs_of(model, args)
         placement = "block" if args.attention == "bam-c" else args.placement
-        epoch_steps = schedule.milestones.steps_per_epoch
+        epoch_steps = schedule.steps_per_epoch
         config = {
             "dataset": args.dataset, "arch": args.arch, "attention": args.attention, "placement": placement,
             "attention_options": attention_options(args), "num_classes": data.num_classes,
             "recipe": asdict(args.recipe), "steps_per_epoch": epoch_steps,
             "epochs": schedule.max_steps / epoch_steps, "max_steps": schedule.max_steps,
-            "milestone_steps": list(schedule.milestones.milestone_steps), "train_images": len(data.train),
+            "milestone_steps": [m * epoch_steps for m in args.recipe.milestones],
+            "train_images": len(data.train),
             "eval_images": len(data.eval), "data_root": str(args.data_root) if args.data_root else None,
             "experiment": args.experiment_info, **counts,
         }
         experiment = args.experiment_info
+        # The attention with its non-default settings, e.g. bam(dilation=1): what a row differs by.
+        options = ", ".join(f"{k}={v}" for k, v in sorted(attention_options(args).items()))
+        variant = f"{args.attention}({options})" if options else args.attention
         return RunInfo(
             # Runs to compare share a W&B group: the same network, data set and recipe.
             name=f"{args.dataset}-{args.arch}-{args.attention}-s{args.seed}", group=f"{args.dataset}-{args.arch}",
@@ -330,7 +334,7 @@ class ClassifyTask(Task):
             description=ModelDescription("tasks.classify.train:network_from_config",
                                          model_config(args, data.num_classes), self.name,
                                          preprocessing(args.dataset)),
-            summary_extra={**counts, "placement": placement, "variant": variant_label(args),
+            summary_extra={**counts, "placement": placement, "variant": variant,
                            "experiment": experiment})
 
     def evaluator(self, args: argparse.Namespace, data: ClassifyData, run_dir, tracker):
@@ -355,8 +359,6 @@ class ClassifyTask(Task):
 def resolve_args(args) -> argparse.Namespace:
     """Fill dataset-dependent defaults and check names (one run's options); ValueError lists the
     valid choices."""
-    from tasks.networks import default_placement, list_networks
-
     dataset = network_dataset(args.dataset)
     if args.arch is None and args.dataset == "digits":
         args.arch = DEFAULT_DIGITS_ARCH
@@ -376,7 +378,13 @@ def resolve_args(args) -> argparse.Namespace:
     if args.recipe.epochs <= 0:
         raise ValueError(f"--epochs must be positive, got {args.recipe.epochs}")
     attention_options(args)  # options the attention lacks are refused now, not after the data loads
-    args.experiment_info = _experiment_info(args.experiment)
+    args.experiment_info = None
+    if args.experiment:
+        from tasks.classify.experiments import lookup_row
+
+        experiment, run = lookup_row(args.experiment)
+        args.experiment_info = {"table": experiment.name, "title": experiment.title, "row": run.row,
+                                "label": run.label, "paper": run.paper}
     return args
 
 
@@ -387,22 +395,6 @@ def single_run_args(argv: list[str]) -> argparse.Namespace:
         raise ValueError(f"expected one --attention, got {args.attention}")
     args.attention = args.attention[0]
     return resolve_args(args)
-
-
-def _experiment_info(spec: str | None) -> dict | None:
-    if not spec:
-        return None
-    from tasks.classify.experiments import lookup_row
-
-    experiment, run = lookup_row(spec)
-    return {"table": experiment.name, "title": experiment.title, "row": run.row, "label": run.label,
-            "paper": run.paper}
-
-
-def variant_label(args) -> str:
-    """The attention with its non-default settings, e.g. ``bam(dilation=1)``: what a table row differs by."""
-    options = ", ".join(f"{k}={v}" for k, v in sorted(attention_options(args).items()))
-    return f"{args.attention}({options})" if options else args.attention
 
 
 TASK = ClassifyTask()

@@ -49,11 +49,6 @@ def _empty_results(coco_gt):
     return coco_dt
 
 
-def _mean_valid(values: np.ndarray) -> float:
-    valid = values[values > -1]
-    return float(valid.mean()) if valid.size else -1.0
-
-
 def evaluate_coco(coco_gt, results: list[dict], image_ids: Iterable[int] | None = None) -> dict[str, float]:
     """Run COCOeval (bbox) on ``results`` against ``coco_gt`` (a pycocotools ``COCO``).
 
@@ -90,7 +85,9 @@ def coco_metrics(evaluator) -> dict[str, float]:
     precision = evaluator.eval["precision"]
     metrics = {"mAP": float(stats[0])}
     for index, key in enumerate(AP_KEYS):
-        metrics[key] = _mean_valid(precision[index, :, :, 0, 2])
+        values = precision[index, :, :, 0, 2]
+        values = values[values > -1]  # -1: no ground truth of that category
+        metrics[key] = float(values.mean()) if values.size else -1.0
     metrics.update(AP_small=float(stats[3]), AP_medium=float(stats[4]), AP_large=float(stats[5]))
     return metrics
 
@@ -111,7 +108,7 @@ def per_image_matches(evaluator) -> dict[str, np.ndarray]:
     position = {int(image_id): i for i, image_id in enumerate(params.imgIds)}
     everything, max_detections = list(params.areaRng[0]), params.maxDets[-1]
     det = {"image": [], "category": [], "score": [], "matched": [], "ignored": []}
-    gt = {"image": [], "category": [], "count": []}
+    gt = []  # (image, category, ground truths that count)
     for entry in evaluator.evalImgs:
         if entry is None or list(entry["aRng"]) != everything or entry["maxDet"] != max_detections:
             continue
@@ -124,8 +121,8 @@ def per_image_matches(evaluator) -> dict[str, np.ndarray]:
         det["ignored"].append(np.asarray(entry["dtIgnore"])[:, :max_detections].T.astype(bool))
         counted = int(np.count_nonzero(np.asarray(entry["gtIgnore"]) == 0))
         if counted:
-            for key, value in (("image", image), ("category", category), ("count", counted)):
-                gt[key].append(value)
+            gt.append((image, category, counted))
+    gt = np.asarray(gt, dtype=np.int32).reshape(-1, 3)
     thresholds = len(params.iouThrs)
 
     def joined(parts, dtype, shape=(0,)):
@@ -138,8 +135,7 @@ def per_image_matches(evaluator) -> dict[str, np.ndarray]:
         "det_score": joined(det["score"], np.float64),
         "det_matched": joined(det["matched"], bool, (0, thresholds)),
         "det_ignored": joined(det["ignored"], bool, (0, thresholds)),
-        "gt_image": np.asarray(gt["image"], dtype=np.int32), "gt_category": np.asarray(gt["category"], dtype=np.int32),
-        "gt_count": np.asarray(gt["count"], dtype=np.int32),
+        "gt_image": gt[:, 0], "gt_category": gt[:, 1], "gt_count": gt[:, 2],
     }
 
 
@@ -192,7 +188,3 @@ def evaluate_distributed(model, loader, coco_gt, accelerator=None, progress: boo
     if per_image and main:  # the trainer keeps the main process's copy only
         return {**metrics[0], "per_sample": per_image_matches(evaluator)}
     return metrics[0]
-
-
-__all__ = ["evaluate_coco", "run_cocoeval", "coco_metrics", "per_image_matches", "detections_to_coco", "predict",
-           "merge_records", "evaluate_distributed", "METRIC_KEYS", "AP_KEYS", "IOU_THRESHOLDS"]

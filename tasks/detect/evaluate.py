@@ -20,11 +20,16 @@ from typing import Any
 
 import torch
 
+from tasks.common.cli import add_evaluation_args, evaluation_folder, positive_int, run_cli
+from tasks.common.distributed import make_accelerator
+from tasks.common.model_io import find_model_file, load_model
+from tasks.data.coco import CocoDetection
+from tasks.data.root import data_root as resolve_root
+from tasks.detect.coco_eval import evaluate_distributed
+from tasks.detect.train import DetectionEvaluator, ap_table
+from tasks.detect.visualize import save_detection_panels
 from tasks.utils.files import write_json_atomic
 from tasks.utils.processes import is_main_process, world_size
-from tasks.common.cli import add_evaluation_args, evaluation_folder, positive_int, run_cli
-
-__all__ = ["build_parser", "evaluate_checkpoint", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,20 +47,12 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
                         device: str | None = None, num_pictures: int = 0, picture_score: float = 0.5,
                         output_dir: str | Path | None = None) -> dict[str, Any]:
     """Rebuild the detector from ``checkpoint`` and score it; returns ``{"metrics", "images", ...}``."""
-    from tasks.common.model_io import find_model_file, load_model
-    from tasks.data.coco import CocoDetection
-    from tasks.data.root import data_root as resolve_root
-    from tasks.detect.coco_eval import evaluate_distributed
-    from tasks.detect.train import DetectionEvaluator
-    from tasks.detect.visualize import save_detection_panels
-
-    if max_images is not None and max_images < 1:
-        raise ValueError(f"--max-images must be positive, got {max_images}")
     model, record = load_model(checkpoint, task="detect")
     output_dir = Path(output_dir) if output_dir else evaluation_folder(find_model_file(checkpoint))
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    accelerator = _accelerator_if_launched(device)
-    if accelerator is not None:
+    accelerator = None
+    if world_size() > 1:  # several processes (accelerate launch) share the images out
+        accelerator = make_accelerator("no", cpu=device.type == "cpu", fixed_shapes=False)
         device = accelerator.device  # this process's GPU, or the CPU
     model.to(device).eval()
     dataset = CocoDetection(resolve_root(data_root), split=split, train=False, remove_empty=False)
@@ -74,18 +71,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
     return result
 
 
-def _accelerator_if_launched(device: torch.device):
-    """Several processes (``accelerate launch``) share the images out; one process needs nothing."""
-    if world_size() <= 1:
-        return None
-    from tasks.common.distributed import make_accelerator
-
-    return make_accelerator("no", cpu=device.type == "cpu", fixed_shapes=False)
-
-
 def _run(args: argparse.Namespace) -> dict[str, Any]:
-    from tasks.detect.train import ap_table
-
     result = evaluate_checkpoint(args.checkpoint, args.data_root, args.split, args.max_images, args.batch_size,
                                  args.num_workers, args.device, args.num_pictures, args.picture_score,
                                  args.output_dir)

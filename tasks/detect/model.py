@@ -64,8 +64,6 @@ def load_backbone_weights(resnet: nn.Module, path: str | os.PathLike) -> dict[st
             f"{len(bad_missing)} missing keys (e.g. {bad_missing[:3]}), "
             f"{len(bad_unexpected)} unexpected keys (e.g. {bad_unexpected[:3]})"
         )
-    for key in unexpected:  # BAM weights in the file but the detector has no BAM
-        state.pop(key)
     try:
         resnet.load_state_dict(state, strict=False)
     except RuntimeError as error:  # shape mismatch
@@ -192,7 +190,3 @@ def fasterrcnn_resnet101(
 # side of 800 (long side at most 1333).
 register_dataset("coco", (3, 800, 1333), num_classes=91)
 register_network("fasterrcnn-resnet101", datasets=("coco",), places_attention=True)(fasterrcnn_resnet101)
-
-
-__all__ = ["fasterrcnn_resnet101", "build_resnet101_trunk", "load_backbone_weights",
-           "ResNetC4Backbone", "ResNetC5Head"]

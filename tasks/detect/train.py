@@ -22,13 +22,18 @@ from typing import Any, Mapping
 
 import torch
 
+from bam import count_params
+from tasks.common.distributed import prepare_eval_loader
 from tasks.common.model_io import ModelDescription
 from tasks.common.run import RunInfo, Schedule, Task, main as run_main
+from tasks.common.summary import render_markdown
+from tasks.data.coco import CocoDetection, collate_detection
+from tasks.data.root import data_root
+from tasks.detect.coco_eval import METRIC_KEYS, evaluate_distributed
+from tasks.detect.model import fasterrcnn_resnet101
+from tasks.detect.visualize import save_detection_panels
 from tasks.utils.files import write_text_atomic
 from tasks.utils.processes import world_size
-
-__all__ = ["DetectTask", "main", "DetectionEvaluator", "detection_loss", "warmup_multistep",
-           "MODEL_BUILDER", "PAPER_TABLE5"]
 
 MODEL_BUILDER = "tasks.detect.model:fasterrcnn_resnet101"
 ARCH = "fasterrcnn-resnet101"
@@ -45,9 +50,9 @@ PAPER_TABLE5 = {
 }
 
 
-def learning_rate(args: argparse.Namespace, total_batch: int) -> float:
+def learning_rate(args: argparse.Namespace) -> float:
     """``--lr``, else the reference rate scaled linearly with the total batch (Goyal et al.)."""
-    return args.lr if args.lr is not None else REFERENCE_LR * total_batch / REFERENCE_BATCH
+    return args.lr if args.lr is not None else REFERENCE_LR * args.batch_size / REFERENCE_BATCH
 
 
 def warmup_multistep(optimizer: torch.optim.Optimizer, warmup_steps: int, milestones: list[int],
@@ -83,18 +88,12 @@ class DetectionEvaluator:
         self.num_pictures, self.picture_score = min(num_pictures, count), picture_score
 
     def loader(self, accelerator=None):
-        from tasks.common.distributed import prepare_eval_loader
-        from tasks.data.coco import collate_detection
-
         subset = torch.utils.data.Subset(self.dataset, self.indices)
         loader = torch.utils.data.DataLoader(subset, batch_size=self.batch_size, shuffle=False,
                                              num_workers=self.num_workers, collate_fn=collate_detection)
         return loader if accelerator is None else prepare_eval_loader(accelerator, loader)
 
     def __call__(self, model: torch.nn.Module, accelerator, step: int = 0) -> dict[str, float]:
-        from tasks.detect.coco_eval import evaluate_distributed
-        from tasks.detect.visualize import save_detection_panels
-
         # per-image matches: what a paired comparison with another run needs (tasks.report)
         metrics = evaluate_distributed(model, self.loader(accelerator), self.dataset.coco, accelerator, per_image=True)
         if accelerator.is_main_process and self.num_pictures:
@@ -114,8 +113,6 @@ def model_kwargs(args: argparse.Namespace, num_classes: int) -> dict[str, Any]:
 
 def ap_table(results: Mapping[str, Mapping[str, float]]) -> str:
     """Markdown table of box APs in %, one row per entry (``{row name: metrics}``)."""
-    from tasks.detect.coco_eval import METRIC_KEYS
-
     lines = ["| | " + " | ".join(METRIC_KEYS) + " |", "|---|" + "---:|" * len(METRIC_KEYS)]
     for name, metrics in results.items():
         cells = ["-" if metrics.get(key) is None or metrics[key] < 0 else f"{metrics[key]:.1f}" for key in METRIC_KEYS]
@@ -123,30 +120,10 @@ def ap_table(results: Mapping[str, Mapping[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def _write_detection_report(run_dir: Path, summary: Mapping[str, Any], attention: str) -> None:
-    """Append the box-AP table (this run vs the paper's Table 5) to summary.md and print it."""
-    from tasks.common.summary import render_markdown
-
-    rows = {}
-    for which in ("best", "final"):
-        metrics = summary.get(which) or {}
-        if metrics:
-            rows[f"this run, {which}"] = {k: 100 * v if v >= 0 else v for k, v in metrics.items()}
-    label = "ResNet101" + (" + BAM" if attention == "bam" else "")
-    rows[f"paper Table 5, {label}"] = PAPER_TABLE5[attention]
-    config = summary.get("config") or {}
-    section = (f"## COCO box AP (%), {config.get('eval_images')} val2017 images\n\n{ap_table(rows)}\n\n"
-               f"Layout: {config.get('layout')}; AP_small/medium/large: COCO area ranges; '-' = no such objects.\n")
-    write_text_atomic(run_dir / "summary.md", render_markdown(summary) + "\n" + section)
-    print("\n" + section.replace("## ", ""), flush=True)
-    print(f"run folder: {run_dir}", flush=True)
-
-
 @dataclass
 class DetectData:
     train: Any
     val: Any
-    total_batch: int
 
 
 class DetectTask(Task):
@@ -206,33 +183,25 @@ class DetectTask(Task):
             raise FileNotFoundError(f"--backbone-weights: {args.backbone_weights} does not exist")
 
     def data(self, args: argparse.Namespace, accelerator) -> DetectData:
-        from tasks.data.coco import CocoDetection
-        from tasks.data.root import data_root
-
         root = data_root(args.data_root)
-        return DetectData(CocoDetection(root, split="train"), CocoDetection(root, split="val"),
-                          args.batch_size)
+        return DetectData(CocoDetection(root, split="train"), CocoDetection(root, split="val"))
 
     def collate(self, data: DetectData):
-        from tasks.data.coco import collate_detection
-
         return collate_detection
 
     def schedule(self, args: argparse.Namespace, data: DetectData, steps_per_epoch: int) -> Schedule:
         # Detectron's 1x schedule is 90k steps of 16 images: as many images at any batch size.
-        max_steps = args.max_steps or round(REFERENCE_STEPS * REFERENCE_BATCH / data.total_batch)
+        max_steps = args.max_steps or round(REFERENCE_STEPS * REFERENCE_BATCH / args.batch_size)
         return Schedule(max_steps, args.eval_every, args.grad_clip)
 
     def model(self, args: argparse.Namespace, data: DetectData) -> torch.nn.Module:
-        from tasks.detect.model import fasterrcnn_resnet101
-
         return fasterrcnn_resnet101(backbone_weights=args.backbone_weights,
                                     **model_kwargs(args, data.train.num_classes))
 
     def optimizer(self, args: argparse.Namespace, model: torch.nn.Module, data: DetectData, schedule: Schedule):
         # Torchvision's reference: no weight decay exemption, frozen parameters left out.
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
-                                    lr=learning_rate(args, data.total_batch),
+                                    lr=learning_rate(args),
                                     momentum=args.momentum, weight_decay=args.weight_decay, fused=True)
         milestones = [round(m * schedule.max_steps) for m in args.lr_milestones]
         return optimizer, warmup_multistep(optimizer, args.warmup_steps, milestones)
@@ -242,14 +211,12 @@ class DetectTask(Task):
 
     def describe(self, args: argparse.Namespace, data: DetectData, model: torch.nn.Module,
                  schedule: Schedule) -> RunInfo:
-        from bam import count_params
-
         layout = "fpn" if args.fpn else "c4"
         kwargs = model_kwargs(args, data.train.num_classes)
         config = {
             "arch": ARCH, "attention": args.attention, "dataset": "coco", "layout": layout, "model": kwargs,
             "backbone_weights": args.backbone_weights, "batch_size": args.batch_size,
-            "total_batch": data.total_batch, "lr": learning_rate(args, data.total_batch), "momentum": args.momentum,
+            "total_batch": args.batch_size, "lr": learning_rate(args), "momentum": args.momentum,
             "weight_decay": args.weight_decay, "warmup_steps": args.warmup_steps,
             "lr_milestones": [round(m * schedule.max_steps) for m in args.lr_milestones],
             "max_steps": schedule.max_steps, "train_images": len(data.train), "val_images": len(data.val),
@@ -268,7 +235,20 @@ class DetectTask(Task):
                                   args.num_workers, args.max_images, args.num_pictures, args.picture_score)
 
     def report(self, args: argparse.Namespace, run_dir: Path, summary: dict) -> None:
-        _write_detection_report(run_dir, summary, args.attention)
+        """Append the box-AP table (this run vs the paper's Table 5) to summary.md and print it."""
+        rows = {f"this run, {which}": {k: 100 * v if v >= 0 else v
+                                       for k, v in summary[which].items()}
+                for which in ("best", "final") if summary.get(which)}
+        label = "ResNet101" + (" + BAM" if args.attention == "bam" else "")
+        rows[f"paper Table 5, {label}"] = PAPER_TABLE5[args.attention]
+        config = summary.get("config") or {}
+        section = (f"## COCO box AP (%), {config.get('eval_images')} val2017 images\n\n"
+                   f"{ap_table(rows)}\n\n"
+                   f"Layout: {config.get('layout')}; AP_small/medium/large: COCO area ranges; "
+                   "'-' = no such objects.\n")
+        write_text_atomic(run_dir / "summary.md", render_markdown(summary) + "\n" + section)
+        print("\n" + section.replace("## ", ""), flush=True)
+        print(f"run folder: {run_dir}", flush=True)
 
 
 TASK = DetectTask()

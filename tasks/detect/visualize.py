@@ -17,10 +17,6 @@ _PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#
             "#fabebe", "#008080", "#e6beff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075"]
 
 
-def _colour(label: int) -> str:
-    return _PALETTE[int(label) % len(_PALETTE)]
-
-
 def draw_boxes(image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor,
                categories: Mapping[int, str], scores: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 CxHxW image with the xyxy ``boxes`` and their class names (and scores) drawn."""
@@ -33,7 +29,8 @@ def draw_boxes(image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor,
         names = [f"{name} {float(score):.2f}" for name, score in zip(names, scores.detach().cpu())]
     width = max(1, round(min(canvas.shape[-2:]) / 200))
     return draw_bounding_boxes(canvas, boxes.detach().float().cpu(), labels=names,
-                               colors=[_colour(label) for label in labels], width=width)
+                               colors=[_PALETTE[label % len(_PALETTE)] for label in labels],
+                               width=width)
 
 
 def detection_panel(image: torch.Tensor, detections: Mapping[str, torch.Tensor], target: Mapping,
@@ -70,6 +67,3 @@ def save_detection_panels(model: torch.nn.Module, dataset, indices: Sequence[int
         panels[f"detections/{image_id}"] = panel
     model.train(was_training)
     return panels
-
-
-__all__ = ["draw_boxes", "detection_panel", "save_detection_panels"]

@@ -26,10 +26,11 @@ from tasks.common.cli import add_evaluation_args, evaluation_folder, run_cli
 from tasks.common.distributed import MIXED_PRECISION_CHOICES, make_accelerator
 from tasks.common.model_io import find_model_file, load_model
 from tasks.data.ade20k import (
-    IGNORE_INDEX, MAX_LONG_SIDE, SIZE_DIVISOR, TRAIN_SHORT_SIDES, collate_segmentation, denormalize, round_up,
-    scaled_size,
+    ADE20K, MAX_LONG_SIDE, SIZE_DIVISOR, TRAIN_SHORT_SIDES, SegmentationFolder,
+    collate_segmentation, denormalize, round_up, scaled_size, split_folder,
 )
-from tasks.parse.metrics import ConfusionMeter, shard_indices
+from tasks.data.root import data_root
+from tasks.parse.metrics import confusion_matrix, scores_from_confusion, shard_indices
 from tasks.parse.visualize import prediction_panel, save_panels
 from tasks.utils.progress import progress as progress_bar
 
@@ -71,14 +72,6 @@ def predict_probabilities(model: torch.nn.Module, image: torch.Tensor, scales: S
     return total / (len(sizes) * (2 if flip else 1))
 
 
-def eval_loader(dataset, accelerator=None, num_workers: int = 2) -> DataLoader:
-    """One image per batch; each process gets a disjoint, non-padded share (exact summed metrics)."""
-    rank = accelerator.process_index if accelerator is not None else 0
-    world = accelerator.num_processes if accelerator is not None else 1
-    return DataLoader(Subset(dataset, shard_indices(len(dataset), rank, world)), batch_size=1, shuffle=False,
-                      num_workers=num_workers, collate_fn=collate_segmentation, pin_memory=torch.cuda.is_available())
-
-
 def _image_counts(position: int, matrix: torch.Tensor) -> tuple[int, np.ndarray, np.ndarray, int]:
     """One image's ``(index, per-class intersection, per-class union, labelled pixels)``."""
     intersection = matrix.diag()
@@ -95,8 +88,6 @@ def _gather_per_image(rows: list[tuple[int, np.ndarray, np.ndarray, int]], accel
         rows = gather_object(rows)  # the shards are disjoint (shard_indices): no image twice
     rows = sorted(rows, key=lambda row: row[0])
     index = np.array([row[0] for row in rows], dtype=np.int64)
-    if len(np.unique(index)) != len(index):
-        raise RuntimeError("an evaluation image was scored twice")
     counts = lambda column: (np.stack([row[column] for row in rows]) if rows  # noqa: E731
                              else np.zeros((0, num_classes), dtype=np.int64))
     return {"index": index, "intersection": counts(1), "union": counts(2),
@@ -118,20 +109,19 @@ def evaluate_segmentation(model: torch.nn.Module, dataset, accelerator=None, sca
     device = accelerator.device if accelerator is not None else next(model.parameters()).device
     if accelerator is not None:
         model = accelerator.unwrap_model(model)  # no DDP collectives while shards differ in length
-    if max_images is not None:
-        dataset = Subset(dataset, range(min(max_images, len(dataset))))
-    base = dataset
-    while isinstance(base, Subset):  # the data set that knows the classes, under any Subsets
-        base = base.dataset
-    num_classes, ignore_index = base.num_classes, getattr(base, "ignore_index", IGNORE_INDEX)
-    was_training = model.training
-    model.eval()
-    meter = ConfusionMeter(num_classes, ignore_index, device=device)
-    visuals, rows = [], []
-    loader = eval_loader(dataset, accelerator, num_workers)
-    images = loader.dataset.indices  # this process's share, in loading order
+    num_classes, ignore_index = dataset.num_classes, dataset.ignore_index
+    count = len(dataset) if max_images is None else min(max_images, len(dataset))
+    images = list(range(count))  # this process's share, in loading order
+    if accelerator is not None:
+        images = shard_indices(count, accelerator.process_index, accelerator.num_processes)
+    loader = DataLoader(Subset(dataset, images), batch_size=1, num_workers=num_workers,
+                        collate_fn=collate_segmentation, pin_memory=torch.cuda.is_available())
     loader = progress_bar(loader, desc="evaluate", leave=False, disable=not progress,
                           main_process=accelerator is None or accelerator.is_main_process)
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
+    visuals, rows = [], []
     for position, batch in zip(images, loader):
         height, width = batch["size"][0].tolist()
         image = batch["image"][:, :, :height, :width].to(device, non_blocking=True)
@@ -139,16 +129,18 @@ def evaluate_segmentation(model: torch.nn.Module, dataset, accelerator=None, sca
         with accelerator.autocast() if accelerator is not None else contextlib.nullcontext():
             probabilities = predict_probabilities(model, image, scales, flip)
         prediction = probabilities.argmax(dim=1)
-        matrix = meter.update(prediction, label)
+        matrix = confusion_matrix(prediction, label, num_classes, ignore_index)
+        total += matrix
         if per_image:
             rows.append(_image_counts(position, matrix.cpu()))
         if len(visuals) < num_pictures:
             panel = prediction_panel(denormalize(image[0]), prediction[0].cpu().numpy(), label[0].cpu().numpy(),
                                      ignore_index=ignore_index)
             visuals.append((batch["name"][0], panel))
-    meter.reduce(accelerator)
     model.train(was_training)
-    scores = meter.compute(getattr(base, "class_names", None))
+    if accelerator is not None and accelerator.num_processes > 1:
+        total = accelerator.reduce(total, reduction="sum")  # exact: the shards are disjoint
+    scores = scores_from_confusion(total, dataset.class_names)
     scores["visuals"] = visuals
     if per_image:
         scores["per_image"] = _gather_per_image(rows, accelerator, num_classes)
@@ -178,17 +170,7 @@ def load_trained_model(path: str | Path) -> tuple[torch.nn.Module, Path, dict]:
     return model, find_model_file(path), trained_on
 
 
-def format_scores(scores: dict, title: str = "") -> str:
-    lines = [title] if title else []
-    lines.append(f"mIoU {100 * scores['miou']:.2f}  pixel acc {100 * scores['pixel_acc']:.2f}%  "
-                 f"mean acc {100 * scores['mean_acc']:.2f}%  ({scores['classes_present']} classes present)")
-    return "\n".join(lines)
-
-
 def _evaluate(args: argparse.Namespace) -> dict:
-    from tasks.data.ade20k import ADE20K, SegmentationFolder, split_folder
-    from tasks.data.root import data_root
-
     if args.scales and not args.multi_scale:
         raise ValueError("--scales needs --multi-scale")
     accelerator = make_accelerator(args.mixed_precision, cpu=args.device == "cpu", fixed_shapes=False)
@@ -215,8 +197,11 @@ def _evaluate(args: argparse.Namespace) -> dict:
         if args.json:
             print(json.dumps(scores, indent=2))
         else:
-            print(format_scores(scores, f"{model_file} on {config.get('dataset', 'ade20k')} {args.split} "
-                                        f"({'multi-scale' if scales else 'single scale'}{' + flip' if flip else ''})"))
+            print(f"{model_file} on {config.get('dataset', 'ade20k')} {args.split} "
+                  f"({'multi-scale' if scales else 'single scale'}{' + flip' if flip else ''})\n"
+                  f"mIoU {100 * scores['miou']:.2f}  pixel acc {100 * scores['pixel_acc']:.2f}%  "
+                  f"mean acc {100 * scores['mean_acc']:.2f}%  "
+                  f"({scores['classes_present']} classes present)")
     return scores
 
 

@@ -60,36 +60,10 @@ def scores_from_confusion(matrix: torch.Tensor, class_names: Sequence[str] | Non
     }
 
 
-class ConfusionMeter:
-    """Accumulates the confusion matrix on the device; :meth:`reduce` sums it over processes."""
-
-    def __init__(self, num_classes: int, ignore_index: int = 255, device: torch.device | str | None = None):
-        self.num_classes, self.ignore_index = num_classes, ignore_index
-        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
-
-    def update(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Add a batch; returns the batch's own confusion matrix (an image's, for a batch of one)."""
-        matrix = confusion_matrix(prediction, target.to(self.matrix.device), self.num_classes,
-                                  self.ignore_index).to(self.matrix.device)
-        self.matrix += matrix
-        return matrix
-
-    def reduce(self, accelerator=None) -> torch.Tensor:
-        """Sum over processes (each must have evaluated a disjoint share of the images)."""
-        if accelerator is not None and accelerator.num_processes > 1:
-            self.matrix = accelerator.reduce(self.matrix, reduction="sum")
-        return self.matrix
-
-    def compute(self, class_names: Sequence[str] | None = None) -> dict:
-        return scores_from_confusion(self.matrix, class_names)
-
-
 def shard_indices(length: int, rank: int, world_size: int) -> list[int]:
     """Disjoint, non-padded share of ``range(length)`` for process ``rank``.
 
     Accelerate's prepared loaders repeat samples to even out the last batch; summing confusion
     matrices from such loaders would count those images twice, so evaluation shards by hand.
     """
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
     return list(range(rank, length, world_size))

@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from bam import attach_attention, count_macs
 from tasks.common.model_io import model_builder, read_state_dict
 from tasks.networks import register_dataset, register_network
 
@@ -83,28 +84,6 @@ class UperNetHead(nn.Module):
         return self.classifier(self.fuse(torch.cat(fused, dim=1)))
 
 
-def resnet_stages(resnet: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    """The four stage outputs (strides 4, 8, 16, 32) of a torchvision ResNet. Calling the stage
-    modules runs the forward hooks that ``bam.attach_attention`` put on them."""
-    x = resnet.maxpool(resnet.relu(resnet.bn1(resnet.conv1(x))))
-    features = []
-    for name in STAGES:
-        x = getattr(resnet, name)(x)
-        features.append(x)
-    return features
-
-
-class EncoderView(nn.Module):
-    """The encoder alone as a module (input image -> list of stage features), e.g. to count its MACs."""
-
-    def __init__(self, upernet: "UperNet"):
-        super().__init__()
-        self.encoder = upernet.encoder
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return resnet_stages(self.encoder, x)
-
-
 class UperNet(nn.Module):
     """UperNet scene parser. ``forward(images)`` returns logits at the input resolution."""
 
@@ -115,8 +94,7 @@ class UperNet(nn.Module):
             raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
         self.backbone = backbone
         encoder = getattr(torchvision.models, backbone)(weights=None)
-        from bam import attach_attention  # None / "none" attaches nothing and returns []
-
+        # None / "none" attaches nothing and returns [].
         self.attention_targets: list[str] = attach_attention(encoder, attention, placement=placement,
                                                              input_size=(3, 224, 224))
         # The classifier head of the ImageNet net is unused; dropping it avoids unused parameters
@@ -127,7 +105,15 @@ class UperNet(nn.Module):
         self.decoder = UperNetHead([c * expansion for c in (64, 128, 256, 512)], num_classes, channels)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logits = self.decoder(resnet_stages(self.encoder, images))
+        # The four stage outputs (strides 4, 8, 16, 32); calling the stage modules runs the forward
+        # hooks that bam.attach_attention put on them.
+        resnet, x = self.encoder, images
+        x = resnet.maxpool(resnet.relu(resnet.bn1(resnet.conv1(x))))
+        features = []
+        for name in STAGES:
+            x = getattr(resnet, name)(x)
+            features.append(x)
+        logits = self.decoder(features)
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
     def profile_parts(self, input_size: tuple[int, int, int] = (3, 512, 512)) -> dict[str, dict[str, int]]:
@@ -135,12 +121,11 @@ class UperNet(nn.Module):
         params, macs = parameter_breakdown(self), mac_breakdown(self, input_size)
         return {part: {"params": params[part], "macs": macs[part]} for part in ("encoder", "decoder", "total")}
 
-    def load_encoder_weights(self, path: str | Path, strict: bool = False) -> dict[str, list[str]]:
+    def load_encoder_weights(self, path: str | Path) -> dict[str, list[str]]:
         """Load a torchvision ResNet state dict or a classification checkpoint of this repository
         (any file :func:`~tasks.common.model_io.read_state_dict` reads) into the encoder; the
         classifier (``fc.*``) is ignored. Returns ``{"missing": [...], "unexpected": [...]}``;
-        ``ValueError`` naming the file when nothing matches, a shape differs, or ``strict`` and
-        keys are missing or unexpected."""
+        ``ValueError`` naming the file when nothing matches or a shape differs."""
         path = Path(path)
         state = {k: v for k, v in read_state_dict(path).items() if not k.startswith("fc.")}
         own = self.encoder.state_dict()
@@ -152,11 +137,7 @@ class UperNet(nn.Module):
         if mismatched:
             raise ValueError(f"{path}: shape mismatch with the {self.backbone} encoder: {mismatched[:5]}")
         result = self.encoder.load_state_dict(state, strict=False)
-        report = {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys)}
-        if strict and (report["missing"] or report["unexpected"]):
-            raise ValueError(f"{path}: missing keys {report['missing'][:10]}, unexpected keys "
-                             f"{report['unexpected'][:10]}")
-        return report
+        return {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys)}
 
 
 def describe_load_report(path: str | Path, report: dict[str, list[str]]) -> str:
@@ -190,10 +171,10 @@ def parameter_breakdown(model: UperNet) -> dict[str, int]:
 def mac_breakdown(model: UperNet, input_size: tuple[int, int, int] = (3, 512, 512)) -> dict[str, int]:
     """Conv/linear multiply-accumulates of the whole model and the encoder (``bam.count_macs``);
     decoder = total - encoder (the final upsampling has no MACs)."""
-    from bam import count_macs
-
     total = count_macs(model, input_size)
-    encoder = count_macs(EncoderView(model), input_size)  # hooks on the stages run the attention too
+    # The encoder's own forward: its avgpool and fc are identities, and the hooks on the stages
+    # run the attention.
+    encoder = count_macs(model.encoder, input_size)
     return OrderedDict(total=total, encoder=encoder, decoder=total - encoder)
 
 

@@ -31,6 +31,7 @@ from tasks.data.ade20k import (
 from tasks.common.model_io import ModelDescription
 from tasks.common.run import RunInfo, Schedule, Task, main as run_main
 from tasks.common.tracking import Tracker
+from tasks.data.root import data_root
 from tasks.parse.evaluate import evaluate_segmentation
 from tasks.parse.model import BACKBONES, UperNet, describe_load_report, mac_breakdown, parameter_breakdown
 from tasks.parse.visualize import save_panels
@@ -49,8 +50,6 @@ DEFAULT_MAX_STEPS = 150_000
 # ------------------------------------------------------------------------------------------ data
 def build_datasets(args) -> tuple[SegmentationFolder, SegmentationFolder]:
     """(training set with the recipe's augmentation, validation set at original size)."""
-    from tasks.data.root import data_root
-
     root = data_root(args.data_root)
     if args.dataset == "ade20k":
         train = ADE20K(root, "train", short_sides=args.short_sides, max_long_side=args.max_long_side)
@@ -70,11 +69,6 @@ def uses_sync_bn(num_processes: int, device_type: str = "cuda") -> bool:
     """SyncBN only with several GPU processes: on one process it needs a process group that does
     not exist (CSAIL's code fails there), and PyTorch's SyncBN has no CPU implementation."""
     return num_processes > 1 and device_type != "cpu"
-
-
-def prepare_model(model: nn.Module, num_processes: int, device_type: str = "cuda") -> nn.Module:
-    """Convert batch norm to SyncBN when :func:`uses_sync_bn`; plain BN otherwise."""
-    return nn.SyncBatchNorm.convert_sync_batchnorm(model) if uses_sync_bn(num_processes, device_type) else model
 
 
 def network_kwargs(args, num_classes: int) -> dict:
@@ -148,9 +142,7 @@ def make_evaluate_fn(val_set, args, run_dir: Path, tracker: Tracker):
 class ParseData:
     train: SegmentationFolder
     val: SegmentationFolder
-    num_processes: int
     sync_bn: bool
-    device_type: str
 
 
 class ParseTask(Task):
@@ -199,14 +191,14 @@ class ParseTask(Task):
             raise FileNotFoundError(f"--encoder-weights: {args.encoder_weights} does not exist")
 
     def data(self, args: argparse.Namespace, accelerator) -> ParseData:
-        world, device_type = accelerator.num_processes, accelerator.device.type
-        sync_bn = uses_sync_bn(world, device_type)
+        world = accelerator.num_processes
+        sync_bn = uses_sync_bn(world, accelerator.device.type)
         train, val = build_datasets(args)
         if accelerator.is_main_process:
             bn = "SyncBN" if sync_bn else "plain BN" + (" (one process)" if world == 1 else " (CPU has no SyncBN)")
             print(f"batch size {args.batch_size} = {args.batch_size // world} per process x {world} "
                   f"process(es) (CSAIL's recipe: 16 = 2 x 8 GPUs); {bn}", flush=True)
-        return ParseData(train, val, world, sync_bn, device_type)
+        return ParseData(train, val, sync_bn)
 
     def batch_statistics_span_processes(self, accelerator) -> bool:
         return uses_sync_bn(accelerator.num_processes, accelerator.device.type)
@@ -224,7 +216,7 @@ class ParseTask(Task):
         elif is_main_process():
             note("no --encoder-weights: the encoder starts from random weights (the paper's runs start "
                  "from ImageNet weights)")
-        return prepare_model(model, data.num_processes, data.device_type)
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model) if data.sync_bn else model
 
     def optimizer(self, args: argparse.Namespace, model: nn.Module, data: ParseData, schedule: Schedule):
         optimizer = torch.optim.SGD(parameter_groups(model, args.weight_decay), lr=args.lr, momentum=args.momentum,
@@ -269,26 +261,20 @@ class ParseTask(Task):
         return make_evaluate_fn(data.val, args, run_dir, tracker)
 
     def report(self, args: argparse.Namespace, run_dir: Path, summary: dict) -> None:
-        write_per_class_table(run_dir / "per_class_iou.md", summary)
         final, best, nan = summary.get("final", {}), summary.get("best", {}), float("nan")
+        # The last evaluation's per-class IoU, next to summary.md.
+        lines = [f"# Per-class IoU of {summary.get('name')} "
+                 f"(evaluation at step {summary.get('steps')})", "",
+                 f"mIoU {final.get('miou', nan):.2f} over the classes present; "
+                 "'-' marks a class absent from the labels and never predicted.", "",
+                 "| id | class | IoU (%) |", "|---:|---|---:|"]
+        lines += [f"| {i} | {name} | {'-' if iou is None else f'{100 * iou:.2f}'} |"
+                  for i, (name, iou) in enumerate((final.get("per_class_iou") or {}).items())]
+        write_text_atomic(run_dir / "per_class_iou.md", "\n".join(lines) + "\n")
         print(f"{run_dir}: mIoU {final.get('miou', nan):.2f}, pixel acc {final.get('pixel_acc', nan):.2f}% "
               f"(best mIoU {best.get('miou', nan):.2f} at step {summary['best_step']}); effective batch "
               f"{summary['effective_batch_size']}; {summary['params'] / 1e6:.2f}M params, "
               f"{summary['macs'] / 1e9:.1f} GMACs at {args.macs_size}x{args.macs_size}", flush=True)
-
-
-
-def write_per_class_table(path: Path, summary: dict) -> None:
-    """Markdown table of the last evaluation's per-class IoU, next to summary.md."""
-    final = summary.get("final", {})
-    per_class = final.get("per_class_iou") or {}
-    lines = [f"# Per-class IoU of {summary.get('name')} (evaluation at step {summary.get('steps')})", "",
-             f"mIoU {final.get('miou', float('nan')):.2f} over the classes present; "
-             "'-' marks a class absent from the labels and never predicted.", "",
-             "| id | class | IoU (%) |", "|---:|---|---:|"]
-    lines += [f"| {i} | {name} | {'-' if iou is None else f'{100 * iou:.2f}'} |"
-              for i, (name, iou) in enumerate(per_class.items())]
-    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 TASK = ParseTask()

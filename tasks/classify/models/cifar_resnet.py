@@ -10,8 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-__all__ = ["CifarResNet", "SmallCifarResNet", "cifar_resnet50", "cifar_resnet101", "resnet20"]
-
 
 class CifarResNet(ResNet):
     """torchvision ``ResNet`` with a 3x3 stride-1 stem and no max-pool."""
@@ -45,22 +43,6 @@ class _ShortcutA(nn.Module):
         return F.pad(x, (0, 0, 0, 0, 0, self.out_channels - x.shape[1]))
 
 
-class _BasicBlockA(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_channels)
-        self.relu = nn.ReLU(inplace=True)
-        needs_projection = stride != 1 or in_channels != out_channels
-        self.shortcut = _ShortcutA(out_channels, stride) if needs_projection else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        return self.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
-
-
 class SmallCifarResNet(nn.Module):
     """The CIFAR ResNet of He et al. (2016, Sec. 4.2): three stages of 16/32/64 channels, 6n+2 layers
     (no network of the BAM paper: the small one of CPU demos and quick checks)."""
@@ -70,13 +52,12 @@ class SmallCifarResNet(nn.Module):
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
         self.relu = nn.ReLU(inplace=True)
-        widths, in_channels = (16, 32, 64), 16
-        for index, width in enumerate(widths, start=1):
-            stride = 1 if index == 1 else 2
-            blocks = [_BasicBlockA(in_channels if i == 0 else width, width, stride if i == 0 else 1)
-                      for i in range(blocks_per_stage)]
+        for index, width in enumerate((16, 32, 64), start=1):
+            stride = 1 if index == 1 else 2  # later stages halve the size, double the width
+            shortcut = _ShortcutA(width, stride) if stride > 1 else None
+            blocks = [BasicBlock(width // stride, width, stride, shortcut)]
+            blocks += [BasicBlock(width, width) for _ in range(1, blocks_per_stage)]
             setattr(self, f"layer{index}", nn.Sequential(*blocks))
-            in_channels = width
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(64, num_classes)
         for module in self.modules():

@@ -6,8 +6,6 @@ from __future__ import annotations
 from torch import nn
 from torchvision.models.densenet import DenseNet
 
-__all__ = ["cifar_densenet_bc", "densenet100_bc"]
-
 
 def cifar_densenet_bc(depth: int = 100, growth_rate: int = 12, num_classes: int = 100, drop_rate: float = 0.0) -> DenseNet:
     """DenseNet-BC-depth (k = growth_rate) for 32x32 inputs."""

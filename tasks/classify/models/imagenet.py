@@ -8,8 +8,6 @@ from torch import nn
 from torchvision import models
 from torchvision.models.resnet import BasicBlock, ResNet
 
-__all__ = ["WideResNet18", "torchvision_network"]
-
 
 def torchvision_network(name: str) -> Callable[..., nn.Module]:
     """A builder ``(num_classes=1000)`` of torchvision's network ``name``, randomly initialised."""

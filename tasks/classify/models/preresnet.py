@@ -10,8 +10,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PreActBasicBlock", "PreActBottleneck", "PreResNet", "preresnet110"]
-
 
 class PreActBasicBlock(nn.Module):
     expansion = 1
@@ -56,17 +54,14 @@ class PreActBottleneck(nn.Module):
 
 
 class PreResNet(nn.Module):
-    """Three-stage pre-activation ResNet for 32x32 inputs."""
+    """Three-stage pre-activation ResNet for 32x32 inputs: basic blocks below depth 44, bottlenecks
+    from there on."""
 
-    def __init__(self, depth: int = 110, num_classes: int = 100, block: str | None = None):
+    def __init__(self, depth: int = 110, num_classes: int = 100):
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"PreResNet depth must be 6n+2 (e.g. 20, 56, 110), got {depth}")
-        if block is None:
-            block = "bottleneck" if depth >= 44 else "basic"
-        if block not in ("basic", "bottleneck"):
-            raise ValueError(f"PreResNet block must be 'basic' or 'bottleneck', got {block!r}")
-        block_cls = PreActBottleneck if block == "bottleneck" else PreActBasicBlock
+        block_cls = PreActBottleneck if depth >= 44 else PreActBasicBlock
         blocks = (depth - 2) // 6
 
         self.inplanes = 16

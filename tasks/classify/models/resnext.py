@@ -7,8 +7,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ResNeXtBottleneck", "CifarResNeXt", "resnext29_8x64d", "resnext29_16x64d"]
-
 
 class ResNeXtBottleneck(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int, cardinality: int, base_width: int):

@@ -7,8 +7,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["WideBasicBlock", "WideResNet", "wrn28_8", "wrn28_10", "wrn40_10"]
-
 
 class WideBasicBlock(nn.Module):
     def __init__(self, in_planes: int, out_planes: int, stride: int = 1, dropout: float = 0.0):
