@@ -60,6 +60,10 @@ class SRResNet(nn.Module):
     Attention modules live in ``self.attention`` (a ModuleDict keyed ``"block<i>"``) so the base
     network's parameter names are the same with and without attention: baseline weights load
     into the attention model with ``strict=False``.
+
+    The 9x9 ``tail`` is computed on the last upsampler's map before its shuffle
+    (:func:`conv_of_shuffled`), so forward hooks on ``tail`` and on that ``PixelShuffle`` fire only
+    inside :meth:`layer_by_layer`, which runs every layer as drawn.
     """
 
     def __init__(self, scale: int = 4, num_blocks: int = 16, channels: int = 64,
