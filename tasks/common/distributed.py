@@ -25,13 +25,6 @@ def cpu_processes_wanted() -> bool:
     return not torch.cuda.is_available() and world_size() > 1
 
 
-def cpu_has_native_bf16() -> bool:
-    """True when this CPU multiplies bf16 in hardware (x86 AVX512-BF16 or AMX): there bf16 autocast
-    speeds up convolutions; elsewhere oneDNN emulates bf16 and it would slow them down."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's, since torch 2.3
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
 def make_accelerator(mixed_precision: str | None = "no", cpu: bool = False,
                      fixed_shapes: bool = True) -> Accelerator:
     """The Accelerator the trainer uses (schedulers step once per optimizer step, data order seeded).

@@ -2,9 +2,8 @@
 
 - ``quick``: the main job on a CPU (the default without a GPU): SRResNet and SRResNet+BAM, trained
   side by side (a process each), 1,500 small updates each (batch 4 of 48x48 HR crops of T91, L1
-  loss, Adam 2e-4 with a cosine decay; channels_last, bf16 autocast on a CPU with bf16 in
-  hardware, scores in float32 always) with a global bicubic residual (``--global-residual``: not
-  SRGAN's network, and every table says so), scored on Set5 five times per run and on Set14 and
+  loss, Adam 2e-4 with a cosine decay; channels_last, float32) with a global bicubic residual
+  (``--global-residual``: not SRGAN's network, and every table says so), scored on Set5 five times per run and on Set14 and
   B100 at the end. T91, Set5, Set14 and B100 ship with the repository (``datasets/sr``), so
   nothing is downloaded. Without the global residual, 1,500 updates leave SRResNet below bicubic
   with its colours off (it must first learn the identity colour map); with it the untrained
@@ -27,7 +26,6 @@ from typing import Any
 
 import torch
 
-from tasks.common.distributed import cpu_has_native_bf16
 
 __all__ = ["PRESETS", "get_preset", "default_preset"]
 
@@ -82,12 +80,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_every": 300,        # five points per curve
         "log_every": 25,
         "num_workers": 0,         # cached crops are cheap; worker start-up would cost more
-        # oneDNN's NHWC kernels and, where the CPU has bf16 units, bf16 products: 20-30% less time
-        # per step. Against float32 training the final PSNR moved by 0.01-0.02 dB for SRResNet and
-        # 0.04-0.11 dB for SRResNet+BAM, both still well above bicubic.
+        # oneDNN's NHWC kernels. Float32, not bf16 autocast: bf16 was 15% faster here but cost
+        # SRResNet+BAM 0.1-0.26 dB on Set5 and SRResNet 0.01-0.03 dB (a tilt of the comparison),
+        # and the table would depend on whether the CPU has bf16 units.
         "channels_last": True,
         "side_by_side": True,     # the two runs at once, a core each: see tasks.common.side_by_side
-        "mixed_precision": "bf16" if cpu_has_native_bf16() else None,
     },
     "quick-gpu": {**_QUICK, "max_steps": 10_000, "eval_every": 1_000},
 }
