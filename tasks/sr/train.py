@@ -52,6 +52,7 @@ class SREvaluator:
         self.bicubic = dict(bicubic or {})  # score_set's results for the bicubic baseline, per set
         self.final_step, self.curve_first, self.self_ensemble = final_step, curve_first, self_ensemble
         self.last_results: dict[str, dict[str, Any]] = {}
+        self._bicubic_pictures: dict[int, torch.Tensor] = {}  # the same at every evaluation
 
     def __call__(self, model: torch.nn.Module, accelerator, step: int) -> dict[str, Any]:
         metrics: dict[str, Any] = {}
@@ -91,7 +92,9 @@ class SREvaluator:
             item = dataset[index]
             lr = item["lr"][None].to(device)
             sr = outputs[index][None] if outputs and index in outputs else model(lr).float()
-            bicubic = bicubic_picture(item["lr"], dataset.scale)
+            if index not in self._bicubic_pictures:
+                self._bicubic_pictures[index] = bicubic_picture(item["lr"], dataset.scale)
+            bicubic = self._bicubic_pictures[index]
             panel = make_panel((sr[0], bicubic, item["hr"]), self._labels(name, item["name"], step))
             path = self.run_dir / "samples" / f"step{step:07d}_{name}_{item['name']}.png"
             write_png_atomic(path, panel)
