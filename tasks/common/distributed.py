@@ -62,8 +62,8 @@ def make_accelerator(mixed_precision: str | None = "no", cpu: bool = False,
 def _forget_other_precision(mixed_precision: str) -> None:
     """Accelerate keeps one state per process and refuses an Accelerator with another mixed
     precision. A single process that runs two commands (a notebook: an SR run with
-    --mixed-precision bf16, then a classification in float32) starts the second afresh; the processes of a
-    distributed run never do (their process group lives in that state)."""
+    --mixed-precision bf16, then a classification in float32) starts the second afresh; the
+    processes of a distributed run never do (their process group lives in that state)."""
     previous = AcceleratorState._shared_state.get("_mixed_precision", mixed_precision)
     if previous != mixed_precision and world_size() == 1:
         AcceleratorState._reset_state(True)

@@ -37,9 +37,6 @@ from tasks.data.sampling import EpochSeededSampler
 from tasks.utils.files import check_writable
 from tasks.utils.messages import note_once
 
-__all__ = ["Task", "RunInfo", "Schedule", "main", "train", "train_all", "steps_per_epoch", "training_loader",
-           "per_process_batch"]
-
 
 @dataclass
 class Schedule:

@@ -29,8 +29,6 @@ from tasks.common.stopping import RunInterrupted, StopSignals
 from tasks.utils import progress
 from tasks.utils.processes import cores, world_size
 
-__all__ = ["side_by_side_possible", "train_side_by_side"]
-
 
 def side_by_side_possible(runs: int) -> bool:
     """Several runs, one process (not ``accelerate launch`` with several), no GPU, a core per run."""
