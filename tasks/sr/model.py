@@ -85,7 +85,8 @@ class SRResNet(nn.Module):
         self.tail = nn.Conv2d(channels, 3, 9, padding=4)
         self.global_residual = bool(global_residual)
         # The 9x9 tail sees the last upsampler's shuffled map; computed on the map before the
-        # shuffle (conv_of_shuffled), it is the same function of the same weights, 3x faster on a CPU.
+        # shuffle (conv_of_shuffled), it is the same function of the same weights, 3x faster on a
+        # CPU.
         self.subpixel_tail = True
         if self.global_residual:  # the network starts as bicubic and learns what bicubic lacks
             nn.init.zeros_(self.tail.weight)
@@ -140,16 +141,16 @@ def conv_of_shuffled(x: torch.Tensor, conv: nn.Conv2d, factor: int) -> torch.Ten
     the equivalent kernel, then a shuffle of the (few) output channels.
 
     A "same" convolution with an odd k x k kernel reads, for output row ``r*i + a``, the shuffled
-    rows ``r*i + a + d`` (``|d| <= k // 2``), which are sub-row ``s`` of ``x``'s row ``i + p`` with
-    ``d = r*p + s - a``. So output sub-pixel ``(a, b)`` is a convolution of ``x`` whose tap ``(p, q)``
-    on input sub-pixel ``(s, t)`` is the kernel's tap ``(r*p + s - a, r*q + t - b)``: the kernel,
-    shifted by ``(a, b)`` and pixel-unshuffled. SRResNet's tail (3 outputs, 9x9, at 4x) becomes a
+    rows ``r*i + a + d`` (``|d| <= k // 2``), which are sub-row ``s`` of ``x``'s row ``i + p``
+    with ``d = r*p + s - a``. So output sub-pixel ``(a, b)`` is a convolution of ``x`` whose tap
+    ``(p, q)`` on input sub-pixel ``(s, t)`` is the kernel's tap ``(r*p + s - a, r*q + t - b)``:
+    the kernel, shifted by ``(a, b)`` and pixel-unshuffled. SRResNet's tail (3 outputs, 9x9, at 4x) becomes a
     5x5 convolution to 12 outputs at 2x: 1.24x its MACs, but oneDNN runs a 3-output convolution
     at a fraction of its speed (5 vs 24 GMAC/s here). Equal up to float rounding, gradients too.
     """
     k = conv.kernel_size[0]
-    if (conv.kernel_size != (k, k) or k % 2 == 0 or conv.padding != (k // 2, k // 2) or conv.stride != (1, 1)
-            or conv.dilation != (1, 1) or conv.groups != 1):
+    if (conv.kernel_size != (k, k) or k % 2 == 0 or conv.padding != (k // 2, k // 2)
+            or conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1):
         raise ValueError(f"conv_of_shuffled needs a square, odd, 'same' convolution, got {conv}")
     reach = -(-(k // 2) // factor)  # taps of x on each side: ceil(radius / factor)
     side = factor * (2 * reach + 1)
@@ -159,7 +160,8 @@ def conv_of_shuffled(x: torch.Tensor, conv: nn.Conv2d, factor: int) -> torch.Ten
             top, left = factor * reach - k // 2 + a, factor * reach - k // 2 + b
             shifted = F.pad(conv.weight, (left, side - k - left, top, side - k - top))
             kernels.append(F.pixel_unshuffle(shifted, factor))
-    weight = torch.stack(kernels, dim=1).flatten(0, 1)  # output channel o * factor**2 + a * factor + b
+    # output channel o * factor**2 + a * factor + b, the order pixel_shuffle reads
+    weight = torch.stack(kernels, dim=1).flatten(0, 1)
     bias = conv.bias.repeat_interleave(factor**2) if conv.bias is not None else None
     return F.pixel_shuffle(F.conv2d(x, weight, bias, padding=reach), factor)
 

@@ -3,9 +3,9 @@
 - ``quick``: the main job on a CPU (the default without a GPU): SRResNet and SRResNet+BAM, trained
   side by side (a process each), 1,500 small updates each (batch 4 of 48x48 HR crops of T91, L1
   loss, Adam 2e-4 with a cosine decay; channels_last, float32) with a global bicubic residual
-  (``--global-residual``: not SRGAN's network, and every table says so), scored on Set5 five times per run and on Set14 and
-  B100 at the end. T91, Set5, Set14 and B100 ship with the repository (``datasets/sr``), so
-  nothing is downloaded. Without the global residual, 1,500 updates leave SRResNet below bicubic
+  (``--global-residual``: not SRGAN's network, and every table says so), scored on Set5 five
+  times per run and on Set14 and B100 at the end. T91, Set5, Set14 and B100 ship with the
+  repository (``datasets/sr``), so nothing is downloaded. Without the global residual, 1,500 updates leave SRResNet below bicubic
   with its colours off (it must first learn the identity colour map); with it the untrained
   network is bicubic and every update improves on it.
 - ``quick-gpu``: the main job on a GPU (the default with one): the same network and data with the
