@@ -2,24 +2,12 @@
 
 The network is traced once on a dummy input with forward hooks: every module call records its
 position in the call tree, the feature maps it consumed and produced, and their resolutions.
-Placement is derived from that trace alone, never from a table of model names. The rules, and
-the networks they are tested on, are in docs/placement.md; in short:
-
-* A 4D tensor is N x C x H x W when its last two dims are a resolution that a convolution,
-  pooling or normalisation layer produced (or the input's), else N x H x W x C when its middle
-  dims are one (ConvNeXt blocks work channels-last). A call *downsamples* when its output has
-  at most half the pixels of its input (a stride-2 conv, a pooling; a valid 3x3 conv does not).
-* **Bottlenecks** (the paper's placement): the feature map right before each downsampling
-  between stages, produced by the outermost module whose output is the level's last feature map
-  (``layer1`` rather than ``layer1.2.relu``). The stem (the levels before the first *block*, a
-  module holding two or more convolutions in sequence) and the final global pooling get none.
-* **Blocks** (BAM-C, Table 2): every convolution block (for ResNet, every BasicBlock and
-  Bottleneck).
+Placement is derived from that trace alone, never from a table of model names. The rules (what a
+feature map, a downsampling, a stage, the stem and a block are), and the networks they are tested
+on, are in docs/placement.md.
 
 Attention modules are applied by forward hooks on the targets, so the base network's parameter
-names, and therefore its pretrained weights, are unchanged; they are registered as submodules
-(in ``model.attention``, or beside the targets in a container that runs its children) so
-that ``state_dict``, ``.to()``, optimizers and DDP see them.
+names, and therefore its pretrained weights, are unchanged.
 """
 
 from __future__ import annotations
@@ -85,6 +73,7 @@ class _Call:
 
     @property
     def downsamples(self) -> bool:
+        """At most half the input's pixels out (a stride-2 conv, a pooling; not a valid 3x3)."""
         a, b = self.in_size, self.out_size
         return (a is not None and b is not None and b[0] <= a[0] and b[1] <= a[1]
                 and 2 * b[0] * b[1] <= a[0] * a[1])
@@ -187,7 +176,7 @@ class _Trace:
             call.outputs = _feature_maps(output)
             call.returns_tensor = isinstance(output, torch.Tensor)
 
-        skip = {m for attention in attached_attention(model).values() for m in attention.modules()}
+        skip = {m for _, _, attention in _attached(model) for m in attention.modules()}
         paths = {module: path for path, module in model.named_modules() if module not in skip}
         handles = [module.register_forward_pre_hook(enter, with_kwargs=True) for module in paths]
         handles += [module.register_forward_hook(leave) for module in paths]
@@ -501,44 +490,39 @@ class AttentionHook:
         return self.attention(output)
 
 
-def _attention_hooks(model: nn.Module):
-    for path, module in model.named_modules():
-        for hook in module._forward_hooks.values():
-            if isinstance(hook, AttentionHook):
-                yield path, hook
-
-
-def attention_targets(model: nn.Module) -> dict[str, str]:
-    """``{path of the module an attention follows: that attention's key}``, in module order.
+def _attached(model: nn.Module):
+    """``(path, key, module)`` of every attention attached to ``model``, in module order.
 
     The key is the module's name in ``model.attention`` where it is registered there, else the
     path with '.' replaced by '_' (which cannot be undone for module names that contain '_', so
     this is read from the hooks themselves).
     """
     registered = getattr(model, "attention", None)
-    names = ({id(module): key for key, module in registered.items()}
-             if isinstance(registered, nn.ModuleDict) else {})
-    return {path: names.get(id(hook.attention), path.replace(".", "_"))
-            for path, hook in _attention_hooks(model)}
+    keys = ({id(module): key for key, module in registered.items()}
+            if isinstance(registered, nn.ModuleDict) else {})
+    for path, module in model.named_modules():
+        for hook in module._forward_hooks.values():
+            if isinstance(hook, AttentionHook):
+                yield path, keys.get(id(hook.attention), path.replace(".", "_")), hook.attention
+
+
+def attention_targets(model: nn.Module) -> dict[str, str]:
+    """``{path of the module an attention follows: that attention's key}``, in module order."""
+    return {path: key for path, key, _ in _attached(model)}
 
 
 def attached_attention(model: nn.Module) -> dict[str, nn.Module]:
-    """``{key: attention module}`` for every attention attached to ``model`` (keys as in
-    :func:`attention_targets`), wherever the modules are registered."""
-    modules = {path: hook.attention for path, hook in _attention_hooks(model)}
-    return {key: modules[path] for path, key in attention_targets(model).items()}
+    """``{key: attention module}`` for every attention attached to ``model``, wherever the
+    modules are registered."""
+    return {key: module for _, key, module in _attached(model)}
 
 
 def _holders(model: nn.Module, paths: list[str]) -> list[tuple[nn.Module, str]]:
     """``(module, name)`` under which the attention after each path is registered, creating
-    ``model.attention`` where that is the place.
-
-    Most networks get ``model.attention``, an ``nn.ModuleDict`` keyed by the path with '.'
-    replaced by '_'. A container whose forward runs or iterates its children (``nn.Sequential``,
-    an ``nn.ModuleDict`` subclass such as torchvision's ``IntermediateLayerGetter``, timm's
-    ``features_only`` networks) would run a new child too: there each module is ``attention`` on
-    the target itself or, where the target is such a container as well, on its last submodule
-    (for a Sequential, the module that produces its output).
+    ``model.attention`` where that is the place. A container whose forward runs or iterates its
+    children would run a new child too: there each module is ``attention`` on the target itself
+    or, where the target is such a container as well, on its last submodule (for a Sequential,
+    the module that produces its output).
     """
     if not isinstance(model, _CONTAINERS):
         if hasattr(model, "attention"):
@@ -598,15 +582,12 @@ def attach_attention(model: nn.Module, attention: AttentionSpec = "bam",
             f"{tuple(input_size)} (no downsampling between stages was seen in the trace); name the "
             "modules to refine with targets=[...]")
     param = next(model.parameters(), None)
-    modules = []
-    for point in points:
-        module = builder(point.channels, **attention_kwargs)
-        if param is not None:
-            module.to(device=param.device, dtype=param.dtype if param.is_floating_point() else None)
-        modules.append(module.train(model.training))
+    modules = [builder(point.channels, **attention_kwargs) for point in points]
     for (holder, name), point, module in zip(_holders(model, [p.path for p in points]), points,
                                              modules):
-        holder.add_module(name, module)
+        if param is not None:
+            module.to(device=param.device, dtype=param.dtype if param.is_floating_point() else None)
+        holder.add_module(name, module.train(model.training))
         model.get_submodule(point.path).register_forward_hook(
             AttentionHook(module, point.channels_last))
     return [p.path for p in points]
