@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import partial
 from typing import Iterator
 
 import torch
@@ -20,10 +21,8 @@ def _hooks_for(module: nn.Module, store: AttentionMaps, key: str, accumulate: bo
     """Forward hooks storing the maps of one BAM, CBAM or SE module in ``store[key]``."""
     maps: dict[str, torch.Tensor] = {}
 
-    def keep(kind, as_map=lambda t: t):
-        def hook(_module, _inputs, output):
-            maps[kind] = as_map(output).detach().to("cpu")
-        return hook
+    def keep(kind, _module, _inputs, output):
+        maps[kind] = output.detach().to("cpu")
 
     def commit(_module, _inputs, _output):
         if isinstance(module, BAM):
@@ -36,11 +35,10 @@ def _hooks_for(module: nn.Module, store: AttentionMaps, key: str, accumulate: bo
             stored[kind] = torch.cat([stored[kind], tensor]) if append else tensor
         maps.clear()
 
-    if isinstance(module, SqueezeExcitation):
-        handles = [module.gate.register_forward_hook(keep("channel", lambda s: s[..., None, None]))]
-    else:  # BAM (where a branch may be missing) or CBAM
-        handles = [getattr(module, kind).register_forward_hook(keep(kind))
-                   for kind in ("channel", "spatial") if getattr(module, kind) is not None]
+    gates = ({"channel": module.gate} if isinstance(module, SqueezeExcitation)
+             else {"channel": module.channel, "spatial": module.spatial})  # a BAM's may be None
+    handles = [gate.register_forward_hook(partial(keep, kind))
+               for kind, gate in gates.items() if gate is not None]
     return handles + [module.register_forward_hook(commit)]
 
 

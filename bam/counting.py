@@ -41,11 +41,9 @@ def to_resnet_v1(model: nn.Module) -> nn.Module:
     parameters are unchanged; only the MACs (and the trained function) differ.
     """
     for module in model.modules():
-        conv1, conv2 = getattr(module, "conv1", None), getattr(module, "conv2", None)
-        if not (isinstance(conv1, nn.Conv2d) and isinstance(conv2, nn.Conv2d)
-                and isinstance(getattr(module, "conv3", None), nn.Conv2d)):
-            continue  # only bottleneck blocks (1x1, 3x3, 1x1) have a stride to move
-        if conv1.kernel_size != (1, 1) or conv2.stride == (1, 1):
-            continue
-        conv1.stride, conv2.stride = conv2.stride, (1, 1)
+        convs = [getattr(module, f"conv{i}", None) for i in (1, 2, 3)]
+        # only bottleneck blocks (1x1, 3x3, 1x1) have a stride to move
+        if (all(isinstance(conv, nn.Conv2d) for conv in convs) and convs[0].kernel_size == (1, 1)
+                and convs[1].stride != (1, 1)):
+            convs[0].stride, convs[1].stride = convs[1].stride, (1, 1)
     return model

@@ -98,19 +98,14 @@ class _Call:
             call = call.parent
 
 
-def _feature_maps(value, found: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+def _feature_maps(value) -> list[torch.Tensor]:
     """Every 4D tensor in a module's inputs or outputs, first seen first (DenseNet layers take
     lists)."""
-    found = [] if found is None else found
-    if isinstance(value, torch.Tensor):
-        if value.dim() == 4 and all(value is not t for t in found):
-            found.append(value)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            _feature_maps(item, found)
-    elif isinstance(value, dict):
-        _feature_maps(list(value.values()), found)
-    return found
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return list({id(t): t for item in value for t in _feature_maps(item)}.values())
+    return [value] if isinstance(value, torch.Tensor) and value.dim() == 4 else []
 
 
 def _same_map(a: torch.Tensor, b: torch.Tensor) -> bool:

@@ -10,7 +10,7 @@ arguments. This is the one place that knows what "none" means: everything else a
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable, Union
+from typing import Callable
 
 from torch import nn
 
@@ -19,7 +19,7 @@ from .cbam import CBAM
 from .se import SqueezeExcitation
 
 # What an ``attention=`` argument may be throughout ``bam``.
-AttentionSpec = Union[str, type[nn.Module], None]
+AttentionSpec = str | type[nn.Module] | None
 
 # Spellings of "no attention": the command lines' "none", and an empty option.
 _NO_ATTENTION = ("", "none")
@@ -35,7 +35,7 @@ ATTENTIONS: dict[str, Callable[..., nn.Module]] = {
 
 
 def register_attention(name: str, builder: Callable[..., nn.Module]) -> None:
-    """Add ``builder(channels, **kwargs) -> nn.Module`` (a class or a ``partial`` of one) as ``name``."""
+    """Add ``builder(channels, **kwargs) -> nn.Module`` (a class or a ``partial`` of one)."""
     if name in _NO_ATTENTION:
         raise ValueError(f"{name!r} means no attention; register the module under another name")
     if name in ATTENTIONS:
@@ -44,30 +44,31 @@ def register_attention(name: str, builder: Callable[..., nn.Module]) -> None:
 
 
 def list_attentions(include_none: bool = False) -> list[str]:
-    """Names accepted by :func:`create_attention`; ``include_none`` puts "none" first (for choices)."""
+    """Names accepted by :func:`create_attention`; ``include_none`` puts "none" first."""
     return ["none", *sorted(ATTENTIONS)] if include_none else sorted(ATTENTIONS)
 
 
 def get_attention(attention: AttentionSpec) -> Callable[..., nn.Module] | None:
-    """The builder behind ``attention``: ``builder(channels, **kwargs)``, or None for no attention.
+    """The builder behind ``attention``: ``builder(channels, **kwargs)``, or None for none.
 
     Unknown names raise ValueError listing the valid ones; anything that is neither a name nor an
     ``nn.Module`` class raises TypeError (an instance cannot be copied to every insertion point).
     """
     if attention is None or attention in _NO_ATTENTION:
         return None
-    if isinstance(attention, str):
-        if attention not in ATTENTIONS:
-            raise ValueError(f"unknown attention {attention!r}; valid names: {', '.join(list_attentions(True))}")
-        return ATTENTIONS[attention]
     if isinstance(attention, type) and issubclass(attention, nn.Module):
         return attention
-    raise TypeError(f"attention must be a registered name ({', '.join(list_attentions(True))}), an nn.Module "
-                    f"subclass built as cls(channels, **kwargs), or None; got {attention!r}")
+    names = ", ".join(list_attentions(include_none=True))
+    if not isinstance(attention, str):
+        raise TypeError(f"attention must be a registered name ({names}), an nn.Module subclass "
+                        f"built as cls(channels, **kwargs), or None; got {attention!r}")
+    if attention not in ATTENTIONS:
+        raise ValueError(f"unknown attention {attention!r}; valid names: {names}")
+    return ATTENTIONS[attention]
 
 
 def attention_class(attention: AttentionSpec) -> type[nn.Module] | None:
-    """The module class ``attention`` builds (None for no attention): what to look for in a network."""
+    """The module class ``attention`` builds (None for none): what to look for in a network."""
     builder = get_attention(attention)
     return getattr(builder, "func", builder)
 
@@ -75,7 +76,7 @@ def attention_class(attention: AttentionSpec) -> type[nn.Module] | None:
 def create_attention(attention: AttentionSpec, channels: int, **kwargs) -> nn.Module | None:
     """Build the attention module for a ``channels``-channel feature map; None for no attention."""
     builder = get_attention(attention)
-    if isinstance(builder, partial) and set(kwargs) & set(builder.keywords):
-        fixed = ", ".join(sorted(set(kwargs) & set(builder.keywords)))
-        raise ValueError(f"{attention!r} fixes {fixed}; use 'bam' to choose it")
+    fixed = set(kwargs) & set(builder.keywords) if isinstance(builder, partial) else set()
+    if fixed:
+        raise ValueError(f"{attention!r} fixes {', '.join(sorted(fixed))}; use 'bam' to choose it")
     return None if builder is None else builder(channels, **kwargs)

@@ -23,8 +23,8 @@ class SqueezeExcitation(nn.Module):
         self.gate = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = self.gate(self.fc2(self.act(self.fc1(x.mean(dim=(2, 3))))))
-        return x * scale[:, :, None, None]
+        scale = self.fc2(self.act(self.fc1(x.mean(dim=(2, 3)))))
+        return x * self.gate(scale[:, :, None, None])
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}"
