@@ -1,8 +1,6 @@
 """CBAM, the Convolutional Block Attention Module (Woo et al., ECCV 2018).
 
-Channel attention from average- and max-pooled descriptors through one shared MLP, then spatial
-attention from the channel-wise max and mean maps through a k x k conv + BN; applied in sequence:
-``x' = x * Mc(x)``, ``x'' = x' * Ms(x')``.
+Channel, then spatial attention, applied in sequence: ``x' = x * Mc(x)``, ``x'' = x' * Ms(x')``.
 """
 
 from __future__ import annotations
