@@ -16,8 +16,6 @@ from tasks.report.plots import variant_name
 from tasks.utils.files import write_png_atomic
 from tasks.utils.images import quantize, to_hwc_uint8
 
-__all__ = ["make_panel", "bicubic_picture", "model_label", "comparison_section"]
-
 _GAP = 4          # white pixels between panels
 # The BAM paper's Table 8 (its own SRResNet training, 10^6 updates): BAM minus baseline, in dB.
 PAPER_GAIN_DB = {"Set5": 31.6688 - 31.5548, "Set14": 28.2827 - 28.2529}
@@ -71,14 +69,10 @@ def _network_words(config: Mapping) -> str:
     return words
 
 
-def _mean(runs, metric: str) -> float:
-    return float(np.mean([run.metric(metric) for run in runs]))
-
-
 def _honest_note(variants: Mapping[str, Sequence], sets: Sequence[str], bicubic: Mapping[str, float]) -> str:
     """What the numbers say of each network against bicubic without rounding up, and what runs of
     this length can say of the difference between them."""
-    gains = {(attention, s): _mean(runs, f"psnr/{s}") - bicubic[f"psnr/{s}"]
+    gains = {(attention, s): np.mean([run.metric(f"psnr/{s}") for run in runs]) - bicubic[f"psnr/{s}"]
              for attention, runs in variants.items() for s in sets if f"psnr/{s}" in bicubic}
     below = [f"{model_label(a)} on {s} ({signed(gain, 2)} dB)"
              for (a, s), gain in gains.items() if gain <= 0]

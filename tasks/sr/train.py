@@ -13,6 +13,7 @@ for ``tasks.sr.evaluate`` / ``tasks.sr.upscale``), ``metrics.jsonl``, ``samples/
 from __future__ import annotations
 
 import argparse
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -26,10 +27,8 @@ from tasks.common.run import RunInfo, Schedule, Task, main as run_main
 from tasks.sr.evaluate import BICUBIC, ENSEMBLE_SUFFIX, format_table, load_sets, score_set
 from tasks.sr.metrics import PROTOCOLS
 from tasks.sr.model import SUPPORTED_SCALES
-from tasks.sr.presets import PRESETS, default_preset, get_preset
+from tasks.sr.presets import PRESETS, default_preset
 from tasks.sr.samples import model_label
-
-__all__ = ["SRTask", "SREvaluator", "main", "parse_args", "MODEL_BUILDER"]
 
 MODEL_BUILDER = "tasks.sr.model:srresnet"
 LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}  # the SRGAN recipe's, EDSR's
@@ -124,8 +123,7 @@ class SRData:
 
 def _presets_help() -> str:
     lines = ["presets (defaults of the options above; any option overrides them):"]
-    for name in sorted(PRESETS):
-        p = get_preset(name)
+    for name, p in sorted(PRESETS.items()):
         lines.append(f"  {name:6s} train on <data root>/{p['train_subdir']}; x{p['scale']}, {p['patch_size']}px HR "
                      f"crops, batch {p['batch_size']}, Adam lr {p['lr']:g}, {p['max_steps']:,} steps, eval every "
                      f"{p['eval_every']:,} on {'/'.join(p['sets'])}, {model_label('none', p['global_residual'])}"
@@ -198,11 +196,10 @@ class SRTask(Task):
         named = argparse.ArgumentParser(add_help=False)
         named.add_argument("--preset", default=default_preset())
         name = named.parse_known_args(argv)[0].preset
-        preset = get_preset(name if name in PRESETS else default_preset())
-        parser.set_defaults(**{k: v for k, v in preset.items() if k != "betas"})
+        # a copy: the run may change its lists without changing the preset
+        parser.set_defaults(**copy.deepcopy(PRESETS[name if name in PRESETS else default_preset()]))
         args = parser.parse_args(argv)
-        args.betas = tuple(args.betas) if args.betas else tuple(preset["betas"])
-        args.preset_values = preset
+        args.betas = tuple(args.betas)
         return args
 
     def check(self, args: argparse.Namespace) -> None:
@@ -269,7 +266,9 @@ class SRTask(Task):
             "arch": "srresnet", "attention": args.attention, "dataset": data.train_label, "preset": args.preset,
             "model": kwargs, "scale": args.scale, "patch_size": args.patch_size, "batch_size": args.batch_size,
             "lr": args.lr, "betas": list(args.betas), "lr_schedule": args.lr_schedule, "loss": args.loss,
-            "sets": list(data.sets), "set_sources": [_set_source(name) for name in args.sets],
+            "sets": list(data.sets),
+            # how to find each set again: a folder's absolute path, else its name
+            "set_sources": [str(Path(s).resolve()) if Path(s).is_dir() else s for s in args.sets],
             "protocol": args.protocol, "data_root": str(data.root.resolve()),
             "train_images": len(data.train.files),
             "repeat": args.repeat, "params": params, "macs": macs, "macs_input": macs_input,
@@ -295,11 +294,6 @@ class SRTask(Task):
         _write_sr_report(run_dir, summary, sets, _results_from(summary["reference"]["metrics"], sets), args)
 
 
-def _set_source(name: str) -> str:
-    """How to find an evaluation set again: a folder's absolute path, else its name."""
-    return str(Path(name).resolve()) if Path(name).is_dir() else name
-
-
 def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"scale": args.scale, "num_blocks": args.num_blocks, "channels": args.channels,
             "attention": args.attention, "attention_interval": args.attention_interval,
@@ -310,7 +304,7 @@ def _train_sources(args: argparse.Namespace, root: Path) -> tuple[list[Path], st
     """(folders, data set label) for the training set."""
     if args.train_dir:
         return [Path(p) for p in args.train_dir], ",".join(Path(p).name for p in args.train_dir)
-    subdir = args.preset_values["train_subdir"]
+    subdir = args.train_subdir  # the preset's
     folder = root / subdir
     if not folder.is_dir():
         raise FileNotFoundError(f"training folder {folder} not found (preset {args.preset!r}): pass --train-dir, "
