@@ -82,8 +82,7 @@ def _score_batch(dataset: Dataset, indices: list[int], upscale, protocol: str, d
     gray = torch.tensor([item["gray"] for item in items], device=device)
     scale = dataset.scale
     if isinstance(upscale, Path):  # a folder of SR images (--results)
-        saved = [saved_image(upscale, dataset.name, item["name"], hr.shape) for item in items]
-        saved = torch.cat(saved)
+        saved = torch.cat([saved_image(upscale, dataset.name, item["name"], hr.shape) for item in items])
         scores = score_sr(saved.to(device), quantize(hr), scale, protocol, gray=gray)
     elif upscale == BICUBIC:
         scores = bicubic_baseline(quantize(hr), scale, protocol, gray=gray)
@@ -192,8 +191,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _what_to_score(args: argparse.Namespace) -> tuple[Any, int, str]:
-    """(upscale, scale, name) for score_set."""
+def _what_to_score(args: argparse.Namespace, device: torch.device) -> tuple[Any, int, str]:
+    """(upscale, scale, name) for score_set; a network is loaded onto ``device``."""
     if args.results:
         folder = Path(args.results).expanduser()
         if not folder.is_dir():
@@ -207,7 +206,7 @@ def _what_to_score(args: argparse.Namespace) -> tuple[Any, int, str]:
     trained = model.scale
     if args.scale is not None and args.scale != trained:
         raise ValueError(f"--scale {args.scale} does not match the checkpoint, which was trained for x{trained}")
-    return model.eval(), trained, str(args.checkpoint)
+    return model.eval().to(device), trained, str(args.checkpoint)
 
 
 def _evaluate(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -216,12 +215,10 @@ def _evaluate(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: no CUDA GPU is available (use --device cpu)")
-    accelerator = make_accelerator("no", cpu=device.type == "cpu")
-    upscale, scale, name = _what_to_score(args)
-    if args.self_ensemble and not isinstance(upscale, torch.nn.Module):
+    if args.self_ensemble and not args.checkpoint:
         raise ValueError("--self-ensemble needs --checkpoint (a network to run on the flipped and rotated inputs)")
-    if isinstance(upscale, torch.nn.Module):
-        upscale = upscale.to(accelerator.device)
+    accelerator = make_accelerator("no", cpu=device.type == "cpu")
+    upscale, scale, name = _what_to_score(args, accelerator.device)
     sets = load_sets(args.sets, scale, args.data_root, args.max_images)
     networks = {"": upscale}
     if args.self_ensemble:
