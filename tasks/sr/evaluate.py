@@ -82,7 +82,8 @@ def _score_batch(dataset: Dataset, indices: list[int], upscale, protocol: str, d
     gray = torch.tensor([item["gray"] for item in items], device=device)
     scale = dataset.scale
     if isinstance(upscale, Path):  # a folder of SR images (--results)
-        saved = torch.cat([saved_image(upscale, dataset.name, item["name"], hr.shape) for item in items])
+        saved = torch.cat([saved_image(upscale, dataset.name, item["name"], hr.shape)
+                           for item in items])
         scores = score_sr(saved.to(device), quantize(hr), scale, protocol, gray=gray)
     elif upscale == BICUBIC:
         scores = bicubic_baseline(quantize(hr), scale, protocol, gray=gray)

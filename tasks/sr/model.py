@@ -74,7 +74,8 @@ class SRResNet(nn.Module):
         self.body_tail = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels))
         # each upsampler doubles the size: conv3x3 C -> 4C, PixelShuffle(2), PReLU
         self.upsample = nn.Sequential(*(
-            nn.Sequential(nn.Conv2d(channels, 4 * channels, 3, padding=1), nn.PixelShuffle(2), nn.PReLU())
+            nn.Sequential(nn.Conv2d(channels, 4 * channels, 3, padding=1), nn.PixelShuffle(2),
+                          nn.PReLU())
             for _ in range(int(math.log2(scale)))))
         self.tail = nn.Conv2d(channels, 3, 9, padding=4)
         self.global_residual = bool(global_residual)

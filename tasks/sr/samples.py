@@ -68,7 +68,8 @@ def _network_words(config: Mapping) -> str:
 def _honest_note(variants: Mapping[str, Sequence], sets: Sequence[str], bicubic: Mapping[str, float]) -> str:
     """What the numbers say of each network against bicubic without rounding up, and what runs of
     this length can say of the difference between them."""
-    gains = {(attention, s): np.mean([run.metric(f"psnr/{s}") for run in runs]) - bicubic[f"psnr/{s}"]
+    gains = {(attention, s): np.mean([run.metric(f"psnr/{s}") for run in runs])
+             - bicubic[f"psnr/{s}"]
              for attention, runs in variants.items() for s in sets if f"psnr/{s}" in bicubic}
     below = [f"{model_label(a)} on {s} ({signed(gain, 2)} dB)"
              for (a, s), gain in gains.items() if gain <= 0]

@@ -72,7 +72,8 @@ class SREvaluator:
                 metrics[f"{metric}/{name}"] = result[metric]
                 per_image[f"{name}/{metric}"] = [image[metric] for image in result["images"].values()]
         if pictures:
-            self._save_samples(model, accelerator.device, step, self.last_results[scored[0][0]]["outputs"])
+            outputs = self.last_results[scored[0][0]]["outputs"]
+            self._save_samples(model, accelerator.device, step, outputs)
         return {**metrics, "per_sample": per_image}
 
     @torch.no_grad()
@@ -87,12 +88,14 @@ class SREvaluator:
         images = {}
         for index in range(min(self.num_pictures, len(dataset))):
             item = dataset[index]
-            sr = outputs[index] if index in outputs else model(item["lr"][None].to(device))[0].float()
+            lr = item["lr"][None].to(device)
+            sr = outputs[index] if index in outputs else model(lr)[0].float()
             if index not in self._bicubic_pictures:
                 self._bicubic_pictures[index] = bicubic_picture(item["lr"], dataset.scale)
             panel = make_panel((sr, self._bicubic_pictures[index], item["hr"]),
                                self._labels(name, item["name"], step))
-            write_png_atomic(self.run_dir / "samples" / f"step{step:07d}_{name}_{item['name']}.png", panel)
+            path = self.run_dir / "samples" / f"step{step:07d}_{name}_{item['name']}.png"
+            write_png_atomic(path, panel)
             images[f"samples/{name}/{item['name']}"] = panel
         self.tracker.log_images(images, step, caption="SR | bicubic | HR")
 
@@ -301,8 +304,8 @@ class SRTask(Task):
         note = f"MACs: {summary.get('macs'):,} counted on a {summary.get('macs_input')} input."
         best = _results_from(summary.get("best") or {}, sets)
         if best and baseline and any(best[name]["psnr"] <= baseline[name]["psnr"] for name in best):
-            note += (f"\nNot above bicubic after {summary.get('steps'):,} updates: SRResNet needs tens of "
-                     "thousands (the t91 preset on one GPU, or srgan, the paper's recipe).")
+            note += (f"\nNot above bicubic after {summary.get('steps'):,} updates: SRResNet needs "
+                     "tens of thousands (the t91 preset on one GPU, or srgan, the paper's recipe).")
         section = "## Super-resolution: model vs bicubic\n\n" + "".join(
             f"### {title}\n\n{table}\n\n" for title, table in tables) + note + "\n"
         write_text_atomic(run_dir / "summary.md", render_markdown(summary) + "\n" + section)
