@@ -71,11 +71,9 @@ def register_dataset(name: str, input_size: tuple[int, int, int], num_classes: i
     _DATASETS[name] = DatasetInfo(tuple(int(v) for v in input_size), num_classes)
 
 
-def register_network(name: str, datasets: tuple[str, ...] | list[str] | str = ("imagenet",),
+def register_network(name: str, datasets: tuple[str, ...] = ("imagenet",),
                      resnet_blocks: str | None = None, places_attention: bool = False) -> Callable:
     """Decorator registering ``builder(num_classes=...)`` as network ``name`` for each data set."""
-    if isinstance(datasets, str):
-        datasets = (datasets,)
     if resnet_blocks not in (None, "basic", "bottleneck"):
         raise ValueError(f"resnet_blocks must be None, 'basic' or 'bottleneck', got {resnet_blocks!r}")
 

@@ -181,7 +181,7 @@ def test_presets_set_defaults_and_options_override(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     main_job = sr_train.parse_args([])
     assert (main_job.preset, main_job.attention, main_job.global_residual) == ("quick", ["none", "bam"], True)
-    assert (main_job.preset_values["train_subdir"], main_job.sets, main_job.eval_every) == \
+    assert (main_job.train_subdir, main_job.sets, main_job.eval_every) == \
         ("sr/train/T91", ["Set5", "Set14", "B100"], 300)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     gpu = sr_train.parse_args([])

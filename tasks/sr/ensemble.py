@@ -14,8 +14,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-__all__ = ["DIHEDRAL", "SelfEnsemble"]
-
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
 

@@ -30,8 +30,6 @@ from tasks.common.cli import run_cli
 from tasks.sr.metrics import DEFAULT_PROTOCOL, PROTOCOLS, bicubic_baseline, score_sr
 from tasks.utils.images import quantize
 
-__all__ = ["score_set", "format_table", "load_sets", "main", "BICUBIC"]
-
 BICUBIC = "bicubic"
 ENSEMBLE_SUFFIX = "+x8"  # the rows of the x8 self-ensemble: Set5+x8, ...
 RESULT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
@@ -60,7 +58,7 @@ def saved_image(folder: Path, set_name: str, stem: str, hr_shape: tuple[int, ...
 BATCH_PIXELS = 1_300_000
 
 
-def same_shape_batches(dataset: Dataset, max_pixels: int = BATCH_PIXELS) -> list[list[int]]:
+def same_shape_batches(dataset: Dataset) -> list[list[int]]:
     """Indices of ``dataset`` in batches of images of one shape (B100 has two), in set order within
     each shape. The batches do not depend on the number of processes, so every image is computed
     the same way however the batches are shared out."""
@@ -69,7 +67,7 @@ def same_shape_batches(dataset: Dataset, max_pixels: int = BATCH_PIXELS) -> list
         by_shape.setdefault(tuple(dataset[index]["hr"].shape), []).append(index)
     batches = []
     for shape, indices in by_shape.items():
-        per_batch = max(1, max_pixels // (shape[-1] * shape[-2]))
+        per_batch = max(1, BATCH_PIXELS // (shape[-1] * shape[-2]))
         batches += [indices[i:i + per_batch] for i in range(0, len(indices), per_batch)]
     return batches
 
@@ -84,8 +82,8 @@ def _score_batch(dataset: Dataset, indices: list[int], upscale, protocol: str, d
     gray = torch.tensor([item["gray"] for item in items], device=device)
     scale = dataset.scale
     if isinstance(upscale, Path):  # a folder of SR images (--results)
-        saved = [saved_image(upscale, dataset.name, item["name"], hr.shape) for item in items]
-        saved = torch.cat(saved)
+        saved = torch.cat([saved_image(upscale, dataset.name, item["name"], hr.shape)
+                           for item in items])
         scores = score_sr(saved.to(device), quantize(hr), scale, protocol, gray=gray)
     elif upscale == BICUBIC:
         scores = bicubic_baseline(quantize(hr), scale, protocol, gray=gray)
@@ -105,18 +103,18 @@ def _score_batch(dataset: Dataset, indices: list[int], upscale, protocol: str, d
 
 @torch.no_grad()
 def score_set(dataset: Dataset, upscale: Callable[[torch.Tensor], torch.Tensor] | str | Path,
-              protocol: str, accelerator=None, device: str | torch.device = "cpu", keep: int = 0) -> dict[str, Any]:
+              protocol: str, accelerator=None, keep: int = 0) -> dict[str, Any]:
     """Mean PSNR/SSIM of ``upscale`` (LR [0,1] -> SR [0,1], ``"bicubic"``, or a folder of SR
     images: :func:`saved_image`) over ``dataset`` (a :class:`tasks.data.sr.SRBenchmark`), images
     of one shape batched together. With an ``accelerator`` the batches are shared out over the
-    processes and gathered back: every image is counted once.
+    processes and gathered back: every image is counted once. Without one, it runs on the CPU.
 
     Returns ``{"psnr", "ssim", "images": {name: {"psnr", "ssim"}}}`` (same on every process), and
     with ``keep`` the network's outputs of the first ``keep`` images under ``"outputs"``
     (``{index: SR}``: those this process computed; sample panels need not run the network again).
     """
     batches = same_shape_batches(dataset)
-    rank, processes = 0, 1
+    rank, processes, device = 0, 1, "cpu"
     if accelerator is not None:
         rank, processes, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     outputs = dict.fromkeys(range(min(keep, len(dataset))))
@@ -194,8 +192,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _what_to_score(args: argparse.Namespace) -> tuple[Any, int, str]:
-    """(upscale, scale, name) for score_set."""
+def _what_to_score(args: argparse.Namespace, device: torch.device) -> tuple[Any, int, str]:
+    """(upscale, scale, name) for score_set; a network is loaded onto ``device``."""
     if args.results:
         folder = Path(args.results).expanduser()
         if not folder.is_dir():
@@ -209,7 +207,7 @@ def _what_to_score(args: argparse.Namespace) -> tuple[Any, int, str]:
     trained = model.scale
     if args.scale is not None and args.scale != trained:
         raise ValueError(f"--scale {args.scale} does not match the checkpoint, which was trained for x{trained}")
-    return model.eval(), trained, str(args.checkpoint)
+    return model.eval().to(device), trained, str(args.checkpoint)
 
 
 def _evaluate(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -218,12 +216,10 @@ def _evaluate(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: no CUDA GPU is available (use --device cpu)")
-    accelerator = make_accelerator("no", cpu=device.type == "cpu")
-    upscale, scale, name = _what_to_score(args)
-    if args.self_ensemble and not isinstance(upscale, torch.nn.Module):
+    if args.self_ensemble and not args.checkpoint:
         raise ValueError("--self-ensemble needs --checkpoint (a network to run on the flipped and rotated inputs)")
-    if isinstance(upscale, torch.nn.Module):
-        upscale = upscale.to(accelerator.device)
+    accelerator = make_accelerator("no", cpu=device.type == "cpu")
+    upscale, scale, name = _what_to_score(args, accelerator.device)
     sets = load_sets(args.sets, scale, args.data_root, args.max_images)
     networks = {"": upscale}
     if args.self_ensemble:

@@ -23,11 +23,6 @@ import torch
 from tasks.data.imresize import bicubic_degrade, imresize, modcrop
 from tasks.utils.images import quantize
 
-__all__ = [
-    "PROTOCOLS", "DEFAULT_PROTOCOL", "rgb_to_y", "luminance", "psnr", "ssim", "score_sr",
-    "bicubic_baseline",
-]
-
 PROTOCOLS: dict[str, str] = {
     "basicsr": "BasicSR: LR by MATLAB bicubic on RGB (uint8), gray replicated to RGB, "
                "Y of rgb2ycbcr (float), border crop = scale",

@@ -27,8 +27,6 @@ from torch import nn
 
 from tasks.common.model_io import model_builder
 
-__all__ = ["SRResNet", "ResidualBlock", "srresnet", "SUPPORTED_SCALES", "conv_of_shuffled"]
-
 SUPPORTED_SCALES = (2, 4)
 
 
@@ -45,12 +43,6 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.bn2(self.conv2(self.act(self.bn1(self.conv1(x)))))
-
-
-def upsample_2x(channels: int) -> nn.Sequential:
-    """conv3x3 C -> 4C, PixelShuffle(2), PReLU: doubles the spatial size."""
-    conv = nn.Conv2d(channels, 4 * channels, 3, padding=1)
-    return nn.Sequential(conv, nn.PixelShuffle(2), nn.PReLU())
 
 
 class SRResNet(nn.Module):
@@ -80,8 +72,11 @@ class SRResNet(nn.Module):
         self.head = nn.Sequential(nn.Conv2d(3, channels, 9, padding=4), nn.PReLU())
         self.blocks = nn.ModuleList(ResidualBlock(channels) for _ in range(num_blocks))
         self.body_tail = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels))
-        upsamplers = int(math.log2(scale))
-        self.upsample = nn.Sequential(*(upsample_2x(channels) for _ in range(upsamplers)))
+        # each upsampler doubles the size: conv3x3 C -> 4C, PixelShuffle(2), PReLU
+        self.upsample = nn.Sequential(*(
+            nn.Sequential(nn.Conv2d(channels, 4 * channels, 3, padding=1), nn.PixelShuffle(2),
+                          nn.PReLU())
+            for _ in range(int(math.log2(scale)))))
         self.tail = nn.Conv2d(channels, 3, 9, padding=4)
         self.global_residual = bool(global_residual)
         # The 9x9 tail sees the last upsampler's shuffled map; computed on the map before the
@@ -95,7 +90,6 @@ class SRResNet(nn.Module):
         from bam import create_attention, get_attention  # the core's registry: None for "none"
 
         builder = get_attention(attention)  # raises on unknown names
-        self.attention_name = attention
         self.attention_positions = list(range(attention_interval, num_blocks + 1, attention_interval)) if builder else []
         self.attention = nn.ModuleDict({f"block{position}": create_attention(attention, channels, **attention_kwargs)
                                         for position in self.attention_positions})
@@ -179,9 +173,7 @@ def bicubic_upsample(x: torch.Tensor, scale: int) -> torch.Tensor:
 
 
 @model_builder
-def srresnet(scale: int = 4, num_blocks: int = 16, channels: int = 64, attention: str = "none",
-             attention_interval: int = 4, global_residual: bool = False, **attention_kwargs) -> SRResNet:
-    """Build SRResNet x``scale`` (2 or 4); ``attention="bam"`` adds a BAM after every
-    ``attention_interval``-th residual block (blocks 4, 8, 12, 16 by default)."""
-    return SRResNet(scale=scale, num_blocks=num_blocks, channels=channels, attention=attention,
-                    attention_interval=attention_interval, global_residual=global_residual, **attention_kwargs)
+def srresnet(**kwargs) -> SRResNet:
+    """Build :class:`SRResNet` (its arguments; the builder that model files name):
+    ``srresnet(scale=4, attention="bam")`` adds a BAM after residual blocks 4, 8, 12 and 16."""
+    return SRResNet(**kwargs)

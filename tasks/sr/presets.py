@@ -26,9 +26,6 @@ from typing import Any
 
 import torch
 
-
-__all__ = ["PRESETS", "get_preset", "default_preset"]
-
 _SRGAN: dict[str, Any] = {
     "train_subdir": "coco/train2017",
     "scale": 4,
@@ -93,12 +90,3 @@ PRESETS: dict[str, dict[str, Any]] = {
 def default_preset() -> str:
     """The main job on whatever the machine has: ``quick-gpu`` with a GPU, ``quick`` without."""
     return "quick-gpu" if torch.cuda.is_available() else "quick"
-
-
-def get_preset(name: str) -> dict[str, Any]:
-    """A copy of preset ``name``; unknown names raise ``ValueError`` listing the valid ones."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
-    preset = dict(PRESETS[name])
-    preset["sets"] = list(preset["sets"])
-    return preset

@@ -16,28 +16,22 @@ from tasks.report.plots import variant_name
 from tasks.utils.files import write_png_atomic
 from tasks.utils.images import quantize, to_hwc_uint8
 
-__all__ = ["make_panel", "bicubic_picture", "model_label", "comparison_section"]
-
 _GAP = 4          # white pixels between panels
+_CROP = 256       # panels show the central 256x256 pixels of each image (all of a smaller one)
 # The BAM paper's Table 8 (its own SRResNet training, 10^6 updates): BAM minus baseline, in dB.
 PAPER_GAIN_DB = {"Set5": 31.6688 - 31.5548, "Set14": 28.2827 - 28.2529}
 PAPER_UPDATES = 1_000_000
 
 
-def _center_crop(image: np.ndarray, size: int | None) -> np.ndarray:
-    if size is None:
-        return image
-    h, w = image.shape[:2]
-    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
-    return image[top:top + size, left:left + size]
-
-
-def make_panel(images: Sequence, labels: Sequence[str], crop: int | None = 256) -> Image.Image:
-    """The images side by side (same size), optionally their central ``crop`` pixels, each under
-    its label (``\\n`` starts another line): SR | bicubic | HR during training, bicubic | SRResNet |
+def make_panel(images: Sequence, labels: Sequence[str]) -> Image.Image:
+    """The images side by side (same size), their central ``_CROP`` pixels, each under its label
+    (``\\n`` starts another line): SR | bicubic | HR during training, bicubic | SRResNet |
     SRResNet+BAM | HR in a comparison. Images: CxHxW (or 1xCxHxW) tensors in [0, 1], rounded as
     the metrics round them, or HxWx3 uint8 arrays."""
-    tiles = [_center_crop(to_hwc_uint8(x), crop) for x in images]
+    tiles = []
+    for image in map(to_hwc_uint8, images):
+        top, left = max(0, (image.shape[0] - _CROP) // 2), max(0, (image.shape[1] - _CROP) // 2)
+        tiles.append(image[top:top + _CROP, left:left + _CROP])
     if len({t.shape for t in tiles}) != 1:
         raise ValueError(f"panel images differ in size: {[t.shape for t in tiles]}")
     return Image.fromarray(side_by_side(tiles, labels, gap=_GAP))
@@ -71,14 +65,11 @@ def _network_words(config: Mapping) -> str:
     return words
 
 
-def _mean(runs, metric: str) -> float:
-    return float(np.mean([run.metric(metric) for run in runs]))
-
-
 def _honest_note(variants: Mapping[str, Sequence], sets: Sequence[str], bicubic: Mapping[str, float]) -> str:
     """What the numbers say of each network against bicubic without rounding up, and what runs of
     this length can say of the difference between them."""
-    gains = {(attention, s): _mean(runs, f"psnr/{s}") - bicubic[f"psnr/{s}"]
+    gains = {(attention, s): np.mean([run.metric(f"psnr/{s}") for run in runs])
+             - bicubic[f"psnr/{s}"]
              for attention, runs in variants.items() for s in sets if f"psnr/{s}" in bicubic}
     below = [f"{model_label(a)} on {s} ({signed(gain, 2)} dB)"
              for (a, s), gain in gains.items() if gain <= 0]

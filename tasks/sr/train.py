@@ -13,6 +13,7 @@ for ``tasks.sr.evaluate`` / ``tasks.sr.upscale``), ``metrics.jsonl``, ``samples/
 from __future__ import annotations
 
 import argparse
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -26,10 +27,8 @@ from tasks.common.run import RunInfo, Schedule, Task, main as run_main
 from tasks.sr.evaluate import BICUBIC, ENSEMBLE_SUFFIX, format_table, load_sets, score_set
 from tasks.sr.metrics import PROTOCOLS
 from tasks.sr.model import SUPPORTED_SCALES
-from tasks.sr.presets import PRESETS, default_preset, get_preset
+from tasks.sr.presets import PRESETS, default_preset
 from tasks.sr.samples import model_label
-
-__all__ = ["SRTask", "SREvaluator", "main", "parse_args", "MODEL_BUILDER"]
 
 MODEL_BUILDER = "tasks.sr.model:srresnet"
 LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}  # the SRGAN recipe's, EDSR's
@@ -44,13 +43,11 @@ class SREvaluator:
     CPU run's evaluations. At ``final_step`` ``self_ensemble`` adds every set's x8 self-ensemble
     as a set of its own (``Set5+x8``)."""
 
-    def __init__(self, sets: Mapping[str, Any], protocol: str, run_dir: Path, tracker, num_pictures: int = 2,
-                 bicubic: Mapping[str, Any] | None = None, final_step: int = 0, curve_first: bool = False,
-                 self_ensemble: bool = False) -> None:
-        self.sets, self.protocol, self.run_dir = dict(sets), protocol, Path(run_dir)
-        self.tracker, self.num_pictures = tracker, num_pictures
-        self.bicubic = dict(bicubic or {})  # score_set's results for the bicubic baseline, per set
-        self.final_step, self.curve_first, self.self_ensemble = final_step, curve_first, self_ensemble
+    def __init__(self, args: argparse.Namespace, data: SRData, run_dir: Path, tracker) -> None:
+        self.sets, self.bicubic, self.protocol = data.sets, data.bicubic, args.protocol
+        self.num_pictures, self.final_step = args.num_pictures, args.max_steps
+        self.curve_first, self.self_ensemble = args.curve_sets == "first", args.self_ensemble
+        self.run_dir, self.tracker = Path(run_dir), tracker
         self.last_results: dict[str, dict[str, Any]] = {}
         self._bicubic_pictures: dict[int, torch.Tensor] = {}  # the same at every evaluation
 
@@ -75,33 +72,32 @@ class SREvaluator:
                 metrics[f"{metric}/{name}"] = result[metric]
                 per_image[f"{name}/{metric}"] = [image[metric] for image in result["images"].values()]
         if pictures:
-            self.save_samples(model, accelerator.device, step, self.last_results[scored[0][0]].get("outputs"))
+            outputs = self.last_results[scored[0][0]]["outputs"]
+            self._save_samples(model, accelerator.device, step, outputs)
         return {**metrics, "per_sample": per_image}
 
     @torch.no_grad()
-    def save_samples(self, model: torch.nn.Module, device, step: int,
-                     outputs: Mapping[int, torch.Tensor] | None = None) -> list[Path]:
+    def _save_samples(self, model: torch.nn.Module, device, step: int,
+                      outputs: Mapping[int, torch.Tensor]) -> None:
         """Panels of the first set's first images; ``outputs`` (index: SR) are the model's outputs
-        the scoring kept, the others are computed here."""
+        the scoring kept on this process, the others are computed here."""
         from tasks.sr.samples import bicubic_picture, make_panel
         from tasks.utils.files import write_png_atomic
 
         name, dataset = next(iter(self.sets.items()))
-        images, paths = {}, []
+        images = {}
         for index in range(min(self.num_pictures, len(dataset))):
             item = dataset[index]
             lr = item["lr"][None].to(device)
-            sr = outputs[index][None] if outputs and index in outputs else model(lr).float()
+            sr = outputs[index] if index in outputs else model(lr)[0].float()
             if index not in self._bicubic_pictures:
                 self._bicubic_pictures[index] = bicubic_picture(item["lr"], dataset.scale)
-            bicubic = self._bicubic_pictures[index]
-            panel = make_panel((sr[0], bicubic, item["hr"]), self._labels(name, item["name"], step))
+            panel = make_panel((sr, self._bicubic_pictures[index], item["hr"]),
+                               self._labels(name, item["name"], step))
             path = self.run_dir / "samples" / f"step{step:07d}_{name}_{item['name']}.png"
             write_png_atomic(path, panel)
             images[f"samples/{name}/{item['name']}"] = panel
-            paths.append(path)
         self.tracker.log_images(images, step, caption="SR | bicubic | HR")
-        return paths
 
     def _labels(self, set_name: str, image: str, step: int) -> tuple[str, str, str]:
         """Panel captions with each image's own PSNR/SSIM (whole image, the run's protocol)."""
@@ -124,8 +120,7 @@ class SRData:
 
 def _presets_help() -> str:
     lines = ["presets (defaults of the options above; any option overrides them):"]
-    for name in sorted(PRESETS):
-        p = get_preset(name)
+    for name, p in sorted(PRESETS.items()):
         lines.append(f"  {name:6s} train on <data root>/{p['train_subdir']}; x{p['scale']}, {p['patch_size']}px HR "
                      f"crops, batch {p['batch_size']}, Adam lr {p['lr']:g}, {p['max_steps']:,} steps, eval every "
                      f"{p['eval_every']:,} on {'/'.join(p['sets'])}, {model_label('none', p['global_residual'])}"
@@ -198,11 +193,10 @@ class SRTask(Task):
         named = argparse.ArgumentParser(add_help=False)
         named.add_argument("--preset", default=default_preset())
         name = named.parse_known_args(argv)[0].preset
-        preset = get_preset(name if name in PRESETS else default_preset())
-        parser.set_defaults(**{k: v for k, v in preset.items() if k != "betas"})
+        # a copy: the run may change its lists without changing the preset
+        parser.set_defaults(**copy.deepcopy(PRESETS[name if name in PRESETS else default_preset()]))
         args = parser.parse_args(argv)
-        args.betas = tuple(args.betas) if args.betas else tuple(preset["betas"])
-        args.preset_values = preset
+        args.betas = tuple(args.betas)
         return args
 
     def check(self, args: argparse.Namespace) -> None:
@@ -269,7 +263,9 @@ class SRTask(Task):
             "arch": "srresnet", "attention": args.attention, "dataset": data.train_label, "preset": args.preset,
             "model": kwargs, "scale": args.scale, "patch_size": args.patch_size, "batch_size": args.batch_size,
             "lr": args.lr, "betas": list(args.betas), "lr_schedule": args.lr_schedule, "loss": args.loss,
-            "sets": list(data.sets), "set_sources": [_set_source(name) for name in args.sets],
+            "sets": list(data.sets),
+            # how to find each set again: a folder's absolute path, else its name
+            "set_sources": [str(Path(s).resolve()) if Path(s).is_dir() else s for s in args.sets],
             "protocol": args.protocol, "data_root": str(data.root.resolve()),
             "train_images": len(data.train.files),
             "repeat": args.repeat, "params": params, "macs": macs, "macs_input": macs_input,
@@ -285,19 +281,36 @@ class SRTask(Task):
             primary_metric=f"psnr/{next(iter(data.sets))}")
 
     def evaluator(self, args: argparse.Namespace, data: SRData, run_dir: Path, tracker) -> SREvaluator:
-        return SREvaluator(data.sets, args.protocol, run_dir, tracker, args.num_pictures, bicubic=data.bicubic,
-                           final_step=args.max_steps, curve_first=args.curve_sets == "first",
-                           self_ensemble=args.self_ensemble)
+        return SREvaluator(args, data, run_dir, tracker)
 
     def report(self, args: argparse.Namespace, run_dir: Path, summary: dict) -> None:
+        """Add the model-vs-bicubic table to summary.md and print it."""
+        from tasks.common.summary import render_markdown
+        from tasks.utils.files import write_text_atomic
+
         sets = list(summary["config"]["sets"])
         sets += [name + ENSEMBLE_SUFFIX for name in sets] if args.self_ensemble else []
-        _write_sr_report(run_dir, summary, sets, _results_from(summary["reference"]["metrics"], sets), args)
-
-
-def _set_source(name: str) -> str:
-    """How to find an evaluation set again: a folder's absolute path, else its name."""
-    return str(Path(name).resolve()) if Path(name).is_dir() else name
+        baseline = _results_from(summary["reference"]["metrics"], sets)
+        label = model_label(args.attention, args.global_residual)
+        tables = []
+        checkpoints = [("best", summary.get("best_step"))]
+        if summary.get("best_step") != summary.get("steps"):
+            checkpoints.append(("final", summary.get("steps")))
+        for which, step in checkpoints:
+            results = _results_from(summary.get(which) or {}, sets)
+            if results:
+                table = format_table(results, args.protocol, args.scale, baseline, model=label)
+                tables.append((f"{which} checkpoint (step {step})", table))
+        note = f"MACs: {summary.get('macs'):,} counted on a {summary.get('macs_input')} input."
+        best = _results_from(summary.get("best") or {}, sets)
+        if best and baseline and any(best[name]["psnr"] <= baseline[name]["psnr"] for name in best):
+            note += (f"\nNot above bicubic after {summary.get('steps'):,} updates: SRResNet needs "
+                     "tens of thousands (the t91 preset on one GPU, or srgan, the paper's recipe).")
+        section = "## Super-resolution: model vs bicubic\n\n" + "".join(
+            f"### {title}\n\n{table}\n\n" for title, table in tables) + note + "\n"
+        write_text_atomic(run_dir / "summary.md", render_markdown(summary) + "\n" + section)
+        text = "".join(f"\n{label} vs bicubic, {title}:\n{table}\n" for title, table in tables)
+        print(f"{text}\n{note}\nrun folder: {run_dir}", flush=True)
 
 
 def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -310,7 +323,7 @@ def _train_sources(args: argparse.Namespace, root: Path) -> tuple[list[Path], st
     """(folders, data set label) for the training set."""
     if args.train_dir:
         return [Path(p) for p in args.train_dir], ",".join(Path(p).name for p in args.train_dir)
-    subdir = args.preset_values["train_subdir"]
+    subdir = args.train_subdir  # the preset's
     folder = root / subdir
     if not folder.is_dir():
         raise FileNotFoundError(f"training folder {folder} not found (preset {args.preset!r}): pass --train-dir, "
@@ -321,33 +334,6 @@ def _train_sources(args: argparse.Namespace, root: Path) -> tuple[list[Path], st
 def _results_from(metrics: Mapping[str, float], sets) -> dict[str, dict[str, float]]:
     return {name: {"psnr": metrics[f"psnr/{name}"], "ssim": metrics[f"ssim/{name}"]}
             for name in sets if f"psnr/{name}" in metrics}
-
-
-def _write_sr_report(run_dir: Path, summary: Mapping[str, Any], sets: Sequence[str], baseline, args) -> None:
-    """Add the model-vs-bicubic table to summary.md and print it."""
-    from tasks.common.summary import render_markdown
-    from tasks.utils.files import write_text_atomic
-
-    label = model_label(args.attention, args.global_residual)
-    tables = []
-    checkpoints = [("best", summary.get("best_step"))]
-    if summary.get("best_step") != summary.get("steps"):
-        checkpoints.append(("final", summary.get("steps")))
-    for which, step in checkpoints:
-        results = _results_from(summary.get(which) or {}, sets)
-        if results:
-            table = format_table(results, args.protocol, args.scale, baseline, model=label)
-            tables.append((f"{which} checkpoint (step {step})", table))
-    note = f"MACs: {summary.get('macs'):,} counted on a {summary.get('macs_input')} input."
-    best = _results_from(summary.get("best") or {}, sets)
-    if best and baseline and any(best[name]["psnr"] <= baseline[name]["psnr"] for name in best):
-        note += (f"\nNot above bicubic after {summary.get('steps'):,} updates: SRResNet needs tens of "
-                 "thousands (the t91 preset on one GPU, or srgan, the paper's recipe).")
-    section = "## Super-resolution: model vs bicubic\n\n" + "".join(
-        f"### {title}\n\n{table}\n\n" for title, table in tables) + note + "\n"
-    write_text_atomic(run_dir / "summary.md", render_markdown(summary) + "\n" + section)
-    text = "".join(f"\n{label} vs bicubic, {title}:\n{table}\n" for title, table in tables)
-    print(f"{text}\n{note}\nrun folder: {run_dir}", flush=True)
 
 
 TASK = SRTask()

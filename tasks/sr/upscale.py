@@ -38,8 +38,6 @@ from tasks.utils.images import to_hwc_uint8
 from tasks.utils.messages import note
 from tasks.utils.progress import progress
 
-__all__ = ["NetworkProfile", "profile_network", "choose_tile", "free_memory", "upscale_image", "main"]
-
 # A forward pass in float32 on the CPU peaked at 2.4-3.7 times its largest activation (SRResNet,
 # 8 to 64 channels, measured with ru_maxrss); 6 times with 4 channels, where the 3-channel image
 # tensors weigh as much. The rounding to 8 bits, after the pass, takes about 20 bytes per output
