@@ -1,20 +1,15 @@
 """Baseline vs variant: one comparison folder, written alike by a paired run and by
 ``python -m tasks.report``.
 
-For every group of comparable runs (:func:`tasks.report.runs.group_comparable`: same network,
-evaluation and options but the attention) and every variant beside the baseline (``none``), each
-metric of the task (:mod:`tasks.report.metrics`) gets: the mean ± std of each model over its
-seeds, the reference the runs record (SR: bicubic; a paper table's row: the paper's figures), the
-difference, its 95% bootstrap interval over the test items (and the seeds, when there are
-several), the difference per seed, McNemar's exact test for classification, and a verdict in
-words (:func:`tasks.report.stats.verdict`). The method is written down in ``docs/statistics.md``.
-
+Within every group of comparable runs (:func:`tasks.report.runs.group_comparable`: same network,
+evaluation and options but the attention), each variant is set against the baseline (``none``) on
+each metric of the task (:mod:`tasks.report.metrics`), by the method of ``docs/statistics.md``.
 :func:`write_comparison` writes into one folder
 
-* ``comparison.md``: that table, then per network its cost (parameters, MACs, wall time), its
+* ``comparison.md``: the table, then per network its cost (parameters, MACs, wall time), its
   curves and, for SR, the per-image picture with the images where the variant gains and loses
-  most, and for SR what :func:`tasks.sr.samples.comparison_section` adds (panels of the final
-  networks, their colour error and what runs of this length can say);
+  most, and what :func:`tasks.sr.samples.comparison_section` adds (panels of the final networks,
+  their colour error and what runs of this length can say);
 * ``comparison.csv``: the table's rows, with the costs and the runs behind each row;
 * ``forest.png`` (the differences with their intervals), ``curves_<network>.png``,
   ``per_image_<network>.png`` (SR) and ``samples/*.png`` (SR).
@@ -43,9 +38,6 @@ from tasks.report.stats import (RESAMPLING_SEED, Interval, McNemar, bootstrap_di
 from tasks.utils.files import write_text_atomic
 from tasks.utils.formatting import count, signed
 from tasks.utils.messages import note, warn
-
-__all__ = ["Comparison", "SeedResult", "Stat", "compare_runs", "comparison_markdown", "comparison_csv",
-           "write_comparison", "report_paired_runs", "comparison_folder"]
 
 # The pictures a comparison writes: an earlier comparison's are removed before a folder is rewritten.
 _PICTURES = ("forest.png", "curves_*.png", "per_image_*.png", "samples/*.png")
@@ -267,14 +259,6 @@ def _metric_cell(c: Comparison) -> str:
     return f"{c.spec.label}{unit} {arrow}"
 
 
-def interval_note(comparisons: Sequence[Comparison]) -> str:
-    """The sentence every comparison table carries: which interval it shows."""
-    kinds = sorted({c.interval.kind for c in comparisons})
-    return ("Δ = variant − baseline; intervals: " + "; ".join(kinds) + ". "
-            "\"within noise\" whenever the interval holds 0 (classification: or McNemar's p ≥ 0.05); "
-            "see docs/statistics.md.")
-
-
 # (header, cell, shown only when some row has it)
 _COLUMNS = [
     ("dataset", lambda c: c.network[1], None),
@@ -299,7 +283,9 @@ def comparison_markdown(comparisons: Sequence[Comparison], notes: Sequence[str] 
     lines = ["No baseline/variant pair with per-sample results to compare."]
     if comparisons:
         columns = [(name, cell) for name, cell, shown in _COLUMNS if shown is None or any(map(shown, comparisons))]
-        lines = [interval_note(comparisons), "",
+        kinds = sorted({c.interval.kind for c in comparisons})
+        lines = ["Δ = variant − baseline; intervals: " + "; ".join(kinds) + ". \"within noise\" whenever the "
+                 "interval holds 0 (classification: or McNemar's p ≥ 0.05); see docs/statistics.md.", "",
                  "| " + " | ".join(name for name, _ in columns) + " |", "|" + " --- |" * len(columns)]
         lines += ["| " + " | ".join(cell(c) for _, cell in columns) + " |" for c in comparisons]
     if notes:
@@ -390,19 +376,17 @@ def _network_section(variants: Mapping[str, Sequence[Run]], title: str, stem: st
     if BASELINE in variants:
         lines += [_cost_line(v, variants[BASELINE], variants[v]) for v in others] + [""]
     task = next(iter(variants.values()))[0].task
-    per_image = {}
-    if task == "sr" and BASELINE in variants:
+    if task == "sr" and BASELINE in variants and others:
+        from tasks.sr.samples import comparison_section
+
         try:
             per_image = {v: _per_image_scores(variants[BASELINE], variants[v]) for v in others}
         except (FileNotFoundError, ValueError, KeyError) as error:
             lines += [f"No per-image picture: {error}.", ""]
-    if per_image:
-        path = plot_per_image(per_image, folder / f"per_image_{stem}.png", f"PSNR per test image: {title}")
-        lines += [_extremes(v, scores) for v, scores in per_image.items()]
-        lines += ["", f"![PSNR per image]({path.name})", ""]
-    if task == "sr" and BASELINE in variants and others:
-        from tasks.sr.samples import comparison_section
-
+        else:
+            path = plot_per_image(per_image, folder / f"per_image_{stem}.png", f"PSNR per test image: {title}")
+            lines += [_extremes(v, scores) for v, scores in per_image.items()]
+            lines += ["", f"![PSNR per image]({path.name})", ""]
         lines += comparison_section(variants, folder, f"{stem}_") + [""]
     curves = plot_network_curves(variants, folder / f"curves_{stem}.png", title)
     if curves:

@@ -14,7 +14,7 @@ from tasks.report.runs import COMPARISON_JOB
 
 def build_wandb_report(project_path: str, group: str | None, comparison_markdown: str, metrics: Sequence[str],
                        title: str):
-    """The W&B Report (not saved): the comparison (``comparison.md`` without its local pictures)
+    """The W&B Report (``.save()`` creates it): the comparison (``comparison.md`` without its local pictures)
     and the validation curves of the group's runs, one panel per metric."""
     try:
         import wandb_workspaces.reports.v2 as wr
@@ -33,14 +33,6 @@ def build_wandb_report(project_path: str, group: str | None, comparison_markdown
     text = "\n".join(line for line in comparison_markdown.splitlines() if not line.startswith("!["))
     report.blocks = [wr.MarkdownBlock(text=text), wr.PanelGrid(runsets=[runset], panels=panels)]
     return report
-
-
-def create_wandb_report(project_path: str, group: str | None, comparison_markdown: str, metrics: Sequence[str],
-                        title: str) -> str:  # pragma: no cover - needs a network
-    """Create (save) the :func:`build_wandb_report` report; return its URL."""
-    report = build_wandb_report(project_path, group, comparison_markdown, metrics, title)
-    report.save()
-    return report.url
 
 
 def log_comparison(folder: Path, run_dirs: Sequence[Path], group: str, task: str, project: str, mode: str) -> None:

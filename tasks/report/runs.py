@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 from tasks.common.per_sample import PER_SAMPLE_FILE
 from tasks.common.summary import load_summary
+from tasks.common.tracking import flatten
 from tasks.utils.messages import note
 
 # The job type of the W&B run that holds a paired run's comparison: not a run to compare.
@@ -95,17 +96,6 @@ def _lookup(values: dict[str, Any], name: str) -> Any:
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in config.items():
-        name = f"{prefix}{str(key).replace('/', '.')}"  # W&B spells nested keys a/b
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
 def _is_setting(name: str) -> bool:
     leaf = name.rpartition(".")[2]
     # "_wandb" and the like: the logger's own bookkeeping
@@ -116,7 +106,7 @@ def comparable_setting(config: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     """The fields of a run's config that a baseline and a variant must share to be compared
     (evaluation sets, protocol, model options other than the attention, recipe...), as sorted
     ``(dotted name, JSON value)`` pairs."""
-    flat = _flatten(config)
+    flat = {name.replace("/", "."): value for name, value in flatten(config, ".").items()}  # W&B spells a/b
     setting = {name: json.dumps(value, sort_keys=True, default=str)
                for name, value in flat.items() if _is_setting(name)}
     for name in _WEIGHT_FILES:

@@ -20,9 +20,6 @@ import numpy as np
 
 from tasks.utils.formatting import signed
 
-__all__ = ["RESAMPLES", "COSTLY_RESAMPLES", "RESAMPLING_SEED", "CONFIDENCE", "ALPHA", "Statistic", "Interval",
-           "McNemar", "resample_weights", "bootstrap_difference", "mcnemar_exact", "decide", "verdict", "weighted_mean"]
-
 # 10,000 resamples put the Monte Carlo error of a 95% percentile bound at about 1% of the
 # interval's width; statistics that re-accumulate a whole curve per resample (COCO AP) get fewer.
 RESAMPLES = 10_000
