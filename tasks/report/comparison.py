@@ -32,7 +32,7 @@ from tasks.report.metrics import MetricSpec, align, metric_specs
 from tasks.report.plots import (line_label, network_groups, plot_forest, plot_network_curves, plot_per_image,
                                 variant_name)
 from tasks.report.publish import log_comparison
-from tasks.report.runs import BASELINE, Run, discover_runs, group_comparable, setting_labels
+from tasks.report.runs import BASELINE, Run, discover_runs, group_comparable
 from tasks.report.stats import (RESAMPLING_SEED, Interval, McNemar, bootstrap_difference, decide, mcnemar_exact,
                                 verdict)
 from tasks.utils.files import write_text_atomic
@@ -165,12 +165,11 @@ def _reference(metric: str, baselines: Sequence[Run], variants: Sequence[Run]) -
     return ("paper", *paper) if paper != (None, None) else ("", None, None)
 
 
-def _compare_variant(comparable, labels, variant: str, baselines: Sequence[Run], variants: Sequence[Run],
-                     resamples: int | None, seed: int, notes: list[str]) -> list[Comparison]:
+def _compare_variant(network: tuple[str, str, str], setting: str, variant: str, baselines: Sequence[Run],
+                     variants: Sequence[Run], resamples: int | None, seed: int, notes: list[str]) -> list[Comparison]:
     samples = _load_samples([*baselines, *variants], notes)
     baselines = _by_seed([r for r in baselines if id(r) in samples])
     variants = _by_seed([r for r in variants if id(r) in samples])
-    network = comparable[0]
     where = f"{'/'.join(network)}, {variant}"
     if not baselines or not variants:
         notes.append(f"{where}: no per-sample results on one side; no interval")
@@ -194,7 +193,7 @@ def _compare_variant(comparable, labels, variant: str, baselines: Sequence[Run],
             # One run per model: the interval holds these two trained networks to their test items;
             # another seed may move both. Say so where the claim is read.
             words += " (one seed each: over test items only)"
-        comparisons.append(Comparison(network, labels.get(comparable, ""), variant, spec, **numbers,
+        comparisons.append(Comparison(network, setting, variant, spec, **numbers,
                                       decision=decide(numbers["interval"], spec.mode, p_value), verdict=words,
                                       protocol=baselines[0].protocol, label=variants[0].label,
                                       reference=_reference(spec.name, baselines, variants),
@@ -202,9 +201,8 @@ def _compare_variant(comparable, labels, variant: str, baselines: Sequence[Run],
     return comparisons
 
 
-def _unpaired_note(comparable, labels, variants: Mapping[str, Sequence[Run]]) -> str:
+def _unpaired_note(network: tuple[str, str, str], setting: str, variants: Mapping[str, Sequence[Run]]) -> str:
     """What a group without a baseline holds, so that its numbers are not lost."""
-    network, setting = comparable[0], labels.get(comparable, "")
     runs = [run for group in variants.values() for run in group]
     metric = runs[0].primary_metric
     values = ", ".join(f"{variant_name(v)} {summarize([r.metric(metric) for r in rs]).format(4)}"
@@ -219,14 +217,13 @@ def compare_runs(runs: Sequence[Run], resamples: int | None = None,
     """Every comparable (baseline, variant) pair of ``runs``, metric by metric; and notes on what
     could not be compared (no baseline, no per-sample results, different items...). ``resamples``
     overrides each metric's own count."""
-    labels = setting_labels(runs)
     comparisons, notes = [], []
-    for comparable, variants in group_comparable(runs).items():
+    for network, setting, variants in group_comparable(runs):
         if BASELINE not in variants:
-            notes.append(_unpaired_note(comparable, labels, variants))
+            notes.append(_unpaired_note(network, setting, variants))
             continue
         for variant in sorted(v for v in variants if v != BASELINE):
-            comparisons += _compare_variant(comparable, labels, variant, variants[BASELINE], variants[variant],
+            comparisons += _compare_variant(network, setting, variant, variants[BASELINE], variants[variant],
                                             resamples, seed, notes)
     return comparisons, notes
 

@@ -115,29 +115,21 @@ def comparable_setting(config: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(setting.items()))
 
 
-def setting_labels(runs: Iterable[Run]) -> dict[tuple, str]:
-    """For every (network, setting): what sets it apart from the other settings of its network,
-    e.g. ``model.global_residual=true`` ("" when the network ran with one setting only)."""
-    by_network: dict[tuple, set] = {}
-    for run in runs:
-        by_network.setdefault(run.network, set()).add(run.setting)
-    labels = {}
-    for network, settings in by_network.items():
-        values = [dict(s) for s in settings]
-        names = sorted({name for v in values for name in v})
-        differing = [n for n in names if len({v.get(n, "–") for v in values}) > 1]
-        for setting, value in zip(settings, values):
-            labels[(network, setting)] = ", ".join(f"{n}={value.get(n, '–')}" for n in differing)
-    return labels
-
-
-def group_comparable(runs: Iterable[Run]) -> dict[tuple, dict[str, list[Run]]]:
-    """``{(network, setting): {attention variant: runs}}``: only runs of one network scored the same
-    way with the same options (evaluation sets, protocol, model options...) share a group."""
+def group_comparable(runs: Iterable[Run]) -> list[tuple[tuple[str, str, str], str, dict[str, list[Run]]]]:
+    """``(network, setting, {attention variant: runs})`` per group, sorted: only runs of one network
+    scored the same way with the same options (evaluation sets, protocol, model options...) share a
+    group. ``setting`` says what sets a group apart from the other groups of its network, e.g.
+    ``model.global_residual=true`` ("" when the network ran with one setting only)."""
     groups: dict[tuple, dict[str, list[Run]]] = {}
     for run in runs:
         groups.setdefault(run.comparable, {}).setdefault(run.attention, []).append(run)
-    return {key: groups[key] for key in sorted(groups)}
+    result = []
+    for network, setting in sorted(groups):
+        values = [dict(other) for net, other in groups if net == network]
+        differing = sorted({name for v in values for name in v if len({w.get(name, "–") for w in values}) > 1})
+        label = ", ".join(f"{name}={dict(setting).get(name, '–')}" for name in differing)
+        result.append((network, label, groups[(network, setting)]))
+    return result
 
 
 def run_from_summary(summary: dict[str, Any], history: list[dict[str, Any]], source: str) -> Run:
