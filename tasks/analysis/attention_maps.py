@@ -71,7 +71,8 @@ def render_panel(image: np.ndarray, attention: dict[str, dict[str, torch.Tensor]
                                                       "+BAM\nfeatures": bam_features}
     labels = [*features, "channel\nattention"]
     rows, columns = 1 + len(labels), 1 + len(attention)
-    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.5 * rows), dpi=110, squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.5 * rows), dpi=110,
+                             squeeze=False)
     for ax in axes.flat:
         ax.axis("off")  # the channel attention plots turn theirs back on
     axes[0][0].imshow(image)
@@ -83,7 +84,8 @@ def render_panel(image: np.ndarray, attention: dict[str, dict[str, torch.Tensor]
         column = axes[:, c + 1]
         heat = _heat(maps["combined"].mean(0), size, normalise=False)
         column[0].imshow(image)
-        shown = column[0].imshow(heat, cmap="jet", alpha=0.5, vmin=0, vmax=float(max(1.0, heat.max())))
+        shown = column[0].imshow(heat, cmap="jet", alpha=0.5, vmin=0,
+                                 vmax=float(max(1.0, heat.max())))
         column[0].set_title(f"{stage}\nM mean {heat.mean():.2f}", fontsize=9)
         for ax, stored in zip(column[1:], features.values()):
             # The feature map at the same stage: same module path if present, else same position.
@@ -94,7 +96,8 @@ def render_panel(image: np.ndarray, attention: dict[str, dict[str, torch.Tensor]
         if "channel_gate" in maps:
             ax = column[-1]
             ax.axis("on")
-            ax.plot(maps["channel_gate"].flatten().sort(descending=True).values.numpy(), color="#d62728")
+            gates = maps["channel_gate"].flatten().sort(descending=True).values
+            ax.plot(gates.numpy(), color="#d62728")
             ax.set_ylim(0, 1)
             ax.set_xlabel("channel (sorted)", fontsize=8)
             ax.set_ylabel("channel gate", fontsize=8)

@@ -86,8 +86,7 @@ def plot_selectivity(results: dict[str, dict[str, torch.Tensor]], out_dir, title
     """
     plt = pyplot()
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)  # made by save_figure
     stage_names = {label: list(stages) for label, stages in results.items()}
     count = min(len(names) for names in stage_names.values())
     bins = torch.linspace(0, 1, 26).tolist()

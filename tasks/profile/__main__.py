@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+from tasks.common.cli import positive_int, run_cli
 from tasks.networks import input_size_for, list_datasets, list_networks, load_zoo, network_datasets, valid_attentions
 from tasks.profile.counts import profile_network
 from tasks.profile.paper import paper_table
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--layout", choices=("v1", "v1.5"),
                         help="ResNet stride layout. Default: v1 (stride on the first 1x1 conv, the paper's "
                              "convention) for ResNet-style networks; other networks are counted as defined")
-    parser.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"),
+    parser.add_argument("--input-size", nargs=2, type=positive_int, metavar=("H", "W"),
                         help="image size for the MAC count (default: 32 32 for cifar100, 224 224 for imagenet)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--paper-table", action="store_true",
@@ -88,8 +89,6 @@ def _profile(args: argparse.Namespace) -> dict | str:
         raise ValueError(f"give a network name (one of: {', '.join(list_networks())}) or --paper-table")
     input_size = None
     if args.input_size:
-        if min(args.input_size) < 1:
-            raise ValueError(f"--input-size must be positive, got {args.input_size}")
         channels = input_size_for(args.dataset or network_datasets(args.arch)[0])[0]
         input_size = (channels, *args.input_size)
     result = profile_network(args.arch, args.dataset, args.attention, args.layout, args.placement, input_size)
@@ -98,8 +97,6 @@ def _profile(args: argparse.Namespace) -> dict | str:
 
 
 def main(argv: list[str] | None = None) -> dict | str:
-    from tasks.common.cli import run_cli
-
     return run_cli(_profile, build_parser().parse_args(argv))
 
 

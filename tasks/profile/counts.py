@@ -28,17 +28,16 @@ def _counts(arch: str, dataset: str, layout: str, attention: str, placement: str
     networks whose work depends on the data (a detector's proposals): meta tensors cannot run
     their data-dependent operations, and a guess would mislead.
     """
+    attention, placement = resolve_attention(attention, placement)
+    # Some builders attach attention themselves.
+    builder_places = get_network_entry(arch, dataset).places_attention
+    options = {"attention": attention, "placement": placement} if builder_places else {}
     # Only the construction runs under the device context: tracing and counting run faster
     # outside it, their tensors follow the parameters' device.
-    attention, placement = resolve_attention(attention, placement)
-    if get_network_entry(arch, dataset).places_attention:  # the builder attaches attention itself
-        with torch.device("meta"):
-            model = build_network(arch, dataset, attention=attention, placement=placement, layout=layout)
-        sites = list(getattr(model, "attention", {}))
-    else:
-        with torch.device("meta"):
-            model = build_network(arch, dataset, layout=layout)
-        sites = attach_attention(model, attention, placement, input_size=input_size_for(dataset))
+    with torch.device("meta"):
+        model = build_network(arch, dataset, layout=layout, **options)
+    sites = (list(getattr(model, "attention", {})) if builder_places
+             else attach_attention(model, attention, placement, input_size=input_size_for(dataset)))
     modules = model.attention.values() if sites else ()
     widths = tuple(getattr(module, "channels", None) for module in modules)
     parts = model.eval().profile_parts(input_size) if callable(getattr(model, "profile_parts", None)) else None
@@ -55,7 +54,7 @@ def profile_network(arch: str, dataset: str | None = None, attention: str = "bam
     load_zoo()
     dataset = dataset or network_datasets(arch)[0]
     resnet = get_network_entry(arch, dataset).resnet_blocks
-    layout = layout or ("v1" if resnet else "v1.5")  # the paper's convention; other networks as defined
+    layout = layout or ("v1" if resnet else "v1.5")  # the paper's; other networks as defined
     placement = placement or default_placement(attention)
     input_size = tuple(int(v) for v in (input_size or input_size_for(dataset)))
 

@@ -165,8 +165,9 @@ def _reference(metric: str, baselines: Sequence[Run], variants: Sequence[Run]) -
     return ("paper", *paper) if paper != (None, None) else ("", None, None)
 
 
-def _compare_variant(network: tuple[str, str, str], setting: str, variant: str, baselines: Sequence[Run],
-                     variants: Sequence[Run], resamples: int | None, seed: int, notes: list[str]) -> list[Comparison]:
+def _compare_variant(network: tuple[str, str, str], setting: str, variant: str,
+                     baselines: Sequence[Run], variants: Sequence[Run], resamples: int | None,
+                     seed: int, notes: list[str]) -> list[Comparison]:
     samples = _load_samples([*baselines, *variants], notes)
     baselines = _by_seed([r for r in baselines if id(r) in samples])
     variants = _by_seed([r for r in variants if id(r) in samples])
@@ -201,7 +202,8 @@ def _compare_variant(network: tuple[str, str, str], setting: str, variant: str, 
     return comparisons
 
 
-def _unpaired_note(network: tuple[str, str, str], setting: str, variants: Mapping[str, Sequence[Run]]) -> str:
+def _unpaired_note(network: tuple[str, str, str], setting: str,
+                   variants: Mapping[str, Sequence[Run]]) -> str:
     """What a group without a baseline holds, so that its numbers are not lost."""
     runs = [run for group in variants.values() for run in group]
     metric = runs[0].primary_metric
@@ -223,8 +225,8 @@ def compare_runs(runs: Sequence[Run], resamples: int | None = None,
             notes.append(_unpaired_note(network, setting, variants))
             continue
         for variant in sorted(v for v in variants if v != BASELINE):
-            comparisons += _compare_variant(network, setting, variant, variants[BASELINE], variants[variant],
-                                            resamples, seed, notes)
+            comparisons += _compare_variant(network, setting, variant, variants[BASELINE],
+                                            variants[variant], resamples, seed, notes)
     return comparisons, notes
 
 
@@ -281,8 +283,9 @@ def comparison_markdown(comparisons: Sequence[Comparison], notes: Sequence[str] 
     if comparisons:
         columns = [(name, cell) for name, cell, shown in _COLUMNS if shown is None or any(map(shown, comparisons))]
         kinds = sorted({c.interval.kind for c in comparisons})
-        lines = ["Δ = variant − baseline; intervals: " + "; ".join(kinds) + ". \"within noise\" whenever the "
-                 "interval holds 0 (classification: or McNemar's p ≥ 0.05); see docs/statistics.md.", "",
+        lines = ["Δ = variant − baseline; intervals: " + "; ".join(kinds) + ". \"within noise\" "
+                 "whenever the interval holds 0 (classification: or McNemar's p ≥ 0.05); see "
+                 "docs/statistics.md.", "",
                  "| " + " | ".join(name for name, _ in columns) + " |", "|" + " --- |" * len(columns)]
         lines += ["| " + " | ".join(cell(c) for _, cell in columns) + " |" for c in comparisons]
     if notes:
@@ -381,7 +384,8 @@ def _network_section(variants: Mapping[str, Sequence[Run]], title: str, stem: st
         except (FileNotFoundError, ValueError, KeyError) as error:
             lines += [f"No per-image picture: {error}.", ""]
         else:
-            path = plot_per_image(per_image, folder / f"per_image_{stem}.png", f"PSNR per test image: {title}")
+            path = plot_per_image(per_image, folder / f"per_image_{stem}.png",
+                                  f"PSNR per test image: {title}")
             lines += [_extremes(v, scores) for v, scores in per_image.items()]
             lines += ["", f"![PSNR per image]({path.name})", ""]
         lines += comparison_section(variants, folder, f"{stem}_") + [""]

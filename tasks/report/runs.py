@@ -106,7 +106,8 @@ def comparable_setting(config: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     """The fields of a run's config that a baseline and a variant must share to be compared
     (evaluation sets, protocol, model options other than the attention, recipe...), as sorted
     ``(dotted name, JSON value)`` pairs."""
-    flat = {name.replace("/", "."): value for name, value in flatten(config, ".").items()}  # W&B spells a/b
+    # W&B spells nested keys a/b.
+    flat = {name.replace("/", "."): value for name, value in flatten(config, ".").items()}
     setting = {name: json.dumps(value, sort_keys=True, default=str)
                for name, value in flat.items() if _is_setting(name)}
     for name in _WEIGHT_FILES:
@@ -115,7 +116,7 @@ def comparable_setting(config: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(setting.items()))
 
 
-def group_comparable(runs: Iterable[Run]) -> list[tuple[tuple[str, str, str], str, dict[str, list[Run]]]]:
+def group_comparable(runs: Iterable[Run]) -> list[tuple[tuple, str, dict[str, list[Run]]]]:
     """``(network, setting, {attention variant: runs})`` per group, sorted: only runs of one network
     scored the same way with the same options (evaluation sets, protocol, model options...) share a
     group. ``setting`` says what sets a group apart from the other groups of its network, e.g.
@@ -126,7 +127,8 @@ def group_comparable(runs: Iterable[Run]) -> list[tuple[tuple[str, str, str], st
     result = []
     for network, setting in sorted(groups):
         values = [dict(other) for net, other in groups if net == network]
-        differing = sorted({name for v in values for name in v if len({w.get(name, "–") for w in values}) > 1})
+        differing = sorted({name for v in values for name in v
+                            if len({w.get(name, "–") for w in values}) > 1})
         label = ", ".join(f"{name}={dict(setting).get(name, '–')}" for name in differing)
         result.append((network, label, groups[(network, setting)]))
     return result

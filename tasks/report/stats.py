@@ -87,8 +87,6 @@ def bootstrap_difference(baselines: Sequence[Statistic], variants: Sequence[Stat
     else each model's seeds on their own. With one seed per model this is the paired bootstrap
     over items. The point estimate uses every item and seed once.
     """
-    if not baselines or not variants:
-        raise ValueError("need at least one baseline and one variant run")
     if pair_seeds and len(baselines) != len(variants):
         raise ValueError(f"pairing seeds needs as many baseline runs as variant runs, got "
                          f"{len(baselines)} and {len(variants)}")
