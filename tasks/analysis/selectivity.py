@@ -122,10 +122,9 @@ def spread_indices(total: int, count: int) -> list[int]:
     """``count`` indices spread evenly over ``range(total)`` (all of them when ``count >= total``).
 
     Evaluation sets stored by class (an ImageNet folder: 50 images of one class after another)
-    would give only the first few classes to the first ``count`` images.
+    would give only the first few classes to the first ``count`` images. ``count`` is at least 1
+    (``--max-images`` takes positive numbers only).
     """
-    if count < 1:
-        raise ValueError(f"--max-images must be at least 1, got {count}")
     count = min(count, total)
     return [i * total // count for i in range(count)]
 
