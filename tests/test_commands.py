@@ -13,7 +13,7 @@ import pytest
 COMMANDS = ["tasks.sr.train", "tasks.sr.evaluate", "tasks.sr.upscale", "tasks.classify.train",
             "tasks.classify.experiments", "tasks.parse.train", "tasks.parse.evaluate", "tasks.detect.train",
             "tasks.detect.evaluate", "tasks.report.__main__", "tasks.analysis.attention_maps",
-            "tasks.analysis.selectivity", "tasks.profile.cli"]
+            "tasks.analysis.selectivity", "tasks.profile.__main__"]
 
 # Spellings the commands once had for options that now have one name each.
 RETIRED = {"--output": "--output-dir", "--out": "--output-dir", "--num-samples": "--num-pictures",

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from bam.counting import count_macs
-from tasks.profile import NOTES, PAPER, main, paper_rows, paper_table, profile_network
+from tasks.profile import NOTES, PAPER, paper_rows, paper_table, profile_network
+from tasks.profile.__main__ import main
 
 REPO = Path(__file__).resolve().parents[1]
 

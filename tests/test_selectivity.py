@@ -82,12 +82,13 @@ def test_stage_numbers_of_a_silent_stage_and_bad_labels():
         stage_selectivity(nn.Sequential(nn.ReLU()), [], ["0"], num_classes=3)
 
 
-def test_max_images_spread_over_a_set_sorted_by_class():
-    from tasks.analysis.selectivity import spread_indices
+def test_max_images_spread_over_a_set_sorted_by_class(capsys):
+    from tasks.analysis.selectivity import main, spread_indices
 
     labels = [i // 50 for i in range(1000)]  # 20 classes of 50 images, one after another (ImageNet's order)
     picked = spread_indices(len(labels), 100)
     assert len(set(picked)) == 100 and {labels[i] for i in picked} == set(range(20))
     assert spread_indices(5, 10) == [0, 1, 2, 3, 4]
-    with pytest.raises(ValueError, match="at least 1"):
-        spread_indices(5, 0)
+    with pytest.raises(SystemExit) as stop:
+        main(["--checkpoint", "unused", "--max-images", "0"])
+    assert stop.value.code == 2 and "--max-images: expected a positive integer, got 0" in capsys.readouterr().err

@@ -67,51 +67,44 @@ def render_panel(image: np.ndarray, attention: dict[str, dict[str, torch.Tensor]
     """Draw one image's panel (see the module docstring) and save it as PNG."""
     plt = pyplot()
 
-    stages = list(attention)
-    rows = ["attention"] + (["baseline", "bam"] if baseline_features is not None else []) + ["channel"]
-    columns = 1 + len(stages)
-    fig, axes = plt.subplots(len(rows), columns, figsize=(2.6 * columns, 2.5 * len(rows)), dpi=110,
+    features = {} if baseline_features is None else {"baseline\nfeatures": baseline_features,
+                                                      "+BAM\nfeatures": bam_features}
+    labels = [*features, "channel\nattention"]
+    rows, columns = 1 + len(labels), 1 + len(attention)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.5 * rows), dpi=110,
                              squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")  # the channel attention plots turn theirs back on
+    axes[0][0].imshow(image)
+    axes[0][0].set_title("input", fontsize=9)
+    for ax, label in zip(axes[1:, 0], labels):
+        ax.text(0.5, 0.5, label, ha="center", va="center", fontsize=11)
     size = image.shape[:2]
-    for r, row in enumerate(rows):
-        first = axes[r][0]
-        first.axis("off")
-        if row == "attention":
-            first.imshow(image)
-            first.set_title("input", fontsize=9)
-        else:
-            first.text(0.5, 0.5, {"baseline": "baseline\nfeatures", "bam": "+BAM\nfeatures",
-                                  "channel": "channel\nattention"}[row], ha="center", va="center", fontsize=11)
-        for c, stage in enumerate(stages, start=1):
-            ax = axes[r][c]
-            maps = attention[stage]
-            if row == "channel":
-                if "channel_gate" in maps:
-                    values = maps["channel_gate"].flatten().sort(descending=True).values
-                    ax.plot(values.numpy(), color="#d62728")
-                    ax.set_ylim(0, 1)
-                    ax.set_xlabel("channel (sorted)", fontsize=8)
-                    ax.set_ylabel("channel gate", fontsize=8)
-                    ax.tick_params(labelsize=7)
-                else:
-                    ax.axis("off")
-                continue
-            ax.axis("off")
+    for c, (stage, maps) in enumerate(attention.items()):
+        column = axes[:, c + 1]
+        heat = _heat(maps["combined"].mean(0), size, normalise=False)
+        column[0].imshow(image)
+        shown = column[0].imshow(heat, cmap="jet", alpha=0.5, vmin=0,
+                                 vmax=float(max(1.0, heat.max())))
+        column[0].set_title(f"{stage}\nM mean {heat.mean():.2f}", fontsize=9)
+        for ax, stored in zip(column[1:], features.values()):
+            # The feature map at the same stage: same module path if present, else same position.
+            key = stage if stage in stored else list(stored)[min(c, len(stored) - 1)]
             ax.imshow(image)
-            if row == "attention":
-                heat = _heat(maps["combined"].mean(0), size, normalise=False)
-                ax.set_title(f"{stage}\nM mean {heat.mean():.2f}", fontsize=9)
-                shown = ax.imshow(heat, cmap="jet", alpha=0.5, vmin=0, vmax=float(max(1.0, heat.max())))
-            else:
-                features = (baseline_features if row == "baseline" else bam_features)
-                # The feature map at the same stage: same module path if present, else same position.
-                key = stage if stage in features else list(features)[min(c - 1, len(features) - 1)]
-                heat = _heat(features[key].abs().mean(0), size, normalise=True)
-                shown = ax.imshow(heat, cmap="jet", alpha=0.5)
-                ax.set_title(key, fontsize=9)
-        if row == "attention" and stages:
-            # An inset colour bar: one taken from the last axes would shrink that stage's image.
-            fig.colorbar(shown, cax=axes[r][-1].inset_axes([1.04, 0.0, 0.05, 1.0]))
+            ax.imshow(_heat(stored[key].abs().mean(0), size, normalise=True), cmap="jet", alpha=0.5)
+            ax.set_title(key, fontsize=9)
+        if "channel_gate" in maps:
+            ax = column[-1]
+            ax.axis("on")
+            gates = maps["channel_gate"].flatten().sort(descending=True).values
+            ax.plot(gates.numpy(), color="#d62728")
+            ax.set_ylim(0, 1)
+            ax.set_xlabel("channel (sorted)", fontsize=8)
+            ax.set_ylabel("channel gate", fontsize=8)
+            ax.tick_params(labelsize=7)
+    if attention:
+        # An inset colour bar: one taken from the last axes would shrink that stage's image.
+        fig.colorbar(shown, cax=axes[0][-1].inset_axes([1.04, 0.0, 0.05, 1.0]))
     return save_figure(fig, path, title)
 
 

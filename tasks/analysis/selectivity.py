@@ -86,8 +86,7 @@ def plot_selectivity(results: dict[str, dict[str, torch.Tensor]], out_dir, title
     """
     plt = pyplot()
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)  # made by save_figure
     stage_names = {label: list(stages) for label, stages in results.items()}
     count = min(len(names) for names in stage_names.values())
     bins = torch.linspace(0, 1, 26).tolist()
@@ -119,33 +118,15 @@ def evaluation_set(record, data_root: str | None):
     return load_split(dataset, data_root, train=False)
 
 
-def stage_layers(model: nn.Module, input_size: tuple[int, int, int]) -> list[str]:
-    """The stage ends: where BAM sits in a BAM network, the same bottlenecks in a baseline."""
-    from bam import attention_targets, find_bottlenecks
-
-    return list(attention_targets(model)) or find_bottlenecks(model, input_size)
-
-
 def spread_indices(total: int, count: int) -> list[int]:
     """``count`` indices spread evenly over ``range(total)`` (all of them when ``count >= total``).
 
     Evaluation sets stored by class (an ImageNet folder: 50 images of one class after another)
-    would give only the first few classes to the first ``count`` images.
+    would give only the first few classes to the first ``count`` images. ``count`` is at least 1
+    (``--max-images`` takes positive numbers only).
     """
-    if count < 1:
-        raise ValueError(f"--max-images must be at least 1, got {count}")
     count = min(count, total)
     return [i * total // count for i in range(count)]
-
-
-def _add_to_run_summary(checkpoint: Path, numbers: dict) -> None:
-    """Keep the numbers with the run they describe, when the checkpoint is a run folder."""
-    from tasks.common.summary import load_summary, write_summary
-
-    if (checkpoint / "summary.json").is_file():
-        summary = load_summary(checkpoint)
-        summary["class_selectivity"] = numbers
-        write_summary(checkpoint, summary)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _measure(args: argparse.Namespace) -> dict:
     from torch.utils.data import DataLoader, Subset
 
+    from bam import attention_targets, find_bottlenecks
     from tasks.common.model_io import load_model
+    from tasks.common.summary import load_summary, write_summary
     from tasks.utils.files import write_json_atomic
 
     models = {"BAM": load_model(args.checkpoint, task="classify")}  # class selectivity needs classes
@@ -180,15 +163,19 @@ def _measure(args: argparse.Namespace) -> dict:
     size = int(record.extra.get("image_size", 224))
     results = {}
     for label, (model, _) in models.items():
+        # The stage ends: where BAM sits in a BAM network, the same bottlenecks in a baseline.
+        layers = list(attention_targets(model)) or find_bottlenecks(model, (3, size, size))
         loader = DataLoader(images, batch_size=args.batch_size)
-        results[label] = stage_selectivity(model, loader, stage_layers(model, (3, size, size)), num_classes,
-                                           args.device)
+        results[label] = stage_selectivity(model, loader, layers, num_classes, args.device)
     checkpoint = Path(args.checkpoint)
     output = args.output_dir or (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "selectivity"
     files = plot_selectivity(results, output, title=str(record.kwargs.get("arch", "")))
     numbers = {label: {stage: stage_numbers(v) for stage, v in stages.items()} for label, stages in results.items()}
     write_json_atomic(output / "selectivity.json", numbers)
-    _add_to_run_summary(checkpoint, numbers)
+    if (checkpoint / "summary.json").is_file():  # keep the numbers with the run they describe
+        summary = load_summary(checkpoint)
+        summary["class_selectivity"] = numbers
+        write_summary(checkpoint, summary)
     for label, stages in numbers.items():
         print(label + ": " + ", ".join(f"{stage} mean " + ("-" if n["mean"] is None else f"{n['mean']:.3f}")
                                        for stage, n in stages.items()))

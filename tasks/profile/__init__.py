@@ -4,10 +4,7 @@
     python -m tasks.profile wrn28_8 --dataset cifar100 --attention bam-c --json
     python -m tasks.profile --paper-table --write docs/model-zoo.md
 """
-from tasks.profile.cli import build_parser, main
-from tasks.profile.counts import default_layout, profile_network
-from tasks.profile.paper import NOTES, PAPER, PaperFigure
-from tasks.profile.table import paper_rows, paper_table
+from tasks.profile.counts import profile_network
+from tasks.profile.paper import NOTES, PAPER, paper_rows, paper_table
 
-__all__ = ["NOTES", "PAPER", "PaperFigure", "build_parser", "default_layout", "main", "paper_rows", "paper_table",
-           "profile_network"]
+__all__ = ["NOTES", "PAPER", "paper_rows", "paper_table", "profile_network"]

@@ -7,6 +7,7 @@ ResNeXt is counted in a moment without allocating its weights.
 from __future__ import annotations
 
 import functools
+from dataclasses import asdict
 
 import torch
 
@@ -15,13 +16,6 @@ from bam.placement import attach_attention
 from tasks.networks import (build_network, default_placement, get_network_entry, input_size_for, load_zoo,
                             network_datasets, resolve_attention)
 from tasks.profile.paper import PAPER
-
-__all__ = ["default_layout", "profile_network"]
-
-
-def default_layout(arch: str, dataset: str) -> str:
-    """The paper's convention: v1 for ResNet-style networks, the network as defined otherwise."""
-    return "v1" if get_network_entry(arch, dataset).resnet_blocks else "v1.5"
 
 
 @functools.lru_cache(maxsize=None)
@@ -34,17 +28,16 @@ def _counts(arch: str, dataset: str, layout: str, attention: str, placement: str
     networks whose work depends on the data (a detector's proposals): meta tensors cannot run
     their data-dependent operations, and a guess would mislead.
     """
+    attention, placement = resolve_attention(attention, placement)
+    # Some builders attach attention themselves.
+    builder_places = get_network_entry(arch, dataset).places_attention
+    options = {"attention": attention, "placement": placement} if builder_places else {}
     # Only the construction runs under the device context: tracing and counting run faster
     # outside it, their tensors follow the parameters' device.
-    attention, placement = resolve_attention(attention, placement)
-    if get_network_entry(arch, dataset).places_attention:  # the builder attaches attention itself
-        with torch.device("meta"):
-            model = build_network(arch, dataset, attention=attention, placement=placement, layout=layout)
-        sites = list(getattr(model, "attention", {}))
-    else:
-        with torch.device("meta"):
-            model = build_network(arch, dataset, layout=layout)
-        sites = attach_attention(model, attention, placement, input_size=input_size_for(dataset))
+    with torch.device("meta"):
+        model = build_network(arch, dataset, layout=layout, **options)
+    sites = (list(getattr(model, "attention", {})) if builder_places
+             else attach_attention(model, attention, placement, input_size=input_size_for(dataset)))
     modules = model.attention.values() if sites else ()
     widths = tuple(getattr(module, "channels", None) for module in modules)
     parts = model.eval().profile_parts(input_size) if callable(getattr(model, "profile_parts", None)) else None
@@ -60,19 +53,19 @@ def profile_network(arch: str, dataset: str | None = None, attention: str = "bam
     """Counts of ``arch`` with and without ``attention`` (plus the paper's figures) as a dict."""
     load_zoo()
     dataset = dataset or network_datasets(arch)[0]
-    layout = layout or default_layout(arch, dataset)
+    resnet = get_network_entry(arch, dataset).resnet_blocks
+    layout = layout or ("v1" if resnet else "v1.5")  # the paper's; other networks as defined
     placement = placement or default_placement(attention)
     input_size = tuple(int(v) for v in (input_size or input_size_for(dataset)))
 
     base_params, base_macs, _, _, base_parts = _counts(arch, dataset, layout, "none", "bottleneck", input_size)
     params, macs, sites, widths, parts = _counts(arch, dataset, layout, attention, placement, input_size)
     figures = PAPER.get((dataset, arch), {})
-    paper = {key: {"params": fig.params, "macs": fig.macs, "table": fig.table}
-             for key, fig in figures.items() if key in ("none", attention)}
+    paper = {key: asdict(fig) for key, fig in figures.items() if key in ("none", attention)}
     return {
         "arch": arch, "dataset": dataset, "attention": attention,
         "placement": resolve_attention(attention, placement)[1],  # None without attention
-        "layout": layout if get_network_entry(arch, dataset).resnet_blocks else None,
+        "layout": layout if resnet else None,
         "input_size": list(input_size),
         "params": params, "macs": macs, "base_params": base_params, "base_macs": base_macs,
         "overhead_params": params - base_params,

@@ -1,4 +1,5 @@
-"""The BAM paper's network figures, and why some of our counts differ from them.
+"""The BAM paper's network figures, why some of our counts differ from them, and the table of
+docs/model-zoo.md that sets ours beside them (printed with the paper's precision).
 
 ``PAPER`` holds the parameters and GMACs as printed in Tables 2, 3, 4 and 10; ``NOTES`` says, for
 each row where our count differs at the paper's precision, why.
@@ -6,8 +7,6 @@ each row where our count differs at the paper's precision, why.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-__all__ = ["NOTES", "PAPER", "TWINS", "PaperFigure"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +56,7 @@ PAPER: dict[tuple[str, str], dict[str, PaperFigure]] = {
 _EXTRA_BN = ("Two more parameters per channel in each module (the size of one more BatchNorm over its input "
              "channels, which the paper's equations do not have) would reach every +BAM parameter figure of "
              "Tables 3 and 4 except MobileNetV2's; we keep the module the equations define.")
+# {twin}: the row of the same family whose BAM sits at the same places.
 _SAME_SITES = ("BAM sits at the same places (after `layer1`, `layer2`) with the same widths as in {twin}, whose "
                "row matches, and adds the same {overhead_params:,} parameters: {params_m:.4f}M, {params_gap:,} "
                "parameters under the rounding boundary of the printed figure. " + _EXTRA_BN)
@@ -73,11 +73,11 @@ NOTES: dict[tuple[str, str, str], str] = {
     ("cifar100", "wrn28_8", "bam"): (
         "Ours {macs_g:.4f} G (+{overhead_macs_g:.4f} G for BAM), {macs_gap_g:.4f} G under the rounding boundary of "
         "the printed 3.37; the parameters match, and so do the same modules' MACs in WRN-28-10 (5.25)."),
-    ("cifar100", "wrn40_10", "bam"): _SAME_SITES,
+    ("cifar100", "wrn40_10", "bam"): _SAME_SITES.replace("{twin}", "WRN-28-10"),
     ("cifar100", "resnext29_8x64d", "none"): (
         "Ours {macs_g:.4f} G on the v1 layout (5.387 G on v1.5), {macs_gap_g:.4f} G under the rounding boundary of the "
         "printed 4.99; the parameters and the +BAM MACs (5.00) match."),
-    ("cifar100", "resnext29_16x64d", "bam"): _SAME_SITES,
+    ("cifar100", "resnext29_16x64d", "bam"): _SAME_SITES.replace("{twin}", "ResNeXt29 8x64d"),
     ("imagenet", "mobilenet_v2", "none"): (
         "torchvision's MobileNetV2 has {macs_g:.4f} G MACs; the paper prints the MobileNetV2 paper's rounded "
         "300M. The parameters match."),
@@ -100,5 +100,101 @@ NOTES: dict[tuple[str, str, str], str] = {
         "SE (r = 16) after each of the {num_sites} blocks adds {overhead_params:,} parameters; the paper's SE "
         "variant of this row is not described further (+0.56M printed). The MACs match."),
 }
-# The row of the same family whose BAM sits at the same places (quoted by the notes).
-TWINS = {"wrn40_10": "WRN-28-10", "resnext29_16x64d": "ResNeXt29 8x64d"}
+
+
+def _decimals(printed: str) -> int:
+    number = printed.rstrip("MG")
+    return len(number.split(".")[1]) if "." in number else 0
+
+
+def _like(value: int, printed: str, scale: float) -> str:
+    """``value / scale`` with as many decimals as the paper printed (``printed`` keeps its unit)."""
+    unit = "M" if printed.endswith("M") else ""
+    return f"{value / scale:.{_decimals(printed)}f}{unit}"
+
+
+_SECTIONS = (
+    ("Table 3: CIFAR-100, BAM at the bottlenecks", "cifar100", ("none", "bam")),
+    ("Table 4: ImageNet-1K, BAM at the bottlenecks", "imagenet", ("none", "bam")),
+    ("Table 2: CIFAR-100, BAM in every convolution block (BAM-C)", "cifar100", ("bam-c",)),
+    ("Table 10: CIFAR-100, SE in every convolution block", "cifar100", ("se",)),
+)
+
+
+def _site_summary(sites: list[str]) -> str:
+    if len(sites) > 4:
+        return f"{len(sites)} blocks"
+    return ", ".join(f"`{site}`" for site in sites) or "-"
+
+
+def _gap(value: int, printed: str, scale: float) -> int:
+    """How far ``value`` lies below the smallest count that rounds to ``printed`` (negative: above it)."""
+    lowest = (float(printed.rstrip("MG")) - 0.5 * 10 ** -_decimals(printed)) * scale
+    return round(lowest - value)
+
+
+def _note(dataset: str, arch: str, attention: str, result: dict) -> str:
+    figures = PAPER[(dataset, arch)]
+    return NOTES.get((dataset, arch, attention), "").format(
+        params_m=result["params"] / 1e6, macs_g=result["macs"] / 1e9,
+        overhead_params=result["overhead_params"], overhead_macs_g=result["overhead_macs"] / 1e9,
+        num_sites=len(result["attention_sites"]), sites=", ".join(f"`{s}`" for s in result["attention_sites"]),
+        params_gap=_gap(result["params"], figures[attention].params, 1e6),
+        macs_gap_g=_gap(result["macs"], figures[attention].macs, 1e9) / 1e9)
+
+
+def paper_rows() -> list[dict]:
+    """One dict per (network, attention) figure of the paper, with our counts beside it."""
+    from tasks.profile.counts import profile_network  # which reads PAPER
+    rows = []
+    for title, dataset, attentions in _SECTIONS:
+        for (row_dataset, arch), figures in PAPER.items():
+            for attention in (a for a in attentions if row_dataset == dataset and a in figures):
+                result = profile_network(arch, dataset, attention)
+                figure = figures[attention]
+                params_ok = _like(result["params"], figure.params, 1e6) == figure.params
+                macs_ok = _like(result["macs"], figure.macs, 1e9) == figure.macs
+                rows.append({"section": title, "dataset": dataset, "arch": arch, "attention": attention,
+                             "layout": result["layout"] or "-", "params": result["params"], "macs": result["macs"],
+                             "paper_params": figure.params, "paper_macs": figure.macs, "table": figure.table,
+                             "params_match": params_ok, "macs_match": macs_ok,
+                             "sites": result["attention_sites"], "channels": result["attention_channels"],
+                             "note": _note(dataset, arch, attention, result)})
+    return rows
+
+
+def paper_table(rows: list[dict] | None = None) -> str:
+    """The Markdown of docs/model-zoo.md from :func:`paper_rows` (computed when not given: a few seconds)."""
+    lines = [
+        "# Model zoo: parameters and MACs against the BAM paper",
+        "",
+        "Generated by `python -m tasks.profile --paper-table --write docs/model-zoo.md`; do not edit by",
+        "hand (`tests/test_profile.py` checks that this file equals the generated output).",
+        "",
+        "Conventions (see `tasks/profile/counts.py`): parameters in millions; GMACs are multiply-accumulates",
+        "of convolutions and linear layers (`torch.utils.flop_counter`, FLOPs / 2), counted on the ResNet v1",
+        "stride layout (stride on the first 1x1 convolution of a downsampling bottleneck) as the paper did;",
+        "networks without that layout are counted as defined. Inputs are 32x32 (CIFAR-100) and 224x224",
+        "(ImageNet). BAM follows the paper's equations (BN at the end of both branches, r = 16, d = 4) and is",
+        "placed by the one generic call `bam.attach_attention`. Ours is printed with the paper's precision; a",
+        "row is marked ✗ when it differs at that precision.",
+        "",
+    ]
+    section = None
+    for row in paper_rows() if rows is None else rows:
+        if row["section"] != section:
+            section = row["section"]
+            if lines[-1]:
+                lines.append("")  # blank line closing the previous table
+            lines += [f"## {section}", "",
+                      "| network | attention | layout | params (ours / paper) | GMACs (ours / paper) | match "
+                      "| attention after | why they differ |",
+                      "|---|---|---|---|---|---|---|---|"]
+        params = f"{_like(row['params'], row['paper_params'], 1e6)} / {row['paper_params']}"
+        macs = f"{_like(row['macs'], row['paper_macs'], 1e9)} / {row['paper_macs']}"
+        mark = "✓" if row["params_match"] and row["macs_match"] else (
+            "✗ " + " ".join(what for what, ok in (("params", row["params_match"]), ("MACs", row["macs_match"]))
+                            if not ok))
+        lines.append(f"| {row['arch']} | {row['attention']} | {row['layout']} | {params} | {macs} | {mark} "
+                     f"| {_site_summary(row['sites'])} | {row['note']} |")
+    return "\n".join(lines) + "\n"

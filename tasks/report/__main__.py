@@ -52,10 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
         print(f"wrote {output / 'comparison.md'}, comparison.csv and the pictures beside it")
         if args.wandb_report:
-            from tasks.report.publish import create_wandb_report
+            from tasks.report.publish import build_wandb_report
 
-            url = create_wandb_report(args.wandb_report, args.group, text, curve_metrics(runs), title)
-            print(f"W&B report: {url}")
+            metrics = curve_metrics(runs)
+            report = build_wandb_report(args.wandb_report, args.group, text, metrics, title)
+            report.save()  # needs a key and a network
+            print(f"W&B report: {report.url}")
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

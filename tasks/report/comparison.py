@@ -1,20 +1,15 @@
 """Baseline vs variant: one comparison folder, written alike by a paired run and by
 ``python -m tasks.report``.
 
-For every group of comparable runs (:func:`tasks.report.runs.group_comparable`: same network,
-evaluation and options but the attention) and every variant beside the baseline (``none``), each
-metric of the task (:mod:`tasks.report.metrics`) gets: the mean ± std of each model over its
-seeds, the reference the runs record (SR: bicubic; a paper table's row: the paper's figures), the
-difference, its 95% bootstrap interval over the test items (and the seeds, when there are
-several), the difference per seed, McNemar's exact test for classification, and a verdict in
-words (:func:`tasks.report.stats.verdict`). The method is written down in ``docs/statistics.md``.
-
+Within every group of comparable runs (:func:`tasks.report.runs.group_comparable`: same network,
+evaluation and options but the attention), each variant is set against the baseline (``none``) on
+each metric of the task (:mod:`tasks.report.metrics`), by the method of ``docs/statistics.md``.
 :func:`write_comparison` writes into one folder
 
-* ``comparison.md``: that table, then per network its cost (parameters, MACs, wall time), its
+* ``comparison.md``: the table, then per network its cost (parameters, MACs, wall time), its
   curves and, for SR, the per-image picture with the images where the variant gains and loses
-  most, and for SR what :func:`tasks.sr.samples.comparison_section` adds (panels of the final
-  networks, their colour error and what runs of this length can say);
+  most, and what :func:`tasks.sr.samples.comparison_section` adds (panels of the final networks,
+  their colour error and what runs of this length can say);
 * ``comparison.csv``: the table's rows, with the costs and the runs behind each row;
 * ``forest.png`` (the differences with their intervals), ``curves_<network>.png``,
   ``per_image_<network>.png`` (SR) and ``samples/*.png`` (SR).
@@ -37,15 +32,12 @@ from tasks.report.metrics import MetricSpec, align, metric_specs
 from tasks.report.plots import (line_label, network_groups, plot_forest, plot_network_curves, plot_per_image,
                                 variant_name)
 from tasks.report.publish import log_comparison
-from tasks.report.runs import BASELINE, Run, discover_runs, group_comparable, setting_labels
+from tasks.report.runs import BASELINE, Run, discover_runs, group_comparable
 from tasks.report.stats import (RESAMPLING_SEED, Interval, McNemar, bootstrap_difference, decide, mcnemar_exact,
                                 verdict)
 from tasks.utils.files import write_text_atomic
 from tasks.utils.formatting import count, signed
 from tasks.utils.messages import note, warn
-
-__all__ = ["Comparison", "SeedResult", "Stat", "compare_runs", "comparison_markdown", "comparison_csv",
-           "write_comparison", "report_paired_runs", "comparison_folder"]
 
 # The pictures a comparison writes: an earlier comparison's are removed before a folder is rewritten.
 _PICTURES = ("forest.png", "curves_*.png", "per_image_*.png", "samples/*.png")
@@ -173,12 +165,12 @@ def _reference(metric: str, baselines: Sequence[Run], variants: Sequence[Run]) -
     return ("paper", *paper) if paper != (None, None) else ("", None, None)
 
 
-def _compare_variant(comparable, labels, variant: str, baselines: Sequence[Run], variants: Sequence[Run],
-                     resamples: int | None, seed: int, notes: list[str]) -> list[Comparison]:
+def _compare_variant(network: tuple[str, str, str], setting: str, variant: str,
+                     baselines: Sequence[Run], variants: Sequence[Run], resamples: int | None,
+                     seed: int, notes: list[str]) -> list[Comparison]:
     samples = _load_samples([*baselines, *variants], notes)
     baselines = _by_seed([r for r in baselines if id(r) in samples])
     variants = _by_seed([r for r in variants if id(r) in samples])
-    network = comparable[0]
     where = f"{'/'.join(network)}, {variant}"
     if not baselines or not variants:
         notes.append(f"{where}: no per-sample results on one side; no interval")
@@ -202,7 +194,7 @@ def _compare_variant(comparable, labels, variant: str, baselines: Sequence[Run],
             # One run per model: the interval holds these two trained networks to their test items;
             # another seed may move both. Say so where the claim is read.
             words += " (one seed each: over test items only)"
-        comparisons.append(Comparison(network, labels.get(comparable, ""), variant, spec, **numbers,
+        comparisons.append(Comparison(network, setting, variant, spec, **numbers,
                                       decision=decide(numbers["interval"], spec.mode, p_value), verdict=words,
                                       protocol=baselines[0].protocol, label=variants[0].label,
                                       reference=_reference(spec.name, baselines, variants),
@@ -210,9 +202,9 @@ def _compare_variant(comparable, labels, variant: str, baselines: Sequence[Run],
     return comparisons
 
 
-def _unpaired_note(comparable, labels, variants: Mapping[str, Sequence[Run]]) -> str:
+def _unpaired_note(network: tuple[str, str, str], setting: str,
+                   variants: Mapping[str, Sequence[Run]]) -> str:
     """What a group without a baseline holds, so that its numbers are not lost."""
-    network, setting = comparable[0], labels.get(comparable, "")
     runs = [run for group in variants.values() for run in group]
     metric = runs[0].primary_metric
     values = ", ".join(f"{variant_name(v)} {summarize([r.metric(metric) for r in rs]).format(4)}"
@@ -227,15 +219,14 @@ def compare_runs(runs: Sequence[Run], resamples: int | None = None,
     """Every comparable (baseline, variant) pair of ``runs``, metric by metric; and notes on what
     could not be compared (no baseline, no per-sample results, different items...). ``resamples``
     overrides each metric's own count."""
-    labels = setting_labels(runs)
     comparisons, notes = [], []
-    for comparable, variants in group_comparable(runs).items():
+    for network, setting, variants in group_comparable(runs):
         if BASELINE not in variants:
-            notes.append(_unpaired_note(comparable, labels, variants))
+            notes.append(_unpaired_note(network, setting, variants))
             continue
         for variant in sorted(v for v in variants if v != BASELINE):
-            comparisons += _compare_variant(comparable, labels, variant, variants[BASELINE], variants[variant],
-                                            resamples, seed, notes)
+            comparisons += _compare_variant(network, setting, variant, variants[BASELINE],
+                                            variants[variant], resamples, seed, notes)
     return comparisons, notes
 
 
@@ -267,14 +258,6 @@ def _metric_cell(c: Comparison) -> str:
     return f"{c.spec.label}{unit} {arrow}"
 
 
-def interval_note(comparisons: Sequence[Comparison]) -> str:
-    """The sentence every comparison table carries: which interval it shows."""
-    kinds = sorted({c.interval.kind for c in comparisons})
-    return ("Δ = variant − baseline; intervals: " + "; ".join(kinds) + ". "
-            "\"within noise\" whenever the interval holds 0 (classification: or McNemar's p ≥ 0.05); "
-            "see docs/statistics.md.")
-
-
 # (header, cell, shown only when some row has it)
 _COLUMNS = [
     ("dataset", lambda c: c.network[1], None),
@@ -299,7 +282,10 @@ def comparison_markdown(comparisons: Sequence[Comparison], notes: Sequence[str] 
     lines = ["No baseline/variant pair with per-sample results to compare."]
     if comparisons:
         columns = [(name, cell) for name, cell, shown in _COLUMNS if shown is None or any(map(shown, comparisons))]
-        lines = [interval_note(comparisons), "",
+        kinds = sorted({c.interval.kind for c in comparisons})
+        lines = ["Δ = variant − baseline; intervals: " + "; ".join(kinds) + ". \"within noise\" "
+                 "whenever the interval holds 0 (classification: or McNemar's p ≥ 0.05); see "
+                 "docs/statistics.md.", "",
                  "| " + " | ".join(name for name, _ in columns) + " |", "|" + " --- |" * len(columns)]
         lines += ["| " + " | ".join(cell(c) for _, cell in columns) + " |" for c in comparisons]
     if notes:
@@ -390,19 +376,18 @@ def _network_section(variants: Mapping[str, Sequence[Run]], title: str, stem: st
     if BASELINE in variants:
         lines += [_cost_line(v, variants[BASELINE], variants[v]) for v in others] + [""]
     task = next(iter(variants.values()))[0].task
-    per_image = {}
-    if task == "sr" and BASELINE in variants:
+    if task == "sr" and BASELINE in variants and others:
+        from tasks.sr.samples import comparison_section
+
         try:
             per_image = {v: _per_image_scores(variants[BASELINE], variants[v]) for v in others}
         except (FileNotFoundError, ValueError, KeyError) as error:
             lines += [f"No per-image picture: {error}.", ""]
-    if per_image:
-        path = plot_per_image(per_image, folder / f"per_image_{stem}.png", f"PSNR per test image: {title}")
-        lines += [_extremes(v, scores) for v, scores in per_image.items()]
-        lines += ["", f"![PSNR per image]({path.name})", ""]
-    if task == "sr" and BASELINE in variants and others:
-        from tasks.sr.samples import comparison_section
-
+        else:
+            path = plot_per_image(per_image, folder / f"per_image_{stem}.png",
+                                  f"PSNR per test image: {title}")
+            lines += [_extremes(v, scores) for v, scores in per_image.items()]
+            lines += ["", f"![PSNR per image]({path.name})", ""]
         lines += comparison_section(variants, folder, f"{stem}_") + [""]
     curves = plot_network_curves(variants, folder / f"curves_{stem}.png", title)
     if curves:

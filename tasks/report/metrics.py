@@ -22,8 +22,6 @@ import numpy as np
 
 from tasks.report.stats import COSTLY_RESAMPLES, RESAMPLES, Statistic, weighted_mean
 
-__all__ = ["MetricSpec", "metric_specs", "align", "WeightedCocoAP"]
-
 PerSample = Mapping[str, np.ndarray]
 
 

@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from tasks.report.runs import BASELINE, Run, group_comparable, setting_labels
+from tasks.report.runs import BASELINE, Run, group_comparable
 from tasks.utils.formatting import count, signed
 
 # Baseline in grey, BAM in the colour people associate with "ours"; other variants after.
@@ -148,12 +148,11 @@ def plot_network_curves(variants: Mapping[str, Sequence[Run]], path: Path, title
 def network_groups(runs: Sequence[Run]):
     """``(title, file stem, {variant: runs})`` of every network (and setting), in table order; the
     stem is ``<task>_<dataset>_<arch>``, ``_2`` added for a second setting of a network."""
-    labels = setting_labels(runs)
     seen: dict[tuple, int] = defaultdict(int)
-    for comparable, variants in group_comparable(runs).items():
-        (task, dataset, arch), setting = comparable[0], labels.get(comparable, "")
-        seen[comparable[0]] += 1
-        suffix = f"_{seen[comparable[0]]}" if seen[comparable[0]] > 1 else ""
+    for network, setting, variants in group_comparable(runs):
+        task, dataset, arch = network
+        seen[network] += 1
+        suffix = f"_{seen[network]}" if seen[network] > 1 else ""
         title = f"{arch} on {dataset} ({task})" + (f"\n{setting}" if setting else "")
         yield title, f"{task}_{dataset}_{arch}{suffix}".replace("/", "-"), variants
 

@@ -14,8 +14,8 @@ from tasks.report.runs import COMPARISON_JOB
 
 def build_wandb_report(project_path: str, group: str | None, comparison_markdown: str, metrics: Sequence[str],
                        title: str):
-    """The W&B Report (not saved): the comparison (``comparison.md`` without its local pictures)
-    and the validation curves of the group's runs, one panel per metric."""
+    """The W&B Report (``.save()`` creates it): the comparison (``comparison.md`` without its local
+    pictures) and the validation curves of the group's runs, one panel per metric."""
     try:
         import wandb_workspaces.reports.v2 as wr
     except ImportError as error:
@@ -35,30 +35,19 @@ def build_wandb_report(project_path: str, group: str | None, comparison_markdown
     return report
 
 
-def create_wandb_report(project_path: str, group: str | None, comparison_markdown: str, metrics: Sequence[str],
-                        title: str) -> str:  # pragma: no cover - needs a network
-    """Create (save) the :func:`build_wandb_report` report; return its URL."""
-    report = build_wandb_report(project_path, group, comparison_markdown, metrics, title)
-    report.save()
-    return report.url
-
-
 def log_comparison(folder: Path, run_dirs: Sequence[Path], group: str, task: str, project: str, mode: str) -> None:
-    """Log a paired run's comparison folder as one W&B run of the group (job type "comparison"):
-    the table (``comparison.csv``), every picture (forest plot, curves, per-image picture, panels)
-    and ``comparison.md``."""
-    if mode == "disabled" or not folder.is_dir():
+    """Log a paired run's comparison folder, as :func:`write_comparison` wrote it, as one W&B run
+    of the group (job type "comparison"): the table (``comparison.csv``), every picture (forest
+    plot, curves, per-image picture, panels) and ``comparison.md``."""
+    if mode == "disabled":
         return
     config = {"task": task, "group": group, "compared_runs": [str(d) for d in run_dirs]}
     tracker = Tracker(folder, config, project=project, group=group, tags=[COMPARISON_JOB], mode=mode, task=task,
                       name=folder.name, job_type=COMPARISON_JOB)
-    table = folder / "comparison.csv"
-    if table.is_file():
-        with open(table, newline="") as handle:
-            lines = list(csv.reader(handle))
-        if lines:
-            tracker.log_table("comparison/differences", lines[0], [[_cell(v) for v in row] for row in lines[1:]],
-                              step=0)
+    with open(folder / "comparison.csv", newline="") as handle:
+        header, *rows = csv.reader(handle)
+    rows = [[_cell(v) for v in row] for row in rows]
+    tracker.log_table("comparison/differences", header, rows, step=0)
     pictures = sorted([*folder.glob("*.png"), *folder.glob("samples/*.png")])
     tracker.log_images({f"comparison/{p.relative_to(folder).with_suffix('').as_posix()}": p for p in pictures},
                        step=0)

@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 from tasks.common.per_sample import PER_SAMPLE_FILE
 from tasks.common.summary import load_summary
+from tasks.common.tracking import flatten
 from tasks.utils.messages import note
 
 # The job type of the W&B run that holds a paired run's comparison: not a run to compare.
@@ -95,17 +96,6 @@ def _lookup(values: dict[str, Any], name: str) -> Any:
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in config.items():
-        name = f"{prefix}{str(key).replace('/', '.')}"  # W&B spells nested keys a/b
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
 def _is_setting(name: str) -> bool:
     leaf = name.rpartition(".")[2]
     # "_wandb" and the like: the logger's own bookkeeping
@@ -116,7 +106,8 @@ def comparable_setting(config: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     """The fields of a run's config that a baseline and a variant must share to be compared
     (evaluation sets, protocol, model options other than the attention, recipe...), as sorted
     ``(dotted name, JSON value)`` pairs."""
-    flat = _flatten(config)
+    # W&B spells nested keys a/b.
+    flat = {name.replace("/", "."): value for name, value in flatten(config, ".").items()}
     setting = {name: json.dumps(value, sort_keys=True, default=str)
                for name, value in flat.items() if _is_setting(name)}
     for name in _WEIGHT_FILES:
@@ -125,29 +116,22 @@ def comparable_setting(config: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(setting.items()))
 
 
-def setting_labels(runs: Iterable[Run]) -> dict[tuple, str]:
-    """For every (network, setting): what sets it apart from the other settings of its network,
-    e.g. ``model.global_residual=true`` ("" when the network ran with one setting only)."""
-    by_network: dict[tuple, set] = {}
-    for run in runs:
-        by_network.setdefault(run.network, set()).add(run.setting)
-    labels = {}
-    for network, settings in by_network.items():
-        values = [dict(s) for s in settings]
-        names = sorted({name for v in values for name in v})
-        differing = [n for n in names if len({v.get(n, "–") for v in values}) > 1]
-        for setting, value in zip(settings, values):
-            labels[(network, setting)] = ", ".join(f"{n}={value.get(n, '–')}" for n in differing)
-    return labels
-
-
-def group_comparable(runs: Iterable[Run]) -> dict[tuple, dict[str, list[Run]]]:
-    """``{(network, setting): {attention variant: runs}}``: only runs of one network scored the same
-    way with the same options (evaluation sets, protocol, model options...) share a group."""
+def group_comparable(runs: Iterable[Run]) -> list[tuple[tuple, str, dict[str, list[Run]]]]:
+    """``(network, setting, {attention variant: runs})`` per group, sorted: only runs of one network
+    scored the same way with the same options (evaluation sets, protocol, model options...) share a
+    group. ``setting`` says what sets a group apart from the other groups of its network, e.g.
+    ``model.global_residual=true`` ("" when the network ran with one setting only)."""
     groups: dict[tuple, dict[str, list[Run]]] = {}
     for run in runs:
         groups.setdefault(run.comparable, {}).setdefault(run.attention, []).append(run)
-    return {key: groups[key] for key in sorted(groups)}
+    result = []
+    for network, setting in sorted(groups):
+        values = [dict(other) for net, other in groups if net == network]
+        differing = sorted({name for v in values for name in v
+                            if len({w.get(name, "–") for w in values}) > 1})
+        label = ", ".join(f"{name}={dict(setting).get(name, '–')}" for name in differing)
+        result.append((network, label, groups[(network, setting)]))
+    return result
 
 
 def run_from_summary(summary: dict[str, Any], history: list[dict[str, Any]], source: str) -> Run:

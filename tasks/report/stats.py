@@ -20,9 +20,6 @@ import numpy as np
 
 from tasks.utils.formatting import signed
 
-__all__ = ["RESAMPLES", "COSTLY_RESAMPLES", "RESAMPLING_SEED", "CONFIDENCE", "ALPHA", "Statistic", "Interval",
-           "McNemar", "resample_weights", "bootstrap_difference", "mcnemar_exact", "decide", "verdict", "weighted_mean"]
-
 # 10,000 resamples put the Monte Carlo error of a 95% percentile bound at about 1% of the
 # interval's width; statistics that re-accumulate a whole curve per resample (COCO AP) get fewer.
 RESAMPLES = 10_000
@@ -90,8 +87,6 @@ def bootstrap_difference(baselines: Sequence[Statistic], variants: Sequence[Stat
     else each model's seeds on their own. With one seed per model this is the paired bootstrap
     over items. The point estimate uses every item and seed once.
     """
-    if not baselines or not variants:
-        raise ValueError("need at least one baseline and one variant run")
     if pair_seeds and len(baselines) != len(variants):
         raise ValueError(f"pairing seeds needs as many baseline runs as variant runs, got "
                          f"{len(baselines)} and {len(variants)}")
