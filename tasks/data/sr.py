@@ -28,11 +28,6 @@ from tasks.utils.messages import warn
 from tasks.utils.processes import is_main_process
 from tasks.utils.progress import progress
 
-__all__ = [
-    "SRTrainFolder", "SRBenchmark", "list_benchmarks", "find_benchmark", "prepare_subimages",
-    "random_patch", "KNOWN_BENCHMARKS", "EMBEDDED_BENCHMARK",
-]
-
 KNOWN_BENCHMARKS = ("Set5", "Set14", "B100", "Urban100", "Manga109")
 EMBEDDED_BENCHMARK = "embedded"  # held-out scikit-image photographs (tasks.data.embedded)
 _ALIASES = {"b100": ("B100", "BSD100", "BSDS100"), "bsd100": ("BSD100", "B100", "BSDS100")}
