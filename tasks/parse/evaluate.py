@@ -123,10 +123,11 @@ def evaluate_segmentation(model: torch.nn.Module, dataset, accelerator=None, sca
         matrix = confusion_matrix(prediction, label, num_classes, ignore_index)
         total += matrix
         if per_image:
-            matrix, intersection = matrix.cpu(), matrix.diag().cpu()
-            union = matrix.sum(dim=0) + matrix.sum(dim=1) - intersection
-            counts = [torch.tensor([position, int(matrix.sum())]), intersection, union]
-            rows.append(torch.cat(counts).numpy())
+            counts = matrix.cpu()
+            intersection = counts.diag()
+            union = counts.sum(dim=0) + counts.sum(dim=1) - intersection
+            row = [torch.tensor([position, int(counts.sum())]), intersection, union]
+            rows.append(torch.cat(row).numpy())
         if len(visuals) < num_pictures:
             panel = prediction_panel(denormalize(image[0]), prediction[0].cpu().numpy(), label[0].cpu().numpy(),
                                      ignore_index=ignore_index)
