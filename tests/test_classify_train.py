@@ -199,8 +199,9 @@ def test_missing_cifar_is_a_clean_error(tmp_path, capsys):
 # ------------------------------------------------------------------------------ extra-block model
 def test_extra_block_copies_the_stage_block_with_fresh_weights():
     args = train.single_run_args(["--arch", "preresnet110", "--attention", "extra-block"])
-    model = train.build_model(args, 10)
-    base = train.build_model(train.single_run_args(["--arch", "preresnet110", "--attention", "none"]), 10)
+    model = train.network_from_config(**train.model_config(args, 10))
+    base_args = train.single_run_args(["--arch", "preresnet110", "--attention", "none"])
+    base = train.network_from_config(**train.model_config(base_args, 10))
     for stage in ("layer1", "layer2"):
         grown, original = model.get_submodule(stage), base.get_submodule(stage)
         assert len(grown) == len(original) + 1

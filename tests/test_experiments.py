@@ -85,7 +85,7 @@ def test_every_row_is_a_valid_training_command(name):
 def _params_m(run: experiments.Run) -> float:
     args = train.single_run_args(run.argv())
     with torch.device("meta"):  # shapes only: cheap even for 35M-parameter networks
-        model = train.build_model(args, 100)
+        model = train.network_from_config(**train.model_config(args, 100))
     return sum(p.numel() for p in model.parameters()) / 1e6
 
 

@@ -110,10 +110,10 @@ CLASSIFY_EVALUATION = textwrap.dedent("""
     from tasks.classify.train import make_evaluate_fn
     from tasks.common.distributed import make_accelerator
     from tasks.common.model_io import load_model
-    from tasks.data.digits import build_digits
+    from tasks.data.digits import Digits
 
     model, _ = load_model(sys.argv[1], task="classify")
-    evaluate = make_evaluate_fn(Subset(build_digits(train=False), range(int(sys.argv[2]))), int(sys.argv[3]), 0)
+    evaluate = make_evaluate_fn(Subset(Digits(train=False), range(int(sys.argv[2]))), int(sys.argv[3]), 0)
     with torch.no_grad():
         scores = evaluate(model.eval(), make_accelerator("no", cpu=True), 0)
     scores.pop("per_sample")  # per-sample correctness: compared through the logged metrics

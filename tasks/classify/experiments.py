@@ -27,7 +27,7 @@ import json
 import shlex
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tasks.utils.files import write_json_atomic
@@ -54,7 +54,6 @@ class Experiment:
     name: str
     title: str
     runs: tuple[Run, ...]
-    metric: str = "top1_err"  # what the paper's "error" column is compared with
 
     def find(self, row: str) -> Run:
         for run in self.runs:
@@ -228,8 +227,9 @@ def write_manifest(experiment: Experiment, seeds: list[int], output_dir: str | P
             for run in experiment.runs]
     # Atomic: the report reads it while runs go on.
     return write_json_atomic(Path(output_dir) / experiment.name / "experiment.json", {
-        "experiment": experiment.name, "title": experiment.title, "metric": experiment.metric, "seeds": seeds,
-        "rows": rows})
+        # "metric": what the paper's "error" column is compared with
+        "experiment": experiment.name, "title": experiment.title, "metric": "top1_err",
+        "seeds": seeds, "rows": rows})
 
 
 def _command(launcher: str, argv: list[str]) -> str:
@@ -260,8 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         experiment = get_experiment(args.table)
         if args.rows:
-            experiment = Experiment(experiment.name, experiment.title,
-                                    tuple(experiment.find(r) for r in args.rows), experiment.metric)
+            experiment = replace(experiment, runs=tuple(experiment.find(r) for r in args.rows))
     except ValueError as error:
         parser.error(str(error))
     planned = plan(experiment, args.seeds, args.output_dir, extra)

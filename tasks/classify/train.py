@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset, default_collate
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from bam.counting import count_macs, to_resnet_v1
 from bam.placement import find_bottlenecks
@@ -38,17 +38,12 @@ DEFAULT_DIGITS_ARCH = "resnet20"  # the no-argument default: a small CIFAR ResNe
 
 
 # ------------------------------------------------------------------------------------------- data
-def collate_pair(samples):
-    """(images, labels) as a tuple: the trainer counts a tuple's first tensor as the batch size."""
-    return tuple(default_collate(samples))
-
-
 def load_split(dataset: str, data_root=None, train: bool = True, download: bool = False) -> tuple[Dataset, int]:
     """(the training or evaluation split of ``dataset``, number of classes)."""
     if dataset == "digits":
-        from tasks.data.digits import NUM_CLASSES, build_digits
+        from tasks.data.digits import NUM_CLASSES, Digits
 
-        return build_digits(train=train), NUM_CLASSES
+        return Digits(train=train), NUM_CLASSES
     if dataset == "cifar100":
         from tasks.data.cifar import NUM_CLASSES, build_cifar100
 
@@ -123,11 +118,6 @@ def model_config(args, num_classes: int) -> dict:
             "placement": args.placement, "num_classes": num_classes,
             "model_kwargs": {"dropout": args.recipe.dropout} if args.recipe.dropout > 0 else {},
             "attention_kwargs": attention_options(args)}
-
-
-def build_model(args, num_classes: int) -> nn.Module:
-    """The network of ``--arch`` with ``--attention`` placed by ``bam``'s one generic call."""
-    return network_from_config(**model_config(args, num_classes))
 
 
 def preprocessing(dataset: str) -> dict:
@@ -283,9 +273,6 @@ class ClassifyTask(Task):
         # torchvision transforms draw from the global RNGs: seeded per sample, they resume exactly.
         return ClassifyData(SeededDataset(train_set), eval_set, num_classes)
 
-    def collate(self, data: ClassifyData):
-        return collate_pair
-
     def batch_size(self, args: argparse.Namespace, num_processes: int) -> int:
         return per_process_batch(args.batch_size or args.recipe.batch_size, num_processes)
 
@@ -295,7 +282,7 @@ class ClassifyTask(Task):
                                 steps_per_epoch=steps_per_epoch)
 
     def model(self, args: argparse.Namespace, data: ClassifyData) -> nn.Module:
-        return build_model(args, data.num_classes)
+        return network_from_config(**model_config(args, data.num_classes))
 
     def optimizer(self, args: argparse.Namespace, model: nn.Module, data: ClassifyData, schedule: ClassifySchedule):
         recipe = args.recipe

@@ -61,7 +61,3 @@ class Digits(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.transform(self.images[index]), int(self.targets[index])
-
-
-def build_digits(train: bool = True) -> Digits:
-    return Digits(train=train)

@@ -14,8 +14,6 @@ import skimage
 
 from tasks.data.images import read_rgb
 
-__all__ = ["EMBEDDED_SPLITS", "embedded_sr_files", "embedded_sr_images"]
-
 # Training photos: colour ones first (a model trained mostly on gray pictures learns no colour,
 # which shows in the sample panels though PSNR/SSIM on Y do not see it), then gray textures that
 # teach fine detail.

@@ -25,8 +25,6 @@ from tasks.utils.images import quantize
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
-__all__ = ["IMAGE_EXTENSIONS", "list_images", "read_image", "read_rgb", "is_image_file"]
-
 
 def is_image_file(path: str | os.PathLike) -> bool:
     """True when the file name has one of the supported image extensions."""

@@ -26,8 +26,6 @@ import torch
 
 from tasks.utils.images import quantize
 
-__all__ = ["cubic", "resize_matrix", "imresize", "bicubic_degrade", "modcrop"]
-
 
 def cubic(x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     """Keys' cubic convolution kernel with a = -0.5 (MATLAB's ``bicubic``)."""

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-__all__ = ["EpochSeededSampler", "SeededDataset", "sample_seed", "split_key", "key_generator"]
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
     """SplitMix64 finaliser: a fast, well-mixed bijection on uint64 (vectorised)."""

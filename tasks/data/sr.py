@@ -28,11 +28,6 @@ from tasks.utils.messages import warn
 from tasks.utils.processes import is_main_process
 from tasks.utils.progress import progress
 
-__all__ = [
-    "SRTrainFolder", "SRBenchmark", "list_benchmarks", "find_benchmark", "prepare_subimages",
-    "random_patch", "KNOWN_BENCHMARKS", "EMBEDDED_BENCHMARK",
-]
-
 KNOWN_BENCHMARKS = ("Set5", "Set14", "B100", "Urban100", "Manga109")
 EMBEDDED_BENCHMARK = "embedded"  # held-out scikit-image photographs (tasks.data.embedded)
 _ALIASES = {"b100": ("B100", "BSD100", "BSDS100"), "bsd100": ("BSD100", "B100", "BSDS100")}
@@ -104,13 +99,8 @@ class SRTrainFolder(Dataset):
 
     def __init__(self, folders, scale: int = 4, patch_size: int = 96, augment: bool = True,
                  cache: bool = False, repeat: int = 1) -> None:
-        self.scale = _check_scale(scale)
-        if int(patch_size) <= 0 or int(patch_size) % self.scale:
-            raise ValueError(f"patch_size={patch_size} must be a positive multiple of scale={scale} "
-                             f"(the LR patch is patch_size / scale pixels)")
-        if int(repeat) < 1:
-            raise ValueError(f"repeat must be >= 1, got repeat={repeat}")
-        self.patch_size, self.augment, self.repeat = int(patch_size), bool(augment), int(repeat)
+        # scale, patch_size and repeat are checked where they are set (tasks.sr.train's options).
+        self.scale, self.patch_size, self.augment, self.repeat = scale, patch_size, augment, repeat
         files = _collect_files(folders)
         sizes = [_header_size(f) for f in _progress(files, desc="checking sizes", quiet=len(files) <= 2000)]
         small = [(f, s) for f, s in zip(files, sizes) if min(s) < self.patch_size]

@@ -17,8 +17,7 @@ import torch
 
 from tasks.utils.progress import progress as progress_bar
 
-IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
-AP_KEYS = tuple(f"AP{int(round(t * 100))}" for t in IOU_THRESHOLDS)
+AP_KEYS = tuple(f"AP{percent}" for percent in range(50, 100, 5))  # COCOeval's IoU thresholds
 METRIC_KEYS = ("mAP",) + AP_KEYS + ("AP_small", "AP_medium", "AP_large")
 
 

@@ -21,12 +21,12 @@ from typing import Any
 import torch
 
 from tasks.common.cli import add_evaluation_args, evaluation_folder, positive_int, run_cli
-from tasks.common.distributed import make_accelerator
+from tasks.common.distributed import make_accelerator, prepare_eval_loader
 from tasks.common.model_io import find_model_file, load_model
 from tasks.data.coco import CocoDetection
 from tasks.data.root import data_root as resolve_root
 from tasks.detect.coco_eval import evaluate_distributed
-from tasks.detect.train import DetectionEvaluator, ap_table
+from tasks.detect.train import ap_table, eval_loader
 from tasks.detect.visualize import save_detection_panels
 from tasks.utils.files import write_json_atomic
 from tasks.utils.processes import is_main_process, world_size
@@ -56,11 +56,13 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
         device = accelerator.device  # this process's GPU, or the CPU
     model.to(device).eval()
     dataset = CocoDetection(resolve_root(data_root), split=split, train=False, remove_empty=False)
-    evaluator = DetectionEvaluator(dataset, output_dir, tracker=None, batch_size=batch_size,
-                                   num_workers=num_workers, max_images=max_images, num_pictures=0)
-    metrics = evaluate_distributed(model, evaluator.loader(accelerator), dataset.coco, accelerator=accelerator,
+    loader = eval_loader(dataset, batch_size, num_workers, max_images)
+    images = len(loader.dataset)
+    if accelerator is not None:
+        loader = prepare_eval_loader(accelerator, loader)
+    metrics = evaluate_distributed(model, loader, dataset.coco, accelerator=accelerator,
                                    progress=sys.stderr.isatty())
-    result = {"checkpoint": str(checkpoint), "split": split, "images": len(evaluator.indices),
+    result = {"checkpoint": str(checkpoint), "split": split, "images": images,
               "model": record.kwargs, "metrics": metrics}
     if is_main_process():
         output_dir.mkdir(parents=True, exist_ok=True)

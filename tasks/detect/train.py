@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from torch.utils.data import DataLoader, Subset
 
 from bam import count_params
+from tasks.common.cli import positive_int
 from tasks.common.distributed import prepare_eval_loader
 from tasks.common.model_io import ModelDescription
 from tasks.common.run import RunInfo, Schedule, Task, main as run_main
@@ -75,33 +77,33 @@ def detection_loss(model: torch.nn.Module, batch) -> tuple[torch.Tensor, dict[st
     return sum(losses.values()), {name: value.detach() for name, value in losses.items()}
 
 
-class DetectionEvaluator:
+def eval_loader(dataset, batch_size: int, num_workers: int, max_images: int | None) -> DataLoader:
+    """The first ``max_images`` images of ``dataset`` (all of them by default), in order."""
+    count = len(dataset) if max_images is None else min(max_images, len(dataset))
+    return DataLoader(Subset(dataset, range(count)), batch_size=batch_size, shuffle=False,
+                      num_workers=num_workers, collate_fn=collate_detection)
+
+
+def make_evaluate_fn(dataset, run_dir: Path, tracker, batch_size: int, num_workers: int,
+                     max_images: int | None, num_pictures: int, picture_score: float):
     """``evaluate_fn`` for the Trainer: COCOeval box APs over all processes, detection panels
     (main process), named after the step they show."""
+    loader = eval_loader(dataset, batch_size, num_workers, max_images)
+    num_pictures = min(num_pictures, len(loader.dataset))
 
-    def __init__(self, dataset, run_dir: Path, tracker, batch_size: int = 2, num_workers: int = 0,
-                 max_images: int | None = None, num_pictures: int = 4, picture_score: float = 0.5) -> None:
-        self.dataset, self.run_dir, self.tracker = dataset, Path(run_dir), tracker
-        self.batch_size, self.num_workers = batch_size, num_workers
-        count = len(dataset) if max_images is None else min(max_images, len(dataset))
-        self.indices = list(range(count))
-        self.num_pictures, self.picture_score = min(num_pictures, count), picture_score
-
-    def loader(self, accelerator=None):
-        subset = torch.utils.data.Subset(self.dataset, self.indices)
-        loader = torch.utils.data.DataLoader(subset, batch_size=self.batch_size, shuffle=False,
-                                             num_workers=self.num_workers, collate_fn=collate_detection)
-        return loader if accelerator is None else prepare_eval_loader(accelerator, loader)
-
-    def __call__(self, model: torch.nn.Module, accelerator, step: int = 0) -> dict[str, float]:
+    def evaluate(model: torch.nn.Module, accelerator, step: int) -> dict[str, float]:
         # per-image matches: what a paired comparison with another run needs (tasks.report)
-        metrics = evaluate_distributed(model, self.loader(accelerator), self.dataset.coco, accelerator, per_image=True)
-        if accelerator.is_main_process and self.num_pictures:
-            panels = save_detection_panels(model, self.dataset, range(self.num_pictures), self.run_dir / "detections",
-                                           prefix=f"step{step:07d}_", score_threshold=self.picture_score,
-                                           device=accelerator.device)
-            self.tracker.log_images(panels, step, caption=f"detections (score >= {self.picture_score}) | ground truth")
+        metrics = evaluate_distributed(model, prepare_eval_loader(accelerator, loader),
+                                       dataset.coco, accelerator, per_image=True)
+        if accelerator.is_main_process and num_pictures:
+            panels = save_detection_panels(model, dataset, range(num_pictures),
+                                           Path(run_dir) / "detections", prefix=f"step{step:07d}_",
+                                           score_threshold=picture_score, device=accelerator.device)
+            tracker.log_images(panels, step,
+                               caption=f"detections (score >= {picture_score}) | ground truth")
         return metrics
+
+    return evaluate
 
 
 def model_kwargs(args: argparse.Namespace, num_classes: int) -> dict[str, Any]:
@@ -145,11 +147,13 @@ class DetectTask(Task):
                                 "scratch (then use --grad-clip: gradient norms reach the thousands)")
         model.add_argument("--fpn", action="store_true",
                            help="torchvision's FPN detector instead of the paper's C4 Faster R-CNN")
-        model.add_argument("--trainable-layers", type=int, default=3,
+        model.add_argument("--trainable-layers", type=int, choices=range(6), default=3,
                            help="ResNet stages trained, counted from layer4 (default: %(default)s, as torchvision)")
-        model.add_argument("--min-size", type=int, default=800, help="short side after resizing (default: %(default)s)")
-        model.add_argument("--max-size", type=int, default=1333, help="long side at most (default: %(default)s)")
-        model.add_argument("--rois-per-image", type=int, default=512,
+        model.add_argument("--min-size", type=positive_int, default=800,
+                           help="short side after resizing (default: %(default)s)")
+        model.add_argument("--max-size", type=positive_int, default=1333,
+                           help="long side at most (default: %(default)s)")
+        model.add_argument("--rois-per-image", type=positive_int, default=512,
                            help="RoIs sampled per image for the box head loss (default: %(default)s)")
         optim = parser.add_argument_group("optimisation")
         optim.add_argument("--lr", type=float, default=None,
@@ -168,13 +172,8 @@ class DetectTask(Task):
 
     def check(self, args: argparse.Namespace) -> None:
         super().check(args)
-        for name in ("min_size", "max_size", "rois_per_image"):
-            if getattr(args, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
         if args.min_size > args.max_size:
             raise ValueError(f"--min-size {args.min_size} is larger than --max-size {args.max_size}")
-        if not 0 <= args.trainable_layers <= 5:
-            raise ValueError(f"--trainable-layers must be in 0..5, got {args.trainable_layers}")
         if any(not 0 < m < 1 for m in args.lr_milestones):
             raise ValueError(f"--lr-milestones are fractions of --max-steps in (0, 1), got {args.lr_milestones}")
         if args.lr is not None and not args.lr > 0:
@@ -230,9 +229,10 @@ class DetectTask(Task):
                                          {"dataset": "coco", "categories": data.val.categories}),
             summary_extra={"paper": PAPER_TABLE5[args.attention], "metric_units": "fraction (paper: %)"})
 
-    def evaluator(self, args: argparse.Namespace, data: DetectData, run_dir: Path, tracker) -> DetectionEvaluator:
-        return DetectionEvaluator(data.val, run_dir, tracker, args.eval_batch_size or self.batch_size(args, world_size()),
-                                  args.num_workers, args.max_images, args.num_pictures, args.picture_score)
+    def evaluator(self, args: argparse.Namespace, data: DetectData, run_dir: Path, tracker):
+        batch = args.eval_batch_size or self.batch_size(args, world_size())
+        return make_evaluate_fn(data.val, run_dir, tracker, batch, args.num_workers,
+                                args.max_images, args.num_pictures, args.picture_score)
 
     def report(self, args: argparse.Namespace, run_dir: Path, summary: dict) -> None:
         """Append the box-AP table (this run vs the paper's Table 5) to summary.md and print it."""

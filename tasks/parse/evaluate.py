@@ -72,26 +72,17 @@ def predict_probabilities(model: torch.nn.Module, image: torch.Tensor, scales: S
     return total / (len(sizes) * (2 if flip else 1))
 
 
-def _image_counts(position: int, matrix: torch.Tensor) -> tuple[int, np.ndarray, np.ndarray, int]:
-    """One image's ``(index, per-class intersection, per-class union, labelled pixels)``."""
-    intersection = matrix.diag()
-    union = matrix.sum(dim=0) + matrix.sum(dim=1) - intersection
-    return position, intersection.numpy(), union.numpy(), int(matrix.sum())
-
-
-def _gather_per_image(rows: list[tuple[int, np.ndarray, np.ndarray, int]], accelerator,
-                      num_classes: int) -> dict[str, np.ndarray]:
-    """Every process's ``(index, intersection, union, labelled)`` rows, each image once, in order."""
+def _gather_per_image(rows: list[np.ndarray], accelerator, num_classes: int) -> dict:
+    """Every process's rows ``[index, labelled pixels, intersection per class, union per class]``,
+    each image once, in order."""
     if accelerator is not None and accelerator.num_processes > 1:
         from accelerate.utils import gather_object
 
         rows = gather_object(rows)  # the shards are disjoint (shard_indices): no image twice
     rows = sorted(rows, key=lambda row: row[0])
-    index = np.array([row[0] for row in rows], dtype=np.int64)
-    counts = lambda column: (np.stack([row[column] for row in rows]) if rows  # noqa: E731
-                             else np.zeros((0, num_classes), dtype=np.int64))
-    return {"index": index, "intersection": counts(1), "union": counts(2),
-            "labelled": np.array([row[3] for row in rows], dtype=np.int64)}
+    table = np.stack(rows) if rows else np.zeros((0, 2 + 2 * num_classes), dtype=np.int64)
+    return {"index": table[:, 0], "labelled": table[:, 1],
+            "intersection": table[:, 2:2 + num_classes], "union": table[:, 2 + num_classes:]}
 
 
 @torch.no_grad()
@@ -132,7 +123,11 @@ def evaluate_segmentation(model: torch.nn.Module, dataset, accelerator=None, sca
         matrix = confusion_matrix(prediction, label, num_classes, ignore_index)
         total += matrix
         if per_image:
-            rows.append(_image_counts(position, matrix.cpu()))
+            counts = matrix.cpu()
+            intersection = counts.diag()
+            union = counts.sum(dim=0) + counts.sum(dim=1) - intersection
+            row = [torch.tensor([position, int(counts.sum())]), intersection, union]
+            rows.append(torch.cat(row).numpy())
         if len(visuals) < num_pictures:
             panel = prediction_panel(denormalize(image[0]), prediction[0].cpu().numpy(), label[0].cpu().numpy(),
                                      ignore_index=ignore_index)
@@ -147,9 +142,7 @@ def evaluate_segmentation(model: torch.nn.Module, dataset, accelerator=None, sca
     return scores
 
 
-# --------------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------- command line
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tasks.parse.evaluate", description=__doc__.split("\n\n")[0])
     add_evaluation_args(parser, splits=("train", "val"), pictures=True)

@@ -28,6 +28,7 @@ from tasks.data.ade20k import (
     ADE20K, IGNORE_INDEX, MAX_LONG_SIDE, TRAIN_SHORT_SIDES, SegmentationFolder, TrainTransform,
     collate_segmentation,
 )
+from tasks.common.cli import positive_int
 from tasks.common.model_io import ModelDescription
 from tasks.common.run import RunInfo, Schedule, Task, main as run_main
 from tasks.common.tracking import Tracker
@@ -175,9 +176,10 @@ class ParseTask(Task):
         recipe.add_argument("--momentum", type=float, default=0.9)
         recipe.add_argument("--weight-decay", type=float, default=1e-4)
         recipe.add_argument("--poly-power", type=float, default=0.9)
-        recipe.add_argument("--short-sides", type=int, nargs="+", default=list(TRAIN_SHORT_SIDES),
+        recipe.add_argument("--short-sides", type=positive_int, nargs="+",
+                            default=list(TRAIN_SHORT_SIDES),
                             help="training short sides (one drawn per image)")
-        recipe.add_argument("--max-long-side", type=int, default=MAX_LONG_SIDE)
+        recipe.add_argument("--max-long-side", type=positive_int, default=MAX_LONG_SIDE)
         parser.add_argument("--macs-size", type=int, default=512, help="square input side for the MAC count")
 
     def check(self, args: argparse.Namespace) -> None:
@@ -185,8 +187,6 @@ class ParseTask(Task):
         for name in ("lr", "momentum", "poly_power", "weight_decay"):
             if getattr(args, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be non-negative, got {getattr(args, name)}")
-        if any(s <= 0 for s in args.short_sides) or args.max_long_side <= 0:
-            raise ValueError("--short-sides and --max-long-side must be positive")
         if args.encoder_weights and not Path(args.encoder_weights).exists():
             raise FileNotFoundError(f"--encoder-weights: {args.encoder_weights} does not exist")
 
