@@ -24,6 +24,9 @@ from torch import nn
 from .registry import AttentionSpec, get_attention
 
 PLACEMENTS = ("bottleneck", "block")
+# Why a trace found no insertion point, for each placement.
+_NOTHING_FOUND = {"bottleneck": "no downsampling between stages was seen in the trace",
+                  "block": "no module holding two or more convolutions was seen in the trace"}
 
 # A resolution level must hold at least this many convolutions in sequence to be a stage.
 _MIN_CONVS_PER_LEVEL = 2
@@ -433,7 +436,7 @@ def _nearby_names(model: nn.Module, path: str) -> str:
         close = [name for name in names if name in close]  # in module order
     if close:
         return f"nearby names: {', '.join(close)}"
-    return f"its top-level modules: {', '.join(names[:8])}"
+    return f"its first modules: {', '.join(names[:8])}"
 
 
 def _named_points(model: nn.Module, targets, input_size) -> list[InsertionPoint]:
@@ -574,8 +577,8 @@ def attach_attention(model: nn.Module, attention: AttentionSpec = "bam",
     if not points:
         raise ValueError(
             f"found no {placement} insertion point in {type(model).__name__} for input_size="
-            f"{tuple(input_size)} (no downsampling between stages was seen in the trace); name the "
-            "modules to refine with targets=[...]")
+            f"{tuple(input_size)} ({_NOTHING_FOUND[placement]}); name the modules to refine with "
+            "targets=[...]")
     param = next(model.parameters(), None)
     modules = [builder(point.channels, **attention_kwargs) for point in points]
     for (holder, name), point, module in zip(_holders(model, [p.path for p in points]), points,

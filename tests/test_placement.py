@@ -252,6 +252,9 @@ def test_attach_twice_none_and_bad_arguments():
         find_bottlenecks(plain, (32, 32))
     with pytest.raises(ValueError, match="no bottleneck insertion point"):
         attach_attention(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1)), "bam", input_size=(3, 8, 8))
+    with pytest.raises(ValueError, match="no block insertion point .* two or more convolutions"):
+        attach_attention(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1)), "bam", placement="block",
+                         input_size=(3, 8, 8))
 
 
 def test_attention_kwargs_and_other_modules():

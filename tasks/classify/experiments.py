@@ -4,7 +4,9 @@
 runs every row of a table (each a ``python -m tasks.classify`` process, further ``ARGS`` passed
 on), skipping finished runs and resuming interrupted ones, or prints the commands for a cluster.
 Runs go to ``OUTPUT_DIR/TABLE/ROW-sSEED`` (W&B group ``TABLE``); ``OUTPUT_DIR/TABLE/experiment.json``
-lists the rows with the paper's numbers for ``python -m tasks.report OUTPUT_DIR/TABLE``.
+lists the rows, their run folders and the paper's numbers. Each run records its row
+(``--experiment TABLE:ROW``), so ``python -m tasks.report OUTPUT_DIR/TABLE`` sets the paper's
+numbers beside the measured ones from the runs themselves.
 
 Paper numbers: CIFAR-100 top-1 error (%), parameters in millions and GFLOPs (= GMACs), copied from
 Park et al. (BAM). Where the paper is ambiguous:
@@ -225,7 +227,7 @@ def write_manifest(experiment: Experiment, seeds: list[int], output_dir: str | P
     """``OUTPUT_DIR/TABLE/experiment.json``: the table's rows, run folders and paper figures."""
     rows = [{**asdict(run), "options": list(run.options), "runs": [f"{run.row}-s{s}" for s in seeds]}
             for run in experiment.runs]
-    # Atomic: the report reads it while runs go on.
+    # Atomic: a reader may open it while runs of the table go on.
     return write_json_atomic(Path(output_dir) / experiment.name / "experiment.json", {
         # "metric": what the paper's "error" column is compared with
         "experiment": experiment.name, "title": experiment.title, "metric": "top1_err",

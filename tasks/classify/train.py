@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from bam.counting import count_macs, to_resnet_v1
-from bam.placement import find_bottlenecks
+from bam.placement import PLACEMENTS, find_bottlenecks
 from tasks.classify import recipes
 from tasks.common.distributed import prepare_eval_loader
 from tasks.common.model_io import ModelDescription, model_builder
@@ -236,7 +236,7 @@ class ClassifyTask(Task):
         parser.add_argument("--arch", default=None,
                             help=f"network (`python -m tasks.profile --help` lists them); "
                             f"default {DEFAULT_DIGITS_ARCH} on digits")
-        parser.add_argument("--placement", choices=("bottleneck", "block"), default=None,
+        parser.add_argument("--placement", choices=PLACEMENTS, default=None,
                             help="where attention goes (default: bottleneck; block for se and cbam); "
                                  "--attention bam-c = BAM in every block; extra-block = one more conv block "
                                  "of the stage's type at BAM's places (Table 1c)")

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bam import list_attentions
+from bam.placement import PLACEMENTS
 from tasks.data.ade20k import (
     ADE20K, IGNORE_INDEX, MAX_LONG_SIDE, TRAIN_SHORT_SIDES, SegmentationFolder, TrainTransform,
     collate_segmentation,
@@ -167,7 +168,7 @@ class ParseTask(Task):
                             help="--dataset folder: raw label v is class v - offset; lower values are ignored")
         parser.add_argument("--backbone", choices=BACKBONES, default="resnet50")
         parser.add_argument("--decoder-channels", type=int, default=512, help="PPM/FPN width (512 in UperNet)")
-        parser.add_argument("--placement", choices=("bottleneck", "block"), default="bottleneck")
+        parser.add_argument("--placement", choices=PLACEMENTS, default="bottleneck")
         parser.add_argument("--encoder-weights", default=None, metavar="PATH",
                             help="ImageNet weights for the encoder: torchvision state dict or a classification "
                                  "checkpoint/run folder of this repository")

@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+from bam.placement import PLACEMENTS
 from tasks.common.cli import positive_int, run_cli
 from tasks.networks import input_size_for, list_datasets, list_networks, load_zoo, network_datasets, valid_attentions
 from tasks.profile.counts import profile_network
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="data set variant (default: imagenet if the network has one, else its only data set)")
     parser.add_argument("--attention", default="bam", choices=valid_attentions(),
                         help="attention module; bam-c = BAM in every convolution block (default: bam)")
-    parser.add_argument("--placement", choices=("bottleneck", "block"),
+    parser.add_argument("--placement", choices=PLACEMENTS,
                         help="where attention goes (default: bottleneck for bam and bam-released, block for se "
                              "and cbam)")
     parser.add_argument("--layout", choices=("v1", "v1.5"),

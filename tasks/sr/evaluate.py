@@ -37,14 +37,14 @@ RESULT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 
 def saved_image(folder: Path, set_name: str, stem: str, hr_shape: tuple[int, ...]) -> torch.Tensor:
     """The SR image another method wrote for HR image ``stem`` of ``set_name``,
-    ``folder/<set>/<stem>.<png|jpg|bmp>``, as a (1, 3, H, W) float tensor in 0..255."""
+    ``folder/<set>/<stem>.<png|jpg|jpeg|bmp>``, as a (1, 3, H, W) float tensor in 0..255."""
     from tasks.data.images import read_rgb
 
     candidates = [folder / set_name / f"{stem}{ext}" for ext in RESULT_EXTENSIONS]
     found = next((path for path in candidates if path.is_file()), None)
     if found is None:
         raise FileNotFoundError(f"--results: no SR image for {set_name}/{stem}: expected "
-                                f"{folder / set_name / stem}.png (or .jpg, .bmp)")
+                                f"{folder / set_name / stem}.png (or .jpg, .jpeg, .bmp)")
     image = torch.from_numpy(read_rgb(found)).permute(2, 0, 1)[None].to(torch.float64)
     if tuple(image.shape[-2:]) != tuple(hr_shape[-2:]):
         (h, w), (want_h, want_w) = image.shape[-2:], hr_shape[-2:]
