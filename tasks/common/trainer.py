@@ -40,9 +40,9 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
 
-from tasks.common.checkpoint import (find_damaged_file, find_resume_checkpoint, link_checkpoint, read_trainer_state,
+from tasks.common.checkpoint import (find_damaged_file, find_resume_checkpoint, read_trainer_state,
                                      repair_best, save_checkpoint)
-from tasks.common.compile import COMPILE_MODES, begin_step, compile_for_training
+from tasks.common.compile import begin_step, compile_for_training
 from tasks.common.distributed import decided_on_main_process, make_accelerator, sync_buffers
 from tasks.common.model_io import ModelDescription, save_model
 from tasks.common.nonfinite import NonFiniteLossError, check_losses, check_weights
@@ -83,18 +83,9 @@ class TrainConfig:
     label: str = ""  # names the progress bar and the evaluation lines of a run trained beside another
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_steps, int) or self.max_steps <= 0:
-            raise ValueError(f"max_steps must be a positive integer, got {self.max_steps!r}")
-        if self.eval_every < 0:
-            raise ValueError(f"eval_every must be >= 0 (0: only at the end), got {self.eval_every}")
-        if self.log_every <= 0:
-            raise ValueError(f"log_every must be positive, got {self.log_every}")
-        if self.best_mode not in ("max", "min"):
-            raise ValueError(f"best_mode must be 'max' or 'min', got {self.best_mode!r}")
+        # The other settings come from options that argparse checks; --grad-clip is a plain float.
         if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
-        if self.compile not in COMPILE_MODES:
-            raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
+            raise ValueError(f"--grad-clip must be positive, got {self.grad_clip}")
 
 
 class TrainingStep:
@@ -215,9 +206,6 @@ class Trainer:
                  config: Mapping[str, Any] | None = None, description: ModelDescription | None = None,
                  summary_extra: Mapping[str, Any] | None = None, state: Mapping[str, Any] | None = None,
                  evaluated: Callable[[], torch.nn.Module] | None = None) -> None:
-        if not hasattr(train_loader, "__len__"):
-            raise ValueError("train_loader must have a length (a map-style data set): epochs and exact "
-                             "resume are derived from it")
         self.settings = settings
         self.accelerator = accelerator or make_accelerator("no")
         self.model, self.optimizer, self.train_loader, self.scheduler = model, optimizer, train_loader, scheduler
@@ -281,10 +269,7 @@ class Trainer:
         self._train_model = compile_for_training(self.model, settings.compile, acc.device)
         set_seed(settings.seed, device_specific=True)  # then different dropout masks per process
         self._data_rng = DataRNG(settings.seed, acc.process_index)
-        self.steps_per_epoch = len(self.train_loader)
-        if self.steps_per_epoch == 0:
-            raise ValueError(f"the training loader yields no batch per epoch and process ({acc.num_processes} "
-                             "process(es)): lower --batch-size")
+        self.steps_per_epoch = len(self.train_loader)  # >= 1: run.steps_per_epoch checks that
         self._prepared = True
 
         checkpoint = decided_on_main_process(self._find_checkpoint, acc)
@@ -520,8 +505,6 @@ class Trainer:
         finally:
             self._stop.interrupt_evaluation = False
             network.train()
-        if not isinstance(metrics, Mapping):
-            raise TypeError(f"evaluate_fn must return a dict of metrics, got {type(metrics).__name__}")
         metrics = dict(metrics)
         self._per_sample = metrics.pop(PER_SAMPLE_KEY, None)
         return {str(k): _plain(v) for k, v in metrics.items()}
@@ -533,10 +516,7 @@ class Trainer:
             if name not in metrics:
                 raise ValueError(f"best_metric {name!r} is not among the evaluation metrics "
                                  f"({', '.join(metrics) or 'none'})")
-            value = metrics[name]
-            if not isinstance(value, float):
-                raise ValueError(f"best_metric {name!r} must be a number, got {type(value).__name__}")
-            top = self.best_value
+            value, top = metrics[name], self.best_value
             better = top is None or (value > top if self.settings.best_mode == "max" else value < top)
             if math.isfinite(value) and better:
                 self.best_value, self.best_step, self.best, self._improved = value, self.step, metrics, True
@@ -605,9 +585,9 @@ class Trainer:
                           str(folder / f"{name}.safetensors"))
 
         data_rng = lambda folder: self._data_rng.save(folder / f"data_rng_{acc.process_index}.pt")  # noqa: E731
-        best = (lambda last: link_checkpoint(last, self.run_dir / "checkpoints" / "best")) if self._improved else None
+        best = self.run_dir / "checkpoints" / "best" if self._improved else None
         last = save_checkpoint(acc, self.run_dir / "checkpoints" / "last", self._progress(), extra=export,
-                               per_process=data_rng, then=best)
+                               per_process=data_rng, best=best)
         self._improved = False
         return last
 
@@ -618,7 +598,7 @@ class Trainer:
             task=settings.task, name=self.tracker.name or self.run_dir.name,
             config={"seed": settings.seed, **self.config, "group": self.config.get("group") or self.tracker.group},
             progress=self._progress(), params=self._count_params(), status=status,
-            environment=getattr(self, "environment", None) or environment_info(), extra=self.summary_extra)
+            environment=self.environment, extra=self.summary_extra)
 
     def _finish(self, status: str, exit_code: int = 0) -> dict:
         summary = self.summary(status)
