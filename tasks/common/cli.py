@@ -241,9 +241,8 @@ def user_message(error: BaseException) -> str:
     return " ".join(" ".join(parts).split()) or type(error).__name__
 
 
-def expected_errors() -> tuple[type[BaseException], ...]:
-    """The failures a command reports as one line: bad input, a non-finite loss, a failed write."""
-    return ValueError, FileNotFoundError, NotADirectoryError, NonFiniteLossError, WriteError
+# The failures a command reports as one line: bad input, a non-finite loss, a failed write.
+EXPECTED_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, NonFiniteLossError, WriteError)
 
 
 def run_cli(main_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -261,7 +260,7 @@ def run_cli(main_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         result = main_fn(*args, **kwargs)
         shutdown_distributed()
         return result
-    except expected_errors() as error:
+    except EXPECTED_ERRORS as error:
         if os.environ.get(DEBUG_VARIABLE, "").lower() not in ("", "0", "false", "no"):
             traceback.print_exception(error, file=sys.stderr)
         print(f"error: {user_message(error)}", file=sys.stderr, flush=True)

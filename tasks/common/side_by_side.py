@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from tasks.common.cli import expected_errors, user_message
+from tasks.common.cli import EXPECTED_ERRORS, user_message
 from tasks.common.distributed import launcher_set_one_thread
 from tasks.common.stopping import RunInterrupted, StopSignals
 from tasks.utils import progress
@@ -89,7 +89,7 @@ def _child(train, args, label: str, threads: int, position: int, sender) -> None
         answer = ("stopped", str(stop), stop.exit_code)
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
         answer = ("interrupted",)
-    except expected_errors() as error:
+    except EXPECTED_ERRORS as error:
         answer = ("error", user_message(error))
     except BaseException:  # a bug: its traceback, for the parent to show
         answer = ("crash", traceback.format_exc())

@@ -229,7 +229,6 @@ class Trainer:
         self.final: dict[str, Any] = {}
         self.last_eval_step: int | None = None
         self.previous_wall_time = 0.0
-        self._prepared = False  # fit() was called
         self._started = False  # set up: the run's record is its own from here on
         self._improved = False  # the latest evaluation is the best yet: save() links it as best
         self._lr = float("nan")
@@ -257,20 +256,16 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
             # and the evaluated copy (an average of the weights): the same kernels, the same statistics
             self.evaluated_network().to(memory_format=torch.channels_last)
-        prepared = acc.prepare(self.model, self.optimizer, self.train_loader,
-                               *([self.scheduler] if self.scheduler is not None else []))
-        self.model, self.optimizer, self.train_loader = prepared[:3]
+        self.model, self.optimizer, self.train_loader, self.scheduler = acc.prepare(
+            self.model, self.optimizer, self.train_loader, self.scheduler)  # a None scheduler stays None
         # Under --mixed-precision, prepare() wraps the network's forward in autocast. The training
         # step runs inside acc.autocast() anyway; without the wrapper, evaluation and the saved
         # network compute in float32, so mixed precision never changes a reported metric.
         acc.unwrap_model(self.model, keep_fp32_wrapper=False)
-        if self.scheduler is not None:
-            self.scheduler = prepared[3]
         self._train_model = compile_for_training(self.model, settings.compile, acc.device)
         set_seed(settings.seed, device_specific=True)  # then different dropout masks per process
         self._data_rng = DataRNG(settings.seed, acc.process_index)
         self.steps_per_epoch = len(self.train_loader)  # >= 1: run.steps_per_epoch checks that
-        self._prepared = True
 
         checkpoint = decided_on_main_process(self._find_checkpoint, acc)
         state: dict[str, Any] = {}
@@ -370,8 +365,6 @@ class Trainer:
 
         A stop signal ends the run after a save with :class:`RunInterrupted` (see
         :mod:`tasks.common.stopping`)."""
-        if self._prepared:
-            raise RuntimeError("Trainer.fit() can only be called once")
         with self._stop:
             try:
                 self._setup()
@@ -381,11 +374,14 @@ class Trainer:
             except RunInterrupted:
                 raise
             except (Exception, KeyboardInterrupt) as error:
+                status = ("interrupted" if isinstance(error, KeyboardInterrupt) else
+                          "failed: non-finite loss" if isinstance(error, NonFiniteLossError) else
+                          f"failed: {type(error).__name__}")
                 if self._started:  # a run refused while setting up leaves the folder as it was
-                    self._finish_after_failure(
-                        "interrupted" if isinstance(error, KeyboardInterrupt) else
-                        "failed: non-finite loss" if isinstance(error, NonFiniteLossError) else
-                        f"failed: {type(error).__name__}")
+                    try:
+                        self._finish(status, exit_code=1)
+                    except OSError as write_error:  # a full disk: record the failure, do not hide it
+                        warn(f"could not record the failed run's summary in {self.run_dir} ({write_error})")
                 raise
             finally:
                 self._lock.release()
@@ -397,13 +393,6 @@ class Trainer:
         return RunInterrupted(signum, f"stopped by {name} at step {self.step} of {self.settings.max_steps}, saved in "
                                       f"{self.run_dir / 'checkpoints' / 'last'}: run the same command with "
                                       "--resume to continue")
-
-    def _finish_after_failure(self, status: str) -> None:
-        """Record the failure without hiding it: on a full disk the summary may not be writable."""
-        try:
-            self._finish(status, exit_code=1)
-        except OSError as error:
-            warn(f"could not record the failed run's summary in {self.run_dir} ({error})")
 
     def _train(self) -> int | None:
         """Train to ``max_steps``; the signal it stopped on, if one came."""
