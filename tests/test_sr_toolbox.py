@@ -73,8 +73,9 @@ def test_the_average_follows_its_own_statistics():
     torch.testing.assert_close(average.module[1].running_mean, expected)
     average.update(network)
     torch.testing.assert_close(average.module[0].weight, network[0].weight * (0.5 + 0.5 / 3))
-    parser = add_run_args(argparse.ArgumentParser())  # a decay of 1 would never move: --ema refuses it
-    assert parser.parse_args(["--ema", "0.999"]).ema == 0.999 and parser.parse_args(["--ema", "none"]).ema is None
+    parser = add_run_args(argparse.ArgumentParser())  # a decay of 1 would never move: refused
+    assert parser.parse_args(["--ema", "0.999"]).ema == 0.999
+    assert parser.parse_args(["--ema", "none"]).ema is None
     with pytest.raises(SystemExit):
         parser.parse_args(["--ema", "1.0"])
 

@@ -60,35 +60,30 @@ def _decay(text: str) -> float | None:
     return value
 
 
-def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_data_args(parser: argparse.ArgumentParser) -> None:
     """``--data-root`` (resolved by ``tasks.data.root.data_root``)."""
     parser.add_argument("--data-root", help="data root (default: $BAM_DATA_ROOT, else the repository's datasets/ "
                                             "folder)")
-    return parser
 
 
-def add_evaluation_args(parser: argparse.ArgumentParser, *, splits: tuple[str, ...] = (),
-                        pictures: bool = False, workers: bool = True) -> argparse.ArgumentParser:
-    """The options every evaluation command spells the same way: ``--checkpoint``, ``--data-root``,
-    ``--split``, ``--max-images``, ``--num-pictures``, ``--output-dir``, ``--device``, ``--json``."""
+def add_evaluation_args(parser: argparse.ArgumentParser) -> None:
+    """The options the detection and parsing evaluation commands spell the same way."""
     parser.add_argument("--checkpoint", required=True,
                         help="a run folder (its best checkpoint), a checkpoint folder or its network.json")
     add_data_args(parser)
-    if splits:
-        parser.add_argument("--split", default=splits[-1], choices=splits, help="default: %(default)s")
+    parser.add_argument("--split", default="val", choices=("train", "val"),
+                        help="default: %(default)s")
     parser.add_argument("--max-images", type=positive_int, default=None, metavar="N",
                         help="the first N images only (default: all)")
-    if pictures:
-        parser.add_argument("--num-pictures", type=non_negative_int, default=0, metavar="N",
-                            help="save pictures of the first N predictions in --output-dir (default: %(default)s)")
+    parser.add_argument("--num-pictures", type=non_negative_int, default=0, metavar="N",
+                        help="save pictures of the first N predictions in --output-dir "
+                             "(default: %(default)s)")
     parser.add_argument("--output-dir", type=Path, default=None,
                         help="folder for what the command writes (default: beside the checkpoint's run)")
     parser.add_argument("--device", default=None, help="default: cuda if a GPU is there, else cpu")
-    if workers:
-        parser.add_argument("--num-workers", type=non_negative_int, default=2,
-                            help="data loading worker processes (default: %(default)s)")
+    parser.add_argument("--num-workers", type=non_negative_int, default=2,
+                        help="data loading worker processes (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    return parser
 
 
 def evaluation_folder(model_file: str | os.PathLike) -> Path:
@@ -98,15 +93,6 @@ def evaluation_folder(model_file: str | os.PathLike) -> Path:
     if folder.parent.name == "checkpoints":
         folder = folder.parent.parent
     return folder / "evaluation"
-
-
-def add_attention_arg(parser: argparse.ArgumentParser, choices, default: str | list[str]) -> None:
-    """``--attention NAME [NAME ...]``: one run per value, same seed, data order and evaluation,
-    in one experiment group, then their comparison (``--attention none bam``)."""
-    defaults = [default] if isinstance(default, str) else list(default)
-    parser.add_argument("--attention", nargs="+", default=defaults, metavar="NAME",
-                        help=f"one of {', '.join(choices)} (default: {' '.join(defaults)}); several values train "
-                             "one run each and compare them, e.g. --attention none bam")
 
 
 def add_run_args(parser: argparse.ArgumentParser, defaults: dict | None = None) -> argparse.ArgumentParser:
@@ -242,7 +228,8 @@ def user_message(error: BaseException) -> str:
 
 
 # The failures a command reports as one line: bad input, a non-finite loss, a failed write.
-EXPECTED_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, NonFiniteLossError, WriteError)
+EXPECTED_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, NonFiniteLossError,
+                   WriteError)
 
 
 def run_cli(main_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

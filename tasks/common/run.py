@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from tasks.common.checkpoint import checkpoint_bytes
-from tasks.common.cli import add_attention_arg, add_run_args, run_cli, run_dir_for
+from tasks.common.cli import add_run_args, run_cli, run_dir_for
 from tasks.common.distributed import decided_on_main_process, make_accelerator
 from tasks.common.model_io import ModelDescription
 from tasks.common.tracking import Tracker
@@ -91,8 +91,12 @@ class Task:
         parser = argparse.ArgumentParser(prog=self.prog, description=self.description,
                                          formatter_class=argparse.RawDescriptionHelpFormatter)
         self.add_arguments(parser)
-        # Every training command's default: the baseline, then BAM, then their comparison.
-        add_attention_arg(parser, self.attentions, ["none", "bam"])
+        # One run per value (same seed, data order and evaluation, one experiment group), then their
+        # comparison; every training command's default: the baseline, then BAM.
+        parser.add_argument("--attention", nargs="+", default=["none", "bam"], metavar="NAME",
+                            help=f"one of {', '.join(self.attentions)} (default: none bam); "
+                                 "several values train one run each and compare them, e.g. "
+                                 "--attention none bam")
         add_run_args(parser, {"output_dir": f"runs/{self.name}", **self.run_defaults})
         return parser
 

@@ -94,8 +94,8 @@ def resolve_wandb_mode(mode: str = "auto") -> str:
                  "(upload later with `wandb sync`)")
             return "offline"
     if mode == "online" and not wandb_api_key_configured():
-        warn("--wandb online: no W&B API key configured (WANDB_API_KEY or `wandb login`); recording "
-             "offline instead")
+        warn("--wandb online: no W&B API key configured (WANDB_API_KEY or `wandb login`); "
+             "recording offline instead")
         return "offline"
     return mode
 
@@ -237,8 +237,8 @@ class Tracker:
     def log_images(self, images: Mapping[str, Any], step: int, caption: str | None = None) -> None:
         """Log PIL images, HxWx3 arrays or image paths to W&B (callers save their own PNGs)."""
         self._log_media("image", lambda wandb: {
-            key: wandb.Image(str(image) if isinstance(image, os.PathLike) else image, caption=caption)
-            for key, image in images.items()}, step)
+            key: wandb.Image(str(image) if isinstance(image, os.PathLike) else image,
+                             caption=caption) for key, image in images.items()}, step)
 
     def log_table(self, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], step: int) -> None:
         """Log a table to W&B (callers write their own CSV or Markdown copy)."""

@@ -257,7 +257,7 @@ class Trainer:
             # and the evaluated copy (an average of the weights): the same kernels, the same statistics
             self.evaluated_network().to(memory_format=torch.channels_last)
         self.model, self.optimizer, self.train_loader, self.scheduler = acc.prepare(
-            self.model, self.optimizer, self.train_loader, self.scheduler)  # a None scheduler stays None
+            self.model, self.optimizer, self.train_loader, self.scheduler)  # None stays None
         # Under --mixed-precision, prepare() wraps the network's forward in autocast. The training
         # step runs inside acc.autocast() anyway; without the wrapper, evaluation and the saved
         # network compute in float32, so mixed precision never changes a reported metric.
@@ -380,8 +380,9 @@ class Trainer:
                 if self._started:  # a run refused while setting up leaves the folder as it was
                     try:
                         self._finish(status, exit_code=1)
-                    except OSError as write_error:  # a full disk: record the failure, do not hide it
-                        warn(f"could not record the failed run's summary in {self.run_dir} ({write_error})")
+                    except OSError as write_error:  # a full disk: say so, do not hide the failure
+                        warn(f"could not record the failed run's summary in {self.run_dir} "
+                             f"({write_error})")
                 raise
             finally:
                 self._lock.release()
@@ -581,16 +582,13 @@ class Trainer:
         return last
 
     # -- summary --------------------------------------------------------------------------------
-    def summary(self, status: str) -> dict[str, Any]:
-        settings = self.settings
-        return build_summary(
-            task=settings.task, name=self.tracker.name or self.run_dir.name,
-            config={"seed": settings.seed, **self.config, "group": self.config.get("group") or self.tracker.group},
-            progress=self._progress(), params=self._count_params(), status=status,
-            environment=self.environment, extra=self.summary_extra)
-
     def _finish(self, status: str, exit_code: int = 0) -> dict:
-        summary = self.summary(status)
+        group = self.config.get("group") or self.tracker.group
+        summary = build_summary(
+            task=self.settings.task, name=self.tracker.name, progress=self._progress(),
+            config={"seed": self.settings.seed, **self.config, "group": group},
+            params=self._count_params(), status=status, environment=self.environment,
+            extra=self.summary_extra)
         if self.accelerator.is_main_process:
             if self._per_sample is not None and self.last_eval_step == self.step:  # the final evaluation's
                 self.tracker.save_file(save_per_sample(self.run_dir, self._per_sample))
