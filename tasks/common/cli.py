@@ -233,14 +233,10 @@ EXPECTED_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, NonFiniteL
 
 
 def run_cli(main_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call ``main_fn``; turn expected failures into ``error: ...`` on stderr and exit code 2.
-
-    Expected failures are bad input (ValueError, FileNotFoundError, NotADirectoryError), a
-    non-finite loss and a file that could not be written (``WriteError``: a full disk, say);
-    anything else is a bug and keeps its traceback. ``BAM_DEBUG=1`` prints the traceback of
-    expected failures as well (for an error in a DataLoader worker, the worker's). After a success,
-    the processes of a multi-process run leave their process group together.
-    """
+    """Call ``main_fn``; turn :data:`EXPECTED_ERRORS` into ``error: ...`` on stderr and exit code 2
+    (``BAM_DEBUG=1``: with their traceback, for an error in a DataLoader worker the worker's);
+    anything else is a bug and keeps its traceback. After a success, the processes of a
+    multi-process run leave their process group together."""
     if hasattr(sys.stdout, "reconfigure"):  # a notebook's or a test's stdout may be another stream
         sys.stdout.reconfigure(errors="backslashreplace")  # a path that is not UTF-8 prints, escaped
     try:
