@@ -58,12 +58,11 @@ def resolve_checkpoint(directory: str | os.PathLike) -> Path | None:
     if (directory / "checkpoints").exists() and not is_complete(directory):
         return None  # a run folder, not a checkpoint: never rename it
     found = last_complete(directory)
-    if found is not None and found != directory:
-        if directory.exists():  # an incomplete leftover with the final name
-            shutil.rmtree(directory, ignore_errors=True)
-        os.replace(found, directory)
-        found = directory
-    return found
+    if found is None or found == directory:
+        return found
+    shutil.rmtree(directory, ignore_errors=True)  # an incomplete leftover with the final name, if any
+    os.replace(found, directory)
+    return directory
 
 
 def find_resume_checkpoint(run_dir: str | os.PathLike, resume: bool | str | os.PathLike) -> Path | None:
@@ -90,11 +89,10 @@ def find_resume_checkpoint(run_dir: str | os.PathLike, resume: bool | str | os.P
 
 
 def read_trainer_state(directory: str | os.PathLike) -> dict:
+    """The state file of a complete checkpoint (its presence is what makes it complete)."""
     path = Path(directory) / STATE_FILE
     try:
         return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint state file missing: {path}") from None
     except (json.JSONDecodeError, RecursionError) as error:
         raise ValueError(f"checkpoint state file is not valid JSON: {path} ({error})") from None
 
