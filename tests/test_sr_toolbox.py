@@ -3,6 +3,7 @@ own (--ema), and the x8 self-ensemble (--self-ensemble)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import numpy as np
@@ -13,6 +14,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from tasks.common.checkpoint import read_trainer_state
+from tasks.common.cli import add_run_args
 from tasks.common.ema import WeightAverage
 from tasks.sr import evaluate as sr_evaluate
 from tasks.sr import train as sr_train
@@ -71,8 +73,11 @@ def test_the_average_follows_its_own_statistics():
     torch.testing.assert_close(average.module[1].running_mean, expected)
     average.update(network)
     torch.testing.assert_close(average.module[0].weight, network[0].weight * (0.5 + 0.5 / 3))
-    with pytest.raises(ValueError, match="--ema"):
-        WeightAverage(network, decay=1.0)
+    parser = add_run_args(argparse.ArgumentParser())  # a decay of 1 would never move: refused
+    assert parser.parse_args(["--ema", "0.999"]).ema == 0.999
+    assert parser.parse_args(["--ema", "none"]).ema is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--ema", "1.0"])
 
 
 # -- self-ensemble ------------------------------------------------------------------------------

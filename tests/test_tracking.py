@@ -247,10 +247,8 @@ def test_only_the_main_process_writes(tmp_path, monkeypatch):
 def test_mode_resolution(no_wandb_env, monkeypatch, tmp_path, capsys):
     assert resolve_wandb_mode("auto") == "offline"
     assert resolve_wandb_mode("disabled") == "disabled"
-    with pytest.warns(UserWarning, match="no W&B API key"):
-        assert resolve_wandb_mode("online") == "offline"  # would prompt for a login otherwise
-    with pytest.raises(ValueError, match="--wandb must be one of auto, online, offline, disabled"):
-        resolve_wandb_mode("cloud")
+    assert resolve_wandb_mode("online") == "offline"  # would prompt for a login otherwise
+    assert "warning: --wandb online: no W&B API key" in capsys.readouterr().err
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert resolve_wandb_mode("auto") == "disabled"
     monkeypatch.delenv("WANDB_MODE")

@@ -58,12 +58,11 @@ def resolve_checkpoint(directory: str | os.PathLike) -> Path | None:
     if (directory / "checkpoints").exists() and not is_complete(directory):
         return None  # a run folder, not a checkpoint: never rename it
     found = last_complete(directory)
-    if found is not None and found != directory:
-        if directory.exists():  # an incomplete leftover with the final name
-            shutil.rmtree(directory, ignore_errors=True)
-        os.replace(found, directory)
-        found = directory
-    return found
+    if found is None or found == directory:
+        return found
+    shutil.rmtree(directory, ignore_errors=True)  # an incomplete leftover with the final name, if any
+    os.replace(found, directory)
+    return directory
 
 
 def find_resume_checkpoint(run_dir: str | os.PathLike, resume: bool | str | os.PathLike) -> Path | None:
@@ -90,11 +89,10 @@ def find_resume_checkpoint(run_dir: str | os.PathLike, resume: bool | str | os.P
 
 
 def read_trainer_state(directory: str | os.PathLike) -> dict:
+    """The state file of a complete checkpoint (its presence is what makes it complete)."""
     path = Path(directory) / STATE_FILE
     try:
         return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint state file missing: {path}") from None
     except (json.JSONDecodeError, RecursionError) as error:
         raise ValueError(f"checkpoint state file is not valid JSON: {path} ({error})") from None
 
@@ -217,14 +215,14 @@ def _last_good(directory: Path) -> str:
 def save_checkpoint(accelerator, directory: str | os.PathLike, state: dict,
                     extra: Callable[[Path], None] | None = None,
                     per_process: Callable[[Path], None] | None = None,
-                    then: Callable[[Path], None] | None = None) -> Path:
+                    best: Path | None = None) -> Path:
     """Save the accelerator's state and ``state`` (JSON) to ``directory`` atomically.
 
     Every process must call it (Accelerate writes one RNG file per process); only the main process
     touches the file system otherwise. ``extra(folder)`` (main process) and ``per_process(folder)``
     (every process) may add files before the checkpoint is marked complete, so they are part of
-    the atomic swap; ``then(directory)`` (main process) runs once it is in place (e.g. copy it to
-    ``best``). A failed write raises ``WriteError`` on every process.
+    the atomic swap; once it is in place it is linked to ``best``, if given. A failed write raises
+    ``WriteError`` on every process.
     """
     directory = Path(directory)
     tmp = _sibling(directory, ".tmp")
@@ -249,8 +247,8 @@ def save_checkpoint(accelerator, directory: str | os.PathLike, state: dict,
         _together(accelerator, fresh_folder)
         _together(accelerator, write_state, everyone=True)
         _together(accelerator, complete_and_swap)
-        if then is not None:
-            _together(accelerator, lambda: then(directory))
+        if best is not None:
+            _together(accelerator, lambda: link_checkpoint(directory, best))
     except _StepFailed as failure:
         if accelerator.is_main_process and not is_complete(tmp):
             shutil.rmtree(tmp, ignore_errors=True)  # an incomplete copy only takes the space left

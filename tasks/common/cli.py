@@ -60,35 +60,30 @@ def _decay(text: str) -> float | None:
     return value
 
 
-def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_data_args(parser: argparse.ArgumentParser) -> None:
     """``--data-root`` (resolved by ``tasks.data.root.data_root``)."""
     parser.add_argument("--data-root", help="data root (default: $BAM_DATA_ROOT, else the repository's datasets/ "
                                             "folder)")
-    return parser
 
 
-def add_evaluation_args(parser: argparse.ArgumentParser, *, splits: tuple[str, ...] = (),
-                        pictures: bool = False, workers: bool = True) -> argparse.ArgumentParser:
-    """The options every evaluation command spells the same way: ``--checkpoint``, ``--data-root``,
-    ``--split``, ``--max-images``, ``--num-pictures``, ``--output-dir``, ``--device``, ``--json``."""
+def add_evaluation_args(parser: argparse.ArgumentParser) -> None:
+    """The options the detection and parsing evaluation commands spell the same way."""
     parser.add_argument("--checkpoint", required=True,
                         help="a run folder (its best checkpoint), a checkpoint folder or its network.json")
     add_data_args(parser)
-    if splits:
-        parser.add_argument("--split", default=splits[-1], choices=splits, help="default: %(default)s")
+    parser.add_argument("--split", default="val", choices=("train", "val"),
+                        help="default: %(default)s")
     parser.add_argument("--max-images", type=positive_int, default=None, metavar="N",
                         help="the first N images only (default: all)")
-    if pictures:
-        parser.add_argument("--num-pictures", type=non_negative_int, default=0, metavar="N",
-                            help="save pictures of the first N predictions in --output-dir (default: %(default)s)")
+    parser.add_argument("--num-pictures", type=non_negative_int, default=0, metavar="N",
+                        help="save pictures of the first N predictions in --output-dir "
+                             "(default: %(default)s)")
     parser.add_argument("--output-dir", type=Path, default=None,
                         help="folder for what the command writes (default: beside the checkpoint's run)")
     parser.add_argument("--device", default=None, help="default: cuda if a GPU is there, else cpu")
-    if workers:
-        parser.add_argument("--num-workers", type=non_negative_int, default=2,
-                            help="data loading worker processes (default: %(default)s)")
+    parser.add_argument("--num-workers", type=non_negative_int, default=2,
+                        help="data loading worker processes (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    return parser
 
 
 def evaluation_folder(model_file: str | os.PathLike) -> Path:
@@ -98,15 +93,6 @@ def evaluation_folder(model_file: str | os.PathLike) -> Path:
     if folder.parent.name == "checkpoints":
         folder = folder.parent.parent
     return folder / "evaluation"
-
-
-def add_attention_arg(parser: argparse.ArgumentParser, choices, default: str | list[str]) -> None:
-    """``--attention NAME [NAME ...]``: one run per value, same seed, data order and evaluation,
-    in one experiment group, then their comparison (``--attention none bam``)."""
-    defaults = [default] if isinstance(default, str) else list(default)
-    parser.add_argument("--attention", nargs="+", default=defaults, metavar="NAME",
-                        help=f"one of {', '.join(choices)} (default: {' '.join(defaults)}); several values train "
-                             "one run each and compare them, e.g. --attention none bam")
 
 
 def add_run_args(parser: argparse.ArgumentParser, defaults: dict | None = None) -> argparse.ArgumentParser:
@@ -241,27 +227,23 @@ def user_message(error: BaseException) -> str:
     return " ".join(" ".join(parts).split()) or type(error).__name__
 
 
-def expected_errors() -> tuple[type[BaseException], ...]:
-    """The failures a command reports as one line: bad input, a non-finite loss, a failed write."""
-    return ValueError, FileNotFoundError, NotADirectoryError, NonFiniteLossError, WriteError
+# The failures a command reports as one line: bad input, a non-finite loss, a failed write.
+EXPECTED_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, NonFiniteLossError,
+                   WriteError)
 
 
 def run_cli(main_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call ``main_fn``; turn expected failures into ``error: ...`` on stderr and exit code 2.
-
-    Expected failures are bad input (ValueError, FileNotFoundError, NotADirectoryError), a
-    non-finite loss and a file that could not be written (``WriteError``: a full disk, say);
-    anything else is a bug and keeps its traceback. ``BAM_DEBUG=1`` prints the traceback of
-    expected failures as well (for an error in a DataLoader worker, the worker's). After a success,
-    the processes of a multi-process run leave their process group together.
-    """
+    """Call ``main_fn``; turn :data:`EXPECTED_ERRORS` into ``error: ...`` on stderr and exit code 2
+    (``BAM_DEBUG=1``: with their traceback, for an error in a DataLoader worker the worker's);
+    anything else is a bug and keeps its traceback. After a success, the processes of a
+    multi-process run leave their process group together."""
     if hasattr(sys.stdout, "reconfigure"):  # a notebook's or a test's stdout may be another stream
         sys.stdout.reconfigure(errors="backslashreplace")  # a path that is not UTF-8 prints, escaped
     try:
         result = main_fn(*args, **kwargs)
         shutdown_distributed()
         return result
-    except expected_errors() as error:
+    except EXPECTED_ERRORS as error:
         if os.environ.get(DEBUG_VARIABLE, "").lower() not in ("", "0", "false", "no"):
             traceback.print_exception(error, file=sys.stderr)
         print(f"error: {user_message(error)}", file=sys.stderr, flush=True)

@@ -24,9 +24,7 @@ class WeightAverage:
     averaged network (a copy of the trained one, made on the trained one's device)."""
 
     def __init__(self, network: nn.Module, decay: float) -> None:
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"--ema must be in [0, 1), got {decay}")
-        self.decay = decay
+        self.decay = decay  # in [0, 1): --ema checks it
         self.module = copy.deepcopy(network)
         self.module.requires_grad_(False)
 

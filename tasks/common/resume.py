@@ -47,12 +47,8 @@ _NOT_SETTINGS = ("params", "lr", "initial_lr")
 
 def optimizer_settings(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
     """Each parameter group's hyperparameters; ``lr`` is the base rate (a scheduler's ``initial_lr``)."""
-    groups = []
-    for group in optimizer.param_groups:
-        settings = {key: value for key, value in group.items() if key not in _NOT_SETTINGS}
-        settings["lr"] = group.get("initial_lr", group["lr"])
-        groups.append(settings)
-    return groups
+    return [{**{key: value for key, value in group.items() if key not in _NOT_SETTINGS},
+             "lr": group.get("initial_lr", group["lr"])} for group in optimizer.param_groups]
 
 
 def _plain(value: Any) -> Any:
@@ -64,12 +60,8 @@ def _plain(value: Any) -> Any:
 
 def _differences(requested: list[dict], loaded: list[dict]) -> list[tuple[int, str, Any, Any]]:
     """(group, setting, checkpoint's value, requested value) for every setting that differs."""
-    found = []
-    for index, (want, have) in enumerate(zip(requested, loaded)):
-        for key, value in want.items():
-            if key in have and _plain(have[key]) != _plain(value):
-                found.append((index, key, have[key], value))
-    return found
+    return [(index, key, have[key], value) for index, (want, have) in enumerate(zip(requested, loaded))
+            for key, value in want.items() if key in have and _plain(have[key]) != _plain(value)]
 
 
 def _refuse_unscalable(scheduler, differences, checkpoint: Path) -> None:

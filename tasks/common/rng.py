@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate.utils import load
 
 from tasks.data.sampling import sample_seed
 
@@ -61,18 +62,10 @@ class DataRNG:
             _set_global_state(saved)
 
     def save(self, path: Path) -> None:
-        state = self.before or self.state
-        torch_state, (kind, keys, position, has_gauss, gauss), (version, internal, gauss_next) = state
-        torch.save({"torch": torch_state, "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position,
-                                                    has_gauss, gauss],
-                    "python": [version, list(internal), gauss_next]}, path)
+        torch.save(self.before or self.state, path)
 
     def load(self, path: Path) -> None:
-        state = torch.load(path, weights_only=True)
-        kind, keys, position, has_gauss, gauss = state["numpy"]
-        version, internal, gauss_next = state["python"]
-        self.state = (state["torch"], (kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss),
-                      (version, tuple(internal), gauss_next))
+        self.state = load(path)  # as Accelerate loads its RNG files: weights_only, NumPy allowed
 
 
 def seed_loader_generator(loader: Any, seed: int, epoch: int) -> None:

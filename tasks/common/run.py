@@ -24,8 +24,9 @@ from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from bam import attention_class, list_attentions
 from tasks.common.checkpoint import checkpoint_bytes
-from tasks.common.cli import add_attention_arg, add_run_args, run_cli, run_dir_for
+from tasks.common.cli import add_run_args, run_cli, run_dir_for
 from tasks.common.distributed import decided_on_main_process, make_accelerator
 from tasks.common.model_io import ModelDescription
 from tasks.common.tracking import Tracker
@@ -36,6 +37,7 @@ from tasks.common.trainer import EvaluateFn, StepFn, TrainConfig, Trainer, loss_
 from tasks.data.sampling import EpochSeededSampler
 from tasks.utils.files import check_writable
 from tasks.utils.messages import note_once
+from tasks.utils.processes import is_main_process
 
 
 @dataclass
@@ -91,8 +93,12 @@ class Task:
         parser = argparse.ArgumentParser(prog=self.prog, description=self.description,
                                          formatter_class=argparse.RawDescriptionHelpFormatter)
         self.add_arguments(parser)
-        # Every training command's default: the baseline, then BAM, then their comparison.
-        add_attention_arg(parser, self.attentions, ["none", "bam"])
+        # One run per value (same seed, data order and evaluation, one experiment group), then their
+        # comparison; every training command's default: the baseline, then BAM.
+        parser.add_argument("--attention", nargs="+", default=["none", "bam"], metavar="NAME",
+                            help=f"one of {', '.join(self.attentions)} (default: none bam); "
+                                 "several values train one run each and compare them, e.g. "
+                                 "--attention none bam")
         add_run_args(parser, {"output_dir": f"runs/{self.name}", **self.run_defaults})
         return parser
 
@@ -249,8 +255,6 @@ def _one_run_args(args: argparse.Namespace, attention: str, paired: bool) -> arg
 def _check_holds_attention(model: nn.Module, attention: str) -> None:
     """A run named after a module must contain it: otherwise a comparison would set two identical
     networks against each other."""
-    from bam import attention_class, list_attentions
-
     if attention not in list_attentions():
         return  # "none", or a variant that is not a module (classification's extra-block)
     kind = attention_class(attention)
@@ -275,14 +279,11 @@ def train_all(task: Task, args: argparse.Namespace, compare: Callable | None = N
         summaries = train_side_by_side(partial(train, task), runs, [f"{task.name} {a}" for a in attentions])
     else:
         summaries = [train(task, single) for single in runs]
-    if paired and compare is not None:
-        from tasks.utils.processes import is_main_process
-
-        if is_main_process():
-            group = summaries[0].get("group") or ""
-            compare([Path(s["run_dir"]) for s in summaries], args.output_dir, group,
-                    f"{task.title}: baseline vs attention — {group}", task=task.name,
-                    wandb_project=args.wandb_project, wandb_mode=args.wandb)
+    if paired and compare is not None and is_main_process():
+        group = summaries[0].get("group") or ""
+        compare([Path(s["run_dir"]) for s in summaries], args.output_dir, group,
+                f"{task.title}: baseline vs attention — {group}", task=task.name,
+                wandb_project=args.wandb_project, wandb_mode=args.wandb)
     return summaries
 
 

@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from tasks.common.cli import expected_errors, user_message
+from tasks.common.cli import EXPECTED_ERRORS, user_message
 from tasks.common.distributed import launcher_set_one_thread
 from tasks.common.stopping import RunInterrupted, StopSignals
 from tasks.utils import progress
@@ -42,7 +42,7 @@ def train_side_by_side(train: Callable[[argparse.Namespace], dict], runs: list[a
     a ``partial`` of one)."""
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no state copied from this one
     threads = _threads_per_run(len(runs))
-    children, receivers, results = [], [], {}
+    children, pending, results = [], {}, {}
     with _Forwarding(children):  # installed first, so that no signal reaches a run unforwarded
         for index, (args, label) in enumerate(zip(runs, labels)):
             receiver, sender = context.Pipe(duplex=False)
@@ -50,8 +50,7 @@ def train_side_by_side(train: Callable[[argparse.Namespace], dict], runs: list[a
                                             name=label))
             children[-1].start()
             sender.close()  # the child holds the sending end now: its exit ends the pipe
-            receivers.append(receiver)
-        pending = dict(zip(receivers, range(len(runs))))
+            pending[receiver] = index
         while pending:
             for receiver in wait(list(pending)):
                 index = pending.pop(receiver)
@@ -89,7 +88,7 @@ def _child(train, args, label: str, threads: int, position: int, sender) -> None
         answer = ("stopped", str(stop), stop.exit_code)
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
         answer = ("interrupted",)
-    except expected_errors() as error:
+    except EXPECTED_ERRORS as error:
         answer = ("error", user_message(error))
     except BaseException:  # a bug: its traceback, for the parent to show
         answer = ("crash", traceback.format_exc())
@@ -110,8 +109,8 @@ def _summaries(results: list[tuple], labels: list[str]) -> list[dict]:
             raise ValueError(f"{label}: {result[1]}")
         if kind == "interrupted":
             raise KeyboardInterrupt
-        stopped = [result for _, result in failed]
-        raise RunInterrupted(stopped[0][2] - 128, "\n".join(dict.fromkeys(result[1] for result in stopped)))
+        lines = dict.fromkeys(stop[1] for _, stop in failed)  # one line per run, the same once
+        raise RunInterrupted(result[2] - 128, "\n".join(lines))
     return [result[1] for result in results]
 
 

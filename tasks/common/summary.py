@@ -62,11 +62,8 @@ def environment_info() -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if gpus and torch.backends.cudnn.is_available() else None,
     }
-    for package in ("torchvision", "accelerate", "wandb"):
-        try:  # from the installed metadata: importing wandb just to ask takes seconds
-            info[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            info[package] = None
+    # Dependencies all, read from the installed metadata: importing wandb just to ask takes seconds.
+    info.update({package: metadata.version(package) for package in ("torchvision", "accelerate", "wandb")})
     info["num_processes"] = PartialState().num_processes if PartialState._shared_state else world_size()
     return info
 

@@ -40,9 +40,9 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
 
-from tasks.common.checkpoint import (find_damaged_file, find_resume_checkpoint, link_checkpoint, read_trainer_state,
+from tasks.common.checkpoint import (find_damaged_file, find_resume_checkpoint, read_trainer_state,
                                      repair_best, save_checkpoint)
-from tasks.common.compile import COMPILE_MODES, begin_step, compile_for_training
+from tasks.common.compile import begin_step, compile_for_training
 from tasks.common.distributed import decided_on_main_process, make_accelerator, sync_buffers
 from tasks.common.model_io import ModelDescription, save_model
 from tasks.common.nonfinite import NonFiniteLossError, check_losses, check_weights
@@ -83,18 +83,9 @@ class TrainConfig:
     label: str = ""  # names the progress bar and the evaluation lines of a run trained beside another
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_steps, int) or self.max_steps <= 0:
-            raise ValueError(f"max_steps must be a positive integer, got {self.max_steps!r}")
-        if self.eval_every < 0:
-            raise ValueError(f"eval_every must be >= 0 (0: only at the end), got {self.eval_every}")
-        if self.log_every <= 0:
-            raise ValueError(f"log_every must be positive, got {self.log_every}")
-        if self.best_mode not in ("max", "min"):
-            raise ValueError(f"best_mode must be 'max' or 'min', got {self.best_mode!r}")
+        # The other settings come from options that argparse checks; --grad-clip is a plain float.
         if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
-        if self.compile not in COMPILE_MODES:
-            raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
+            raise ValueError(f"--grad-clip must be positive, got {self.grad_clip}")
 
 
 class TrainingStep:
@@ -215,9 +206,6 @@ class Trainer:
                  config: Mapping[str, Any] | None = None, description: ModelDescription | None = None,
                  summary_extra: Mapping[str, Any] | None = None, state: Mapping[str, Any] | None = None,
                  evaluated: Callable[[], torch.nn.Module] | None = None) -> None:
-        if not hasattr(train_loader, "__len__"):
-            raise ValueError("train_loader must have a length (a map-style data set): epochs and exact "
-                             "resume are derived from it")
         self.settings = settings
         self.accelerator = accelerator or make_accelerator("no")
         self.model, self.optimizer, self.train_loader, self.scheduler = model, optimizer, train_loader, scheduler
@@ -241,7 +229,6 @@ class Trainer:
         self.final: dict[str, Any] = {}
         self.last_eval_step: int | None = None
         self.previous_wall_time = 0.0
-        self._prepared = False  # fit() was called
         self._started = False  # set up: the run's record is its own from here on
         self._improved = False  # the latest evaluation is the best yet: save() links it as best
         self._lr = float("nan")
@@ -269,23 +256,16 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
             # and the evaluated copy (an average of the weights): the same kernels, the same statistics
             self.evaluated_network().to(memory_format=torch.channels_last)
-        prepared = acc.prepare(self.model, self.optimizer, self.train_loader,
-                               *([self.scheduler] if self.scheduler is not None else []))
-        self.model, self.optimizer, self.train_loader = prepared[:3]
+        self.model, self.optimizer, self.train_loader, self.scheduler = acc.prepare(
+            self.model, self.optimizer, self.train_loader, self.scheduler)  # None stays None
         # Under --mixed-precision, prepare() wraps the network's forward in autocast. The training
         # step runs inside acc.autocast() anyway; without the wrapper, evaluation and the saved
         # network compute in float32, so mixed precision never changes a reported metric.
         acc.unwrap_model(self.model, keep_fp32_wrapper=False)
-        if self.scheduler is not None:
-            self.scheduler = prepared[3]
         self._train_model = compile_for_training(self.model, settings.compile, acc.device)
         set_seed(settings.seed, device_specific=True)  # then different dropout masks per process
         self._data_rng = DataRNG(settings.seed, acc.process_index)
-        self.steps_per_epoch = len(self.train_loader)
-        if self.steps_per_epoch == 0:
-            raise ValueError(f"the training loader yields no batch per epoch and process ({acc.num_processes} "
-                             "process(es)): lower --batch-size")
-        self._prepared = True
+        self.steps_per_epoch = len(self.train_loader)  # >= 1: run.steps_per_epoch checks that
 
         checkpoint = decided_on_main_process(self._find_checkpoint, acc)
         state: dict[str, Any] = {}
@@ -385,8 +365,6 @@ class Trainer:
 
         A stop signal ends the run after a save with :class:`RunInterrupted` (see
         :mod:`tasks.common.stopping`)."""
-        if self._prepared:
-            raise RuntimeError("Trainer.fit() can only be called once")
         with self._stop:
             try:
                 self._setup()
@@ -396,11 +374,15 @@ class Trainer:
             except RunInterrupted:
                 raise
             except (Exception, KeyboardInterrupt) as error:
+                status = ("interrupted" if isinstance(error, KeyboardInterrupt) else
+                          "failed: non-finite loss" if isinstance(error, NonFiniteLossError) else
+                          f"failed: {type(error).__name__}")
                 if self._started:  # a run refused while setting up leaves the folder as it was
-                    self._finish_after_failure(
-                        "interrupted" if isinstance(error, KeyboardInterrupt) else
-                        "failed: non-finite loss" if isinstance(error, NonFiniteLossError) else
-                        f"failed: {type(error).__name__}")
+                    try:
+                        self._finish(status, exit_code=1)
+                    except OSError as write_error:  # a full disk: say so, do not hide the failure
+                        warn(f"could not record the failed run's summary in {self.run_dir} "
+                             f"({write_error})")
                 raise
             finally:
                 self._lock.release()
@@ -412,13 +394,6 @@ class Trainer:
         return RunInterrupted(signum, f"stopped by {name} at step {self.step} of {self.settings.max_steps}, saved in "
                                       f"{self.run_dir / 'checkpoints' / 'last'}: run the same command with "
                                       "--resume to continue")
-
-    def _finish_after_failure(self, status: str) -> None:
-        """Record the failure without hiding it: on a full disk the summary may not be writable."""
-        try:
-            self._finish(status, exit_code=1)
-        except OSError as error:
-            warn(f"could not record the failed run's summary in {self.run_dir} ({error})")
 
     def _train(self) -> int | None:
         """Train to ``max_steps``; the signal it stopped on, if one came."""
@@ -520,8 +495,6 @@ class Trainer:
         finally:
             self._stop.interrupt_evaluation = False
             network.train()
-        if not isinstance(metrics, Mapping):
-            raise TypeError(f"evaluate_fn must return a dict of metrics, got {type(metrics).__name__}")
         metrics = dict(metrics)
         self._per_sample = metrics.pop(PER_SAMPLE_KEY, None)
         return {str(k): _plain(v) for k, v in metrics.items()}
@@ -533,10 +506,7 @@ class Trainer:
             if name not in metrics:
                 raise ValueError(f"best_metric {name!r} is not among the evaluation metrics "
                                  f"({', '.join(metrics) or 'none'})")
-            value = metrics[name]
-            if not isinstance(value, float):
-                raise ValueError(f"best_metric {name!r} must be a number, got {type(value).__name__}")
-            top = self.best_value
+            value, top = metrics[name], self.best_value
             better = top is None or (value > top if self.settings.best_mode == "max" else value < top)
             if math.isfinite(value) and better:
                 self.best_value, self.best_step, self.best, self._improved = value, self.step, metrics, True
@@ -605,23 +575,20 @@ class Trainer:
                           str(folder / f"{name}.safetensors"))
 
         data_rng = lambda folder: self._data_rng.save(folder / f"data_rng_{acc.process_index}.pt")  # noqa: E731
-        best = (lambda last: link_checkpoint(last, self.run_dir / "checkpoints" / "best")) if self._improved else None
+        best = self.run_dir / "checkpoints" / "best" if self._improved else None
         last = save_checkpoint(acc, self.run_dir / "checkpoints" / "last", self._progress(), extra=export,
-                               per_process=data_rng, then=best)
+                               per_process=data_rng, best=best)
         self._improved = False
         return last
 
     # -- summary --------------------------------------------------------------------------------
-    def summary(self, status: str) -> dict[str, Any]:
-        settings = self.settings
-        return build_summary(
-            task=settings.task, name=self.tracker.name or self.run_dir.name,
-            config={"seed": settings.seed, **self.config, "group": self.config.get("group") or self.tracker.group},
-            progress=self._progress(), params=self._count_params(), status=status,
-            environment=getattr(self, "environment", None) or environment_info(), extra=self.summary_extra)
-
     def _finish(self, status: str, exit_code: int = 0) -> dict:
-        summary = self.summary(status)
+        group = self.config.get("group") or self.tracker.group
+        summary = build_summary(
+            task=self.settings.task, name=self.tracker.name, progress=self._progress(),
+            config={"seed": self.settings.seed, **self.config, "group": group},
+            params=self._count_params(), status=status, environment=self.environment,
+            extra=self.summary_extra)
         if self.accelerator.is_main_process:
             if self._per_sample is not None and self.last_eval_step == self.step:  # the final evaluation's
                 self.tracker.save_file(save_per_sample(self.run_dir, self._per_sample))

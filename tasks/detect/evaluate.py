@@ -35,7 +35,7 @@ from tasks.utils.processes import is_main_process, world_size
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tasks.detect.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_evaluation_args(parser, splits=("train", "val"), pictures=True)
+    add_evaluation_args(parser)
     parser.add_argument("--batch-size", type=positive_int, default=2, help="images per forward pass (default: 2)")
     parser.add_argument("--picture-score", type=float, default=0.5,
                         help="score threshold of the boxes drawn (default: %(default)s)")

@@ -145,7 +145,7 @@ def evaluate_segmentation(model: torch.nn.Module, dataset, accelerator=None, sca
 # ---------------------------------------------------------------------------------- command line
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tasks.parse.evaluate", description=__doc__.split("\n\n")[0])
-    add_evaluation_args(parser, splits=("train", "val"), pictures=True)
+    add_evaluation_args(parser)
     parser.add_argument("--multi-scale", action="store_true",
                         help=f"average over short sides {MULTI_SCALES} and the mirrored image")
     parser.add_argument("--scales", type=int, nargs="+", default=None, help="short sides for --multi-scale")
