@@ -209,9 +209,11 @@ def test_runs_side_by_side_train_as_one_after_the_other_and_stop_together(sr_cro
     _, err = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "Traceback" not in err and "--resume" in err
-    for run in runs.values():
-        state = read_trainer_state(run / "checkpoints" / "last")
-        assert load_summary(run)["status"] == "interrupted by SIGTERM" and 30 <= state["step"] < 120
+    steps = [read_trainer_state(run / "checkpoints" / "last")["step"] for run in runs.values()]
+    assert all(load_summary(run)["status"] == "interrupted by SIGTERM" for run in runs.values())
+    # The faster run may already be in its final evaluation (step 120) when the signal comes; the
+    # slower one is cut in training, so the resume has steps left to take.
+    assert min(steps) >= 30 and min(steps) < 120, steps
     resumed = subprocess.run([*launcher, *arguments(tmp_path / "cut", "--side-by-side", "--resume")],
                              env=_environment(), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
