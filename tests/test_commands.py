@@ -36,3 +36,23 @@ def test_help_uses_one_spelling_per_option(module):
     assert options, module
     assert not {o: RETIRED[o] for o in options if o in RETIRED}
     assert {o for o in options if o.startswith("--out")} <= {"--output-dir"}
+
+
+DEVICE_COMMANDS = ["tasks.sr.evaluate", "tasks.sr.upscale", "tasks.parse.evaluate",
+                   "tasks.detect.evaluate", "tasks.analysis.selectivity"]
+
+
+@pytest.mark.parametrize("module", DEVICE_COMMANDS)
+@pytest.mark.parametrize("device, message", [("cuda", "cuda: no CUDA GPU is available"),
+                                             ("gpu0", "'gpu0' is not a device")])
+def test_a_device_the_machine_lacks_is_refused_naming_the_option(module, device, message,
+                                                                  monkeypatch, capsys):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # as on the CI machine
+    with pytest.raises(SystemExit) as done:  # before any checkpoint or data is looked for
+        importlib.import_module(module).main(["--device", device])
+    assert done.value.code == 2
+    assert f"argument --device: {message}" in capsys.readouterr().err
+
+
+def test_the_commands_with_a_device_option_are_all_checked_above():
+    assert {module for module in COMMANDS if "--device" in _help(module)} == set(DEVICE_COMMANDS)

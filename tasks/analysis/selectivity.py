@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tasks.common.cli import add_data_args, positive_int
+from tasks.common.cli import add_data_args, add_device_arg, default_device, positive_int
 from tasks.report.plots import pyplot, save_figure
 
 
@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-images", type=positive_int, help="use N evaluation images spread evenly over the set "
                         "(not the first N: an ImageNet folder is sorted by class)")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass (default: 64)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_device_arg(parser)
     parser.add_argument("--output-dir", type=Path, help="folder for the PNGs and selectivity.json "
                         "(default: <checkpoint>/selectivity)")
     return parser
@@ -166,7 +166,8 @@ def _measure(args: argparse.Namespace) -> dict:
         # The stage ends: where BAM sits in a BAM network, the same bottlenecks in a baseline.
         layers = list(attention_targets(model)) or find_bottlenecks(model, (3, size, size))
         loader = DataLoader(images, batch_size=args.batch_size)
-        results[label] = stage_selectivity(model, loader, layers, num_classes, args.device)
+        results[label] = stage_selectivity(model, loader, layers, num_classes,
+                                           args.device or default_device())
     checkpoint = Path(args.checkpoint)
     output = args.output_dir or (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "selectivity"
     files = plot_selectivity(results, output, title=str(record.kwargs.get("arch", "")))

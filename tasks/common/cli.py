@@ -10,6 +10,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from accelerate import PartialState
 
 from tasks.common.compile import COMPILE_MODES
@@ -66,6 +67,28 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
                                             "folder)")
 
 
+def device_arg(text: str) -> str:
+    """``--device``: a torch device name, refused at the command line when it names a GPU this
+    machine does not have (else the first tensor moved there fails deep inside torch)."""
+    try:
+        device = torch.device(text)
+    except RuntimeError as error:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a device (cpu, cuda, cuda:1, ...)") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: no CUDA GPU is available (use --device cpu)")
+    return text
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def add_device_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", type=device_arg, default=None,
+                        help="default: cuda if a GPU is there, else cpu")
+
+
 def add_evaluation_args(parser: argparse.ArgumentParser) -> None:
     """The options the detection and parsing evaluation commands spell the same way."""
     parser.add_argument("--checkpoint", required=True,
@@ -80,7 +103,7 @@ def add_evaluation_args(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s)")
     parser.add_argument("--output-dir", type=Path, default=None,
                         help="folder for what the command writes (default: beside the checkpoint's run)")
-    parser.add_argument("--device", default=None, help="default: cuda if a GPU is there, else cpu")
+    add_device_arg(parser)
     parser.add_argument("--num-workers", type=non_negative_int, default=2,
                         help="data loading worker processes (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")

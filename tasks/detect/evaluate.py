@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from tasks.common.cli import add_evaluation_args, evaluation_folder, positive_int, run_cli
+from tasks.common.cli import (add_evaluation_args, default_device, evaluation_folder, positive_int,
+                              run_cli)
 from tasks.common.distributed import make_accelerator, prepare_eval_loader
 from tasks.common.model_io import find_model_file, load_model
 from tasks.data.coco import CocoDetection
@@ -49,7 +50,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
     """Rebuild the detector from ``checkpoint`` and score it; returns ``{"metrics", "images", ...}``."""
     model, record = load_model(checkpoint, task="detect")
     output_dir = Path(output_dir) if output_dir else evaluation_folder(find_model_file(checkpoint))
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(device or default_device())
     accelerator = None
     if world_size() > 1:  # several processes (accelerate launch) share the images out
         accelerator = make_accelerator("no", cpu=device.type == "cpu", fixed_shapes=False)

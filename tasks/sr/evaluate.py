@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch.utils.data import Dataset
 
-from tasks.common.cli import run_cli
+from tasks.common.cli import add_device_arg, default_device, run_cli
 from tasks.sr.metrics import DEFAULT_PROTOCOL, PROTOCOLS, bicubic_baseline, score_sr
 from tasks.utils.images import quantize
 
@@ -188,7 +188,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help='print {"Set5": {"psnr": mean, "ssim": mean, "images": {"baby": {"psnr", "ssim"}}}} '
                              '(the infinite PSNR of an exact image is null)')
     add_data_args(parser)
-    parser.add_argument("--device", default=None, help="default: cuda if a GPU is there, else cpu")
+    add_device_arg(parser)
     return parser.parse_args(argv)
 
 
@@ -213,9 +213,7 @@ def _what_to_score(args: argparse.Namespace, device: torch.device) -> tuple[Any,
 def _evaluate(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     from tasks.common.distributed import make_accelerator
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device}: no CUDA GPU is available (use --device cpu)")
+    device = torch.device(args.device or default_device())
     if args.self_ensemble and not args.checkpoint:
         raise ValueError("--self-ensemble needs --checkpoint (a network to run on the flipped and rotated inputs)")
     accelerator = make_accelerator("no", cpu=device.type == "cpu")

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tasks.common.cli import non_negative_int, run_cli
+from tasks.common.cli import add_device_arg, default_device, non_negative_int, run_cli
 from tasks.utils.files import WriteError, check_writable, write_png_atomic
 from tasks.utils.images import to_hwc_uint8
 from tasks.utils.messages import note
@@ -218,7 +218,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", required=True, help="network.json, checkpoint folder or run folder")
     parser.add_argument("--input", required=True, help="an image or a folder of images")
     parser.add_argument("--output-dir", required=True, help="folder for the SR PNGs")
-    parser.add_argument("--device", default=None, help="default: cuda if a GPU is there, else cpu")
+    add_device_arg(parser)
     parser.add_argument("--self-ensemble", action="store_true",
                         help="the mean over the 8 flips and rotations of each image (8 times the compute)")
     parser.add_argument("--tile", type=non_negative_int, default=None,
@@ -260,9 +260,7 @@ def _upscale_files(args: argparse.Namespace) -> int:
     targets = _targets(files, base, output)  # nothing is written before this
     output = check_writable(output, "--output-dir")  # before anything is loaded or computed
     model = load_model(args.checkpoint, map_location="cpu", task="sr")[0]
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device}: no CUDA GPU is available (use --device cpu)")
+    device = torch.device(args.device or default_device())
     model = model.to(device).eval()
     scale = model.scale
     profile = profile_network(model, scale)  # the ensemble runs the same network, one transform at a time
