@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import subprocess
 import time
@@ -289,6 +290,20 @@ def test_environment_info_names_the_commit_and_the_machine():
     assert info["wandb"] and info["torchvision"]
     assert info["cpu_count"] >= 1 and info["gpu_count"] == len(info["gpus"]) and info["num_processes"] == 1
     assert info["hostname"] and info["cpu"]
+
+
+def test_environment_info_without_wandb_installed(monkeypatch):
+    # --wandb disabled runs without wandb (a GPU box may lack it): its version is then unknown.
+    version = importlib.metadata.version
+
+    def installed(package):
+        if package == "wandb":
+            raise importlib.metadata.PackageNotFoundError(package)
+        return version(package)
+
+    monkeypatch.setattr(importlib.metadata, "version", installed)
+    info = environment_info()
+    assert info["wandb"] is None and info["torchvision"]
 
 
 def test_summary_files_round_trip_and_read_well(tmp_path):

@@ -62,8 +62,13 @@ def environment_info() -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if gpus and torch.backends.cudnn.is_available() else None,
     }
-    # Dependencies all, read from the installed metadata: importing wandb just to ask takes seconds.
-    info.update({package: metadata.version(package) for package in ("torchvision", "accelerate", "wandb")})
+    for package in ("torchvision", "accelerate", "wandb"):
+        # From the installed metadata: importing wandb just to ask takes seconds. A run with
+        # --wandb disabled needs no wandb (a GPU box may lack it): then None.
+        try:
+            info[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            info[package] = None
     info["num_processes"] = PartialState().num_processes if PartialState._shared_state else world_size()
     return info
 
