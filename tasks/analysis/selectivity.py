@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tasks.common.cli import add_data_args, add_device_arg, default_device, positive_int
+from tasks.common.cli import add_data_args, add_device_arg, positive_int
 from tasks.report.plots import pyplot, save_figure
 
 
@@ -166,8 +166,7 @@ def _measure(args: argparse.Namespace) -> dict:
         # The stage ends: where BAM sits in a BAM network, the same bottlenecks in a baseline.
         layers = list(attention_targets(model)) or find_bottlenecks(model, (3, size, size))
         loader = DataLoader(images, batch_size=args.batch_size)
-        results[label] = stage_selectivity(model, loader, layers, num_classes,
-                                           args.device or default_device())
+        results[label] = stage_selectivity(model, loader, layers, num_classes, args.device)
     checkpoint = Path(args.checkpoint)
     output = args.output_dir or (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "selectivity"
     files = plot_selectivity(results, output, title=str(record.kwargs.get("arch", "")))

@@ -85,7 +85,7 @@ def default_device() -> str:
 
 
 def add_device_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", type=device_arg, default=None,
+    parser.add_argument("--device", type=device_arg, default=default_device(),
                         help="default: cuda if a GPU is there, else cpu")
 
 

@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch.utils.data import Dataset
 
-from tasks.common.cli import add_device_arg, default_device, run_cli
+from tasks.common.cli import add_device_arg, run_cli
 from tasks.sr.metrics import DEFAULT_PROTOCOL, PROTOCOLS, bicubic_baseline, score_sr
 from tasks.utils.images import quantize
 
@@ -213,7 +213,7 @@ def _what_to_score(args: argparse.Namespace, device: torch.device) -> tuple[Any,
 def _evaluate(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     from tasks.common.distributed import make_accelerator
 
-    device = torch.device(args.device or default_device())
+    device = torch.device(args.device)
     if args.self_ensemble and not args.checkpoint:
         raise ValueError("--self-ensemble needs --checkpoint (a network to run on the flipped and rotated inputs)")
     accelerator = make_accelerator("no", cpu=device.type == "cpu")

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tasks.common.cli import add_device_arg, default_device, non_negative_int, run_cli
+from tasks.common.cli import add_device_arg, non_negative_int, run_cli
 from tasks.utils.files import WriteError, check_writable, write_png_atomic
 from tasks.utils.images import to_hwc_uint8
 from tasks.utils.messages import note
@@ -260,7 +260,7 @@ def _upscale_files(args: argparse.Namespace) -> int:
     targets = _targets(files, base, output)  # nothing is written before this
     output = check_writable(output, "--output-dir")  # before anything is loaded or computed
     model = load_model(args.checkpoint, map_location="cpu", task="sr")[0]
-    device = torch.device(args.device or default_device())
+    device = torch.device(args.device)
     model = model.to(device).eval()
     scale = model.scale
     profile = profile_network(model, scale)  # the ensemble runs the same network, one transform at a time
