@@ -74,22 +74,13 @@ def save_model(folder: str | os.PathLike, model: nn.Module, description: ModelDe
     """Write ``network.safetensors`` and ``network.json`` into ``folder``, each atomically."""
     resolve_builder(description.builder)  # fail now, not when somebody loads the file months later
     folder = Path(folder)
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    # A copy of each tensor: safetensors refuses tensors that share memory (tied weights, views).
+    state = {name: tensor.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
+             for name, tensor in model.state_dict().items()}
     with atomic_path(folder / WEIGHTS_FILE) as tmp:
-        save_file(_unshare(state), str(tmp))
+        save_file(state, str(tmp))
     write_json_atomic(folder / DESCRIPTION_FILE, {"format": FORMAT, **asdict(description)})
     return folder / DESCRIPTION_FILE
-
-
-def _unshare(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors refuses tensors that share memory (tied weights): store a copy of each repeat."""
-    seen: set[int] = set()
-    out = {}
-    for name, tensor in state.items():
-        pointer = tensor.untyped_storage().data_ptr() if tensor.numel() else id(tensor)
-        out[name] = tensor.clone() if pointer in seen else tensor
-        seen.add(pointer)
-    return out
 
 
 def find_model_file(path: str | os.PathLike) -> Path:
