@@ -225,13 +225,9 @@ def run_dir_for(args: argparse.Namespace, default_name: str) -> Path:
 
 
 def _final_exception_text(formatted: str, type_name: str) -> str:
-    """The message of the last exception in a formatted traceback (after its last frame)."""
-    lines = formatted.rstrip("\n").split("\n")
-    frames = [i for i, line in enumerate(lines) if line.startswith("  File ")]
-    start = frames[-1] + 1 if frames else 0
-    while start < len(lines) and lines[start].startswith("    "):  # the frame's source line and markers
-        start += 1
-    text = "\n".join(lines[start:])
+    """The message of the last exception in a formatted traceback: what follows its last frame (a
+    ``  File`` line, then the frame's source line and markers, indented further)."""
+    text = re.split(r"^  File .*\n(?:    .*\n)*", formatted, flags=re.M)[-1].rstrip("\n")
     return re.sub(rf"^(?:[\w.]+\.)?{re.escape(type_name)}(?:: |$)", "", text, count=1)
 
 

@@ -3,8 +3,8 @@
 
 ``builder`` names a function marked with :func:`model_builder` in this repository's ``tasks``
 package (e.g. ``"tasks.sr.model:srresnet"``), so a description can only choose among our builders
-and their arguments. The arguments are checked against the shapes in the weights file's header on
-the meta device first, so ``"channels": 12000`` in a small file is refused, not allocated.
+and their arguments. The arguments are checked against the shapes of the stored weights on the
+meta device first, so ``"channels": 12000`` in a small file is refused, not allocated.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import contextlib
 import importlib
 import json
 import os
-import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -48,12 +47,11 @@ class ModelDescription:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def build(self, source: str | os.PathLike = "the description") -> nn.Module:
-        builder = resolve_builder(self.builder)
         try:
-            return builder(**self.kwargs)
+            return resolve_builder(self.builder)(**self.kwargs)
         except TypeError as error:  # arguments the builder does not take
             raise ValueError(f"{source}: {self.builder} cannot build from {sorted(self.kwargs)}: {error}") from None
-        except ValueError as error:  # values it refuses
+        except ValueError as error:  # not one of our builders, or values it refuses
             raise ValueError(f"{source}: {error}") from None
 
 
@@ -76,22 +74,13 @@ def save_model(folder: str | os.PathLike, model: nn.Module, description: ModelDe
     """Write ``network.safetensors`` and ``network.json`` into ``folder``, each atomically."""
     resolve_builder(description.builder)  # fail now, not when somebody loads the file months later
     folder = Path(folder)
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    # A copy of each tensor: safetensors refuses tensors that share memory (tied weights, views).
+    state = {name: tensor.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
+             for name, tensor in model.state_dict().items()}
     with atomic_path(folder / WEIGHTS_FILE) as tmp:
-        save_file(_unshare(state), str(tmp))
+        save_file(state, str(tmp))
     write_json_atomic(folder / DESCRIPTION_FILE, {"format": FORMAT, **asdict(description)})
     return folder / DESCRIPTION_FILE
-
-
-def _unshare(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors refuses tensors that share memory (tied weights): store a copy of each repeat."""
-    seen: set[int] = set()
-    out = {}
-    for name, tensor in state.items():
-        pointer = tensor.untyped_storage().data_ptr() if tensor.numel() else id(tensor)
-        out[name] = tensor.clone() if pointer in seen else tensor
-        seen.add(pointer)
-    return out
 
 
 def find_model_file(path: str | os.PathLike) -> Path:
@@ -126,10 +115,6 @@ def read_description(file: str | os.PathLike) -> ModelDescription:
     missing = [key for key in ("task", "builder", "kwargs") if key not in record]
     if missing or not isinstance(record["kwargs"], dict):
         raise ValueError(f"{file}: the model description lacks {missing or ['kwargs as an object']}")
-    try:
-        resolve_builder(record["builder"])
-    except ValueError as error:
-        raise ValueError(f"{file}: {error}") from None
     return ModelDescription(str(record["builder"]), record["kwargs"], str(record["task"]),
                             dict(record.get("extra") or {}))
 
@@ -150,14 +135,15 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     weights = file.with_name(WEIGHTS_FILE)
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found (the weights that belong to {file})")
-    stored = read_safetensors_shapes(weights)
+    state = read_safetensors(weights, map_location)
+    stored = {name: tuple(tensor.shape) for name, tensor in state.items()}
     with _at_most_tensors(len(stored), weights), torch.device("meta"):
         built = {name: tuple(t.shape) for name, t in description.build(file).state_dict().items()}
     if built != stored:  # e.g. a file from a version whose network had other layers, or edited arguments
         raise ValueError(f"{weights}: the stored weights do not fit the network that {description.builder} builds "
                          f"from the stored arguments ({_differences(stored, built)})")
     model = description.build(file)
-    model.load_state_dict(read_safetensors(weights, map_location))
+    model.load_state_dict(state)
     return model, description
 
 
@@ -191,34 +177,6 @@ def _differences(stored: dict[str, tuple], built: dict[str, tuple], shown: int =
     lines += [f"{name}: stored, not built" for name in stored if name not in built]
     more = f"; and {len(lines) - shown} more" if len(lines) > shown else ""
     return "; ".join(lines[:shown]) + more
-
-
-_SAFETENSORS_MAX_HEADER = 100_000_000  # the safetensors library's own limit
-
-
-def read_safetensors_shapes(file: str | os.PathLike) -> dict[str, tuple[int, ...]]:
-    """The tensor shapes a safetensors file declares, from its header alone (an 8-byte length, then
-    JSON); a header that does not cover the file (truncated) is refused. Any path works (the
-    safetensors library opens only UTF-8 paths)."""
-    file = Path(file)
-    try:
-        with open(file, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size < 8:
-                raise ValueError(f"{size} bytes")
-            (length,) = struct.unpack("<Q", handle.read(8))
-            if length > min(size - 8, _SAFETENSORS_MAX_HEADER):
-                raise ValueError(f"a header of {length} bytes in a file of {size}")
-            header = json.loads(handle.read(length))
-        entries = {name: entry for name, entry in header.items() if name != "__metadata__"}
-        shapes = {name: tuple(int(n) for n in entry["shape"]) for name, entry in entries.items()}
-        end = max((int(entry["data_offsets"][1]) for entry in entries.values()), default=0)
-    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as error:
-        raise ValueError(f"{file} is not a readable safetensors file (truncated or corrupt?): {error}") from None
-    if 8 + length + end != size:
-        raise ValueError(f"{file} is not a readable safetensors file (truncated or corrupt?): its header describes "
-                         f"{8 + length + end} bytes, the file has {size}")
-    return shapes
 
 
 def read_safetensors(file: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
