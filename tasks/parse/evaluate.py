@@ -26,8 +26,8 @@ from tasks.common.cli import add_evaluation_args, evaluation_folder, run_cli
 from tasks.common.distributed import MIXED_PRECISION_CHOICES, make_accelerator
 from tasks.common.model_io import find_model_file, load_model
 from tasks.data.ade20k import (
-    ADE20K, MAX_LONG_SIDE, SIZE_DIVISOR, TRAIN_SHORT_SIDES, SegmentationFolder,
-    collate_segmentation, denormalize, round_up, scaled_size, split_folder,
+    ADE20K, MAX_LONG_SIDE, SIZE_DIVISOR, TRAIN_SHORT_SIDES, collate_segmentation, denormalize,
+    folder_split, round_up, scaled_size,
 )
 from tasks.data.root import data_root
 from tasks.parse.metrics import confusion_matrix, scores_from_confusion, shard_indices
@@ -171,9 +171,7 @@ def _evaluate(args: argparse.Namespace) -> dict:
     model.to(accelerator.device)
     root = data_root(args.data_root)
     if config.get("dataset") == "folder":  # a run of `--dataset folder`: the same layout and labels
-        folder = split_folder(args.split)
-        dataset = SegmentationFolder(root / "images" / folder, root / "annotations" / folder,
-                                     num_classes=config["num_classes"], label_offset=config.get("label_offset", 1))
+        dataset = folder_split(root, args.split, config["num_classes"], config.get("label_offset", 1))
     else:
         dataset = ADE20K(root, args.split, train_transform=False)
     scales = (args.scales or MULTI_SCALES) if args.multi_scale else None
