@@ -13,7 +13,6 @@ weights; BAM's own stay trainable, so training needs at least 2 images per proce
 
 from __future__ import annotations
 
-import logging
 import os
 from collections import OrderedDict
 
@@ -30,8 +29,6 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from bam import attach_attention
 from tasks.common.model_io import model_builder
 from tasks.networks import load_imagenet_weights, register_dataset, register_network
-
-log = logging.getLogger(__name__)
 
 ATTENTIONS = ("none", "bam")
 # Torchvision's freezing order: the first `5 - trainable_layers` of these stay fixed.
@@ -88,8 +85,7 @@ def fasterrcnn_resnet101(
     ``layer4``; ``frozen_bn`` defaults to ``backbone_weights is not None``; ``kwargs`` go to
     torchvision's ``FasterRCNN``.
     """
-    if backbone_weights is None and trainable_layers != 5:  # torchvision: from scratch, everything trains
-        log.info("no backbone weights: training the backbone from scratch, all of its layers (trainable_layers=5)")
+    if backbone_weights is None:  # torchvision: from scratch, everything trains
         trainable_layers = 5
     resnet = build_resnet101_trunk(attention, backbone_weights, frozen_bn)
     _freeze(resnet, trainable_layers)
