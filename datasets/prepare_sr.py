@@ -16,8 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-# This checkout's packages first: the script belongs to the repository it sits in, installed or
-# not (an install from another checkout would otherwise run that checkout's code).
+# This checkout's packages first, as in the launchers (launch/_checkout.py says why).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tasks.data.root import data_root  # noqa: E402

@@ -3,14 +3,8 @@
 Also runs as ``python launch/classify.py ...`` (one process). See ``tasks/classify/train.py``.
 """
 
-import sys
-from pathlib import Path
-
-# This checkout's packages first: the launcher belongs to the repository it sits in, installed or
-# not (an install from another checkout would otherwise run that checkout's code).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tasks.classify.train import main  # noqa: E402
+import _checkout  # noqa: F401  (this checkout's packages first)
+from tasks.classify.train import main
 
 if __name__ == "__main__":
     main()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -27,6 +28,8 @@ from torch import nn
 
 from bam import attach_attention, get_attention, list_attentions, to_resnet_v1
 from bam.registry import AttentionSpec
+from tasks.common.model_io import read_state_dict
+from tasks.utils.messages import note
 
 # Modules that register networks (and their data sets) when imported.
 PROVIDERS = (
@@ -212,3 +215,37 @@ def load_zoo() -> None:
     cached, so it costs nothing after the first call)."""
     for module in PROVIDERS:
         importlib.import_module(module)
+
+
+def load_imagenet_weights(resnet: nn.Module, path: str | os.PathLike, network: str) -> dict[str, list[str]]:
+    """Load ImageNet weights into ``resnet``, the torchvision ``network`` (e.g. "resnet101") with or
+    without attention attached: torchvision's state dict or this repository's classification
+    checkpoint (any file :func:`~tasks.common.model_io.read_state_dict` reads); ``fc`` is ignored.
+
+    Every trunk tensor must be in the file, with its shape, and the file may hold no other: else
+    the file is for another network, and a trunk left partly at random would spoil a long run
+    silently (``ValueError`` naming the file and the keys that differ). ``num_batches_tracked``
+    may be absent (torchvision's published ResNet weights have none). Attention tensors may be
+    absent (a plain ImageNet ResNet: they start from random initialisation) or extra (a BAM
+    classifier into a network without attention: ignored); the note of the load counts them.
+    Returns ``{"missing": [...], "unexpected": [...]}``: those attention keys.
+    """
+    state = {k: v for k, v in read_state_dict(path).items() if not k.startswith("fc.")}
+    own = {k: v for k, v in resnet.state_dict().items() if not k.startswith("fc.")}
+    missing = sorted(k for k in own.keys() - state.keys() if not k.endswith("num_batches_tracked"))
+    unexpected = sorted(k for k in state.keys() - own.keys() if not k.endswith("num_batches_tracked"))
+    problems = {
+        "missing": [k for k in missing if not k.startswith("attention.")],
+        "unexpected": [k for k in unexpected if not k.startswith("attention.")],
+        "of another shape": [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+                             for k in sorted(own.keys() & state.keys()) if state[k].shape != own[k].shape],
+    }
+    found = [f"{len(keys)} {what} (e.g. {keys[:3]})" for what, keys in problems.items() if keys]
+    if found:
+        raise ValueError(f"weights {path} do not fit a torchvision {network}: {', '.join(found)}")
+    resnet.load_state_dict(state, strict=False)
+    left_over = {"not in the file start from random initialisation": missing,
+                 "in the file are not in this network (ignored)": unexpected}
+    note(f"{network} weights loaded from {path}" + "".join(
+        f"; {len(keys)} attention tensors {what}" for what, keys in left_over.items() if keys))
+    return {"missing": missing, "unexpected": unexpected}

@@ -12,7 +12,8 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 pytest.importorskip("pycocotools")
 
 from tasks.data.coco import CocoDetection, collate_detection  # noqa: E402
-from tasks.detect.model import fasterrcnn_resnet101, load_backbone_weights, build_resnet101_trunk  # noqa: E402
+from tasks.detect.model import fasterrcnn_resnet101, build_resnet101_trunk  # noqa: E402
+from tasks.networks import load_imagenet_weights  # noqa: E402
 
 TINY = dict(min_size=128, max_size=128, box_batch_size_per_image=8)
 
@@ -36,7 +37,7 @@ def test_bam_runs_inside_the_c4_detector_loads_imagenet_weights_and_trains(tmp_p
     path = tmp_path / "resnet101.pth"
     torch.save(reference.state_dict(), path)  # a torchvision ImageNet checkpoint, fc included
     detector = fasterrcnn_resnet101(num_classes=8, attention="bam", backbone_weights=path, **TINY)
-    body = detector.backbone.body
+    body = detector.backbone
     torch.testing.assert_close(body.layer2[0].conv1.weight, reference.layer2[0].conv1.weight)
     torch.testing.assert_close(body.bn1.running_var, reference.bn1.running_var)
     torch.testing.assert_close(detector.roi_heads.box_head.layer4[2].conv3.weight, reference.layer4[2].conv3.weight)
@@ -96,7 +97,7 @@ def test_classification_checkpoint_with_bam_weights_loads(tmp_path):
 
     saved = {k: (v + 1.0 if v.is_floating_point() else v) for k, v in trunk.state_dict().items()}
     save_file(saved, str(tmp_path / "network.safetensors"))
-    report = load_backbone_weights(trunk, tmp_path)  # a checkpoint folder
+    report = load_imagenet_weights(trunk, tmp_path, "resnet101")  # a checkpoint folder
     assert report == {"missing": [], "unexpected": []}
     loaded = trunk.state_dict()
     for name, value in saved.items():
@@ -108,12 +109,12 @@ def test_classification_checkpoint_with_bam_weights_loads(tmp_path):
     foreign = {k: v for k, v in list(saved.items())[:30]} | {"features.0.weight": torch.zeros(3)}
     torch.save(foreign, tmp_path / "other_network.pth")
     with pytest.raises(ValueError, match=r"other_network.pth.*missing.*unexpected"):
-        load_backbone_weights(trunk, tmp_path / "other_network.pth")
+        load_imagenet_weights(trunk, tmp_path / "other_network.pth", "resnet101")
     torch.save({"state_dict": "nope"}, tmp_path / "broken.pth")
     with pytest.raises(ValueError, match="broken.pth"):
-        load_backbone_weights(trunk, tmp_path / "broken.pth")
+        load_imagenet_weights(trunk, tmp_path / "broken.pth", "resnet101")
     with pytest.raises(FileNotFoundError, match="nothing.pth"):
-        load_backbone_weights(trunk, tmp_path / "nothing.pth")
+        load_imagenet_weights(trunk, tmp_path / "nothing.pth", "resnet101")
 
 
 def test_tiny_training_run_and_evaluation(tmp_path, write_tiny_coco, capsys):

@@ -4,7 +4,8 @@ import pytest
 import torch
 import torchvision
 
-from tasks.parse.model import UperNet, describe_load_report, parameter_breakdown
+from tasks.networks import load_imagenet_weights
+from tasks.parse.model import UperNet, parameter_breakdown
 
 
 def csail_upernet_decoder_params(stage_channels, num_classes, width=512, scales=4):
@@ -93,30 +94,35 @@ def test_load_encoder_weights_formats(tmp_path, wrap):
     path = tmp_path / "encoder.pth"
     torch.save(saved, path)
     model = UperNet(num_classes=3, backbone="resnet18", channels=16)
-    report = model.load_encoder_weights(path)
+    report = load_imagenet_weights(model.encoder, path, "resnet18")
     assert report == {"missing": [], "unexpected": []}  # fc.* ignored, nothing else left over
     assert torch.equal(model.encoder.layer3[1].conv2.weight, state["layer3.1.conv2.weight"])
     assert torch.equal(model.encoder.bn1.running_var, state["bn1.running_var"])
 
 
-def test_load_encoder_weights_reports_and_errors(tmp_path):
+def test_load_encoder_weights_refuses_another_network(tmp_path):
     state = _random_resnet18_state()
+    model = UperNet(num_classes=3, backbone="resnet18", channels=16)
+    # torchvision's published ResNet weights have no num_batches_tracked: nothing is missing
+    without_counts = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    torch.save(without_counts, tmp_path / "published.pth")
+    assert load_imagenet_weights(model.encoder, tmp_path / "published.pth", "resnet18") == \
+        {"missing": [], "unexpected": []}
     partial = {k: v for k, v in state.items() if not k.startswith("layer4.")}
     partial["extra.weight"] = torch.zeros(1)
     torch.save(partial, tmp_path / "partial.pt")
-    model = UperNet(num_classes=3, backbone="resnet18", channels=16)
-    report = model.load_encoder_weights(tmp_path / "partial.pt")
-    assert report["unexpected"] == ["extra.weight"] and "layer4.0.conv1.weight" in report["missing"]
-    assert "left at random init" in describe_load_report(tmp_path / "partial.pt", report)
+    refused = r"partial\.pt.*resnet18.*missing.*layer4\..*1 unexpected.*extra\.weight"
+    with pytest.raises(ValueError, match=refused):
+        load_imagenet_weights(model.encoder, tmp_path / "partial.pt", "resnet18")
     wrong = dict(state, **{"layer1.0.conv1.weight": torch.zeros(256, 64, 1, 1)})  # a ResNet50 shape
     torch.save(wrong, tmp_path / "r50.pt")
-    with pytest.raises(ValueError, match=r"r50\.pt: shape mismatch.*layer1\.0\.conv1\.weight"):
-        model.load_encoder_weights(tmp_path / "r50.pt")
+    with pytest.raises(ValueError, match=r"r50\.pt.*1 of another shape.*layer1\.0\.conv1\.weight"):
+        load_imagenet_weights(model.encoder, tmp_path / "r50.pt", "resnet18")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="junk.pt"):
-        model.load_encoder_weights(tmp_path / "junk.pt")
+        load_imagenet_weights(model.encoder, tmp_path / "junk.pt", "resnet18")
     with pytest.raises(FileNotFoundError, match="nothere.pt"):
-        model.load_encoder_weights(tmp_path / "nothere.pt")
+        load_imagenet_weights(model.encoder, tmp_path / "nothere.pt", "resnet18")
 
 
 def test_bam_on_encoder_bottlenecks_and_bam_classifier_checkpoint(tmp_path):
@@ -133,7 +139,8 @@ def test_bam_on_encoder_bottlenecks_and_bam_classifier_checkpoint(tmp_path):
     assert model.attention_targets == sites == ["layer1", "layer2", "layer3"]
     counts = parameter_breakdown(model)
     assert counts["attention"] == sum(p.numel() for p in classifier.attention.parameters()) > 0
-    assert model.load_encoder_weights(tmp_path / "bam_resnet18.pt") == {"missing": [], "unexpected": []}
+    assert load_imagenet_weights(model.encoder, tmp_path / "bam_resnet18.pt", "resnet18") == \
+        {"missing": [], "unexpected": []}
     loaded, source = model.encoder.attention.state_dict(), classifier.attention.state_dict()
     assert loaded.keys() == source.keys() and all(torch.equal(loaded[key], source[key]) for key in source)
     # The attention runs in the forward pass: zeroing its parameters changes the output.

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from tasks.common.model_io import load_model
 from tasks.parse import evaluate as parse_evaluate
 from tasks.parse import train as parse_train
 from tasks.parse.evaluate import predict_probabilities
@@ -51,7 +52,7 @@ def test_evaluate_cli_matches_training_and_numpy(trained_run, capsys):
     # Independent recomputation: plain forward at each image's size, IoU from NumPy masks.
     from tasks.data.ade20k import ADE20K
 
-    model, _, _ = parse_evaluate.load_trained_model(run_dir)
+    model, _ = load_model(run_dir, task="parse")
     model.eval()
     per_image = []  # each image's (intersection, union) per class
     for item in ADE20K(root, "val", train_transform=False):
@@ -107,7 +108,7 @@ def test_each_process_scores_its_own_images_once(trained_run, monkeypatch):
 
     monkeypatch.setattr(accelerate.utils, "gather_object", lambda rows: rows)  # each share as it is
     root, run_dir, _ = trained_run
-    model, _, _ = parse_evaluate.load_trained_model(run_dir)
+    model, _ = load_model(run_dir, task="parse")
     data = ADE20K(root, "val", train_transform=False)
     whole = parse_evaluate.evaluate_segmentation(model, data, num_workers=0, per_image=True, progress=False)
     shares = [parse_evaluate.evaluate_segmentation(model, data, Rank(rank), num_workers=0, per_image=True,

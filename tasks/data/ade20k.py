@@ -207,6 +207,17 @@ def split_folder(split: str) -> str:
     return folders[split]
 
 
+def folder_split(root: str | Path, split: str, num_classes: int, label_offset: int = 0,
+                 transform=None) -> SegmentationFolder:
+    """Split ``train`` or ``val`` of a plain data set in ADE20K's layout (``--dataset folder``):
+    images in ``root/images/{training,validation}``, label PNGs in ``root/annotations/...``."""
+    folder, root = split_folder(split), Path(root)
+    layout = ("<data-root>/images/{training,validation}/* and "
+              "<data-root>/annotations/{training,validation}/*.png")
+    return SegmentationFolder(root / "images" / folder, root / "annotations" / folder, num_classes,
+                              label_offset=label_offset, transform=transform, layout_hint=layout)
+
+
 class ADE20K(SegmentationFolder):
     """ADE20K SceneParsing 2016 under ``root/ADEChallengeData2016`` (or ``root`` itself if it is that
     folder). ``train_transform`` (default: for the training split) applies the recipe's random

@@ -13,15 +13,10 @@ weights; BAM's own stay trainable, so training needs at least 2 images per proce
 
 from __future__ import annotations
 
-import logging
 import os
-from pathlib import Path
+from collections import OrderedDict
 
-import torch
 from torch import nn
-
-from bam import attach_attention
-from tasks.networks import register_dataset, register_network
 from torchvision.models import resnet101
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.detection import FasterRCNN
@@ -31,75 +26,14 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from tasks.common.model_io import model_builder, read_state_dict
-
-log = logging.getLogger(__name__)
+from bam import attach_attention
+from tasks.common.model_io import model_builder
+from tasks.networks import load_imagenet_weights, register_dataset, register_network
 
 ATTENTIONS = ("none", "bam")
 # Torchvision's freezing order: the first `5 - trainable_layers` of these stay fixed.
 _STAGES = ("layer4", "layer3", "layer2", "layer1", "conv1")
 BAM_TARGETS = ["layer1", "layer2", "layer3"]
-
-
-# --------------------------------------------------------------------------- backbone weights
-def load_backbone_weights(resnet: nn.Module, path: str | os.PathLike) -> dict[str, list[str]]:
-    """Load ImageNet weights into ``resnet`` (a torchvision ResNet, BAM attached or not).
-
-    Accepts torchvision's ResNet101 state dict or this repository's classification checkpoint
-    (BAM weights included). The classifier (``fc``) is ignored. Missing or unexpected trunk keys
-    mean the file is for another network: ``ValueError`` naming the file and the keys. BAM keys
-    absent from the file (plain ImageNet ResNet) leave BAM randomly initialised (logged).
-    Returns ``{"missing": [...], "unexpected": [...]}`` (attention keys only, after the checks).
-    """
-    path = Path(path).expanduser()
-    state = {k: v for k, v in read_state_dict(path).items() if not k.startswith("fc.")}
-    own = {k for k in resnet.state_dict() if not k.startswith("fc.")}
-    missing = sorted(k for k in own if k not in state and not k.endswith("num_batches_tracked"))
-    unexpected = sorted(k for k in state if k not in own and not k.endswith("num_batches_tracked"))
-    bad_missing = [k for k in missing if not k.startswith("attention.")]
-    bad_unexpected = [k for k in unexpected if not k.startswith("attention.")]
-    if bad_missing or bad_unexpected:
-        raise ValueError(
-            f"backbone weights {path} do not fit a torchvision ResNet101: "
-            f"{len(bad_missing)} missing keys (e.g. {bad_missing[:3]}), "
-            f"{len(bad_unexpected)} unexpected keys (e.g. {bad_unexpected[:3]})"
-        )
-    try:
-        resnet.load_state_dict(state, strict=False)
-    except RuntimeError as error:  # shape mismatch
-        raise ValueError(f"backbone weights {path} do not fit the backbone: {error}") from error
-    if missing:
-        log.warning("backbone weights %s hold no BAM weights: %d BAM tensors start from random "
-                    "initialisation", path, len(missing))
-    if unexpected:
-        log.warning("backbone weights %s hold %d BAM tensors that the detector (attention='none') "
-                    "ignores", path, len(unexpected))
-    return {"missing": missing, "unexpected": unexpected}
-
-
-# --------------------------------------------------------------------------- backbones
-class ResNetC4Backbone(nn.Module):
-    """``conv1 .. layer3`` of a ResNet as one stride-16 feature map (key ``"0"``)."""
-
-    def __init__(self, resnet: nn.Module):
-        super().__init__()
-        self.body = IntermediateLayerGetter(resnet, return_layers={"layer3": "0"})
-        self.out_channels = resnet.layer3[-1].conv3.out_channels  # 1024 for ResNet50/101
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.body(x)
-
-
-class ResNetC5Head(nn.Module):
-    """``layer4`` + global average pooling run on every pooled RoI (the C4 box head)."""
-
-    def __init__(self, layer4: nn.Module):
-        super().__init__()
-        self.layer4 = layer4
-        self.out_channels = layer4[-1].conv3.out_channels  # 2048
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(nn.functional.adaptive_avg_pool2d(self.layer4(x), 1), 1)
 
 
 def _freeze(resnet: nn.Module, trainable_layers: int) -> None:
@@ -126,7 +60,7 @@ def build_resnet101_trunk(attention: str = "none", backbone_weights: str | os.Pa
     if targets and sorted(targets) != BAM_TARGETS:  # the detector relies on exactly this placement
         raise RuntimeError(f"BAM was placed after {targets}, expected {BAM_TARGETS}")
     if backbone_weights is not None:
-        load_backbone_weights(resnet, backbone_weights)
+        load_imagenet_weights(resnet, backbone_weights, "resnet101")
     return resnet
 
 
@@ -146,13 +80,12 @@ def fasterrcnn_resnet101(
 
     ``num_classes`` counts the background (COCO's category ids go up to 90, hence 91).
     ``backbone_weights``: a local ImageNet checkpoint of the ResNet101 (see
-    :func:`load_backbone_weights`); ``None`` trains from scratch, as torchvision does then with
-    ordinary BatchNorm and every layer trainable. ``trainable_layers`` counts trunk stages from
+    :func:`tasks.networks.load_imagenet_weights`); ``None`` trains from scratch, as torchvision does
+    then with ordinary BatchNorm and every layer trainable. ``trainable_layers`` counts trunk stages from
     ``layer4``; ``frozen_bn`` defaults to ``backbone_weights is not None``; ``kwargs`` go to
     torchvision's ``FasterRCNN``.
     """
-    if backbone_weights is None and trainable_layers != 5:  # torchvision: from scratch, everything trains
-        log.info("no backbone weights: training the backbone from scratch, all of its layers (trainable_layers=5)")
+    if backbone_weights is None:  # torchvision: from scratch, everything trains
         trainable_layers = 5
     resnet = build_resnet101_trunk(attention, backbone_weights, frozen_bn)
     _freeze(resnet, trainable_layers)
@@ -161,8 +94,10 @@ def fasterrcnn_resnet101(
                                    [256, 512, 1024, 2048], 256)
         detector = FasterRCNN(backbone, num_classes, min_size=min_size, max_size=max_size, **kwargs)
     else:
-        backbone = ResNetC4Backbone(resnet)
-        head = ResNetC5Head(resnet.layer4)
+        backbone = IntermediateLayerGetter(resnet, return_layers={"layer3": "0"})
+        backbone.out_channels = resnet.layer3[-1].conv3.out_channels  # 1024
+        head = nn.Sequential(OrderedDict(layer4=resnet.layer4, pool=nn.AdaptiveAvgPool2d(1),
+                                         flatten=nn.Flatten()))
         # Detectron's C4 settings: 15 anchors per position on one stride-16 map, 14x14 RoIAlign
         # followed by the stride-2 layer4, and the larger pre-NMS proposal counts of one level.
         kwargs.setdefault("rpn_pre_nms_top_n_train", 12000)
@@ -175,7 +110,7 @@ def fasterrcnn_resnet101(
             rpn_anchor_generator=anchors,
             box_roi_pool=MultiScaleRoIAlign(featmap_names=["0"], output_size=14, sampling_ratio=0),
             box_head=head,
-            box_predictor=FastRCNNPredictor(head.out_channels, num_classes),
+            box_predictor=FastRCNNPredictor(resnet.layer4[-1].conv3.out_channels, num_classes),
             **kwargs,
         )
     # IntermediateLayerGetter keeps only the trunk's children, not the ModuleDict that BAM lives

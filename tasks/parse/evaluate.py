@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -26,8 +25,8 @@ from tasks.common.cli import add_evaluation_args, evaluation_folder, run_cli
 from tasks.common.distributed import MIXED_PRECISION_CHOICES, make_accelerator
 from tasks.common.model_io import find_model_file, load_model
 from tasks.data.ade20k import (
-    ADE20K, MAX_LONG_SIDE, SIZE_DIVISOR, TRAIN_SHORT_SIDES, SegmentationFolder,
-    collate_segmentation, denormalize, round_up, scaled_size, split_folder,
+    ADE20K, MAX_LONG_SIDE, SIZE_DIVISOR, TRAIN_SHORT_SIDES, collate_segmentation, denormalize,
+    folder_split, round_up, scaled_size,
 )
 from tasks.data.root import data_root
 from tasks.parse.metrics import confusion_matrix, scores_from_confusion, shard_indices
@@ -154,26 +153,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_trained_model(path: str | Path) -> tuple[torch.nn.Module, Path, dict]:
-    """Rebuild a network trained by ``tasks.parse.train`` from its run folder (best checkpoint), a
-    checkpoint folder or its ``network.json``. Returns ``(model, network.json, what it was trained
-    on: dataset, num_classes, label_offset)``."""
-    model, description = load_model(path, task="parse")
-    trained_on = {"num_classes": description.kwargs["num_classes"], **description.extra}
-    return model, find_model_file(path), trained_on
-
-
 def _evaluate(args: argparse.Namespace) -> dict:
     if args.scales and not args.multi_scale:
         raise ValueError("--scales needs --multi-scale")
     accelerator = make_accelerator(args.mixed_precision, cpu=args.device == "cpu", fixed_shapes=False)
-    model, model_file, config = load_trained_model(args.checkpoint)
+    model, description = load_model(args.checkpoint, task="parse")  # the run's best checkpoint
+    model_file, trained_on = find_model_file(args.checkpoint), description.extra
     model.to(accelerator.device)
     root = data_root(args.data_root)
-    if config.get("dataset") == "folder":  # a run of `--dataset folder`: the same layout and labels
-        folder = split_folder(args.split)
-        dataset = SegmentationFolder(root / "images" / folder, root / "annotations" / folder,
-                                     num_classes=config["num_classes"], label_offset=config.get("label_offset", 1))
+    if trained_on.get("dataset") == "folder":  # a run of `--dataset folder`: the same layout and labels
+        dataset = folder_split(root, args.split, description.kwargs["num_classes"],
+                               trained_on.get("label_offset", 1))
     else:
         dataset = ADE20K(root, args.split, train_transform=False)
     scales = (args.scales or MULTI_SCALES) if args.multi_scale else None
@@ -190,7 +180,7 @@ def _evaluate(args: argparse.Namespace) -> dict:
         if args.json:
             print(json.dumps(scores, indent=2))
         else:
-            print(f"{model_file} on {config.get('dataset', 'ade20k')} {args.split} "
+            print(f"{model_file} on {trained_on.get('dataset', 'ade20k')} {args.split} "
                   f"({'multi-scale' if scales else 'single scale'}{' + flip' if flip else ''})\n"
                   f"mIoU {100 * scores['miou']:.2f}  pixel acc {100 * scores['pixel_acc']:.2f}%  "
                   f"mean acc {100 * scores['mean_acc']:.2f}%  "

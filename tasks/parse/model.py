@@ -3,7 +3,8 @@ semantic-segmentation-pytorch.
 
 Encoder: a torchvision ResNet (no download) with attention placed by one call to
 :func:`bam.attach_attention`, which keeps torchvision's parameter names, so ImageNet checkpoints of
-torchvision or of this repository's classifiers load with :meth:`UperNet.load_encoder_weights`.
+torchvision or of this repository's classifiers load into ``UperNet.encoder`` with
+:func:`tasks.networks.load_imagenet_weights`.
 Decoder: PPM on the last stage (pool scales 1, 2, 3, 6), FPN on stages 1-3, all four levels fused
 at 1/4, a 1x1 classifier; the logits are upsampled to the input size (full-resolution loss).
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from functools import partial
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 import torchvision
 
 from bam import attach_attention, count_macs
-from tasks.common.model_io import model_builder, read_state_dict
+from tasks.common.model_io import model_builder
 from tasks.networks import register_dataset, register_network
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
@@ -120,39 +120,6 @@ class UperNet(nn.Module):
         """``{"encoder"|"decoder"|"total": {"params", "macs"}}``: the split ``tasks.profile`` reports."""
         params, macs = parameter_breakdown(self), mac_breakdown(self, input_size)
         return {part: {"params": params[part], "macs": macs[part]} for part in ("encoder", "decoder", "total")}
-
-    def load_encoder_weights(self, path: str | Path) -> dict[str, list[str]]:
-        """Load a torchvision ResNet state dict or a classification checkpoint of this repository
-        (any file :func:`~tasks.common.model_io.read_state_dict` reads) into the encoder; the
-        classifier (``fc.*``) is ignored. Returns ``{"missing": [...], "unexpected": [...]}``;
-        ``ValueError`` naming the file when nothing matches or a shape differs."""
-        path = Path(path)
-        state = {k: v for k, v in read_state_dict(path).items() if not k.startswith("fc.")}
-        own = self.encoder.state_dict()
-        matched = [k for k in state if k in own]
-        if not matched:
-            raise ValueError(f"{path}: no key matches the {self.backbone} encoder (first keys: {list(state)[:3]})")
-        mismatched = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-                      for k in matched if state[k].shape != own[k].shape]
-        if mismatched:
-            raise ValueError(f"{path}: shape mismatch with the {self.backbone} encoder: {mismatched[:5]}")
-        result = self.encoder.load_state_dict(state, strict=False)
-        return {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys)}
-
-
-def describe_load_report(path: str | Path, report: dict[str, list[str]]) -> str:
-    """One readable paragraph about a :meth:`UperNet.load_encoder_weights` result."""
-    lines = [f"encoder weights from {path}: {len(report['missing'])} missing, "
-             f"{len(report['unexpected'])} unexpected keys"]
-    attention_missing = [k for k in report["missing"] if k.startswith("attention.")]
-    other_missing = [k for k in report["missing"] if not k.startswith("attention.")]
-    if attention_missing:
-        lines.append(f"  {len(attention_missing)} attention keys start from scratch (checkpoint without attention)")
-    if other_missing:
-        lines.append(f"  missing base keys (left at random init!): {other_missing[:8]}")
-    if report["unexpected"]:
-        lines.append(f"  unexpected keys (ignored): {report['unexpected'][:8]}")
-    return "\n".join(lines)
 
 
 def parameter_breakdown(model: UperNet) -> dict[str, int]:

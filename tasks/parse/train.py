@@ -27,7 +27,7 @@ from bam import list_attentions
 from bam.placement import PLACEMENTS
 from tasks.data.ade20k import (
     ADE20K, IGNORE_INDEX, MAX_LONG_SIDE, TRAIN_SHORT_SIDES, SegmentationFolder, TrainTransform,
-    collate_segmentation,
+    collate_segmentation, folder_split,
 )
 from tasks.common.cli import positive_int
 from tasks.common.model_io import ModelDescription
@@ -35,11 +35,11 @@ from tasks.common.run import RunInfo, Schedule, Task, main as run_main
 from tasks.common.tracking import Tracker
 from tasks.data.root import data_root
 from tasks.parse.evaluate import evaluate_segmentation
-from tasks.parse.model import BACKBONES, UperNet, describe_load_report, mac_breakdown, parameter_breakdown
+from tasks.networks import load_imagenet_weights
+from tasks.parse.model import BACKBONES, UperNet, mac_breakdown, parameter_breakdown
 from tasks.parse.visualize import save_panels
 from tasks.utils.files import write_json_atomic, write_text_atomic
 from tasks.utils.messages import note
-from tasks.utils.processes import is_main_process
 
 ATTENTIONS = tuple(list_attentions(include_none=True))
 PRIMARY_METRIC = "miou"
@@ -58,12 +58,9 @@ def build_datasets(args) -> tuple[SegmentationFolder, SegmentationFolder]:
         return train, ADE20K(root, "val", train_transform=False)
     if args.num_classes is None:
         raise ValueError("--dataset folder needs --num-classes")
-    layout = "<data-root>/images/{training,validation}/* and <data-root>/annotations/{training,validation}/*.png"
-    common = dict(num_classes=args.num_classes, ignore_index=IGNORE_INDEX, label_offset=args.label_offset,
-                  layout_hint=layout)
-    train = SegmentationFolder(root / "images" / "training", root / "annotations" / "training",
-                               transform=TrainTransform(args.short_sides, args.max_long_side), **common)
-    return train, SegmentationFolder(root / "images" / "validation", root / "annotations" / "validation", **common)
+    train = folder_split(root, "train", args.num_classes, args.label_offset,
+                         TrainTransform(args.short_sides, args.max_long_side))
+    return train, folder_split(root, "val", args.num_classes, args.label_offset)
 
 
 # ----------------------------------------------------------------------------------------- model
@@ -211,10 +208,9 @@ class ParseTask(Task):
         model = UperNet(**network_kwargs(args, data.train.num_classes))
         args.encoder_load_report = None
         if args.encoder_weights:
-            args.encoder_load_report = model.load_encoder_weights(args.encoder_weights)
-            if is_main_process():
-                print(describe_load_report(args.encoder_weights, args.encoder_load_report), flush=True)
-        elif is_main_process():
+            args.encoder_load_report = load_imagenet_weights(model.encoder, args.encoder_weights,
+                                                             args.backbone)
+        else:
             note("no --encoder-weights: the encoder starts from random weights (the paper's runs start "
                  "from ImageNet weights)")
         return nn.SyncBatchNorm.convert_sync_batchnorm(model) if data.sync_bn else model
