@@ -64,13 +64,8 @@ Reference = tuple[str, float | None, float | None]  # name, its figure for the b
 @dataclass(frozen=True)
 class SeedResult:
     seed: int | None
-    baseline: float
-    variant: float
+    delta: float  # variant − baseline on this seed
     p_value: float | None = None  # McNemar on this seed's pair (classification)
-
-    @property
-    def delta(self) -> float:
-        return self.variant - self.baseline
 
 
 @dataclass
@@ -125,10 +120,10 @@ def _paired_seeds(baselines: Sequence[Run], variants: Sequence[Run]) -> bool:
     return None not in seeds and len(set(seeds)) == len(seeds) and sorted(seeds) == sorted(r.seed for r in variants)
 
 
-def _compare_metric(spec: MetricSpec, baselines: Sequence[Run], variants: Sequence[Run], samples: dict,
-                    resamples: int | None, seed: int) -> dict:
-    """The numbers of one metric, as the :class:`Comparison` fields they fill: items, difference,
-    interval, each model's value over seeds, per-seed results, McNemar."""
+def _compare_metric(spec: MetricSpec, variant: str, baselines: Sequence[Run], variants: Sequence[Run],
+                    samples: dict, resamples: int | None, seed: int) -> dict:
+    """One metric, as the :class:`Comparison` fields it fills: items, each model's value over seeds,
+    the difference with its interval, per-seed results, McNemar, decision and verdict."""
     reference = samples[id(baselines[0])][spec.keys]
     positions = {id(run): align(reference, samples[id(run)][spec.keys]) for run in [*baselines, *variants]}
     statistic = lambda run: spec.statistic(samples[id(run)], positions[id(run)])  # noqa: E731
@@ -137,8 +132,7 @@ def _compare_metric(spec: MetricSpec, baselines: Sequence[Run], variants: Sequen
     delta, interval = bootstrap_difference(base_stats, var_stats, len(reference), pair_seeds=paired,
                                            resamples=resamples or spec.resamples, seed=seed)
     ones = np.ones((1, len(reference)))
-    base_values = [float(s(ones)[0]) for s in base_stats]
-    var_values = [float(s(ones)[0]) for s in var_stats]
+    base_values, var_values = ([float(s(ones)[0]) for s in stats] for stats in (base_stats, var_stats))
 
     def test(b_run: Run, v_run: Run) -> McNemar | None:
         if not spec.correct:
@@ -146,12 +140,18 @@ def _compare_metric(spec: MetricSpec, baselines: Sequence[Run], variants: Sequen
         return mcnemar_exact(*(spec.correct(samples[id(r)], positions[id(r)]) for r in (b_run, v_run)))
 
     tests = [test(b_run, v_run) for b_run, v_run in zip(baselines, variants)] if paired else []
-    per_seed = [SeedResult(run.seed, b, v, t.p_value if t else None)
+    per_seed = [SeedResult(run.seed, v - b, t.p_value if t else None)
                 for run, b, v, t in zip(baselines, base_values, var_values, tests)]
-    one_each = len(baselines) == len(variants) == 1
+    mcnemar = test(baselines[0], variants[0]) if len(baselines) == len(variants) == 1 else None
+    p_value = mcnemar.p_value if mcnemar else None
+    words = verdict(delta, interval, spec.mode, spec.unit, variant_name(variant), spec.digits, p_value=p_value)
+    if interval.levels == "images" and not words.startswith("within noise"):
+        # One run per model: the interval holds these two trained networks to their test items;
+        # another seed may move both. Say so where the claim is read.
+        words += " (one seed each: over test items only)"
     return {"items": len(reference), "baseline": summarize(base_values), "value": summarize(var_values),
-            "delta": delta, "interval": interval, "per_seed": per_seed,
-            "mcnemar": test(baselines[0], variants[0]) if one_each else None}
+            "delta": delta, "interval": interval, "per_seed": per_seed, "mcnemar": mcnemar,
+            "decision": decide(interval, spec.mode, p_value), "verdict": words}
 
 
 def _reference(metric: str, baselines: Sequence[Run], variants: Sequence[Run]) -> Reference:
@@ -183,21 +183,12 @@ def _compare_variant(network: tuple[str, str, str], setting: str, variant: str,
     comparisons = []
     for spec in specs:
         try:
-            numbers = _compare_metric(spec, baselines, variants, samples, resamples, seed)
+            numbers = _compare_metric(spec, variant, baselines, variants, samples, resamples, seed)
         except (KeyError, ValueError) as error:  # e.g. scored on different images: not a pair
             notes.append(f"{where}, {spec.label}: {error}; no interval")
             continue
-        p_value = numbers["mcnemar"].p_value if numbers["mcnemar"] else None
-        words = verdict(numbers["delta"], numbers["interval"], spec.mode, spec.unit, variant_name(variant),
-                        spec.digits, p_value=p_value)
-        if numbers["interval"].levels == "images" and not words.startswith("within noise"):
-            # One run per model: the interval holds these two trained networks to their test items;
-            # another seed may move both. Say so where the claim is read.
-            words += " (one seed each: over test items only)"
-        comparisons.append(Comparison(network, setting, variant, spec, **numbers,
-                                      decision=decide(numbers["interval"], spec.mode, p_value), verdict=words,
-                                      protocol=baselines[0].protocol, label=variants[0].label,
-                                      reference=_reference(spec.name, baselines, variants),
+        comparisons.append(Comparison(network, setting, variant, spec, **numbers, protocol=baselines[0].protocol,
+                                      label=variants[0].label, reference=_reference(spec.name, baselines, variants),
                                       baseline_runs=baselines, variant_runs=variants))
     return comparisons
 
