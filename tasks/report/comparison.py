@@ -196,8 +196,7 @@ def _compare_variant(network: tuple[str, str, str], setting: str, variant: str,
 def _unpaired_note(network: tuple[str, str, str], setting: str,
                    variants: Mapping[str, Sequence[Run]]) -> str:
     """What a group without a baseline holds, so that its numbers are not lost."""
-    runs = [run for group in variants.values() for run in group]
-    metric = runs[0].primary_metric
+    metric = next(iter(variants.values()))[0].primary_metric
     values = ", ".join(f"{variant_name(v)} {summarize([r.metric(metric) for r in rs]).format(4)}"
                        for v, rs in variants.items() if all(r.metric(metric) is not None for r in rs))
     return (f"{'/'.join(network)}" + (f" ({setting})" if setting else "")
@@ -305,12 +304,12 @@ def comparison_csv(comparisons: Sequence[Comparison]) -> str:
     blank = lambda v: "" if v is None else v  # noqa: E731
     for c in comparisons:
         m = c.mcnemar
+        tested = (m.p_value, m.baseline_only, m.variant_only) if m else ("", "", "")
         costs = zip(_costs(c.baseline_runs), _costs(c.variant_runs))
         writer.writerow([*c.network, c.setting, c.protocol, c.variant, c.label, c.spec.name, c.spec.unit, c.spec.mode,
                          c.items, *map(blank, c.reference), c.baseline.mean, c.baseline.std, c.baseline.n,
                          c.value.mean, c.value.std, c.value.n, c.delta, c.interval.low, c.interval.high,
-                         c.interval.confidence, c.interval.levels, c.interval.resamples, c.interval.seed,
-                         m.p_value if m else "", m.baseline_only if m else "", m.variant_only if m else "",
+                         c.interval.confidence, c.interval.levels, c.interval.resamples, c.interval.seed, *tested,
                          " ".join(f"{r.seed}:{r.delta}" for r in c.per_seed), c.verdict,
                          *(blank(v) for pair in costs for v in pair),
                          *(json.dumps([r.source for r in runs]) for runs in (c.baseline_runs, c.variant_runs))])
@@ -416,9 +415,8 @@ def _compared_runs(folder: Path) -> set[str]:
     if not table.is_file():
         return set()
     with open(table, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return {run for row in rows for key in ("baseline_runs", "variant_runs")
-            for run in json.loads(row.get(key) or "[]")}
+        return {run for row in csv.DictReader(handle) for key in ("baseline_runs", "variant_runs")
+                for run in json.loads(row.get(key) or "[]")}
 
 
 def comparison_folder(output_dir: str | Path, group: str, run_dirs: Sequence[str | Path]) -> Path:

@@ -91,12 +91,9 @@ _NOT_METRICS = frozenset({"step", "split", "num_images", "classes_present"})
 
 def curve_metrics(runs: Sequence[Run]) -> list[str]:
     """Every metric the runs' evaluations recorded, in the order the first evaluation lists them."""
-    names = {}
-    for run in runs:
-        for row in run.history:
-            names.update({k: None for k, v in row.items()
-                          if k not in _NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool)})
-    return list(names)
+    return list(dict.fromkeys(name for run in runs for row in run.history for name, value in row.items()
+                              if name not in _NOT_METRICS and isinstance(value, (int, float))
+                              and not isinstance(value, bool)))
 
 
 def _grid(metrics: Sequence[str]) -> tuple[list[str], int, int]:
@@ -265,19 +262,16 @@ def plot_per_image(scores: Mapping[str, Mapping[str, tuple]], path: Path, title:
 
 
 def _name_extremes(ax, deltas: Sequence[tuple[float, float, str]], named: int) -> None:
-    """Label the ``named`` largest gains in rows above the cloud and the largest losses in rows
-    below it, one row each (the extremes often lie close together), a line to each point; sorted
-    ``(difference, x, name)`` rows, a set of fewer than 2 x named images labelled once each."""
+    """Label the ``named`` largest gains (above 0) in rows above the cloud and the largest losses
+    (below 0) in rows below it, one row each (the extremes often lie close together), a line to
+    each point; ``deltas``: sorted ``(difference, x, name)`` rows."""
     values = [d for d, _, _ in deltas]
     spread = (max(values) - min(values)) or 1.0
     ax.set_ylim(min(values) - 0.35 * spread, max(values) + 0.35 * spread)  # room for the rows
     middle = np.mean(ax.get_xlim())
-    shown = set()
-    for top, rows in ((True, deltas[::-1][:named]), (False, deltas[:named])):
+    gains, losses = [d for d in deltas[::-1] if d[0] > 0][:named], [d for d in deltas if d[0] < 0][:named]
+    for top, rows in ((True, gains), (False, losses)):
         for rank, (delta, x, label) in enumerate(rows):
-            if label in shown:
-                continue
-            shown.add(label)
             row = 0.96 - 0.07 * rank if top else 0.04 + 0.07 * rank
             ax.annotate(label, (x, delta), xytext=(x, row), textcoords=("data", "axes fraction"), fontsize=7,
                         va="center", ha="left" if x < middle else "right",
