@@ -99,8 +99,8 @@ def plot_selectivity(results: dict[str, dict[str, torch.Tensor]], out_dir, title
             legend = f"{label}: mean {values.mean():.3f}, {len(values)} units" if len(values) else label
             ax.hist(values.tolist(), bins=bins, alpha=0.55, density=True, label=legend)
         first = next(iter(stage_names.values()))[i]
-        ax.set(title=f"{title + ' — ' if title else ''}stage {i + 1} ({first})", xlabel="class-selectivity index",
-               ylabel="density of units")
+        ax.set(title=f"{title + ' — ' if title else ''}stage {i + 1} ({first})",
+               xlabel="class-selectivity index", ylabel="density of units")
         ax.legend()
         written.append(save_figure(fig, out_dir / f"selectivity_stage{i + 1}.png"))
     return written

@@ -1,5 +1,6 @@
-"""Baseline vs BAM: the comparison folder :func:`write_comparison` makes (``python -m tasks.report``,
-and :func:`report_paired_runs` at the end of a paired run), and its W&B reports."""
+"""Baseline vs BAM: the comparison folder :func:`write_comparison` makes, for the command
+``python -m tasks.report`` and at the end of a paired run (:func:`report_paired_runs`), and its W&B
+reports."""
 
 from tasks.report.comparison import compare_runs, comparison_folder, report_paired_runs, write_comparison
 

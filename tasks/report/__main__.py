@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.wandb_report:
             from tasks.report.publish import build_wandb_report
 
-            report = build_wandb_report(args.wandb_report, args.group, text, curve_metrics(runs), title)
+            metrics = curve_metrics(runs)
+            report = build_wandb_report(args.wandb_report, args.group, text, metrics, title)
             report.save()  # needs a key and a network
             print(f"W&B report: {report.url}")
     except (FileNotFoundError, ValueError) as error:

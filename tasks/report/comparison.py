@@ -120,8 +120,9 @@ def _paired_seeds(baselines: Sequence[Run], variants: Sequence[Run]) -> bool:
     return None not in seeds and len(set(seeds)) == len(seeds) and sorted(seeds) == sorted(r.seed for r in variants)
 
 
-def _compare_metric(spec: MetricSpec, variant: str, baselines: Sequence[Run], variants: Sequence[Run],
-                    samples: dict, resamples: int | None, seed: int) -> dict:
+def _compare_metric(spec: MetricSpec, variant: str, baselines: Sequence[Run],
+                    variants: Sequence[Run], samples: dict, resamples: int | None,
+                    seed: int) -> dict:
     """One metric, as the :class:`Comparison` fields it fills: items, each model's value over seeds,
     the difference with its interval, per-seed results, McNemar, decision and verdict."""
     reference = samples[id(baselines[0])][spec.keys]
@@ -132,7 +133,8 @@ def _compare_metric(spec: MetricSpec, variant: str, baselines: Sequence[Run], va
     delta, interval = bootstrap_difference(base_stats, var_stats, len(reference), pair_seeds=paired,
                                            resamples=resamples or spec.resamples, seed=seed)
     ones = np.ones((1, len(reference)))
-    base_values, var_values = ([float(s(ones)[0]) for s in stats] for stats in (base_stats, var_stats))
+    base_values = [float(s(ones)[0]) for s in base_stats]
+    var_values = [float(s(ones)[0]) for s in var_stats]
 
     def test(b_run: Run, v_run: Run) -> McNemar | None:
         if not spec.correct:
@@ -144,7 +146,8 @@ def _compare_metric(spec: MetricSpec, variant: str, baselines: Sequence[Run], va
                 for run, b, v, t in zip(baselines, base_values, var_values, tests)]
     mcnemar = test(baselines[0], variants[0]) if len(baselines) == len(variants) == 1 else None
     p_value = mcnemar.p_value if mcnemar else None
-    words = verdict(delta, interval, spec.mode, spec.unit, variant_name(variant), spec.digits, p_value=p_value)
+    words = verdict(delta, interval, spec.mode, spec.unit, variant_name(variant), spec.digits,
+                    p_value=p_value)
     if interval.levels == "images" and not words.startswith("within noise"):
         # One run per model: the interval holds these two trained networks to their test items;
         # another seed may move both. Say so where the claim is read.
@@ -187,8 +190,9 @@ def _compare_variant(network: tuple[str, str, str], setting: str, variant: str,
         except (KeyError, ValueError) as error:  # e.g. scored on different images: not a pair
             notes.append(f"{where}, {spec.label}: {error}; no interval")
             continue
-        comparisons.append(Comparison(network, setting, variant, spec, **numbers, protocol=baselines[0].protocol,
-                                      label=variants[0].label, reference=_reference(spec.name, baselines, variants),
+        comparisons.append(Comparison(network, setting, variant, spec, **numbers,
+                                      protocol=baselines[0].protocol, label=variants[0].label,
+                                      reference=_reference(spec.name, baselines, variants),
                                       baseline_runs=baselines, variant_runs=variants))
     return comparisons
 
@@ -309,8 +313,8 @@ def comparison_csv(comparisons: Sequence[Comparison]) -> str:
         writer.writerow([*c.network, c.setting, c.protocol, c.variant, c.label, c.spec.name, c.spec.unit, c.spec.mode,
                          c.items, *map(blank, c.reference), c.baseline.mean, c.baseline.std, c.baseline.n,
                          c.value.mean, c.value.std, c.value.n, c.delta, c.interval.low, c.interval.high,
-                         c.interval.confidence, c.interval.levels, c.interval.resamples, c.interval.seed, *tested,
-                         " ".join(f"{r.seed}:{r.delta}" for r in c.per_seed), c.verdict,
+                         c.interval.confidence, c.interval.levels, c.interval.resamples, c.interval.seed,
+                         *tested, " ".join(f"{r.seed}:{r.delta}" for r in c.per_seed), c.verdict,
                          *(blank(v) for pair in costs for v in pair),
                          *(json.dumps([r.source for r in runs]) for runs in (c.baseline_runs, c.variant_runs))])
     return out.getvalue()

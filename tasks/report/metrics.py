@@ -67,8 +67,8 @@ def _column_mean(name: str, scale: float = 1.0, complement: bool = False):
 
 def _sr_specs(per_sample: PerSample) -> list[MetricSpec]:
     sets = [key[: -len("/psnr")] for key in per_sample if key.endswith("/psnr")]
-    return [MetricSpec(f"{kind}/{name}", f"{kind.upper()} on {name}", unit, "max", digits, RESAMPLES, f"{name}/names",
-                       _column_mean(f"{name}/{kind}"))
+    return [MetricSpec(f"{kind}/{name}", f"{kind.upper()} on {name}", unit, "max", digits,
+                       RESAMPLES, f"{name}/names", _column_mean(f"{name}/{kind}"))
             for name in sets for kind, unit, digits in (("psnr", "dB", 2), ("ssim", "", 4))]
 
 

@@ -91,9 +91,9 @@ _NOT_METRICS = frozenset({"step", "split", "num_images", "classes_present"})
 
 def curve_metrics(runs: Sequence[Run]) -> list[str]:
     """Every metric the runs' evaluations recorded, in the order the first evaluation lists them."""
-    return list(dict.fromkeys(name for run in runs for row in run.history for name, value in row.items()
-                              if name not in _NOT_METRICS and isinstance(value, (int, float))
-                              and not isinstance(value, bool)))
+    return list(dict.fromkeys(name for run in runs for row in run.history
+                              for name, value in row.items() if name not in _NOT_METRICS
+                              and isinstance(value, (int, float)) and not isinstance(value, bool)))
 
 
 def _grid(metrics: Sequence[str]) -> tuple[list[str], int, int]:
@@ -209,15 +209,16 @@ def _forest_panel(ax, rows, unit: str) -> None:
     ax.set_ylim(-0.7, len(rows) - 0.3)
     right = ax.twinx()  # the numbers beside each row: nobody has to read them off the axis
     right.set_ylim(ax.get_ylim())
-    right.set_yticks(positions, [f"{signed(c.delta, c.spec.digits)} {c.interval.format(c.spec.digits)}"
-                                 for c in rows])
+    numbers = [f"{signed(c.delta, c.spec.digits)} {c.interval.format(c.spec.digits)}" for c in rows]
+    right.set_yticks(positions, numbers)
     low = min(min(c.interval.low for c in rows), 0.0)
     high = max(max(c.interval.high for c in rows), 0.0)
     margin = 0.08 * (high - low) or 1e-3
     ax.set_xlim(low - margin, high + margin)
     ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
     kinds = sorted({c.interval.levels for c in rows})
-    ax.set_xlabel(f"Δ = variant − baseline ({unit or 'SSIM'}); 95% bootstrap interval over {' / '.join(kinds)}")
+    ax.set_xlabel(f"Δ = variant − baseline ({unit or 'SSIM'}); 95% bootstrap interval over "
+                  f"{' / '.join(kinds)}")
     ax.grid(axis="x", alpha=0.3)
 
 
@@ -249,8 +250,8 @@ def plot_per_image(scores: Mapping[str, Mapping[str, tuple]], path: Path, title:
             deltas += [(float(v - b), float(b), f"{set_name}/{n}") for n, b, v in zip(names, base, var)]
         limits = (low - margin, high + margin)
         left.plot(limits, limits, color="black", linewidth=1, linestyle="--", label="equal")
-        left.set(xlim=limits, ylim=limits, aspect="equal", xlabel="baseline PSNR (dB)", ylabel=f"{name} PSNR (dB)",
-                 title=f"{name} against baseline, one point per image")
+        left.set(xlim=limits, ylim=limits, aspect="equal", xlabel="baseline PSNR (dB)",
+                 ylabel=f"{name} PSNR (dB)", title=f"{name} against baseline, one point per image")
         left.legend(loc="upper left")
         right.axhline(0.0, color="black", linewidth=1, linestyle="--")
         _name_extremes(right, sorted(deltas), named)
@@ -269,7 +270,8 @@ def _name_extremes(ax, deltas: Sequence[tuple[float, float, str]], named: int) -
     spread = (max(values) - min(values)) or 1.0
     ax.set_ylim(min(values) - 0.35 * spread, max(values) + 0.35 * spread)  # room for the rows
     middle = np.mean(ax.get_xlim())
-    gains, losses = [d for d in deltas[::-1] if d[0] > 0][:named], [d for d in deltas if d[0] < 0][:named]
+    gains = [d for d in deltas[::-1] if d[0] > 0][:named]
+    losses = [d for d in deltas if d[0] < 0][:named]
     for top, rows in ((True, gains), (False, losses)):
         for rank, (delta, x, label) in enumerate(rows):
             row = 0.96 - 0.07 * rank if top else 0.04 + 0.07 * rank
