@@ -123,15 +123,6 @@ def load_image(path: Path, size: int) -> np.ndarray:
     return np.array(TF.center_crop(picture, size))  # writable, as torch wants
 
 
-def _preprocessing(record) -> tuple[tuple, tuple, int]:
-    """How the network's training images were normalised, as its classification run recorded it."""
-    extra = record.extra
-    if not {"mean", "std", "image_size"} <= set(extra):
-        raise ValueError("the checkpoint does not say how its images were normalised (mean, std, image_size): "
-                         "attention maps are drawn for classification runs of this repository")
-    return tuple(extra["mean"]), tuple(extra["std"]), int(extra["image_size"])
-
-
 @torch.no_grad()
 def attention_panels(bam_model: nn.Module, images: Sequence[Path], out_dir: Path, mean, std, size: int,
                      baseline: nn.Module | None = None) -> list[Path]:
@@ -209,12 +200,16 @@ def _draw(args: argparse.Namespace) -> list[Path]:
     from tasks.data.images import list_images
 
     model, record = load_model(args.checkpoint)
+    extra = record.extra  # how its classification run normalised the training images
+    if not {"mean", "std", "image_size"} <= set(extra):
+        raise ValueError("the checkpoint does not say how its images were normalised (mean, std, image_size): "
+                         "attention maps are drawn for classification runs of this repository")
     baseline = load_model(args.baseline)[0] if args.baseline else None
     files = [f for item in args.images for f in (list_images(item) if Path(item).is_dir() else [Path(item)])]
-    mean, std, size = _preprocessing(record)
     output = args.output_dir or (Path(args.checkpoint) if Path(args.checkpoint).is_dir()
                                  else Path(args.checkpoint).parent) / "attention"
-    written = attention_panels(model, files, output, mean, std, size, baseline)
+    written = attention_panels(model, files, output, extra["mean"], extra["std"],
+                               int(extra["image_size"]), baseline)
     for path in written:
         print(path)
     if args.wandb != "disabled":

@@ -99,10 +99,9 @@ def plot_selectivity(results: dict[str, dict[str, torch.Tensor]], out_dir, title
             legend = f"{label}: mean {values.mean():.3f}, {len(values)} units" if len(values) else label
             ax.hist(values.tolist(), bins=bins, alpha=0.55, density=True, label=legend)
         first = next(iter(stage_names.values()))[i]
-        ax.set_title(f"{title + ' — ' if title else ''}stage {i + 1} ({first})", fontsize=10)
-        ax.set_xlabel("class-selectivity index")
-        ax.set_ylabel("density of units")
-        ax.legend(fontsize=8)
+        ax.set(title=f"{title + ' — ' if title else ''}stage {i + 1} ({first})",
+               xlabel="class-selectivity index", ylabel="density of units")
+        ax.legend()
         written.append(save_figure(fig, out_dir / f"selectivity_stage{i + 1}.png"))
     return written
 

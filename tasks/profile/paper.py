@@ -103,8 +103,7 @@ NOTES: dict[tuple[str, str, str], str] = {
 
 
 def _decimals(printed: str) -> int:
-    number = printed.rstrip("MG")
-    return len(number.split(".")[1]) if "." in number else 0
+    return len(printed.rstrip("MG").partition(".")[2])
 
 
 def _like(value: int, printed: str, scale: float) -> str:

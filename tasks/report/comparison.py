@@ -64,13 +64,8 @@ Reference = tuple[str, float | None, float | None]  # name, its figure for the b
 @dataclass(frozen=True)
 class SeedResult:
     seed: int | None
-    baseline: float
-    variant: float
+    delta: float  # variant − baseline on this seed
     p_value: float | None = None  # McNemar on this seed's pair (classification)
-
-    @property
-    def delta(self) -> float:
-        return self.variant - self.baseline
 
 
 @dataclass
@@ -125,10 +120,11 @@ def _paired_seeds(baselines: Sequence[Run], variants: Sequence[Run]) -> bool:
     return None not in seeds and len(set(seeds)) == len(seeds) and sorted(seeds) == sorted(r.seed for r in variants)
 
 
-def _compare_metric(spec: MetricSpec, baselines: Sequence[Run], variants: Sequence[Run], samples: dict,
-                    resamples: int | None, seed: int) -> dict:
-    """The numbers of one metric, as the :class:`Comparison` fields they fill: items, difference,
-    interval, each model's value over seeds, per-seed results, McNemar."""
+def _compare_metric(spec: MetricSpec, variant: str, baselines: Sequence[Run],
+                    variants: Sequence[Run], samples: dict, resamples: int | None,
+                    seed: int) -> dict:
+    """One metric, as the :class:`Comparison` fields it fills: items, each model's value over seeds,
+    the difference with its interval, per-seed results, McNemar, decision and verdict."""
     reference = samples[id(baselines[0])][spec.keys]
     positions = {id(run): align(reference, samples[id(run)][spec.keys]) for run in [*baselines, *variants]}
     statistic = lambda run: spec.statistic(samples[id(run)], positions[id(run)])  # noqa: E731
@@ -146,12 +142,19 @@ def _compare_metric(spec: MetricSpec, baselines: Sequence[Run], variants: Sequen
         return mcnemar_exact(*(spec.correct(samples[id(r)], positions[id(r)]) for r in (b_run, v_run)))
 
     tests = [test(b_run, v_run) for b_run, v_run in zip(baselines, variants)] if paired else []
-    per_seed = [SeedResult(run.seed, b, v, t.p_value if t else None)
+    per_seed = [SeedResult(run.seed, v - b, t.p_value if t else None)
                 for run, b, v, t in zip(baselines, base_values, var_values, tests)]
-    one_each = len(baselines) == len(variants) == 1
+    mcnemar = test(baselines[0], variants[0]) if len(baselines) == len(variants) == 1 else None
+    p_value = mcnemar.p_value if mcnemar else None
+    words = verdict(delta, interval, spec.mode, spec.unit, variant_name(variant), spec.digits,
+                    p_value=p_value)
+    if interval.levels == "images" and not words.startswith("within noise"):
+        # One run per model: the interval holds these two trained networks to their test items;
+        # another seed may move both. Say so where the claim is read.
+        words += " (one seed each: over test items only)"
     return {"items": len(reference), "baseline": summarize(base_values), "value": summarize(var_values),
-            "delta": delta, "interval": interval, "per_seed": per_seed,
-            "mcnemar": test(baselines[0], variants[0]) if one_each else None}
+            "delta": delta, "interval": interval, "per_seed": per_seed, "mcnemar": mcnemar,
+            "decision": decide(interval, spec.mode, p_value), "verdict": words}
 
 
 def _reference(metric: str, baselines: Sequence[Run], variants: Sequence[Run]) -> Reference:
@@ -183,19 +186,11 @@ def _compare_variant(network: tuple[str, str, str], setting: str, variant: str,
     comparisons = []
     for spec in specs:
         try:
-            numbers = _compare_metric(spec, baselines, variants, samples, resamples, seed)
+            numbers = _compare_metric(spec, variant, baselines, variants, samples, resamples, seed)
         except (KeyError, ValueError) as error:  # e.g. scored on different images: not a pair
             notes.append(f"{where}, {spec.label}: {error}; no interval")
             continue
-        p_value = numbers["mcnemar"].p_value if numbers["mcnemar"] else None
-        words = verdict(numbers["delta"], numbers["interval"], spec.mode, spec.unit, variant_name(variant),
-                        spec.digits, p_value=p_value)
-        if numbers["interval"].levels == "images" and not words.startswith("within noise"):
-            # One run per model: the interval holds these two trained networks to their test items;
-            # another seed may move both. Say so where the claim is read.
-            words += " (one seed each: over test items only)"
         comparisons.append(Comparison(network, setting, variant, spec, **numbers,
-                                      decision=decide(numbers["interval"], spec.mode, p_value), verdict=words,
                                       protocol=baselines[0].protocol, label=variants[0].label,
                                       reference=_reference(spec.name, baselines, variants),
                                       baseline_runs=baselines, variant_runs=variants))
@@ -205,8 +200,7 @@ def _compare_variant(network: tuple[str, str, str], setting: str, variant: str,
 def _unpaired_note(network: tuple[str, str, str], setting: str,
                    variants: Mapping[str, Sequence[Run]]) -> str:
     """What a group without a baseline holds, so that its numbers are not lost."""
-    runs = [run for group in variants.values() for run in group]
-    metric = runs[0].primary_metric
+    metric = next(iter(variants.values()))[0].primary_metric
     values = ", ".join(f"{variant_name(v)} {summarize([r.metric(metric) for r in rs]).format(4)}"
                        for v, rs in variants.items() if all(r.metric(metric) is not None for r in rs))
     return (f"{'/'.join(network)}" + (f" ({setting})" if setting else "")
@@ -314,13 +308,13 @@ def comparison_csv(comparisons: Sequence[Comparison]) -> str:
     blank = lambda v: "" if v is None else v  # noqa: E731
     for c in comparisons:
         m = c.mcnemar
+        tested = (m.p_value, m.baseline_only, m.variant_only) if m else ("", "", "")
         costs = zip(_costs(c.baseline_runs), _costs(c.variant_runs))
         writer.writerow([*c.network, c.setting, c.protocol, c.variant, c.label, c.spec.name, c.spec.unit, c.spec.mode,
                          c.items, *map(blank, c.reference), c.baseline.mean, c.baseline.std, c.baseline.n,
                          c.value.mean, c.value.std, c.value.n, c.delta, c.interval.low, c.interval.high,
                          c.interval.confidence, c.interval.levels, c.interval.resamples, c.interval.seed,
-                         m.p_value if m else "", m.baseline_only if m else "", m.variant_only if m else "",
-                         " ".join(f"{r.seed}:{r.delta}" for r in c.per_seed), c.verdict,
+                         *tested, " ".join(f"{r.seed}:{r.delta}" for r in c.per_seed), c.verdict,
                          *(blank(v) for pair in costs for v in pair),
                          *(json.dumps([r.source for r in runs]) for runs in (c.baseline_runs, c.variant_runs))])
     return out.getvalue()
@@ -425,9 +419,8 @@ def _compared_runs(folder: Path) -> set[str]:
     if not table.is_file():
         return set()
     with open(table, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return {run for row in rows for key in ("baseline_runs", "variant_runs")
-            for run in json.loads(row.get(key) or "[]")}
+        return {run for row in csv.DictReader(handle) for key in ("baseline_runs", "variant_runs")
+                for run in json.loads(row.get(key) or "[]")}
 
 
 def comparison_folder(output_dir: str | Path, group: str, run_dirs: Sequence[str | Path]) -> Path:

@@ -67,13 +67,9 @@ def _column_mean(name: str, scale: float = 1.0, complement: bool = False):
 
 def _sr_specs(per_sample: PerSample) -> list[MetricSpec]:
     sets = [key[: -len("/psnr")] for key in per_sample if key.endswith("/psnr")]
-    specs = []
-    for name in sets:
-        specs += [MetricSpec(f"psnr/{name}", f"PSNR on {name}", "dB", "max", 2, RESAMPLES, f"{name}/names",
-                             _column_mean(f"{name}/psnr")),
-                  MetricSpec(f"ssim/{name}", f"SSIM on {name}", "", "max", 4, RESAMPLES, f"{name}/names",
-                             _column_mean(f"{name}/ssim"))]
-    return specs
+    return [MetricSpec(f"{kind}/{name}", f"{kind.upper()} on {name}", unit, "max", digits,
+                       RESAMPLES, f"{name}/names", _column_mean(f"{name}/{kind}"))
+            for name in sets for kind, unit, digits in (("psnr", "dB", 2), ("ssim", "", 4))]
 
 
 # -- classification ----------------------------------------------------------------------------

@@ -22,15 +22,20 @@ _REFERENCE_COLOUR = "#1f77b4"
 # Axis titles for the tasks' primary metrics; others are shown by name.
 _AXIS_TITLES = {"top1_err": "top-1 error (%)", "top5_err": "top-5 error (%)", "miou": "mIoU",
                 "pixel_acc": "pixel accuracy", "mAP": "box mAP@[.5:.95]", "loss": "evaluation loss"}
+# The text sizes of every picture, set once rather than at each title, label and legend.
+_STYLE = {"figure.titlesize": 11, "axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8,
+          "ytick.labelsize": 8, "legend.fontsize": 8}
 
 
 def pyplot():
-    """matplotlib's pyplot on the file-only Agg backend (no display on a cluster node)."""
+    """matplotlib's pyplot on the file-only Agg backend (no display on a cluster node), in this
+    module's text sizes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    plt.rcParams.update(_STYLE)
     return plt
 
 
@@ -38,7 +43,7 @@ def save_figure(fig, path: Path, title: str = "", rect: tuple[float, float, floa
     """``fig`` with its title (if any) and a tight layout (within ``rect``, a fraction of the figure
     kept for what is drawn around the axes) as the PNG ``path``; the figure is closed."""
     if title:
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(title)
     fig.tight_layout(rect=rect)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -86,12 +91,9 @@ _NOT_METRICS = frozenset({"step", "split", "num_images", "classes_present"})
 
 def curve_metrics(runs: Sequence[Run]) -> list[str]:
     """Every metric the runs' evaluations recorded, in the order the first evaluation lists them."""
-    names = {}
-    for run in runs:
-        for row in run.history:
-            names.update({k: None for k, v in row.items()
-                          if k not in _NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool)})
-    return list(names)
+    return list(dict.fromkeys(name for run in runs for row in run.history
+                              for name, value in row.items() if name not in _NOT_METRICS
+                              and isinstance(value, (int, float)) and not isinstance(value, bool)))
 
 
 def _grid(metrics: Sequence[str]) -> tuple[list[str], int, int]:
@@ -133,13 +135,10 @@ def plot_network_curves(variants: Mapping[str, Sequence[Run]], path: Path, title
         if value is not None:
             ax.axhline(value, color=_REFERENCE_COLOUR, linestyle="--", linewidth=1, label=reference.get("name"))
         # One step axis for every panel: a metric scored only at the end is a dot there.
-        ax.set_xlim(0, last_step * 1.04 or 1)
-        ax.set_title(axis_title(metric), fontsize=10)
-        ax.set_xlabel("training step", fontsize=9)
+        ax.set(xlim=(0, last_step * 1.04 or 1), title=axis_title(metric), xlabel="training step")
         ax.ticklabel_format(axis="y", useOffset=False)  # 25.9609, not 0.0009 + 2.596e1
-        ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend()
     for ax in axes.flat[len(metrics):]:
         ax.set_visible(False)
     return save_figure(fig, path, title)
@@ -192,8 +191,8 @@ def plot_forest(comparisons, path: Path, title: str = "") -> Path | None:
         _forest_panel(ax, rows, unit)
     handles = [plt.Line2D([], [], color=colour, marker="o", label=decision)
                for decision, colour in _DECISION_COLOURS.items()]
-    fig.legend(handles=handles, loc="upper right", ncol=3, fontsize=8, frameon=False)
-    fig.suptitle(title or "Baseline vs variant", x=0.02, ha="left", fontsize=11)
+    fig.legend(handles=handles, loc="upper right", ncol=3, frameon=False)
+    fig.suptitle(title or "Baseline vs variant", x=0.02, ha="left")
     return save_figure(fig, path, rect=(0, 0, 1, 0.97))
 
 
@@ -206,21 +205,20 @@ def _forest_panel(ax, rows, unit: str) -> None:
         ax.plot([c.interval.low, c.interval.high], [y, y], color=colour, linewidth=2.5, solid_capstyle="butt")
         ax.plot([c.delta], [y], marker="o", color=colour, markersize=6)
     ax.axvline(0.0, color="black", linewidth=1, linestyle="--")
-    ax.set_yticks(positions, [_forest_label(c) for c in rows], fontsize=8)
+    ax.set_yticks(positions, [_forest_label(c) for c in rows])
     ax.set_ylim(-0.7, len(rows) - 0.3)
     right = ax.twinx()  # the numbers beside each row: nobody has to read them off the axis
     right.set_ylim(ax.get_ylim())
-    right.set_yticks(positions, [f"{signed(c.delta, c.spec.digits)} {c.interval.format(c.spec.digits)}" for c in rows],
-                     fontsize=8)
+    numbers = [f"{signed(c.delta, c.spec.digits)} {c.interval.format(c.spec.digits)}" for c in rows]
+    right.set_yticks(positions, numbers)
     low = min(min(c.interval.low for c in rows), 0.0)
     high = max(max(c.interval.high for c in rows), 0.0)
     margin = 0.08 * (high - low) or 1e-3
     ax.set_xlim(low - margin, high + margin)
     ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
-    ax.tick_params(axis="x", labelsize=8)
     kinds = sorted({c.interval.levels for c in rows})
-    ax.set_xlabel(f"Δ = variant − baseline ({unit or 'SSIM'}); 95% bootstrap interval over {' / '.join(kinds)}",
-                  fontsize=9)
+    ax.set_xlabel(f"Δ = variant − baseline ({unit or 'SSIM'}); 95% bootstrap interval over "
+                  f"{' / '.join(kinds)}")
     ax.grid(axis="x", alpha=0.3)
 
 
@@ -250,40 +248,32 @@ def plot_per_image(scores: Mapping[str, Mapping[str, tuple]], path: Path, title:
             left.scatter(base, var, s=18, color=colour, alpha=0.8, label=label, edgecolors="none")
             right.scatter(base, var - base, s=18, color=colour, alpha=0.8, label=label, edgecolors="none")
             deltas += [(float(v - b), float(b), f"{set_name}/{n}") for n, b, v in zip(names, base, var)]
-        left.plot([low - margin, high + margin], [low - margin, high + margin], color="black", linewidth=1,
-                  linestyle="--", label="equal")
-        left.set_xlim(low - margin, high + margin)
-        left.set_ylim(low - margin, high + margin)
-        left.set_aspect("equal")
-        left.set_xlabel("baseline PSNR (dB)", fontsize=9)
-        left.set_ylabel(f"{name} PSNR (dB)", fontsize=9)
-        left.set_title(f"{name} against baseline, one point per image", fontsize=10)
-        left.legend(fontsize=8, loc="upper left")
+        limits = (low - margin, high + margin)
+        left.plot(limits, limits, color="black", linewidth=1, linestyle="--", label="equal")
+        left.set(xlim=limits, ylim=limits, aspect="equal", xlabel="baseline PSNR (dB)",
+                 ylabel=f"{name} PSNR (dB)", title=f"{name} against baseline, one point per image")
+        left.legend(loc="upper left")
         right.axhline(0.0, color="black", linewidth=1, linestyle="--")
         _name_extremes(right, sorted(deltas), named)
-        right.set_xlabel("baseline PSNR (dB)", fontsize=9)
-        right.set_ylabel(f"PSNR difference, {name} − baseline (dB)", fontsize=9)
-        right.set_title(f"difference per image (above 0: {name} better)", fontsize=10)
+        right.set(xlabel="baseline PSNR (dB)", ylabel=f"PSNR difference, {name} − baseline (dB)",
+                  title=f"difference per image (above 0: {name} better)")
         for ax in (left, right):
             ax.grid(alpha=0.3)
-            ax.tick_params(labelsize=8)
     return save_figure(fig, path, title)
 
 
 def _name_extremes(ax, deltas: Sequence[tuple[float, float, str]], named: int) -> None:
-    """Label the ``named`` largest gains in rows above the cloud and the largest losses in rows
-    below it, one row each (the extremes often lie close together), a line to each point; sorted
-    ``(difference, x, name)`` rows, a set of fewer than 2 x named images labelled once each."""
+    """Label the ``named`` largest gains (above 0) in rows above the cloud and the largest losses
+    (below 0) in rows below it, one row each (the extremes often lie close together), a line to
+    each point; ``deltas``: sorted ``(difference, x, name)`` rows."""
     values = [d for d, _, _ in deltas]
     spread = (max(values) - min(values)) or 1.0
     ax.set_ylim(min(values) - 0.35 * spread, max(values) + 0.35 * spread)  # room for the rows
     middle = np.mean(ax.get_xlim())
-    shown = set()
-    for top, rows in ((True, deltas[::-1][:named]), (False, deltas[:named])):
+    gains = [d for d in deltas[::-1] if d[0] > 0][:named]
+    losses = [d for d in deltas if d[0] < 0][:named]
+    for top, rows in ((True, gains), (False, losses)):
         for rank, (delta, x, label) in enumerate(rows):
-            if label in shown:
-                continue
-            shown.add(label)
             row = 0.96 - 0.07 * rank if top else 0.04 + 0.07 * rank
             ax.annotate(label, (x, delta), xytext=(x, row), textcoords=("data", "axes fraction"), fontsize=7,
                         va="center", ha="left" if x < middle else "right",

@@ -256,11 +256,12 @@ def discover_runs(paths: Iterable[str | Path], group: str | None = None) -> list
     runs = [load_local_run(d) for d in run_dirs]
     if group:
         runs = [r for r in runs if r.group == group]
-    finished = []
+    finished = []  # an interrupted, failed or running run has no final metrics to stand for a seed
     for run in runs:
-        why = unfinished_reason(run)
-        if why:
-            note(f"leaving out {run.source} ({why})")
+        if run.status not in ("", "completed"):
+            note(f"leaving out {run.source} (status {run.status!r})")
+        elif not run.final:
+            note(f"leaving out {run.source} (no final metrics: still running, or killed)")
         else:
             finished.append(run)
     if not finished:
@@ -269,13 +270,3 @@ def discover_runs(paths: Iterable[str | Path], group: str | None = None) -> list
                                 + (f" in group {group!r}" if group else "")
                                 + (f"; {len(runs)} unfinished left out" if runs else ""))
     return finished
-
-
-def unfinished_reason(run: Run) -> str:
-    """Why ``run`` cannot stand for a seed of the table ("" when it can): a run that was interrupted,
-    failed, or is still running has no final metrics to compare."""
-    if run.status not in ("", "completed"):
-        return f"status {run.status!r}"
-    if not run.final:
-        return "no final metrics: still running, or killed"
-    return ""
