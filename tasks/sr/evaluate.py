@@ -198,10 +198,10 @@ def _what_to_score(args: argparse.Namespace, device: torch.device) -> tuple[Any,
     if not args.checkpoint:
         return BICUBIC, args.scale or 4, BICUBIC
     model = load_model(args.checkpoint, map_location="cpu", task="sr")[0]
-    trained = model.scale
-    if args.scale is not None and args.scale != trained:
-        raise ValueError(f"--scale {args.scale} does not match the checkpoint, which was trained for x{trained}")
-    return model.eval().to(device), trained, str(args.checkpoint)
+    if args.scale not in (None, model.scale):
+        raise ValueError(f"--scale {args.scale} does not match the checkpoint, which was trained for "
+                         f"x{model.scale}")
+    return model.eval().to(device), model.scale, str(args.checkpoint)
 
 
 def _evaluate(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
