@@ -1,5 +1,6 @@
 """``python -m tasks.sr {train,evaluate,upscale} ...``: one entry point for the SR commands."""
 
+import importlib
 import sys
 
 COMMANDS = {
@@ -16,10 +17,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"usage: python -m tasks.sr {{{choices}}} [options]\n"
               f"  (`python -m tasks.sr COMMAND --help` lists a command's options)", file=sys.stderr)
         raise SystemExit(0 if argv[:1] in (["-h"], ["--help"]) else 2)
-    import importlib
-
-    module = importlib.import_module(COMMANDS[argv[0]])
-    module.main(argv[1:])
+    importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
 
 
 if __name__ == "__main__":

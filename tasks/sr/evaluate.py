@@ -24,9 +24,15 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
-from torch.utils.data import Dataset
+from accelerate.utils import gather_object
+from torch.utils.data import Dataset, default_collate
 
-from tasks.common.cli import add_device_arg, run_cli
+from tasks.common.cli import add_data_args, add_device_arg, positive_int, run_cli
+from tasks.common.distributed import make_accelerator
+from tasks.common.model_io import load_model
+from tasks.data.images import read_rgb
+from tasks.data.sr import SRBenchmark
+from tasks.sr.ensemble import SelfEnsemble
 from tasks.sr.metrics import DEFAULT_PROTOCOL, PROTOCOLS, bicubic_baseline, score_sr
 from tasks.utils.images import quantize
 
@@ -38,16 +44,14 @@ RESULT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 def saved_image(folder: Path, set_name: str, stem: str, hr_shape: tuple[int, ...]) -> torch.Tensor:
     """The SR image another method wrote for HR image ``stem`` of ``set_name``,
     ``folder/<set>/<stem>.<png|jpg|jpeg|bmp>``, as a (1, 3, H, W) float tensor in 0..255."""
-    from tasks.data.images import read_rgb
-
     candidates = [folder / set_name / f"{stem}{ext}" for ext in RESULT_EXTENSIONS]
     found = next((path for path in candidates if path.is_file()), None)
     if found is None:
         raise FileNotFoundError(f"--results: no SR image for {set_name}/{stem}: expected "
                                 f"{folder / set_name / stem}.png (or .jpg, .jpeg, .bmp)")
     image = torch.from_numpy(read_rgb(found)).permute(2, 0, 1)[None].to(torch.float64)
-    if tuple(image.shape[-2:]) != tuple(hr_shape[-2:]):
-        (h, w), (want_h, want_w) = image.shape[-2:], hr_shape[-2:]
+    (h, w), (want_h, want_w) = image.shape[-2:], hr_shape[-2:]
+    if (h, w) != (want_h, want_w):
         raise ValueError(f"--results: {found} is {w}x{h}, expected {want_w}x{want_h} (the HR image "
                          "cropped to a multiple of the scale)")
     return image
@@ -76,14 +80,12 @@ def _score_batch(dataset: Dataset, indices: list[int], upscale, protocol: str, d
                  outputs: dict[int, torch.Tensor]) -> torch.Tensor:
     """Rows ``(index, psnr, ssim)`` of one batch of same-shape images; the network's output for an
     index already in ``outputs`` replaces its placeholder there."""
-    items = [dataset[i] for i in indices]
-    lr = torch.stack([item["lr"] for item in items]).to(device)
-    hr = torch.stack([item["hr"] for item in items]).to(device)
-    gray = torch.tensor([item["gray"] for item in items], device=device)
+    batch = default_collate([dataset[i] for i in indices])
+    lr, hr, gray = (batch[key].to(device) for key in ("lr", "hr", "gray"))
     scale = dataset.scale
     if isinstance(upscale, Path):  # a folder of SR images (--results)
-        saved = torch.cat([saved_image(upscale, dataset.name, item["name"], hr.shape)
-                           for item in items])
+        saved = torch.cat([saved_image(upscale, dataset.name, name, hr.shape)
+                           for name in batch["name"]])
         scores = score_sr(saved.to(device), quantize(hr), scale, protocol, gray=gray)
     elif upscale == BICUBIC:
         scores = bicubic_baseline(quantize(hr), scale, protocol, gray=gray)
@@ -120,8 +122,6 @@ def score_set(dataset: Dataset, upscale: Callable[[torch.Tensor], torch.Tensor] 
     outputs = dict.fromkeys(range(min(keep, len(dataset))))
     rows = [_score_batch(dataset, indices, upscale, protocol, device, outputs) for indices in batches[rank::processes]]
     if processes > 1:
-        from accelerate.utils import gather_object
-
         rows = gather_object(rows)  # between this run's own processes: no file is read
     rows = torch.cat(rows) if rows else torch.zeros(0, 3, dtype=torch.float64)
     indices = sorted(int(i) for i in rows[:, 0])
@@ -156,8 +156,6 @@ def format_table(results: Mapping[str, Mapping[str, float]], protocol: str, scal
 def load_sets(names, scale: int, data_root=None, max_images: int | None = None) -> dict[str, Dataset]:
     """``{set name: SRBenchmark}`` (the sets are the same under every protocol), each cut to its
     first ``max_images`` images when given."""
-    from tasks.data.sr import SRBenchmark
-
     sets = {}
     for name in names:
         dataset = SRBenchmark(name, scale=scale, data_root=data_root)
@@ -167,8 +165,6 @@ def load_sets(names, scale: int, data_root=None, max_images: int | None = None) 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from tasks.common.cli import add_data_args, positive_int
-
     parser = argparse.ArgumentParser(prog="python -m tasks.sr.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     what = parser.add_mutually_exclusive_group(required=True)
@@ -201,18 +197,14 @@ def _what_to_score(args: argparse.Namespace, device: torch.device) -> tuple[Any,
         return folder, args.scale or 4, str(args.results)
     if not args.checkpoint:
         return BICUBIC, args.scale or 4, BICUBIC
-    from tasks.common.model_io import load_model
-
     model = load_model(args.checkpoint, map_location="cpu", task="sr")[0]
-    trained = model.scale
-    if args.scale is not None and args.scale != trained:
-        raise ValueError(f"--scale {args.scale} does not match the checkpoint, which was trained for x{trained}")
-    return model.eval().to(device), trained, str(args.checkpoint)
+    if args.scale not in (None, model.scale):
+        raise ValueError(f"--scale {args.scale} does not match the checkpoint, which was trained for "
+                         f"x{model.scale}")
+    return model.eval().to(device), model.scale, str(args.checkpoint)
 
 
 def _evaluate(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    from tasks.common.distributed import make_accelerator
-
     device = torch.device(args.device)
     if args.self_ensemble and not args.checkpoint:
         raise ValueError("--self-ensemble needs --checkpoint (a network to run on the flipped and rotated inputs)")
@@ -221,8 +213,6 @@ def _evaluate(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     sets = load_sets(args.sets, scale, args.data_root, args.max_images)
     networks = {"": upscale}
     if args.self_ensemble:
-        from tasks.sr.ensemble import SelfEnsemble
-
         networks[ENSEMBLE_SUFFIX] = SelfEnsemble(upscale)
     # Each image once, over the processes; the ensemble's rows after the plain ones.
     results = {name + suffix: score_set(dataset, network, args.protocol, accelerator)

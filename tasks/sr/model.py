@@ -25,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bam import create_attention, get_attention
 from tasks.common.model_io import model_builder
+from tasks.data.imresize import imresize
 
 SUPPORTED_SCALES = (2, 4)
 
@@ -87,9 +89,7 @@ class SRResNet(nn.Module):
             nn.init.zeros_(self.tail.weight)
             nn.init.zeros_(self.tail.bias)
 
-        from bam import create_attention, get_attention  # the core's registry: None for "none"
-
-        builder = get_attention(attention)  # raises on unknown names
+        builder = get_attention(attention)  # None for "none"; raises on an unknown name
         self.attention_positions = list(range(attention_interval, num_blocks + 1, attention_interval)) if builder else []
         self.attention = nn.ModuleDict({f"block{position}": create_attention(attention, channels, **attention_kwargs)
                                         for position in self.attention_positions})
@@ -163,8 +163,6 @@ def conv_of_shuffled(x: torch.Tensor, conv: nn.Conv2d, factor: int) -> torch.Ten
 def bicubic_upsample(x: torch.Tensor, scale: int) -> torch.Tensor:
     """MATLAB bicubic upsampling of an (N, C, h, w) batch by ``scale``, not rounded, in x's dtype
     (float32 inside autocast regions as well: the residual path keeps full precision)."""
-    from tasks.data.imresize import imresize
-
     full = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
     if torch.amp.is_autocast_available(x.device.type):
         with torch.autocast(x.device.type, enabled=False):

@@ -10,10 +10,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from tasks.common.model_io import load_model
 from tasks.common.panels import side_by_side
-from tasks.utils.formatting import signed
+from tasks.data.imresize import imresize
 from tasks.report.plots import variant_name
+from tasks.sr.evaluate import BICUBIC, load_sets, score_set
 from tasks.utils.files import write_png_atomic
+from tasks.utils.formatting import signed
 from tasks.utils.images import quantize, to_hwc_uint8
 
 _GAP = 4          # white pixels between panels
@@ -40,8 +43,6 @@ def make_panel(images: Sequence, labels: Sequence[str]) -> Image.Image:
 def bicubic_picture(lr: torch.Tensor, scale: int) -> torch.Tensor:
     """MATLAB-bicubic upscaling of a CxHxW LR image in [0, 1], rounded to 8 bits as the bicubic
     baseline's scores round it."""
-    from tasks.data.imresize import imresize
-
     return quantize(imresize(quantize(lr).double(), float(scale)), peak=255).double() / 255
 
 
@@ -99,9 +100,6 @@ def _colour_error(outputs: Mapping[int, torch.Tensor], dataset) -> list[float]:
 def _final_networks(runs: Sequence, folder: Path, stem: str, count: int = 2) -> list[str]:
     """Each run's final network (``checkpoints/last``) on the first set: the colour error line and
     the bicubic | networks | HR panels of its first ``count`` images (written under ``folder``)."""
-    from tasks.common.model_io import load_model
-    from tasks.sr.evaluate import BICUBIC, load_sets, score_set
-
     missing = [run.source for run in runs if run.folder is None]
     if missing:
         raise FileNotFoundError(f"no checkpoints at hand for {', '.join(missing)} (runs fetched from W&B)")

@@ -21,14 +21,21 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from bam import count_macs, count_params, list_attentions
 from tasks.common.cli import positive_int
 from tasks.common.model_io import ModelDescription
 from tasks.common.run import RunInfo, Schedule, Task, main as run_main
+from tasks.common.summary import render_markdown
+from tasks.data.root import data_root
+from tasks.data.sr import SRTrainFolder
+from tasks.report import report_paired_runs
+from tasks.sr.ensemble import SelfEnsemble
 from tasks.sr.evaluate import BICUBIC, ENSEMBLE_SUFFIX, format_table, load_sets, score_set
 from tasks.sr.metrics import PROTOCOLS
-from tasks.sr.model import SUPPORTED_SCALES
+from tasks.sr.model import SUPPORTED_SCALES, srresnet
 from tasks.sr.presets import PRESETS, default_preset
-from tasks.sr.samples import model_label
+from tasks.sr.samples import bicubic_picture, make_panel, model_label
+from tasks.utils.files import write_png_atomic, write_text_atomic
 
 MODEL_BUILDER = "tasks.sr.model:srresnet"
 LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}  # the SRGAN recipe's, EDSR's
@@ -38,75 +45,64 @@ class SREvaluator:
     """``evaluate_fn`` for the Trainer: PSNR/SSIM per set (gathered over processes) and sample
     panels (main process), named after the step they show.
 
-    Before ``final_step`` only the first set is scored when ``curve_first`` (``--curve-sets
-    first``): the curve and the choice of ``best`` need no more, and the larger sets cost most of a
-    CPU run's evaluations. At ``final_step`` ``self_ensemble`` adds every set's x8 self-ensemble
-    as a set of its own (``Set5+x8``)."""
+    Before the last step only the first set is scored with ``--curve-sets first``: the curve and
+    the choice of ``best`` need no more, and the larger sets cost most of a CPU run's evaluations.
+    At the last step ``--self-ensemble`` adds every set's x8 self-ensemble as a set of its own
+    (``Set5+x8``)."""
 
     def __init__(self, args: argparse.Namespace, data: SRData, run_dir: Path, tracker) -> None:
-        self.sets, self.bicubic, self.protocol = data.sets, data.bicubic, args.protocol
-        self.num_pictures, self.final_step = args.num_pictures, args.max_steps
-        self.curve_first, self.self_ensemble = args.curve_sets == "first", args.self_ensemble
-        self.run_dir, self.tracker = Path(run_dir), tracker
-        self.last_results: dict[str, dict[str, Any]] = {}
-        self._bicubic_pictures: dict[int, torch.Tensor] = {}  # the same at every evaluation
+        self.args, self.data, self.run_dir, self.tracker = args, data, Path(run_dir), tracker
 
     def __call__(self, model: torch.nn.Module, accelerator, step: int) -> dict[str, Any]:
+        args, sets = self.args, self.data.sets
+        final = step >= args.max_steps
+        scored = [(name, dataset, model) for name, dataset in sets.items()]
+        if args.curve_sets == "first" and not final:
+            scored = scored[:1]
+        if args.self_ensemble and final:
+            scored += [(name + ENSEMBLE_SUFFIX, dataset, SelfEnsemble(model))
+                       for name, dataset in sets.items()]
+        pictures = args.num_pictures if accelerator.is_main_process else 0
+        # the first set's first images are the panels': their outputs are kept, not computed again
+        results = {name: score_set(dataset, network, args.protocol, accelerator,
+                                   keep=0 if position else pictures)
+                   for position, (name, dataset, network) in enumerate(scored)}
+        if pictures:
+            self._save_samples(model, accelerator.device, step, results)
         metrics: dict[str, Any] = {}
         per_image = {}  # what a paired comparison with another run needs (tasks.report)
-        final = step >= self.final_step
-        scored = [(name, dataset, model) for name, dataset in self.sets.items()]
-        if self.curve_first and not final:
-            scored = scored[:1]
-        if self.self_ensemble and final:
-            from tasks.sr.ensemble import SelfEnsemble
-
-            scored += [(name + ENSEMBLE_SUFFIX, dataset, SelfEnsemble(model)) for name, dataset in self.sets.items()]
-        pictures = self.num_pictures if accelerator.is_main_process else 0
-        for position, (name, dataset, network) in enumerate(scored):
-            # the first set's first images are the panels': their outputs are kept, not computed again
-            result = score_set(dataset, network, self.protocol, accelerator, keep=0 if position else pictures)
-            self.last_results[name] = result
+        for name, result in results.items():
             per_image[f"{name}/names"] = list(result["images"])
             for metric in ("psnr", "ssim"):
                 metrics[f"{metric}/{name}"] = result[metric]
                 per_image[f"{name}/{metric}"] = [image[metric] for image in result["images"].values()]
-        if pictures:
-            outputs = self.last_results[scored[0][0]]["outputs"]
-            self._save_samples(model, accelerator.device, step, outputs)
         return {**metrics, "per_sample": per_image}
 
     @torch.no_grad()
     def _save_samples(self, model: torch.nn.Module, device, step: int,
-                      outputs: Mapping[int, torch.Tensor]) -> None:
-        """Panels of the first set's first images; ``outputs`` (index: SR) are the model's outputs
-        the scoring kept on this process, the others are computed here."""
-        from tasks.sr.samples import bicubic_picture, make_panel
-        from tasks.utils.files import write_png_atomic
+                      results: Mapping[str, Any]) -> None:
+        """Panels of the first set's first images, captioned with each image's own PSNR/SSIM
+        (whole image, the run's protocol); the model's outputs the scoring kept on this process
+        are used, the others are computed here."""
+        def score(result: Mapping[str, Any], image: str) -> str:
+            found = result.get("images", {}).get(image)
+            return f"\n{found['psnr']:.2f} dB, SSIM {found['ssim']:.4f}" if found else ""
 
-        name, dataset = next(iter(self.sets.items()))
+        name, dataset = next(iter(self.data.sets.items()))
+        outputs = results[name]["outputs"]
         images = {}
-        for index in range(min(self.num_pictures, len(dataset))):
+        for index in range(min(self.args.num_pictures, len(dataset))):
             item = dataset[index]
-            lr = item["lr"][None].to(device)
-            sr = outputs[index] if index in outputs else model(lr)[0].float()
-            if index not in self._bicubic_pictures:
-                self._bicubic_pictures[index] = bicubic_picture(item["lr"], dataset.scale)
-            panel = make_panel((sr, self._bicubic_pictures[index], item["hr"]),
-                               self._labels(name, item["name"], step))
+            sr = outputs[index] if index in outputs else model(item["lr"][None].to(device))[0]
+            labels = (f"SR, step {step}{score(results[name], item['name'])}",
+                      f"bicubic{score(self.data.bicubic.get(name, {}), item['name'])}",
+                      "HR\nscores: whole image")
+            panel = make_panel((sr.float(), bicubic_picture(item["lr"], dataset.scale), item["hr"]),
+                               labels)
             path = self.run_dir / "samples" / f"step{step:07d}_{name}_{item['name']}.png"
             write_png_atomic(path, panel)
             images[f"samples/{name}/{item['name']}"] = panel
         self.tracker.log_images(images, step, caption="SR | bicubic | HR")
-
-    def _labels(self, set_name: str, image: str, step: int) -> tuple[str, str, str]:
-        """Panel captions with each image's own PSNR/SSIM (whole image, the run's protocol)."""
-        def score(results: Mapping[str, Any]) -> str:
-            found = results.get("images", {}).get(image)
-            return f"\n{found['psnr']:.2f} dB, SSIM {found['ssim']:.4f}" if found else ""
-
-        sr = score(self.last_results.get(set_name, {}))
-        return f"SR, step {step}{sr}", f"bicubic{score(self.bicubic.get(set_name, {}))}", "HR\nscores: whole image"
 
 
 @dataclass
@@ -139,8 +135,6 @@ class SRTask(Task):
 
     @property
     def attentions(self) -> list[str]:
-        from bam import list_attentions
-
         return ["none", *list_attentions()]
 
     # -- options --------------------------------------------------------------------------------
@@ -213,9 +207,6 @@ class SRTask(Task):
 
     # -- the pieces of one run -----------------------------------------------------------------
     def data(self, args: argparse.Namespace, accelerator) -> SRData:
-        from tasks.data.root import data_root
-        from tasks.data.sr import SRTrainFolder
-
         root = data_root(args.data_root)
         sources, label = _train_sources(args, root)
         train = SRTrainFolder(sources, scale=args.scale, patch_size=args.patch_size, cache=bool(args.cache),
@@ -227,8 +218,6 @@ class SRTask(Task):
         return SRData(root, train, label, sets, bicubic)
 
     def model(self, args: argparse.Namespace, data: SRData) -> torch.nn.Module:
-        from tasks.sr.model import srresnet
-
         return srresnet(**model_kwargs(args))
 
     def optimizer(self, args: argparse.Namespace, model: torch.nn.Module, data: SRData, schedule: Schedule):
@@ -246,8 +235,6 @@ class SRTask(Task):
         return lambda model, batch: pixel_loss(model(batch["lr"]).float(), batch["hr"].float())
 
     def describe(self, args: argparse.Namespace, data: SRData, model: torch.nn.Module, schedule: Schedule) -> RunInfo:
-        from bam import count_macs, count_params
-
         kwargs = model_kwargs(args)
         lr_side = args.patch_size // args.scale
         with model.layer_by_layer():  # the paper's convention: the layers as drawn
@@ -285,24 +272,19 @@ class SRTask(Task):
 
     def report(self, args: argparse.Namespace, run_dir: Path, summary: dict) -> None:
         """Add the model-vs-bicubic table to summary.md and print it."""
-        from tasks.common.summary import render_markdown
-        from tasks.utils.files import write_text_atomic
-
         sets = list(summary["config"]["sets"])
         sets += [name + ENSEMBLE_SUFFIX for name in sets] if args.self_ensemble else []
         baseline = _results_from(summary["reference"]["metrics"], sets)
         label = model_label(args.attention, args.global_residual)
-        tables = []
-        checkpoints = [("best", summary.get("best_step"))]
-        if summary.get("best_step") != summary.get("steps"):
-            checkpoints.append(("final", summary.get("steps")))
-        for which, step in checkpoints:
-            results = _results_from(summary.get(which) or {}, sets)
-            if results:
-                table = format_table(results, args.protocol, args.scale, baseline, model=label)
-                tables.append((f"{which} checkpoint (step {step})", table))
+        steps = {"best": summary.get("best_step"), "final": summary.get("steps")}
+        results = {which: _results_from(summary.get(which) or {}, sets) for which in steps}
+        if steps["final"] == steps["best"]:
+            del results["final"]  # one checkpoint: one table
+        tables = [(f"{which} checkpoint (step {steps[which]})",
+                   format_table(found, args.protocol, args.scale, baseline, model=label))
+                  for which, found in results.items() if found]
         note = f"MACs: {summary.get('macs'):,} counted on a {summary.get('macs_input')} input."
-        best = _results_from(summary.get("best") or {}, sets)
+        best = results["best"]
         if best and baseline and any(best[name]["psnr"] <= baseline[name]["psnr"] for name in best):
             note += (f"\nNot above bicubic after {summary.get('steps'):,} updates: SRResNet needs "
                      "tens of thousands (the t91 preset on one GPU, or srgan, the paper's recipe).")
@@ -344,8 +326,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    from tasks.report import report_paired_runs
-
     return run_main(TASK, argv, compare=report_paired_runs)
 
 

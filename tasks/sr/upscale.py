@@ -33,6 +33,9 @@ import numpy as np
 import torch
 
 from tasks.common.cli import add_device_arg, non_negative_int, run_cli
+from tasks.common.model_io import load_model
+from tasks.data.images import list_images, read_rgb
+from tasks.sr.ensemble import SelfEnsemble
 from tasks.utils.files import WriteError, check_writable, write_png_atomic
 from tasks.utils.images import to_hwc_uint8
 from tasks.utils.messages import note
@@ -182,22 +185,18 @@ def upscale_image(model: torch.nn.Module, image: np.ndarray, scale: int, tile: i
     return out
 
 
-def _inputs(path: Path, output: Path) -> tuple[list[Path], Path]:
-    from tasks.data.images import list_images
-
-    if path.is_file():
-        return [path], path.parent
+def _inputs_and_targets(path: Path, output: Path) -> tuple[list[Path], list[Path]]:
+    """The images to upscale and the PNG each is written to; two inputs with one output, or an
+    output that would replace an input, are refused (both before anything is written)."""
     if not path.exists():
         raise FileNotFoundError(f"--input {path} does not exist")
-    if output.resolve() == path.resolve():
+    if path.is_file():
+        files, base = [path], path.parent
+    elif output.resolve() == path.resolve():
         raise ValueError(f"--output-dir {output} is the --input folder: the upscaled PNGs would replace or mix with the "
                          "originals; choose another folder")
-    return list_images(path), path
-
-
-def _targets(files: list[Path], base: Path, output: Path) -> list[Path]:
-    """The PNG each input is written to; two inputs with one output, or an output that would
-    replace an input, are refused (both before anything is written)."""
+    else:
+        files, base = list_images(path), path
     inputs = {file.resolve(): file for file in files}
     first_of: dict[Path, Path] = {}  # target: its input, in the order of the inputs
     for file in files:
@@ -209,7 +208,7 @@ def _targets(files: list[Path], base: Path, output: Path) -> list[Path]:
             raise ValueError(f"--output-dir {output}: writing {target} would replace the input "
                              f"{inputs[target.resolve()]}; choose an --output-dir outside the input folder")
         first_of[target] = file
-    return list(first_of)
+    return files, list(first_of)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -252,21 +251,14 @@ def _tiling_note(file: Path, image: np.ndarray, profile: NetworkProfile, tile: i
 
 
 def _upscale_files(args: argparse.Namespace) -> int:
-    from tasks.data.images import read_rgb
-    from tasks.common.model_io import load_model
-
     output = Path(args.output_dir).expanduser()
-    files, base = _inputs(Path(args.input).expanduser(), output)
-    targets = _targets(files, base, output)  # nothing is written before this
+    files, targets = _inputs_and_targets(Path(args.input).expanduser(), output)
     output = check_writable(output, "--output-dir")  # before anything is loaded or computed
-    model = load_model(args.checkpoint, map_location="cpu", task="sr")[0]
     device = torch.device(args.device)
-    model = model.to(device).eval()
+    model = load_model(args.checkpoint, map_location="cpu", task="sr")[0].to(device).eval()
     scale = model.scale
     profile = profile_network(model, scale)  # the ensemble runs the same network, one transform at a time
     if args.self_ensemble:
-        from tasks.sr.ensemble import SelfEnsemble
-
         model = SelfEnsemble(model)
     noted = False
     for done, (file, target) in enumerate(progress(list(zip(files, targets)), desc=f"upscaling x{scale}", unit="img")):
