@@ -235,7 +235,7 @@ def train(task: Task, args: argparse.Namespace) -> dict:
     trainer = Trainer(model, optimizer, loader, step_fn, settings, run_dir,
                       evaluate_fn=task.evaluator(args, data, run_dir, tracker), scheduler=scheduler,
                       tracker=tracker, accelerator=accelerator, config=config, description=info.description,
-                      summary_extra=info.summary_extra, state={"ema": average} if average else None,
+                      summary_extra=info.summary_extra, state={"ema": average.module} if average else None,
                       evaluated=(lambda: average.module) if average else None)
     summary = trainer.fit()
     summary["run_dir"] = str(run_dir)
