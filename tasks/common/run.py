@@ -13,7 +13,6 @@ evaluation, in one experiment group, followed by their comparison.
 from __future__ import annotations
 
 import argparse
-import copy
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -107,8 +106,14 @@ class Task:
         if args.attention not in self.attentions:
             raise ValueError(f"unknown attention {args.attention!r} (--attention); valid names: "
                              f"{', '.join(self.attentions)}")
-        if not self.fixed_shapes:
-            _check_compile_for_varying_shapes(self.name, args.compile)
+        if self.fixed_shapes:
+            return
+        if args.compile == "reduce-overhead":  # one CUDA graph (and its memory) per shape: refuse, do not thrash
+            raise ValueError(f"--compile reduce-overhead records one CUDA graph per input shape, and {self.name} "
+                             "batches change shape from step to step: use --compile default (or off)")
+        if args.compile == "default":
+            note_once(f"--compile default with {self.name}'s varying input shapes: the first steps recompile for "
+                      "new shapes until Dynamo switches to shape-generic graphs; expect slow early steps")
 
     # -- the pieces of one run -----------------------------------------------------------------
     def data(self, args: argparse.Namespace, accelerator) -> Any:
@@ -157,15 +162,6 @@ class Task:
 
     def report(self, args: argparse.Namespace, run_dir: Path, summary: dict) -> None:
         """Main process, after training: write and print the task's result table."""
-
-
-def _check_compile_for_varying_shapes(task: str, mode: str) -> None:
-    if mode == "reduce-overhead":  # one CUDA graph (and its memory) per shape: refuse, do not thrash
-        raise ValueError(f"--compile reduce-overhead records one CUDA graph per input shape, and {task} "
-                         "batches change shape from step to step: use --compile default (or off)")
-    if mode == "default":
-        note_once(f"--compile default with {task}'s varying input shapes: the first steps recompile for "
-                  "new shapes until Dynamo switches to shape-generic graphs; expect slow early steps")
 
 
 def training_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: int, collate=None) -> DataLoader:
@@ -244,14 +240,6 @@ def train(task: Task, args: argparse.Namespace) -> dict:
     return summary
 
 
-def _one_run_args(args: argparse.Namespace, attention: str, paired: bool) -> argparse.Namespace:
-    single = copy.copy(args)
-    single.attention = attention
-    if paired and args.run_name:  # one folder per module
-        single.run_name = f"{args.run_name}-{attention}"
-    return single
-
-
 def _check_holds_attention(model: nn.Module, attention: str) -> None:
     """A run named after a module must contain it: otherwise a comparison would set two identical
     networks against each other."""
@@ -272,7 +260,10 @@ def train_all(task: Task, args: argparse.Namespace, compare: Callable | None = N
     if paired and args.resume not in (False, True, None):
         raise ValueError("--resume PATH names one run; with several --attention values use --resume alone "
                          "(each run continues from its own folder)")
-    runs = [_one_run_args(args, attention, paired) for attention in attentions]
+    one_folder_each = paired and args.run_name  # --run-name NAME: NAME-none, NAME-bam
+    runs = [argparse.Namespace(**{**vars(args), "attention": attention,
+                                  "run_name": f"{args.run_name}-{attention}" if one_folder_each else args.run_name})
+            for attention in attentions]
     for single in runs:  # every run's options are checked before the first one trains
         task.check(single)
     if args.side_by_side and side_by_side_possible(len(runs)):
