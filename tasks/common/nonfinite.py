@@ -29,7 +29,8 @@ def check_losses(values: torch.Tensor, step: int, run_dir: str | Path, mixed_pre
     elif grad_clip is None:
         hint += " or add gradient clipping"
     shown = ", ".join(f"{v:g}" for v in values.tolist())
-    raise NonFiniteLossError(f"non-finite {what} ({shown}) at step {step}: {hint}{kept_checkpoint_note(run_dir)}")
+    raise NonFiniteLossError(f"non-finite {what} ({shown}) at step {step}: {hint}"
+                             f"{kept_checkpoint_note(run_dir)}")
 
 
 def _non_finite_tensors(model: nn.Module) -> list[str]:

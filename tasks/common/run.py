@@ -108,12 +108,14 @@ class Task:
                              f"{', '.join(self.attentions)}")
         if self.fixed_shapes:
             return
-        if args.compile == "reduce-overhead":  # one CUDA graph (and its memory) per shape: refuse, do not thrash
-            raise ValueError(f"--compile reduce-overhead records one CUDA graph per input shape, and {self.name} "
-                             "batches change shape from step to step: use --compile default (or off)")
+        if args.compile == "reduce-overhead":  # one CUDA graph (and its memory) per shape: refuse
+            raise ValueError(f"--compile reduce-overhead records one CUDA graph per input shape, "
+                             f"and {self.name} batches change shape from step to step: use "
+                             "--compile default (or off)")
         if args.compile == "default":
-            note_once(f"--compile default with {self.name}'s varying input shapes: the first steps recompile for "
-                      "new shapes until Dynamo switches to shape-generic graphs; expect slow early steps")
+            note_once(f"--compile default with {self.name}'s varying input shapes: the first "
+                      "steps recompile for new shapes until Dynamo switches to shape-generic "
+                      "graphs; expect slow early steps")
 
     # -- the pieces of one run -----------------------------------------------------------------
     def data(self, args: argparse.Namespace, accelerator) -> Any:
@@ -231,7 +233,8 @@ def train(task: Task, args: argparse.Namespace) -> dict:
     trainer = Trainer(model, optimizer, loader, step_fn, settings, run_dir,
                       evaluate_fn=task.evaluator(args, data, run_dir, tracker), scheduler=scheduler,
                       tracker=tracker, accelerator=accelerator, config=config, description=info.description,
-                      summary_extra=info.summary_extra, state={"ema": average.module} if average else None,
+                      summary_extra=info.summary_extra,
+                      state={"ema": average.module} if average else None,
                       evaluated=(lambda: average.module) if average else None)
     summary = trainer.fit()
     summary["run_dir"] = str(run_dir)
@@ -260,9 +263,9 @@ def train_all(task: Task, args: argparse.Namespace, compare: Callable | None = N
     if paired and args.resume not in (False, True, None):
         raise ValueError("--resume PATH names one run; with several --attention values use --resume alone "
                          "(each run continues from its own folder)")
-    one_folder_each = paired and args.run_name  # --run-name NAME: NAME-none, NAME-bam
+    name = args.run_name  # with several modules, one folder each: --run-name N gives N-none, N-bam
     runs = [argparse.Namespace(**{**vars(args), "attention": attention,
-                                  "run_name": f"{args.run_name}-{attention}" if one_folder_each else args.run_name})
+                                  "run_name": f"{name}-{attention}" if paired and name else name})
             for attention in attentions]
     for single in runs:  # every run's options are checked before the first one trains
         task.check(single)

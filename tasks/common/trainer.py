@@ -391,7 +391,8 @@ class Trainer:
         bar = progress(total=settings.max_steps, initial=self.step, unit="step",
                        desc=settings.label or settings.task or "train",
                        main_process=acc.is_main_process and settings.progress)
-        sums, logged_step, logged_time = Counter(), self.step, time.perf_counter()  # since the last log line
+        # The logged values summed since the last log line, and where and when that line was.
+        sums, logged_step, logged_time = Counter(), self.step, time.perf_counter()
         try:
             while self.step < settings.max_steps:
                 epoch, done = divmod(self.step, self.steps_per_epoch)
@@ -407,7 +408,8 @@ class Trainer:
                     bar.update(1)
                     last_step = self.step == settings.max_steps
                     if self.step % settings.log_every == 0 or last_step:
-                        self._log_train(sums, self.step - logged_step, time.perf_counter() - logged_time, bar)
+                        seconds = time.perf_counter() - logged_time
+                        self._log_train(sums, self.step - logged_step, seconds, bar)
                         sums, logged_step, logged_time = Counter(), self.step, time.perf_counter()
                     stopped = self._stop.agreed(acc)
                     if stopped is not None:
