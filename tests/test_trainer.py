@@ -354,6 +354,7 @@ def test_run_writes_config_metrics_and_summary(tmp_path):
     train = [r for r in records if r["split"] == "train"]
     assert [r["step"] for r in train] == [3, 6]
     assert {"loss", "lr", "abs_mean", "grad_norm", "samples_per_s", "steps_per_s"} <= set(train[0])
+    assert all(r["samples_per_s"] / r["steps_per_s"] == pytest.approx(5) for r in train)  # batch 5
     assert train[0]["lr"] == pytest.approx(1e-2) and train[1]["lr"] == pytest.approx(1e-2)
     evals = [r for r in records if r["split"] == "eval"]
     assert [r["step"] for r in evals] == [3, 6] and all(r["count"] == 37 for r in evals)
@@ -580,17 +581,6 @@ def test_two_processes_give_the_same_evaluation_as_one(tmp_path):
     assert sorted(set(first + second)) == list(range(37)) and len(set(first) & set(second)) <= 3
     last = tmp_path / "run" / "checkpoints" / "last"
     assert (last / "random_states_0.pkl").is_file() and (last / "random_states_1.pkl").is_file()
-
-
-def test_batch_size_for_throughput():
-    from tasks.common.trainer import _batch_size
-
-    images, labels = torch.zeros(6, 3, 8, 8), torch.zeros(6, dtype=torch.long)
-    assert _batch_size([images, labels]) == 6 and _batch_size((images, images)) == 6
-    assert _batch_size({"image": images, "label": labels}) == 6
-    detection = ((torch.zeros(3, 5, 7), torch.zeros(3, 9, 4)), ({"boxes": torch.zeros(2, 4)}, {"boxes": torch.zeros(0, 4)}))
-    assert _batch_size(detection) == 2
-    assert _batch_size([{"boxes": torch.zeros(1, 4)}] * 4) == 4
 
 
 def test_resume_with_another_length_warns_that_the_schedule_keeps_its_own(tmp_path, capsys):

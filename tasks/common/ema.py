@@ -39,12 +39,6 @@ class WeightAverage:
         for average, weight in zip(self.module.parameters(), network.parameters()):
             average.lerp_(weight.detach(), 1.0 - self.decay)  # at weight 1 lerp returns the end exactly
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return self.module.state_dict()
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.module.load_state_dict(state)
-
 
 def averaged_step(step_fn: Callable, loss_fn: Callable, average: WeightAverage) -> Callable:
     """``step_fn`` with the weight average kept up to date: the batch through the average first

@@ -18,20 +18,18 @@ def kept_checkpoint_note(run_dir: str | Path) -> str:
     return f"; the last good checkpoint is kept in {last}" if last.is_dir() else "; no checkpoint was written yet"
 
 
-def _hint(mixed_precision: str, grad_clip: float | None) -> str:
-    hint = "lower the learning rate"
-    if mixed_precision == "fp16":
-        return hint + ", or disable fp16 (--mixed-precision bf16 or no)"
-    return hint + (" or add gradient clipping" if grad_clip is None else "")
-
-
 def check_losses(values: torch.Tensor, step: int, run_dir: str | Path, mixed_precision: str = "no",
                  grad_clip: float | None = None, what: str = "training loss") -> None:
     """Raise :class:`NonFiniteLossError` when any of ``values`` (one per process) is not finite."""
     if bool(torch.isfinite(values).all()):
         return
+    hint = "lower the learning rate"
+    if mixed_precision == "fp16":
+        hint += ", or disable fp16 (--mixed-precision bf16 or no)"
+    elif grad_clip is None:
+        hint += " or add gradient clipping"
     shown = ", ".join(f"{v:g}" for v in values.tolist())
-    raise NonFiniteLossError(f"non-finite {what} ({shown}) at step {step}: {_hint(mixed_precision, grad_clip)}"
+    raise NonFiniteLossError(f"non-finite {what} ({shown}) at step {step}: {hint}"
                              f"{kept_checkpoint_note(run_dir)}")
 
 

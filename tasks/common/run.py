@@ -13,7 +13,6 @@ evaluation, in one experiment group, followed by their comparison.
 from __future__ import annotations
 
 import argparse
-import copy
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -107,8 +106,16 @@ class Task:
         if args.attention not in self.attentions:
             raise ValueError(f"unknown attention {args.attention!r} (--attention); valid names: "
                              f"{', '.join(self.attentions)}")
-        if not self.fixed_shapes:
-            _check_compile_for_varying_shapes(self.name, args.compile)
+        if self.fixed_shapes:
+            return
+        if args.compile == "reduce-overhead":  # one CUDA graph (and its memory) per shape: refuse
+            raise ValueError(f"--compile reduce-overhead records one CUDA graph per input shape, "
+                             f"and {self.name} batches change shape from step to step: use "
+                             "--compile default (or off)")
+        if args.compile == "default":
+            note_once(f"--compile default with {self.name}'s varying input shapes: the first "
+                      "steps recompile for new shapes until Dynamo switches to shape-generic "
+                      "graphs; expect slow early steps")
 
     # -- the pieces of one run -----------------------------------------------------------------
     def data(self, args: argparse.Namespace, accelerator) -> Any:
@@ -157,15 +164,6 @@ class Task:
 
     def report(self, args: argparse.Namespace, run_dir: Path, summary: dict) -> None:
         """Main process, after training: write and print the task's result table."""
-
-
-def _check_compile_for_varying_shapes(task: str, mode: str) -> None:
-    if mode == "reduce-overhead":  # one CUDA graph (and its memory) per shape: refuse, do not thrash
-        raise ValueError(f"--compile reduce-overhead records one CUDA graph per input shape, and {task} "
-                         "batches change shape from step to step: use --compile default (or off)")
-    if mode == "default":
-        note_once(f"--compile default with {task}'s varying input shapes: the first steps recompile for "
-                  "new shapes until Dynamo switches to shape-generic graphs; expect slow early steps")
 
 
 def training_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: int, collate=None) -> DataLoader:
@@ -235,21 +233,14 @@ def train(task: Task, args: argparse.Namespace) -> dict:
     trainer = Trainer(model, optimizer, loader, step_fn, settings, run_dir,
                       evaluate_fn=task.evaluator(args, data, run_dir, tracker), scheduler=scheduler,
                       tracker=tracker, accelerator=accelerator, config=config, description=info.description,
-                      summary_extra=info.summary_extra, state={"ema": average} if average else None,
+                      summary_extra=info.summary_extra,
+                      state={"ema": average.module} if average else None,
                       evaluated=(lambda: average.module) if average else None)
     summary = trainer.fit()
     summary["run_dir"] = str(run_dir)
     if accelerator.is_main_process:
         task.report(args, run_dir, summary)
     return summary
-
-
-def _one_run_args(args: argparse.Namespace, attention: str, paired: bool) -> argparse.Namespace:
-    single = copy.copy(args)
-    single.attention = attention
-    if paired and args.run_name:  # one folder per module
-        single.run_name = f"{args.run_name}-{attention}"
-    return single
 
 
 def _check_holds_attention(model: nn.Module, attention: str) -> None:
@@ -272,7 +263,10 @@ def train_all(task: Task, args: argparse.Namespace, compare: Callable | None = N
     if paired and args.resume not in (False, True, None):
         raise ValueError("--resume PATH names one run; with several --attention values use --resume alone "
                          "(each run continues from its own folder)")
-    runs = [_one_run_args(args, attention, paired) for attention in attentions]
+    name = args.run_name  # with several modules, one folder each: --run-name N gives N-none, N-bam
+    runs = [argparse.Namespace(**{**vars(args), "attention": attention,
+                                  "run_name": f"{name}-{attention}" if paired and name else name})
+            for attention in attentions]
     for single in runs:  # every run's options are checked before the first one trains
         task.check(single)
     if args.side_by_side and side_by_side_possible(len(runs)):

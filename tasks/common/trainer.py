@@ -150,22 +150,6 @@ def loss_step(loss_fn: Callable) -> StepFn:
     return step
 
 
-def _batch_size(batch: Any) -> int:
-    """Samples in a batch: the leading size of its first tensor, or the length of a per-sample list.
-
-    Per-sample lists are lists of dicts (detection targets) or of single images (3-D tensors).
-    """
-    if isinstance(batch, torch.Tensor):
-        return batch.shape[0] if batch.dim() else 1
-    if isinstance(batch, Mapping):
-        return _batch_size(next(iter(batch.values()))) if batch else 0
-    if isinstance(batch, (list, tuple)) and batch:
-        if isinstance(batch[0], Mapping) or all(isinstance(t, torch.Tensor) and t.dim() == 3 for t in batch):
-            return len(batch)
-        return _batch_size(batch[0])
-    return 0
-
-
 def _plain(value: Any) -> Any:
     """A metric as JSON: numbers become floats; tensors/arrays/sequences (per-class values) lists."""
     if hasattr(value, "tolist"):  # tensors and numpy values
@@ -407,7 +391,8 @@ class Trainer:
         bar = progress(total=settings.max_steps, initial=self.step, unit="step",
                        desc=settings.label or settings.task or "train",
                        main_process=acc.is_main_process and settings.progress)
-        window = _Window()
+        # The logged values summed since the last log line, and where and when that line was.
+        sums, logged_step, logged_time = Counter(), self.step, time.perf_counter()
         try:
             while self.step < settings.max_steps:
                 epoch, done = divmod(self.step, self.steps_per_epoch)
@@ -418,14 +403,14 @@ class Trainer:
                     self._data_rng.reseed(epoch)
                 batches = iter(loader)
                 for _ in range(self.steps_per_epoch - done):
-                    logs, samples = self._take_step(step, batches)
+                    sums.update(self._take_step(step, batches))  # adds the values
                     self.step += 1
-                    window.add(logs, samples)
                     bar.update(1)
                     last_step = self.step == settings.max_steps
                     if self.step % settings.log_every == 0 or last_step:
-                        self._log_train(window, bar)
-                        window = _Window()
+                        seconds = time.perf_counter() - logged_time
+                        self._log_train(sums, self.step - logged_step, seconds, bar)
+                        sums, logged_step, logged_time = Counter(), self.step, time.perf_counter()
                     stopped = self._stop.agreed(acc)
                     if stopped is not None:
                         self.save()
@@ -451,7 +436,7 @@ class Trainer:
     def _due(self, every: int) -> bool:
         return every > 0 and self.step % every == 0
 
-    def _take_step(self, step: TrainingStep, batches) -> tuple[dict[str, float], int]:
+    def _take_step(self, step: TrainingStep, batches) -> dict[str, float]:
         acc = self.accelerator
         with self._data_rng.active():  # data loading never consumes the training RNG
             batch = next(batches, None)
@@ -465,17 +450,20 @@ class Trainer:
         if not step.losses:
             raise RuntimeError("the training step did not call step.backward(loss)")
         logs["loss"] = sum(step.losses)
-        return logs, _batch_size(batch) * acc.num_processes
+        return logs
 
-    def _log_train(self, window: "_Window", bar) -> None:
+    def _log_train(self, sums: Mapping[str, float], steps: int, seconds: float, bar) -> None:
+        """Log the means of ``sums`` over ``steps`` and the throughput; a step counts the loader's
+        global batch (the tasks' loaders drop partial batches)."""
         acc = self.accelerator
-        metrics = window.means()
+        metrics = {k: v / steps for k, v in sums.items()}
         names = sorted(k for k in metrics if k != "loss")
         if acc.num_processes > 1 and names:  # the loss is already the mean over processes; the rest is local
             values = acc.reduce(torch.tensor([metrics[n] for n in names], device=acc.device), "mean")
             metrics.update(dict(zip(names, values.tolist())))
-        metrics["lr"] = self._lr
-        metrics.update(window.rates())
+        steps_per_s = steps / max(seconds, 1e-9)
+        metrics.update(lr=self._lr, steps_per_s=steps_per_s,
+                       samples_per_s=steps_per_s * self.train_loader.total_batch_size)
         if acc.is_main_process:
             self.tracker.log(metrics, self.step, split="train")
             bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{metrics['lr']:.3g}", refresh=False)
@@ -598,24 +586,3 @@ class Trainer:
             self.tracker.update_summary({k: summary[k] for k in keys if summary.get(k) is not None})
             self.tracker.finish(exit_code=exit_code)
         return summary
-
-
-class _Window:
-    """Running means of the logged values between two log lines, plus throughput."""
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-        self.steps, self.samples = 0, 0
-        self.sums: Counter[str] = Counter()
-
-    def add(self, logs: Mapping[str, float], samples: int) -> None:
-        self.steps += 1
-        self.samples += samples
-        self.sums.update(logs)  # adds the values
-
-    def means(self) -> dict[str, float]:
-        return {k: v / self.steps for k, v in self.sums.items()}
-
-    def rates(self) -> dict[str, float]:
-        elapsed = max(time.perf_counter() - self.start, 1e-9)
-        return {"steps_per_s": self.steps / elapsed, "samples_per_s": self.samples / elapsed}
