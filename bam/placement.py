@@ -382,6 +382,16 @@ def _point(call: _Call) -> InsertionPoint:
     return InsertionPoint(call.path, int(channels), call.out_size, call.channels_last)
 
 
+def _unfit(trace: _Trace, call: _Call) -> str | None:
+    """Why a forward hook on ``call``'s module cannot refine its output; None if it can."""
+    runs = trace.call_counts[call.module]
+    if runs > 1:
+        return f"runs {runs} times in a forward pass, and a hook would refine every call"
+    if not call.returns_tensor or call.out_size is None:
+        return "does not return a feature map (a 4D tensor)"
+    return None
+
+
 def _points(trace: _Trace, calls: list[_Call], what: str) -> list[InsertionPoint]:
     points: dict[str, InsertionPoint] = {}
     for call in calls:
@@ -390,11 +400,11 @@ def _points(trace: _Trace, calls: list[_Call], what: str) -> list[InsertionPoint
         if not call.returns_tensor:  # a list (SelecSLS blocks): the module inside making its map
             call = next((d for d in call.descendants()
                          if d.returns_tensor and d.output is call.output), call)
-        if not (call.path and trace.call_counts[call.module] == 1 and call.returns_tensor):
-            warnings.warn(f"{what}: skipping '{call.path}': it is called several times per "
-                          "forward pass or does not return a plain tensor", stacklevel=3)
-            continue
-        points.setdefault(call.path, _point(call))
+        problem = _unfit(trace, call)
+        if problem:
+            warnings.warn(f"{what}: skipping '{call.path}': it {problem}", stacklevel=3)
+        else:
+            points.setdefault(call.path, _point(call))
     return list(points.values())
 
 
@@ -452,21 +462,15 @@ def _named_points(model: nn.Module, targets, input_size) -> list[InsertionPoint]
             raise ValueError(f"targets: {name} has no module {path!r}; "
                              f"{_nearby_names(model, path)}")
     trace = _Trace(model, input_size)
-    points = []
+    first_calls = {call.module: call for call in reversed(trace.calls)}
     for path in targets:
-        calls = [call for call in trace.calls if call.module is modules[path]]
-        if not calls:
-            raise ValueError(f"targets: {path!r} does not run in a forward pass of {name} "
-                             f"on input_size={tuple(input_size)}")
-        if len(calls) > 1:
-            raise ValueError(f"targets: {path!r} runs {len(calls)} times in a forward pass of "
-                             f"{name}; an attention hook would refine every call: name a module "
-                             "that runs once")
-        if not calls[0].returns_tensor or calls[0].out_size is None:
-            raise ValueError(f"targets: {path!r} does not return a feature map (a 4D tensor); "
-                             "name the module that returns the map to refine")
-        points.append(_point(calls[0]))
-    return points
+        call = first_calls.get(modules[path])
+        problem = "does not run in a forward pass" if call is None else _unfit(trace, call)
+        if problem:
+            raise ValueError(f"targets: {path!r} {problem}; name a module of {name} that runs "
+                             f"once in a forward pass on input_size={tuple(input_size)} and "
+                             "returns the feature map to refine")
+    return [_point(first_calls[modules[path]]) for path in targets]
 
 
 class AttentionHook:
