@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import difflib
 import warnings
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from itertools import count
 
@@ -267,18 +267,17 @@ def _first_block_end(trace: _Trace) -> int | None:
     or more convolutions in sequence at or above its output resolution that is not in the stem
     and does not end with its downsampling (a VGG-like stage ending with its pool)."""
     stem = _stem_calls(trace)
-    inputs: dict[_Call, set[int]] = defaultdict(set)
-    for leaf in trace.leaves:
-        if not leaf.is_weight_layer:
-            continue
-        for call in leaf.ancestry():
-            # not the 1x1 maps of a classifier's MLP, nor a squeeze-excitation's inside a block
-            if (call not in stem and call not in (leaf, trace.root) and call.out_size is not None
-                    and 1 < _area(call.out_size) <= _area(leaf.out_size)):
-                inputs[call].add(id(leaf.input))
-    blocks = (call for call, seen in sorted(inputs.items(), key=lambda item: item[0].end)
-              if len(seen) >= _MIN_CONVS_PER_LEVEL and not _ends_with_its_downsampling(call))
-    return next((call.end for call in blocks), None)
+
+    def is_block(call: _Call) -> bool:
+        # not the 1x1 maps of a classifier's MLP, nor a squeeze-excitation's inside a block
+        if call in stem or call is trace.root or call.out_size is None or _area(call.out_size) < 2:
+            return False
+        convs = [leaf for leaf in call.leaves()
+                 if leaf.is_weight_layer and _area(call.out_size) <= _area(leaf.out_size)]
+        return (_sequential_convs(convs) >= _MIN_CONVS_PER_LEVEL
+                and not _ends_with_its_downsampling(call))
+
+    return min((call.end for call in trace.calls if is_block(call)), default=None)
 
 
 def _level_is_stage(trace: _Trace, producer: _Call, first_block_end: int | None,
@@ -321,8 +320,7 @@ def _bottleneck_producers(trace: _Trace, stem: bool) -> list[_Call]:
     first_block_end = _first_block_end(trace)
     plain = first_block_end is None  # no blocks: a chain of single convolutions, read to its layers
 
-    def visit(node: _Call, entering: _Call | None) -> None:
-        previous = entering if node.consumes(entering) else None
+    def visit(node: _Call, previous: _Call | None) -> None:  # previous: the call node continues
         for child in node.children:
             before, previous = previous, child
             if child.input is None:
@@ -382,6 +380,16 @@ def _point(call: _Call) -> InsertionPoint:
     return InsertionPoint(call.path, int(channels), call.out_size, call.channels_last)
 
 
+def _unfit(trace: _Trace, call: _Call) -> str | None:
+    """Why a forward hook on ``call``'s module cannot refine its output; None if it can."""
+    runs = trace.call_counts[call.module]
+    if runs > 1:
+        return f"runs {runs} times in a forward pass, and a hook would refine every call"
+    if not call.returns_tensor or call.out_size is None:
+        return "does not return a feature map (a 4D tensor)"
+    return None
+
+
 def _points(trace: _Trace, calls: list[_Call], what: str) -> list[InsertionPoint]:
     points: dict[str, InsertionPoint] = {}
     for call in calls:
@@ -390,11 +398,10 @@ def _points(trace: _Trace, calls: list[_Call], what: str) -> list[InsertionPoint
         if not call.returns_tensor:  # a list (SelecSLS blocks): the module inside making its map
             call = next((d for d in call.descendants()
                          if d.returns_tensor and d.output is call.output), call)
-        if not (call.path and trace.call_counts[call.module] == 1 and call.returns_tensor):
-            warnings.warn(f"{what}: skipping '{call.path}': it is called several times per "
-                          "forward pass or does not return a plain tensor", stacklevel=3)
-            continue
-        points.setdefault(call.path, _point(call))
+        if problem := _unfit(trace, call):
+            warnings.warn(f"{what}: skipping '{call.path}': it {problem}", stacklevel=3)
+        else:
+            points.setdefault(call.path, _point(call))
     return list(points.values())
 
 
@@ -452,21 +459,14 @@ def _named_points(model: nn.Module, targets, input_size) -> list[InsertionPoint]
             raise ValueError(f"targets: {name} has no module {path!r}; "
                              f"{_nearby_names(model, path)}")
     trace = _Trace(model, input_size)
-    points = []
+    first_calls = {call.module: call for call in reversed(trace.calls)}
     for path in targets:
-        calls = [call for call in trace.calls if call.module is modules[path]]
-        if not calls:
-            raise ValueError(f"targets: {path!r} does not run in a forward pass of {name} "
-                             f"on input_size={tuple(input_size)}")
-        if len(calls) > 1:
-            raise ValueError(f"targets: {path!r} runs {len(calls)} times in a forward pass of "
-                             f"{name}; an attention hook would refine every call: name a module "
-                             "that runs once")
-        if not calls[0].returns_tensor or calls[0].out_size is None:
-            raise ValueError(f"targets: {path!r} does not return a feature map (a 4D tensor); "
-                             "name the module that returns the map to refine")
-        points.append(_point(calls[0]))
-    return points
+        call = first_calls.get(modules[path])
+        if problem := ("does not run in a forward pass" if call is None else _unfit(trace, call)):
+            raise ValueError(f"targets: {path!r} {problem}; name a module of {name} that runs "
+                             f"once in a forward pass on input_size={tuple(input_size)} and "
+                             "returns the feature map to refine")
+    return [_point(first_calls[modules[path]]) for path in targets]
 
 
 class AttentionHook:

@@ -23,20 +23,18 @@ _JONGCHAN_BAM = [
     (r"channel_att\.gate_c\.gate_c_fc_0\.", "channel.fc1."),
     (r"channel_att\.gate_c\.gate_c_bn_1\.", "channel.bn1."),
     (r"channel_att\.gate_c\.gate_c_fc_final\.", "channel.fc2."),
-    (r"spatial_att\.gate_s\.gate_s_conv_reduce0\.", "spatial.reduce.conv."),
-    (r"spatial_att\.gate_s\.gate_s_bn_reduce0\.", "spatial.reduce.bn."),
-    (r"spatial_att\.gate_s\.gate_s_conv_di_(\d+)\.", r"spatial.dilated.\1.conv."),
-    (r"spatial_att\.gate_s\.gate_s_bn_di_(\d+)\.", r"spatial.dilated.\1.bn."),
+    (r"spatial_att\.gate_s\.gate_s_(?P<layer>conv|bn)_reduce0\.", r"spatial.reduce.\g<layer>."),
+    (r"spatial_att\.gate_s\.gate_s_(?P<layer>conv|bn)_di_(?P<i>\d+)\.",
+     r"spatial.dilated.\g<i>.\g<layer>."),
     (r"spatial_att\.gate_s\.gate_s_conv_final\.", "spatial.project."),
 ]
 _PYTORCHCV_BAM = [
     (r"ch_att\.init_fc\.fc\.", "channel.fc1."),
     (r"ch_att\.init_fc\.bn\.", "channel.bn1."),
     (r"ch_att\.final_fc\.", "channel.fc2."),
-    (r"sp_att\.init_conv\.conv\.", "spatial.reduce.conv."),
-    (r"sp_att\.init_conv\.bn\.", "spatial.reduce.bn."),
-    (r"sp_att\.dil_convs\.conv(\d+)\.conv\.", lambda m: f"spatial.dilated.{int(m[1]) - 1}.conv."),
-    (r"sp_att\.dil_convs\.conv(\d+)\.bn\.", lambda m: f"spatial.dilated.{int(m[1]) - 1}.bn."),
+    (r"sp_att\.init_conv\.(?P<layer>conv|bn)\.", r"spatial.reduce.\g<layer>."),
+    (r"sp_att\.dil_convs\.conv(?P<i>\d+)\.(?P<layer>conv|bn)\.",
+     lambda m: f"spatial.dilated.{int(m['i']) - 1}.{m['layer']}."),
     (r"sp_att\.final_conv\.", "spatial.project."),
 ]
 _PARAM = r"(weight|bias|running_mean|running_var|num_batches_tracked)$"
@@ -50,13 +48,11 @@ def _bam_rule(prefix: str, table, target: Callable[[re.Match], str]):
     """Rules mapping ``<prefix><bam suffix>`` to ``attention.<layer>.<our suffix>``."""
     rules = []
     for pattern, replacement in table:
-        def convert(match, pattern=pattern, replacement=replacement):
-            inner = re.match(pattern, match["inner"])
-            ours = replacement(inner) if callable(replacement) else inner.expand(replacement)
+        def convert(match, replacement=replacement):
+            ours = replacement(match) if callable(replacement) else match.expand(replacement)
             return f"attention.{target(match)}.{ours}{match['param']}"
 
-        rules.append((re.compile(prefix + r"(?P<inner>" + pattern + r")(?P<param>" + _PARAM + ")"),
-                      convert))
+        rules.append((re.compile(prefix + pattern + r"(?P<param>" + _PARAM + ")"), convert))
     return rules
 
 

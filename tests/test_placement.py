@@ -180,7 +180,7 @@ class SharedActivation(nn.Module):
 
 
 def test_shared_module_is_skipped_with_a_warning():
-    with pytest.warns(UserWarning, match="'relu'.*called several times"):
+    with pytest.warns(UserWarning, match="'relu'.*runs 3 times in a forward pass"):
         assert find_bottlenecks(SharedActivation(), (3, 16, 16)) == []
 
 
