@@ -16,8 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-# This checkout's packages first, as in the launchers (launch/_checkout.py says why).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, installed or not
 
 from tasks.data.root import data_root  # noqa: E402
 from tasks.data.sr import find_benchmark, list_benchmarks, prepare_subimages  # noqa: E402

@@ -5,8 +5,12 @@
 Also runs as ``python launch/detect.py ...`` (one process). See ``tasks/detect/train.py`` for options.
 """
 
-import _checkout  # noqa: F401  (this checkout's packages first)
-from tasks.detect.train import main
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, installed or not
+
+from tasks.detect.train import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

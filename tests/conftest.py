@@ -81,12 +81,27 @@ def write_sr_crops():
     return write
 
 
+def classify_run_args(argv: list[str]):
+    """The resolved options of a ``python -m tasks.classify`` command line with one ``--attention``."""
+    from tasks.classify import train
+
+    args = train.TASK.parse_args(argv)
+    (args.attention,) = args.attention
+    return train.resolve_args(args)
+
+
+def embedded_sr_images(split: str = "train") -> list[np.ndarray]:
+    """scikit-image's bundled photographs of a split (tasks.data.embedded) as uint8 (H, W, 3)."""
+    from tasks.data.embedded import embedded_sr_files
+    from tasks.data.images import read_rgb
+
+    return [read_rgb(path) for path in embedded_sr_files(split)]
+
+
 @pytest.fixture(scope="module")
 def sr_crops(tmp_path_factory, write_sr_crops) -> dict[str, Path]:
     """A training folder (6 crops of 40 px) and a benchmark folder (3 crops of 36 px: an odd count,
     36 = 9 * 4) cut from scikit-image's bundled photographs."""
-    from tasks.data.embedded import embedded_sr_images
-
     base = tmp_path_factory.mktemp("sr-crops")
     return {"train": write_sr_crops(base / "train", embedded_sr_images("train"), 40, 6),
             "bench": write_sr_crops(base / "bench", embedded_sr_images("test"), 36, 3)}

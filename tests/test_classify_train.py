@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 import torch
 
+from conftest import classify_run_args
 from tasks.classify import recipes, train
 from tasks.common.run import per_process_batch, steps_per_epoch
 from tasks.data.sampling import SeededDataset
@@ -183,7 +184,7 @@ def test_unknown_attention_lists_valid_names(capsys):
 
 def test_bam_options_rejected_for_other_attentions(capsys):
     with pytest.raises(ValueError, match="--dilation.*se"):
-        train.single_run_args(["--attention", "se", "--dilation", "2"])
+        classify_run_args(["--attention", "se", "--dilation", "2"])
     with pytest.raises(SystemExit):  # before any data is read or any run trains
         train.main(["--attention", "bam", "se", "--dilation", "2", "--wandb", "disabled"])
     assert "--dilation do(es) not apply to --attention se" in capsys.readouterr().err
@@ -198,9 +199,9 @@ def test_missing_cifar_is_a_clean_error(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------ extra-block model
 def test_extra_block_copies_the_stage_block_with_fresh_weights():
-    args = train.single_run_args(["--arch", "preresnet110", "--attention", "extra-block"])
+    args = classify_run_args(["--arch", "preresnet110", "--attention", "extra-block"])
     model = train.network_from_config(**train.model_config(args, 10))
-    base_args = train.single_run_args(["--arch", "preresnet110", "--attention", "none"])
+    base_args = classify_run_args(["--arch", "preresnet110", "--attention", "none"])
     base = train.network_from_config(**train.model_config(base_args, 10))
     for stage in ("layer1", "layer2"):
         grown, original = model.get_submodule(stage), base.get_submodule(stage)

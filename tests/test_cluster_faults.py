@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SR_TINY, cli_error, error_line, make_toy_trainer
+from conftest import SR_TINY, cli_error, embedded_sr_images, error_line, make_toy_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 NOT_UTF8 = os.fsdecode(b"run-\xff")  # a folder name with a byte that is not UTF-8
@@ -296,7 +296,6 @@ def test_a_pickle_that_would_run_code_is_a_damaged_file(tmp_path, file):
 
 def test_a_pickle_that_would_run_code_stops_an_sr_resume_in_one_line(tmp_path, write_sr_crops, capsys):
     from tasks.sr import train as sr_train
-    from tasks.data.embedded import embedded_sr_images
 
     train = write_sr_crops(tmp_path / "train", embedded_sr_images("train"), 40, 4)
     bench = write_sr_crops(tmp_path / "bench", embedded_sr_images("test"), 36, 2)

@@ -11,8 +11,12 @@ pytest.importorskip("pycocotools")
 
 from tasks.data.coco import CocoDetection, collate_detection, load_coco_api  # noqa: E402
 from tasks.detect.coco_eval import (  # noqa: E402
-    AP_KEYS, METRIC_KEYS, detections_to_coco, evaluate_coco, evaluate_distributed, merge_records,
+    AP_KEYS, METRIC_KEYS, coco_metrics, detections_to_coco, evaluate_distributed, merge_records, run_cocoeval,
 )
+
+
+def evaluate_coco(coco_gt, results, image_ids=None) -> dict[str, float]:
+    return coco_metrics(run_cocoeval(coco_gt, results, image_ids))
 
 
 @pytest.fixture

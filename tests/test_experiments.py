@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tasks.networks import list_networks
+from conftest import classify_run_args
 from tasks.classify import experiments, train
 
 
@@ -77,13 +78,13 @@ def test_every_row_is_a_valid_training_command(name):
     experiment = experiments.get_experiment(name)
     for run in experiment.runs:
         assert run.arch in list_networks(run.dataset), run
-        args = train.single_run_args([*run.argv(), "--experiment", f"{name}:{run.row}"])
+        args = classify_run_args([*run.argv(), "--experiment", f"{name}:{run.row}"])
         train.attention_options(args)  # raises for options the attention lacks
         assert args.experiment_info["paper"] == run.paper and run.paper["top1_err"] > 0
 
 
 def _params_m(run: experiments.Run) -> float:
-    args = train.single_run_args(run.argv())
+    args = classify_run_args(run.argv())
     with torch.device("meta"):  # shapes only: cheap even for 35M-parameter networks
         model = train.network_from_config(**train.model_config(args, 100))
     return sum(p.numel() for p in model.parameters()) / 1e6

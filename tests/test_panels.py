@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tasks.common.panels import LINE_HEIGHT, side_by_side
+from tasks.utils.images import LINE_HEIGHT, side_by_side
 
 
 def test_tiles_side_by_side_under_their_captions():

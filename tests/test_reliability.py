@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tasks.data.embedded import embedded_sr_images
+from conftest import embedded_sr_images
 from conftest import (PARSE_TINY, SR_TINY, NoisyLinearData, cli_error, error_line, mae_evaluate,
                       make_toy_trainer)
 

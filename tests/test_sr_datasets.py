@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from tasks.data.embedded import EMBEDDED_SPLITS, embedded_sr_files, embedded_sr_images
+from tasks.data.embedded import EMBEDDED_SPLITS, embedded_sr_files
+from conftest import embedded_sr_images
 from tasks.data.images import read_image
 from tasks.data.imresize import bicubic_degrade
 from tasks.data.sampling import EpochSeededSampler

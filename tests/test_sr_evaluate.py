@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tasks.data.embedded import embedded_sr_images
+from conftest import embedded_sr_images
 from tasks.sr import evaluate as sr_evaluate
 
 REPO = Path(__file__).resolve().parents[1]

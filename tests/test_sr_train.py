@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from tasks.data.embedded import embedded_sr_images
+from conftest import embedded_sr_images
 from tasks.report.runs import discover_runs
 from tasks.sr import evaluate as sr_evaluate
 from tasks.sr import train as sr_train

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.data.embedded import embedded_sr_images
+from conftest import embedded_sr_images
 from conftest import COCO_BAD_IMAGES, COCO_CLEAN_IMAGES, free_port
 
 REPO = Path(__file__).resolve().parents[1]

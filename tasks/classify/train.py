@@ -375,15 +375,6 @@ def resolve_args(args) -> argparse.Namespace:
     return args
 
 
-def single_run_args(argv: list[str]) -> argparse.Namespace:
-    """The resolved options of a command line that names one ``--attention``."""
-    args = TASK.parse_args(argv)
-    if len(args.attention) != 1:
-        raise ValueError(f"expected one --attention, got {args.attention}")
-    args.attention = args.attention[0]
-    return resolve_args(args)
-
-
 TASK = ClassifyTask()
 
 

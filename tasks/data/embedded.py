@@ -1,4 +1,4 @@
-"""Real photographs that ship inside scikit-image: the no-download SR default.
+"""Real photographs that ship inside scikit-image: the SR evaluation set ``embedded``.
 
 They are read straight from scikit-image's ``skimage/data`` package folder (``skimage.data.<name>()``
 would fetch some other images over the network), so nothing is ever downloaded. Only photographs of
@@ -9,12 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import skimage
 
-from tasks.data.images import read_rgb
-
-# Training photos: colour ones first (a model trained mostly on gray pictures learns no colour,
+# Training photos (the tests' tiny SR runs): colour ones first (a model trained mostly on gray pictures learns no colour,
 # which shows in the sample panels though PSNR/SSIM on Y do not see it), then gray textures that
 # teach fine detail.
 EMBEDDED_SPLITS: dict[str, tuple[str, ...]] = {
@@ -38,8 +35,3 @@ def embedded_sr_files(split: str = "train") -> list[Path]:
         raise FileNotFoundError(f"scikit-image's bundled sample images are missing: {', '.join(missing)} "
                                 "(reinstall scikit-image)")
     return files
-
-
-def embedded_sr_images(split: str = "train") -> list[np.ndarray]:
-    """The photographs of a split as uint8 (H, W, 3) arrays."""
-    return [read_rgb(path) for path in embedded_sr_files(split)]

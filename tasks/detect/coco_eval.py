@@ -48,17 +48,13 @@ def _empty_results(coco_gt):
     return coco_dt
 
 
-def evaluate_coco(coco_gt, results: list[dict], image_ids: Iterable[int] | None = None) -> dict[str, float]:
-    """Run COCOeval (bbox) on ``results`` against ``coco_gt`` (a pycocotools ``COCO``).
+def run_cocoeval(coco_gt, results: list[dict], image_ids: Iterable[int] | None = None):
+    """COCOeval (bbox) of ``results`` against ``coco_gt`` (a pycocotools ``COCO``), evaluated,
+    accumulated and summarised.
 
     ``image_ids`` restricts the evaluation to the images that were actually run (all images of
     ``coco_gt`` otherwise). No detections at all scores 0 wherever there is ground truth and
     -1 where there is none (e.g. ``AP_large`` without large objects), as COCOeval does."""
-    return coco_metrics(run_cocoeval(coco_gt, results, image_ids))
-
-
-def run_cocoeval(coco_gt, results: list[dict], image_ids: Iterable[int] | None = None):
-    """The evaluated, accumulated and summarised ``COCOeval`` of :func:`evaluate_coco`."""
     from pycocotools.cocoeval import COCOeval
 
     known = set(coco_gt.getImgIds())
@@ -77,7 +73,7 @@ def run_cocoeval(coco_gt, results: list[dict], image_ids: Iterable[int] | None =
 
 
 def coco_metrics(evaluator) -> dict[str, float]:
-    """The metrics of :func:`evaluate_coco` from a summarised ``COCOeval``."""
+    """``METRIC_KEYS`` (mAP, AP per IoU threshold, AP by object size) of a summarised ``COCOeval``."""
     stats = evaluator.stats
     # precision: [iou threshold, recall, category, area range, max detections]; area 0 = all,
     # max detections index 2 = 100, as COCOeval's own summary.

@@ -9,8 +9,7 @@ import torch
 from PIL import Image
 from torchvision.utils import draw_bounding_boxes
 
-from tasks.common.panels import side_by_side
-from tasks.utils.images import quantize
+from tasks.utils.images import quantize, side_by_side
 
 # A fixed, distinguishable colour per category id (hue walk), so one class keeps its colour.
 _PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c",

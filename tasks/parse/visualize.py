@@ -7,9 +7,9 @@ from typing import Sequence
 
 import numpy as np
 
-from tasks.common.panels import side_by_side
 from tasks.data.ade20k import IGNORE_INDEX, colorize
 from tasks.utils.files import write_png_atomic
+from tasks.utils.images import side_by_side
 
 
 def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.6, ignore_index: int = IGNORE_INDEX) -> np.ndarray:

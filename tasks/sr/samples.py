@@ -11,13 +11,12 @@ import torch
 from PIL import Image
 
 from tasks.common.model_io import load_model
-from tasks.common.panels import side_by_side
 from tasks.data.imresize import imresize
 from tasks.report.plots import variant_name
 from tasks.sr.evaluate import BICUBIC, load_sets, score_set
 from tasks.utils.files import write_png_atomic
 from tasks.utils.formatting import signed
-from tasks.utils.images import quantize, to_hwc_uint8
+from tasks.utils.images import quantize, side_by_side, to_hwc_uint8
 
 _GAP = 4          # white pixels between panels
 _CROP = 256       # panels show the central 256x256 pixels of each image (all of a smaller one)

@@ -37,6 +37,7 @@ from tasks.common.model_io import load_model
 from tasks.data.images import list_images, read_rgb
 from tasks.sr.ensemble import SelfEnsemble
 from tasks.utils.files import WriteError, check_writable, write_png_atomic
+from tasks.utils.formatting import byte_size
 from tasks.utils.images import to_hwc_uint8
 from tasks.utils.messages import note
 from tasks.utils.progress import progress
@@ -232,12 +233,8 @@ def _out_of_memory(file: Path, image: np.ndarray, scale: int, tile: int, device:
     hint = (f"try a smaller --tile (e.g. --tile {max(16, tile // 2)})" if 0 < tile < max(height, width)
             else "leave --tile out to tile automatically, or give e.g. --tile 256")
     return ValueError(f"not enough memory on {device} to upscale {file} ({width}x{height}, output "
-                      f"{width * scale}x{height * scale}: {_amount(height * width * scale**2 * 3)} in 8 bits alone): "
+                      f"{width * scale}x{height * scale}: {byte_size(height * width * scale**2 * 3)} in 8 bits alone): "
                       f"{reason}; {hint}, or free memory")
-
-
-def _amount(size: float) -> str:
-    return f"{size / 2**30:.1f} GB" if size >= 2**30 else f"{size / 2**20:.0f} MB"
 
 
 def _tiling_note(file: Path, image: np.ndarray, profile: NetworkProfile, tile: int, free: float,
@@ -245,8 +242,8 @@ def _tiling_note(file: Path, image: np.ndarray, profile: NetworkProfile, tile: i
     height, width = image.shape[:2]
     result = ("the network pools over the whole image (attention), so tiles change its result slightly"
               if profile.global_pooling else "the result is the whole image's")
-    return (f"{file} ({width}x{height}) would need about {_amount(profile.bytes_per_pixel * height * width)} to "
-            f"upscale whole, more than half of the {_amount(free)} free on {device}: upscaling in {tile}x{tile} tiles "
+    return (f"{file} ({width}x{height}) would need about {byte_size(profile.bytes_per_pixel * height * width)} to "
+            f"upscale whole, more than half of the {byte_size(free)} free on {device}: upscaling in {tile}x{tile} tiles "
             f"({result}; --tile N sets the size, --tile 0 turns tiling off)")
 
 

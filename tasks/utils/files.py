@@ -14,14 +14,12 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from tasks.utils.formatting import byte_size
+
 
 class WriteError(OSError):
     """A file could not be written (full disk, read-only folder); the message says which file, why,
     and what was kept. Commands print it as one line."""
-
-
-def _megabytes(size: int) -> str:
-    return f"{size / 2**20:,.0f} MB"
 
 
 def check_writable(folder: str | os.PathLike, what: str = "output folder", needed_bytes: int = 0,
@@ -44,7 +42,7 @@ def check_writable(folder: str | os.PathLike, what: str = "output folder", neede
                          "permissions") from None
     free = shutil.disk_usage(folder).free
     if free < needed_bytes:
-        raise ValueError(f"{what} {folder} has {_megabytes(free)} free, fewer than the {_megabytes(needed_bytes)} "
+        raise ValueError(f"{what} {folder} has {byte_size(free)} free, fewer than the {byte_size(needed_bytes)} "
                          f"needed for {needed_for}: free some space or choose another folder")
     return folder
 

@@ -1,4 +1,4 @@
-"""How every number of a comparison is written: one rule for signed numbers, one for counts."""
+"""How numbers are written: one rule for signed numbers, one for counts, one for amounts of memory."""
 
 from __future__ import annotations
 
@@ -20,3 +20,8 @@ def count(value: float | None) -> str:
         if abs(value) >= scale:
             return f"{value / scale:.3f}{prefix}"
     return f"{value:,}"
+
+
+def byte_size(size: float) -> str:
+    """Memory and disk space in messages: ``16 MB``, ``1,024 MB``, ``3.2 GB`` (from 1 GiB)."""
+    return f"{size / 2**30:.1f} GB" if size >= 2**30 else f"{size / 2**20:,.0f} MB"
