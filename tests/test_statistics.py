@@ -125,7 +125,7 @@ def test_verdicts_cannot_overclaim():
     assert verdict(0.0, interval(0.0, 0.0), "max", "", "BAM", 4) == "within noise: +0.0000 [+0.0000, +0.0000]"
     # a bound that rounds to zero keeps its sign, so "worse" never stands beside a bound shown as +0
     assert verdict(-0.0017, interval(-0.0034, -0.00003), "max", "", "BAM", 4) == \
-        "BAM worse by 0.0017 [-0.0034, -3e-05]"
+        "BAM worse by 0.0017 [-0.0034, -0.00003]"
     assert decide(interval(-1.6, -0.8), "min", p_value=0.06) == "within noise"
     assert decide(interval(-1.6, -0.8), "min", p_value=0.01) == "better"
     with pytest.raises(ValueError, match="mode"):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 
 def signed(value: float, digits: int) -> str:
-    """``+0.42``; a value that rounds to zero but is not zero keeps one significant digit
-    (``-3e-05``): a bound just below 0 must not read as 0 beside the word "worse"."""
+    """``+0.42``; a value that rounds to zero but is not zero gets the decimals of its first
+    significant digit (``-0.00003``): a bound just below 0 must not read as 0 beside the word
+    "worse", nor in scientific notation beside fixed-point numbers."""
     text = f"{value:+.{digits}f}"
-    if float(text) == 0:
-        return f"{value:+.1g}" if value != 0 else "+0." + "0" * digits
+    if float(text) == 0 and value != 0:
+        first = f"{value:.0e}"  # e.g. "-3e-05": the exponent is the place of the first digit
+        return f"{float(first):+.{-int(first.split('e')[1])}f}"
     return text
 
 
