@@ -1,7 +1,7 @@
 """What BAM costs in time: networks without and with BAM, measured in one process, taking turns.
 
 One line per measurement: ``module``, ``metrics``, ``data`` and ``step`` (forward, loss, backward,
-Adam; base and BAM, eager, then compiled); benchmarks/README.md says what each measures. Times
+optimiser; base and BAM, eager, then compiled); benchmarks/README.md says what each measures. Times
 are medians of --repeats runs of --steps calls.
 
     python benchmarks/bench.py                       # CPU sizes (ResNet50: batch 8, 128x128)
@@ -72,7 +72,7 @@ def compare(fns: dict, device, steps: int, repeats: int) -> tuple[dict, dict]:
     return {name: statistics.median(t) for name, t in times.items()}, first
 
 
-def training_step(network, attention, size, device, tiny, compiled, fused_adam):
+def training_step(network, attention, size, device, tiny, compiled):
     from tasks.common.compile import compile_for_training  # honours BAM_COMPILE_BACKEND
 
     batch, side, hr_side, dtype, channels_last = size
@@ -80,7 +80,9 @@ def training_step(network, attention, size, device, tiny, compiled, fused_adam):
     torch.manual_seed(0)
     model = build(network, attention, tiny).to(device, memory_format=layout).train()
     forward = compile_for_training(model, "default" if compiled else "off", device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=fused_adam or None)
+    # the optimiser the training command builds: fused, one kernel for every tensor
+    optimizer = (torch.optim.Adam(model.parameters(), lr=1e-4, fused=True) if hr_side else
+                 torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4, fused=True))
     x = torch.rand(batch, 3, side, side, device=device).to(memory_format=layout)
     target = torch.rand(batch, 3, hr_side, hr_side) if hr_side else torch.randint(1000, (batch,))
     target, loss_of = target.to(device), F.l1_loss if hr_side else F.cross_entropy
@@ -165,7 +167,6 @@ def main(argv=None) -> None:
     add("--only", default="module,metrics,data,step", help="sections to run (default: all)")
     add("--steps", type=int, help="calls per timing (default: GPU 10, CPU 3, tiny 2)")
     add("--repeats", type=int, help="timings per variant (default: GPU 7, CPU 5, tiny 2)")
-    add("--fused-adam", action="store_true", help="Adam(fused=True) (default: Adam's own choice)")
     add("--workers", type=int, default=min(4, os.cpu_count() or 1), help="DataLoader workers")
     add("--data-root", help="holds sr/train/T91 and sr/Set14 (default: as the training commands)")
     args = parser.parse_args(argv)
@@ -194,7 +195,7 @@ def main(argv=None) -> None:
         for network, size in sizes.items():
             times, first = compare(
                 {attention: training_step(network, attention, size, device, args.tiny,
-                                          mode == "compile", args.fused_adam)
+                                          mode == "compile")
                  for attention in ("none", "bam")}, device, steps, repeats)
             overhead = f"{100 * (times['bam'] / times['none'] - 1):+6.1f}%"
             for attention, label, extra in (("none", "base", ""), ("bam", "bam", overhead)):
