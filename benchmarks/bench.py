@@ -81,8 +81,9 @@ def training_step(network, attention, size, device, tiny, compiled):
     model = build(network, attention, tiny).to(device, memory_format=layout).train()
     forward = compile_for_training(model, "default" if compiled else "off", device)
     # the optimiser the training command builds: fused, one kernel for every tensor
-    optimizer = (torch.optim.Adam(model.parameters(), lr=1e-4, fused=True) if hr_side else
-                 torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4, fused=True))
+    parameters = model.parameters()
+    optimizer = (torch.optim.Adam(parameters, lr=1e-4, fused=True) if hr_side else
+                 torch.optim.SGD(parameters, lr=0.1, momentum=0.9, weight_decay=1e-4, fused=True))
     x = torch.rand(batch, 3, side, side, device=device).to(memory_format=layout)
     target = torch.rand(batch, 3, hr_side, hr_side) if hr_side else torch.randint(1000, (batch,))
     target, loss_of = target.to(device), F.l1_loss if hr_side else F.cross_entropy

@@ -157,8 +157,8 @@ def test_a_line_cut_by_a_kill_is_skipped_and_a_bad_file_is_named(runs_dir):
 
 
 def test_signed_numbers_follow_one_rule_in_the_table_and_the_verdict():
-    assert (signed(0.4242, 2), signed(-3e-5, 2), signed(0.0, 2), signed(-0.004, 4)) == \
-        ("+0.42", "-0.00003", "+0.00", "-0.0040")
+    assert (signed(0.4242, 2), signed(-3e-5, 2), signed(0.0, 2), signed(-0.0, 2), signed(-0.004, 4)) == \
+        ("+0.42", "-0.00003", "+0.00", "+0.00", "-0.0040")
     assert (count(5), count(50_000), count(1_547_011), count(2_227_000_000), count(None)) == \
         ("5", "50,000", "1.547M", "2.227G", "–")
     assert variant_name("bam(dilation=1)") == "BAM(dilation=1)" and variant_name("bam-c") == "BAM-C"

@@ -8,10 +8,12 @@ def signed(value: float, digits: int) -> str:
     significant digit (``-0.00003``): a bound just below 0 must not read as 0 beside the word
     "worse", nor in scientific notation beside fixed-point numbers."""
     text = f"{value:+.{digits}f}"
-    if float(text) == 0 and value != 0:
-        first = f"{value:.0e}"  # e.g. "-3e-05": the exponent is the place of the first digit
-        return f"{float(first):+.{-int(first.split('e')[1])}f}"
-    return text
+    if float(text) != 0:
+        return text
+    if value == 0:
+        return f"{0:+.{digits}f}"  # -0.0 too
+    first = f"{value:.0e}"  # e.g. "-3e-05": the exponent is the place of the first digit
+    return f"{float(first):+.{-int(first.split('e')[1])}f}"
 
 
 def count(value: float | None) -> str:
