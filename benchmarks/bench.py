@@ -73,6 +73,7 @@ def compare(fns: dict, device, steps: int, repeats: int) -> tuple[dict, dict]:
 
 
 def training_step(network, attention, size, device, tiny, compiled):
+    from tasks.classify import recipes
     from tasks.common.compile import compile_for_training  # honours BAM_COMPILE_BACKEND
 
     batch, side, hr_side, dtype, channels_last = size
@@ -81,9 +82,8 @@ def training_step(network, attention, size, device, tiny, compiled):
     model = build(network, attention, tiny).to(device, memory_format=layout).train()
     forward = compile_for_training(model, "default" if compiled else "off", device)
     # the optimiser the training command builds: fused, one kernel for every tensor
-    parameters = model.parameters()
-    optimizer = (torch.optim.Adam(parameters, lr=1e-4, fused=True) if hr_side else
-                 torch.optim.SGD(parameters, lr=0.1, momentum=0.9, weight_decay=1e-4, fused=True))
+    optimizer = (torch.optim.Adam(model.parameters(), lr=1e-4, fused=True) if hr_side else
+                 recipes.build_optimizer(model.parameters(), recipes.RECIPES["imagenet"]))
     x = torch.rand(batch, 3, side, side, device=device).to(memory_format=layout)
     target = torch.rand(batch, 3, hr_side, hr_side) if hr_side else torch.randint(1000, (batch,))
     target, loss_of = target.to(device), F.l1_loss if hr_side else F.cross_entropy

@@ -92,6 +92,12 @@ def with_overrides(recipe: Recipe, **values) -> Recipe:
     return replace(recipe, **values)
 
 
+def build_optimizer(parameters, recipe: Recipe) -> torch.optim.SGD:
+    """The recipe's SGD, fused: one kernel for every tensor, not a Python loop over them each step."""
+    return torch.optim.SGD(parameters, lr=recipe.lr, momentum=recipe.momentum,
+                           weight_decay=recipe.weight_decay, nesterov=recipe.nesterov, fused=True)
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe,
                     steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     """lr = base * gamma^(milestones passed), stepped once per optimizer step: the rate changes at

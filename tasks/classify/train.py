@@ -285,11 +285,7 @@ class ClassifyTask(Task):
         return network_from_config(**model_config(args, data.num_classes))
 
     def optimizer(self, args: argparse.Namespace, model: nn.Module, data: ClassifyData, schedule: ClassifySchedule):
-        recipe = args.recipe
-        # fused: one kernel for every tensor, not a Python loop over them each step
-        optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                                    weight_decay=recipe.weight_decay, nesterov=recipe.nesterov,
-                                    fused=True)
+        optimizer = recipes.build_optimizer(model.parameters(), args.recipe)
         return optimizer, recipes.build_scheduler(optimizer, args.recipe, schedule.steps_per_epoch)
 
     def loss(self, args: argparse.Namespace):
