@@ -158,6 +158,7 @@ def machine(device) -> str:
 
 def main(argv=None) -> None:
     from tasks.data.root import data_root
+    from tasks.utils.processes import keep_freed_memory
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -178,6 +179,8 @@ def main(argv=None) -> None:
     sizes = SIZES["tiny" if args.tiny else device.type]
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as the training commands set it
+    else:
+        keep_freed_memory()  # as the training commands do on a CPU
     print(f"{machine(device)}; torch {torch.__version__}; "
           f"{'tiny' if args.tiny else device.type} sizes")
     root = data_root(args.data_root)

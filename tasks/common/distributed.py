@@ -15,7 +15,7 @@ from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import DataLoaderConfiguration, broadcast_object_list
 
 from tasks.utils.messages import note_once
-from tasks.utils.processes import cores, world_size
+from tasks.utils.processes import cores, keep_freed_memory, world_size
 
 MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16")
 
@@ -56,6 +56,7 @@ def make_accelerator(mixed_precision: str | None = "no", cpu: bool = False,
     )
     if accelerator.device.type == "cpu":
         _use_every_core(accelerator.num_processes)
+        keep_freed_memory()  # activations live in malloc'd memory: 10-40% faster CPU steps
     return accelerator
 
 

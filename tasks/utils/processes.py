@@ -1,9 +1,16 @@
-"""Which process of a multi-process run this is, without creating a process group to ask, and how
-many cores it may use."""
+"""Which process of a multi-process run this is, without creating a process group to ask, how
+many cores it may use, and how its C library hands out memory."""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
+
+# mallopt's parameters (glibc's malloc.h) and the values keep_freed_memory gives them.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_LARGEST_HEAP_BLOCK = 32 * 2**20  # the highest mmap threshold glibc accepts on a 64-bit system
+_NEVER_TRIM = 2**31 - 1  # mallopt takes a C int
 
 
 def is_main_process() -> bool:
@@ -24,3 +31,22 @@ def world_size() -> int:
 def cores() -> int:
     """CPU cores this process may run on (its affinity: a cluster job's share, not the machine's)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc reuse the memory of freed tensors instead of handing it back to the kernel.
+
+    On a CPU every activation is a malloc'd block. By default glibc unmaps a freed block of 128 KiB
+    or more, or trims its heap once 2x that much is free at its top, so the next step's tensors
+    arrive as fresh pages that the kernel must fault in and zero, 4 KiB at a time: ~7,000 faults
+    in one BAM forward + backward on a ResNet50 stage-1 map (8 x 256 x 32 x 32), about half of its
+    time. Blocks up to 32 MiB served from a heap that is never trimmed fault once per process. The
+    price: the process keeps the largest heap it has used. Returns False, changing nothing, where
+    the C library is not glibc (macOS, Windows, musl) or refuses the values (a 32-bit system).
+    """
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(None)  # the C library this process already runs on
+    # In this order: setting either one stops glibc's own adjustment of both.
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, _LARGEST_HEAP_BLOCK)
+                and libc.mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM))
