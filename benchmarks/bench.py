@@ -27,11 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 import bam
 
 # network: (batch, input side, HR side (0: ImageNet classes), autocast dtype, channels_last)
-SR = {"srresnet-main": (4, 12, 48, None, False), "srresnet-srgan": (16, 24, 96, None, False)}
+# srresnet-main in the main job's layout (channels_last: 11% faster there on one thread)
+SR = {"srresnet-main": (4, 12, 48, None, True), "srresnet-srgan": (16, 24, 96, None, False)}
 SIZES = {"cpu": {**SR, "resnet50": (8, 128, 0, None, False)},
          "cuda": {**SR, "srresnet-b64": (64, 24, 96, torch.bfloat16, True),
                   "resnet50": (256, 224, 0, torch.bfloat16, True)},
-         "tiny": {"srresnet-main": (2, 8, 32, None, False), "resnet50": (2, 32, 0, None, False)}}
+         "tiny": {"srresnet-main": (2, 8, 32, None, True), "resnet50": (2, 32, 0, None, False)}}
 
 
 def build(network: str, attention: str, tiny: bool) -> torch.nn.Module:
