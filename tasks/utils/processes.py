@@ -36,13 +36,15 @@ def cores() -> int:
 def keep_freed_memory() -> bool:
     """Let glibc's malloc reuse the memory of freed tensors instead of handing it back to the kernel.
 
-    On a CPU every activation is a malloc'd block. By default glibc unmaps a freed block of 128 KiB
-    or more, or trims its heap once 2x that much is free at its top, so the next step's tensors
-    arrive as fresh pages that the kernel must fault in and zero, 4 KiB at a time: ~7,000 faults
-    in one BAM forward + backward on a ResNet50 stage-1 map (8 x 256 x 32 x 32), about half of its
-    time. Blocks up to 32 MiB served from a heap that is never trimmed fault once per process. The
-    price: the process keeps the largest heap it has used. Returns False, changing nothing, where
-    the C library is not glibc (macOS, Windows, musl) or refuses the values (a 32-bit system).
+    On a CPU every activation is a malloc'd block. By default glibc maps a block of 128 KiB or more
+    (a threshold it raises to the largest such block freed so far) straight from the kernel and
+    unmaps it when freed, and trims its heap once twice that threshold is free at its top; so the
+    next step's tensors arrive as fresh pages that the kernel must fault in and zero, 4 KiB at a
+    time: ~7,000 faults in one BAM forward + backward on a ResNet50 stage-1 map (8 x 256 x 32 x 32),
+    about half of its time. Blocks up to 32 MiB served from a heap that is never trimmed fault once
+    per process. The price: the process keeps the largest heap it has used. Returns False, changing
+    nothing, where the C library is not glibc (macOS, Windows, musl) or refuses the values (a 32-bit
+    system).
     """
     if platform.libc_ver()[0] != "glibc":
         return False
